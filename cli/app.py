@@ -1,0 +1,145 @@
+"""The composition root: builds a running Switchboard from a config and a store.
+
+This is the one module that knows both the SIP core (:mod:`pbx`) and the store (:mod:`crm`):
+it turns the YAML config into :class:`pbx.server.ServerSettings`, and implements the server's
+:class:`pbx.server.Persistence` with :class:`crm.Store`. Everything else stays one-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+
+from config import SwitchboardConfig
+from crm import Store
+from crm.store import BindingData, CallRecordData, Disposition, HangupSide
+from pbx.b2bua import CallDetail
+from pbx.server import Extension, ServerSettings, SipServer, StoredBinding
+from pbx.stack import ListenSpec
+
+__all__ = ["StorePersistence", "build_server", "run", "settings_from_config"]
+
+log = structlog.get_logger("switchboard")
+
+
+def settings_from_config(cfg: SwitchboardConfig) -> ServerSettings:
+    sip = cfg.sip
+    return ServerSettings(
+        listen=tuple(ListenSpec(x.transport.upper(), x.host, x.port) for x in sip.listen),
+        realm=sip.realm,
+        advertise_host=sip.advertise_host,
+        user_agent=sip.user_agent,
+        min_expires=sip.registration.min_expires,
+        max_expires=sip.registration.max_expires,
+        default_expires=sip.registration.default_expires,
+        algorithms=tuple(sip.auth.algorithms),
+        nonce_lifetime=float(sip.auth.nonce_lifetime),
+        max_failures=sip.auth.max_failures,
+        failure_window=float(sip.auth.failure_window),
+        block_seconds=float(sip.auth.block_seconds),
+        rtp_host=cfg.rtp.host,
+        rtp_ports=(cfg.rtp.ports[0], cfg.rtp.ports[1]),
+        rtp_inactivity_timeout=float(cfg.rtp.inactivity_timeout),
+    )
+
+
+def extensions_from_config(cfg: SwitchboardConfig) -> dict[str, Extension]:
+    return {
+        num: Extension(
+            number=num, name=e.name, password=e.password, ring_timeout=float(e.ring_timeout)
+        )
+        for num, e in cfg.extensions.items()
+    }
+
+
+class StorePersistence:
+    """:class:`pbx.server.Persistence` on top of :class:`crm.Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def save_binding(self, binding: StoredBinding) -> None:
+        await self.store.save_binding(
+            BindingData(
+                aor=binding.aor,
+                contact_uri=binding.contact_uri,
+                received=f"{binding.source[0]}:{binding.source[1]}",
+                transport=binding.transport,
+                call_id=binding.call_id,
+                cseq=binding.cseq,
+                expires_at=datetime.fromtimestamp(binding.expires_at_epoch, UTC),
+                user_agent=binding.user_agent or None,
+            )
+        )
+
+    async def delete_binding(self, aor: str, contact_uri: str) -> None:
+        await self.store.delete_binding(aor, contact_uri)
+
+    async def load_bindings(self) -> list[StoredBinding]:
+        out: list[StoredBinding] = []
+        for b in await self.store.load_bindings():
+            host, _, port = b.received.rpartition(":")
+            out.append(
+                StoredBinding(
+                    aor=b.aor,
+                    contact_uri=b.contact_uri,
+                    source=(host, int(port or 5060)),
+                    transport=b.transport,
+                    call_id=b.call_id,
+                    cseq=b.cseq,
+                    expires_at_epoch=b.expires_at.timestamp(),
+                    user_agent=b.user_agent or "",
+                )
+            )
+        return out
+
+    async def save_call(self, detail: CallDetail) -> None:
+        await self.store.add_call_record(
+            CallRecordData(
+                call_id=detail.call_id,
+                caller=detail.caller,
+                callee=detail.callee,
+                start=detail.start,
+                end=detail.end,
+                answer=detail.answer,
+                hangup_cause=detail.hangup_cause,
+                disposition=Disposition(detail.disposition),
+                hangup_side=HangupSide(detail.hangup_side),
+                sip_status=detail.sip_status,
+            )
+        )
+
+
+async def build_server(cfg: SwitchboardConfig) -> tuple[SipServer, Store]:
+    store = await Store.open(cfg.store.url)
+    server = SipServer(
+        settings_from_config(cfg), extensions_from_config(cfg), StorePersistence(store)
+    )
+    return server, store
+
+
+async def run(cfg: SwitchboardConfig, config_dir: Path | None = None) -> None:
+    """Run until SIGINT/SIGTERM: start, serve, then hang up calls and close cleanly."""
+    server, store = await build_server(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+        log.info(
+            "switchboard_started",
+            extensions=len(cfg.extensions),
+            config_dir=str(config_dir) if config_dir else None,
+        )
+        await stop.wait()
+    finally:
+        log.info("switchboard_stopping")
+        await server.stop()
+        await store.close()

@@ -1,0 +1,147 @@
+"""The ``switchboard`` command line (typer).
+
+``switchboard serve`` starts the server; ``switchboard config validate`` checks a config
+without starting anything. The CLI never reimplements server logic: it loads config through
+:mod:`config` and hands it to :func:`pbx.server.run`, imported lazily so the rest of the CLI
+works without the SIP core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import structlog
+import typer
+
+from cli.logging_setup import configure_logging
+from config import ConfigError, config_file_path, ensure_default_config, load_config
+
+DEFAULT_VAR_DIR = Path("var")
+
+app = typer.Typer(
+    name="switchboard",
+    help="Switchboard: a softswitch and call-center engine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"switchboard {version('switchboard')}")
+        except PackageNotFoundError:
+            typer.echo("switchboard (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Switchboard: a softswitch and call-center engine."""
+
+
+def _print_problems(err: ConfigError) -> None:
+    for problem in err.problems:
+        typer.echo(str(problem), err=True)
+
+
+@app.command()
+def serve(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Config folder (holding switchboard.yaml) or YAML file. Default: ./var/, "
+            "created with random extension passwords on first start.",
+        ),
+    ] = None,
+    log_json: Annotated[
+        bool,
+        typer.Option("--log-json", envvar="SWITCHBOARD_LOG_JSON", help="Log JSON lines."),
+    ] = False,
+    log_level: Annotated[
+        LogLevel,
+        typer.Option("--log-level", envvar="SWITCHBOARD_LOG_LEVEL", case_sensitive=False),
+    ] = LogLevel.info,
+) -> None:
+    """Run the server (SIP, media, store) until interrupted."""
+    configure_logging(json=log_json, level=log_level.value)
+    log = structlog.get_logger("switchboard.cli")
+
+    if config is None:
+        config_path, passwords = ensure_default_config(DEFAULT_VAR_DIR)
+        if passwords is not None:
+            _announce_passwords(config_path, passwords)
+    else:
+        config_path = config_file_path(config)
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as err:
+        _print_problems(err)
+        raise typer.Exit(1) from None
+    config_dir = config_path.resolve().parent
+    log.info("config_loaded", path=str(config_path), extensions=len(cfg.extensions))
+
+    # Imported lazily: the SIP core is heavy and the other commands must not need it.
+    from cli.app import run
+
+    try:
+        _run_server(run, cfg, config_dir)
+    except KeyboardInterrupt:
+        log.info("server_interrupted")
+
+
+def _run_server(run: Any, cfg: Any, config_dir: Path) -> None:
+    """Run ``run(cfg, config_dir=...)`` in uvloop when installed, else plain asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(run(cfg, config_dir=config_dir))
+    else:
+        uvloop.run(run(cfg, config_dir=config_dir))
+
+
+def _announce_passwords(path: Path, passwords: dict[str, str]) -> None:
+    typer.echo(f"Created {path} with these extensions (shown once; also stored in that file):")
+    for number, password in passwords.items():
+        typer.echo(f"  extension {number}  password {password}")
+
+
+@config_app.command("validate")
+def validate(
+    path: Annotated[
+        Path, typer.Argument(help="Config folder (holding switchboard.yaml) or YAML file.")
+    ],
+) -> None:
+    """Check a config; print every problem as file:line:column: message (exit 1) or OK."""
+    try:
+        load_config(path)
+    except ConfigError as err:
+        _print_problems(err)
+        raise typer.Exit(1) from None
+    typer.echo("OK")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,40 @@
+"""Configuration: pydantic schema, YAML loader with file:line:column errors, default config."""
+
+from config.defaults import ensure_default_config, render_default_config
+from config.loader import (
+    CONFIG_FILENAME,
+    ConfigError,
+    ConfigProblem,
+    config_file_path,
+    load_config,
+    parse_config,
+)
+from config.schema import (
+    AuthConfig,
+    ExtensionConfig,
+    ListenConfig,
+    RegistrationConfig,
+    RtpConfig,
+    SipConfig,
+    StoreConfig,
+    SwitchboardConfig,
+)
+
+__all__ = [
+    "CONFIG_FILENAME",
+    "AuthConfig",
+    "ConfigError",
+    "ConfigProblem",
+    "ExtensionConfig",
+    "ListenConfig",
+    "RegistrationConfig",
+    "RtpConfig",
+    "SipConfig",
+    "StoreConfig",
+    "SwitchboardConfig",
+    "config_file_path",
+    "ensure_default_config",
+    "load_config",
+    "parse_config",
+    "render_default_config",
+]

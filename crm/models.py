@@ -1,0 +1,96 @@
+"""SQLAlchemy 2 ORM models (typed ``Mapped[]`` declarative) for the store.
+
+Only :mod:`crm.store` touches these classes; everyone else uses the plain dataclasses in
+:mod:`crm.store`. Other tables (customers, tickets, queue events, recordings, ...) subclass the
+same :class:`Base` so ``metadata.create_all`` creates them together.
+
+Timestamps are always UTC. SQLite has no time zone type, so :class:`UtcDateTime` stores naive
+UTC and hands back aware UTC datetimes on every backend.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A datetime column that only accepts and returns timezone-aware UTC values."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: store only timezone-aware UTC values")
+        value = value.astimezone(UTC)
+        # SQLite would drop the offset anyway; strip it so comparisons are on plain UTC text.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base shared by every table in the store."""
+
+
+class CallRecord(Base):
+    """A call detail record: one row per call, written when the call ends."""
+
+    __tablename__ = "call_records"
+    __table_args__ = (
+        Index("ix_call_records_call_id", "call_id"),
+        Index("ix_call_records_start", "start"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # SIP Call-ID of the caller's leg (the one the caller's phone knows).
+    call_id: Mapped[str] = mapped_column(String(255))
+    caller: Mapped[str] = mapped_column(String(255))
+    callee: Mapped[str] = mapped_column(String(255))
+    start: Mapped[datetime] = mapped_column(UtcDateTime())
+    answer: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    end: Mapped[datetime] = mapped_column(UtcDateTime())
+    duration: Mapped[float] = mapped_column(Float)
+    billable_seconds: Mapped[float] = mapped_column(Float)
+    hangup_cause: Mapped[str] = mapped_column(String(64))
+    disposition: Mapped[str] = mapped_column(String(16))
+    hangup_side: Mapped[str] = mapped_column(String(16))
+    sip_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class Registration(Base):
+    """A registrar binding (RFC 3261 §10.3): one contact of one address-of-record."""
+
+    __tablename__ = "registrations"
+    __table_args__ = (
+        UniqueConstraint("aor", "contact_uri", name="uq_registrations_aor_contact"),
+        Index("ix_registrations_expires_at", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    aor: Mapped[str] = mapped_column(String(255))
+    contact_uri: Mapped[str] = mapped_column(Text)
+    # Source "host:port" the REGISTER actually came from (RFC 3581 rport/received, NAT).
+    received: Mapped[str] = mapped_column(String(255))
+    transport: Mapped[str] = mapped_column(String(16))
+    call_id: Mapped[str] = mapped_column(String(255))
+    cseq: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    user_agent: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # RFC 5626 +sip.instance and RFC 3327 Path, kept for outbound/edge proxies.
+    instance_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    path: Mapped[str | None] = mapped_column(Text, nullable=True)

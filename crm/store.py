@@ -1,0 +1,318 @@
+"""The store: one database behind an async SQLAlchemy engine.
+
+Theory of operation: :meth:`Store.open` builds an async engine (aiosqlite for SQLite, asyncpg
+for PostgreSQL), creates missing tables with ``metadata.create_all`` and returns a
+:class:`Store`. Every method opens a short session, does one unit of work and commits, so the
+event loop is never blocked: aiosqlite runs SQLite in its own thread and asyncpg is natively
+async. Callers pass and receive frozen dataclasses (:class:`CallRecordData`,
+:class:`BindingData`), never ORM objects, so no lazy load can ever hit the database from the
+wrong place.
+
+SQLite is opened in WAL mode (readers do not block the writer) with ``synchronous=NORMAL``
+(durable across process crashes; the last transactions may be lost on power failure, which is
+acceptable for CDRs and bindings that phones refresh anyway).
+
+Bindings are upserted on (aor, contact_uri) — RFC 3261 §10.3 step 8: a REGISTER with the same
+contact updates the binding — with the backend's native ``INSERT ... ON CONFLICT``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, event, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from crm.models import Base, CallRecord, Registration
+
+
+class Disposition(StrEnum):
+    """Outcome of a call, as call-center reports name it."""
+
+    ANSWERED = "ANSWERED"
+    NO_ANSWER = "NO ANSWER"
+    BUSY = "BUSY"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class HangupSide(StrEnum):
+    """Who ended the call."""
+
+    CALLER = "caller"
+    CALLEE = "callee"
+    SYSTEM = "system"
+
+
+class HangupCause(StrEnum):
+    """Why the call ended (Q.850-style names). The store accepts any string."""
+
+    NORMAL_CLEARING = "normal_clearing"
+    NO_ANSWER = "no_answer"
+    USER_BUSY = "user_busy"
+    ORIGINATOR_CANCEL = "originator_cancel"
+    MEDIA_TIMEOUT = "media_timeout"
+    NOT_FOUND = "not_found"
+    UNAVAILABLE = "unavailable"
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: use timezone-aware UTC datetimes")
+    return value.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecordData:
+    """A call detail record. ``duration`` and ``billable_seconds`` are derived from the times.
+
+    ``duration`` = end - start; ``billable_seconds`` = end - answer, or 0 if never answered.
+    """
+
+    call_id: str
+    caller: str
+    callee: str
+    start: datetime
+    end: datetime
+    hangup_cause: str
+    disposition: Disposition
+    hangup_side: HangupSide
+    answer: datetime | None = None
+    sip_status: int | None = None
+    duration: float = field(init=False)
+    billable_seconds: float = field(init=False)
+    # Database id, set on records read back from the store.
+    id: int | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        start, end = _utc(self.start), _utc(self.end)
+        answer = _utc(self.answer) if self.answer is not None else None
+        if end < start:
+            raise ValueError("call record ends before it starts")
+        if answer is not None and not start <= answer <= end:
+            raise ValueError("call record answer time is outside start..end")
+        object.__setattr__(self, "start", start)
+        object.__setattr__(self, "end", end)
+        object.__setattr__(self, "answer", answer)
+        object.__setattr__(self, "disposition", Disposition(self.disposition))
+        object.__setattr__(self, "hangup_side", HangupSide(self.hangup_side))
+        object.__setattr__(self, "duration", (end - start).total_seconds())
+        billable = (end - answer).total_seconds() if answer is not None else 0.0
+        object.__setattr__(self, "billable_seconds", billable)
+
+
+@dataclass(frozen=True, slots=True)
+class BindingData:
+    """A registrar binding: where the phone(s) of ``aor`` can be reached, until ``expires_at``."""
+
+    aor: str
+    contact_uri: str
+    received: str
+    transport: str
+    call_id: str
+    cseq: int
+    expires_at: datetime
+    user_agent: str | None = None
+    instance_id: str | None = None
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "expires_at", _utc(self.expires_at))
+
+
+_BINDING_FIELDS = (
+    "aor",
+    "contact_uri",
+    "received",
+    "transport",
+    "call_id",
+    "cseq",
+    "expires_at",
+    "user_agent",
+    "instance_id",
+    "path",
+)
+
+
+def _record_from_row(row: CallRecord) -> CallRecordData:
+    return CallRecordData(
+        id=row.id,
+        call_id=row.call_id,
+        caller=row.caller,
+        callee=row.callee,
+        start=row.start,
+        answer=row.answer,
+        end=row.end,
+        hangup_cause=row.hangup_cause,
+        disposition=Disposition(row.disposition),
+        hangup_side=HangupSide(row.hangup_side),
+        sip_status=row.sip_status,
+    )
+
+
+def _binding_from_row(row: Registration) -> BindingData:
+    return BindingData(**{name: getattr(row, name) for name in _BINDING_FIELDS})
+
+
+class Store:
+    """Async access to the database. Create with ``await Store.open(url)``."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine, for other services that add their own tables to :class:`Base`."""
+        return self._engine
+
+    @classmethod
+    async def open(cls, url: str) -> Store:
+        """Connect to ``url`` (``sqlite+aiosqlite://...`` or ``postgresql+asyncpg://...``)
+        and create missing tables."""
+        parsed = make_url(url)
+        kwargs: dict[str, Any] = {}
+        if parsed.get_backend_name() == "postgresql":
+            kwargs["pool_pre_ping"] = True
+        elif parsed.get_backend_name() == "sqlite":
+            db = parsed.database
+            if db and db != ":memory:" and not db.startswith("file:"):
+                # A fresh install points at var/switchboard.db: create the folder, not the user.
+                Path(db).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, **kwargs)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        return cls(engine)
+
+    async def close(self) -> None:
+        """Release every connection."""
+        await self._engine.dispose()
+
+    # --- call detail records ---------------------------------------------------------------
+
+    async def add_call_record(self, rec: CallRecordData) -> None:
+        """Append one call detail record."""
+        async with self._sessions.begin() as session:
+            session.add(
+                CallRecord(
+                    call_id=rec.call_id,
+                    caller=rec.caller,
+                    callee=rec.callee,
+                    start=rec.start,
+                    answer=rec.answer,
+                    end=rec.end,
+                    duration=rec.duration,
+                    billable_seconds=rec.billable_seconds,
+                    hangup_cause=str(rec.hangup_cause),
+                    disposition=rec.disposition.value,
+                    hangup_side=rec.hangup_side.value,
+                    sip_status=rec.sip_status,
+                )
+            )
+
+    async def list_call_records(self, limit: int = 100) -> list[CallRecordData]:
+        """The most recent call records, newest first."""
+        stmt = select(CallRecord).order_by(CallRecord.start.desc(), CallRecord.id.desc())
+        async with self._sessions() as session:
+            rows = (await session.scalars(stmt.limit(limit))).all()
+        return [_record_from_row(r) for r in rows]
+
+    async def get_call_record(self, call_id: str) -> CallRecordData | None:
+        """The latest call record whose caller leg had SIP Call-ID ``call_id``, if any."""
+        stmt = (
+            select(CallRecord)
+            .where(CallRecord.call_id == call_id)
+            .order_by(CallRecord.id.desc())
+            .limit(1)
+        )
+        async with self._sessions() as session:
+            row = (await session.scalars(stmt)).first()
+        return _record_from_row(row) if row is not None else None
+
+    # --- registrar bindings ----------------------------------------------------------------
+
+    async def save_binding(self, binding: BindingData) -> None:
+        """Insert or refresh the binding of ``binding.contact_uri`` to ``binding.aor``."""
+        values = {name: getattr(binding, name) for name in _BINDING_FIELDS}
+        dialect = self._engine.dialect.name
+        async with self._sessions.begin() as session:
+            if dialect in ("sqlite", "postgresql"):
+                insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+                stmt = insert(Registration).values(**values)
+                update = {k: stmt.excluded[k] for k in values if k not in ("aor", "contact_uri")}
+                await session.execute(
+                    stmt.on_conflict_do_update(index_elements=["aor", "contact_uri"], set_=update)
+                )
+                return
+            # Other backends: read-modify-write inside the transaction.
+            existing = (
+                await session.scalars(
+                    select(Registration).where(
+                        Registration.aor == binding.aor,
+                        Registration.contact_uri == binding.contact_uri,
+                    )
+                )
+            ).first()
+            if existing is None:
+                session.add(Registration(**values))
+            else:
+                for k, v in values.items():
+                    setattr(existing, k, v)
+
+    async def delete_binding(self, aor: str, contact_uri: str) -> None:
+        """Remove one binding (REGISTER with Expires: 0 for that contact)."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                delete(Registration).where(
+                    Registration.aor == aor, Registration.contact_uri == contact_uri
+                )
+            )
+
+    async def delete_bindings(self, aor: str) -> None:
+        """Remove every binding of ``aor`` (REGISTER with ``Contact: *``, RFC 3261 §10.2.2)."""
+        async with self._sessions.begin() as session:
+            await session.execute(delete(Registration).where(Registration.aor == aor))
+
+    async def load_bindings(
+        self, aor: str | None = None, now: datetime | None = None
+    ) -> list[BindingData]:
+        """Bindings not yet expired at ``now`` (default: the current time), optionally of one
+        AOR, ordered by AOR then contact."""
+        moment = _utc(now) if now is not None else datetime.now(UTC)
+        stmt = select(Registration).where(Registration.expires_at > moment)
+        if aor is not None:
+            stmt = stmt.where(Registration.aor == aor)
+        stmt = stmt.order_by(Registration.aor, Registration.contact_uri)
+        async with self._sessions() as session:
+            rows = (await session.scalars(stmt)).all()
+        return [_binding_from_row(r) for r in rows]
+
+    async def purge_expired_bindings(self, now: datetime | None = None) -> int:
+        """Delete bindings expired at ``now``; return how many were removed."""
+        moment = _utc(now) if now is not None else datetime.now(UTC)
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                delete(Registration).where(Registration.expires_at <= moment)
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # WAL: readers never block the writer. Ignored (stays "memory") for :memory: databases.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # Wait instead of failing with "database is locked" when another writer holds it.
+        cursor.execute("PRAGMA busy_timeout=5000")
+    finally:
+        cursor.close()

@@ -1,0 +1,317 @@
+"""The SIP stack: transports + the sans-IO transaction layer + one timer.
+
+Theory of operation
+-------------------
+This is the asyncio adapter around :class:`~pbx.transaction.TransactionLayer` (aioquic
+style). Bytes arrive from a transport, are parsed, and go into the layer with ``now``; after
+every input the adapter drains the layer's outgoing datagrams and events and re-arms a single
+``loop.call_at`` for the layer's next deadline. Events are dispatched to the transaction user
+(the registrar and the B2BUA, see :mod:`pbx.server`) through plain callbacks.
+
+A datagram that does not parse is answered with a stateless 400 (or 505/513/…) when it looks
+like a request and its Via, From, To, Call-ID and CSeq can still be found; otherwise it is
+dropped silently (RFC 3261 §16.3 / §18.3 leave the choice to us; we never let it escape as an
+exception).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from .message import ParseError, Request, Response, parse_message, reason_phrase
+from .transaction import (
+    AckNotReceived,
+    RequestReceived,
+    ResponseReceived,
+    Timers,
+    TransactionLayer,
+    TransactionTerminated,
+    TransactionTimedOut,
+)
+from .transport import Address, TcpTransport, UdpTransport
+
+__all__ = ["ListenSpec", "ResponseCallback", "SipStack", "TimeoutCallback", "new_tag"]
+
+log = structlog.get_logger("pbx.stack")
+
+ResponseCallback = Callable[[Response], None]
+TimeoutCallback = Callable[[], None]
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenSpec:
+    transport: str  # "UDP" or "TCP"
+    host: str
+    port: int
+
+
+class SipStack:
+    """Owns the sockets, the transaction layer and its timer."""
+
+    def __init__(
+        self,
+        *,
+        timers: Timers | None = None,
+        advertise_host: str | None = None,
+        user_agent: str = "Switchboard",
+    ) -> None:
+        self.layer = TransactionLayer(timers or Timers())
+        self.user_agent = user_agent
+        self._advertise_host = advertise_host
+        self._udp: list[UdpTransport] = []
+        self._tcp: list[TcpTransport] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._callbacks: dict[str, tuple[ResponseCallback, TimeoutCallback | None]] = {}
+        self._local_ip_cache: dict[str, str] = {}
+        self.on_request: Callable[[RequestReceived], None] = lambda ev: None
+        self.on_stray_response: Callable[[Response], None] = lambda resp: None
+        self.on_ack_not_received: Callable[[AckNotReceived], None] = lambda ev: None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.stats_parse_errors = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def listen(self, specs: list[ListenSpec]) -> None:
+        self._loop = asyncio.get_running_loop()
+        for spec in specs:
+            if spec.transport.upper() == "UDP":
+                self._udp.append(await UdpTransport.listen(spec.host, spec.port, self._datagram))
+            elif spec.transport.upper() == "TCP":
+                self._tcp.append(await TcpTransport.listen(spec.host, spec.port, self._message))
+            else:
+                raise ValueError(f"unsupported transport {spec.transport}")
+            log.info(
+                "sip_listening", transport=spec.transport.upper(), host=spec.host, port=spec.port
+            )
+
+    def local_address(self, transport: str = "UDP") -> Address:
+        """The bound address of the first listener of ``transport``."""
+        pool: list[UdpTransport] | list[TcpTransport] = (
+            self._udp if transport.upper() == "UDP" else self._tcp
+        )
+        if not pool:
+            pool = self._udp or self._tcp
+        return pool[0].local
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for u in self._udp:
+            u.close()
+        for t in self._tcp:
+            t.close()
+            await t.wait_closed()
+
+    # -- addresses -------------------------------------------------------------------
+
+    def host_for(self, dest_host: str) -> str:
+        """The address peers should use to reach us when we talk to ``dest_host``."""
+        if self._advertise_host:
+            return self._advertise_host
+        bound = self.local_address()[0]
+        if bound not in ("0.0.0.0", "::"):
+            return bound
+        cached = self._local_ip_cache.get(dest_host)
+        if cached is not None:
+            return cached
+        ip = "127.0.0.1"
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.connect((dest_host, 9))  # no packet is sent: this only asks the routing table
+                ip = s.getsockname()[0]
+        except OSError:
+            pass
+        self._local_ip_cache[dest_host] = ip
+        return ip
+
+    def via_for(self, transport: str, dest_host: str) -> str:
+        """A fresh top Via for a request we originate (RFC 3261 §8.1.1.7, RFC 3581 rport)."""
+        port = self.local_address(transport)[1]
+        branch = "z9hG4bK" + secrets.token_hex(8)
+        return (
+            f"SIP/2.0/{transport.upper()} {self.host_for(dest_host)}:{port};rport;branch={branch}"
+        )
+
+    def contact_for(self, transport: str, dest_host: str, user: str | None = None) -> str:
+        port = self.local_address(transport)[1]
+        at = f"{user}@" if user else ""
+        tp = ";transport=tcp" if transport.upper() == "TCP" else ""
+        return f"<sip:{at}{self.host_for(dest_host)}:{port}{tp}>"
+
+    # -- input -----------------------------------------------------------------------
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _datagram(self, data: bytes, source: Address, transport: str) -> None:
+        if not data.strip(b"\r\n\x00 "):
+            return  # keep-alive (RFC 5626 §3.5.1) or empty
+        try:
+            msg = parse_message(data)
+        except ParseError as exc:
+            self._reject_unparsable(data, exc, source, transport)
+            return
+        self._message(msg, source, transport)
+
+    def _message(
+        self, msg: Request | Response | ParseError, source: Address, transport: str
+    ) -> None:
+        if isinstance(msg, ParseError):
+            self.stats_parse_errors += 1
+            log.info("sip_parse_error", source=f"{source[0]}:{source[1]}", error=str(msg))
+            return
+        self.layer.receive(msg, source, transport, self._now())
+        self._pump()
+
+    def _reject_unparsable(
+        self, data: bytes, exc: ParseError, source: Address, transport: str
+    ) -> None:
+        self.stats_parse_errors += 1
+        log.info(
+            "sip_parse_error",
+            source=f"{source[0]}:{source[1]}",
+            error=str(exc)[:200],
+            status=exc.status,
+        )
+        resp = _stateless_error(data, exc)
+        if resp is not None:
+            self._send_bytes(resp, source, transport)
+
+    # -- output ----------------------------------------------------------------------
+
+    def send_request(
+        self,
+        request: Request,
+        dest: Address,
+        transport: str,
+        on_response: ResponseCallback,
+        on_timeout: TimeoutCallback | None = None,
+    ) -> str:
+        """Start a client transaction; ``on_response`` gets every response to it."""
+        if request.get("User-Agent") is None:
+            request.add("User-Agent", self.user_agent)
+        key = self.layer.send_request(request, dest, transport.upper(), self._now())
+        self._callbacks[key] = (on_response, on_timeout)
+        self._pump()
+        return key
+
+    def send_response(self, response: Response) -> None:
+        if response.get("Server") is None:
+            response.add("Server", self.user_agent)
+        self.layer.send_response(response, self._now())
+        self._pump()
+
+    def send_stateless(self, msg: Request | Response, dest: Address, transport: str) -> None:
+        """Send outside any transaction (ACK for a 2xx, RFC 3261 §13.2.2.4)."""
+        self._send_bytes(msg.serialize(), dest, transport)
+
+    def _send_bytes(self, data: bytes, dest: Address, transport: str) -> None:
+        if transport.upper() == "TCP" and self._tcp:
+            self._tcp[0].send(data, dest)
+        elif self._udp:
+            self._udp[0].send(data, dest)
+
+    def _pump(self) -> None:
+        layer = self.layer
+        for data, dest, transport in layer.datagrams_to_send():
+            self._send_bytes(data, dest, transport)
+        while True:
+            ev = layer.next_event()
+            if ev is None:
+                break
+            try:
+                self._dispatch(ev)
+            except Exception:  # a TU bug must not take the stack down
+                log.exception("tu_handler_failed", event=type(ev).__name__)
+            # Handlers may have queued more output.
+            for data, dest, transport in layer.datagrams_to_send():
+                self._send_bytes(data, dest, transport)
+        self._arm_timer()
+
+    def _dispatch(self, ev: object) -> None:
+        if isinstance(ev, RequestReceived):
+            self.on_request(ev)
+        elif isinstance(ev, ResponseReceived):
+            cb = self._callbacks.get(ev.key) if ev.key is not None else None
+            if cb is None:
+                self.on_stray_response(ev.response)
+            else:
+                cb[0](ev.response)
+        elif isinstance(ev, TransactionTimedOut):
+            cb = self._callbacks.pop(ev.key, None)
+            if cb is not None and cb[1] is not None:
+                cb[1]()
+        elif isinstance(ev, AckNotReceived):
+            self.on_ack_not_received(ev)
+        elif isinstance(ev, TransactionTerminated):
+            self._callbacks.pop(ev.key, None)
+
+    def _arm_timer(self) -> None:
+        deadline = self.layer.get_timer()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None and self._loop is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.layer.handle_timer(self._now())
+        self._pump()
+
+
+_HDR_RE = re.compile(rb"(?im)^(via|v|from|f|to|t|call-id|i|cseq)[ \t]*:[ \t]*([^\r\n]*)\r?$")
+
+
+def _stateless_error(data: bytes, exc: ParseError) -> bytes | None:
+    """A best-effort error response to a request we could not parse, or None."""
+    first = data.lstrip(b"\r\n").split(b"\n", 1)[0]
+    if first.upper().startswith(b"SIP/") or b" SIP/" not in first.upper():
+        return None  # a response, or not SIP at all: stay silent
+    if first.split(b" ", 1)[0].upper() == b"ACK":
+        return None  # never answer an ACK (RFC 3261 §17.2.1)
+    found: dict[bytes, list[bytes]] = {}
+    for m in _HDR_RE.finditer(data[:8192]):
+        name = m.group(1).lower()
+        name = {b"v": b"via", b"f": b"from", b"t": b"to", b"i": b"call-id"}.get(name, name)
+        found.setdefault(name, []).append(m.group(2).strip())
+    if not all(k in found for k in (b"via", b"from", b"to", b"call-id", b"cseq")):
+        return None
+    status = exc.status if 400 <= exc.status < 700 else 400
+    reason = reason_phrase(status)
+    lines = [f"SIP/2.0 {status} {reason}".encode()]
+    for v in found[b"via"]:
+        lines.append(b"Via: " + v)
+    to = found[b"to"][0]
+    if b"tag=" not in to.lower():
+        to += b";tag=" + new_tag().encode()
+    lines += [
+        b"From: " + found[b"from"][0],
+        b"To: " + to,
+        b"Call-ID: " + found[b"call-id"][0],
+        b"CSeq: " + found[b"cseq"][0],
+        b'Warning: 399 switchboard "'
+        + str(exc)[:100].replace('"', "'").encode("ascii", "replace")
+        + b'"',
+        b"Content-Length: 0",
+    ]
+    if any(b"\x00" in line or b"\r" in line for line in lines):
+        return None
+    return b"\r\n".join(lines) + b"\r\n\r\n"

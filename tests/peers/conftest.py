@@ -1,0 +1,134 @@
+"""Fixtures for real-peer tests: free loopback ports, tone WAVs, PJSUA2 phones.
+
+Every phone made through ``phone_factory`` is closed (process quit or killed, reader thread
+joined) at teardown, even when the test fails half-way.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.peers.audio import make_tone_wav
+from tests.peers.phones import Phone
+
+_handed_out: set[int] = set()
+
+
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 that was free a moment ago and not handed out before in this
+    session (the OS may give the same ephemeral port twice in a row). Also checks that
+    port+1 is free on UDP (RTP/RTCP pairs) and both are free on TCP (baresip binds TCP on
+    its SIP port and SIP port + 1)."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port in _handed_out or port + 1 in _handed_out or port > 65000:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s2:
+                s2.bind(("127.0.0.1", port + 1))
+            # SIPp and baresip also bind TCP on the port; baresip on port + 1 too.
+            for p in (port, port + 1):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s3:
+                    s3.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        _handed_out.update((port, port + 1))
+        return port
+    raise RuntimeError("no free UDP port on 127.0.0.1")
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """Call it for each port you need: ``p = free_port()``."""
+    return free_udp_port
+
+
+@pytest.fixture(scope="session")
+def tone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tones")
+
+
+@pytest.fixture(scope="session")
+def tone_wav(tone_dir: Path) -> Callable[..., Path]:
+    """``tone_wav(1000)`` -> path of a 3 s 8 kHz mono 1 kHz tone WAV (cached per session)."""
+
+    def make(freq_hz: float, seconds: float = 3.0, rate: int = 8000, channels: int = 1) -> Path:
+        path = tone_dir / f"tone_{freq_hz:g}Hz_{seconds:g}s_{rate}_{channels}ch.wav"
+        if not path.exists():
+            make_tone_wav(path, freq_hz, seconds=seconds, rate=rate, channels=channels)
+        return path
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tone_1k(tone_wav: Callable[..., Path]) -> Path:
+    return tone_wav(1000)
+
+
+@pytest.fixture(scope="session")
+def tone_2k(tone_wav: Callable[..., Path]) -> Path:
+    return tone_wav(2000)
+
+
+@pytest.fixture
+def phone_factory(tmp_path: Path) -> Iterator[Callable[..., Phone]]:
+    """``phone_factory("alice", auto_answer=200)`` -> a started ``Phone``; logs go to
+    ``tmp_path/<name>.log``. All phones are closed at teardown."""
+    phones: list[Phone] = []
+
+    def make(name: str = "phone", **kwargs: Any) -> Phone:
+        kwargs.setdefault("log_dir", tmp_path)
+        p = Phone(name, **kwargs)
+        phones.append(p)
+        return p
+
+    yield make
+    for p in reversed(phones):
+        p.close()
+
+
+def require_binary(name: str) -> str:
+    """Path of an executable, or skip the test (``make test`` installs the peers)."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} not installed (apt-get install sip-tester baresip-core)")
+    return path
+
+
+@pytest.fixture
+def baresip_factory(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """``baresip_factory("bob", sip_port=p1, ctrl_port=p2, tone_hz=1500)`` -> a started
+    ``Baresip`` in ``tmp_path/baresip-<user>``; skips when baresip is not installed."""
+    require_binary("baresip")
+    from tests.peers.baresip import Baresip
+
+    started: list[Baresip] = []
+
+    def make(user: str = "baresip", **kwargs: Any) -> Baresip:
+        kwargs.setdefault("sip_port", free_udp_port())
+        kwargs.setdefault("ctrl_port", free_udp_port())
+        b = Baresip(tmp_path / f"baresip-{user}", user=user, **kwargs)
+        started.append(b)
+        return b
+
+    yield make
+    for b in reversed(started):
+        b.close()
+
+
+@pytest.fixture
+def sipp_workdir(tmp_path: Path) -> Path:
+    """Scratch directory for SIPp runs (stat CSVs, error logs, tone.pcap)."""
+    require_binary("sipp")
+    d = tmp_path / "sipp"
+    d.mkdir()
+    return d

@@ -1,0 +1,147 @@
+"""The typer CLI: `config validate` exit codes and output, `serve` bootstrap and hand-off."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from typer.testing import CliRunner
+
+from cli.logging_setup import configure_logging
+from cli.main import app
+from config import SwitchboardConfig
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Any:
+    """`serve` reconfigures global logging onto CliRunner's (then closed) stderr: undo it."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(False)
+    structlog.reset_defaults()
+
+
+def test_validate_ok(tmp_path: Path) -> None:
+    (tmp_path / "switchboard.yaml").write_text('extensions: {"1001": {password: pw}}\n')
+    result = runner.invoke(app, ["config", "validate", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "OK"
+
+
+def test_validate_reports_every_problem(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("sip:\n  relm: x\n  listen: []\nrtp: {ports: [2, 4]}\n")
+    result = runner.invoke(app, ["config", "validate", str(path)])
+    assert result.exit_code == 1
+    assert "OK" not in result.stdout
+    assert result.stderr.splitlines() == [
+        f"{path}:2:3: sip.relm: unknown key 'relm' (did you mean 'realm'?)",
+        f"{path}:3:11: sip.listen: at least one listen socket is required",
+        f"{path}:4:14: rtp.ports: RTP port range 2-4 is too small, need at least 4 ports",
+    ]
+
+
+def test_validate_syntax_error(tmp_path: Path) -> None:
+    path = tmp_path / "switchboard.yaml"
+    path.write_text("sip: {realm: x\n")
+    result = runner.invoke(app, ["config", "validate", str(path)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"{path}:2:1: YAML syntax error:")
+
+
+def test_validate_missing_file(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["config", "validate", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 1
+    assert "cannot read config" in result.stderr
+
+
+@pytest.fixture
+def fake_server(monkeypatch: pytest.MonkeyPatch) -> list[tuple[SwitchboardConfig, Path]]:
+    """Install a stand-in ``pbx.server`` whose async ``run`` records its arguments."""
+    calls: list[tuple[SwitchboardConfig, Path]] = []
+
+    async def run(config: SwitchboardConfig, *, config_dir: Path) -> None:
+        calls.append((config, config_dir))
+
+    module: Any = types.ModuleType("pbx.server")
+    module.run = run
+    monkeypatch.setitem(sys.modules, "pbx.server", module)
+    return calls
+
+
+def test_serve_bootstraps_var_and_prints_passwords_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_server: list[Any]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    first = runner.invoke(app, ["serve"])
+    assert first.exit_code == 0, first.output
+    cfg, config_dir = fake_server[0]
+    assert config_dir == (tmp_path / "var").resolve()
+    for number, ext in cfg.extensions.items():
+        assert f"extension {number}  password {ext.password}" in first.stdout
+    assert cfg.store.url.endswith(f"{tmp_path.resolve()}/var/switchboard.db")
+
+    second = runner.invoke(app, ["serve"])
+    assert second.exit_code == 0, second.output
+    assert "password" not in second.stdout
+    assert fake_server[1][0] == cfg  # same config reused
+
+
+def test_serve_with_config_and_json_logs(
+    tmp_path: Path, fake_server: list[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "switchboard.yaml").write_text("sip: {realm: acme}\n")
+    result = runner.invoke(
+        app, ["serve", "--config", str(tmp_path), "--log-json", "--log-level", "debug"]
+    )
+    assert result.exit_code == 0, result.output
+    assert fake_server[0][0].sip.realm == "acme"
+    assert fake_server[0][1] == tmp_path.resolve()
+    assert not (tmp_path / "var").exists()
+
+
+def test_serve_bad_config_exits_1(tmp_path: Path, fake_server: list[Any]) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text("sip: {port: 5060}\n")
+    result = runner.invoke(app, ["serve", "-c", str(path)])
+    assert result.exit_code == 1
+    assert f"{path}:1:7: sip.port: unknown key 'port'" in result.stderr
+    assert fake_server == []
+
+
+def test_json_logging_routes_stdlib_and_structlog(tmp_path: Path) -> None:
+    out = (tmp_path / "log.jsonl").open("w+")
+    try:
+        configure_logging(json=True, level="info", stream=out)
+        structlog.get_logger("t").info("call_started", call_id="abc", leg=1)
+        logging.getLogger("plain").warning("stdlib %s", "message")
+        structlog.get_logger("t").debug("hidden")
+        out.seek(0)
+        lines = [json.loads(line) for line in out.read().splitlines()]
+    finally:
+        out.close()
+    assert [line["event"] for line in lines] == ["call_started", "stdlib message"]
+    assert lines[0]["call_id"] == "abc" and lines[0]["level"] == "info"
+    assert lines[1]["logger"] == "plain" and lines[1]["level"] == "warning"
+    assert all("timestamp" in line for line in lines)
+
+
+def test_unknown_log_level_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown log level"):
+        configure_logging(level="chatty")

@@ -1,0 +1,263 @@
+"""Config schema, loader (exact file:line:column) and first-start defaults."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from config import (
+    ConfigError,
+    ConfigProblem,
+    SwitchboardConfig,
+    ensure_default_config,
+    load_config,
+    parse_config,
+)
+from config.defaults import DEFAULT_EXTENSIONS, default_config_text
+
+VALID = """\
+sip:
+  listen:
+    - {transport: udp, host: 0.0.0.0, port: 5060}
+    - {transport: tcp, host: 127.0.0.1, port: 5070}
+  realm: example
+  advertise_host: 192.0.2.1
+  registration: {min_expires: 30, max_expires: 7200, default_expires: 300}
+  auth:
+    algorithms: [MD5]
+    max_failures: 3
+rtp: {host: 127.0.0.1, ports: [20000, 20099], inactivity_timeout: 15}
+store: {url: "postgresql+asyncpg://sb:pw@db.example/switchboard"}
+extensions:
+  "1001": {name: Alice, password: "s3cret", ring_timeout: 20}
+  1002: {password: "x"}
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "switchboard.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def _problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return [str(p) for p in info.value.problems]
+
+
+def test_valid_config_loads(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, VALID))
+    assert [(x.transport, x.host, x.port) for x in cfg.sip.listen] == [
+        ("udp", "0.0.0.0", 5060),
+        ("tcp", "127.0.0.1", 5070),
+    ]
+    assert cfg.sip.realm == "example"
+    assert cfg.sip.advertise_host == "192.0.2.1"
+    assert cfg.sip.registration.default_expires == 300
+    assert cfg.sip.auth.algorithms == ["MD5"]
+    assert cfg.sip.auth.max_failures == 3
+    assert cfg.sip.auth.nonce_lifetime == 300  # default kept
+    assert cfg.rtp.ports == (20000, 20099)
+    assert cfg.store.url == "postgresql+asyncpg://sb:pw@db.example/switchboard"
+    assert cfg.extensions["1001"].name == "Alice"
+    assert cfg.extensions["1001"].ring_timeout == 20
+    # An unquoted extension number is accepted as the string "1002".
+    assert cfg.extensions["1002"].password == "x"
+    assert type(cfg.sip.registration.min_expires) is int  # ruamel scalar types stripped
+
+
+def test_folder_path_loads_switchboard_yaml(tmp_path: Path) -> None:
+    _write(tmp_path, VALID)
+    assert load_config(tmp_path).sip.realm == "example"
+
+
+def test_empty_file_means_defaults(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, ""))
+    assert cfg.sip.realm == "switchboard"
+    assert [x.transport for x in cfg.sip.listen] == ["udp", "tcp"]
+    assert cfg.rtp.ports == (10000, 20000)
+    assert cfg.extensions == {}
+
+
+def test_relative_sqlite_path_resolves_against_config_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    _write(folder, 'store: {url: "sqlite+aiosqlite:///db/sb.db"}')
+    cfg = load_config(folder)
+    assert cfg.store.url == f"sqlite+aiosqlite:///{(folder / 'db' / 'sb.db').resolve()}"
+    _write(folder, 'store: {url: "sqlite+aiosqlite:////abs/sb.db"}')
+    assert load_config(folder).store.url == "sqlite+aiosqlite:////abs/sb.db"
+    _write(folder, 'store: {url: "sqlite+aiosqlite:///:memory:"}')
+    assert load_config(folder).store.url == "sqlite+aiosqlite:///:memory:"
+
+
+def test_yaml_syntax_error_position(tmp_path: Path) -> None:
+    path = _write(tmp_path, "sip:\n  realm: [a\n  user_agent: x\n")
+    (problem,) = _problems(path)
+    assert problem.startswith(f"{path}:3:13: YAML syntax error:")
+
+
+def test_duplicate_key_is_an_error(tmp_path: Path) -> None:
+    path = _write(tmp_path, "sip:\n  realm: a\n  realm: b\n")
+    (problem,) = _problems(path)
+    assert problem.startswith(f"{path}:3:3: YAML syntax error:")
+    assert "duplicate key" in problem
+
+
+def test_unknown_key_points_at_key_and_suggests(tmp_path: Path) -> None:
+    path = _write(tmp_path, "sip:\n  realm: a\n  relm: b\n")
+    assert _problems(path) == [f"{path}:3:3: sip.relm: unknown key 'relm' (did you mean 'realm'?)"]
+
+
+def test_unknown_top_level_key_lists_allowed(tmp_path: Path) -> None:
+    path = _write(tmp_path, "sip: {}\nbananas: 3\n")
+    (problem,) = _problems(path)
+    assert problem.startswith(f"{path}:2:1: bananas: unknown key 'bananas' (allowed: sip, rtp,")
+
+
+def test_bad_value_type_points_at_value(tmp_path: Path) -> None:
+    path = _write(tmp_path, "sip:\n  registration:\n    min_expires: soon\n")
+    (problem,) = _problems(path)
+    assert problem.startswith(f"{path}:3:18: sip.registration.min_expires: Input should be")
+
+
+def test_bad_value_in_flow_sequence_item(tmp_path: Path) -> None:
+    path = _write(tmp_path, "sip:\n  listen:\n    - {transport: udp, port: 70000}\n")
+    assert _problems(path) == [
+        f"{path}:3:30: sip.listen[0].port: Input should be less than or equal to 65535"
+    ]
+
+
+def test_missing_required_key_points_at_parent_key(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'extensions:\n  "1001":\n    name: Alice\n')
+    assert _problems(path) == [f"{path}:2:3: extensions.1001: missing required key 'password'"]
+
+
+def test_all_problems_reported_in_file_order(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """\
+        sip:
+          listen: []
+          transport: udp
+        rtp:
+          ports: [10001, 10100]
+        extensions:
+          10a1: {password: x}
+          "1002": {password: ""}
+          "1003": {password: 1234}
+        """,
+    )
+    assert _problems(path) == [
+        f"{path}:2:11: sip.listen: at least one listen socket is required",
+        f"{path}:3:3: sip.transport: unknown key 'transport' (allowed: listen, realm, "
+        "advertise_host, user_agent, registration, auth)",
+        f"{path}:5:10: rtp.ports: the first RTP port must be even (RFC 3550 §11), got 10001",
+        f"{path}:7:3: extensions.10a1: extension '10a1' must be digits only, e.g. '1001'",
+        f"{path}:8:22: extensions.1002.password: String should have at least 1 character",
+        f"{path}:9:22: extensions.1003.password: Input should be a valid string (put it in quotes)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rtp", "fragment"),
+    [
+        ("[10000, 10001]", "too small"),
+        ("[20000, 10000]", "reversed"),
+        ("[80, 1000]", "privileged"),
+        ("[10000, 70000]", "less than or equal to 65535"),
+    ],
+)
+def test_rtp_port_range_checks(rtp: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"rtp:\n  ports: {rtp}\n", "x.yaml")
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("sip:\n  registration: {min_expires: 600, max_expires: 60}\n", "min_expires <="),
+        ("sip:\n  auth: {algorithms: []}\n", "at least one digest algorithm"),
+        ("sip:\n  auth: {algorithms: [SHA-512]}\n", "'SHA-256' or 'MD5'"),
+        ("sip:\n  advertise_host: 0.0.0.0\n", "not 0.0.0.0"),
+        ("sip:\n  listen: [{transport: sctp}]\n", "'udp', 'tcp' or 'tls'"),
+        ("sip:\n  listen: [{port: 5060}, {port: 5060}]\n", "duplicate listen socket"),
+        ("sip:\n  listen: [{host: 'http://x'}]\n", "neither an IP address"),
+        ("store: {url: 'mysql://x/y'}\n", "unsupported driver"),
+        ("extensions: {'1001': {password: '   '}}\n", "must not be blank"),
+        ("extensions: {'1001': {password: x, ring_timeout: 0}}\n", "greater than or equal to 1"),
+        ("- a\n", "must be a mapping"),
+    ],
+)
+def test_semantic_checks(text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "x.yaml")
+    assert fragment in str(info.value)
+
+
+def test_missing_file_is_a_problem(tmp_path: Path) -> None:
+    (problem,) = _problems(tmp_path / "nope.yaml")
+    assert problem.startswith(f"{tmp_path / 'nope.yaml'}:1:1: cannot read config")
+
+
+def test_config_problem_str() -> None:
+    assert str(ConfigProblem("a.yaml", 3, 7, "boom")) == "a.yaml:3:7: boom"
+
+
+def test_config_is_immutable() -> None:
+    cfg = SwitchboardConfig()
+    with pytest.raises(Exception, match="frozen"):
+        cfg.sip.realm = "x"  # type: ignore[misc]
+
+
+def test_shipped_default_yaml_is_valid_and_documented() -> None:
+    cfg = parse_config(default_config_text(), "default.yaml")
+    assert cfg == SwitchboardConfig(extensions=cfg.extensions)  # values are the defaults
+    assert sorted(cfg.extensions) == list(DEFAULT_EXTENSIONS)
+    # Every key is documented: the nearest non-blank line above it is a comment, or the key is
+    # named in a comment (e.g. max_expires in the comment above `registration:`). Extension
+    # numbers are documented once as "the key is the extension number".
+    lines = default_config_text().splitlines()
+    comments = " ".join(line for line in lines if line.strip().startswith("#"))
+    for i, line in enumerate(lines):
+        match = re.match(r'^\s*(?:- )?"?([A-Za-z0-9_]+)"?:', line)
+        if match is None or line.strip().startswith("#"):
+            continue
+        key = match.group(1)
+        above = next(x for x in reversed(lines[:i]) if x.strip())
+        documented = above.strip().startswith("#") or re.search(rf"\b{key}\b", comments)
+        assert documented or key.isdigit(), f"undocumented key {key!r} on line {i + 1}"
+
+
+def test_ensure_default_config_creates_once_and_reuses(tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    path, passwords = ensure_default_config(var)
+    assert path == var / "switchboard.yaml"
+    assert passwords is not None and sorted(passwords) == list(DEFAULT_EXTENSIONS)
+    assert len(set(passwords.values())) == len(DEFAULT_EXTENSIONS)
+    assert all(len(p) >= 16 and "change-me" not in p for p in passwords.values())
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+    cfg = load_config(var)
+    assert {n: e.password for n, e in cfg.extensions.items()} == passwords
+    assert cfg.store.url == f"sqlite+aiosqlite:///{(var / 'switchboard.db').resolve()}"
+    text = path.read_text()
+    assert "# Digest password" in text  # comments survive
+
+    again_path, again = ensure_default_config(var)
+    assert again_path == path and again is None
+    assert path.read_text() == text  # reused, not regenerated
+
+
+def test_default_passwords_differ_between_installs(tmp_path: Path) -> None:
+    _, first = ensure_default_config(tmp_path / "a")
+    _, second = ensure_default_config(tmp_path / "b")
+    assert first is not None and second is not None
+    assert set(first.values()).isdisjoint(second.values())

@@ -1,0 +1,227 @@
+"""Store round trips on SQLite (always) and PostgreSQL (when installed; see tests/conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from crm import BindingData, CallRecordData, Disposition, HangupCause, HangupSide, Store
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = await Store.open(store_url)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def _answered(call_id: str = "abc@10.0.0.1", start: datetime = T0) -> CallRecordData:
+    return CallRecordData(
+        call_id=call_id,
+        caller="1001",
+        callee="1002",
+        start=start,
+        answer=start + timedelta(seconds=4.5),
+        end=start + timedelta(seconds=64.5),
+        hangup_cause=HangupCause.NORMAL_CLEARING,
+        disposition=Disposition.ANSWERED,
+        hangup_side=HangupSide.CALLEE,
+        sip_status=200,
+    )
+
+
+def _binding(
+    contact: str = "sip:1001@192.0.2.10:5060", expires: datetime | None = None
+) -> BindingData:
+    return BindingData(
+        aor="1001",
+        contact_uri=contact,
+        received="192.0.2.10:40000",
+        transport="udp",
+        call_id="reg-1",
+        cseq=1,
+        expires_at=expires or datetime.now(UTC) + timedelta(hours=1),
+        user_agent="PJSUA2",
+        instance_id="<urn:uuid:00000000-0000-0000-0000-000000000001>",
+        path=None,
+    )
+
+
+def test_call_record_derives_duration_and_billable() -> None:
+    rec = _answered()
+    assert rec.duration == 64.5
+    assert rec.billable_seconds == 60.0
+    unanswered = CallRecordData(
+        call_id="x",
+        caller="1001",
+        callee="1003",
+        start=T0,
+        end=T0 + timedelta(seconds=30),
+        hangup_cause="no_answer",
+        disposition=Disposition.NO_ANSWER,
+        hangup_side=HangupSide.SYSTEM,
+        sip_status=480,
+    )
+    assert unanswered.duration == 30.0
+    assert unanswered.billable_seconds == 0.0
+
+
+def test_call_record_rejects_naive_and_backwards_times() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        CallRecordData(
+            call_id="x",
+            caller="a",
+            callee="b",
+            start=datetime(2024, 1, 1),
+            end=datetime(2024, 1, 1, 0, 1),
+            hangup_cause="normal_clearing",
+            disposition=Disposition.ANSWERED,
+            hangup_side=HangupSide.CALLER,
+        )
+    with pytest.raises(ValueError, match="ends before"):
+        CallRecordData(
+            call_id="x",
+            caller="a",
+            callee="b",
+            start=T0,
+            end=T0 - timedelta(seconds=1),
+            hangup_cause="normal_clearing",
+            disposition=Disposition.ANSWERED,
+            hangup_side=HangupSide.CALLER,
+        )
+
+
+async def test_call_record_round_trip(store: Store) -> None:
+    rec = _answered()
+    await store.add_call_record(rec)
+    got = await store.get_call_record(rec.call_id)
+    assert got is not None
+    assert got == rec  # id is excluded from equality
+    assert got.id is not None
+    assert got.start.tzinfo is not None and got.start.utcoffset() == timedelta(0)
+    assert got.disposition is Disposition.ANSWERED
+    assert got.hangup_side is HangupSide.CALLEE
+    assert (got.duration, got.billable_seconds, got.sip_status) == (64.5, 60.0, 200)
+    assert await store.get_call_record("missing") is None
+
+
+async def test_call_record_times_are_normalised_to_utc(store: Store) -> None:
+    plus2 = timezone(timedelta(hours=2))
+    start = datetime(2024, 5, 1, 14, 0, 0, tzinfo=plus2)  # == T0
+    rec = CallRecordData(
+        call_id="tz",
+        caller="1001",
+        callee="1002",
+        start=start,
+        end=start + timedelta(seconds=10),
+        hangup_cause=HangupCause.ORIGINATOR_CANCEL,
+        disposition=Disposition.CANCELLED,
+        hangup_side=HangupSide.CALLER,
+        sip_status=487,
+    )
+    await store.add_call_record(rec)
+    got = await store.get_call_record("tz")
+    assert got is not None
+    assert got.start == T0 and got.start.tzinfo == UTC
+    assert got.answer is None and got.billable_seconds == 0.0
+    assert got.disposition == "CANCELLED"
+
+
+async def test_list_call_records_newest_first_with_limit(store: Store) -> None:
+    for i in range(5):
+        await store.add_call_record(_answered(f"c{i}", T0 + timedelta(minutes=i)))
+    records = await store.list_call_records(limit=3)
+    assert [r.call_id for r in records] == ["c4", "c3", "c2"]
+    assert len(await store.list_call_records()) == 5
+
+
+async def test_binding_round_trip_and_upsert(store: Store) -> None:
+    b = _binding()
+    await store.save_binding(b)
+    assert await store.load_bindings() == [b]
+    # Same (aor, contact): a refresh replaces the row instead of adding a second one.
+    refreshed = BindingData(
+        aor=b.aor,
+        contact_uri=b.contact_uri,
+        received="192.0.2.10:40002",
+        transport="tcp",
+        call_id="reg-1",
+        cseq=2,
+        expires_at=b.expires_at + timedelta(minutes=5),
+    )
+    await store.save_binding(refreshed)
+    assert await store.load_bindings() == [refreshed]
+    second = _binding("sip:1001@192.0.2.11:5060")
+    await store.save_binding(second)
+    assert [x.contact_uri for x in await store.load_bindings(aor="1001")] == [
+        b.contact_uri,
+        second.contact_uri,
+    ]
+    assert await store.load_bindings(aor="1002") == []
+
+
+async def test_expired_bindings_are_not_loaded(store: Store) -> None:
+    now = datetime.now(UTC)
+    live = _binding("sip:1001@192.0.2.1", now + timedelta(minutes=10))
+    dead = _binding("sip:1001@192.0.2.2", now - timedelta(seconds=1))
+    await store.save_binding(live)
+    await store.save_binding(dead)
+    assert await store.load_bindings() == [live]
+    # With an explicit clock both can be seen, and both expire later.
+    assert len(await store.load_bindings(now=now - timedelta(minutes=1))) == 2
+    assert await store.load_bindings(now=now + timedelta(hours=1)) == []
+    assert await store.purge_expired_bindings(now=now) == 1
+    assert len(await store.load_bindings(now=now - timedelta(minutes=1))) == 1
+
+
+async def test_delete_binding_and_all_bindings(store: Store) -> None:
+    a1, a2 = _binding("sip:1001@a"), _binding("sip:1001@b")
+    other = BindingData(
+        aor="1002",
+        contact_uri="sip:1002@c",
+        received="192.0.2.3:5060",
+        transport="udp",
+        call_id="r",
+        cseq=1,
+        expires_at=datetime.now(UTC) + timedelta(hours=1),
+    )
+    for b in (a1, a2, other):
+        await store.save_binding(b)
+    await store.delete_binding("1001", "sip:1001@a")
+    assert {b.contact_uri for b in await store.load_bindings()} == {"sip:1001@b", "sip:1002@c"}
+    await store.delete_bindings("1001")
+    assert await store.load_bindings() == [other]
+
+
+async def test_bindings_survive_reopen(store_url: str) -> None:
+    s = await Store.open(store_url)
+    b = _binding()
+    try:
+        await s.save_binding(b)
+        await s.add_call_record(_answered())
+    finally:
+        await s.close()
+    s = await Store.open(store_url)  # create_all again must be harmless
+    try:
+        assert await s.load_bindings() == [b]
+        assert len(await s.list_call_records()) == 1
+    finally:
+        await s.close()
+
+
+async def test_sqlite_uses_wal(tmp_path: Path) -> None:
+    # The parent folder is created on demand.
+    s = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'new' / 'wal.db'}")
+    try:
+        async with s.engine.connect() as conn:
+            mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
+        assert mode == "wal"
+    finally:
+        await s.close()
