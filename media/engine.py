@@ -13,13 +13,13 @@ beyond what asyncio hands over and a few ints:
 
 1. Drop what is not RTP version 2 or whose header lengths do not add up (counted as
    ``malformed``); drop RTCP that arrived on the RTP port (RFC 5761 §4).
-2. Symmetric RTP (RFC 4961, and common NAT practice as in RFC 7362 §4.2 "latching"): the
+2. Symmetric RTP (RFC 4961, and the "latching" of RFC 7362): the
    first packet after ``set_remote`` latches the leg's destination to its source address,
    so a phone behind NAT gets media back through the same mapping. Packets from other
    addresses are then dropped (``foreign``) so nobody can inject audio into a call. A later
    ``set_remote`` with a different address (re-INVITE) re-arms latching.
 3. Classify by payload type: the source leg's telephone-event PT maps to the destination
-   leg's telephone-event PT (RFC 4733 §2.1; dropped if the destination has none); audio in
+   leg's telephone-event PT (RFC 4733 §7.1.1, each leg has its own; dropped if none); audio in
    the same format is copied into a reused ``bytearray``; PCMU↔PCMA is transcoded with
    ``bytes.translate`` and a 256-byte table (G.711); anything else is dropped.
 4. ``RtpOutputStream.rewrite`` writes our per-leg SSRC and a continuous sequence number and
@@ -359,7 +359,7 @@ class Leg:
             return
         table: bytes | None = None
         if pt == src.dtmf_payload_type:
-            # RFC 4733 §2.1: events use each leg's own negotiated payload type.
+            # RFC 4733 §7.1.1: each leg negotiated its own telephone-event payload type.
             out_pt = self.dtmf_payload_type
             if out_pt is None:
                 src.stats.dropped += 1
@@ -589,9 +589,10 @@ class MediaEngine:
         # Rotate through the range so a just-released port is not reused at once (late
         # packets of the old call would land in the new one).
         count = len(self._ports)
+        start = self._cursor
         in_use = {leg.local_port for leg in self._legs.values()}
         for i in range(count):
-            index = (self._cursor + i) % count
+            index = (start + i) % count
             port = self._ports[index]
             if port in in_use:
                 continue

@@ -14,7 +14,7 @@ clock (``now``) is an argument. There are three layers:
 * ``RtpOutputStream``: the state of one stream *we* send. A B2BUA leg sends packets that come
   from different sources over time (a ringback tone, then the other leg's phone, whose SSRC
   may change on re-INVITE or transfer). The receiver must see one stream: one SSRC and
-  sequence numbers / timestamps that continue (RFC 3550 §5.1, §8.2 "SSRC change"). The stream
+  sequence numbers / timestamps that continue (RFC 3550 §5.1). The stream
   re-bases sequence and timestamp offsets whenever the source changes and sets the marker
   bit on the first packet after a change, as RFC 3551 §4.1 asks at the start of a talkspurt,
   so jitter buffers resynchronise instead of discarding.

@@ -255,11 +255,12 @@ class Call:
     def _on_branch_response(self, branch: _Branch, resp: Response) -> None:
         status = resp.status
         if status < 200:
-            if status == 100:
-                return
+            # Any provisional, 100 included, allows a CANCEL (RFC 3261 §9.1).
             branch.provisional = True
             if branch.cancel_wanted and not branch.cancel_sent:
                 self._send_cancel(branch)
+                return
+            if status == 100:
                 return
             if self.state in (CallState.CALLING, CallState.RINGING):
                 self._on_ringing(branch, resp)

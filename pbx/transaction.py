@@ -88,6 +88,7 @@ from pbx.message import (
 
 __all__ = [
     "BRANCH_COOKIE",
+    "INITIAL",
     "T1",
     "T2",
     "T4",
@@ -803,7 +804,8 @@ class TransactionLayer:
             state=state,
             method=request.method,
             request=request,
-            request_bytes=request.serialize(),
+            # Only client transactions resend their request.
+            request_bytes=request.serialize() if kind in (Kind.ICT, Kind.NICT) else b"",
             peer=peer,
             transport=transport,
             reliable=transport != "UDP",
@@ -855,8 +857,9 @@ class TransactionLayer:
             assert isinstance(msg, Response)
             self._send_response(txn, msg)
         elif action is Action.RESEND_RESPONSE:
-            if txn.last_response_bytes is not None:
-                self._send(txn.last_response_bytes, txn.peer, txn.transport)
+            # The tables only resend from states entered by sending a response.
+            assert txn.last_response_bytes is not None
+            self._send(txn.last_response_bytes, txn.peer, txn.transport)
         elif action is Action.RESPONSE_TO_TU:
             assert isinstance(msg, Response)
             self._events.append(ResponseReceived(msg, txn.key))

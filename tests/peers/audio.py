@@ -37,7 +37,7 @@ def make_tone_wav(
     channels: int = 1,
 ) -> Path:
     """Write a 16-bit PCM WAV of a pure sine tone; returns the path."""
-    n = int(round(seconds * rate))
+    n = round(seconds * rate)
     t = np.arange(n, dtype=np.float64) / rate
     tone = amplitude * np.sin(2.0 * np.pi * freq_hz * t)
     data = np.repeat(tone[:, None], channels, axis=1) if channels > 1 else tone

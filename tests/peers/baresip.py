@@ -26,6 +26,7 @@ port 5060. ``answermode=auto`` auto-answers (needs the ``menu`` module).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -205,8 +206,9 @@ class Baresip:
             return ""
 
     def _fail(self, what: str) -> BaresipError:
-        return BaresipError(f"baresip: {what}\n--- log tail ({self.log_path}) ---\n"
-                            f"{self.log_tail()}")
+        return BaresipError(
+            f"baresip: {what}\n--- log tail ({self.log_path}) ---\n{self.log_tail()}"
+        )
 
     def command(self, command: str, params: str = "", timeout: float = 5.0) -> str:
         """Run a baresip command (as in its menu, e.g. "dial", "hangup", "reginfo");
@@ -229,7 +231,9 @@ class Baresip:
         return str(resp.get("data", ""))
 
     def wait_event(
-        self, predicate: Callable[[Event], bool] | None = None, timeout: float = 10.0,
+        self,
+        predicate: Callable[[Event], bool] | None = None,
+        timeout: float = 10.0,
         **fields: Any,
     ) -> Event:
         """Oldest unconsumed ctrl_tcp event matching ``fields`` (e.g. type="CALL_CLOSED")."""
@@ -299,18 +303,14 @@ class Baresip:
             except subprocess.TimeoutExpired:
                 # proc is coreutils timeout: SIGKILL baresip itself, then the wrapper.
                 for pid in _children(self.proc.pid):
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
                 self.proc.kill()
                 self.proc.wait(5)
         sock = getattr(self, "_sock", None)
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
         reader = getattr(self, "_reader", None)
         if reader is not None:

@@ -42,7 +42,7 @@ def linear_to_ulaw(samples: np.ndarray) -> bytes:
     pcm = np.minimum(np.abs(pcm), _ULAW_CLIP >> 2) + (_ULAW_BIAS >> 2)
     seg = np.searchsorted(np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF]), pcm)
     uval = (seg << 4) | ((pcm >> (seg + 1)) & 0x0F)
-    return (uval ^ mask).astype(np.uint8).tobytes()
+    return bytes((uval ^ mask).astype(np.uint8).tobytes())
 
 
 def ulaw_to_linear(data: bytes) -> np.ndarray:
@@ -64,11 +64,11 @@ def linear_to_alaw(samples: np.ndarray) -> bytes:
     exponent = np.clip(exponent, 0, 7)
     mantissa = np.where(exponent == 0, mag >> 1, mag >> exponent) & 0x0F
     code = (sign | (exponent << 4) | mantissa) ^ 0x55
-    return code.astype(np.uint8).tobytes()
+    return bytes(code.astype(np.uint8).tobytes())
 
 
 def _ip_checksum(header: bytes) -> int:
-    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    total: int = sum(struct.unpack(f"!{len(header) // 2}H", header))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -85,7 +85,16 @@ def udp_frame(src: tuple[str, int], dst: tuple[str, int], payload: bytes, ident:
     total_len = 20 + udp_len
     ip_wo_sum = struct.pack(
         "!BBHHHBBH4s4s",
-        0x45, 0, total_len, ident & 0xFFFF, 0x4000, 64, IPPROTO_UDP, 0, _ip4(src[0]), _ip4(dst[0])
+        0x45,
+        0,
+        total_len,
+        ident & 0xFFFF,
+        0x4000,
+        64,
+        IPPROTO_UDP,
+        0,
+        _ip4(src[0]),
+        _ip4(dst[0]),
     )
     csum = _ip_checksum(ip_wo_sum)
     ip = ip_wo_sum[:10] + struct.pack("!H", csum) + ip_wo_sum[12:]
@@ -107,7 +116,7 @@ def write_g711_tone_pcap(
 ) -> Path:
     """Write a pcap of an RTP G.711 tone stream: one packet per ``ptime_ms``."""
     per_packet = SAMPLE_RATE * ptime_ms // 1000
-    n_packets = int(round(seconds * 1000 / ptime_ms))
+    n_packets = round(seconds * 1000 / ptime_ms)
     t = np.arange(per_packet * n_packets) / SAMPLE_RATE
     pcm = np.round(amplitude * 32767 * np.sin(2 * np.pi * freq_hz * t)).astype(np.int16)
     encode = linear_to_ulaw if payload_type == PT_PCMU else linear_to_alaw

@@ -26,6 +26,7 @@ Python keeps references to every Call, player and recorder: SWIG frees what Pyth
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import select
@@ -180,10 +181,8 @@ class PhoneCall(pj.Call):  # type: ignore[misc]
     def stop_play(self) -> None:
         if self.player is not None:
             if self.aud is not None:
-                try:
+                with contextlib.suppress(pj.Error):
                     self.player.stopTransmit(self.aud)
-                except pj.Error:
-                    pass
             self.player = None  # drops the last reference: SWIG destroys the port
 
     def start_record(self, path: str) -> None:
@@ -198,10 +197,8 @@ class PhoneCall(pj.Call):  # type: ignore[misc]
     def stop_record(self) -> None:
         if self.recorder is not None:
             if self.aud is not None:
-                try:
+                with contextlib.suppress(pj.Error):
                     self.aud.stopTransmit(self.recorder)
-                except pj.Error:
-                    pass
             # Destroying the recorder is what writes the WAV header (PEERS.md). pjmedia
             # 2.15 queues the port removal to the bridge's clock thread, so wait until
             # the header's data size matches the file before replying.
@@ -519,7 +516,9 @@ class Phone:
         }
 
     def cmd_calls(self, msg: dict[str, Any]) -> Any:
-        return [{"call": c.cid, "state": c.state, "code": c.last_status} for c in self.calls.values()]
+        return [
+            {"call": c.cid, "state": c.state, "code": c.last_status} for c in self.calls.values()
+        ]
 
     def cmd_quit(self, msg: dict[str, Any]) -> Any:
         self.running = False

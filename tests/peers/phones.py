@@ -102,6 +102,7 @@ class Phone:
         self._next_id = 1
         self._eof = False
         self._closed = False
+        self._quit_sent = False
         self._reader = threading.Thread(
             target=self._read_loop, name=f"phone-reader-{name}", daemon=True
         )
@@ -141,8 +142,9 @@ class Phone:
         return "\n".join(lines[-n:])
 
     def _fail(self, what: str) -> PhoneError:
-        return PhoneError(f"phone {self.name}: {what}\n--- log tail ({self.log_path}) ---\n"
-                          f"{self.log_tail()}")
+        return PhoneError(
+            f"phone {self.name}: {what}\n--- log tail ({self.log_path}) ---\n{self.log_tail()}"
+        )
 
     def command(self, cmd: str, timeout: float = 10.0, **params: Any) -> Any:
         """Send one command; return its ``result`` or raise ``PhoneError``."""
@@ -270,7 +272,9 @@ class Phone:
             params["code"] = code
         self.command("hangup", **params)
 
-    def play(self, path: str | os.PathLike[str], call: int | None = None, loop: bool = True) -> None:
+    def play(
+        self, path: str | os.PathLike[str], call: int | None = None, loop: bool = True
+    ) -> None:
         """Play a WAV into the call (deferred until media is active)."""
         self.command("play", call=call, path=str(path), loop=loop)
 
@@ -303,9 +307,7 @@ class Phone:
         return list(self.command("calls"))
 
     # ---- waiting helpers ----
-    def wait_call_state(
-        self, state: str, call: int | None = None, timeout: float = 10.0
-    ) -> Event:
+    def wait_call_state(self, state: str, call: int | None = None, timeout: float = 10.0) -> Event:
         fields: dict[str, Any] = {"event": "call_state", "state": state}
         if call is not None:
             fields["call"] = call
@@ -352,18 +354,26 @@ class Phone:
         return f"sip:{self.user}@127.0.0.1:{self.port}"
 
     # ---- lifetime ----
+    def request_quit(self) -> None:
+        """Ask the child to quit without waiting (pjsua's shutdown takes ~1 s: request
+        several phones' quits first, then ``close()`` each)."""
+        if self._quit_sent or self.proc.poll() is not None:
+            return
+        self._quit_sent = True
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(b'{"id":0,"cmd":"quit"}\n')
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
     def close(self, timeout: float = 5.0) -> None:
         """Quit the child (clean libDestroy), kill it if it lingers, join the reader."""
         if self._closed:
             return
         self._closed = True
         if self.proc.poll() is None:
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.write(b'{"id":0,"cmd":"quit"}\n')
-                self.proc.stdin.flush()
-            except (BrokenPipeError, OSError):
-                pass
+            self.request_quit()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -16,6 +16,7 @@ internal command, 99 normal exit without calls processed, 255/-1 fatal; 124 is `
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
@@ -140,10 +141,8 @@ class SippProcess:
         if self.proc.poll() is None:
             # timeout(1) forwards the signal it gets; send ours to SIPp itself.
             for pid in _children(self.proc.pid):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGUSR1)
-                except ProcessLookupError:
-                    pass
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
@@ -154,15 +153,11 @@ class SippProcess:
     def kill(self) -> None:
         if self.proc.poll() is None:
             for pid in _children(self.proc.pid):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             self.proc.kill()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
 
     def _result(self, rc: int, timed_out: bool) -> SippResult:
         for f in (self._out, self._err):
@@ -219,8 +214,9 @@ def run_sipp(
         return p.wait()
 
 
-def prepare_tone_pcap(workdir: str | os.PathLike[str], freq_hz: float = 1000.0,
-                      seconds: float = 3.0) -> Path:
+def prepare_tone_pcap(
+    workdir: str | os.PathLike[str], freq_hz: float = 1000.0, seconds: float = 3.0
+) -> Path:
     """Write ``tone.pcap`` (PCMU RTP, loopback addresses) where our scenarios look for it."""
     return write_g711_tone_pcap(Path(workdir) / "tone.pcap", freq_hz, seconds)
 

@@ -226,9 +226,7 @@ def test_sipp_invite_auth_variant(sipp_workdir: Path, free_port: Callable[[], in
 
 @pytest.mark.peers
 @pytest.mark.timeout(60)
-def test_sipp_register_digest_many_users(
-    sipp_workdir: Path, free_port: Callable[[], int]
-) -> None:
+def test_sipp_register_digest_many_users(sipp_workdir: Path, free_port: Callable[[], int]) -> None:
     reg_port = free_port()
     n = 20
     good = write_auth_injection(sipp_workdir / "good.csv", [(f"u{i}", "secret") for i in range(n)])
@@ -292,3 +290,118 @@ def test_pjsua2_calls_baresip_audio_both_ways(
     heard = bs.recordings("dec")
     assert len(heard) == 1, heard
     assert has_tone(heard[0], 1000), describe(heard[0])
+
+
+# ---------------------------------------------------------------- through a record-routing proxy
+
+KAMAILIO_CFG = """#!KAMAILIO
+debug=1
+log_stderror=yes
+children=2
+auto_aliases=no
+listen=udp:127.0.0.1:{port}
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "siputils.so"
+loadmodule "textops.so"
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
+    if (has_totag()) {{
+        if (loose_route()) {{ t_relay(); exit; }}
+        if (is_method("ACK") && t_check_trans()) {{ t_relay(); }}
+        exit;
+    }}
+    if (is_method("CANCEL")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
+    record_route();
+    $ru = "sip:" + $rU + "@127.0.0.1:{target}";
+    t_relay();
+}}
+"""
+
+
+@pytest.mark.peers
+@pytest.mark.timeout(60)
+def test_sipp_scenarios_through_record_routing_proxy(
+    sipp_workdir: Path, free_port: Callable[[], int]
+) -> None:
+    """uac_pcap/uas keep working when a stateful record-routing proxy sits in between
+    (Record-Route copied by the UAS, ACK/BYE routed by the UAC): the B2BUA-ready check."""
+    import shutil
+    import subprocess
+
+    if shutil.which("kamailio") is None:
+        pytest.skip("kamailio not installed")
+    prepare_tone_pcap(sipp_workdir, seconds=1.0)
+    proxy_port, uas_port, uac_port, uas_media, uac_media = (free_port() for _ in range(5))
+    cfg = sipp_workdir / "kamailio.cfg"
+    cfg.write_text(KAMAILIO_CFG.format(port=proxy_port, target=uas_port))
+    (sipp_workdir / "kam_run").mkdir()
+    log = open(sipp_workdir / "kamailio.log", "wb")  # noqa: SIM115
+    kam = subprocess.Popen(
+        ["timeout", "-k", "2", "50", "kamailio", "-DD", "-E", "-f", str(cfg), "-m", "64",
+         "-M", "8", "-Y", str(sipp_workdir / "kam_run")],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        time.sleep(1.0)
+        assert kam.poll() is None, (sipp_workdir / "kamailio.log").read_text()[-2000:]
+        calls = 5
+        with SippProcess(
+            ["-sf", str(scenario("uas")), "-i", "127.0.0.1", "-p", str(uas_port),
+             "-mi", "127.0.0.1", "-mp", str(uas_media), "-rtp_echo",
+             "-trace_msg", "-message_file", str(sipp_workdir / "rr_uas_messages.log")],
+            workdir=sipp_workdir, timeout=40, max_calls=calls, name="rr_uas",
+        ) as uas:  # fmt: skip
+            time.sleep(0.3)
+            uac = run_sipp(
+                ["-sf", str(scenario("uac_pcap")), "-s", "bob", "-i", "127.0.0.1",
+                 "-p", str(uac_port), "-mi", "127.0.0.1", "-mp", str(uac_media),
+                 "-r", "10", "-d", "1000",
+                 "-trace_msg", "-message_file", str(sipp_workdir / "rr_uac_messages.log")],
+                timeout=30, workdir=sipp_workdir, target=f"127.0.0.1:{proxy_port}",
+                max_calls=calls, name="rr_uac",
+            )  # fmt: skip
+            uas_result = uas.wait(10)
+    finally:
+        kam.terminate()
+        try:
+            kam.wait(5)
+        except subprocess.TimeoutExpired:
+            kam.kill()
+            kam.wait(5)
+        log.close()
+    assert uac.ok and uac.successful == calls, uac.summary()
+    assert uas_result.successful == calls, uas_result.summary()
+    # The dialog really was record-routed: the UAS saw Record-Route, and the UAC sent its
+    # BYE to the UAS contact with a Route header naming the proxy.
+    uas_msgs = (sipp_workdir / "rr_uas_messages.log").read_text()
+    uac_msgs = (sipp_workdir / "rr_uac_messages.log").read_text()
+    assert f"Record-Route: <sip:127.0.0.1:{proxy_port};lr" in uas_msgs
+    assert f"BYE sip:127.0.0.1:{uas_port}" in uac_msgs
+    assert f"Route: <sip:127.0.0.1:{proxy_port};lr" in uac_msgs
+
+
+@pytest.mark.peers
+@pytest.mark.timeout(60)
+def test_pjsua2_register_with_digest(
+    phone_factory: PhoneFactory, sipp_workdir: Path, free_port: Callable[[], int]
+) -> None:
+    """The phone's register()/reg_state events, against the SIPp challenging registrar."""
+    reg_port = free_port()
+    with SippProcess(
+        ["-sf", str(scenario("registrar_uas")), "-i", "127.0.0.1", "-p", str(reg_port)],
+        workdir=sipp_workdir, timeout=30, max_calls=10, name="registrar", recv_timeout="5s",
+    ):  # fmt: skip
+        time.sleep(0.3)
+        good = phone_factory("alice")
+        ev = good.register(f"127.0.0.1:{reg_port}", password="secret", expires=120)
+        assert ev is not None and ev["code"] == 200 and ev["active"], ev
+        ev = good.unregister()
+        assert ev is not None and ev["code"] == 200 and not ev["active"], ev
+        bad = phone_factory("mallory")
+        ev = bad.register(f"127.0.0.1:{reg_port}", password="guess")
+        assert ev is not None and ev["code"] == 403 and not ev["active"], ev

@@ -105,7 +105,7 @@ def test_codec_name_dispatch() -> None:
     assert g711.encode("pcmu", pcm) == ulaw_encode(pcm)
     assert g711.encode("PCMA", pcm) == alaw_encode(pcm)
     assert np.array_equal(g711.decode("PCMA", alaw_encode(pcm)), alaw_decode(alaw_encode(pcm)))
-    with pytest.raises(ValueError, match="not a G.711 codec"):
+    with pytest.raises(ValueError, match=r"not a G\.711 codec"):
         g711.encode("G722", pcm)
-    with pytest.raises(ValueError, match="not a G.711 codec"):
+    with pytest.raises(ValueError, match=r"not a G\.711 codec"):
         g711.decode("opus", b"")

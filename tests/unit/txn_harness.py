@@ -9,9 +9,12 @@ timers at their exact deadlines. Everything sent and every event is logged with 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pbx.message import Request, Response, parse_message
 from pbx.transaction import Address, Event, Timers, TransactionLayer, new_branch
+
+E = TypeVar("E")
 
 CLIENT: Address = ("127.0.0.1", 5070)
 SERVER: Address = ("127.0.0.1", 5060)
@@ -98,7 +101,9 @@ class Pair:
 
     def deliver(self, msg: Request | Response, *, to_server: bool = True) -> None:
         """Put a hand-built message on the wire and deliver it at once."""
-        src, dst, layer = (CLIENT, SERVER, self.server) if to_server else (SERVER, CLIENT, self.client)
+        src, dst, layer = (
+            (CLIENT, SERVER, self.server) if to_server else (SERVER, CLIENT, self.client)
+        )
         wire = Wire(msg.serialize(), src, dst, self.transport, self.now)
         self.sent.append(wire)
         layer.receive(wire.message, src, self.transport, self.now)
@@ -110,7 +115,8 @@ class Pair:
         """When ``by`` sent a message described as ``what`` (a method or a status code)."""
         return [w.at for w in self.sent if w.src == by and w.describe() == what]
 
-    def events(self, side: str, kind: type) -> list[tuple[float, Event]]:
+    def events(self, side: str, kind: type[E]) -> list[tuple[float, E]]:
+        """The events of one kind seen by ``"client"`` or ``"server"``, with their time."""
         source = self.client_events if side == "client" else self.server_events
         return [(t, e) for t, e in source if isinstance(e, kind)]
 
@@ -126,6 +132,7 @@ def make_request(
     rport: bool = True,
     via_host: str = CLIENT_VIA_HOST,
     routes: tuple[str, ...] = (),
+    one_via_line: bool = False,
 ) -> Request:
     """A minimal valid request from the client side of a :class:`Pair`."""
     if branch is None:
@@ -139,6 +146,8 @@ def make_request(
         ("Via", "SIP/2.0/UDP proxy.invalid;branch=z9hG4bKproxy"),
         ("Max-Forwards", "70"),
     ]
+    if one_via_line:  # both Vias as one comma-separated header line
+        headers[:2] = [("Via", f"{headers[0][1]}, {headers[1][1]}")]
     headers += [("Route", r) for r in routes]
     headers += [
         ("From", "<sip:alice@client.invalid>;tag=fromtag1"),
