@@ -2,7 +2,7 @@
 
 ``switchboard serve`` starts the server; ``switchboard config validate`` checks a config
 without starting anything. The CLI never reimplements server logic: it loads config through
-:mod:`config` and hands it to :func:`pbx.server.run`, imported lazily so the rest of the CLI
+:mod:`config` and hands it to :func:`cli.app.run`, imported lazily so the rest of the CLI
 works without the SIP core.
 """
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 __all__ = [
     "DEFAULT_URI_SCHEMES",
@@ -1181,6 +1182,10 @@ class StreamParser:
     from ``feed``; the transport then closes the connection. Framing is lost when a head has
     no usable Content-Length (missing, negative, not a number: RFC 4475 §3.1.2.3 ncl) or two
     different ones (RFC 4475 §3.3.9 mcl01), or when a head or body exceeds the size caps.
+
+    Messages framed before the loss in the same ``feed`` are not thrown away: ``feed`` returns
+    them, sets :attr:`framing_lost`, and raises that error on the next call. A transport
+    should close the connection when ``feed`` raises *or* ``framing_lost`` is set.
     """
 
     def __init__(self, max_buffer: int = 2 * MAX_MESSAGE_SIZE) -> None:
@@ -1189,13 +1194,29 @@ class StreamParser:
         # Where to resume looking for the end of the head, so that a head arriving in many
         # small segments is not rescanned from its start each time.
         self._scanned = 0
+        self.framing_lost: ParseError | None = None
 
     def feed(self, data: bytes) -> list[Request | Response | ParseError]:
+        if self.framing_lost is not None:
+            raise self.framing_lost
         self._buf += data
         if len(self._buf) > self._max:
-            self._reset()
-            raise ParseError("stream buffer overflow", 513)
+            self._lose(ParseError("stream buffer overflow", 513))
         out: list[Request | Response | ParseError] = []
+        try:
+            self._frame(out)
+        except ParseError:
+            if not out:
+                raise
+        return out
+
+    def _lose(self, exc: ParseError) -> NoReturn:
+        self._buf.clear()
+        self._scanned = 0
+        self.framing_lost = exc
+        raise exc
+
+    def _frame(self, out: list[Request | Response | ParseError]) -> None:
         buf = self._buf
         while True:
             # Keep-alive CRLFs between messages (RFC 5626 §3.5.1) are skipped.
@@ -1214,16 +1235,13 @@ class StreamParser:
             if end < 0:
                 self._scanned = len(buf)
                 if len(buf) > MAX_MESSAGE_SIZE:
-                    self._reset()
-                    raise ParseError("header section too large", 513)
+                    self._lose(ParseError("header section too large", 513))
                 break
             length = _content_length_of(bytes(buf[:end]))
             if length is None:
-                self._reset()
-                raise ParseError("Content-Length is mandatory on a stream transport")
-            if length > MAX_BODY_SIZE:
-                self._reset()
-                raise ParseError("body too large", 413)
+                self._lose(ParseError("no usable Content-Length on a stream transport"))
+            elif length > MAX_BODY_SIZE:
+                self._lose(ParseError("body too large", 413))
             total = body_start + length
             if len(buf) < total:
                 # Head complete; wait for the body. Remember the head end to avoid a rescan.
@@ -1236,11 +1254,6 @@ class StreamParser:
                 out.append(parse_message(raw, stream=True))
             except ParseError as exc:
                 out.append(exc)
-        return out
-
-    def _reset(self) -> None:
-        self._buf.clear()
-        self._scanned = 0
 
 
 # Content-Length (or its compact form "l") at the start of a header line. The value may

@@ -20,7 +20,6 @@ Deliberate choices:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from email.utils import formatdate
 
@@ -58,6 +57,7 @@ class Registrar:
         self.min_expires = min_expires
         self.max_expires = max_expires
         self.default_expires = default_expires
+        self._wall_time: float | None = None
 
     def handle(
         self,
@@ -67,8 +67,14 @@ class Registrar:
         transport: str,
         now: float,
         to_tag: str,
+        wall_time: float | None = None,
     ) -> RegisterOutcome:
-        """Apply a REGISTER for ``aor`` (already authenticated and authorised)."""
+        """Apply a REGISTER for ``aor`` (already authenticated and authorised).
+
+        ``now`` is the monotonic clock that expiry times use; ``wall_time`` (epoch seconds),
+        when given, goes into the Date header of the 200 (RFC 3261 §10.3 step 8).
+        """
+        self._wall_time = wall_time
         try:
             return self._handle(request, aor, source, transport, now, to_tag)
         except ParseError as exc:
@@ -182,7 +188,8 @@ class Registrar:
             ("Contact", f"<{c.uri}>;expires={c.remaining(now)}")
             for c in self.location.lookup(aor, now)
         ]
-        headers.append(("Date", formatdate(time.time(), usegmt=True)))
+        if self._wall_time is not None:
+            headers.append(("Date", formatdate(self._wall_time, usegmt=True)))
         return make_response(request, 200, to_tag=to_tag, headers=headers)
 
 

@@ -385,7 +385,9 @@ class SipServer:
             self.stack.send_response(make_response(req, 403, "Not Your AOR", to_tag=new_tag()))
             return
         now = asyncio.get_running_loop().time()
-        outcome = self.registrar.handle(req, user, source, transport, now, new_tag())
+        outcome = self.registrar.handle(
+            req, user, source, transport, now, new_tag(), wall_time=time.time()
+        )
         self.stack.send_response(outcome.response)
         if outcome.changes:
             log.info(

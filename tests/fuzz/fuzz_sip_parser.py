@@ -20,6 +20,7 @@ It exits non-zero and prints the input (as a Python bytes literal) on the first 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import sys
 import time
@@ -223,15 +224,11 @@ def check_one(data: bytes) -> None:
             lambda: msg.to,
             lambda: msg.cseq,
         ):
-            try:
+            with contextlib.suppress(ParseError):
                 getter()
-            except ParseError:
-                pass
         if isinstance(msg, Request):
-            try:
+            with contextlib.suppress(ParseError):
                 validate_for_uas(msg)
-            except ParseError:
-                pass
     # The stream framer sees the same bytes cut in two.
     sp = StreamParser()
     try:
@@ -247,10 +244,8 @@ def check_one(data: bytes) -> None:
         funcs: tuple[Callable[[str], object], ...] = (parse_uri, parse_name_addr, parse_via)
         for func in funcs:
             for item in split_list(value)[:2] or [value]:
-                try:
+                with contextlib.suppress(ParseError):
                     func(item)
-                except ParseError:
-                    pass
 
 
 def run(iterations: int, seed: int, time_limit: float, *, verbose: bool = False) -> int:

@@ -73,15 +73,15 @@ def test_validate_missing_file(tmp_path: Path) -> None:
 
 @pytest.fixture
 def fake_server(monkeypatch: pytest.MonkeyPatch) -> list[tuple[SwitchboardConfig, Path]]:
-    """Install a stand-in ``pbx.server`` whose async ``run`` records its arguments."""
+    """Install a stand-in ``cli.app`` whose async ``run`` records its arguments."""
     calls: list[tuple[SwitchboardConfig, Path]] = []
 
     async def run(config: SwitchboardConfig, *, config_dir: Path) -> None:
         calls.append((config, config_dir))
 
-    module: Any = types.ModuleType("pbx.server")
+    module: Any = types.ModuleType("cli.app")
     module.run = run
-    monkeypatch.setitem(sys.modules, "pbx.server", module)
+    monkeypatch.setitem(sys.modules, "cli.app", module)
     return calls
 
 
