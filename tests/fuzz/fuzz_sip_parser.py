@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import random
 import sys
 import time
@@ -271,7 +272,7 @@ def run(iterations: int, seed: int, time_limit: float, *, verbose: bool = False)
 
 
 def _atheris_main(argv: list[str]) -> None:  # pragma: no cover - needs atheris
-    import atheris  # type: ignore[import-not-found]
+    atheris = importlib.import_module("atheris")
 
     def test_one_input(data: bytes) -> None:
         check_one(data)

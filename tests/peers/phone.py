@@ -420,6 +420,23 @@ class Phone:
         call.hangup(op)
         return {"call": call.cid}
 
+    def cmd_reinvite(self, msg: dict[str, Any]) -> Any:
+        """Send a re-INVITE with a fresh offer (a session refresh), or UPDATE with
+        ``method="update"`` (RFC 3311)."""
+        call = self._call(msg)
+        op = pj.CallOpParam(True)
+        if msg.get("method") == "update":
+            call.update(op)
+        else:
+            op.opt.flag = pj.PJSUA_CALL_UNHOLD
+            call.reinvite(op)
+        return {"call": call.cid}
+
+    def cmd_hold(self, msg: dict[str, Any]) -> Any:
+        call = self._call(msg)
+        call.setHold(pj.CallOpParam(True))
+        return {"call": call.cid}
+
     def cmd_hangup_all(self, msg: dict[str, Any]) -> Any:
         self.ep.hangupAllCalls()
         return None

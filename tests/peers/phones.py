@@ -272,6 +272,13 @@ class Phone:
             params["code"] = code
         self.command("hangup", **params)
 
+    def reinvite(self, call: int | None = None, method: str = "invite") -> None:
+        """Send a re-INVITE (or UPDATE) with a new offer: a session refresh."""
+        self.command("reinvite", call=call, method=method)
+
+    def hold(self, call: int | None = None) -> None:
+        self.command("hold", call=call)
+
     def play(
         self, path: str | os.PathLike[str], call: int | None = None, loop: bool = True
     ) -> None:

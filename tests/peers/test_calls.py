@@ -8,6 +8,7 @@ Audio is checked by FFT of what each phone recorded; DTMF by what the far phone 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.peers.audio import dominant_frequency
+from tests.peers.audio import dominant_frequency, tone_level_db
 from tests.peers.phones import Phone
 from tests.peers.switchboard import Switchboard, options_ping, wait_for
 
@@ -249,3 +250,56 @@ def test_media_timeout_hangs_up(
     (cdr,) = sb.wait_call_records(1)
     assert cdr["hangup_cause"] == "media_timeout"
     assert cdr["hangup_side"] == "system"
+
+
+@pytest.mark.parametrize("method", ["invite", "update"])
+def test_session_refresh_keeps_media(
+    server: Switchboard, phone_factory: Callable[..., Phone], tmp_path: Path,
+    tone_1k: Path, tone_2k: Path, method: str,
+) -> None:
+    a = registered(phone_factory, server, "1001")
+    b = registered(phone_factory, server, "1002")
+    connect(a, b, server, "1002")
+    a.reinvite(method=method)  # caller refreshes the session
+    b.reinvite(method=method)  # and so does the callee
+    time.sleep(1.0)
+    assert a.get_info()["state"] == "CONFIRMED" and b.get_info()["state"] == "CONFIRMED"
+    # Both offers were answered by Switchboard itself (media is anchored): each phone's log
+    # shows a 2xx to its own re-INVITE/UPDATE.
+    for phone, initial in ((a, 1), (b, 0)):
+        log = phone.log_path.read_text(errors="replace")
+        got = len(re.findall(rf"RX \d+ bytes Response msg 200/{method.upper()}/", log))
+        assert got == initial + 1 if method == "invite" else got == 1
+    check_two_way_audio(a, b, tmp_path, tone_1k, tone_2k)
+    a.hangup()
+    b.wait_disconnected(timeout=10)
+    (cdr,) = server.wait_call_records(1)
+    assert cdr["disposition"] == "ANSWERED"
+
+
+def test_ringback_then_early_media(
+    server: Switchboard, phone_factory: Callable[..., Phone], tmp_path: Path, tone_2k: Path,
+) -> None:
+    a = registered(phone_factory, server, "1001")
+    b = registered(phone_factory, server, "1002")
+    a.call(server.uri("1002"))
+    b.wait_incoming(timeout=10)
+    b.ringing()  # 180 without SDP: Switchboard plays ringback (440+480 Hz) to the caller
+    a.wait_media_active(timeout=10)
+    a.record(tmp_path / "ringback.wav")
+    time.sleep(1.6)
+    a.stop_record()
+    assert tone_level_db(tmp_path / "ringback.wav", 440) > -40
+    assert tone_level_db(tmp_path / "ringback.wav", 480) > -40
+    b.answer(code=183)  # the callee now sends early media: the caller hears it
+    b.wait_media_active(timeout=10)
+    b.play(tone_2k)
+    time.sleep(0.5)
+    a.record(tmp_path / "early.wav")
+    time.sleep(1.5)
+    a.stop_record()
+    assert abs(dominant_frequency(tmp_path / "early.wav") - 2000) < 20
+    b.answer()
+    a.wait_call_state("CONFIRMED", timeout=10)
+    a.hangup()
+    b.wait_disconnected(timeout=10)
