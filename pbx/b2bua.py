@@ -202,7 +202,7 @@ class Call:
         # Offer the callee the caller's codec first, so the relay can stay a plain copy.
         codecs = [neg.codec] + [c for c in SUPPORTED_CODECS if not c.same_format(neg.codec)]
         for contact in self.contacts:
-            flow = Flow(contact.transport, contact.source)
+            flow = Flow(*stack.flow_to(contact.transport, contact.source, contact.uri))
             leg_b.local_host = self._media_host(flow)
             offer = sdp.build_offer(
                 leg_b.local_host,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from .message import ParseError, Request, Response, parse_message, reason_phrase
+from .message import ParseError, Request, Response, parse_message, parse_uri, reason_phrase
 from .transaction import (
     AckNotReceived,
     RequestReceived,
@@ -149,6 +149,19 @@ class SipStack:
         at = f"{user}@" if user else ""
         tp = ";transport=tcp" if transport.upper() == "TCP" else ""
         return f"<sip:{at}{self.host_for(dest_host)}:{port}{tp}>"
+
+    def flow_to(self, transport: str, source: Address, contact_uri: str) -> tuple[str, Address]:
+        """Where to reach a registered contact: over the connection or from the source address
+        its REGISTER came from (NAT-friendly, RFC 5626 §5.3 in spirit); for TCP, when that
+        connection is gone, a new connection to the address in its Contact URI."""
+        transport = transport.upper()
+        if transport == "TCP" and self._tcp and not self._tcp[0].has_connection(source):
+            try:
+                host, port = parse_uri(contact_uri).host_port()
+            except ParseError:
+                return transport, source
+            return transport, (host, port)
+        return transport, source
 
     # -- input -----------------------------------------------------------------------
 

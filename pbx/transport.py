@@ -143,6 +143,9 @@ class TcpTransport:
         if self._conns.get(conn.peer) is conn:
             del self._conns[conn.peer]
 
+    def has_connection(self, dest: Address) -> bool:
+        return dest in self._conns
+
     def send(self, data: bytes, dest: Address) -> None:
         conn = self._conns.get(dest)
         if conn is not None:

@@ -256,6 +256,11 @@ class Phone:
         tcfg.publicAddress = "127.0.0.1"
         tcfg.port = args.port
         self.tid = self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+        # A TCP transport too, so a test can register and call over TCP (RFC 3261 §18).
+        tcp_cfg = pj.TransportConfig()
+        tcp_cfg.boundAddress = "127.0.0.1"
+        tcp_cfg.publicAddress = "127.0.0.1"
+        self.tcp_tid = self.ep.transportCreate(pj.PJSIP_TRANSPORT_TCP, tcp_cfg)
         self.ep.libStart()
         self.port = int(self.ep.transportGetInfo(self.tid).localName.rsplit(":", 1)[1])
 
@@ -282,6 +287,7 @@ class Phone:
         realm: str = "*",
         expires: int = 300,
         proxy: str | None = None,
+        tcp: bool = False,
     ) -> PhoneAccount:
         ac = pj.AccountConfig()
         ac.idUri = id_uri
@@ -296,7 +302,7 @@ class Phone:
         if proxy:
             ac.sipConfig.proxies.append(proxy)
         # Pin the contact and SDP to loopback; no NAT tricks, no ICE.
-        ac.sipConfig.transportId = self.tid
+        ac.sipConfig.transportId = self.tcp_tid if tcp else self.tid
         ac.natConfig.iceEnabled = False
         ac.natConfig.sdpNatRewriteUse = 0
         ac.natConfig.viaRewriteUse = 0
@@ -366,6 +372,8 @@ class Phone:
         user = msg["user"]
         domain = msg.get("domain", registrar)
         reg_uri = registrar if registrar.startswith("sip:") else f"sip:{registrar}"
+        if msg.get("transport", "udp").lower() == "tcp":
+            reg_uri += ";transport=tcp"
         if self.reg_acc is not None:
             self.reg_acc.shutdown()
             self.reg_acc = None
@@ -377,6 +385,7 @@ class Phone:
             realm=msg.get("realm", "*"),
             expires=int(msg.get("expires", 300)),
             proxy=msg.get("proxy", f"{reg_uri};lr" if msg.get("use_proxy", True) else None),
+            tcp=msg.get("transport", "udp").lower() == "tcp",
         )
         self.acc = self.reg_acc
         return {"aor": f"sip:{user}@{domain}"}

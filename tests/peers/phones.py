@@ -226,6 +226,7 @@ class Phone:
         expires: int = 300,
         domain: str | None = None,
         use_proxy: bool = True,
+        transport: str = "udp",
         wait: bool = True,
         timeout: float = 10.0,
     ) -> Event | None:
@@ -239,6 +240,7 @@ class Phone:
             "realm": realm,
             "expires": expires,
             "use_proxy": use_proxy,
+            "transport": transport,
         }
         if domain is not None:
             params["domain"] = domain

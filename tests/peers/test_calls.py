@@ -303,3 +303,22 @@ def test_ringback_then_early_media(
     a.wait_call_state("CONFIRMED", timeout=10)
     a.hangup()
     b.wait_disconnected(timeout=10)
+
+
+def test_call_over_tcp(
+    server: Switchboard, phone_factory: Callable[..., Phone], tmp_path: Path,
+    tone_1k: Path, tone_2k: Path,
+) -> None:
+    """Both phones register and call over TCP (RFC 3261 §18); audio still flows."""
+    a = phone_factory("tcp1001", user="1001")
+    b = phone_factory("tcp1002", user="1002")
+    for phone, ext in ((a, "1001"), (b, "1002")):
+        ev = phone.register(server.address, password=server.password(ext), transport="tcp")
+        assert ev is not None and ev["code"] == 200, ev
+    assert {r["transport"] for r in server.bindings()} == {"TCP"}
+    connect(a, b, server, "1002")
+    check_two_way_audio(a, b, tmp_path, tone_1k, tone_2k)
+    b.hangup()
+    a.wait_disconnected(timeout=10)
+    (cdr,) = server.wait_call_records(1)
+    assert cdr["hangup_side"] == "callee"
