@@ -8,7 +8,8 @@ temporary folder, starts the servers it measures (Switchboard as ``python -m cli
 Kamailio in the foreground with ``-DD -E``), drives them with SIPp at rising rates and stops
 everything it started by PID, whatever happens. A *step* is one SIPp run at a fixed rate for
 a few seconds; a step is *clean* when every call succeeded, none failed or timed out, and
-SIPp really achieved (≥ 90 %) the rate it was asked for — an overloaded server slows its
+SIPp really achieved (≥ 90 %) the rate it was asked for, with retransmissions (an answer
+slower than 500 ms) for at most 1 % of the calls — an overloaded server slows its
 answers, SIPp's concurrency cap (``-l``) then throttles the offered rate, and a step that
 "passes" at half its target rate would overstate the peak.
 
@@ -130,7 +131,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-    line = "+".join("-" * (w + 2) for w in widths)
+    line = "-+-".join("-" * w for w in widths)
     print(f"\n{title}")
     print(line)
     print(" | ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=False)))
@@ -274,6 +275,7 @@ class Step:
             and self.failed == 0
             and self.successful == self.calls
             and self.achieved >= 0.9 * self.rate
+            and self.retransmissions <= 0.01 * self.calls
         )
 
     def row(self) -> list[str]:

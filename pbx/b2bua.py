@@ -178,7 +178,9 @@ class Call:
             self.log.warning("media_allocation_failed", error=str(exc))
             self._fail_a(503, "Media Unavailable", "FAILED", "media_unavailable", "system")
             return
-        if self.ended:  # cancelled while we were binding sockets
+        if self.ended:  # cancelled while we were binding sockets: _end ran before the legs
+            self.b2b.media.close_leg(self.a.leg_id)
+            self.b2b.media.close_leg(self.b.leg_id)
             return
         try:
             neg = sdp.negotiate_answer(
@@ -275,24 +277,21 @@ class Call:
     def _on_ringing(self, branch: _Branch, resp: Response) -> None:
         if self.state is CallState.CALLING:
             self._move(CallState.RINGING)
-        if resp.body and resp.content_type == "application/sdp" and not self.early_media:
-            # The callee sends early media (RFC 3261 §13.2.1, RFC 3960): let the caller hear it.
-            if self._apply_b_answer(resp.body):
-                self.early_media = True
-                leg_a = self.b2b.media.get_leg(self.a.leg_id)
-                leg_a.stop_tone()
-                self.ringback = False
-                self.b2b.media.bridge(self.a.leg_id, self.b.leg_id)
-                self._send_a_provisional(183)
-                return
+        early_sdp = resp.body and resp.content_type == "application/sdp"
+        # The callee sends early media (RFC 3261 §13.2.1, RFC 3960): let the caller hear it.
+        if early_sdp and not self.early_media and self._apply_b_answer(resp.body):
+            self.early_media = True
+            self.b2b.media.get_leg(self.a.leg_id).stop_tone()
+            self.ringback = False
+            self.b2b.media.bridge(self.a.leg_id, self.b.leg_id)
+            self._send_a_provisional(183)
+            return
         if not self.early_media and not self.ringback:
             # No early media from the callee: we play ringback ourselves (in-band, so
             # every phone hears it) and tell the caller with 180 + SDP.
             self.ringback = True
             self.b2b.media.get_leg(self.a.leg_id).start_tone("ringback")
-        if status_code := resp.status:
-            if status_code not in self._relayed_provisional:
-                self._send_a_provisional(status_code if status_code in (180, 183) else 180)
+        self._send_a_provisional(resp.status if resp.status in (180, 183) else 180)
 
     def _send_a_provisional(self, status: int) -> None:
         if status in self._relayed_provisional or self.a_final_sent:
@@ -302,7 +301,7 @@ class Call:
             self.invite,
             status,
             to_tag=self.a_tag,
-            headers=self._a_contact_headers() + [("Content-Type", "application/sdp")],
+            headers=[*self._a_contact_headers(), ("Content-Type", "application/sdp")],
             body=self.a_answer_sdp,
         )
         self.b2b.stack.send_response(resp)
@@ -362,7 +361,7 @@ class Call:
             self.invite,
             200,
             to_tag=self.a_tag,
-            headers=self._a_contact_headers() + [("Content-Type", "application/sdp")],
+            headers=[*self._a_contact_headers(), ("Content-Type", "application/sdp")],
             body=self.a_answer_sdp,
         )
         self.a.dialog = Dialog.as_uas(self.invite, self.a_tag, self.a.flow)

@@ -35,7 +35,7 @@ class Contact:
     instance: str | None = None
 
     def remaining(self, now: float) -> int:
-        return max(0, int(round(self.expires_at - now)))
+        return max(0, round(self.expires_at - now))
 
 
 @dataclass(slots=True)

@@ -7,6 +7,7 @@ records straight from that database, as an operator's report would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -132,10 +133,8 @@ class Switchboard:
         out: list[dict[str, Any]] = []
         for line in self.log_text().splitlines():
             if line.startswith("{"):
-                try:
+                with contextlib.suppress(ValueError):
                     out.append(json.loads(line))
-                except ValueError:
-                    pass
         return out
 
     # -- the store ---------------------------------------------------------------------
@@ -156,8 +155,11 @@ class Switchboard:
         return self.query("SELECT * FROM call_records ORDER BY id")
 
     def wait_call_records(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-        return wait_for(lambda: (r := self.call_records()) and len(r) >= count and r,
-                        timeout, f"{count} call record(s)")
+        return wait_for(
+            lambda: (r := self.call_records()) and len(r) >= count and r,
+            timeout,
+            f"{count} call record(s)",
+        )
 
     def bindings(self, aor: str | None = None) -> list[dict[str, Any]]:
         if aor is None:

@@ -49,8 +49,9 @@ def server(server_factory: ServerFactory) -> Switchboard:
     return server_factory()
 
 
-def registered(phone_factory: Callable[..., Phone], sb: Switchboard, ext: str,
-               **kwargs: Any) -> Phone:
+def registered(
+    phone_factory: Callable[..., Phone], sb: Switchboard, ext: str, **kwargs: Any
+) -> Phone:
     phone = phone_factory(f"ext{ext}", user=ext, **kwargs)
     ev = phone.register(sb.address, password=sb.password(ext))
     assert ev is not None and ev["code"] == 200, ev
@@ -81,8 +82,11 @@ def check_two_way_audio(a: Phone, b: Phone, tmp_path: Path, tone_1k: Path, tone_
 
 
 def test_call_audio_both_ways_dtmf_and_caller_hangs_up(
-    server: Switchboard, phone_factory: Callable[..., Phone], tmp_path: Path,
-    tone_1k: Path, tone_2k: Path,
+    server: Switchboard,
+    phone_factory: Callable[..., Phone],
+    tmp_path: Path,
+    tone_1k: Path,
+    tone_2k: Path,
 ) -> None:
     a = registered(phone_factory, server, "1001")
     b = registered(phone_factory, server, "1002")
@@ -107,8 +111,11 @@ def test_call_audio_both_ways_dtmf_and_caller_hangs_up(
 
 
 def test_callee_hangs_up(
-    server: Switchboard, phone_factory: Callable[..., Phone], tmp_path: Path,
-    tone_1k: Path, tone_2k: Path,
+    server: Switchboard,
+    phone_factory: Callable[..., Phone],
+    tmp_path: Path,
+    tone_1k: Path,
+    tone_2k: Path,
 ) -> None:
     a = registered(phone_factory, server, "1001")
     b = registered(phone_factory, server, "1002")
@@ -166,10 +173,12 @@ def test_unknown_and_unregistered_extensions(
 
 
 def test_ring_timeout(server_factory: ServerFactory, phone_factory: Callable[..., Phone]) -> None:
-    sb = server_factory(extensions={
-        "1001": {"name": "Alice", "password": "alice-pw"},
-        "1002": {"name": "Bob", "password": "bob-pw", "ring_timeout": 2},
-    })
+    sb = server_factory(
+        extensions={
+            "1001": {"name": "Alice", "password": "alice-pw"},
+            "1002": {"name": "Bob", "password": "bob-pw", "ring_timeout": 2},
+        }
+    )
     a = registered(phone_factory, sb, "1001")
     b = registered(phone_factory, sb, "1002")
     a.call(sb.uri("1002"))
@@ -182,8 +191,11 @@ def test_ring_timeout(server_factory: ServerFactory, phone_factory: Callable[...
 
 
 def test_fork_to_every_contact_and_cancel_the_losers(
-    server: Switchboard, phone_factory: Callable[..., Phone], tmp_path: Path,
-    tone_1k: Path, tone_2k: Path,
+    server: Switchboard,
+    phone_factory: Callable[..., Phone],
+    tmp_path: Path,
+    tone_1k: Path,
+    tone_2k: Path,
 ) -> None:
     a = registered(phone_factory, server, "1001")
     desk = registered(phone_factory, server, "1002")
@@ -217,8 +229,11 @@ def test_options_answered(server: Switchboard) -> None:
 
 
 def test_bindings_survive_restart(
-    server_factory: ServerFactory, phone_factory: Callable[..., Phone], tmp_path: Path,
-    tone_1k: Path, tone_2k: Path,
+    server_factory: ServerFactory,
+    phone_factory: Callable[..., Phone],
+    tmp_path: Path,
+    tone_1k: Path,
+    tone_2k: Path,
 ) -> None:
     sb = server_factory()
     a = registered(phone_factory, sb, "1001")
@@ -254,8 +269,12 @@ def test_media_timeout_hangs_up(
 
 @pytest.mark.parametrize("method", ["invite", "update"])
 def test_session_refresh_keeps_media(
-    server: Switchboard, phone_factory: Callable[..., Phone], tmp_path: Path,
-    tone_1k: Path, tone_2k: Path, method: str,
+    server: Switchboard,
+    phone_factory: Callable[..., Phone],
+    tmp_path: Path,
+    tone_1k: Path,
+    tone_2k: Path,
+    method: str,
 ) -> None:
     a = registered(phone_factory, server, "1001")
     b = registered(phone_factory, server, "1002")
@@ -278,7 +297,10 @@ def test_session_refresh_keeps_media(
 
 
 def test_ringback_then_early_media(
-    server: Switchboard, phone_factory: Callable[..., Phone], tmp_path: Path, tone_2k: Path,
+    server: Switchboard,
+    phone_factory: Callable[..., Phone],
+    tmp_path: Path,
+    tone_2k: Path,
 ) -> None:
     a = registered(phone_factory, server, "1001")
     b = registered(phone_factory, server, "1002")
@@ -306,8 +328,11 @@ def test_ringback_then_early_media(
 
 
 def test_call_over_tcp(
-    server: Switchboard, phone_factory: Callable[..., Phone], tmp_path: Path,
-    tone_1k: Path, tone_2k: Path,
+    server: Switchboard,
+    phone_factory: Callable[..., Phone],
+    tmp_path: Path,
+    tone_1k: Path,
+    tone_2k: Path,
 ) -> None:
     """Both phones register and call over TCP (RFC 3261 §18); audio still flows."""
     a = phone_factory("tcp1001", user="1001")
