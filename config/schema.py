@@ -23,7 +23,8 @@ Seconds = Annotated[int, Field(ge=1)]
 # Digest algorithms we can compute (RFC 7616 §3.2, RFC 8760). Kept as a Literal so a typo is a
 # schema error rather than a runtime surprise at the first REGISTER.
 DigestAlgorithm = Literal["SHA-256", "MD5"]
-Transport = Literal["udp", "tcp", "tls"]
+# TLS (RFC 3261 §26) is planned; until it exists a config asking for it is an error.
+Transport = Literal["udp", "tcp"]
 
 # The smallest RTP range that makes sense: one even RTP port and its RTCP neighbour per leg,
 # and a B2BUA call needs two legs.

@@ -10,13 +10,24 @@ headers every layer needs (``Via``, ``CSeq``, ``Call-ID``, ``From``, ``To``,
 Structured values (URIs, name-addr headers, Via) are parsed on demand by small total
 functions (:func:`parse_uri`, :func:`parse_name_addr`, :func:`parse_via`).
 
+Checks come in two levels. :func:`parse_message` refuses what no layer can work with: bad
+framing, a malformed start line, a missing, duplicated or malformed Via, From, To, Call-ID,
+CSeq, Max-Forwards or Content-Length, and a Request-URI that does not parse. What only an
+element acting on a request reads (Contact, Route, Date, Expires, Content-Type, the scheme
+and headers of the Request-URI) is checked by :func:`validate_for_uas`, which the server
+calls before it acts. tests/unit/test_torture.py records, for each RFC 4475 torture message,
+which level refuses it and what the transaction and application layers must still do.
+
 Every input either parses or raises :class:`ParseError`, whose ``status`` is the SIP status a
 server should answer with (400, 505, 413, 416…). The parser never raises anything else; the
-hypothesis and fuzz tests hold it to that.
+hypothesis and fuzz tests (tests/unit/test_message_props.py, tests/fuzz/) hold it to that.
 
 Implemented: RFC 3261 §7 (message format), §7.3.1 (header field format: LWS, folding, comma
 lists), §7.3.3 (compact forms), §7.4.1 (Content-Length), §7.5 (framing, leading CRLFs),
-§18.3 (framing on streams), §19.1 (SIP URIs and escapes), §20 (header names), §25.1 (ABNF).
+§18.3 (framing on streams), §19.1 (SIP URIs and escapes), §20 (header names), §25.1 (ABNF);
+§8.2.2 (UAS request checks: 416, 420 helpers); RFC 4475 (torture tests) behaviour.
+Deliberate leniencies: bare LF line ends, a missing final empty line on a datagram, "#" and
+an empty user part in SIP URIs, UTF-8 letters in unquoted display names.
 """
 
 from __future__ import annotations

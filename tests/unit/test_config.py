@@ -187,7 +187,7 @@ def test_rtp_port_range_checks(rtp: str, fragment: str) -> None:
         ("sip:\n  auth: {algorithms: []}\n", "at least one digest algorithm"),
         ("sip:\n  auth: {algorithms: [SHA-512]}\n", "'SHA-256' or 'MD5'"),
         ("sip:\n  advertise_host: 0.0.0.0\n", "not 0.0.0.0"),
-        ("sip:\n  listen: [{transport: sctp}]\n", "'udp', 'tcp' or 'tls'"),
+        ("sip:\n  listen: [{transport: sctp}]\n", "'udp' or 'tcp'"),
         ("sip:\n  listen: [{port: 5060}, {port: 5060}]\n", "duplicate listen socket"),
         ("sip:\n  listen: [{host: 'http://x'}]\n", "neither an IP address"),
         ("store: {url: 'mysql://x/y'}\n", "unsupported driver"),
