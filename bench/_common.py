@@ -144,6 +144,44 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
 # ---------------------------------------------------------------------------- processes
 
 
+# Experiment only (``--no-store-writes``): binding writes become no-ops, to measure what the
+# per-REGISTER database write costs. Never the default.
+NO_STORE_WRITES = """
+import cli.app
+async def _skip(self, *args, **kwargs):
+    return None
+cli.app.StorePersistence.save_binding = _skip
+cli.app.StorePersistence.delete_binding = _skip
+"""
+
+
+class BenchSwitchboard(Switchboard):
+    """:class:`Switchboard` that can run a few lines of Python before ``cli serve``."""
+
+    prelude: str = ""
+
+    def start(self, timeout: float = 20.0) -> Switchboard:
+        if not self.prelude:
+            return super().start(timeout)
+        real_popen = subprocess.Popen
+        prelude = self.prelude
+
+        def popen(cmd: list[str], *args: object, **kwargs: object) -> object:
+            # [python, -m, cli, serve, ...] -> [python, -c, prelude + run cli, serve, ...]
+            code = (
+                prelude
+                + "\nimport runpy, sys\nsys.argv = ['cli', *sys.argv[1:]]\n"
+                + "runpy.run_module('cli', run_name='__main__', alter_sys=True)\n"
+            )
+            return real_popen([cmd[0], "-c", code, *cmd[3:]], *args, **kwargs)  # type: ignore[call-overload]
+
+        subprocess.Popen = popen  # type: ignore[assignment,misc]
+        try:
+            return super().start(timeout)
+        finally:
+            subprocess.Popen = real_popen  # type: ignore[misc]
+
+
 def start_switchboard(
     workdir: Path,
     extensions: dict[str, dict[str, object]],
@@ -151,10 +189,11 @@ def start_switchboard(
     rtp_range: tuple[int, int] | None = None,
     log_level: str | None = None,
     extra_yaml: str = "",
+    prelude: str = "",
 ) -> Switchboard:
     """Start Switchboard on a free port with MD5-only digest (SIPp 3.6 speaks no SHA-256)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    sb = Switchboard(
+    sb = BenchSwitchboard(
         workdir,
         free_udp_port(),
         extensions,
@@ -162,6 +201,7 @@ def start_switchboard(
         auth={"algorithms": ["MD5"], "max_failures": 1000},
         extra_yaml=extra_yaml,
     )
+    sb.prelude = prelude
     old = os.environ.get("SWITCHBOARD_LOG_LEVEL")
     if log_level:
         os.environ["SWITCHBOARD_LOG_LEVEL"] = log_level
@@ -262,7 +302,10 @@ class Step:
     elapsed: float  # seconds, from SIPp's stat CSV (start to last row)
     timed_out: bool
     note: str = ""
-    rtts: list[float] = field(default_factory=list)  # ms, from -trace_rtt
+    rtts: list[tuple[str, float]] = field(default_factory=list)  # (rtd, ms), -trace_rtt
+
+    def rtt(self, rtd: str) -> list[float]:
+        return [ms for name, ms in self.rtts if name == rtd]
 
     @property
     def achieved(self) -> float:
@@ -321,18 +364,18 @@ def _elapsed_seconds(value: str) -> float:
     return 0.0
 
 
-def read_rtts(path: Path) -> list[float]:
-    """Response times (ms) from a SIPp ``-trace_rtt`` file (``date;ms;rtd_no`` rows)."""
-    out: list[float] = []
+def read_rtts(path: Path) -> list[tuple[str, float]]:
+    """(rtd name, ms) from a SIPp ``-trace_rtt`` file (``date;ms;rtd_no`` rows)."""
+    out: list[tuple[str, float]] = []
     try:
         lines = path.read_text(errors="replace").splitlines()
     except OSError:
         return out
     for line in lines[1:]:
         cols = line.split(";")
-        if len(cols) >= 2:
+        if len(cols) >= 3:
             with contextlib.suppress(ValueError):
-                out.append(float(cols[1]))
+                out.append((cols[2].strip(), float(cols[1])))
     return out
 
 
@@ -380,6 +423,8 @@ def run_step(
                 if int(float(r.get("SuccessfulCall(C)", "0") or 0)) >= res.successful:
                     elapsed = min(elapsed, _elapsed_seconds(r.get("ElapsedTime(C)", "")))
                     break
+    # SIPp exits when its last call ends: the last call started ``hold_seconds`` earlier.
+    elapsed = max(0.001, elapsed - hold_seconds)
     step = Step(
         rate=rate,
         calls=calls,

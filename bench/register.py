@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import (  # noqa: E402
     STEP_HEADER,
+    NO_STORE_WRITES,
     Kamailio,
     RateSearch,
     SetupError,
@@ -84,6 +85,11 @@ def main() -> int:
     ap.add_argument("--only", choices=["switchboard", "kamailio"])
     ap.add_argument("--log-level", default=None, help="Switchboard log level (default: info)")
     ap.add_argument("--keep", action="store_true", help="keep the temp folder")
+    ap.add_argument(
+        "--no-store-writes",
+        action="store_true",
+        help="experiment: Switchboard skips binding writes to its database",
+    )
     args = ap.parse_args()
     try:
         require("sipp", *(() if args.only == "switchboard" else ("kamailio",)))
@@ -103,6 +109,7 @@ def main() -> int:
                 tmp / "switchboard",
                 {u: {"name": f"User {u}", "password": p} for u, p in accounts},
                 log_level=args.log_level,
+                prelude=NO_STORE_WRITES if args.no_store_writes else "",
             )
             try:
                 results["Switchboard"] = search(
@@ -157,6 +164,9 @@ def main() -> int:
         rows,
     )
     print(f"Switchboard / Kamailio = {ratio}   (goal >= 0.5)")
+    if args.no_store_writes:
+        print("EXPERIMENT: Switchboard ran with binding writes to the store disabled.")
+    print(f"Switchboard log level: {args.log_level or 'info (default)'}")
     return 0
 
 

@@ -931,9 +931,9 @@ def validate_for_uas(msg: Request, *, schemes: Iterable[str] = DEFAULT_URI_SCHEM
     * 400 if Expires is not delta-seconds up to 2**32-1 (§20.19; RFC 4475 §3.1.2.4);
     * 400 if Content-Type is not a media-type (§20.15).
 
-    It does not check that the scheme, method, extensions or body type are *supported*
-    beyond the scheme: 405/501, 420 and 415 are the application's (see
-    :func:`unsupported_extensions`).
+    Apart from the scheme it does not check what is *supported*: 405/501 (method), 420
+    (extensions, see :func:`unsupported_extensions`) and 415 (body type) are the
+    application's.
     """
     uri = parse_uri(msg.uri)
     if uri.scheme not in schemes:

@@ -35,7 +35,13 @@ from media import MediaEngine
 from .b2bua import ALLOW, B2bua, CallDetail
 from .digest import AuthOutcome, DigestAuthenticator, DigestError, parse_credentials
 from .location import Contact, LocationStore
-from .message import ParseError, Request, make_response
+from .message import (
+    ParseError,
+    Request,
+    make_response,
+    unsupported_extensions,
+    validate_for_uas,
+)
 from .registrar import BindingChange, Registrar
 from .stack import ListenSpec, SipStack, new_tag
 from .throttle import FailureThrottle
@@ -319,9 +325,39 @@ class SipServer:
             return
         if method == "INVITE" and self.b2bua.is_retransmitted_invite(req):
             return  # the transaction layer already answers retransmissions
-        uri = req.request_uri
-        if not uri.is_sip:
-            self.stack.send_response(make_response(req, 416, to_tag=new_tag()))
+        # RFC 3261 §8.2.1–§8.2.3: check what we are about to act on (URI scheme, header
+        # grammar, Require) before authenticating it.
+        try:
+            validate_for_uas(req)
+        except ParseError as exc:
+            self.stack.send_response(
+                make_response(
+                    req,
+                    exc.status,
+                    to_tag=new_tag(),
+                    headers=[("Warning", f'399 switchboard "{_warning_text(exc)}"')],
+                )
+            )
+            return
+        unsupported = unsupported_extensions(req, SUPPORTED_EXTENSIONS)
+        if unsupported:
+            self.stack.send_response(
+                make_response(
+                    req, 420, to_tag=new_tag(), headers=[("Unsupported", ", ".join(unsupported))]
+                )
+            )
+            return
+        if method == "INVITE" and req.body and req.content_type != "application/sdp":
+            self.stack.send_response(
+                make_response(  # RFC 3261 §21.4.13
+                    req, 415, to_tag=new_tag(), headers=[("Accept", "application/sdp")]
+                )
+            )
+            return
+        if method == "INVITE" and (req.get("Max-Forwards") or "70").strip().lstrip("0") == "":
+            # RFC 3261 §16.3 step 2 in spirit: we would forward this call, and it has no hops
+            # left, so it is probably looping.
+            self.stack.send_response(make_response(req, 483, to_tag=new_tag()))
             return
         user = self._authenticate(req, src, now)
         if user is None:
@@ -461,6 +497,15 @@ class SipServer:
 
     def _on_media_inactive(self, leg_id: str) -> None:
         self.b2bua.on_media_inactive(leg_id)
+
+
+# Option tags we implement (RFC 3261 §19.2); a Require naming anything else gets 420.
+# None yet: 100rel, timer and replaces come with the features that need them.
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
+
+
+def _warning_text(exc: Exception) -> str:
+    return str(exc)[:120].replace('"', "'").replace("\r", " ").replace("\n", " ")
 
 
 def _credentials_for_realm(values: list[str], realm: str) -> str | None:

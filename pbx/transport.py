@@ -104,6 +104,13 @@ class _TcpConnection(asyncio.Protocol):
                 self._owner._on_message(msg, self.peer, "TCP")
             except Exception:
                 log.exception("tcp_handler_failed", peer=f"{self.peer[0]}:{self.peer[1]}")
+        lost = self._parser.framing_lost
+        if lost is not None:
+            # The messages framed before the break were delivered; the rest of the stream
+            # cannot be trusted (RFC 3261 §18.3), so the connection goes.
+            log.info("tcp_framing_lost", peer=f"{self.peer[0]}:{self.peer[1]}", error=str(lost))
+            if self.transport is not None:
+                self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._owner._unregister(self)

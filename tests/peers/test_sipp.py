@@ -131,25 +131,26 @@ def test_sipp_register_digest_many_users(
     assert len(failures) == len(wrong_users) + 1
 
 
-def _start_capture(iface_port: int, out: Path, seconds: float) -> subprocess.Popen[bytes] | None:
+def _start_capture(port: int, out: Path, seconds: float) -> subprocess.Popen[bytes] | None:
     """dumpcap of UDP packets *to* ``iface_port`` on loopback (classic pcap), or None."""
     if shutil.which("dumpcap") is None:
         return None
-    proc = subprocess.Popen(
-        ["timeout", "-k", "2", f"{seconds:g}", "dumpcap", "-q", "-i", "lo", "-F", "pcap",
-         "-f", f"udp and dst port {iface_port}", "-w", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    err = out.with_suffix(".stderr")
+    with open(err, "wb") as err_file:
+        proc = subprocess.Popen(
+            ["timeout", "-k", "2", f"{seconds:g}", "dumpcap", "-q", "-i", "lo", "-P",
+             "-B", "16", "-f", f"udp and dst port {port}", "-w", str(out)],
+            stdout=subprocess.DEVNULL, stderr=err_file,
+        )  # fmt: skip
     # dumpcap prints nothing with -q; wait until it created its file (capture running).
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
     while time.monotonic() < deadline and proc.poll() is None:
-        if out.exists():
+        if out.exists() and out.stat().st_size >= 24:  # pcap global header written
             time.sleep(0.3)
             return proc
         time.sleep(0.05)
-    proc.kill()
-    proc.wait(5)
-    return None
+    _stop_capture(proc)
+    raise AssertionError(f"dumpcap did not start: {err.read_text(errors='replace')[-1000:]}")
 
 
 def _stop_capture(proc: subprocess.Popen[bytes]) -> None:
@@ -221,6 +222,14 @@ def test_sipp_calls_through_switchboard(
     assert len(records) == calls
     assert {r["disposition"] for r in records} == {"ANSWERED"}
     assert {(r["caller"], r["callee"]) for r in records} == {("3001", "3002")}
+
+    # Both directions went through the relay on every call: the caller's audio into the
+    # A leg and the UAS's echo into the B leg (media.leg_closed carries per-leg counters).
+    legs = [e for e in sb.log_events() if e.get("event") == "media.leg_closed"]
+    assert len(legs) == 2 * calls
+    assert all(e["packets_in"] > 0 and e["packets_out"] > 0 for e in legs), [
+        e for e in legs if not (e["packets_in"] > 0 and e["packets_out"] > 0)
+    ][:5]
 
     # B2BUA: the UAS got INVITEs with Switchboard's own Call-IDs and SDP (its relay ports).
     uas_msgs = (sipp_workdir / "uas_messages.log").read_text(errors="replace")
