@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import (  # noqa: E402
+    NO_STORE_WRITES,
     SippProcess,
     free_port_range,
     free_udp_port,
@@ -70,6 +71,7 @@ def main() -> int:
     ap.add_argument("--svg", default=None)
     ap.add_argument("--log-level", default=None)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--no-store-writes", action="store_true")
     args = ap.parse_args()
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     tmp = Path(tempfile.mkdtemp(prefix="bench-profile-"))
@@ -81,7 +83,8 @@ def main() -> int:
             rate = args.rate or 400
             accounts = [(str(2000 + i), f"pw-{2000 + i}") for i in range(1000)]
             sb = start_switchboard(
-                tmp / "sb", {u: {"password": p} for u, p in accounts}, log_level=args.log_level
+                tmp / "sb", {u: {"password": p} for u, p in accounts}, log_level=args.log_level,
+                prelude=NO_STORE_WRITES if args.no_store_writes else "",
             )
             inf = write_auth_injection(tmp / "users.csv", accounts)
             calls = int(rate * (args.seconds + 4))

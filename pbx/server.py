@@ -272,11 +272,6 @@ class SipServer:
             if req.to.tag:
                 self.b2bua.handle_in_dialog(req, source, ev.transport)
             return
-        if self.throttle.is_blocked(source[0], now):
-            self.stack.send_response(
-                make_response(req, 403, "Too Many Failed Attempts", to_tag=new_tag())
-            )
-            return
         try:
             to_tag = req.to.tag
         except ParseError:
@@ -358,6 +353,13 @@ class SipServer:
             # RFC 3261 §16.3 step 2 in spirit: we would forward this call, and it has no hops
             # left, so it is probably looping.
             self.stack.send_response(make_response(req, 483, to_tag=new_tag()))
+            return
+        if self.throttle.is_blocked(source[0], now):
+            # Only new REGISTERs and calls are refused: calls already up from the same
+            # address (another phone behind the same NAT) keep working.
+            self.stack.send_response(
+                make_response(req, 403, "Too Many Failed Attempts", to_tag=new_tag())
+            )
             return
         user = self._authenticate(req, src, now)
         if user is None:
