@@ -41,7 +41,7 @@ SEED = int(os.environ.get("SB_FUZZ_SEED", "4475"))
 # Captured REGISTERs carry digest credentials that fail here; every test runs from 127.0.0.1,
 # so with the default throttle the fuzz would get the test's own address blocked (and every
 # later request answered 403). The throttle has its own test (test_security.py).
-NO_THROTTLE = {"max_failures": 1_000_000, "failure_window": 1, "block_seconds": 0}
+NO_THROTTLE = {"max_failures": 1_000_000, "failure_window": 1, "block_seconds": 1}
 
 
 # -- fixtures and helpers ---------------------------------------------------------------
