@@ -22,14 +22,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import (  # noqa: E402
+from bench._common import (
     NO_STORE_WRITES,
     SippProcess,
     free_port_range,
     free_udp_port,
     start_switchboard,
 )
-from tests.peers.sipp import (  # noqa: E402
+from tests.peers.sipp import (
     prepare_tone_pcap,
     run_sipp,
     scenario,
@@ -83,7 +83,9 @@ def main() -> int:
             rate = args.rate or 400
             accounts = [(str(2000 + i), f"pw-{2000 + i}") for i in range(1000)]
             sb = start_switchboard(
-                tmp / "sb", {u: {"password": p} for u, p in accounts}, log_level=args.log_level,
+                tmp / "sb",
+                {u: {"password": p} for u, p in accounts},
+                log_level=args.log_level,
                 prelude=NO_STORE_WRITES if args.no_store_writes else "",
             )
             inf = write_auth_injection(tmp / "users.csv", accounts)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import (  # noqa: E402
+from bench._common import (
     STEP_HEADER,
     RateSearch,
     SetupError,
@@ -53,7 +53,7 @@ from bench._common import (  # noqa: E402
     start_switchboard,
     uvloop_installed,
 )
-from tests.peers.sipp import (  # noqa: E402
+from tests.peers.sipp import (
     prepare_tone_pcap,
     run_sipp,
     scenario,
@@ -180,13 +180,11 @@ def main() -> int:
     for s in steps:
         setup = s.rtt("2")
         chal = s.rtt("1")
-        rows.append(
-            s.row()[:-1]
-            + [fmt_ms(setup, 50), fmt_ms(setup, 99), fmt_ms(chal, 50), fmt_ms(chal, 99)]
-        )
+        latency = [fmt_ms(setup, 50), fmt_ms(setup, 99), fmt_ms(chal, 50), fmt_ms(chal, 99)]
+        rows.append([*s.row()[:-1], *latency])
     print_table(
         "Call steps (latency in ms)",
-        STEP_HEADER[:-1] + ["setup p50", "setup p99", "407 p50", "407 p99"],
+        [*STEP_HEADER[:-1], "setup p50", "setup p99", "407 p50", "407 p99"],
         rows,
     )
     best = max((s for s in steps if s.clean), key=lambda s: s.rate, default=None)

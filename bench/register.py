@@ -30,9 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import (  # noqa: E402
-    STEP_HEADER,
+from bench._common import (
     NO_STORE_WRITES,
+    STEP_HEADER,
     Kamailio,
     RateSearch,
     SetupError,
@@ -45,7 +45,7 @@ from bench._common import (  # noqa: E402
     start_switchboard,
     uvloop_installed,
 )
-from tests.peers.sipp import scenario, write_auth_injection  # noqa: E402
+from tests.peers.sipp import scenario, write_auth_injection
 
 BENCH = Path(__file__).resolve().parent
 FIRST_USER = 2000

@@ -484,6 +484,9 @@ class MediaEngine:
         self._ports = range(first, port_max, 2)  # p and p + 1 both <= port_max
         self._cursor = 0
         self._legs: dict[str, Leg] = {}
+        # RTP ports of open legs, kept with _legs so that allocation does not rebuild a set
+        # of every leg's port per call (that was O(legs) per create_leg under load).
+        self._ports_in_use: set[int] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -514,7 +517,9 @@ class MediaEngine:
                 leg._close()
                 raise ValueError(f"leg {leg_id!r} already exists")
             self._legs[leg_id] = leg
-            log.info("media.leg_created", leg=leg_id, port=port)
+            self._ports_in_use.add(port)
+            # debug, not info: two legs per call; media.leg_closed (info) has the summary.
+            log.debug("media.leg_created", leg=leg_id, port=port)
             return leg
         raise PortsExhausted(f"no free RTP port pair in {self.port_min}-{self.port_max}")
 
@@ -530,6 +535,7 @@ class MediaEngine:
         leg = self._legs.pop(leg_id, None)
         if leg is None:
             return
+        self._ports_in_use.discard(leg.local_port)
         self._unbridge(leg)
         leg._close()
         log.info(
@@ -559,7 +565,7 @@ class MediaEngine:
             leg._out.rebase()
             leg._activity_at = now
             leg._inactive_reported = False
-        log.info("media.bridged", leg_a=leg_a, leg_b=leg_b)
+        log.debug("media.bridged", leg_a=leg_a, leg_b=leg_b)
 
     def unbridge(self, leg_id: str) -> None:
         """Stop relaying between this leg and its peer (both directions)."""
@@ -583,14 +589,14 @@ class MediaEngine:
             return
         leg._peer = None
         peer._peer = None
-        log.info("media.unbridged", leg_a=leg.leg_id, leg_b=peer.leg_id)
+        log.debug("media.unbridged", leg_a=leg.leg_id, leg_b=peer.leg_id)
 
     def _candidate_ports(self) -> Iterator[int]:
         # Rotate through the range so a just-released port is not reused at once (late
         # packets of the old call would land in the new one).
         count = len(self._ports)
         start = self._cursor
-        in_use = {leg.local_port for leg in self._legs.values()}
+        in_use = self._ports_in_use
         for i in range(count):
             index = (start + i) % count
             port = self._ports[index]

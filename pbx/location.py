@@ -45,6 +45,9 @@ class AddressOfRecord:
 
     def active(self, now: float) -> list[Contact]:
         """Live contacts, highest q first, most recently refreshed first among equals."""
+        if len(self.contacts) == 1:  # the usual case: one phone per extension, no sort
+            (only,) = self.contacts.values()
+            return [only] if only.expires_at > now else []
         live = [c for c in self.contacts.values() if c.expires_at > now]
         live.sort(key=lambda c: (-c.q, -c.expires_at))
         return live

@@ -58,6 +58,10 @@ class Registrar:
         self.max_expires = max_expires
         self.default_expires = default_expires
         self._wall_time: float | None = None
+        # Date header cache: formatdate() truncates to whole seconds, so one string per
+        # second is the same header (it showed in profiles at hundreds of REGISTER/s).
+        self._date_second: int | None = None
+        self._date_text = ""
 
     def handle(
         self,
@@ -189,8 +193,15 @@ class Registrar:
             for c in self.location.lookup(aor, now)
         ]
         if self._wall_time is not None:
-            headers.append(("Date", formatdate(self._wall_time, usegmt=True)))
+            headers.append(("Date", self._date(self._wall_time)))
         return make_response(request, 200, to_tag=to_tag, headers=headers)
+
+    def _date(self, wall_time: float) -> str:
+        second = int(wall_time // 1)
+        if second != self._date_second:
+            self._date_text = formatdate(wall_time, usegmt=True)
+            self._date_second = second
+        return self._date_text
 
 
 def _parse_expires(value: str | None) -> int | None:

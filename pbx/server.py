@@ -129,10 +129,15 @@ class SipServer:
         self.auth = DigestAuthenticator(
             settings.realm, secret, settings.algorithms, settings.nonce_lifetime
         )
-        self.throttle = FailureThrottle(
-            max_failures=settings.max_failures,
-            window=settings.failure_window,
-            block_seconds=settings.block_seconds,
+        # block_seconds 0 means "never block" (documented in the example config).
+        self.throttle: FailureThrottle | None = (
+            FailureThrottle(
+                max_failures=settings.max_failures,
+                window=settings.failure_window,
+                block_seconds=settings.block_seconds,
+            )
+            if settings.block_seconds > 0
+            else None
         )
         self.location = LocationStore()
         self.registrar = Registrar(
@@ -285,17 +290,7 @@ class SipServer:
         if method == "CANCEL":
             self._on_cancel(req)
             return
-        if method == "OPTIONS":
-            self.stack.send_response(
-                make_response(
-                    req,
-                    200,
-                    to_tag=new_tag(),
-                    headers=[("Allow", ALLOW), ("Accept", "application/sdp")],
-                )
-            )
-            return
-        if method not in ("REGISTER", "INVITE"):
+        if method not in ("REGISTER", "INVITE", "OPTIONS"):
             status = (
                 405
                 if method
@@ -342,6 +337,16 @@ class SipServer:
                 )
             )
             return
+        if method == "OPTIONS":  # RFC 3261 §11.2: no authentication needed to ask
+            self.stack.send_response(
+                make_response(
+                    req,
+                    200,
+                    to_tag=new_tag(),
+                    headers=[("Allow", ALLOW), ("Accept", "application/sdp")],
+                )
+            )
+            return
         if method == "INVITE" and req.body and req.content_type != "application/sdp":
             self.stack.send_response(
                 make_response(  # RFC 3261 §21.4.13
@@ -354,7 +359,7 @@ class SipServer:
             # left, so it is probably looping.
             self.stack.send_response(make_response(req, 483, to_tag=new_tag()))
             return
-        if self.throttle.is_blocked(source[0], now):
+        if self.throttle is not None and self.throttle.is_blocked(source[0], now):
             # Only new REGISTERs and calls are refused: calls already up from the same
             # address (another phone behind the same NAT) keep working.
             self.stack.send_response(
@@ -382,7 +387,8 @@ class SipServer:
             result = self.auth.verify(req.method, cred, now, self._password_of)
             if result.ok:
                 assert result.username is not None
-                self.throttle.record_success(src.rsplit(":", 1)[0], now)
+                if self.throttle is not None:
+                    self.throttle.record_success(src.rsplit(":", 1)[0], now)
                 return result.username
             if result.outcome is AuthOutcome.STALE:
                 stale = True
@@ -392,7 +398,9 @@ class SipServer:
                 )
                 return None
             else:
-                blocked = self.throttle.record_failure(src.rsplit(":", 1)[0], now)
+                blocked = self.throttle is not None and self.throttle.record_failure(
+                    src.rsplit(":", 1)[0], now
+                )
                 log.info(
                     "auth_failed",
                     source=src,
@@ -512,10 +520,13 @@ def _warning_text(exc: Exception) -> str:
 
 def _credentials_for_realm(values: list[str], realm: str) -> str | None:
     """The Authorization value meant for our realm (RFC 3261 §22.4: one per realm)."""
-    for v in values:
+    digest = [v for v in values if v.split(None, 1)[:1] and v.split(None, 1)[0].lower() == "digest"]
+    for v in digest:
         try:
             if parse_credentials(v).realm == realm:
                 return v
         except DigestError:
             continue
-    return values[0] if values else None
+    # Credentials in a scheme we do not know are ignored: the client gets a fresh challenge
+    # (RFC 4475 §3.3.7); a malformed Digest value is still looked at (and answered 400).
+    return digest[0] if digest else None

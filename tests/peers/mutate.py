@@ -3,10 +3,10 @@
 Captured and torture messages carry the addresses of their original traffic. Before one is
 sent anywhere, :func:`rewrite_addresses` moves every address in it to loopback: IPv4 and IPv6
 literals, host names in SIP/SIPS URIs, Via sent-by hosts, ``received``/``maddr`` parameters
-and SDP ``c=``/``o=`` lines. Every port next to an address, and every Via sent-by, becomes the
-test's own socket, so anything the server sends in reply lands on that socket. The Content-Length is fixed when the
-body changed length, unless the message lied about its length to begin with (torture vectors
-such as ``clerr`` and ``ncl`` must stay invalid).
+and SDP ``c=``/``o=`` lines. Every port next to an address, and every Via sent-by, becomes
+the test's own socket, so anything the server sends in reply lands on that socket. The
+Content-Length is fixed when the body changed length, unless the message lied about its
+length to begin with (torture vectors such as ``clerr`` and ``ncl`` must stay invalid).
 
 :class:`Mutator` then damages a message the way a fuzzer would (bit flips, truncation, line
 deletion and duplication, junk header values, CR/LF/NUL insertion, huge Content-Length,
@@ -25,7 +25,9 @@ __all__ = [
     "CORPUS",
     "Mutator",
     "load_corpus",
+    "rebranch",
     "rewrite_addresses",
+    "server_problems",
     "via_line_spans",
 ]
 
@@ -33,7 +35,8 @@ CORPUS = Path("/work/shared/corpus")
 LOOPBACK = "127.0.0.1"
 MAX_DATAGRAM = 65507  # the largest UDP payload over IPv4
 
-_HOST = rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?)"
+_LABEL = rb"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST = rb"(?:\[[0-9A-Fa-f:.]+\]|" + _LABEL + rb"(?:\." + _LABEL + rb")*\.?)"
 _PORT = rb"(?:[ \t]*:[ \t]*\d{1,5})?"
 # sip:user@host:port / sips:host — the userinfo part (which may hold ';' and escaped '@')
 # ends at the first literal '@'; it never crosses '<', '>', '"' or white space.
@@ -105,6 +108,10 @@ def via_line_spans(data: bytes) -> list[tuple[int, int]]:
     return spans
 
 
+def _via_lines(data: bytes) -> set[bytes]:
+    return {data[s:e].rstrip(b"\r\n") for s, e in via_line_spans(data)}
+
+
 def rebranch(data: bytes, token: str) -> bytes:
     """Give the top Via a fresh branch (so the server sees a new transaction, not a
     retransmission of the seed). Only the branch value changes; addresses stay."""
@@ -121,7 +128,7 @@ _JUNK_VALUES = [
     b"",
     b";;,;,,",
     b"<<<>>>",
-    b"\"unterminated",
+    b'"unterminated',
     b"sip:",
     b"<sip:@:>",
     b"99999999999999999999999",
@@ -131,7 +138,7 @@ _JUNK_VALUES = [
     b"SIP/2.0 200 OK",
     b"a" * 5000,
     b"Digest " + b"x=" * 300,
-    b"Digest realm=\"switchboard\", nonce=\"AAAA\", response=\"zz\", uri=\"sip:x\"",
+    b'Digest realm="switchboard", nonce="AAAA", response="zz", uri="sip:x"',
 ]
 
 
@@ -181,8 +188,10 @@ class Mutator:
     def _lines(self, data: bytes) -> tuple[list[bytes], set[int], bytes]:
         """Head lines (with line ends), indices of Via lines, and the rest (separator+body)."""
         head, sep, body = _split(data)
-        lines = (head + sep[: len(sep) // 2]).splitlines(keepends=True) if sep else (
-            head.splitlines(keepends=True)
+        lines = (
+            (head + sep[: len(sep) // 2]).splitlines(keepends=True)
+            if sep
+            else (head.splitlines(keepends=True))
         )
         rest = sep[len(sep) // 2 :] + body if sep else b""
         protected: set[int] = set()
@@ -271,7 +280,7 @@ class Mutator:
         )
         if _CL_RE.search(data):
             return _CL_RE.sub(lambda m: m.group(1) + value, data, count=1)
-        lines, protected, rest = self._lines(data)
+        lines, _, rest = self._lines(data)
         lines.insert(1, b"Content-Length: " + value + b"\r\n")
         return b"".join(lines) + rest
 
@@ -281,16 +290,19 @@ class Mutator:
         if i is None:
             return data
         n = self.rng.choice([2, 3, 10, 100, 500])
-        lines[i:i + 1] = [lines[i]] * n
+        lines[i : i + 1] = [lines[i]] * n
         return b"".join(lines) + rest
 
     def mutate(self, data: bytes, max_size: int = MAX_DATAGRAM) -> bytes:
         """One to three random mutations of ``data``, at most ``max_size`` bytes long."""
+        vias = _via_lines(data)
         for _ in range(10):
             out = data
             for _ in range(self.rng.choice([1, 1, 1, 2, 3])):
                 out = self.rng.choice(self.ops)(out)
-            if len(out) <= max_size:
+            # Moving a folded line under a Via, or a flip that turns some header into "v:",
+            # would change a Via after all: try again.
+            if len(out) <= max_size and _via_lines(out) <= vias:
                 return out
         return data
 

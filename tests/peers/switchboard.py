@@ -155,11 +155,12 @@ class Switchboard:
         return self.query("SELECT * FROM call_records ORDER BY id")
 
     def wait_call_records(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-        return wait_for(
+        records: list[dict[str, Any]] = wait_for(
             lambda: (r := self.call_records()) and len(r) >= count and r,
             timeout,
             f"{count} call record(s)",
         )
+        return records
 
     def bindings(self, aor: str | None = None) -> list[dict[str, Any]]:
         if aor is None:
