@@ -486,3 +486,19 @@ class RateSearch:
 def pause(seconds: float) -> None:
     """Let sockets drain and the server settle between steps."""
     time.sleep(seconds)
+
+
+def settle(port: int, *, quick_ms: float = 20.0, limit: float = 20.0) -> float:
+    """Wait until the server at ``port`` answers OPTIONS within ``quick_ms`` three times in a
+    row (at most ``limit`` seconds): an overloaded step can leave a backlog (queued store
+    writes, timers) that would otherwise be charged to the next step. Returns the wait."""
+    from tests.peers.switchboard import options_ping
+
+    t0 = time.monotonic()
+    good = 0
+    while time.monotonic() - t0 < limit and good < 3:
+        t = time.monotonic()
+        status = options_ping(port, timeout=1.0)
+        good = good + 1 if status is not None and time.monotonic() - t < quick_ms / 1000 else 0
+        time.sleep(0.1)
+    return time.monotonic() - t0

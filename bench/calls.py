@@ -50,6 +50,7 @@ from bench._common import (
     print_table,
     require,
     run_step,
+    settle,
     start_switchboard,
     uvloop_installed,
 )
@@ -153,6 +154,9 @@ def main() -> int:
             )  # fmt: skip
             # Let the UAS finish its timewait and Switchboard close the legs.
             pause(1.5)
+            waited = settle(int(target.rsplit(":", 1)[1]))
+            if waited > 2:
+                s.note = f"settled {waited:.0f} s after"
             return s
 
         print(f"calls: rate search ({seconds:g} s per step; media: {media})", flush=True)
@@ -181,10 +185,10 @@ def main() -> int:
         setup = s.rtt("2")
         chal = s.rtt("1")
         latency = [fmt_ms(setup, 50), fmt_ms(setup, 99), fmt_ms(chal, 50), fmt_ms(chal, 99)]
-        rows.append([*s.row()[:-1], *latency])
+        rows.append([*s.row()[:-1], *latency, s.note])
     print_table(
         "Call steps (latency in ms)",
-        [*STEP_HEADER[:-1], "setup p50", "setup p99", "407 p50", "407 p99"],
+        [*STEP_HEADER[:-1], "setup p50", "setup p99", "407 p50", "407 p99", "note"],
         rows,
     )
     best = max((s for s in steps if s.clean), key=lambda s: s.rate, default=None)

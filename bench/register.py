@@ -42,6 +42,7 @@ from bench._common import (
     print_table,
     require,
     run_step,
+    settle,
     start_switchboard,
     uvloop_installed,
 )
@@ -69,7 +70,10 @@ def search(
             target=target, rate=rate, seconds=seconds, workdir=workdir,
             name=f"{name}_{counter[0]:02d}_{int(rate)}",
         )  # fmt: skip
-        pause(1.0)
+        pause(0.5)
+        waited = settle(int(target.rsplit(":", 1)[1]))
+        if waited > 2:
+            s.note = f"settled {waited:.0f} s after"
         return s
 
     print(f"\n{name}: REGISTER+digest rate search ({seconds:g} s per step)", flush=True)

@@ -18,8 +18,8 @@ import structlog
 from config import SwitchboardConfig
 from crm import Store
 from crm.store import BindingData, CallRecordData, Disposition, HangupSide
-from pbx.b2bua import CallDetail
-from pbx.server import Extension, ServerSettings, SipServer, StoredBinding
+from pbx.persistence import CallDetail, StoredBinding
+from pbx.server import Extension, ServerSettings, SipServer
 from pbx.stack import ListenSpec
 
 __all__ = ["StorePersistence", "build_server", "run", "settings_from_config"]
@@ -63,22 +63,25 @@ class StorePersistence:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def save_binding(self, binding: StoredBinding) -> None:
-        await self.store.save_binding(
-            BindingData(
-                aor=binding.aor,
-                contact_uri=binding.contact_uri,
-                received=f"{binding.source[0]}:{binding.source[1]}",
-                transport=binding.transport,
-                call_id=binding.call_id,
-                cseq=binding.cseq,
-                expires_at=datetime.fromtimestamp(binding.expires_at_epoch, UTC),
-                user_agent=binding.user_agent or None,
-            )
+    async def apply_bindings(
+        self, saves: list[StoredBinding], deletes: list[tuple[str, str]]
+    ) -> None:
+        await self.store.apply_binding_changes(
+            [
+                BindingData(
+                    aor=b.aor,
+                    contact_uri=b.contact_uri,
+                    received=f"{b.source[0]}:{b.source[1]}",
+                    transport=b.transport,
+                    call_id=b.call_id,
+                    cseq=b.cseq,
+                    expires_at=datetime.fromtimestamp(b.expires_at_epoch, UTC),
+                    user_agent=b.user_agent or None,
+                )
+                for b in saves
+            ],
+            deletes,
         )
-
-    async def delete_binding(self, aor: str, contact_uri: str) -> None:
-        await self.store.delete_binding(aor, contact_uri)
 
     async def load_bindings(self) -> list[StoredBinding]:
         out: list[StoredBinding] = []
@@ -98,20 +101,23 @@ class StorePersistence:
             )
         return out
 
-    async def save_call(self, detail: CallDetail) -> None:
-        await self.store.add_call_record(
-            CallRecordData(
-                call_id=detail.call_id,
-                caller=detail.caller,
-                callee=detail.callee,
-                start=detail.start,
-                end=detail.end,
-                answer=detail.answer,
-                hangup_cause=detail.hangup_cause,
-                disposition=Disposition(detail.disposition),
-                hangup_side=HangupSide(detail.hangup_side),
-                sip_status=detail.sip_status,
-            )
+    async def save_calls(self, details: list[CallDetail]) -> None:
+        await self.store.add_call_records(
+            [
+                CallRecordData(
+                    call_id=d.call_id,
+                    caller=d.caller,
+                    callee=d.callee,
+                    start=d.start,
+                    end=d.end,
+                    answer=d.answer,
+                    hangup_cause=d.hangup_cause,
+                    disposition=Disposition(d.disposition),
+                    hangup_side=HangupSide(d.hangup_side),
+                    sip_status=d.sip_status,
+                )
+                for d in details
+            ]
         )
 
 

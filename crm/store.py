@@ -218,6 +218,31 @@ class Store:
                 )
             )
 
+    async def add_call_records(self, records: list[CallRecordData]) -> None:
+        """Append several call detail records in one transaction (the server batches them)."""
+        if not records:
+            return
+        async with self._sessions.begin() as session:
+            session.add_all(
+                [
+                    CallRecord(
+                        call_id=rec.call_id,
+                        caller=rec.caller,
+                        callee=rec.callee,
+                        start=rec.start,
+                        answer=rec.answer,
+                        end=rec.end,
+                        duration=rec.duration,
+                        billable_seconds=rec.billable_seconds,
+                        hangup_cause=str(rec.hangup_cause),
+                        disposition=rec.disposition.value,
+                        hangup_side=rec.hangup_side.value,
+                        sip_status=rec.sip_status,
+                    )
+                    for rec in records
+                ]
+            )
+
     async def list_call_records(self, limit: int = 100) -> list[CallRecordData]:
         """The most recent call records, newest first."""
         stmt = select(CallRecord).order_by(CallRecord.start.desc(), CallRecord.id.desc())
@@ -266,6 +291,39 @@ class Store:
             else:
                 for k, v in values.items():
                     setattr(existing, k, v)
+
+    async def apply_binding_changes(
+        self, saves: list[BindingData], deletes: list[tuple[str, str]]
+    ) -> None:
+        """Upsert ``saves`` and remove ``deletes`` ((aor, contact_uri) pairs) in one
+        transaction: the registrar's write-behind flush. One statement, many rows."""
+        if not saves and not deletes:
+            return
+        dialect = self._engine.dialect.name
+        if dialect not in ("sqlite", "postgresql"):
+            for b in saves:
+                await self.save_binding(b)
+            for aor, uri in deletes:
+                await self.delete_binding(aor, uri)
+            return
+        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        async with self._sessions.begin() as session:
+            for aor, uri in deletes:
+                await session.execute(
+                    delete(Registration).where(
+                        Registration.aor == aor, Registration.contact_uri == uri
+                    )
+                )
+            if saves:
+                stmt = insert(Registration)
+                update = {
+                    k: stmt.excluded[k] for k in _BINDING_FIELDS if k not in ("aor", "contact_uri")
+                }
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["aor", "contact_uri"], set_=update
+                )
+                rows = [{name: getattr(b, name) for name in _BINDING_FIELDS} for b in saves]
+                await session.execute(stmt, rows)
 
     async def delete_binding(self, aor: str, contact_uri: str) -> None:
         """Remove one binding (REGISTER with Expires: 0 for that contact)."""

@@ -518,7 +518,7 @@ class MediaEngine:
                 raise ValueError(f"leg {leg_id!r} already exists")
             self._legs[leg_id] = leg
             self._ports_in_use.add(port)
-            # debug, not info: two legs per call; media.leg_closed (info) has the summary.
+            # debug, not info: two legs per call; the call's own end event has the summary.
             log.debug("media.leg_created", leg=leg_id, port=port)
             return leg
         raise PortsExhausted(f"no free RTP port pair in {self.port_min}-{self.port_max}")
@@ -538,7 +538,7 @@ class MediaEngine:
         self._ports_in_use.discard(leg.local_port)
         self._unbridge(leg)
         leg._close()
-        log.info(
+        log.debug(
             "media.leg_closed",
             leg=leg_id,
             port=leg.local_port,

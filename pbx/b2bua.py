@@ -41,6 +41,7 @@ from . import sdp
 from .dialog import Dialog, Flow
 from .location import Contact
 from .message import ParseError, Request, Response, make_response
+from .persistence import CallDetail
 from .stack import SipStack, new_tag
 
 __all__ = ["B2bua", "CallDetail", "CallState"]
@@ -67,22 +68,6 @@ _TRANSITIONS: dict[CallState, frozenset[CallState]] = {
     CallState.ANSWERED: frozenset({CallState.ENDED}),
     CallState.ENDED: frozenset(),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class CallDetail:
-    """What the B2BUA knows about a finished call (the server stores it as a CDR)."""
-
-    call_id: str
-    caller: str
-    callee: str
-    start: datetime
-    answer: datetime | None
-    end: datetime
-    hangup_cause: str
-    disposition: str  # ANSWERED, NO ANSWER, BUSY, FAILED, CANCELLED
-    hangup_side: str  # caller, callee, system
-    sip_status: int | None
 
 
 @dataclass(slots=True)
@@ -229,7 +214,7 @@ class Call:
             )
         loop = asyncio.get_running_loop()
         self._ring_timer = loop.call_later(self.ring_timeout, self._on_ring_timeout)
-        self.log.info("call_forked", branches=len(self.branches))
+        self.log.debug("call_forked", branches=len(self.branches))
 
     def _media_host(self, flow: Flow) -> str:
         return self.b2b.media_host or self.b2b.stack.host_for(flow.address[0])
@@ -371,7 +356,7 @@ class Call:
         self.answered_at = datetime.now(UTC)
         self.b2b._register_dialog(self.a.dialog.key, self, "a")
         self.b2b._register_dialog(branch.dialog.key, self, "b")
-        self.log.info("call_answered", contact=branch.contact.uri)
+        self.log.debug("call_answered", contact=branch.contact.uri)
 
     def _send_ack(self, branch: _Branch) -> None:
         assert branch.dialog is not None
@@ -614,6 +599,12 @@ class Call:
         self._move(CallState.ENDED)
         self._cancel_ring_timer()
         media = self.b2b.media
+        counters: dict[str, int] = {}
+        for name, side_state in (("a", self.a), ("b", self.b)):
+            if side_state.leg_id in media:
+                st = media.get_leg(side_state.leg_id).stats
+                counters[f"{name}_packets_in"] = st.packets_in
+                counters[f"{name}_packets_out"] = st.packets_out
         media.close_leg(self.a.leg_id)
         media.close_leg(self.b.leg_id)
         end = datetime.now(UTC)
@@ -629,7 +620,14 @@ class Call:
             hangup_side=side,
             sip_status=status,
         )
-        self.log.info("call_ended", disposition=disposition, cause=cause, side=side, status=status)
+        self.log.info(
+            "call_ended",
+            disposition=disposition,
+            cause=cause,
+            side=side,
+            status=status,
+            **counters,
+        )
         self.b2b._forget(self)
         self.b2b.on_call_ended(detail)
 

@@ -24,15 +24,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
 
 from media import MediaEngine
 
-from .b2bua import ALLOW, B2bua, CallDetail
+from .b2bua import ALLOW, B2bua
 from .digest import AuthOutcome, DigestAuthenticator, DigestError, parse_credentials
 from .location import Contact, LocationStore
 from .message import (
@@ -42,6 +40,7 @@ from .message import (
     unsupported_extensions,
     validate_for_uas,
 )
+from .persistence import CallDetail, Persistence, StoredBinding, WriteBehind
 from .registrar import BindingChange, Registrar
 from .stack import ListenSpec, SipStack, new_tag
 from .throttle import FailureThrottle
@@ -58,27 +57,6 @@ class Extension:
     name: str
     password: str
     ring_timeout: float = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class StoredBinding:
-    """A binding as persisted: expiry in wall-clock seconds (epoch)."""
-
-    aor: str
-    contact_uri: str
-    source: tuple[str, int]
-    transport: str
-    call_id: str
-    cseq: int
-    expires_at_epoch: float
-    user_agent: str
-
-
-class Persistence(Protocol):
-    async def save_binding(self, binding: StoredBinding) -> None: ...
-    async def delete_binding(self, aor: str, contact_uri: str) -> None: ...
-    async def load_bindings(self) -> list[StoredBinding]: ...
-    async def save_call(self, detail: CallDetail) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +139,7 @@ class SipServer:
         )
         self.stack.on_request = self._on_request
         self.stack.on_ack_not_received = self._on_ack_not_received
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.writes = WriteBehind(persistence) if persistence is not None else None
         self._expiry_handle: asyncio.TimerHandle | None = None
         self.call_details: list[CallDetail] = []  # recent CDRs, for tests and the CLI
 
@@ -180,8 +158,8 @@ class SipServer:
             self._expiry_handle.cancel()
         await self.stack.close()
         await self.media.close()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5)
+        if self.writes is not None:
+            await self.writes.close()
 
     async def _restore_bindings(self) -> None:
         assert self.persistence is not None
@@ -209,48 +187,34 @@ class SipServer:
 
     # -- background writes -----------------------------------------------------------
 
-    def _spawn(self, coro: Awaitable[None], what: str) -> None:
-        async def run() -> None:
-            try:
-                await coro
-            except Exception:
-                log.exception("store_write_failed", what=what)
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def _persist_changes(self, changes: list[BindingChange]) -> None:
-        if self.persistence is None or not changes:
+        if self.writes is None or not changes:
             return
         loop_now = asyncio.get_running_loop().time()
         wall = time.time()
         for ch in changes:
             c = ch.contact
             if ch.removed:
-                self._spawn(self.persistence.delete_binding(ch.aor, c.uri), "binding_delete")
+                self.writes.binding_removed(ch.aor, c.uri)
             else:
-                self._spawn(
-                    self.persistence.save_binding(
-                        StoredBinding(
-                            aor=ch.aor,
-                            contact_uri=c.uri,
-                            source=c.source,
-                            transport=c.transport,
-                            call_id=c.call_id,
-                            cseq=c.cseq,
-                            expires_at_epoch=wall + (c.expires_at - loop_now),
-                            user_agent=c.user_agent,
-                        )
-                    ),
-                    "binding_save",
+                self.writes.binding_saved(
+                    StoredBinding(
+                        aor=ch.aor,
+                        contact_uri=c.uri,
+                        source=c.source,
+                        transport=c.transport,
+                        call_id=c.call_id,
+                        cseq=c.cseq,
+                        expires_at_epoch=wall + (c.expires_at - loop_now),
+                        user_agent=c.user_agent,
+                    )
                 )
 
     def _on_call_ended(self, detail: CallDetail) -> None:
         self.call_details.append(detail)
         del self.call_details[:-1000]
-        if self.persistence is not None:
-            self._spawn(self.persistence.save_call(detail), "call_record")
+        if self.writes is not None:
+            self.writes.call_ended(detail)
 
     # -- binding expiry ----------------------------------------------------------------
 
@@ -431,12 +395,18 @@ class SipServer:
             self.stack.send_response(make_response(req, 403, "Not Your AOR", to_tag=new_tag()))
             return
         now = asyncio.get_running_loop().time()
+        before = {c.uri: c.call_id for c in self.location.lookup(user, now)}
         outcome = self.registrar.handle(
             req, user, source, transport, now, new_tag(), wall_time=time.time()
         )
         self.stack.send_response(outcome.response)
         if outcome.changes:
-            log.info(
+            # A refresh of the same contacts is routine: debug. New or removed contacts: info.
+            changed = any(ch.removed for ch in outcome.changes) or any(
+                ch.contact.cseq == 1 or ch.contact.call_id != (before.get(ch.contact.uri) or "")
+                for ch in outcome.changes
+            )
+            (log.info if changed else log.debug)(
                 "registered",
                 aor=user,
                 source=f"{source[0]}:{source[1]}",

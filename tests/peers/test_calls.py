@@ -220,7 +220,7 @@ def test_wrong_password_gets_no_binding(
     p = phone_factory("intruder", user="1002")
     ev = p.register(server.address, password="not-the-password")
     assert ev is not None and ev["code"] in (401, 403)
-    time.sleep(0.5)
+    time.sleep(1.5)  # longer than the store's write-behind interval (0.5 s)
     assert server.bindings("1002") == []
 
 
@@ -340,7 +340,7 @@ def test_call_over_tcp(
     for phone, ext in ((a, "1001"), (b, "1002")):
         ev = phone.register(server.address, password=server.password(ext), transport="tcp")
         assert ev is not None and ev["code"] == 200, ev
-    assert {r["transport"] for r in server.bindings()} == {"TCP"}
+    wait_for(lambda: {r["transport"] for r in server.bindings()} == {"TCP"}, 5, "TCP bindings")
     connect(a, b, server, "1002")
     check_two_way_audio(a, b, tmp_path, tone_1k, tone_2k)
     b.hangup()

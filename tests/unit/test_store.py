@@ -38,7 +38,7 @@ def _answered(call_id: str = "abc@10.0.0.1", start: datetime = T0) -> CallRecord
 
 
 def _binding(
-    contact: str = "sip:1001@192.0.2.10:5060", expires: datetime | None = None
+    contact: str = "sip:1001@192.0.2.10:5060", expires: datetime | None = None, cseq: int = 1
 ) -> BindingData:
     return BindingData(
         aor="1001",
@@ -46,7 +46,7 @@ def _binding(
         received="192.0.2.10:40000",
         transport="udp",
         call_id="reg-1",
-        cseq=1,
+        cseq=cseq,
         expires_at=expires or datetime.now(UTC) + timedelta(hours=1),
         user_agent="PJSUA2",
         instance_id="<urn:uuid:00000000-0000-0000-0000-000000000001>",
@@ -225,3 +225,20 @@ async def test_sqlite_uses_wal(tmp_path: Path) -> None:
         assert mode == "wal"
     finally:
         await s.close()
+
+
+async def test_batched_binding_changes_and_call_records(store: Store) -> None:
+    await store.save_binding(_binding(contact="sip:old@10.0.0.9"))
+    await store.apply_binding_changes(
+        [_binding(contact="sip:a@10.0.0.5"), _binding(contact="sip:b@10.0.0.6")],
+        [("1001", "sip:old@10.0.0.9")],
+    )
+    # Upsert: the same rows again with a higher CSeq refresh in place.
+    await store.apply_binding_changes([_binding(contact="sip:a@10.0.0.5", cseq=9)], [])
+    rows = await store.load_bindings("1001")
+    assert [(b.contact_uri, b.cseq) for b in rows] == [
+        ("sip:a@10.0.0.5", 9),
+        ("sip:b@10.0.0.6", 1),
+    ]
+    await store.add_call_records([_answered("one"), _answered("two")])
+    assert {r.call_id for r in await store.list_call_records()} == {"one", "two"}

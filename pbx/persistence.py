@@ -1,0 +1,151 @@
+"""What the SIP core hands to the store, and the write-behind queue in front of it.
+
+Theory of operation
+-------------------
+The SIP core must never wait for the database: a REGISTER is answered from memory and a call
+ends when its BYE is answered. Changes are therefore queued in :class:`WriteBehind` and
+flushed in one transaction per interval (0.5 s by default), one flush at a time:
+
+- binding changes are keyed by (AOR, contact): a refresh followed by another refresh before
+  the flush is written once, and a removal cancels a pending save;
+- call records are appended in order.
+
+A flush that fails is logged and its work put back (bounded), so a database hiccup delays
+writes instead of losing them; :meth:`WriteBehind.close` flushes what is left at shutdown.
+The cost is that a crash can lose up to one interval of binding refreshes and call records.
+The :class:`Persistence` protocol is implemented by the service layer (``cli.app``) on top of
+:mod:`crm`, so ``pbx`` never imports the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+import structlog
+
+__all__ = ["CallDetail", "Persistence", "StoredBinding", "WriteBehind"]
+
+log = structlog.get_logger("pbx.persistence")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBinding:
+    """A binding as persisted: expiry in wall-clock seconds (epoch)."""
+
+    aor: str
+    contact_uri: str
+    source: tuple[str, int]
+    transport: str
+    call_id: str
+    cseq: int
+    expires_at_epoch: float
+    user_agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallDetail:
+    """What the B2BUA knows about a finished call (the service layer stores it as a CDR)."""
+
+    call_id: str
+    caller: str
+    callee: str
+    start: datetime
+    answer: datetime | None
+    end: datetime
+    hangup_cause: str
+    disposition: str  # ANSWERED, NO ANSWER, BUSY, FAILED, CANCELLED
+    hangup_side: str  # caller, callee, system
+    sip_status: int | None
+
+
+class Persistence(Protocol):
+    async def apply_bindings(
+        self, saves: list[StoredBinding], deletes: list[tuple[str, str]]
+    ) -> None: ...
+
+    async def load_bindings(self) -> list[StoredBinding]: ...
+
+    async def save_calls(self, details: list[CallDetail]) -> None: ...
+
+
+MAX_PENDING_CALLS = 100_000  # beyond this a dead database would eat all memory
+
+
+class WriteBehind:
+    """Batches binding changes and call records into periodic transactions."""
+
+    def __init__(self, persistence: Persistence, interval: float = 0.5) -> None:
+        self._persistence = persistence
+        self._interval = interval
+        self._bindings: dict[tuple[str, str], StoredBinding | None] = {}
+        self._calls: list[CallDetail] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def binding_saved(self, binding: StoredBinding) -> None:
+        self._bindings[(binding.aor, binding.contact_uri)] = binding
+        self._schedule()
+
+    def binding_removed(self, aor: str, contact_uri: str) -> None:
+        self._bindings[(aor, contact_uri)] = None
+        self._schedule()
+
+    def call_ended(self, detail: CallDetail) -> None:
+        if len(self._calls) >= MAX_PENDING_CALLS:
+            log.error("call_records_dropped", reason="store unavailable", count=1)
+            return
+        self._calls.append(detail)
+        self._schedule()
+
+    @property
+    def pending(self) -> int:
+        return len(self._bindings) + len(self._calls)
+
+    def _schedule(self) -> None:
+        if self._timer is None and self._flushing is None and not self._closed:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._interval, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._timer = None
+        if self._flushing is None:
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        bindings, self._bindings = self._bindings, {}
+        calls, self._calls = self._calls, []
+        saves = [b for b in bindings.values() if b is not None]
+        deletes = [key for key, b in bindings.items() if b is None]
+        try:
+            if saves or deletes:
+                await self._persistence.apply_bindings(saves, deletes)
+            if calls:
+                await self._persistence.save_calls(calls)
+        except Exception:
+            log.exception("store_write_failed", bindings=len(bindings), calls=len(calls))
+            # Put the work back, newer changes winning; retried at the next interval.
+            for key, b in bindings.items():
+                self._bindings.setdefault(key, b)
+            self._calls[:0] = calls
+            del self._calls[MAX_PENDING_CALLS:]
+        finally:
+            self._flushing = None
+        if self._bindings or self._calls:
+            self._schedule()
+
+    async def close(self) -> None:
+        """Flush everything still pending (shutdown)."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._flushing is not None:
+            await self._flushing
+        for _ in range(3):
+            if not (self._bindings or self._calls):
+                break
+            await self._flush()
