@@ -395,17 +395,14 @@ class SipServer:
             self.stack.send_response(make_response(req, 403, "Not Your AOR", to_tag=new_tag()))
             return
         now = asyncio.get_running_loop().time()
-        before = {c.uri: c.call_id for c in self.location.lookup(user, now)}
+        before = {c.uri for c in self.location.lookup(user, now)}
         outcome = self.registrar.handle(
             req, user, source, transport, now, new_tag(), wall_time=time.time()
         )
         self.stack.send_response(outcome.response)
         if outcome.changes:
             # A refresh of the same contacts is routine: debug. New or removed contacts: info.
-            changed = any(ch.removed for ch in outcome.changes) or any(
-                ch.contact.cseq == 1 or ch.contact.call_id != (before.get(ch.contact.uri) or "")
-                for ch in outcome.changes
-            )
+            changed = any(ch.removed or ch.contact.uri not in before for ch in outcome.changes)
             (log.info if changed else log.debug)(
                 "registered",
                 aor=user,
