@@ -19,7 +19,7 @@ from config import SwitchboardConfig
 from crm import Store
 from crm.store import BindingData, CallRecordData, Disposition, HangupSide
 from pbx.persistence import CallDetail, StoredBinding
-from pbx.server import Extension, ServerSettings, SipServer
+from pbx.server import DEFAULT_MUSIC_ON_HOLD, Extension, ServerSettings, SipServer
 from pbx.stack import ListenSpec
 
 __all__ = ["StorePersistence", "build_server", "run", "settings_from_config"]
@@ -45,6 +45,8 @@ def settings_from_config(cfg: SwitchboardConfig) -> ServerSettings:
         rtp_host=cfg.rtp.host,
         rtp_ports=(cfg.rtp.ports[0], cfg.rtp.ports[1]),
         rtp_inactivity_timeout=float(cfg.rtp.inactivity_timeout),
+        music_on_hold=tuple(cfg.media.music_on_hold) or (str(DEFAULT_MUSIC_ON_HOLD),),
+        tone_plan=cfg.media.tone_plan,
     )
 
 
@@ -115,6 +117,8 @@ class StorePersistence:
                     disposition=Disposition(d.disposition),
                     hangup_side=HangupSide(d.hangup_side),
                     sip_status=d.sip_status,
+                    record_id=d.record_id,
+                    linked_id=d.linked_id,
                 )
                 for d in details
             ]

@@ -106,9 +106,14 @@ def parse_config(text: str, file: str = "<string>") -> SwitchboardConfig:
 
 
 def resolve_relative_paths(config: SwitchboardConfig, base_dir: Path) -> SwitchboardConfig:
-    """Make a relative SQLite database path absolute, relative to ``base_dir``."""
+    """Make relative paths (SQLite database, music-on-hold files) absolute, relative to
+    ``base_dir``, the folder holding the config file."""
     from sqlalchemy.engine import make_url
 
+    moh = [str((base_dir / p).resolve()) for p in config.media.music_on_hold]
+    if moh != config.media.music_on_hold:
+        media = config.media.model_copy(update={"music_on_hold": moh})
+        config = config.model_copy(update={"media": media})
     url = make_url(config.store.url)
     db = url.database
     if not url.drivername.startswith("sqlite") or not db or db == ":memory:":

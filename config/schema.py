@@ -221,6 +221,7 @@ class ExtensionConfig(_Model):
     name: str = ""
     password: Annotated[str, Field(min_length=1)]
     ring_timeout: Annotated[int, Field(ge=1, le=600)] = 30
+    pickup_group: str | None = None
 
     @field_validator("password")
     @classmethod
@@ -230,15 +231,71 @@ class ExtensionConfig(_Model):
         return value
 
 
+def _check_feature_code(value: str) -> str:
+    if not value or value[0] not in "*#" or not all(c in "0123456789*#" for c in value):
+        raise ValueError(f"feature code {value!r} must start with * or # and use only 0-9 * #")
+    return value
+
+
+FeatureCode = Annotated[str, AfterValidator(_check_feature_code)]
+
+
+class MediaConfig(_Model):
+    """Tones and music on hold."""
+
+    tone_plan: Literal["us", "uk", "cn"] = "us"
+    music_on_hold: list[str] = Field(default_factory=list)
+
+
+class FeatureCodesConfig(_Model):
+    """Codes dialled from a phone to change its own settings or pick up calls."""
+
+    forward_all_on: FeatureCode = "*72"
+    forward_all_off: FeatureCode = "*73"
+    forward_busy_on: FeatureCode = "*90"
+    forward_busy_off: FeatureCode = "*91"
+    forward_no_answer_on: FeatureCode = "*92"
+    forward_no_answer_off: FeatureCode = "*93"
+    dnd_on: FeatureCode = "*78"
+    dnd_off: FeatureCode = "*79"
+    pickup: FeatureCode = "*8"
+    directed_pickup: FeatureCode = "**"
+
+    @model_validator(mode="after")
+    def _distinct(self) -> FeatureCodesConfig:
+        codes = list(self.model_dump().values())
+        dupes = {c for c in codes if codes.count(c) > 1}
+        if dupes:
+            raise ValueError(f"feature codes must be distinct: {sorted(dupes)}")
+        return self
+
+
+class ConferenceConfig(_Model):
+    """A named conference room reachable by dialling its number."""
+
+    name: str = ""
+    max_members: Annotated[int, Field(ge=2, le=200)] = 20
+
+
 class SwitchboardConfig(_Model):
     """The whole ``switchboard.yaml``."""
 
     sip: SipConfig = Field(default_factory=SipConfig)
     rtp: RtpConfig = Field(default_factory=RtpConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    media: MediaConfig = Field(default_factory=MediaConfig)
+    features: FeatureCodesConfig = Field(default_factory=FeatureCodesConfig)
     extensions: dict[ExtensionNumber, ExtensionConfig] = Field(default_factory=dict)
+    conferences: dict[ExtensionNumber, ConferenceConfig] = Field(default_factory=dict)
 
-    @field_validator("extensions", mode="before")
+    @model_validator(mode="after")
+    def _numbers_unique(self) -> SwitchboardConfig:
+        clash = sorted(set(self.extensions) & set(self.conferences))
+        if clash:
+            raise ValueError(f"numbers used by both an extension and a conference: {clash}")
+        return self
+
+    @field_validator("extensions", "conferences", mode="before")
     @classmethod
     def _numeric_keys(cls, value: object) -> object:
         # `1001:` unquoted is an int in YAML; admins mean the extension "1001".

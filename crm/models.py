@@ -70,6 +70,10 @@ class CallRecord(Base):
     disposition: Mapped[str] = mapped_column(String(16))
     hangup_side: Mapped[str] = mapped_column(String(16))
     sip_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Switchboard's own id of the call (unique per record) and, for a call that continues
+    # another one (a transfer), the record_id of the call it came from.
+    record_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    linked_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
 
 class Registration(Base):

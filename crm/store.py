@@ -85,6 +85,8 @@ class CallRecordData:
     hangup_side: HangupSide
     answer: datetime | None = None
     sip_status: int | None = None
+    record_id: str | None = None
+    linked_id: str | None = None
     duration: float = field(init=False)
     billable_seconds: float = field(init=False)
     # Database id, set on records read back from the store.
@@ -153,6 +155,8 @@ def _record_from_row(row: CallRecord) -> CallRecordData:
         disposition=Disposition(row.disposition),
         hangup_side=HangupSide(row.hangup_side),
         sip_status=row.sip_status,
+        record_id=row.record_id,
+        linked_id=row.linked_id,
     )
 
 
@@ -215,6 +219,8 @@ class Store:
                     disposition=rec.disposition.value,
                     hangup_side=rec.hangup_side.value,
                     sip_status=rec.sip_status,
+                    record_id=rec.record_id,
+                    linked_id=rec.linked_id,
                 )
             )
 
@@ -238,6 +244,8 @@ class Store:
                         disposition=rec.disposition.value,
                         hangup_side=rec.hangup_side.value,
                         sip_status=rec.sip_status,
+                        record_id=rec.record_id,
+                        linked_id=rec.linked_id,
                     )
                     for rec in records
                 ]

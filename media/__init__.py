@@ -1,11 +1,24 @@
-"""Media: RTP sessions, G.711, tones and the two-party relay engine.
+"""Media: RTP sessions, codecs, tones, DTMF, RTCP and the engine (bridges, mixer, players).
 
 Other packages import only from here. ``media`` knows nothing about SIP: legs are addressed
 by id and configured with plain addresses and ``Codec`` values that ``pbx.sdp`` negotiates.
 """
 
 from media.codec import DIRECTIONS, PCMA, PCMU, STATIC_PAYLOAD_TYPES, Codec, Direction
-from media.engine import Leg, LegStats, MediaEngine, MediaError, PortsExhausted
+from media.dtmf import DtmfReceived
+from media.engine import (
+    FrameSource,
+    Leg,
+    LegInactive,
+    LegQuality,
+    LegStats,
+    MediaEngine,
+    MediaError,
+    MediaEvent,
+    PlaybackFinished,
+    PortsExhausted,
+    TapCallback,
+)
 from media.rtp import RtpOutputStream, RtpPacket, TelephoneEvent, serial_diff
 from media.tones import TONE_PLANS, ToneGenerator, TonePlan
 
@@ -17,13 +30,20 @@ __all__ = [
     "TONE_PLANS",
     "Codec",
     "Direction",
+    "DtmfReceived",
+    "FrameSource",
     "Leg",
+    "LegInactive",
+    "LegQuality",
     "LegStats",
     "MediaEngine",
     "MediaError",
+    "MediaEvent",
+    "PlaybackFinished",
     "PortsExhausted",
     "RtpOutputStream",
     "RtpPacket",
+    "TapCallback",
     "TelephoneEvent",
     "ToneGenerator",
     "TonePlan",

@@ -26,14 +26,14 @@ call that produced it:
   refined by a parabola through the log-magnitudes, gives each tone's level and its frequency
   deviation. A window holds a digit when, for the strongest row and column tone:
 
-  - both deviations are within ±2.5 % (ITU-T Q.24 §4: accept ±1.5 %, reject ±3.5 %; the
+  - both deviations are within ±2.5 % (ITU-T Q.24: accept ±1.5 %, reject ±3.5 %; the
     threshold sits halfway);
-  - both levels are at least ``MIN_LEVEL_DBM0`` (-26 dBm0: Q.24 Table 4 receivers must work
-    down to about -25 dBm0 per frequency);
+  - both levels are at least ``MIN_LEVEL_DBM0`` (-26 dBm0: Q.24's national receivers must
+    work down to about -25 dBm0 per frequency);
   - twist is within limits: the low-group (row) tone may be up to 8 dB stronger than the
     high-group (column) tone ("normal twist", what line loss at high frequencies produces)
-    and the column up to 4 dB stronger than the row ("reverse twist") — the values of Q.24
-    Table 4 for North America (TIA-464: +4/-8 dB), used by most detectors (Asterisk, spandsp);
+    and the column up to 4 dB stronger than the row ("reverse twist") — the North American
+    values listed in Q.24 (TIA-464: +4/-8 dB), used by most detectors (Asterisk, spandsp);
   - the two tones hold at least 70 % of the window's energy (speech and music spread their
     energy over many frequencies; a DTMF pair does not).
 
@@ -57,8 +57,10 @@ import numpy.typing as npt
 from media.rtp import DTMF_EVENTS, TelephoneEvent, digit_to_event, serial_diff
 
 __all__ = [
+    "COLUMN_FREQUENCIES",
     "DTMF_FREQUENCIES",
     "MIN_LEVEL_DBM0",
+    "ROW_FREQUENCIES",
     "DtmfPacket",
     "DtmfReceived",
     "DtmfSource",
@@ -230,9 +232,7 @@ class Rfc4733Sender:
         self.clock_rate = clock_rate
         self.interval_ms = interval_ms
 
-    def packets(
-        self, digit: str, duration_ms: int = 100, volume: int = 10
-    ) -> Iterator[DtmfPacket]:
+    def packets(self, digit: str, duration_ms: int = 100, volume: int = 10) -> Iterator[DtmfPacket]:
         """Yield the packets of one key press of ``duration_ms``.
 
         §2.5.1.2: the first packet has the marker bit; updates follow every interval with the
@@ -343,6 +343,8 @@ _GRID = np.arange(-6, 7, dtype=np.float64) / 100.0  # relative offsets probed ar
 _CENTER = 6
 # 0 dBm0 peak amplitude in 16-bit PCM (G.711: a full-scale sine is about +3.14 dBm0).
 _DBM0_PEAK = 32768 * 10 ** (-3.14 / 20)
+_MIN_AMPLITUDE = _DBM0_PEAK * 10 ** (MIN_LEVEL_DBM0 / 20)
+_MIN_PAIR_POWER = _MIN_AMPLITUDE**2  # two sines at the minimum amplitude: 2 x A^2 / 2
 
 Float64Array = npt.NDArray[np.float64]
 
@@ -353,13 +355,12 @@ class GoertzelDetector:
     __slots__ = (
         "_active",
         "_active_hits",
+        "_basis",
         "_block",
         "_candidate",
         "_candidate_hits",
-        "_cos",
         "_misses",
         "_pending",
-        "_sin",
         "_window",
         "_window_sum",
         "leg_id",
@@ -379,9 +380,11 @@ class GoertzelDetector:
         self._window_sum = float(window.sum())
         freqs = (np.array(DTMF_FREQUENCIES)[:, None] * (1.0 + _GRID)[None, :]).ravel()
         arg = 2 * np.pi * n[:, None] * freqs[None, :] / sample_rate
-        # Window folded into the basis: one matrix product gives every windowed DFT bin.
-        self._cos = np.ascontiguousarray(window[:, None] * np.cos(arg))
-        self._sin = np.ascontiguousarray(window[:, None] * np.sin(arg))
+        # Window folded into the basis: one matrix product gives every windowed DFT bin
+        # (cosine parts in the first half of the columns, sine parts in the second).
+        self._basis = np.ascontiguousarray(
+            np.concatenate((window[:, None] * np.cos(arg), window[:, None] * np.sin(arg)), axis=1)
+        )
         self._pending: Float64Array = np.zeros(0, dtype=np.float64)
         self._candidate: str | None = None
         self._candidate_hits = 0
@@ -421,10 +424,11 @@ class GoertzelDetector:
         """The digit present in one analysis window (2 blocks), or None."""
         x = window_samples
         total_power = float(np.dot(self._window, x * x)) / self._window_sum
-        if total_power <= 0.0:
-            return None
-        re = x @ self._cos
-        im = x @ self._sin
+        if total_power < _MIN_PAIR_POWER:
+            return None  # too quiet to hold two tones at the minimum level: skip the DFT
+        bins = x @ self._basis
+        half = len(bins) // 2
+        re, im = bins[:half], bins[half:]
         amp = np.sqrt(re * re + im * im).reshape(len(DTMF_FREQUENCIES), len(_GRID))
         amp *= 2.0 / self._window_sum
         peaks = amp.argmax(axis=1)
@@ -443,8 +447,7 @@ class GoertzelDetector:
                 return None
             levels.append(float(np.exp(b - 0.25 * (a - c) * shift)))
         row_amp, col_amp = levels
-        min_amp = _DBM0_PEAK * 10 ** (MIN_LEVEL_DBM0 / 20)
-        if row_amp < min_amp or col_amp < min_amp:
+        if row_amp < _MIN_AMPLITUDE or col_amp < _MIN_AMPLITUDE:
             return None
         twist_db = 20 * np.log10(row_amp / col_amp)  # > 0: low group stronger
         if twist_db > MAX_LOW_OVER_HIGH_DB or -twist_db > MAX_HIGH_OVER_LOW_DB:

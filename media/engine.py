@@ -1,45 +1,74 @@
-"""asyncio RTP media engine: legs with RTP/RTCP ports, two-party relay, tones, inactivity.
+"""asyncio RTP media engine: legs, bridges (relay or mix), media clock, players, taps, DTMF, RTCP.
 
 Theory of operation
 -------------------
 Switchboard anchors media. Each call leg gets an RTP port (even) and the RTCP port above it
-(RFC 3550 §11) from the configured range. ``bridge(a, b)`` connects two legs: a packet that
-leg A receives from its phone is sent out of leg B's socket to B's phone, and vice versa.
-Legs are addressed by id, never shared as objects across components (DESIGN: media workers
-may later live in other processes).
+(RFC 3550 §11) from the configured range. Legs and bridges are addressed by id, never shared
+as objects across components (DESIGN: media workers may later live in other processes).
 
-Per packet (``Leg._datagram`` then ``Leg._relay`` on the peer), with no per-packet object
-beyond what asyncio hands over and a few ints:
+Bridges. ``create_bridge(id)`` + ``join(id, leg)`` put legs into a bridge (a leg is in at
+most one); ``bridge(a, b)`` is the shortcut for a two-party call (an *automatic* bridge that
+disappears when a party leaves). Each bridge runs on one of two paths, re-chosen whenever
+something about it changes (``_refresh``):
 
-1. Drop what is not RTP version 2 or whose header lengths do not add up (counted as
-   ``malformed``); drop RTCP that arrived on the RTP port (RFC 5761 §4).
-2. Symmetric RTP (RFC 4961, and the "latching" of RFC 7362): the
-   first packet after ``set_remote`` latches the leg's destination to its source address,
-   so a phone behind NAT gets media back through the same mapping. Packets from other
-   addresses are then dropped (``foreign``) so nobody can inject audio into a call. A later
-   ``set_remote`` with a different address (re-INVITE) re-arms latching.
-3. Classify by payload type: the source leg's telephone-event PT maps to the destination
-   leg's telephone-event PT (RFC 4733 §7.1.1, each leg has its own; dropped if none); audio in
-   the same format is copied into a reused ``bytearray``; PCMU↔PCMA is transcoded with
-   ``bytes.translate`` and a 256-byte table (G.711); anything else is dropped.
-4. ``RtpOutputStream.rewrite`` writes our per-leg SSRC and a continuous sequence number and
-   timestamp in one ``struct.pack_into`` (re-based when the source changes: tone → relay,
-   new peer, the phone's SSRC changed).
-5. ``sendto`` a memoryview of the buffer. If the transport had to queue the datagram (it
-   then still references the buffer), the leg switches to a fresh buffer.
+* **Fast path** (relay): exactly two legs whose formats are equal or both G.711, and nothing
+  that needs PCM: no taps, no players, no injections, no mute, no per-pair audibility, no
+  in-band DTMF detection. A packet that leg A receives is sent out of leg B's socket
+  (``Leg._datagram`` then ``Leg._relay`` on the peer), with no per-packet object beyond what
+  asyncio hands over and a few ints:
 
-Tones (``start_tone``) send a 20 ms G.711 frame on an absolute schedule
-``t0 + k * 20 ms`` with ``loop.call_at``, so timer lateness never accumulates into drift;
-if the loop stalls for more than a few frames, the tone skips ahead (timestamps jump, which
-a receiver treats as a gap) instead of bursting. While a tone plays on a leg, audio relayed
-towards that leg is dropped: the tone owns the stream until ``stop_tone``.
+  1. Drop what is not RTP version 2 or whose header lengths do not add up (``malformed``);
+     drop RTCP that arrived on the RTP port (RFC 5761 §4).
+  2. Symmetric RTP (RFC 4961, the "latching" of RFC 7362): the first packet after
+     ``set_remote`` latches the leg's destination to its source address; packets from other
+     addresses are then dropped (``foreign``). A ``set_remote`` with another address re-arms.
+  3. Classify by payload type: telephone-event PT maps to the peer's (RFC 4733 §7.1.1);
+     audio in the same format is copied into a reused ``bytearray``; PCMU↔PCMA is transcoded
+     with ``bytes.translate`` and a 256-byte table; anything else is dropped.
+  4. ``RtpOutputStream.rewrite`` writes our per-leg SSRC and a continuous sequence number and
+     timestamp in one ``struct.pack_into`` (re-based when the source changes).
+  5. ``sendto`` a memoryview of the buffer (a fresh buffer if the transport had to queue).
 
-Inactivity: one engine-wide periodic timer (not per packet) checks bridged legs that expect
-to receive media (direction sendrecv or recvonly); a leg silent for ``inactivity_timeout``
-seconds is reported once through ``on_inactive(leg_id)``; it is reported again only after
-media resumed and stopped again.
+* **Mixed path**: everything else (conferences, supervisors, transcoding to/from G.722,
+  recording taps, prompts, whisper). Inbound RTP goes into the leg's ``JitterBuffer``. On
+  every tick of the media clock each leg yields one frame (decoded, concealed when lost, or
+  nothing), converted to the bridge rate (8 kHz, 16 kHz when a wideband leg takes part);
+  ``media.mixer.mix`` gives each listener the sum of the speakers it hears minus itself plus
+  its injections (or its player's audio instead); the frame is encoded with the listener's
+  codec and sent on the leg's *generated* timeline (``_GEN_SOURCE``: our own sequence and
+  timestamp counters advanced per tick). Switching paths calls ``RtpOutputStream.rebase`` so
+  the receiver sees one continuous stream (sequence +1, timestamp advanced by elapsed time,
+  marker bit) whichever path sends.
 
-RTCP: the port is bound and drained (counted); reports are future work.
+Media clock (``media.clock.MediaClock``): one ``loop.call_at`` timer on an absolute 20 ms
+schedule drives every mixed bridge and every *solo* leg (not in a mixed bridge, but with a
+player, injection, in-band detector, heard-tap or RFC 4733 digits to send), all in one pass
+per tick. It runs only while something needs it.
+
+DTMF. Telephone-event packets of every leg go through an ``Rfc4733Receiver`` (both paths):
+one ``DtmfReceived(source="rfc4733")`` per key press via ``on_event``. On the fast path the
+packets themselves are relayed (PT mapped); on the mixed path the digit is *regenerated*
+(``Leg.send_dtmf``) towards every leg that hears the speaker, once it ended. ``send_dtmf``
+sends the RFC 4733 §2.5.1 schedule of ``Rfc4733Sender`` on the leg's generated timeline, one
+packet per tick; audio to that leg pauses meanwhile (both would share the timestamps).
+``detect_inband_dtmf`` runs a ``GoertzelDetector`` on a leg's decoded audio
+(``source="inband"``). A digit also interrupts a player started with ``interrupt_digits``.
+
+Tones (``start_tone``) keep their own 20 ms G.711 schedule (``_tone_tick``, absolute
+deadlines, skip-ahead after stalls); while a tone plays, relayed or mixed audio towards that
+leg is dropped: the tone owns the stream until ``stop_tone``.
+
+RTCP (RFC 3550 §6): an ``RtcpSession`` per leg is fed every accepted RTP packet (O(1),
+§A.1/§A.8 receiver statistics) and every packet sent; the housekeeping timer sends compound
+SR/RR + SDES reports (§6.4, about every ``rtcp_interval`` seconds, randomised §6.3.1) from
+the leg's RTCP socket to the peer's RTCP address (RTP port + 1, or what ``a=rtcp`` said,
+symmetric latching as for RTP), and a BYE when the leg closes (§6.6). Received reports give
+the round-trip time (§6.4.1 LSR/DLSR). ``leg_quality`` turns all that into a ``LegQuality``
+with an E-model MOS (``media.quality``).
+
+Inactivity: the housekeeping timer checks bridged legs that expect media (sendrecv or
+recvonly); a leg silent for ``inactivity_timeout`` seconds is reported once through
+``on_inactive(leg_id)`` and ``LegInactive``; again only after media resumed and stopped.
 """
 
 from __future__ import annotations
@@ -47,29 +76,67 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import itertools
 import secrets
 import socket
+import struct
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
+import numpy.typing as npt
 import structlog
 
+from media.clock import MediaClock
 from media.codec import DIRECTIONS, Codec, Direction
+from media.codecs import CodecInfo, Decoder, Encoder, get_codec
+from media.dtmf import DtmfPacket, DtmfReceived, GoertzelDetector, Rfc4733Receiver, Rfc4733Sender
 from media.g711 import ALAW_TO_ULAW, ULAW_TO_ALAW
-from media.rtp import HEADER_STRUCT, RTP_HEADER_SIZE, RtpOutputStream, header_length
+from media.jitter import Frame, JitterBuffer
+from media.mixer import MixSpec, RateAdapter, frame_samples, mix, mix_all
+from media.quality import estimate_mos
+from media.rtcp import RtcpSession
+from media.rtp import (
+    HEADER_STRUCT,
+    RTP_HEADER_SIZE,
+    RtpOutputStream,
+    TelephoneEvent,
+    digit_to_event,
+    header_length,
+)
 from media.tones import FRAME_SAMPLES, TONE_PLANS, tone_cycle
 
-__all__ = ["Leg", "LegStats", "MediaEngine", "MediaError", "PortsExhausted"]
+__all__ = [
+    "FrameSource",
+    "Leg",
+    "LegInactive",
+    "LegQuality",
+    "LegStats",
+    "MediaEngine",
+    "MediaError",
+    "MediaEvent",
+    "PlaybackFinished",
+    "PortsExhausted",
+    "TapCallback",
+]
 
 log = structlog.get_logger(__name__)
+
+Int16Array = npt.NDArray[np.int16]
+TapCallback = Callable[[Int16Array, int], None]
 
 FRAME_SECONDS = 0.020
 _MAX_TONE_LAG_FRAMES = 5  # beyond this, skip ahead rather than burst
 _BUFFER_SIZE = 2048  # larger datagrams get a one-off buffer
-_TONE_SOURCE = -1  # source key of locally generated audio in RtpOutputStream
+_TONE_SOURCE = -1  # source key of the tone in RtpOutputStream
+_GEN_SOURCE = -3  # source key of mixed audio and generated DTMF
 _UNSPECIFIED_HOSTS = frozenset({"0.0.0.0", "::"})  # RFC 3264 §8.4 old-style hold
 _IPTOS_DSCP_EF = 0xB8  # RFC 3246 expedited forwarding, the usual marking for voice
+_DTMF_GAP_TICKS = 3  # pause between two generated digits (RFC 4733 §2.5.1.5 spacing)
+_TS = struct.Struct("!I")
 
 # (from, to) encoding names -> translation table. G.711 only: everything else needs PCM.
 _TRANSLATE: dict[tuple[str, str], bytes] = {
@@ -77,6 +144,7 @@ _TRANSLATE: dict[tuple[str, str], bytes] = {
     ("PCMA", "PCMU"): ALAW_TO_ULAW,
 }
 _STATIC_G711 = {0: "PCMU", 8: "PCMA"}
+_G711 = frozenset({"PCMU", "PCMA"})
 
 
 class MediaError(Exception):
@@ -85,6 +153,55 @@ class MediaError(Exception):
 
 class PortsExhausted(MediaError):
     """No free RTP/RTCP port pair is left in the configured range."""
+
+
+class FrameSource(Protocol):
+    """What ``play`` and ``inject`` pull from: 20 ms mono int16 frames at ``rate``.
+
+    ``media.player.Playlist`` and ``media.tones.ToneSource`` are frame sources. ``read``
+    returns ``None`` once the source is finished.
+    """
+
+    @property
+    def rate(self) -> int: ...
+
+    def read(self) -> Int16Array | None: ...
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackFinished:
+    """A player ended: the source ran out, a digit interrupted it, or it was stopped."""
+
+    leg_id: str
+    player_id: str
+    interrupted_by: str | None = None  # the DTMF digit that interrupted it
+    stopped: bool = False  # ended by stop_play / a newer play / the leg closing
+
+
+@dataclass(frozen=True, slots=True)
+class LegInactive:
+    """A bridged leg that should receive media has been silent for the inactivity timeout."""
+
+    leg_id: str
+
+
+MediaEvent = DtmfReceived | PlaybackFinished | LegInactive
+
+
+@dataclass(frozen=True, slots=True)
+class LegQuality:
+    """Reception quality of one leg (RFC 3550 §A.3/§A.8) and its estimated MOS."""
+
+    packets_received: int
+    packets_lost: int
+    loss_fraction: float  # 0..1 over the whole stream
+    jitter_ms: float
+    rtt_ms: float | None  # None until the far end echoed one of our sender reports
+    mos: float
+    remote_loss_fraction: float | None = None  # what the far end reports about our stream
 
 
 @dataclass(slots=True)
@@ -99,8 +216,10 @@ class LegStats:
     malformed: int = 0  # not RTP v2 / inconsistent header
     foreign: int = 0  # RTP from an address other than the latched one
     dropped: int = 0  # accepted but not relayed (no peer, no format mapping, tone playing)
-    rtcp_in: int = 0  # datagrams drained on the RTCP port (or RTCP seen on the RTP port)
+    rtcp_in: int = 0  # RTCP datagrams received (RTCP port, or RTCP seen on the RTP port)
+    rtcp_out: int = 0  # RTCP compound packets sent
     send_errors: int = 0  # errors the transport reported (e.g. ICMP port unreachable)
+    dtmf_in: int = 0  # digits received (RFC 4733 and in-band)
 
 
 class _RtpProtocol(asyncio.DatagramProtocol):
@@ -119,12 +238,79 @@ class _RtcpProtocol(asyncio.DatagramProtocol):
         self._leg = leg
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        # TODO(rtcp): parse SR/RR for loss and jitter into the CDR; draining is enough
-        # until then because nothing here depends on RTCP.
-        self._leg.stats.rtcp_in += 1
+        self._leg._rtcp_datagram(data, addr)
 
     def error_received(self, exc: Exception) -> None:
         pass
+
+
+class _Source:
+    """A frame source attached to a leg (player or injection) and its rate adapter."""
+
+    __slots__ = ("adapter", "id", "interrupt_digits", "leg_id", "mix", "on_done", "source")
+
+    def __init__(
+        self,
+        source_id: str,
+        leg_id: str,
+        source: FrameSource,
+        *,
+        mix: bool = True,
+        interrupt_digits: str = "",
+        on_done: Callable[[PlaybackFinished], None] | None = None,
+    ) -> None:
+        self.id = source_id
+        self.leg_id = leg_id
+        self.source = source
+        self.mix = mix
+        self.interrupt_digits = interrupt_digits.upper()
+        self.on_done = on_done
+        self.adapter: RateAdapter | None = None
+
+    def frame(self, rate: int, samples: int) -> Int16Array | None:
+        """The next frame at ``rate``; None when the source is finished."""
+        pcm = self.source.read()
+        if pcm is None:
+            return None
+        src_rate = getattr(self.source, "rate", 8000)
+        if src_rate != rate:
+            adapter = self.adapter
+            if adapter is None or adapter.to_rate != rate or adapter.from_rate != src_rate:
+                adapter = self.adapter = RateAdapter(src_rate, rate)
+            pcm = adapter.process(pcm)
+        if pcm.shape[0] != samples:
+            pcm = _fit(pcm, samples)
+        return pcm
+
+
+def _fit(pcm: Int16Array, samples: int) -> Int16Array:
+    out = np.zeros(samples, dtype=np.int16)
+    n = min(samples, pcm.shape[0])
+    out[:n] = pcm[:n]
+    return out
+
+
+@dataclass(slots=True)
+class _Tap:
+    tap_id: str
+    callback: TapCallback
+    bridge_id: str | None  # set for bridge taps
+    leg_id: str | None  # the speaker (bridge tap) or the listener (heard tap)
+
+
+class Bridge:
+    """Legs whose audio is exchanged (internal; others address bridges by id)."""
+
+    __slots__ = ("auto", "bridge_id", "legs", "mixed", "rate", "spec", "taps")
+
+    def __init__(self, bridge_id: str, *, auto: bool = False) -> None:
+        self.bridge_id = bridge_id
+        self.auto = auto  # created by MediaEngine.bridge(a, b): gone when a party leaves
+        self.legs: dict[str, Leg] = {}
+        self.spec = MixSpec()
+        self.taps: dict[str, _Tap] = {}
+        self.mixed = False
+        self.rate = 8000
 
 
 class Leg:
@@ -137,6 +323,7 @@ class Leg:
         local_port: int,
         loop: asyncio.AbstractEventLoop,
         tone_plan: str,
+        engine: MediaEngine | None = None,
     ) -> None:
         self.leg_id = leg_id
         self.local_host = local_host  # address to advertise in SDP
@@ -146,6 +333,9 @@ class Leg:
         self.codec: Codec | None = None
         self.dtmf_payload_type: int | None = None
         self.direction: Direction = "sendrecv"
+        self.muted_inbound = False
+        self.muted_outbound = False
+        self._engine = engine
         self._loop = loop
         self._tone_plan = tone_plan
         self._transport: asyncio.DatagramTransport | None = None
@@ -154,9 +344,12 @@ class Leg:
         self._sdp_addr: tuple[str, int] | None = None
         self._latched: Any = None
         self._dest: Any = None  # where we send, None when we must not send
+        self._rtcp_sdp: tuple[str, int] | None = None
+        self._rtcp_latched: Any = None
         self._codec_name = ""
         self._codec_pt = -1
-        self._peer: Leg | None = None
+        self._peer: Leg | None = None  # fast-path relay target
+        self._bridge: Bridge | None = None
         self._out = RtpOutputStream(
             ssrc=secrets.randbits(32),
             initial_sequence=secrets.randbits(16),
@@ -173,6 +366,39 @@ class Leg:
         self._tone_index = 0
         self._tone_seq = 0
         self._closed = False
+        # Mixed path: codec state, jitter buffer, rate adapters, generated timeline.
+        self._info: CodecInfo | None = None
+        self._decoder: Decoder | None = None
+        self._encoder: Encoder | None = None
+        self._jb: JitterBuffer | None = None
+        self._jb_active = False
+        self._pcm_samples = FRAME_SAMPLES
+        self._ts_step = FRAME_SAMPLES
+        self._in_adapter: RateAdapter | None = None
+        self._out_adapter: RateAdapter | None = None
+        self._gen_seq = secrets.randbits(16)
+        self._gen_ts = secrets.randbits(32)
+        self._player: _Source | None = None
+        self._injections: dict[str, _Source] = {}
+        self._heard_taps: dict[str, _Tap] = {}
+        self._detector: GoertzelDetector | None = None
+        # RFC 4733 in and out.
+        self._dtmf_rx = Rfc4733Receiver(leg_id)
+        self._dtmf_poll: asyncio.TimerHandle | None = None
+        self._dtmf_queue: deque[tuple[str, int]] = deque()
+        self._dtmf_packets: list[DtmfPacket] | None = None
+        self._dtmf_index = 0
+        self._dtmf_elapsed = 0
+        self._dtmf_ts = 0
+        self._dtmf_gap = 0
+        self._rtcp = RtcpSession(
+            self._out.ssrc,
+            f"{leg_id}@switchboard",
+            leg_id=leg_id,
+            now=loop.time(),
+            interval=engine.rtcp_interval if engine is not None else 5.0,
+            wallclock_offset=time.time() - loop.time(),
+        )
 
     def __repr__(self) -> str:
         return f"<Leg {self.leg_id} {self.local_host}:{self.local_port} dest={self._dest}>"
@@ -197,9 +423,22 @@ class Leg:
         return self._latched is not None
 
     @property
+    def bridge_id(self) -> str | None:
+        """Id of the bridge this leg is in, if any."""
+        return None if self._bridge is None else self._bridge.bridge_id
+
+    @property
     def bridged_to(self) -> str | None:
-        """Id of the leg this one relays to, if any."""
-        return None if self._peer is None else self._peer.leg_id
+        """Id of the other leg when this leg is in a two-party bridge."""
+        bridge = self._bridge
+        if bridge is None or len(bridge.legs) != 2:
+            return None
+        return next(leg_id for leg_id in bridge.legs if leg_id != self.leg_id)
+
+    @property
+    def mixed(self) -> bool:
+        """True when this leg's audio goes through the mixer (not the fast relay)."""
+        return self._jb_active
 
     @property
     def tone_playing(self) -> str | None:
@@ -214,13 +453,15 @@ class Leg:
         dtmf_payload_type: int | None,
         *,
         direction: Direction = "sendrecv",
+        rtcp_address: tuple[str, int] | None = None,
     ) -> None:
         """Apply the phone's SDP (initial or re-INVITE).
 
         ``direction`` is *our* direction on this leg as negotiated (what ``negotiate_answer``
         / ``parse_answer`` return): we send only for sendrecv/sendonly and expect media
         (for the inactivity check) only for sendrecv/recvonly. ``host`` 0.0.0.0 means the
-        phone wants no media (RFC 3264 §8.4): nothing is sent.
+        phone wants no media (RFC 3264 §8.4): nothing is sent. ``rtcp_address`` is the
+        phone's ``a=rtcp`` (RFC 3605); by default RTCP goes to the RTP port + 1.
         """
         if direction not in DIRECTIONS:
             raise ValueError(f"invalid media direction {direction!r}")
@@ -232,13 +473,24 @@ class Leg:
         if addr != self._sdp_addr:
             # A new address (first SDP, or a re-INVITE moving the media): learn again.
             self._latched = None
+            self._rtcp_latched = None
         self._sdp_addr = addr
-        if self.codec is None or codec.clock_rate != self.codec.clock_rate:
+        self._rtcp_sdp = rtcp_address if rtcp_address is not None else (host, port + 1)
+        clock_changed = self.codec is None or codec.clock_rate != self.codec.clock_rate
+        if clock_changed:
             self._out.set_clock_rate(codec.clock_rate)
+        format_changed = self.codec is None or not codec.same_format(self.codec)
         self.codec = codec
         self._codec_name = codec.name.upper()
         self._codec_pt = codec.payload_type
         self.dtmf_payload_type = dtmf_payload_type
+        if format_changed:
+            self._setup_codec(codec)
+        if clock_changed:
+            self._dtmf_rx = Rfc4733Receiver(self.leg_id, codec.clock_rate)
+            self._rtcp.clock_rate = codec.clock_rate
+            self._rtcp.sender.clock_rate = codec.clock_rate
+            self._rtcp.receiver.clock_rate = codec.clock_rate
         if direction != self.direction:
             self._activity_at = self._loop.time()
             self._inactive_reported = False
@@ -254,6 +506,8 @@ class Leg:
             dtmf_pt=dtmf_payload_type,
             direction=direction,
         )
+        if format_changed and self._engine is not None:
+            self._engine._refresh_leg(self)
 
     def start_tone(self, kind: str = "ringback") -> None:
         """Play a call-progress tone to this leg's phone until ``stop_tone``."""
@@ -276,9 +530,74 @@ class Leg:
             self._tone_handle = None
         if self._tone_kind is not None:
             log.debug("media.tone_stopped", leg=self.leg_id, kind=self._tone_kind)
+            self._out.rebase()
         self._tone_kind = None
 
-    # --- internals ------------------------------------------------------------------------
+    def send_dtmf(self, digit: str, duration_ms: int = 100) -> None:
+        """Send one digit as RFC 4733 events (§2.5.1), paced on the media clock.
+
+        Digits queue up and are sent one after another. Raises ``MediaError`` when the leg
+        negotiated no telephone-event payload type.
+        """
+        digit_to_event(digit)  # ValueError for anything but 0-9 * # A-D
+        if duration_ms <= 0:
+            raise ValueError(f"DTMF duration must be positive, got {duration_ms}")
+        if self.dtmf_payload_type is None:
+            raise MediaError(f"leg {self.leg_id} negotiated no telephone-event payload type")
+        if self._closed:
+            raise MediaError(f"leg {self.leg_id} is closed")
+        self._dtmf_queue.append((digit, duration_ms))
+        if self._engine is not None:
+            self._engine._refresh_leg(self)
+
+    # --- internals: setup -----------------------------------------------------------------
+
+    def _setup_codec(self, codec: Codec) -> None:
+        info = get_codec(codec.name, codec.clock_rate)
+        self._info = info
+        if info is None:
+            self._decoder = self._encoder = None
+            self._jb = None
+            return
+        self._decoder = info.new_decoder()
+        self._encoder = info.new_encoder()
+        self._jb = JitterBuffer(codec.clock_rate)
+        self._pcm_samples = info.frame_samples()
+        self._ts_step = info.timestamp_increment()
+        self._in_adapter = self._out_adapter = None
+        if self._detector is not None:
+            self._detector = GoertzelDetector(info.sample_rate, leg_id=self.leg_id)
+
+    @property
+    def _sample_rate(self) -> int:
+        return self._info.sample_rate if self._info is not None else 8000
+
+    @property
+    def _dtmf_busy(self) -> bool:
+        return self._dtmf_packets is not None or bool(self._dtmf_queue)
+
+    def _needs_pcm(self) -> bool:
+        """True when this leg alone forces its bridge onto the mixed path."""
+        return (
+            self._player is not None
+            or bool(self._injections)
+            or bool(self._heard_taps)
+            or self._detector is not None
+            or self.muted_inbound
+            or self.muted_outbound
+        )
+
+    def _set_jb_active(self, active: bool) -> None:
+        if active == self._jb_active:
+            return
+        self._jb_active = active
+        self._out.rebase()  # whichever path sends next continues the stream (RFC 3550 §5.1)
+        if active:
+            if self._jb is not None:
+                self._jb.reset()
+            if self._decoder is not None:
+                self._decoder.reset()
+            self._in_adapter = self._out_adapter = None
 
     def _attach(
         self, transport: asyncio.DatagramTransport, rtcp_transport: asyncio.DatagramTransport
@@ -291,6 +610,13 @@ class Leg:
     def _close(self) -> None:
         self.stop_tone()
         self._closed = True
+        if self._dtmf_poll is not None:
+            self._dtmf_poll.cancel()
+            self._dtmf_poll = None
+        rtcp_dest = self._rtcp_destination()
+        if self._rtcp_transport is not None and rtcp_dest is not None:
+            with contextlib.suppress(Exception):  # RFC 3550 §6.6 BYE, best effort
+                self._rtcp_transport.sendto(self._rtcp.build_bye(self._loop.time()), rtcp_dest)
         for transport in (self._transport, self._rtcp_transport):
             if transport is not None:
                 transport.close()
@@ -312,19 +638,32 @@ class Leg:
         else:
             self._dest = sdp
 
+    def _rtcp_destination(self) -> Any:
+        if self._dest is None and self.direction not in ("recvonly", "inactive"):
+            return None
+        if self._rtcp_latched is not None:
+            return self._rtcp_latched
+        sdp = self._rtcp_sdp
+        if sdp is None or sdp[0] in _UNSPECIFIED_HOSTS or sdp[1] == 0:
+            return None
+        return sdp
+
+    # --- internals: receiving -------------------------------------------------------------
+
     def _datagram(self, data: bytes, addr: Any) -> None:
         stats = self.stats
         n = len(data)
         if n < RTP_HEADER_SIZE:
             stats.malformed += 1
             return
+        hl = RTP_HEADER_SIZE
         if data[0] != 0x80:  # anything but plain v2 without CSRC/extension/padding
             try:
-                header_length(data)
+                hl = header_length(data)
             except ValueError:
                 stats.malformed += 1
                 return
-        b1 = data[1]
+        b0, b1, seq, ts, ssrc = HEADER_STRUCT.unpack_from(data)
         pt = b1 & 0x7F
         if 72 <= pt <= 76:  # RFC 5761 §4: RTCP sent to the RTP port
             stats.rtcp_in += 1
@@ -345,16 +684,89 @@ class Leg:
         stats.last_packet_at = now
         self._activity_at = now
         self._inactive_reported = False
+        self._rtcp.on_rtp_received(ssrc, seq, ts, now)  # RFC 3550 §A.1/§A.8, O(1)
+        if pt == self.dtmf_payload_type:
+            self._event_packet(data, hl, ts, b1 & 0x80, now)
         peer = self._peer
-        if peer is None:
-            stats.dropped += 1
+        if peer is not None:
+            peer._relay(data, n, pt, b1 & 0x80, self, now, seq, ts, ssrc)
             return
-        peer._relay(data, n, pt, b1 & 0x80, self, now)
+        if self._jb_active and pt == self._codec_pt and self._jb is not None:
+            end = n - data[n - 1] if b0 & 0x20 else n
+            self._jb.put(seq, ts, data[hl:end], now, marker=bool(b1 & 0x80), ssrc=ssrc)
+            return
+        if pt != self.dtmf_payload_type:
+            stats.dropped += 1
 
-    def _relay(self, data: bytes, n: int, pt: int, marker: int, src: Leg, now: float) -> None:
+    def _event_packet(self, data: bytes, hl: int, ts: int, marker: int, now: float) -> None:
+        try:
+            event = TelephoneEvent.parse(data[hl:])
+        except ValueError:
+            return
+        got = self._dtmf_rx.feed(event, ts, marker != 0, now)
+        if got is not None:
+            self._digit(got)
+        self._arm_dtmf_poll()
+
+    def _arm_dtmf_poll(self) -> None:
+        deadline = self._dtmf_rx.next_deadline()
+        if deadline is None or self._dtmf_poll is not None or self._closed:
+            return
+        self._dtmf_poll = self._loop.call_at(deadline + 0.001, self._poll_dtmf)
+
+    def _poll_dtmf(self) -> None:
+        self._dtmf_poll = None
+        got = self._dtmf_rx.poll(self._loop.time())
+        if got is not None:
+            self._digit(got)
+        self._arm_dtmf_poll()
+
+    def _digit(self, event: DtmfReceived) -> None:
+        self.stats.dtmf_in += 1
+        if self._engine is not None:
+            self._engine._digit_received(self, event)
+
+    def _rtcp_datagram(self, data: bytes, addr: Any) -> None:
+        self.stats.rtcp_in += 1
+        if self._rtcp_latched is None and self._rtcp_sdp is not None:
+            self._rtcp_latched = addr  # symmetric RTCP, as for RTP (RFC 4961)
+        elif self._rtcp_latched is not None and addr != self._rtcp_latched:
+            return
+        try:
+            self._rtcp.receive(data, self._loop.time())
+        except ValueError:
+            self.stats.malformed += 1
+
+    def _send_rtcp_report(self, now: float) -> None:
+        dest = self._rtcp_destination()
+        transport = self._rtcp_transport
+        if dest is None or transport is None:
+            return
+        transport.sendto(self._rtcp.build_report(now), dest)
+        self.stats.rtcp_out += 1
+
+    # --- internals: fast path -------------------------------------------------------------
+
+    def _relay(
+        self,
+        data: bytes,
+        n: int,
+        pt: int,
+        marker: int,
+        src: Leg,
+        now: float,
+        seq: int,
+        ts: int,
+        ssrc: int,
+    ) -> None:
         """Send a packet that ``src`` received out of this leg."""
         dest = self._dest
-        if dest is None or self._codec_pt < 0 or self._tone_kind is not None:
+        if (
+            dest is None
+            or self._codec_pt < 0
+            or self._tone_kind is not None
+            or self._dtmf_packets is not None
+        ):
             src.stats.dropped += 1
             return
         table: bytes | None = None
@@ -399,23 +811,132 @@ class Leg:
                 if data[0] & 0x20:
                     pad = data[n - 1]
                     buf[n - pad : n] = data[n - pad : n]
-        _, _, seq, ts, ssrc = HEADER_STRUCT.unpack_from(data)
         self._out.rewrite(buf, ssrc, seq, ts, out_pt, marker != 0, now)
-        self._send(buf, view, n, dest)
+        self._send(buf, view, n, dest, now)
 
-    def _send(self, buf: bytearray, view: memoryview, n: int, dest: Any) -> None:
+    def _send(self, buf: bytearray, view: memoryview, n: int, dest: Any, now: float) -> None:
         transport = self._transport
         if transport is None:
             return
         transport.sendto(view[:n], dest)
         self.stats.packets_out += 1
         self.stats.bytes_out += n
+        # RFC 3550 §6.4.1 sender info (payload octets; CSRC/extension ignored: we send none
+        # on generated packets and relayed ones rarely carry any).
+        self._rtcp.on_rtp_sent(n - RTP_HEADER_SIZE, _TS.unpack_from(buf, 4)[0], now)
         queued = self._queued
         if queued is not None and queued() and buf is self._buf:
             # The datagram was queued and the transport may still point into our buffer
             # (uvloop keeps the buffer exported until sent): never overwrite it.
             self._buf = bytearray(_BUFFER_SIZE)
             self._view = memoryview(self._buf)
+
+    # --- internals: mixed path ------------------------------------------------------------
+
+    def _pull(self, now: float) -> Int16Array | None:
+        """Decoded inbound frame for this tick at the leg's sample rate (None: silence)."""
+        jb = self._jb
+        decoder = self._decoder
+        if jb is None or decoder is None:
+            return None
+        item = jb.get(now)
+        if item is None:
+            return None
+        n = self._pcm_samples
+        if type(item) is Frame:
+            try:
+                pcm = decoder.decode(item.payload)
+            except ValueError:
+                pcm = decoder.conceal(n)
+        else:
+            pcm = decoder.conceal(n)  # RFC 3550 loss: the codec's PLC fills the gap
+        if pcm.shape[0] != n:
+            pcm = _fit(pcm, n)
+        detector = self._detector
+        if detector is not None:
+            for event in detector.feed(pcm, now):
+                self._digit(event)
+        return pcm
+
+    def _to_rate(self, pcm: Int16Array, rate: int) -> Int16Array:
+        src = self._sample_rate
+        if src == rate:
+            return pcm
+        adapter = self._in_adapter
+        if adapter is None or adapter.to_rate != rate or adapter.from_rate != src:
+            adapter = self._in_adapter = RateAdapter(src, rate)
+        return adapter.process(pcm)
+
+    def _emit_frame(self, pcm: Int16Array, rate: int, now: float) -> None:
+        """Send what this leg hears this tick (``pcm`` at ``rate``)."""
+        for tap in self._heard_taps.values():
+            _call_tap(tap, pcm, rate)
+        if self._dtmf_tick(now):
+            return
+        dest = self._dest
+        encoder = self._encoder
+        if dest is None or encoder is None or self._tone_kind is not None:
+            return
+        own = self._sample_rate
+        if own != rate:
+            adapter = self._out_adapter
+            if adapter is None or adapter.from_rate != rate or adapter.to_rate != own:
+                adapter = self._out_adapter = RateAdapter(rate, own)
+            pcm = adapter.process(pcm)
+        payload = encoder.encode(pcm)
+        self._send_generated(payload, self._gen_ts, self._codec_pt, False, now)
+
+    def _send_generated(
+        self, payload: bytes, ts: int, pt: int, marker: bool, now: float
+    ) -> None:
+        buf = self._buf
+        n = RTP_HEADER_SIZE + len(payload)
+        view = self._view
+        if n > len(buf):
+            buf = bytearray(n)
+            view = memoryview(buf)
+        buf[0] = 0x80
+        buf[RTP_HEADER_SIZE:n] = payload
+        self._out.rewrite(buf, _GEN_SOURCE, self._gen_seq, ts, pt, marker, now)
+        self._gen_seq = (self._gen_seq + 1) & 0xFFFF
+        self._send(buf, view, n, self._dest, now)
+
+    def _dtmf_tick(self, now: float) -> bool:
+        """Send this tick's RFC 4733 packet if a digit is being sent; True if one was."""
+        packets = self._dtmf_packets
+        if packets is None:
+            if not self._dtmf_queue or self.dtmf_payload_type is None:
+                return False
+            if self._dtmf_gap > 0:
+                self._dtmf_gap -= 1
+                return False
+            digit, duration = self._dtmf_queue.popleft()
+            sender = Rfc4733Sender(self.dtmf_payload_type, self._out.clock_rate)
+            packets = self._dtmf_packets = list(sender.packets(digit, duration))
+            self._dtmf_index = 0
+            self._dtmf_elapsed = 0
+            self._dtmf_ts = self._gen_ts  # RFC 4733 §2.3.1: the event's start instant
+        pt = self.dtmf_payload_type
+        while (
+            pt is not None
+            and self._dtmf_index < len(packets)
+            and packets[self._dtmf_index].send_offset_ms <= self._dtmf_elapsed
+        ):
+            packet = packets[self._dtmf_index]
+            self._dtmf_index += 1
+            if self._dest is not None:
+                ts = (self._dtmf_ts + packet.timestamp_offset) & 0xFFFFFFFF
+                self._send_generated(packet.payload, ts, pt, packet.marker, now)
+        self._dtmf_elapsed += 20
+        if self._dtmf_index >= len(packets) or pt is None:
+            self._dtmf_packets = None
+            self._dtmf_gap = _DTMF_GAP_TICKS
+        return True
+
+    def _advance(self) -> None:
+        self._gen_ts = (self._gen_ts + self._ts_step) & 0xFFFFFFFF
+
+    # --- internals: tones -----------------------------------------------------------------
 
     def _tone_tick(self) -> None:
         kind = self._tone_kind
@@ -436,7 +957,7 @@ class Leg:
     def _send_tone_frame(self, kind: str, index: int, now: float) -> None:
         dest = self._dest
         name = self._codec_name
-        if dest is None or name not in _TRANSLATE_NAMES:
+        if dest is None or name not in _G711:
             return
         cycle = tone_cycle(kind, name, self._tone_plan)
         offset = (index * FRAME_SAMPLES) % len(cycle)
@@ -448,14 +969,26 @@ class Leg:
             buf, _TONE_SOURCE, self._tone_seq, index * FRAME_SAMPLES, self._codec_pt, False, now
         )
         self._tone_seq = (self._tone_seq + 1) & 0xFFFF
-        self._send(buf, self._view, end, dest)
+        self._send(buf, self._view, end, dest, now)
 
 
-_TRANSLATE_NAMES = frozenset({"PCMU", "PCMA"})
+def _call_tap(tap: _Tap, pcm: Int16Array, rate: int) -> None:
+    try:
+        tap.callback(pcm, rate)
+    except Exception:
+        log.exception("media.tap_failed", tap=tap.tap_id)
+
+
+def _fast_compatible(a: Leg, b: Leg) -> bool:
+    if a.codec is None or b.codec is None:
+        return True  # nothing to send yet; re-checked when set_remote gives the format
+    if a.codec.same_format(b.codec):
+        return True
+    return a._codec_name in _G711 and b._codec_name in _G711
 
 
 class MediaEngine:
-    """Allocates legs on a port range and relays RTP between bridged legs."""
+    """Allocates legs on a port range; relays or mixes RTP between the legs of bridges."""
 
     def __init__(
         self,
@@ -465,13 +998,17 @@ class MediaEngine:
         *,
         inactivity_timeout: float = 60.0,
         on_inactive: Callable[[str], None] | None = None,
+        on_event: Callable[[MediaEvent], None] | None = None,
         tone_plan: str = "us",
+        rtcp_interval: float = 5.0,
     ) -> None:
         first = port_min + (port_min & 1)  # RFC 3550 §11: RTP on an even port
         if port_min < 1 or port_max > 65535 or first + 1 > port_max:
             raise ValueError(f"RTP port range {port_min}-{port_max} holds no even/odd pair")
         if inactivity_timeout <= 0:
             raise ValueError("inactivity_timeout must be positive")
+        if rtcp_interval <= 0:
+            raise ValueError("rtcp_interval must be positive")
         if tone_plan not in TONE_PLANS:
             raise ValueError(f"unknown tone plan {tone_plan!r}")
         self.host = host
@@ -479,7 +1016,9 @@ class MediaEngine:
         self.port_max = port_max
         self.inactivity_timeout = inactivity_timeout
         self.on_inactive = on_inactive
+        self.on_event = on_event
         self.tone_plan = tone_plan
+        self.rtcp_interval = rtcp_interval
         self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._ports = range(first, port_max, 2)  # p and p + 1 both <= port_max
         self._cursor = 0
@@ -487,6 +1026,14 @@ class MediaEngine:
         # RTP ports of open legs, kept with _legs so that allocation does not rebuild a set
         # of every leg's port per call (that was O(legs) per create_leg under load).
         self._ports_in_use: set[int] = set()
+        self._bridges: dict[str, Bridge] = {}
+        self._mixing: dict[str, Bridge] = {}  # bridges on the mixed path
+        self._solo: dict[str, Leg] = {}  # legs ticked on their own
+        self._sources: dict[str, _Source] = {}  # players and injections by id
+        self._taps: dict[str, _Tap] = {}
+        self._ids = itertools.count(1)
+        self._clock: MediaClock | None = None
+        self._finished: list[_Source] = []
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -495,6 +1042,13 @@ class MediaEngine:
 
     def __contains__(self, leg_id: object) -> bool:
         return leg_id in self._legs
+
+    @property
+    def clock(self) -> MediaClock | None:
+        """The media clock (None before the first leg); ``ticks``/``skipped`` for metrics."""
+        return self._clock
+
+    # --- legs -------------------------------------------------------------------------------
 
     async def create_leg(self, leg_id: str, advertise_host: str | None = None) -> Leg:
         """Bind an RTP/RTCP port pair for a new leg.
@@ -507,6 +1061,8 @@ class MediaEngine:
         if leg_id in self._legs:
             raise ValueError(f"leg {leg_id!r} already exists")
         loop = asyncio.get_running_loop()
+        if self._clock is None:
+            self._clock = MediaClock(loop, self._tick)
         self._arm_timer(loop)
         for port in self._candidate_ports():
             socks = self._bind_pair(port)
@@ -531,13 +1087,22 @@ class MediaEngine:
             raise KeyError(f"no media leg {leg_id!r}") from None
 
     def close_leg(self, leg_id: str) -> None:
-        """Unbridge, stop tones and release the ports. Idempotent."""
+        """Leave its bridge, stop players, tones and taps, release the ports. Idempotent."""
         leg = self._legs.pop(leg_id, None)
         if leg is None:
             return
         self._ports_in_use.discard(leg.local_port)
-        self._unbridge(leg)
+        if leg._bridge is not None:
+            self._leave(leg._bridge, leg)
+        for source in [leg._player, *leg._injections.values()]:
+            if source is not None:
+                self._end_source(source, stopped=True)
+        for tap_id in list(leg._heard_taps):
+            self._taps.pop(tap_id, None)
+        leg._heard_taps.clear()
+        self._solo.pop(leg_id, None)
         leg._close()
+        self._update_clock()
         log.debug(
             "media.leg_closed",
             leg=leg_id,
@@ -548,48 +1113,491 @@ class MediaEngine:
             dropped=leg.stats.dropped,
         )
 
-    def bridge(self, leg_a: str, leg_b: str) -> None:
-        """Relay media both ways between two legs (each is unbridged from others first)."""
+    def leg_quality(self, leg_id: str) -> LegQuality:
+        """Reception statistics of the leg's incoming stream and an E-model MOS."""
+        leg = self.get_leg(leg_id)
+        rx = leg._rtcp.receiver
+        remote = leg._rtcp.remote
+        rtt = remote.rtt_ms if remote is not None else None
+        loss = rx.loss_fraction
+        name = leg._codec_name or "PCMU"
+        try:
+            mos = estimate_mos(name, loss, rx.jitter_ms, rtt or 0.0)
+        except ValueError:
+            mos = estimate_mos("PCMU", loss, rx.jitter_ms, rtt or 0.0)
+        return LegQuality(
+            packets_received=rx.received,
+            packets_lost=max(0, rx.lost),
+            loss_fraction=loss,
+            jitter_ms=rx.jitter_ms,
+            rtt_ms=rtt,
+            mos=mos,
+            remote_loss_fraction=remote.fraction_lost if remote is not None else None,
+        )
+
+    # --- bridges ----------------------------------------------------------------------------
+
+    def create_bridge(self, bridge_id: str) -> None:
+        """A new, empty bridge (a conference room); ``ValueError`` if the id is taken."""
+        if bridge_id in self._bridges:
+            raise ValueError(f"bridge {bridge_id!r} already exists")
+        self._bridges[bridge_id] = Bridge(bridge_id)
+        log.debug("media.bridge_created", bridge=bridge_id)
+
+    def destroy_bridge(self, bridge_id: str) -> None:
+        """Remove every leg from the bridge and drop it and its taps. Idempotent."""
+        bridge = self._bridges.pop(bridge_id, None)
+        if bridge is None:
+            return
+        for tap_id in list(bridge.taps):
+            self._taps.pop(tap_id, None)
+        bridge.taps.clear()
+        for leg in list(bridge.legs.values()):
+            bridge.legs.pop(leg.leg_id)
+            leg._bridge = None
+            leg._peer = None
+            self._refresh_solo(leg)
+        self._mixing.pop(bridge_id, None)
+        self._update_clock()
+        log.debug("media.bridge_destroyed", bridge=bridge_id)
+
+    def bridge_legs(self, bridge_id: str) -> tuple[str, ...]:
+        """Ids of the legs in a bridge, in joining order."""
+        return tuple(self._get_bridge(bridge_id).legs)
+
+    def bridge_is_mixed(self, bridge_id: str) -> bool:
+        """True when the bridge runs on the mixed path (False: fast relay)."""
+        return self._get_bridge(bridge_id).mixed
+
+    def join(self, bridge_id: str, leg_id: str) -> None:
+        """Put a leg into a bridge (leaving the one it was in)."""
+        bridge = self._get_bridge(bridge_id)
+        leg = self.get_leg(leg_id)
+        if leg._bridge is bridge:
+            return
+        if leg._bridge is not None:
+            self._leave(leg._bridge, leg)
+        bridge.legs[leg_id] = leg
+        leg._bridge = bridge
+        leg._activity_at = leg._loop.time()
+        leg._inactive_reported = False
+        leg._out.rebase()
+        self._solo.pop(leg_id, None)
+        self._refresh(bridge)
+        log.debug("media.joined", bridge=bridge_id, leg=leg_id)
+
+    def leave(self, bridge_id: str, leg_id: str) -> None:
+        """Take a leg out of a bridge (no-op if it is not in it)."""
+        bridge = self._get_bridge(bridge_id)
+        leg = self._legs.get(leg_id)
+        if leg is not None and leg._bridge is bridge:
+            self._leave(bridge, leg)
+
+    def bridge(self, leg_a: str, leg_b: str) -> str:
+        """Connect two legs both ways (each leaves its bridge first); returns the bridge id."""
         if leg_a == leg_b:
             raise ValueError("cannot bridge a leg to itself")
         a = self.get_leg(leg_a)
         b = self.get_leg(leg_b)
-        if a._peer is b:
-            return
-        self._unbridge(a)
-        self._unbridge(b)
-        a._peer = b
-        b._peer = a
-        now = a._loop.time()
-        for leg in (a, b):
-            leg._out.rebase()
-            leg._activity_at = now
-            leg._inactive_reported = False
-        log.debug("media.bridged", leg_a=leg_a, leg_b=leg_b)
+        if a._bridge is not None and a._bridge is b._bridge and len(a._bridge.legs) == 2:
+            return a._bridge.bridge_id
+        bridge_id = f"~{leg_a}~{leg_b}"
+        while bridge_id in self._bridges:
+            bridge_id = f"~{leg_a}~{leg_b}~{next(self._ids)}"
+        self._bridges[bridge_id] = Bridge(bridge_id, auto=True)
+        self.join(bridge_id, leg_a)
+        self.join(bridge_id, leg_b)
+        log.debug("media.bridged", leg_a=leg_a, leg_b=leg_b, bridge=bridge_id)
+        return bridge_id
 
     def unbridge(self, leg_id: str) -> None:
-        """Stop relaying between this leg and its peer (both directions)."""
-        self._unbridge(self.get_leg(leg_id))
+        """Take the leg out of its bridge (a two-party bridge from ``bridge`` goes away)."""
+        leg = self.get_leg(leg_id)
+        if leg._bridge is not None:
+            self._leave(leg._bridge, leg)
+
+    def set_hears(self, bridge_id: str, listener: str, speaker: str, audible: bool) -> None:
+        """Whether ``listener`` hears ``speaker`` in this bridge (default: yes).
+
+        Supervision: *listen* = nobody hears the supervisor; *whisper* = only the agent
+        does; *barge* = everybody hears everybody (all pairs audible again).
+        """
+        bridge = self._get_bridge(bridge_id)
+        for leg_id in (listener, speaker):
+            if leg_id not in bridge.legs:
+                raise KeyError(f"leg {leg_id!r} is not in bridge {bridge_id!r}")
+        if audible:
+            bridge.spec.deaf.discard((listener, speaker))
+        else:
+            bridge.spec.deaf.add((listener, speaker))
+        self._refresh(bridge)
+
+    def mute(
+        self, leg_id: str, *, inbound: bool | None = None, outbound: bool | None = None
+    ) -> None:
+        """Inbound mute: what the leg says goes nowhere; outbound: it hears nothing from the
+        bridge (players and injections still play). ``None`` leaves a direction as it is."""
+        leg = self.get_leg(leg_id)
+        if inbound is not None:
+            leg.muted_inbound = inbound
+        if outbound is not None:
+            leg.muted_outbound = outbound
+        self._refresh_leg(leg)
+
+    # --- taps, injection, players, detection -----------------------------------------------
+
+    def add_tap(self, bridge_id: str, leg_id: str | None, callback: TapCallback) -> str:
+        """Every 20 ms, ``callback(pcm, rate)`` with what ``leg_id`` says in the bridge
+        (decoded, after the jitter buffer; silence when it says nothing or is muted), or the
+        whole mix when ``leg_id`` is None. Returns the tap id."""
+        bridge = self._get_bridge(bridge_id)
+        if leg_id is not None and leg_id not in bridge.legs:
+            raise KeyError(f"leg {leg_id!r} is not in bridge {bridge_id!r}")
+        tap = _Tap(f"tap-{next(self._ids)}", callback, bridge_id, leg_id)
+        bridge.taps[tap.tap_id] = tap
+        self._taps[tap.tap_id] = tap
+        self._refresh(bridge)
+        return tap.tap_id
+
+    def add_tap_heard(self, leg_id: str, callback: TapCallback) -> str:
+        """Every 20 ms while the leg is mixed or playing, ``callback(pcm, rate)`` with what
+        the leg hears (bridge mix, players and injections). Returns the tap id."""
+        leg = self.get_leg(leg_id)
+        tap = _Tap(f"tap-{next(self._ids)}", callback, None, leg_id)
+        leg._heard_taps[tap.tap_id] = tap
+        self._taps[tap.tap_id] = tap
+        self._refresh_leg(leg)
+        return tap.tap_id
+
+    def remove_tap(self, tap_id: str) -> None:
+        """Detach a tap (idempotent)."""
+        tap = self._taps.pop(tap_id, None)
+        if tap is None:
+            return
+        if tap.bridge_id is not None:
+            bridge = self._bridges.get(tap.bridge_id)
+            if bridge is not None:
+                bridge.taps.pop(tap_id, None)
+                self._refresh(bridge)
+        elif tap.leg_id is not None:
+            leg = self._legs.get(tap.leg_id)
+            if leg is not None:
+                leg._heard_taps.pop(tap_id, None)
+                self._refresh_leg(leg)
+
+    def inject(self, leg_id: str, source: FrameSource) -> str:
+        """Mix ``source`` into what the leg hears (a whisper beep, a tone) until it ends or
+        ``stop_injection``. Returns the injection id."""
+        leg = self.get_leg(leg_id)
+        src = _Source(f"inj-{next(self._ids)}", leg_id, source)
+        leg._injections[src.id] = src
+        self._sources[src.id] = src
+        self._refresh_leg(leg)
+        return src.id
+
+    def stop_injection(self, injection_id: str) -> None:
+        """Stop an injection (idempotent)."""
+        src = self._sources.get(injection_id)
+        if src is not None and not src.id.startswith("play-"):
+            self._end_source(src, stopped=True)
+
+    def play(
+        self,
+        leg_id: str,
+        source: FrameSource,
+        *,
+        mix: bool = False,
+        interrupt_digits: str = "",
+        on_done: Callable[[PlaybackFinished], None] | None = None,
+    ) -> str:
+        """Play ``source`` to the leg: instead of the bridge audio (default) or mixed with it.
+
+        One player per leg: a new one stops the previous. A DTMF digit in
+        ``interrupt_digits`` stops it. When it ends, ``on_done`` and ``on_event`` get a
+        ``PlaybackFinished``. Music on hold: ``play(leg, Playlist([moh], 8000, loop=True))``.
+        """
+        leg = self.get_leg(leg_id)
+        if leg._player is not None:
+            self._end_source(leg._player, stopped=True)
+        src = _Source(
+            f"play-{next(self._ids)}",
+            leg_id,
+            source,
+            mix=mix,
+            interrupt_digits=interrupt_digits,
+            on_done=on_done,
+        )
+        leg._player = src
+        self._sources[src.id] = src
+        self._refresh_leg(leg)
+        log.debug("media.play_started", leg=leg_id, player=src.id)
+        return src.id
+
+    def stop_play(self, player_id: str) -> None:
+        """Stop a player (idempotent); ``PlaybackFinished(stopped=True)`` is emitted."""
+        src = self._sources.get(player_id)
+        if src is not None and src.id.startswith("play-"):
+            self._end_source(src, stopped=True)
+
+    def detect_inband_dtmf(self, leg_id: str, enabled: bool = True) -> None:
+        """Run a Goertzel DTMF detector on the leg's decoded audio (``source="inband"``)."""
+        leg = self.get_leg(leg_id)
+        if enabled and leg._detector is None:
+            leg._detector = GoertzelDetector(leg._sample_rate, leg_id=leg_id)
+        elif not enabled:
+            leg._detector = None
+        self._refresh_leg(leg)
 
     async def close(self) -> None:
         """Close every leg and stop timers."""
         self._closed = True
         for leg_id in list(self._legs):
             self.close_leg(leg_id)
+        self._bridges.clear()
+        self._mixing.clear()
+        if self._clock is not None:
+            self._clock.stop()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         await asyncio.sleep(0)  # let transports run connection_lost
 
-    # --- internals ------------------------------------------------------------------------
+    # --- internals: bridge bookkeeping ------------------------------------------------------
 
-    def _unbridge(self, leg: Leg) -> None:
-        peer = leg._peer
-        if peer is None:
-            return
+    def _get_bridge(self, bridge_id: str) -> Bridge:
+        try:
+            return self._bridges[bridge_id]
+        except KeyError:
+            raise KeyError(f"no bridge {bridge_id!r}") from None
+
+    def _leave(self, bridge: Bridge, leg: Leg) -> None:
+        bridge.legs.pop(leg.leg_id, None)
+        leg._bridge = None
         leg._peer = None
-        peer._peer = None
-        log.debug("media.unbridged", leg_a=leg.leg_id, leg_b=peer.leg_id)
+        leg._out.rebase()
+        bridge.spec.deaf = {p for p in bridge.spec.deaf if leg.leg_id not in p}
+        for tap_id, tap in list(bridge.taps.items()):
+            if tap.leg_id == leg.leg_id:
+                del bridge.taps[tap_id]
+                self._taps.pop(tap_id, None)
+        log.debug("media.left", bridge=bridge.bridge_id, leg=leg.leg_id)
+        if bridge.auto and len(bridge.legs) < 2:
+            self.destroy_bridge(bridge.bridge_id)
+        else:
+            self._refresh(bridge)
+        self._refresh_solo(leg)
+
+    def _refresh_leg(self, leg: Leg) -> None:
+        if leg.leg_id not in self._legs:
+            return
+        if leg._bridge is not None:
+            self._refresh(leg._bridge)
+        self._refresh_solo(leg)
+
+    def _refresh(self, bridge: Bridge) -> None:
+        """Choose the bridge's path and put its legs in the matching mode."""
+        legs = list(bridge.legs.values())
+        fast = (
+            len(legs) == 2
+            and not bridge.taps
+            and not bridge.spec.deaf
+            and not any(leg._needs_pcm() for leg in legs)
+            and _fast_compatible(legs[0], legs[1])
+        )
+        bridge.mixed = not fast
+        bridge.spec.muted_speakers = {leg.leg_id for leg in legs if leg.muted_inbound}
+        bridge.spec.deaf_listeners = {leg.leg_id for leg in legs if leg.muted_outbound}
+        bridge.rate = 16000 if any(leg._sample_rate >= 16000 for leg in legs) else 8000
+        if fast:
+            a, b = legs
+            for leg, peer in ((a, b), (b, a)):
+                if leg._peer is not peer:
+                    leg._peer = peer
+                    leg._out.rebase()
+                leg._set_jb_active(False)
+            self._mixing.pop(bridge.bridge_id, None)
+        else:
+            for leg in legs:
+                leg._peer = None
+                leg._set_jb_active(True)
+            self._mixing[bridge.bridge_id] = bridge
+        for leg in legs:
+            self._refresh_solo(leg)
+        self._update_clock()
+
+    def _refresh_solo(self, leg: Leg) -> None:
+        """A leg outside a mixed bridge is ticked alone when it plays, taps or sends DTMF."""
+        bridge = leg._bridge
+        if bridge is not None and bridge.mixed:
+            self._solo.pop(leg.leg_id, None)
+            return
+        if bridge is None:
+            needs = leg._needs_pcm() or leg._dtmf_busy
+            leg._set_jb_active(needs and leg._detector is not None)
+        else:
+            needs = leg._dtmf_busy  # fast path: only generated DTMF needs the clock
+        if needs and leg.leg_id in self._legs:
+            self._solo[leg.leg_id] = leg
+        else:
+            self._solo.pop(leg.leg_id, None)
+        self._update_clock()
+
+    def _update_clock(self) -> None:
+        clock = self._clock
+        if clock is None:
+            return
+        if (self._mixing or self._solo) and not self._closed:
+            clock.start()
+        else:
+            clock.stop()
+
+    # --- internals: the tick ------------------------------------------------------------------
+
+    def _tick(self, now: float) -> None:
+        for bridge in list(self._mixing.values()):
+            self._tick_bridge(bridge, now)
+        for leg in list(self._solo.values()):
+            self._tick_solo(leg, now)
+        finished, self._finished = self._finished, []
+        for src in finished:
+            self._end_source(src)
+
+    def _tick_bridge(self, bridge: Bridge, now: float) -> None:
+        rate = bridge.rate
+        n = frame_samples(rate)
+        legs = bridge.legs
+        frames: dict[str, Int16Array | None] = {}
+        for leg_id, leg in legs.items():
+            pcm = leg._pull(now)
+            frames[leg_id] = None if pcm is None else leg._to_rate(pcm, rate)
+        if bridge.taps:
+            silence = np.zeros(n, dtype=np.int16)
+            muted = bridge.spec.muted_speakers
+            for tap in list(bridge.taps.values()):
+                if tap.leg_id is None:
+                    _call_tap(tap, mix_all(frames, n, bridge.spec), rate)
+                else:
+                    frame = frames.get(tap.leg_id)
+                    ok = frame is not None and tap.leg_id not in muted
+                    _call_tap(tap, frame if frame is not None and ok else silence, rate)
+        replace: dict[str, Int16Array] = {}
+        extras: dict[str, list[Int16Array]] = {}
+        for leg_id, leg in legs.items():
+            self._collect_sources(leg, rate, n, replace, extras)
+        outs = mix(frames, legs, n, bridge.spec, replace=replace, extras=extras)
+        for leg_id, leg in list(legs.items()):
+            leg._emit_frame(outs[leg_id], rate, now)
+            leg._advance()
+
+    def _tick_solo(self, leg: Leg, now: float) -> None:
+        if leg._closed:
+            self._solo.pop(leg.leg_id, None)
+            return
+        if leg._bridge is not None:  # fast path: only RFC 4733 digits to send
+            leg._dtmf_tick(now)
+        else:
+            rate = leg._sample_rate
+            n = frame_samples(rate)
+            if leg._jb_active:
+                leg._pull(now)  # feeds the in-band detector
+            replace: dict[str, Int16Array] = {}
+            extras: dict[str, list[Int16Array]] = {}
+            self._collect_sources(leg, rate, n, replace, extras)
+            if replace or extras or leg._heard_taps:
+                pcm = replace.get(leg.leg_id)
+                acc = np.zeros(n, dtype=np.int32) if pcm is None else pcm.astype(np.int32)
+                for extra in extras.get(leg.leg_id, ()):
+                    acc += extra
+                np.clip(acc, -32768, 32767, out=acc)
+                leg._emit_frame(acc.astype(np.int16), rate, now)
+            else:
+                leg._dtmf_tick(now)
+        leg._advance()
+        if not leg._dtmf_busy:
+            self._refresh_solo(leg)
+
+    def _collect_sources(
+        self,
+        leg: Leg,
+        rate: int,
+        n: int,
+        replace: dict[str, Int16Array],
+        extras: dict[str, list[Int16Array]],
+    ) -> None:
+        player = leg._player
+        if player is not None:
+            frame = player.frame(rate, n)
+            if frame is None:
+                self._finished.append(player)
+            elif player.mix:
+                extras.setdefault(leg.leg_id, []).append(frame)
+            else:
+                replace[leg.leg_id] = frame
+        for src in leg._injections.values():
+            frame = src.frame(rate, n)
+            if frame is None:
+                self._finished.append(src)
+            else:
+                extras.setdefault(leg.leg_id, []).append(frame)
+
+    def _end_source(
+        self, src: _Source, *, stopped: bool = False, interrupted_by: str | None = None
+    ) -> None:
+        if self._sources.pop(src.id, None) is None:
+            return
+        leg = self._legs.get(src.leg_id)
+        is_player = src.id.startswith("play-")
+        if leg is not None:
+            if is_player and leg._player is src:
+                leg._player = None
+            leg._injections.pop(src.id, None)
+        stop = getattr(src.source, "stop", None)
+        if stopped and callable(stop):
+            with contextlib.suppress(Exception):
+                stop()
+        if leg is not None:
+            self._refresh_leg(leg)
+        if not is_player:
+            return
+        event = PlaybackFinished(src.leg_id, src.id, interrupted_by, stopped)
+        log.debug("media.play_finished", leg=src.leg_id, player=src.id, stopped=stopped)
+        if src.on_done is not None:
+            try:
+                src.on_done(event)
+            except Exception:
+                log.exception("media.on_done_failed", player=src.id)
+        self._emit(event)
+
+    def _digit_received(self, leg: Leg, event: DtmfReceived) -> None:
+        log.debug("media.dtmf", leg=leg.leg_id, digit=event.digit, source=event.source)
+        self._emit(event)
+        player = leg._player
+        if player is not None:
+            interrupt = event.digit.upper() in player.interrupt_digits
+            on_dtmf = getattr(player.source, "on_dtmf", None)
+            if callable(on_dtmf) and on_dtmf(event.digit):
+                interrupt = True
+            if interrupt:
+                self._end_source(player, interrupted_by=event.digit)
+        bridge = leg._bridge
+        if event.source == "rfc4733" and bridge is not None and bridge.mixed:
+            # Mixed path: regenerate the digit towards everyone who hears this leg.
+            for other in bridge.legs.values():
+                if other.dtmf_payload_type is not None and bridge.spec.hears(
+                    other.leg_id, leg.leg_id
+                ):
+                    other._dtmf_queue.append((event.digit, max(40, event.duration_ms)))
+
+    def _emit(self, event: MediaEvent) -> None:
+        handler = self.on_event
+        if handler is None:
+            return
+        try:
+            handler(event)
+        except Exception:
+            log.exception("media.on_event_failed", event=type(event).__name__)
+
+    # --- internals: ports -------------------------------------------------------------------
 
     def _candidate_ports(self) -> Iterator[int]:
         # Rotate through the range so a just-released port is not reused at once (late
@@ -639,7 +1647,7 @@ class MediaEngine:
         rtp_sock: socket.socket,
         rtcp_sock: socket.socket,
     ) -> Leg:
-        leg = Leg(leg_id, local_host, port, loop, self.tone_plan)
+        leg = Leg(leg_id, local_host, port, loop, self.tone_plan, self)
         rtp_transport: asyncio.DatagramTransport | None = None
         try:
             rtp_transport, _ = await loop.create_datagram_endpoint(
@@ -658,17 +1666,24 @@ class MediaEngine:
         leg._attach(rtp_transport, rtcp_transport)
         return leg
 
+    # --- internals: housekeeping (inactivity, RTCP) -----------------------------------------
+
     def _arm_timer(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._timer is None and not self._closed:
-            interval = min(1.0, max(0.05, self.inactivity_timeout / 5))
-            self._timer = loop.call_later(interval, self._check_inactivity, loop, interval)
+            interval = min(1.0, max(0.05, min(self.inactivity_timeout, self.rtcp_interval) / 5))
+            self._timer = loop.call_later(interval, self._housekeeping, loop, interval)
 
-    def _check_inactivity(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+    def _housekeeping(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
         self._timer = None
         now = loop.time()
         timeout = self.inactivity_timeout
         for leg in list(self._legs.values()):
-            if leg._peer is None or not leg._expects_rtp or leg._inactive_reported:
+            if leg._rtcp.report_due(now):
+                try:
+                    leg._send_rtcp_report(now)
+                except Exception:
+                    log.exception("media.rtcp_send_failed", leg=leg.leg_id)
+            if leg._bridge is None or not leg._expects_rtp or leg._inactive_reported:
                 continue
             if now - leg._activity_at >= timeout:
                 leg._inactive_reported = True
@@ -678,5 +1693,6 @@ class MediaEngine:
                         self.on_inactive(leg.leg_id)
                     except Exception:
                         log.exception("media.on_inactive_failed", leg=leg.leg_id)
+                self._emit(LegInactive(leg.leg_id))
         if not self._closed:
-            self._timer = loop.call_later(interval, self._check_inactivity, loop, interval)
+            self._timer = loop.call_later(interval, self._housekeeping, loop, interval)

@@ -254,11 +254,15 @@ class JitterBuffer:
         if ext in self._buf:
             self._duplicates += 1
             return PutOutcome.DUPLICATE
-        ts_ext = self._record_transit(timestamp, arrival)
         if self._state is _State.IDLE or (marker and self._underrun_run and not self._buf):
             # RFC 3551 §4.1: a talkspurt starts; let it build up to the target delay again.
+            # A sender that paused its timestamps too (instead of advancing them by the
+            # silence, RFC 3550 §5.1) shows a transit jump: measure the delay afresh.
+            ts_ext = self._record_transit(timestamp, arrival, self._max_delay)
             self._state = _State.PREFILL
             self._play_at = arrival + self._target
+        else:
+            ts_ext = self._record_transit(timestamp, arrival)
         self._buf[ext] = (timestamp, ts_ext, payload, marker)
         return PutOutcome.ACCEPTED
 
@@ -294,13 +298,15 @@ class JitterBuffer:
         self._resyncs += 1
         self._clear()
 
-    def _record_transit(self, timestamp: int, arrival: float) -> int:
+    def _record_transit(
+        self, timestamp: int, arrival: float, reset_after: float = _TIMING_RESET_S
+    ) -> int:
         ts_ext = self._ts_last + serial_diff(timestamp, self._ts_last & _TS_MASK, 32)
         if ts_ext > self._ts_last:
             self._ts_last = ts_ext
         transit = arrival - ts_ext / self.clock_rate  # RFC 3550 §6.4.1
         last = self._last_transit
-        if last is None or abs(transit - last) > _TIMING_RESET_S:
+        if last is None or abs(transit - last) > reset_after:
             # First packet or a timestamp discontinuity: restart the delay measurement.
             self._ring_pos = 0
             self._ring_count = 0
@@ -367,6 +373,8 @@ class JitterBuffer:
         self._next = first
         self._state = _State.PLAYING
         self._underrun_run = 0
+        # Let the delay estimate settle before the first drop/stretch correction.
+        self._cooldown = _ADAPT_TICKS
 
     def _missing(self) -> Lost | None:
         expected = self._next & _SEQ_MASK

@@ -15,7 +15,8 @@ channels (``opus/48000/2``), whatever the audio really is. Internally we encode 
 mono at ``sample_rate`` (16 kHz by default: where Opus legs meet the wideband mixer, no
 resampling is needed; libopus resamples internally and accepts 8/12/16/24/48 kHz). A 20 ms
 frame is therefore 320 PCM samples but 960 RTP timestamp units. The decoder accepts
-stereo packets and downmixes them (RFC 7587 §3.4: a mono receiver must accept stereo).
+stereo packets and downmixes them (RFC 7587: ``stereo=0`` is only a receiver's
+preference, a sender may still send stereo).
 
 Lost frames are concealed by libopus itself: ``opus_decode`` with no data runs the
 codec's own PLC (RFC 6716 §4.4), which extrapolates from its internal state.
@@ -51,7 +52,7 @@ DEFAULT_BITRATE = 32000  # wideband speech is transparent well below this
 # here instead of ~260 µs) for a difference in speech quality that is hard to hear.
 DEFAULT_COMPLEXITY = 5
 _VALID_RATES = (8000, 12000, 16000, 24000, 48000)
-_MAX_PACKET = 1500  # RFC 6716 §3.4 recommends keeping packets within a typical MTU
+_MAX_PACKET = 1500  # a 20 ms voice frame is ~80 octets; room for any bitrate setting
 
 # opus_defines.h
 _OPUS_APPLICATION_VOIP = 2048
@@ -162,7 +163,7 @@ class OpusEncoder:
         self._ctl(_OPUS_SET_SIGNAL_REQUEST, _OPUS_SIGNAL_VOICE)
         self._ctl(_OPUS_SET_COMPLEXITY_REQUEST, complexity)
         # In-band FEC costs little and lets a receiver that has the next packet recover a
-        # lost one (RFC 6716 §2.1.7); senders we talk to may use it even if we do not.
+        # lost one (RFC 6716); senders we talk to may use it even if we do not.
         self._ctl(_OPUS_SET_INBAND_FEC_REQUEST, 1)
         self._ctl(_OPUS_SET_PACKET_LOSS_PERC_REQUEST, 5)
         self._out = (ctypes.c_ubyte * _MAX_PACKET)()

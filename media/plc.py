@@ -7,21 +7,21 @@ G.722). Every good frame passes through ``good_frame`` and goes into a short his
 buffer (3.25 longest pitch periods: 48.75 ms). When the jitter buffer reports a frame as lost,
 ``conceal`` synthesises a replacement from that history:
 
-1. At the start of an erasure the pitch period ``P`` (2.5 .. 15 ms, i.e. 66 .. 400 Hz) is
+1. At the start of an erasure the pitch period ``P`` (5 .. 15 ms, i.e. 66 .. 200 Hz) is
    the lag that maximises the normalised cross-correlation between the last 20 ms of history
-   and the history ``P`` samples earlier (G.711 App. I §I.2.2, done here at full rate with
-   one matrix product instead of the coarse/fine two-pass search).
+   and the history ``P`` samples earlier (G.711 App. I, done here at full rate with
+   one ``np.correlate`` call instead of the coarse/fine two-pass search).
 2. The last pitch period is repeated. Its last quarter period is overlap-added with the
    quarter period that precedes it, so the wrap-around from the end of the cycle back to its
-   start is smooth (App. I §I.2.3).
+   start is smooth (App. I).
 3. After 10 ms the repeated segment grows to two pitch periods and after 20 ms to three, which
-   avoids the buzzy sound of one cycle repeated for long (App. I §I.2.4); each change is
+   avoids the buzzy sound of one cycle repeated for long (App. I); each change is
    cross-faded over a quarter period.
 4. The first 10 ms are played at full level; then the output is attenuated linearly by 20 %
-   per 10 ms, so it is silent from 60 ms on (App. I §I.2.5).
+   per 10 ms, so it is silent from 60 ms on (App. I).
 5. At the first good frame after an erasure, the start of the real signal is overlap-added
    with the continued synthetic signal over a quarter period plus 4 ms per extra 10 ms of
-   erasure, at most 10 ms (App. I §I.2.6).
+   erasure, at most 10 ms (App. I).
 
 Deliberate deviation: App. I delays its output by a quarter of the longest pitch period
 (3.75 ms) so it can also overlap-add the *end* of the real signal into the synthetic one.
@@ -45,7 +45,7 @@ Int16Array = npt.NDArray[np.int16]
 FloatArray = npt.NDArray[np.float64]
 
 # G.711 App. I constants at 8 kHz (samples).
-_PITCH_MIN_8K = 40  # 200 Hz ... App. I uses 40..120 (66..200 Hz) at 8 kHz
+_PITCH_MIN_8K = 40  # 200 Hz
 _PITCH_MAX_8K = 120  # 66 Hz
 _CORR_LEN_8K = 160  # 20 ms correlation window
 _EPS = 1e-9
@@ -91,7 +91,7 @@ class PacketLossConcealer:
         # Three longest periods plus the quarter period that the cycle's tail blends with.
         self._history_len = 3 * self._pitch_max + self._pitch_max // 4
         self._ten_ms = sample_rate // 100
-        self._attenuate_after = self._ten_ms  # App. I §I.2.5: full level for 10 ms
+        self._attenuate_after = self._ten_ms  # App. I: full level for 10 ms
         self._mute_after = 6 * self._ten_ms  # -20 % per 10 ms reaches 0 at 60 ms
         self._history: FloatArray = np.zeros(self._history_len, dtype=np.float64)
         self._cycle: FloatArray = np.zeros(0, dtype=np.float64)
@@ -115,7 +115,7 @@ class PacketLossConcealer:
         if self._erased == 0:
             self._push(pcm.astype(np.float64))
             return pcm
-        # App. I §I.2.6: overlap-add the real signal with the continued synthetic one;
+        # App. I: overlap-add the real signal with the continued synthetic one;
         # longer erasures get a longer, gentler transition.
         n = len(pcm)
         extra = max(0, (self._erased - 1) // self._ten_ms) * (self.sample_rate // 250)
@@ -162,7 +162,7 @@ class PacketLossConcealer:
             hist[-n:] = samples
 
     def _find_pitch(self) -> int:
-        # Normalised cross-correlation, App. I §I.2.2: the last corr_len samples against the
+        # Normalised cross-correlation, App. I: the last corr_len samples against the
         # same length ``lag`` samples earlier, for every lag in [pitch_min, pitch_max].
         hist = self._history
         end = len(hist)
@@ -184,7 +184,7 @@ class PacketLossConcealer:
         cycle = real[end - length :].copy()
         ov = self._overlap
         if ov > 0:
-            # App. I §I.2.3: blend the tail towards the samples that precede the cycle's
+            # App. I: blend the tail towards the samples that precede the cycle's
             # start, so the wrap from the last sample back to the first is smooth.
             w = np.arange(1, ov + 1, dtype=np.float64) / (ov + 1)
             before = real[end - length - ov : end - length]
@@ -201,7 +201,7 @@ class PacketLossConcealer:
         self._lead = _EMPTY
 
     def _grow_cycle(self) -> None:
-        # App. I §I.2.4: two, then three periods. Cycle k starts k periods before the end of
+        # App. I: two, then three periods. Cycle k starts k periods before the end of
         # the real signal, so offset ``o`` in the old cycle is offset ``o + P`` in the new
         # one (same sample, same phase); a quarter-period cross-fade hides the different
         # tail blending.
@@ -231,7 +231,7 @@ class PacketLossConcealer:
             self._offset = (self._offset + n) % len(self._cycle)
         t = np.arange(self._erased, self._erased + n, dtype=np.float64)
         self._erased += n
-        # App. I §I.2.5: 1.0 for 10 ms, then -20 % per 10 ms, 0 from 60 ms.
+        # App. I: 1.0 for 10 ms, then -20 % per 10 ms, 0 from 60 ms.
         span = self._mute_after - self._attenuate_after
         gain = np.clip(1.0 - (t - self._attenuate_after) / span, 0.0, 1.0)
         return raw * gain

@@ -136,9 +136,7 @@ class ReportBlock:
 
     def serialize(self) -> bytes:
         lost_word = (self.fraction_lost << 24) | (self.cumulative_lost & 0xFFFFFF)
-        return _BLOCK.pack(
-            self.ssrc, lost_word, self.highest_seq, self.jitter, self.lsr, self.dlsr
-        )
+        return _BLOCK.pack(self.ssrc, lost_word, self.highest_seq, self.jitter, self.lsr, self.dlsr)
 
 
 def _header(packet_type: int, count: int, body_len: int) -> bytes:
@@ -318,7 +316,7 @@ def _parse_blocks(body: bytes, offset: int, count: int, what: str) -> tuple[Repo
 
 
 def _parse_sdes(body: bytes, count: int) -> SourceDescription:
-    chunks = []
+    chunks: list[SdesChunk] = []
     offset = 0
     for _ in range(count):
         if offset + 4 > len(body):
@@ -667,8 +665,8 @@ class RtcpSession:
     __slots__ = (
         "_rng",
         "_sent_since_report",
-        "cname",
         "clock_rate",
+        "cname",
         "interval",
         "leg_id",
         "next_report_at",

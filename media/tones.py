@@ -139,10 +139,9 @@ _lookup = get_tone  # old private name
 
 
 def _segments(spec: TonePlan, rate: int) -> list[int]:
-    # Round each segment to whole 10 ms so every on/off edge lands on a sample boundary at
-    # any rate that is a multiple of 100 Hz.
+    # Each on/off edge on the nearest sample.
     cadence = spec.cadence or (1.0,)
-    return [round(seconds * 100) * rate // 100 for seconds in cadence]
+    return [round(seconds * rate) for seconds in cadence]
 
 
 @lru_cache(maxsize=64)
@@ -263,9 +262,7 @@ class ToneSource:
         source._setup(spec, rate, duration, repeat)
         return source
 
-    def _setup(
-        self, spec: TonePlan, rate: int, duration: float | None, repeat: int | None
-    ) -> None:
+    def _setup(self, spec: TonePlan, rate: int, duration: float | None, repeat: int | None) -> None:
         if rate <= 0 or rate % 100:
             raise ValueError(f"tone sample rate must be a positive multiple of 100, got {rate}")
         if duration is not None and duration < 0:

@@ -2,25 +2,34 @@
 
 Theory of operation
 -------------------
-Every call has two sides. The *A side* is the caller's INVITE server transaction and, once
-we send a provisional with our tag, the dialog towards the caller. The *B side* is one
-INVITE client transaction per registered contact of the callee (forking, RFC 3261 §16.7 in
-spirit) and, once one of them answers, the dialog towards the callee. Each side has its own
-RTP leg in the media engine; the legs are bridged as soon as the callee sends early media or
-answers.
+Every call has two *sides*, one per party. A side is a SIP dialog towards that party plus the
+party's own RTP leg in the media engine. The caller's side starts as an INVITE server
+transaction; the callee's side is found by an :class:`_Outbound` attempt, which forks one
+INVITE per registered contact (RFC 3261 §16.7 in spirit), CANCELs the losers and turns the
+branch that answers into a side. The two legs are bridged as soon as the callee sends early
+media or answers::
 
-::
+    caller ──INVITE──▶ [side a | Call | _Outbound] ──INVITE──▶ contact 1, contact 2 …
+           ◀─180+SDP── (ringback tone on leg a)   ◀──180────
+           ◀─200+SDP── (bridge a ⇄ b)             ◀──200──── (ACK; CANCEL the other branches)
 
-    caller ──INVITE──▶ [A side | Call | B side] ──INVITE──▶ contact 1, contact 2 …
-           ◀─180+SDP── (ringback tone on leg A)  ◀──180────
-           ◀─200+SDP── (bridge leg A ⇄ leg B)    ◀──200──── (ACK; CANCEL the other branches)
+Because media is anchored, call features are re-pairings of sides, not SIP gymnastics:
 
-The call's life is the :class:`CallState` table below: an illegal transition raises, which
-the stack logs without dropping other calls. A call ends exactly once, in :meth:`Call._end`,
-which releases both media legs and emits one :class:`CallDetail` (the CDR).
+- *Hold* (RFC 3264 §8.4, RFC 6337): a side that offers ``sendonly``/``inactive`` is holding;
+  the other side hears music on hold from its own leg until the holder resumes.
+- *Blind transfer* (RFC 3515): the transferor's REFER starts an :class:`_Outbound` to the
+  target for the other party, who hears ringback; when the target answers the transferor's
+  side is replaced. NOTIFYs carry ``message/sipfrag`` progress.
+- *Attended transfer* (RFC 3515 + RFC 3891): the REFER's Refer-To names, with ``Replaces``,
+  the transferor's other dialog; the two remaining parties are bridged directly.
 
-RFC sections: 3261 §13 (INVITE), §9 (CANCEL), §15 (BYE), §12 (dialogs), §14 (re-INVITE),
-§16.7 (choosing the best final response among branches); 3264 (offer/answer); 3311 (UPDATE).
+A call's life is the :class:`CallState` table below (an illegal transition raises, which the
+stack logs without harming other calls). A call ends exactly once, in :meth:`Call._end`, which
+releases the media it still owns and emits one :class:`CallDetail`; a transfer ends the
+original call (cause ``transferred``) and continues in a new call linked to it.
+
+RFC sections: 3261 §13 (INVITE), §9 (CANCEL), §15 (BYE), §12 (dialogs), §14 (re-INVITE);
+3264 (offer/answer); 3311 (UPDATE); 3515 (REFER), 3891 (Replaces), 3420 (sipfrag).
 """
 
 from __future__ import annotations
@@ -32,6 +41,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
+from typing import Any
+from urllib.parse import unquote
 
 import structlog
 
@@ -40,15 +51,15 @@ from media import PCMA, PCMU, Codec, MediaEngine, MediaError
 from . import sdp
 from .dialog import Dialog, Flow
 from .location import Contact
-from .message import ParseError, Request, Response, make_response
+from .message import ParseError, Request, Response, make_response, parse_name_addr
 from .persistence import CallDetail
 from .stack import SipStack, new_tag
 
-__all__ = ["B2bua", "CallDetail", "CallState"]
+__all__ = ["B2bua", "Call", "CallDetail", "CallState", "ParseError"]
 
 log = structlog.get_logger("pbx.b2bua")
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY"
 SUPPORTED_CODECS: tuple[Codec, ...] = (PCMU, PCMA)
 
 
@@ -71,6 +82,26 @@ _TRANSITIONS: dict[CallState, frozenset[CallState]] = {
 
 
 @dataclass(slots=True)
+class _Side:
+    """One party's signalling and media state."""
+
+    label: str  # "a" (who called) or "b" (who was called), for the call record
+    ext: str
+    leg_id: str
+    flow: Flow
+    dialog: Dialog | None = None
+    codec: Codec | None = None
+    dtmf_pt: int | None = None
+    sdp_session_id: int = field(default_factory=lambda: secrets.randbelow(2**31))
+    sdp_version: int = 0
+    last_local_sdp: bytes = b""
+    info_queue: list[Request] = field(default_factory=list)
+    info_busy: bool = False
+    holding: bool = False  # this party put the other one on hold
+    moh_player: Any = None  # the music-on-hold player on this side's leg, while held
+
+
+@dataclass(slots=True)
 class _Branch:
     """One forked INVITE to one contact of the callee."""
 
@@ -85,161 +116,114 @@ class _Branch:
     dialog: Dialog | None = None
 
 
-@dataclass(slots=True)
-class _Side:
-    """One party's signalling and media state."""
+class _Outbound:
+    """An INVITE forked to every contact of one extension, until one branch answers.
 
-    leg_id: str
-    flow: Flow
-    dialog: Dialog | None = None
-    codec: Codec | None = None
-    dtmf_pt: int | None = None
-    sdp_session_id: int = field(default_factory=lambda: secrets.randbelow(2**31))
-    sdp_version: int = 0
-    last_local_sdp: bytes = b""
-    info_queue: list[Request] = field(default_factory=list)
-    info_busy: bool = False
-
-
-class Call:
-    """One call between two extensions."""
+    The caller of this class gets ``on_ringing(status, early_media)`` for provisionals,
+    ``on_answered(side)`` once, and ``on_failed(status, ring_timeout)`` when every branch
+    failed or the ring timeout expired (status 480 and ``ring_timeout`` True then). The
+    media leg is created here and belongs to the side on answer; on failure or
+    :meth:`cancel` it is released.
+    """
 
     def __init__(
         self,
         b2b: B2bua,
-        invite: Request,
-        source: tuple[str, int],
-        transport: str,
-        caller: str,
+        *,
+        leg_id: str,
+        caller_ext: str,
+        caller_display: str | None,
         callee: str,
         contacts: list[Contact],
+        first_codec: Codec | None,
         ring_timeout: float,
+        on_ringing: Callable[[int, bool], None],
+        on_answered: Callable[[_Side], None],
+        on_failed: Callable[[int, bool], None],
     ) -> None:
         self.b2b = b2b
-        self.id = secrets.token_hex(8)
-        self.invite = invite
-        self.caller = caller
+        self.leg_id = leg_id
+        self.caller_ext = caller_ext
+        self.caller_display = caller_display
         self.callee = callee
         self.contacts = contacts
+        self.first_codec = first_codec
         self.ring_timeout = ring_timeout
-        self.state = CallState.SETUP
-        self.start = datetime.now(UTC)
-        self.answered_at: datetime | None = None
-        self.a = _Side(leg_id=f"{self.id}-a", flow=Flow(transport, source))
-        self.b = _Side(leg_id=f"{self.id}-b", flow=Flow("UDP", ("0.0.0.0", 0)))
-        self.a_tag = new_tag()
-        self.b_call_id = f"{secrets.token_hex(10)}@switchboard"
-        self.b_from_tag = new_tag()
+        self.on_ringing = on_ringing
+        self.on_answered = on_answered
+        self.on_failed = on_failed
+        self.call_id = f"{secrets.token_hex(10)}@switchboard"
+        self.from_tag = new_tag()
         self.branches: list[_Branch] = []
         self.winner: _Branch | None = None
-        self.a_answer_sdp = b""  # the answer we gave the caller (same in 18x and 200)
-        self.a_final_sent = False
-        self.ringback = False
+        self.done = False  # answered, failed or cancelled
         self.early_media = False
-        self._relayed_provisional: set[int] = set()
+        self.side: _Side | None = None
         self._ring_timer: asyncio.TimerHandle | None = None
-        self.log = log.bind(call=self.id, caller=caller, callee=callee)
+        self._sdp_session_id = secrets.randbelow(2**31)
 
-    # -- state -------------------------------------------------------------------------
-
-    def _move(self, new: CallState) -> None:
-        if new not in _TRANSITIONS[self.state]:
-            raise RuntimeError(f"illegal call transition {self.state.name} -> {new.name}")
-        self.state = new
-
-    @property
-    def ended(self) -> bool:
-        return self.state is CallState.ENDED
-
-    # -- setup -------------------------------------------------------------------------
-
-    async def setup(self) -> None:
-        """Allocate media, answer the caller's offer, fork INVITEs to every contact."""
-        stack = self.b2b.stack
+    async def start(self) -> bool:
+        """Create the media leg and send the INVITEs; False if media is unavailable."""
+        media = self.b2b.media
         try:
-            leg_a = await self.b2b.media.create_leg(self.a.leg_id, self._media_host(self.a.flow))
-            leg_b = await self.b2b.media.create_leg(self.b.leg_id)
+            leg = await media.create_leg(self.leg_id)
         except (MediaError, OSError) as exc:
-            self.log.warning("media_allocation_failed", error=str(exc))
-            self._fail_a(503, "Media Unavailable", "FAILED", "media_unavailable", "system")
-            return
-        if self.ended:  # cancelled while we were binding sockets: _end ran before the legs
-            self.b2b.media.close_leg(self.a.leg_id)
-            self.b2b.media.close_leg(self.b.leg_id)
-            return
-        try:
-            neg = sdp.negotiate_answer(
-                self.invite.body,
-                host=leg_a.local_host,
-                port=leg_a.local_port,
-                supported=SUPPORTED_CODECS,
-                session_id=self.a.sdp_session_id,
-                version=self.a.sdp_version,
-            )
-        except sdp.SdpError as exc:
-            self.log.info("offer_rejected", error=str(exc))
-            self._fail_a(488, None, "FAILED", "incompatible_media", "system")
-            return
-        self.a.codec = neg.codec
-        self.a.dtmf_pt = neg.dtmf_payload_type
-        self.a_answer_sdp = neg.answer.serialize()
-        self.a.last_local_sdp = self.a_answer_sdp
-        leg_a.set_remote(neg.remote[0], neg.remote[1], neg.codec, neg.dtmf_payload_type)
-
-        # Offer the callee the caller's codec first, so the relay can stay a plain copy.
-        codecs = [neg.codec] + [c for c in SUPPORTED_CODECS if not c.same_format(neg.codec)]
+            log.warning("media_allocation_failed", error=str(exc))
+            self.done = True
+            return False
+        if self.done:  # cancelled while binding
+            media.close_leg(self.leg_id)
+            return False
+        stack = self.b2b.stack
+        first = self.first_codec
+        codecs = ([first] if first else []) + [
+            c for c in SUPPORTED_CODECS if first is None or not c.same_format(first)
+        ]
         for contact in self.contacts:
             flow = Flow(*stack.flow_to(contact.transport, contact.source, contact.uri))
-            leg_b.local_host = self._media_host(flow)
+            leg.local_host = self.b2b.media_host or stack.host_for(flow.address[0])
             offer = sdp.build_offer(
-                leg_b.local_host,
-                leg_b.local_port,
+                leg.local_host,
+                leg.local_port,
                 codecs,
                 dtmf_pt=101,
-                session_id=self.b.sdp_session_id,
-                version=self.b.sdp_version,
+                session_id=self._sdp_session_id,
+                version=0,
             ).serialize()
-            self.b.last_local_sdp = offer
-            req = self._branch_invite(contact, flow, offer)
-            branch = _Branch(contact=contact, flow=flow, request=req)
-            self.branches.append(branch)
-        self._move(CallState.CALLING)
+            self.branches.append(
+                _Branch(contact=contact, flow=flow, request=self._invite(contact, flow, offer))
+            )
         for branch in self.branches:
             branch.key = stack.send_request(
                 branch.request,
                 branch.flow.address,
                 branch.flow.transport,
-                on_response=functools.partial(self._on_branch_response, branch),
-                on_timeout=functools.partial(self._on_branch_timeout, branch),
+                on_response=functools.partial(self._on_response, branch),
+                on_timeout=functools.partial(self._on_timeout, branch),
             )
-        loop = asyncio.get_running_loop()
-        self._ring_timer = loop.call_later(self.ring_timeout, self._on_ring_timeout)
-        self.log.debug("call_forked", branches=len(self.branches))
+        self._ring_timer = asyncio.get_running_loop().call_later(
+            self.ring_timeout, self._on_ring_timeout
+        )
+        return True
 
-    def _media_host(self, flow: Flow) -> str:
-        return self.b2b.media_host or self.b2b.stack.host_for(flow.address[0])
-
-    def _branch_invite(self, contact: Contact, flow: Flow, offer: bytes) -> Request:
+    def _invite(self, contact: Contact, flow: Flow, offer: bytes) -> Request:
         stack = self.b2b.stack
         host = stack.host_for(flow.address[0])
-        frm = self.invite.from_
-        display = f'"{frm.display}" ' if frm.display else ""
+        display = f'"{self.caller_display}" ' if self.caller_display else ""
         headers = [
             ("Via", stack.via_for(flow.transport, flow.address[0])),
             ("Max-Forwards", "70"),
-            ("From", f"{display}<sip:{self.caller}@{host}>;tag={self.b_from_tag}"),
+            ("From", f"{display}<sip:{self.caller_ext}@{host}>;tag={self.from_tag}"),
             ("To", f"<sip:{self.callee}@{host}>"),
-            ("Call-ID", self.b_call_id),
+            ("Call-ID", self.call_id),
             ("CSeq", "1 INVITE"),
-            ("Contact", stack.contact_for(flow.transport, flow.address[0], self.caller)),
+            ("Contact", stack.contact_for(flow.transport, flow.address[0], self.caller_ext)),
             ("Allow", ALLOW),
             ("Content-Type", "application/sdp"),
         ]
         return Request("INVITE", contact.uri, headers, offer)
 
-    # -- the B side --------------------------------------------------------------------
-
-    def _on_branch_response(self, branch: _Branch, resp: Response) -> None:
+    def _on_response(self, branch: _Branch, resp: Response) -> None:
         status = resp.status
         if status < 200:
             # Any provisional, 100 included, allows a CANCEL (RFC 3261 §9.1).
@@ -247,116 +231,66 @@ class Call:
             if branch.cancel_wanted and not branch.cancel_sent:
                 self._send_cancel(branch)
                 return
-            if status == 100:
+            if status == 100 or self.done:
                 return
-            if self.state in (CallState.CALLING, CallState.RINGING):
-                self._on_ringing(branch, resp)
+            early = False
+            if resp.body and resp.content_type == "application/sdp" and not self.early_media:
+                early = self.early_media = self._apply_answer(resp.body)
+            self.on_ringing(status, early)
             return
-        if 200 <= status < 300:
-            self._on_branch_answered(branch, resp)
+        if status < 300:
+            self._on_answered(branch, resp)
             return
         if branch.final is None:
             branch.final = status
         self._check_all_failed()
 
-    def _on_ringing(self, branch: _Branch, resp: Response) -> None:
-        if self.state is CallState.CALLING:
-            self._move(CallState.RINGING)
-        early_sdp = resp.body and resp.content_type == "application/sdp"
-        # The callee sends early media (RFC 3261 §13.2.1, RFC 3960): let the caller hear it.
-        if early_sdp and not self.early_media and self._apply_b_answer(resp.body):
-            self.early_media = True
-            self.b2b.media.get_leg(self.a.leg_id).stop_tone()
-            self.ringback = False
-            self.b2b.media.bridge(self.a.leg_id, self.b.leg_id)
-            self._send_a_provisional(183)
-            return
-        if not self.early_media and not self.ringback:
-            # No early media from the callee: we play ringback ourselves (in-band, so
-            # every phone hears it) and tell the caller with 180 + SDP.
-            self.ringback = True
-            self.b2b.media.get_leg(self.a.leg_id).start_tone("ringback")
-        self._send_a_provisional(resp.status if resp.status in (180, 183) else 180)
-
-    def _send_a_provisional(self, status: int) -> None:
-        if status in self._relayed_provisional or self.a_final_sent:
-            return
-        self._relayed_provisional.add(status)
-        resp = make_response(
-            self.invite,
-            status,
-            to_tag=self.a_tag,
-            headers=[*self._a_contact_headers(), ("Content-Type", "application/sdp")],
-            body=self.a_answer_sdp,
-        )
-        self.b2b.stack.send_response(resp)
-
-    def _a_contact_headers(self) -> list[tuple[str, str]]:
-        stack = self.b2b.stack
-        flow = self.a.flow
-        return [
-            ("Contact", stack.contact_for(flow.transport, flow.address[0], self.callee)),
-            ("Allow", ALLOW),
-        ]
-
-    def _apply_b_answer(self, body: bytes) -> bool:
+    def _apply_answer(self, body: bytes) -> bool:
         try:
             ans = sdp.parse_answer(body)
         except sdp.SdpError as exc:
-            self.log.info("bad_answer_from_callee", error=str(exc))
+            log.info("bad_answer_from_callee", error=str(exc))
             return False
-        self.b.codec = ans.codec
-        self.b.dtmf_pt = ans.dtmf_payload_type
-        self.b2b.media.get_leg(self.b.leg_id).set_remote(
+        self._answer = ans
+        self.b2b.media.get_leg(self.leg_id).set_remote(
             ans.remote[0], ans.remote[1], ans.codec, ans.dtmf_payload_type
         )
         return True
 
-    def _on_branch_answered(self, branch: _Branch, resp: Response) -> None:
+    def _on_answered(self, branch: _Branch, resp: Response) -> None:
         if branch.dialog is None:
             branch.dialog = Dialog.as_uac(branch.request, resp, branch.flow)
         # Every 2xx (and its retransmissions) gets an ACK (RFC 3261 §13.2.2.4).
         self._send_ack(branch)
-        if self.winner is not None and self.winner is not branch:
-            # A second branch answered too: hang it up (RFC 3261 §13.2.2.4 last paragraph).
-            self._send_bye(branch.dialog)
+        if self.winner is branch:
             return
-        if self.winner is branch or self.ended:
-            if self.ended and self.winner is None:
-                self.winner = branch
-                self._send_bye(branch.dialog)
+        if self.winner is not None or self.done:
+            # Another branch won, or we gave up meanwhile: hang this one up (§13.2.2.4).
+            self.b2b.send_bye(branch.dialog)
             return
         self.winner = branch
         branch.final = resp.status
-        self.b.flow = branch.flow
-        self.b.dialog = branch.dialog
-        if resp.body:
-            self._apply_b_answer(resp.body)
-        elif not self.early_media:
-            self.log.warning("answer_without_sdp")
+        self.done = True
         self._cancel_ring_timer()
+        answered = bool(resp.body) and self._apply_answer(resp.body)
+        if not answered and not self.early_media:
+            log.warning("answer_without_sdp", callee=self.callee)
         for other in self.branches:
             if other is not branch:
                 self._cancel_branch(other)
-        leg_a = self.b2b.media.get_leg(self.a.leg_id)
-        leg_a.stop_tone()
-        self.b2b.media.bridge(self.a.leg_id, self.b.leg_id)
-        # Answer the caller with the same SDP the provisional carried (RFC 3264 §4).
-        ok = make_response(
-            self.invite,
-            200,
-            to_tag=self.a_tag,
-            headers=[*self._a_contact_headers(), ("Content-Type", "application/sdp")],
-            body=self.a_answer_sdp,
+        ans = getattr(self, "_answer", None)
+        self.side = _Side(
+            label="b",
+            ext=self.callee,
+            leg_id=self.leg_id,
+            flow=branch.flow,
+            dialog=branch.dialog,
+            codec=ans.codec if ans else None,
+            dtmf_pt=ans.dtmf_payload_type if ans else None,
+            sdp_session_id=self._sdp_session_id,
+            last_local_sdp=branch.request.body,
         )
-        self.a.dialog = Dialog.as_uas(self.invite, self.a_tag, self.a.flow)
-        self.a_final_sent = True
-        self.b2b.stack.send_response(ok)
-        self._move(CallState.ANSWERED)
-        self.answered_at = datetime.now(UTC)
-        self.b2b._register_dialog(self.a.dialog.key, self, "a")
-        self.b2b._register_dialog(branch.dialog.key, self, "b")
-        self.log.debug("call_answered", contact=branch.contact.uri)
+        self.on_answered(self.side)
 
     def _send_ack(self, branch: _Branch) -> None:
         assert branch.dialog is not None
@@ -368,24 +302,40 @@ class Call:
         )
         stack.send_stateless(ack, branch.flow.address, branch.flow.transport)
 
-    def _on_branch_timeout(self, branch: _Branch) -> None:
+    def _on_timeout(self, branch: _Branch) -> None:
         if branch.final is None:
             branch.final = 408
         self._check_all_failed()
 
     def _check_all_failed(self) -> None:
-        if self.winner is not None or self.ended:
+        if self.done or any(b.final is None for b in self.branches):
             return
-        if any(b.final is None for b in self.branches):
+        self._fail(_best_failure([b.final for b in self.branches if b.final is not None]), False)
+
+    def _on_ring_timeout(self) -> None:
+        self._ring_timer = None
+        if not self.done:
+            log.info("ring_timeout", callee=self.callee, seconds=self.ring_timeout)
+            self._fail(480, True)
+
+    def _fail(self, status: int, ring_timeout: bool) -> None:
+        self.cancel()
+        self.on_failed(status, ring_timeout)
+
+    def cancel(self) -> None:
+        """Give up: CANCEL every branch still ringing and release the leg."""
+        if self.winner is not None:
             return
-        statuses = [b.final for b in self.branches if b.final is not None]
-        status = _best_failure(statuses)
-        if status in (486, 600, 603):
-            self._fail_a(486 if status == 486 else status, None, "BUSY", "user_busy", "callee")
-        elif status in (408, 480):
-            self._fail_a(480, None, "NO ANSWER", "no_answer", "callee")
-        else:
-            self._fail_a(status, None, "FAILED", f"sip_{status}", "callee")
+        self.done = True
+        self._cancel_ring_timer()
+        for branch in self.branches:
+            self._cancel_branch(branch)
+        self.b2b.media.close_leg(self.leg_id)
+
+    def _cancel_ring_timer(self) -> None:
+        if self._ring_timer is not None:
+            self._ring_timer.cancel()
+            self._ring_timer = None
 
     def _cancel_branch(self, branch: _Branch) -> None:
         if branch.final is not None or branch.cancel_wanted:
@@ -411,19 +361,206 @@ class Call:
             cancel, branch.flow.address, branch.flow.transport, on_response=lambda r: None
         )
 
-    def _on_ring_timeout(self) -> None:
-        self._ring_timer = None
-        if self.winner is not None or self.ended:
+
+class Call:
+    """One call between two parties (extensions)."""
+
+    def __init__(
+        self,
+        b2b: B2bua,
+        a: _Side,
+        *,
+        caller: str,
+        callee: str,
+        call_id: str,
+        invite: Request | None = None,
+        linked_id: str | None = None,
+    ) -> None:
+        self.b2b = b2b
+        self.id = secrets.token_hex(8)
+        self.a = a
+        self.b: _Side | None = None
+        self.invite = invite
+        self.call_id = call_id
+        self.caller = caller
+        self.callee = callee
+        self.linked_id = linked_id
+        self.state = CallState.SETUP
+        self.start = datetime.now(UTC)
+        self.answered_at: datetime | None = None
+        self.a_tag = new_tag()
+        self.a_answer_sdp = b""  # the answer we gave the caller (same in 18x and 200)
+        self.a_final_sent = False
+        self.ringback = False
+        self.outbound: _Outbound | None = None  # the callee being rung
+        self.transfer: _Transfer | None = None  # a transfer in progress
+        self._relayed_provisional: set[int] = set()
+        self.log = log.bind(call=self.id, caller=caller, callee=callee)
+
+    # -- state -------------------------------------------------------------------------
+
+    def _move(self, new: CallState) -> None:
+        if new not in _TRANSITIONS[self.state]:
+            raise RuntimeError(f"illegal call transition {self.state.name} -> {new.name}")
+        self.state = new
+
+    @property
+    def ended(self) -> bool:
+        return self.state is CallState.ENDED
+
+    def sides(self) -> list[_Side]:
+        return [self.a] if self.b is None else [self.a, self.b]
+
+    def other(self, side: _Side) -> _Side | None:
+        return self.b if side is self.a else self.a
+
+    # -- setup of a call from an INVITE ------------------------------------------------
+
+    async def setup(self, contacts: list[Contact], ring_timeout: float) -> None:
+        """Allocate media, answer the caller's offer, ring every contact of the callee."""
+        assert self.invite is not None
+        media = self.b2b.media
+        try:
+            leg_a = await media.create_leg(self.a.leg_id, self._media_host(self.a.flow))
+        except (MediaError, OSError) as exc:
+            self.log.warning("media_allocation_failed", error=str(exc))
+            self._fail_a(503, "Media Unavailable", "FAILED", "media_unavailable", "system")
             return
-        self.log.info("ring_timeout", seconds=self.ring_timeout)
-        self._fail_a(480, None, "NO ANSWER", "no_answer", "system")
+        if self.ended:  # cancelled while we were binding sockets: _end ran before the leg
+            media.close_leg(self.a.leg_id)
+            return
+        try:
+            neg = sdp.negotiate_answer(
+                self.invite.body,
+                host=leg_a.local_host,
+                port=leg_a.local_port,
+                supported=SUPPORTED_CODECS,
+                session_id=self.a.sdp_session_id,
+                version=self.a.sdp_version,
+            )
+        except sdp.SdpError as exc:
+            self.log.info("offer_rejected", error=str(exc))
+            self._fail_a(488, None, "FAILED", "incompatible_media", "system")
+            return
+        self.a.codec = neg.codec
+        self.a.dtmf_pt = neg.dtmf_payload_type
+        self.a_answer_sdp = neg.answer.serialize()
+        self.a.last_local_sdp = self.a_answer_sdp
+        leg_a.set_remote(neg.remote[0], neg.remote[1], neg.codec, neg.dtmf_payload_type)
+        frm = self.invite.from_
+        self.outbound = _Outbound(
+            self.b2b,
+            leg_id=f"{self.id}-b",
+            caller_ext=self.caller,
+            caller_display=frm.display,
+            callee=self.callee,
+            contacts=contacts,
+            first_codec=neg.codec,
+            ring_timeout=ring_timeout,
+            on_ringing=self._on_callee_ringing,
+            on_answered=self._on_callee_answered,
+            on_failed=self._on_callee_failed,
+        )
+        self.b2b._by_leg[self.outbound.leg_id] = self
+        if not await self.outbound.start():
+            self._fail_a(503, "Media Unavailable", "FAILED", "media_unavailable", "system")
+            return
+        if self.ended:
+            self.outbound.cancel()
+            return
+        self._move(CallState.CALLING)
+        self.log.debug("call_forked", branches=len(self.outbound.branches))
 
-    def _cancel_ring_timer(self) -> None:
-        if self._ring_timer is not None:
-            self._ring_timer.cancel()
-            self._ring_timer = None
+    def _media_host(self, flow: Flow) -> str:
+        return self.b2b.media_host or self.b2b.stack.host_for(flow.address[0])
 
-    # -- the A side --------------------------------------------------------------------
+    def _on_callee_ringing(self, status: int, early_media: bool) -> None:
+        if self.ended or self.a_final_sent:
+            return
+        if self.state is CallState.CALLING:
+            self._move(CallState.RINGING)
+        assert self.outbound is not None
+        media = self.b2b.media
+        if early_media:
+            # The callee sends early media (RFC 3261 §13.2.1, RFC 3960): let the caller hear it.
+            media.get_leg(self.a.leg_id).stop_tone()
+            self.ringback = False
+            media.bridge(self.a.leg_id, self.outbound.leg_id)
+            self._send_a_provisional(183)
+            return
+        if not self.outbound.early_media and not self.ringback:
+            # No early media from the callee: we play ringback ourselves (in-band, so every
+            # phone hears it) and tell the caller with 180 + SDP.
+            self.ringback = True
+            media.get_leg(self.a.leg_id).start_tone("ringback")
+        self._send_a_provisional(status if status in (180, 183) else 180)
+
+    def _send_a_provisional(self, status: int) -> None:
+        if status in self._relayed_provisional or self.a_final_sent or self.invite is None:
+            return
+        self._relayed_provisional.add(status)
+        resp = make_response(
+            self.invite,
+            status,
+            to_tag=self.a_tag,
+            headers=[
+                *self._contact_headers(self.a, self.callee),
+                ("Content-Type", "application/sdp"),
+            ],
+            body=self.a_answer_sdp,
+        )
+        self.b2b.stack.send_response(resp)
+
+    def _contact_headers(self, side: _Side, user: str | None) -> list[tuple[str, str]]:
+        stack = self.b2b.stack
+        flow = side.flow
+        return [
+            ("Contact", stack.contact_for(flow.transport, flow.address[0], user)),
+            ("Allow", ALLOW),
+        ]
+
+    def _on_callee_answered(self, b: _Side) -> None:
+        assert self.invite is not None and b.dialog is not None
+        if self.ended:
+            self.b2b.send_bye(b.dialog)
+            self.b2b.media.close_leg(b.leg_id)
+            return
+        self.b = b
+        media = self.b2b.media
+        media.get_leg(self.a.leg_id).stop_tone()
+        media.bridge(self.a.leg_id, b.leg_id)
+        # Answer the caller with the same SDP the provisional carried (RFC 3264 §4).
+        ok = make_response(
+            self.invite,
+            200,
+            to_tag=self.a_tag,
+            headers=[
+                *self._contact_headers(self.a, self.callee),
+                ("Content-Type", "application/sdp"),
+            ],
+            body=self.a_answer_sdp,
+        )
+        self.a.dialog = Dialog.as_uas(self.invite, self.a_tag, self.a.flow)
+        self.a_final_sent = True
+        self.b2b.stack.send_response(ok)
+        self._move(CallState.ANSWERED)
+        self.answered_at = datetime.now(UTC)
+        self.b2b._register_side(self, self.a)
+        self.b2b._register_side(self, b)
+        self.log.debug("call_answered", contact=b.dialog.remote_target)
+
+    def _on_callee_failed(self, status: int, ring_timeout: bool) -> None:
+        if self.ended:
+            return
+        if status in (486, 600, 603):
+            self._fail_a(486 if status == 486 else status, None, "BUSY", "user_busy", "callee")
+        elif status in (408, 480):
+            side = "system" if ring_timeout else "callee"
+            self._fail_a(480, None, "NO ANSWER", "no_answer", side)
+        else:
+            self._fail_a(status, None, "FAILED", f"sip_{status}", "callee")
+
+    # -- the caller before answer ------------------------------------------------------
 
     def _fail_a(
         self, status: int, reason: str | None, disposition: str, cause: str, side: str
@@ -431,9 +568,9 @@ class Call:
         """End an unanswered call with a final error response to the caller."""
         if self.ended:
             return
-        for branch in self.branches:
-            self._cancel_branch(branch)
-        if not self.a_final_sent:
+        if self.outbound is not None:
+            self.outbound.cancel()
+        if not self.a_final_sent and self.invite is not None:
             self.a_final_sent = True
             self.b2b.stack.send_response(
                 make_response(self.invite, status, reason, to_tag=self.a_tag)
@@ -442,15 +579,15 @@ class Call:
 
     def on_cancel(self) -> None:
         """The caller sent CANCEL (RFC 3261 §9.2): 487 to the INVITE, CANCEL every branch."""
-        if self.winner is not None or self.ended:
+        if self.state is CallState.ANSWERED or self.ended:
             return
         self.log.info("caller_cancelled")
         self._fail_a(487, None, "CANCELLED", "originator_cancel", "caller")
 
-    def on_request(self, side: str, req: Request, source: tuple[str, int], transport: str) -> None:
+    # -- in-dialog requests --------------------------------------------------------------
+
+    def on_request(self, me: _Side, req: Request, source: tuple[str, int], transport: str) -> None:
         """An in-dialog request from one of the parties."""
-        me = self.a if side == "a" else self.b
-        other = self.b if side == "a" else self.a
         dialog = me.dialog
         assert dialog is not None
         stack = self.b2b.stack
@@ -461,31 +598,48 @@ class Call:
         if not dialog.check_remote_cseq(req):
             stack.send_response(make_response(req, 500, "CSeq Out Of Order"))
             return
-        if req.method == "BYE":
+        other = self.other(me)
+        method = req.method
+        if method == "BYE":
             stack.send_response(make_response(req, 200))
-            if other.dialog is not None:
-                self._send_bye(other.dialog)
-            self._end("ANSWERED", "normal_clearing", "caller" if side == "a" else "callee", 200)
+            if self.transfer is not None and self.transfer.transferor is me:
+                # RFC 5589: the transferor leaves once the transfer is under way.
+                self.transfer.transferor_left = True
+                self.b2b._unregister_side(me)
+                self.b2b.media.close_leg(me.leg_id)
+                return
+            if self.transfer is not None:
+                self.transfer.abort()
+            if other is not None and other.dialog is not None:
+                self.b2b.send_bye(other.dialog)
+            self._end("ANSWERED", "normal_clearing", "caller" if me.label == "a" else "callee", 200)
             return
-        if req.method in ("INVITE", "UPDATE"):
+        if method in ("INVITE", "UPDATE"):
             self._on_reoffer(me, req)
             return
-        if req.method == "INFO":
+        if method == "REFER":
+            self._on_refer(me, req)
+            return
+        if method == "INFO":
             stack.send_response(make_response(req, 200))
-            if other.dialog is not None and req.body:
+            if other is not None and other.dialog is not None and req.body:
                 other.info_queue.append(req)
                 self._pump_info(other)
             return
-        if req.method == "OPTIONS":
+        if method == "OPTIONS":
             stack.send_response(make_response(req, 200, headers=[("Allow", ALLOW)]))
+            return
+        if method == "NOTIFY":
+            stack.send_response(make_response(req, 200))
             return
         stack.send_response(make_response(req, 501, headers=[("Allow", ALLOW)]))
 
     def _on_reoffer(self, me: _Side, req: Request) -> None:
         """re-INVITE or UPDATE (RFC 3261 §14, RFC 3311): a new offer for this side's leg only.
 
-        Media is anchored, so a session refresh or codec change on one side never needs the
-        other party: we answer it ourselves and re-point that side's RTP leg.
+        Media is anchored, so a session refresh, codec change or hold on one side never needs
+        the other party: we answer it ourselves and re-point that side's RTP leg. A side that
+        goes ``sendonly``/``inactive`` is holding: the other party hears music on hold.
         """
         stack = self.b2b.stack
         assert me.dialog is not None
@@ -497,6 +651,7 @@ class Call:
         ]
         if req.body and req.content_type == "application/sdp":
             neg = None
+            error = "no usable media"
             # Keep the current codec when the peer still offers it; else pick again.
             for supported in ((me.codec,) if me.codec else (), SUPPORTED_CODECS):
                 if not supported:
@@ -527,13 +682,38 @@ class Call:
             me.last_local_sdp = body
             me.codec = neg.codec
             me.dtmf_pt = neg.dtmf_payload_type
-            leg.set_remote(neg.remote[0], neg.remote[1], neg.codec, neg.dtmf_payload_type)
+            leg.set_remote(
+                neg.remote[0],
+                neg.remote[1],
+                neg.codec,
+                neg.dtmf_payload_type,
+                direction=neg.direction,
+            )
+            holding = neg.direction in ("recvonly", "inactive") or neg.remote[0] in (
+                "0.0.0.0",
+                "::",
+            )
+            self._set_holding(me, holding)
         else:
             body = me.last_local_sdp  # offerless re-INVITE: our offer goes in the 2xx
         headers.append(("Content-Type", "application/sdp"))
         stack.send_response(
             make_response(req, 200, to_tag=me.dialog.local_tag, headers=headers, body=body)
         )
+
+    def _set_holding(self, me: _Side, holding: bool) -> None:
+        if holding == me.holding:
+            return
+        me.holding = holding
+        other = self.other(me)
+        self.log.info("call_hold" if holding else "call_resume", by=me.ext)
+        if other is None:
+            return
+        if holding:
+            other.moh_player = self.b2b.start_music_on_hold(other.leg_id)
+        elif other.moh_player is not None:
+            self.b2b.stop_music_on_hold(other.moh_player)
+            other.moh_player = None
 
     def _apply_answer_to(self, me: _Side, body: bytes) -> None:
         try:
@@ -570,14 +750,34 @@ class Call:
             req, side.flow.address, side.flow.transport, on_response=done, on_timeout=done
         )
 
-    def _send_bye(self, dialog: Dialog) -> None:
+    # -- transfers (RFC 3515, RFC 3891) -------------------------------------------------
+
+    def _on_refer(self, me: _Side, req: Request) -> None:
         stack = self.b2b.stack
-        bye = dialog.create_request(
-            "BYE", stack.via_for(dialog.flow.transport, dialog.flow.address[0])
-        )
-        stack.send_request(
-            bye, dialog.flow.address, dialog.flow.transport, on_response=lambda r: None
-        )
+        refer_to = req.get_all("Refer-To")
+        if len(refer_to) != 1:  # RFC 3515 §2.4.1: exactly one Refer-To
+            stack.send_response(make_response(req, 400, "Exactly One Refer-To"))
+            return
+        try:
+            target = parse_name_addr(refer_to[0])
+        except ParseError:
+            stack.send_response(make_response(req, 400, "Bad Refer-To"))
+            return
+        other = self.other(me)
+        if self.state is not CallState.ANSWERED or other is None or self.transfer is not None:
+            stack.send_response(make_response(req, 491 if self.transfer else 403))
+            return
+        replaces = _replaces_of(target.uri.headers)
+        stack.send_response(make_response(req, 202))
+        transfer = _Transfer(self, me, other, req)
+        self.transfer = transfer
+        transfer.notify(100, "Trying")
+        if replaces is not None:
+            transfer.attended(replaces)
+        else:
+            transfer.blind(target.uri.user_unescaped() or "")
+
+    # -- hanging up ----------------------------------------------------------------------
 
     def hangup(self, cause: str, side: str = "system") -> None:
         """End the call from our side (media timeout, missing ACK, shutdown)."""
@@ -586,30 +786,47 @@ class Call:
         if self.state is not CallState.ANSWERED:
             self._fail_a(480 if cause != "shutdown" else 503, None, "FAILED", cause, side)
             return
-        for s in (self.a, self.b):
+        if self.transfer is not None:
+            self.transfer.abort()
+        for s in self.sides():
             if s.dialog is not None:
-                self._send_bye(s.dialog)
+                self.b2b.send_bye(s.dialog)
         self._end("ANSWERED", cause, side, 200)
 
-    # -- the end -----------------------------------------------------------------------
-
-    def _end(self, disposition: str, cause: str, side: str, status: int | None) -> None:
+    def _end(
+        self,
+        disposition: str,
+        cause: str,
+        side: str,
+        status: int | None,
+        *,
+        keep_media: tuple[_Side, ...] = (),
+    ) -> None:
+        """Finish the call record; release the media of every side not in ``keep_media``."""
         if self.ended:
             return
         self._move(CallState.ENDED)
-        self._cancel_ring_timer()
         media = self.b2b.media
         counters: dict[str, int] = {}
-        for name, side_state in (("a", self.a), ("b", self.b)):
-            if side_state.leg_id in media:
-                st = media.get_leg(side_state.leg_id).stats
+        leg_ids = [s.leg_id for s in self.sides()]
+        if self.outbound is not None and self.outbound.leg_id not in leg_ids:
+            leg_ids.append(self.outbound.leg_id)
+        for name, leg_id in zip(("a", "b", "c"), leg_ids, strict=False):
+            if leg_id in media:
+                st = media.get_leg(leg_id).stats
                 counters[f"{name}_packets_in"] = st.packets_in
                 counters[f"{name}_packets_out"] = st.packets_out
-        media.close_leg(self.a.leg_id)
-        media.close_leg(self.b.leg_id)
+        kept = {s.leg_id for s in keep_media}
+        for leg_id in leg_ids:
+            if leg_id not in kept:
+                media.close_leg(leg_id)
+        for s in self.sides():
+            if s.moh_player is not None and s not in keep_media:
+                self.b2b.stop_music_on_hold(s.moh_player)
+                s.moh_player = None
         end = datetime.now(UTC)
         detail = CallDetail(
-            call_id=self.invite.call_id,
+            call_id=self.call_id,
             caller=self.caller,
             callee=self.callee,
             start=self.start,
@@ -619,6 +836,8 @@ class Call:
             disposition=disposition,
             hangup_side=side,
             sip_status=status,
+            linked_id=self.linked_id,
+            record_id=self.id,
         )
         self.log.info(
             "call_ended",
@@ -626,10 +845,194 @@ class Call:
             cause=cause,
             side=side,
             status=status,
+            linked=self.linked_id,
             **counters,
         )
-        self.b2b._forget(self)
+        self.b2b._forget(self, keep=keep_media)
         self.b2b.on_call_ended(detail)
+
+
+class _Transfer:
+    """A transfer asked for by ``transferor`` (REFER), moving ``other`` elsewhere."""
+
+    def __init__(self, call: Call, transferor: _Side, other: _Side, refer: Request) -> None:
+        self.call = call
+        self.transferor = transferor
+        self.other = other
+        self.refer = refer
+        self.outbound: _Outbound | None = None
+        self.transferor_left = False
+        self.finished = False
+        self.log = call.log.bind(transferor=transferor.ext, transferee=other.ext)
+
+    def notify(self, status: int, reason: str, *, final: bool = False) -> None:
+        """NOTIFY the transferor of the progress (RFC 3515 §2.4.4, sipfrag RFC 3420)."""
+        side = self.transferor
+        if side.dialog is None or self.transferor_left:
+            return
+        stack = self.call.b2b.stack
+        state = "terminated;reason=noresource" if final else "active;expires=60"
+        req = side.dialog.create_request(
+            "NOTIFY",
+            stack.via_for(side.flow.transport, side.flow.address[0]),
+            stack.contact_for(side.flow.transport, side.flow.address[0]),
+            body=f"SIP/2.0 {status} {reason}\r\n".encode(),
+            content_type="message/sipfrag;version=2.0",
+            extra=[("Event", "refer"), ("Subscription-State", state)],
+        )
+        stack.send_request(req, side.flow.address, side.flow.transport, on_response=lambda r: None)
+
+    def blind(self, target: str) -> None:
+        b2b = self.call.b2b
+        contacts = b2b.contacts_of(target)
+        if contacts is None:
+            self._failed(404, "Not Found")
+            return
+        if not contacts:
+            self._failed(480, "Temporarily Unavailable")
+            return
+        self.log.info("transfer_blind", target=target)
+        # The transferee hears ringback while the target rings.
+        media = b2b.media
+        media.unbridge(self.other.leg_id)
+        media.get_leg(self.other.leg_id).start_tone("ringback")
+        self.outbound = _Outbound(
+            b2b,
+            leg_id=f"{self.call.id}-x{secrets.token_hex(2)}",
+            caller_ext=self.other.ext,
+            caller_display=None,
+            callee=target,
+            contacts=contacts,
+            first_codec=self.other.codec,
+            ring_timeout=b2b.ring_timeout_of(target),
+            on_ringing=lambda status, early: self.notify(180, "Ringing"),
+            on_answered=functools.partial(self._answered, target),
+            on_failed=self._target_failed,
+        )
+        b2b._by_leg[self.outbound.leg_id] = self.call
+        task = asyncio.get_running_loop().create_task(self._start())
+        task.add_done_callback(_log_task_error)
+
+    async def _start(self) -> None:
+        assert self.outbound is not None
+        if not await self.outbound.start():
+            self._target_failed(503)
+
+    def _answered(self, target: str, side: _Side) -> None:
+        b2b = self.call.b2b
+        if self.finished or self.call.ended:
+            if side.dialog is not None:
+                b2b.send_bye(side.dialog)
+            b2b.media.close_leg(side.leg_id)
+            return
+        self.finished = True
+        media = b2b.media
+        media.get_leg(self.other.leg_id).stop_tone()
+        self.notify(200, "OK", final=True)
+        self._complete(self.other, side, callee=target, target_label="b")
+
+    def attended(self, replaces: tuple[str, str, str]) -> None:
+        b2b = self.call.b2b
+        found = b2b.find_side(*replaces)
+        if found is None or found[0] is self.call:
+            self._failed(481, "Call/Transaction Does Not Exist")
+            return
+        call2, replaced = found
+        target = call2.other(replaced)
+        if target is None or call2.state is not CallState.ANSWERED:
+            self._failed(481, "Call/Transaction Does Not Exist")
+            return
+        self.log.info("transfer_attended", target=target.ext, replaced_call=call2.id)
+        self.finished = True
+        self.notify(200, "OK", final=True)
+        # The replaced dialog ends as if its far end had accepted INVITE/Replaces (§3).
+        if replaced.dialog is not None:
+            b2b.send_bye(replaced.dialog)
+        call2._end(
+            "ANSWERED",
+            "transferred",
+            "callee" if replaced.label == "b" else "caller",
+            200,
+            keep_media=(target,),
+        )
+        self._complete(self.other, target, callee=target.ext, target_label=target.label)
+
+    def _complete(self, keep: _Side, new: _Side, *, callee: str, target_label: str) -> None:
+        """End the original call record and continue ``keep`` ⇄ ``new`` as a linked call."""
+        call = self.call
+        b2b = call.b2b
+        for s in (keep, new):
+            if s.moh_player is not None:
+                b2b.stop_music_on_hold(s.moh_player)
+                s.moh_player = None
+            s.holding = False
+        call._end(
+            "ANSWERED",
+            "transferred",
+            "caller" if self.transferor.label == "a" else "callee",
+            200,
+            keep_media=(keep,),
+        )
+        if not self.transferor_left and self.transferor.dialog is not None:
+            # Most phones hang up after the final NOTIFY; if this one does not, we do.
+            dialog = self.transferor.dialog
+            asyncio.get_running_loop().call_later(2.0, lambda: b2b.bye_if_open(dialog))
+        b2b.connect(keep, new, linked_id=call.linked_id or call.id, callee=callee)
+
+    def _target_failed(self, status: int, ring_timeout: bool = False) -> None:
+        if self.finished:
+            return
+        self._failed(status, _reason_of(status))
+
+    def _failed(self, status: int, reason: str) -> None:
+        """The transfer did not work: tell the transferor; reconnect or hang up the other."""
+        self.finished = True
+        self.notify(status, reason, final=True)
+        call = self.call
+        call.transfer = None
+        self.log.info("transfer_failed", status=status)
+        if call.ended:
+            return
+        media = call.b2b.media
+        if self.other.leg_id in media:
+            media.get_leg(self.other.leg_id).stop_tone()
+        if self.transferor_left:
+            # Nobody to go back to: the transferee's call ends.
+            if self.other.dialog is not None:
+                call.b2b.send_bye(self.other.dialog)
+            call._end("ANSWERED", "transfer_failed", "system", status)
+        else:
+            media.bridge(self.other.leg_id, self.transferor.leg_id)
+
+    def abort(self) -> None:
+        if self.outbound is not None and not self.finished:
+            self.finished = True
+            self.outbound.cancel()
+
+
+def _replaces_of(uri_headers: str | None) -> tuple[str, str, str] | None:
+    """(call-id, to-tag, from-tag) from ``?Replaces=…`` in a Refer-To URI (RFC 3891 §6.1)."""
+    if not uri_headers:
+        return None
+    for part in uri_headers.split("&"):
+        name, _, value = part.partition("=")
+        if name.strip().lower() != "replaces":
+            continue
+        text = unquote(value)
+        call_id, *params = text.split(";")
+        tags = {}
+        for p in params:
+            k, _, v = p.partition("=")
+            tags[k.strip().lower()] = v.strip()
+        if call_id and "to-tag" in tags and "from-tag" in tags:
+            return call_id.strip(), tags["to-tag"], tags["from-tag"]
+    return None
+
+
+def _reason_of(status: int) -> str:
+    from .message import reason_phrase
+
+    return reason_phrase(status)
 
 
 def _best_failure(statuses: list[int]) -> int:
@@ -655,14 +1058,22 @@ class B2bua:
         *,
         media_host: str | None = None,
         on_call_ended: Callable[[CallDetail], None] = lambda d: None,
+        contacts_of: Callable[[str], list[Contact] | None] = lambda ext: None,
+        ring_timeout_of: Callable[[str], float] = lambda ext: 30.0,
+        music_on_hold: Callable[[str], Any] | None = None,
+        stop_music: Callable[[Any], None] | None = None,
     ) -> None:
         self.stack = stack
         self.media = media
         self.media_host = media_host
         self.on_call_ended = on_call_ended
+        self.contacts_of = contacts_of
+        self.ring_timeout_of = ring_timeout_of
+        self._music_on_hold = music_on_hold
+        self._stop_music = stop_music
         self._calls: dict[str, Call] = {}
         self._by_invite: dict[tuple[str, str], Call] = {}  # (Call-ID, from tag) of the caller
-        self._dialogs: dict[tuple[str, str, str], tuple[Call, str]] = {}
+        self._dialogs: dict[tuple[str, str, str], tuple[Call, _Side]] = {}
         self._by_leg: dict[str, Call] = {}
 
     @property
@@ -679,13 +1090,33 @@ class B2bua:
         contacts: list[Contact],
         ring_timeout: float,
     ) -> Call:
-        call = Call(self, invite, source, transport, caller, callee, contacts, ring_timeout)
+        a = _Side(label="a", ext=caller, leg_id="", flow=Flow(transport, source))
+        call = Call(self, a, caller=caller, callee=callee, call_id=invite.call_id, invite=invite)
+        a.leg_id = f"{call.id}-a"
         self._calls[call.id] = call
         self._by_invite[(invite.call_id, invite.from_.tag or "")] = call
-        self._by_leg[call.a.leg_id] = call
-        self._by_leg[call.b.leg_id] = call
-        task = asyncio.get_running_loop().create_task(call.setup())
+        self._by_leg[a.leg_id] = call
+        task = asyncio.get_running_loop().create_task(call.setup(contacts, ring_timeout))
         task.add_done_callback(_log_task_error)
+        return call
+
+    def connect(self, a: _Side, b: _Side, *, linked_id: str | None, callee: str) -> Call:
+        """A new answered call between two existing sides (after a transfer)."""
+        a.label, b.label = "a", "b"
+        assert a.dialog is not None
+        call = Call(
+            self, a, caller=a.ext, callee=callee, call_id=a.dialog.call_id, linked_id=linked_id
+        )
+        call.b = b
+        call.state = CallState.ANSWERED
+        call.answered_at = call.start
+        self._calls[call.id] = call
+        for s in (a, b):
+            self._register_side(call, s)
+        self.media.unbridge(a.leg_id)
+        self.media.unbridge(b.leg_id)
+        self.media.bridge(a.leg_id, b.leg_id)
+        call.log.info("call_connected", linked=linked_id)
         return call
 
     def find_by_invite(self, call_id: str, from_tag: str) -> Call | None:
@@ -693,6 +1124,11 @@ class B2bua:
 
     def is_retransmitted_invite(self, invite: Request) -> bool:
         return (invite.call_id, invite.from_.tag or "") in self._by_invite
+
+    def find_side(self, call_id: str, tag1: str, tag2: str) -> tuple[Call, _Side] | None:
+        """The call and side of a dialog named by Call-ID and its two tags, in either order
+        (RFC 3891 names them from the other party's point of view)."""
+        return self._dialogs.get((call_id, tag1, tag2)) or self._dialogs.get((call_id, tag2, tag1))
 
     def handle_in_dialog(self, req: Request, source: tuple[str, int], transport: str) -> bool:
         """Route an in-dialog request; False when no dialog matches (caller answers 481)."""
@@ -704,6 +1140,31 @@ class B2bua:
         call, side = entry
         call.on_request(side, req, source, transport)
         return True
+
+    def send_bye(self, dialog: Dialog) -> None:
+        bye = dialog.create_request(
+            "BYE", self.stack.via_for(dialog.flow.transport, dialog.flow.address[0])
+        )
+        self.stack.send_request(
+            bye, dialog.flow.address, dialog.flow.transport, on_response=lambda r: None
+        )
+
+    def bye_if_open(self, dialog: Dialog) -> None:
+        """BYE a dialog we still track (a transferor that did not hang up by itself)."""
+        if dialog.key in self._dialogs:
+            call, side = self._dialogs[dialog.key]
+            if call.ended or side not in call.sides():
+                self._unregister_side(side)
+                self.send_bye(dialog)
+
+    def start_music_on_hold(self, leg_id: str) -> Any:
+        if self._music_on_hold is None or leg_id not in self.media:
+            return None
+        return self._music_on_hold(leg_id)
+
+    def stop_music_on_hold(self, player: Any) -> None:
+        if self._stop_music is not None and player is not None:
+            self._stop_music(player)
 
     def on_media_inactive(self, leg_id: str) -> None:
         call = self._by_leg.get(leg_id)
@@ -721,24 +1182,34 @@ class B2bua:
         for call in list(self._calls.values()):
             call.hangup("shutdown")
 
-    def _register_dialog(self, key: tuple[str, str, str], call: Call, side: str) -> None:
-        self._dialogs[key] = (call, side)
+    def _register_side(self, call: Call, side: _Side) -> None:
+        assert side.dialog is not None
+        self._dialogs[side.dialog.key] = (call, side)
+        self._by_leg[side.leg_id] = call
 
-    def _forget(self, call: Call) -> None:
+    def _unregister_side(self, side: _Side) -> None:
+        if side.dialog is not None:
+            self._dialogs.pop(side.dialog.key, None)
+        self._by_leg.pop(side.leg_id, None)
+
+    def _forget(self, call: Call, keep: tuple[_Side, ...] = ()) -> None:
         self._calls.pop(call.id, None)
-        for key in [k for k, (c, _) in self._dialogs.items() if c is call]:
+        transferor = call.transfer.transferor if call.transfer is not None else None
+        for key in [k for k, (c, s) in self._dialogs.items() if c is call]:
+            side = self._dialogs[key][1]
+            if side in keep or (side is transferor and not call.transfer.transferor_left):  # type: ignore[union-attr]
+                continue
             del self._dialogs[key]
-        self._by_leg.pop(call.a.leg_id, None)
-        self._by_leg.pop(call.b.leg_id, None)
-        # Keep the INVITE key a little longer so late retransmissions/CANCELs still match.
-        invite_key = (call.invite.call_id, call.invite.from_.tag or "")
-        loop = asyncio.get_running_loop()
-        loop.call_later(32.0, lambda: self._by_invite.pop(invite_key, None))
+        for leg_id in [k for k, c in self._by_leg.items() if c is call]:
+            if not any(s.leg_id == leg_id for s in keep):
+                del self._by_leg[leg_id]
+        if call.invite is not None:
+            # Keep the INVITE key a little longer so late retransmissions/CANCELs still match.
+            invite_key = (call.invite.call_id, call.invite.from_.tag or "")
+            loop = asyncio.get_running_loop()
+            loop.call_later(32.0, lambda: self._by_invite.pop(invite_key, None))
 
 
 def _log_task_error(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("call_task_failed", error=repr(task.exception()))
-
-
-__all__ += ["Call", "ParseError"]

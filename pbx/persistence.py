@@ -59,6 +59,8 @@ class CallDetail:
     disposition: str  # ANSWERED, NO ANSWER, BUSY, FAILED, CANCELLED
     hangup_side: str  # caller, callee, system
     sip_status: int | None
+    record_id: str | None = None  # Switchboard's id of this call
+    linked_id: str | None = None  # record_id of the call this one continues (transfers)
 
 
 class Persistence(Protocol):

@@ -25,10 +25,12 @@ import asyncio
 import hashlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 
 from media import MediaEngine
+from media.player import Playlist, load_prompt
 
 from .b2bua import ALLOW, B2bua
 from .digest import AuthOutcome, DigestAuthenticator, DigestError, parse_credentials
@@ -49,6 +51,9 @@ from .transaction import AckNotReceived, RequestReceived, Timers
 __all__ = ["Extension", "Persistence", "ServerSettings", "SipServer", "StoredBinding"]
 
 log = structlog.get_logger("pbx.server")
+
+# The track that ships with the project (media/prompts/make_moh.py made it).
+DEFAULT_MUSIC_ON_HOLD = Path(__file__).resolve().parent.parent / "media" / "prompts" / "moh.wav"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,8 @@ class ServerSettings:
     rtp_ports: tuple[int, int] = (10000, 20000)
     rtp_inactivity_timeout: float = 60.0
     timers: Timers | None = None
+    music_on_hold: tuple[str, ...] = (str(DEFAULT_MUSIC_ON_HOLD),)
+    tone_plan: str = "us"
 
 
 class SipServer:
@@ -130,12 +137,20 @@ class SipServer:
             settings.rtp_ports[1],
             inactivity_timeout=settings.rtp_inactivity_timeout,
             on_inactive=self._on_media_inactive,
+            tone_plan=settings.tone_plan,
         )
         media_host = settings.advertise_host
         if media_host is None and settings.rtp_host not in ("0.0.0.0", "::"):
             media_host = settings.rtp_host
         self.b2bua = B2bua(
-            self.stack, self.media, media_host=media_host, on_call_ended=self._on_call_ended
+            self.stack,
+            self.media,
+            media_host=media_host,
+            on_call_ended=self._on_call_ended,
+            contacts_of=self._contacts_of,
+            ring_timeout_of=lambda ext: self.extensions[ext].ring_timeout,
+            music_on_hold=self._start_music_on_hold,
+            stop_music=self._stop_music_on_hold,
         )
         self.stack.on_request = self._on_request
         self.stack.on_ack_not_received = self._on_ack_not_received
@@ -143,9 +158,28 @@ class SipServer:
         self._expiry_handle: asyncio.TimerHandle | None = None
         self.call_details: list[CallDetail] = []  # recent CDRs, for tests and the CLI
 
+    # -- media helpers -----------------------------------------------------------------
+
+    def _contacts_of(self, ext: str) -> list[Contact] | None:
+        """Registered contacts of ``ext``; None when the extension does not exist."""
+        if ext not in self.extensions:
+            return None
+        return self.location.lookup(ext, asyncio.get_running_loop().time())
+
+    def _start_music_on_hold(self, leg_id: str) -> object:
+        """Loop the music-on-hold playlist to ``leg_id`` (files are cached after first use)."""
+        source = Playlist(self.settings.music_on_hold, rate=8000, loop=True)
+        return self.media.play(leg_id, source)
+
+    def _stop_music_on_hold(self, player: object) -> None:
+        self.media.stop_play(player)  # type: ignore[arg-type]
+
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
+        # Decode and resample the hold music once, off the loop, before the first hold.
+        for path in self.settings.music_on_hold:
+            await asyncio.to_thread(load_prompt, path, 8000)
         if self.persistence is not None:
             await self._restore_bindings()
         await self.stack.listen(list(self.settings.listen))

@@ -6,6 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
   sip-tester      # SIPp: scripted SIP scenarios and load
+  libopus0        # Opus codec (media/opus.py loads it with ctypes when present)
   baresip-core    # a real softphone
   kamailio        # SIP edge proxy (dispatcher in front of Switchboard nodes)
   sipsak          # SIP swiss-army knife (OPTIONS pings, quick REGISTERs)

@@ -161,6 +161,19 @@ class PhoneCall(pj.Call):  # type: ignore[misc]
         except Exception:
             log("onCallMediaState failed\n" + traceback.format_exc())
 
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
+        # NOTIFY sipfrag progress of a transfer this phone asked for (RFC 3515 §2.4.5).
+        emit(
+            {
+                "event": "xfer_status",
+                "call": self.cid,
+                "code": int(prm.statusCode),
+                "reason": str(prm.reason),
+                "final": bool(prm.finalNotify),
+            }
+        )
+        prm.cont = True
+
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
         try:
             method = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733"
@@ -444,6 +457,20 @@ class Phone:
     def cmd_hold(self, msg: dict[str, Any]) -> Any:
         call = self._call(msg)
         call.setHold(pj.CallOpParam(True))
+        return {"call": call.cid}
+
+    def cmd_xfer(self, msg: dict[str, Any]) -> Any:
+        """Blind transfer: REFER the far end of ``call`` to ``uri`` (RFC 3515)."""
+        call = self._call(msg)
+        call.xfer(str(msg["uri"]), pj.CallOpParam(True))
+        return {"call": call.cid}
+
+    def cmd_xfer_replaces(self, msg: dict[str, Any]) -> Any:
+        """Attended transfer: REFER the far end of ``call`` to the far end of ``dest``,
+        replacing ``dest`` (RFC 3891)."""
+        call = self._call(msg)
+        dest = self.calls[int(msg["dest"])]
+        call.xferReplaces(dest, pj.CallOpParam(True))
         return {"call": call.cid}
 
     def cmd_hangup_all(self, msg: dict[str, Any]) -> Any:

@@ -278,6 +278,17 @@ class Phone:
         """Send a re-INVITE (or UPDATE) with a new offer: a session refresh."""
         self.command("reinvite", call=call, method=method)
 
+    def xfer(self, uri: str, call: int | None = None) -> None:
+        """Blind transfer of ``call``'s far end to ``uri`` (REFER)."""
+        self.command("xfer", call=call, uri=uri)
+
+    def xfer_replaces(self, call: int, dest: int) -> None:
+        """Attended transfer: connect ``call``'s far end with ``dest``'s far end."""
+        self.command("xfer_replaces", call=call, dest=dest)
+
+    def unhold(self, call: int | None = None) -> None:
+        self.command("reinvite", call=call)
+
     def hold(self, call: int | None = None) -> None:
         self.command("hold", call=call)
 

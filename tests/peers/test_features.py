@@ -1,0 +1,156 @@
+"""Call features with real PJSUA2 phones: hold with music, blind and attended transfer.
+
+Switchboard runs as its own process (``tests.peers.switchboard``); audio is checked by FFT
+of what each phone records, call records are read from the server's database.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.peers.audio import dominant_frequency, tone_level_db
+from tests.peers.phones import Phone
+from tests.peers.switchboard import Switchboard
+
+pytestmark = pytest.mark.peers
+
+MOH_HZ = 440  # the shipped music-on-hold track is built over an A4 pedal (media/prompts)
+
+
+@pytest.fixture
+def server(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[Switchboard]:
+    sb = Switchboard(tmp_path / "sb", free_port()) if (tmp_path / "sb").mkdir() is None else None
+    assert sb is not None
+    sb.start()
+    yield sb
+    sb.stop()
+    assert "Traceback" not in sb.log_text(), sb.log_text()[-4000:]
+
+
+def phone(factory: Callable[..., Phone], sb: Switchboard, ext: str, **kw: Any) -> Phone:
+    p = factory(f"ext{ext}", user=ext, **kw)
+    ev = p.register(sb.address, password=sb.password(ext))
+    assert ev is not None and ev["code"] == 200, ev
+    return p
+
+
+def answer_call(caller: Phone, callee: Phone, sb: Switchboard, ext: str) -> tuple[int, int]:
+    """``caller`` dials ``ext`` (``callee``'s extension) and ``callee`` answers; returns the
+    two phones' call ids."""
+    cid = caller.call(sb.uri(ext))
+    inc = callee.wait_incoming(timeout=10)
+    callee.answer(call=inc["call"])
+    caller.wait_call_state("CONFIRMED", call=cid, timeout=10)
+    callee.wait_call_state("CONFIRMED", call=inc["call"], timeout=10)
+    caller.wait_media_active(call=cid, timeout=10)
+    return cid, int(inc["call"])
+
+
+def hears(p: Phone, path: Path, call: int | None = None, seconds: float = 1.6) -> Path:
+    p.record(path, call=call)
+    time.sleep(seconds)
+    p.stop_record(call=call)
+    return path
+
+
+def test_hold_plays_music_and_unhold_restores_audio(
+    server: Switchboard, phone_factory: Callable[..., Phone], tmp_path: Path, tone_2k: Path
+) -> None:
+    a = phone(phone_factory, server, "1001")
+    b = phone(phone_factory, server, "1002")
+    answer_call(a, b, server, "1002")
+    b.play(tone_2k)
+    time.sleep(0.3)
+    assert abs(dominant_frequency(hears(a, tmp_path / "before.wav")) - 2000) < 20
+    b.hold()  # re-INVITE a=sendonly: A must hear the music on hold, not B
+    time.sleep(0.8)
+    held = hears(a, tmp_path / "held.wav", seconds=2.0)
+    assert abs(dominant_frequency(held) - MOH_HZ) < 15
+    assert tone_level_db(held, 2000) < tone_level_db(held, MOH_HZ) - 20
+    b.unhold()
+    time.sleep(0.8)
+    back = hears(a, tmp_path / "back.wav")
+    assert abs(dominant_frequency(back) - 2000) < 20
+    a.hangup()
+    b.wait_disconnected(timeout=10)
+    (cdr,) = server.wait_call_records(1)
+    assert cdr["disposition"] == "ANSWERED"
+    events = [e["event"] for e in server.log_events()]
+    assert "call_hold" in events and "call_resume" in events
+
+
+def test_blind_transfer(
+    server: Switchboard,
+    phone_factory: Callable[..., Phone],
+    tmp_path: Path,
+    tone_1k: Path,
+    tone_2k: Path,
+) -> None:
+    a = phone(phone_factory, server, "1001")
+    b = phone(phone_factory, server, "1002")
+    c = phone(phone_factory, server, "1003")
+    answer_call(a, b, server, "1002")
+    b.xfer(server.uri("1003"))  # REFER: A goes to C; B is done
+    inc = c.wait_incoming(timeout=10)
+    c.answer(call=inc["call"])
+    ev = b.wait_event(lambda e: e.get("final") is True, event="xfer_status", timeout=10)
+    assert ev["code"] == 200
+    b.wait_disconnected(timeout=10)
+    c.wait_media_active(timeout=10)
+    a.play(tone_1k)
+    c.play(tone_2k)
+    time.sleep(0.4)
+    assert abs(dominant_frequency(hears(c, tmp_path / "c.wav")) - 1000) < 20
+    assert abs(dominant_frequency(hears(a, tmp_path / "a.wav")) - 2000) < 20
+    assert a.get_info()["state"] == "CONFIRMED"  # A never left its call
+    a.hangup()
+    c.wait_disconnected(timeout=10)
+    first, second = server.wait_call_records(2)
+    assert (first["caller"], first["callee"], first["hangup_cause"]) == (
+        "1001",
+        "1002",
+        "transferred",
+    )
+    assert (second["caller"], second["callee"]) == ("1001", "1003")
+    assert second["linked_id"] == first["record_id"]
+    assert second["hangup_side"] == "caller"
+
+
+def test_attended_transfer(
+    server: Switchboard,
+    phone_factory: Callable[..., Phone],
+    tmp_path: Path,
+    tone_1k: Path,
+    tone_2k: Path,
+) -> None:
+    a = phone(phone_factory, server, "1001")
+    b = phone(phone_factory, server, "1002")
+    c = phone(phone_factory, server, "1003")
+    _, b_with_a = answer_call(a, b, server, "1002")
+    b.hold(call=b_with_a)  # A hears music while B consults C
+    time.sleep(0.5)
+    b_with_c, _ = answer_call(b, c, server, "1003")
+    time.sleep(0.5)
+    b.xfer_replaces(call=b_with_a, dest=b_with_c)  # REFER with Replaces: A ⇄ C
+    ev = b.wait_event(lambda e: e.get("final") is True, event="xfer_status", timeout=10)
+    assert ev["code"] == 200
+    b.wait_disconnected(call=b_with_a, timeout=10)
+    b.wait_disconnected(call=b_with_c, timeout=10)
+    a.play(tone_1k)
+    c.play(tone_2k)
+    time.sleep(0.5)
+    assert abs(dominant_frequency(hears(c, tmp_path / "c.wav")) - 1000) < 20
+    a_hears = hears(a, tmp_path / "a.wav")
+    assert abs(dominant_frequency(a_hears) - 2000) < 20  # C, and no more music on hold
+    a.hangup()
+    c.wait_disconnected(timeout=10)
+    records = server.wait_call_records(3)
+    by_pair = {(r["caller"], r["callee"]): r for r in records}
+    ab, bc, ac = by_pair[("1001", "1002")], by_pair[("1002", "1003")], by_pair[("1001", "1003")]
+    assert ab["hangup_cause"] == bc["hangup_cause"] == "transferred"
+    assert ac["linked_id"] == ab["record_id"]
