@@ -19,7 +19,13 @@ from config import SwitchboardConfig
 from crm import Store
 from crm.store import BindingData, CallRecordData, Disposition, HangupSide
 from pbx.persistence import CallDetail, StoredBinding
-from pbx.server import DEFAULT_MUSIC_ON_HOLD, Extension, ServerSettings, SipServer
+from pbx.server import (
+    DEFAULT_MUSIC_ON_HOLD,
+    Conference,
+    Extension,
+    ServerSettings,
+    SipServer,
+)
 from pbx.stack import ListenSpec
 
 __all__ = ["StorePersistence", "build_server", "run", "settings_from_config"]
@@ -128,7 +134,13 @@ class StorePersistence:
 async def build_server(cfg: SwitchboardConfig) -> tuple[SipServer, Store]:
     store = await Store.open(cfg.store.url)
     server = SipServer(
-        settings_from_config(cfg), extensions_from_config(cfg), StorePersistence(store)
+        settings_from_config(cfg),
+        extensions_from_config(cfg),
+        StorePersistence(store),
+        conferences={
+            num: Conference(num, room.name, room.max_members)
+            for num, room in cfg.conferences.items()
+        },
     )
     return server, store
 

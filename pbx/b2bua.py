@@ -55,7 +55,7 @@ from .message import ParseError, Request, Response, make_response, parse_name_ad
 from .persistence import CallDetail
 from .stack import SipStack, new_tag
 
-__all__ = ["B2bua", "Call", "CallDetail", "CallState", "ParseError"]
+__all__ = ["B2bua", "Call", "CallDetail", "CallState", "ConferenceRoom", "ParseError"]
 
 log = structlog.get_logger("pbx.b2bua")
 
@@ -73,7 +73,8 @@ class CallState(Enum):
 
 # The call state machine as a table: state → states it may move to.
 _TRANSITIONS: dict[CallState, frozenset[CallState]] = {
-    CallState.SETUP: frozenset({CallState.CALLING, CallState.ENDED}),
+    # SETUP → ANSWERED: calls Switchboard answers itself (conference rooms, feature codes).
+    CallState.SETUP: frozenset({CallState.CALLING, CallState.ANSWERED, CallState.ENDED}),
     CallState.CALLING: frozenset({CallState.RINGING, CallState.ANSWERED, CallState.ENDED}),
     CallState.RINGING: frozenset({CallState.ANSWERED, CallState.ENDED}),
     CallState.ANSWERED: frozenset({CallState.ENDED}),
@@ -394,6 +395,7 @@ class Call:
         self.ringback = False
         self.outbound: _Outbound | None = None  # the callee being rung
         self.transfer: _Transfer | None = None  # a transfer in progress
+        self.room: ConferenceRoom | None = None  # the conference room this caller is in
         self._relayed_provisional: set[int] = set()
         self.log = log.bind(call=self.id, caller=caller, callee=callee)
 
@@ -470,6 +472,55 @@ class Call:
             return
         self._move(CallState.CALLING)
         self.log.debug("call_forked", branches=len(self.outbound.branches))
+
+    async def answer_locally(self) -> bool:
+        """Answer the caller ourselves (200 + SDP): conference rooms and feature codes."""
+        assert self.invite is not None
+        media = self.b2b.media
+        try:
+            leg = await media.create_leg(self.a.leg_id, self._media_host(self.a.flow))
+        except (MediaError, OSError) as exc:
+            self.log.warning("media_allocation_failed", error=str(exc))
+            self._fail_a(503, "Media Unavailable", "FAILED", "media_unavailable", "system")
+            return False
+        if self.ended:
+            media.close_leg(self.a.leg_id)
+            return False
+        try:
+            neg = sdp.negotiate_answer(
+                self.invite.body,
+                host=leg.local_host,
+                port=leg.local_port,
+                supported=SUPPORTED_CODECS,
+                session_id=self.a.sdp_session_id,
+                version=self.a.sdp_version,
+            )
+        except sdp.SdpError as exc:
+            self.log.info("offer_rejected", error=str(exc))
+            self._fail_a(488, None, "FAILED", "incompatible_media", "system")
+            return False
+        self.a.codec = neg.codec
+        self.a.dtmf_pt = neg.dtmf_payload_type
+        self.a_answer_sdp = self.a.last_local_sdp = neg.answer.serialize()
+        leg.set_remote(neg.remote[0], neg.remote[1], neg.codec, neg.dtmf_payload_type)
+        self.a.dialog = Dialog.as_uas(self.invite, self.a_tag, self.a.flow)
+        self.a_final_sent = True
+        self.b2b.stack.send_response(
+            make_response(
+                self.invite,
+                200,
+                to_tag=self.a_tag,
+                headers=[
+                    *self._contact_headers(self.a, self.callee),
+                    ("Content-Type", "application/sdp"),
+                ],
+                body=self.a_answer_sdp,
+            )
+        )
+        self._move(CallState.ANSWERED)
+        self.answered_at = datetime.now(UTC)
+        self.b2b._register_side(self, self.a)
+        return True
 
     def _media_host(self, flow: Flow) -> str:
         return self.b2b.media_host or self.b2b.stack.host_for(flow.address[0])
@@ -1048,6 +1099,17 @@ def _best_failure(statuses: list[int]) -> int:
     return min(statuses) if statuses else 480
 
 
+@dataclass(slots=True)
+class ConferenceRoom:
+    """A named conference room: one mixing bridge, its members' calls."""
+
+    number: str
+    name: str
+    max_members: int
+    bridge_id: str = ""
+    members: set[str] = field(default_factory=set)  # call ids
+
+
 class B2bua:
     """Owns the live calls and routes requests to them."""
 
@@ -1075,6 +1137,7 @@ class B2bua:
         self._by_invite: dict[tuple[str, str], Call] = {}  # (Call-ID, from tag) of the caller
         self._dialogs: dict[tuple[str, str, str], tuple[Call, _Side]] = {}
         self._by_leg: dict[str, Call] = {}
+        self.rooms: dict[str, ConferenceRoom] = {}
 
     @property
     def calls(self) -> list[Call]:
@@ -1099,6 +1162,66 @@ class B2bua:
         task = asyncio.get_running_loop().create_task(call.setup(contacts, ring_timeout))
         task.add_done_callback(_log_task_error)
         return call
+
+    def _local_call(
+        self, invite: Request, source: tuple[str, int], transport: str, caller: str, callee: str
+    ) -> Call:
+        a = _Side(label="a", ext=caller, leg_id="", flow=Flow(transport, source))
+        call = Call(self, a, caller=caller, callee=callee, call_id=invite.call_id, invite=invite)
+        a.leg_id = f"{call.id}-a"
+        self._calls[call.id] = call
+        self._by_invite[(invite.call_id, invite.from_.tag or "")] = call
+        self._by_leg[a.leg_id] = call
+        return call
+
+    def join_conference(
+        self,
+        invite: Request,
+        source: tuple[str, int],
+        transport: str,
+        caller: str,
+        number: str,
+        name: str,
+        max_members: int,
+    ) -> None:
+        """Answer a call to a conference room and put the caller in its bridge."""
+        room = self.rooms.get(number)
+        if room is None:
+            room = self.rooms[number] = ConferenceRoom(number, name, max_members)
+        if len(room.members) >= room.max_members:
+            self.stack.send_response(
+                make_response(invite, 486, "Conference Full", to_tag=new_tag())
+            )
+            return
+        call = self._local_call(invite, source, transport, caller, number)
+        call.room = room
+        room.members.add(call.id)
+
+        async def run() -> None:
+            if not await call.answer_locally():
+                self._leave_room(call)
+                return
+            if not room.bridge_id:
+                room.bridge_id = f"room-{number}"
+                self.media.create_bridge(room.bridge_id)
+            self.media.join(room.bridge_id, call.a.leg_id)
+            call.log.info("conference_joined", room=number, members=len(room.members))
+
+        task = asyncio.get_running_loop().create_task(run())
+        task.add_done_callback(_log_task_error)
+
+    def _leave_room(self, call: Call) -> None:
+        room = call.room
+        if room is None:
+            return
+        call.room = None
+        room.members.discard(call.id)
+        if room.bridge_id and call.a.leg_id in self.media:
+            self.media.leave(room.bridge_id, call.a.leg_id)
+        if not room.members:
+            if room.bridge_id:
+                self.media.destroy_bridge(room.bridge_id)
+            del self.rooms[room.number]
 
     def connect(self, a: _Side, b: _Side, *, linked_id: str | None, callee: str) -> Call:
         """A new answered call between two existing sides (after a transfer)."""
@@ -1194,6 +1317,7 @@ class B2bua:
 
     def _forget(self, call: Call, keep: tuple[_Side, ...] = ()) -> None:
         self._calls.pop(call.id, None)
+        self._leave_room(call)
         transferor = call.transfer.transferor if call.transfer is not None else None
         for key in [k for k, (c, s) in self._dialogs.items() if c is call]:
             side = self._dialogs[key][1]

@@ -65,6 +65,13 @@ class Extension:
 
 
 @dataclass(frozen=True, slots=True)
+class Conference:
+    number: str
+    name: str
+    max_members: int = 20
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     listen: tuple[ListenSpec, ...]
     realm: str = "switchboard"
@@ -92,9 +99,12 @@ class SipServer:
         settings: ServerSettings,
         extensions: dict[str, Extension],
         persistence: Persistence | None = None,
+        *,
+        conferences: dict[str, Conference] | None = None,
     ) -> None:
         self.settings = settings
         self.extensions = extensions
+        self.conferences = conferences or {}
         self.persistence = persistence
         self.stack = SipStack(
             timers=settings.timers,
@@ -452,6 +462,12 @@ class SipServer:
             self.stack.send_response(make_response(req, 403, "Identity Mismatch", to_tag=new_tag()))
             return
         callee = req.request_uri.user_unescaped() or ""
+        room = self.conferences.get(callee)
+        if room is not None:
+            self.b2bua.join_conference(
+                req, source, transport, user, callee, room.name, room.max_members
+            )
+            return
         ext = self.extensions.get(callee)
         if ext is None:
             self._reject_call(req, user, callee, 404, "not_found")

@@ -24,9 +24,8 @@ MOH_HZ = 440  # the shipped music-on-hold track is built over an A4 pedal (media
 
 @pytest.fixture
 def server(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[Switchboard]:
-    sb = Switchboard(tmp_path / "sb", free_port()) if (tmp_path / "sb").mkdir() is None else None
-    assert sb is not None
-    sb.start()
+    (tmp_path / "sb").mkdir()
+    sb = Switchboard(tmp_path / "sb", free_port()).start()
     yield sb
     sb.stop()
     assert "Traceback" not in sb.log_text(), sb.log_text()[-4000:]
@@ -154,3 +153,44 @@ def test_attended_transfer(
     ab, bc, ac = by_pair[("1001", "1002")], by_pair[("1002", "1003")], by_pair[("1001", "1003")]
     assert ab["hangup_cause"] == bc["hangup_cause"] == "transferred"
     assert ac["linked_id"] == ab["record_id"]
+
+
+def test_conference_room_three_parties(
+    tmp_path: Path,
+    free_port: Callable[[], int],
+    phone_factory: Callable[..., Phone],
+    tone_wav: Callable[..., Path],
+) -> None:
+    """Three phones dial room 8000 playing 700, 1200 and 1900 Hz: each hears the other two
+    and not itself (the mixer gives every member the sum of the others)."""
+    (tmp_path / "sb").mkdir()
+    sb = Switchboard(
+        tmp_path / "sb", free_port(), extra_yaml='conferences:\n  "8000": {name: Sales room}\n'
+    ).start()
+    try:
+        freqs = {"1001": 700, "1002": 1200, "1003": 1900}
+        phones = {ext: phone(phone_factory, sb, ext) for ext in freqs}
+        for ext, p in phones.items():
+            p.call(sb.uri("8000"))
+            p.wait_call_state("CONFIRMED", timeout=10)
+            p.wait_media_active(timeout=10)
+            p.play(tone_wav(freqs[ext]))
+        time.sleep(0.8)
+        for p in phones.values():
+            p.record(tmp_path / f"{p.user}.wav")
+        time.sleep(2.0)
+        for ext, p in phones.items():
+            p.stop_record()
+            rec = tmp_path / f"{ext}.wav"
+            own = tone_level_db(rec, freqs[ext])
+            others = [tone_level_db(rec, f) for e, f in freqs.items() if e != ext]
+            assert all(level > -30 for level in others), (ext, others)
+            assert own < min(others) - 20, (ext, own, others)
+        for p in phones.values():
+            p.hangup()
+        records = sb.wait_call_records(3)
+        assert {r["callee"] for r in records} == {"8000"}
+        assert {r["disposition"] for r in records} == {"ANSWERED"}
+    finally:
+        sb.stop()
+    assert "Traceback" not in sb.log_text(), sb.log_text()[-4000:]
