@@ -17,7 +17,8 @@ import structlog
 
 from config import SwitchboardConfig
 from crm import Store
-from crm.store import BindingData, CallRecordData, Disposition, HangupSide
+from crm.store import BindingData, CallRecordData, Disposition, ExtensionSettingsData, HangupSide
+from pbx.features import ExtensionSettings
 from pbx.persistence import CallDetail, StoredBinding
 from pbx.server import (
     DEFAULT_MUSIC_ON_HOLD,
@@ -53,13 +54,18 @@ def settings_from_config(cfg: SwitchboardConfig) -> ServerSettings:
         rtp_inactivity_timeout=float(cfg.rtp.inactivity_timeout),
         music_on_hold=tuple(cfg.media.music_on_hold) or (str(DEFAULT_MUSIC_ON_HOLD),),
         tone_plan=cfg.media.tone_plan,
+        feature_codes=tuple(cfg.features.model_dump().items()),
     )
 
 
 def extensions_from_config(cfg: SwitchboardConfig) -> dict[str, Extension]:
     return {
         num: Extension(
-            number=num, name=e.name, password=e.password, ring_timeout=float(e.ring_timeout)
+            number=num,
+            name=e.name,
+            password=e.password,
+            ring_timeout=float(e.ring_timeout),
+            pickup_group=e.pickup_group,
         )
         for num, e in cfg.extensions.items()
     }
@@ -129,6 +135,31 @@ class StorePersistence:
                 for d in details
             ]
         )
+
+    async def save_settings(self, settings: dict[str, ExtensionSettings]) -> None:
+        await self.store.save_extension_settings(
+            [
+                ExtensionSettingsData(
+                    number=ext,
+                    dnd=v.dnd,
+                    forward_all=v.forward_all,
+                    forward_busy=v.forward_busy,
+                    forward_no_answer=v.forward_no_answer,
+                )
+                for ext, v in settings.items()
+            ]
+        )
+
+    async def load_settings(self) -> dict[str, ExtensionSettings]:
+        return {
+            row.number: ExtensionSettings(
+                dnd=row.dnd,
+                forward_all=row.forward_all,
+                forward_busy=row.forward_busy,
+                forward_no_answer=row.forward_no_answer,
+            )
+            for row in await self.store.load_extension_settings()
+        }
 
 
 async def build_server(cfg: SwitchboardConfig) -> tuple[SipServer, Store]:

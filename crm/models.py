@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -98,3 +98,15 @@ class Registration(Base):
     # RFC 5626 +sip.instance and RFC 3327 Path, kept for outbound/edge proxies.
     instance_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     path: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ExtensionSetting(Base):
+    """Settings a phone user changes with feature codes: do-not-disturb and forwarding."""
+
+    __tablename__ = "extension_settings"
+
+    number: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dnd: Mapped[bool] = mapped_column(Boolean, default=False)
+    forward_all: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    forward_busy: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    forward_no_answer: Mapped[str | None] = mapped_column(String(64), nullable=True)

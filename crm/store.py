@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from crm.models import Base, CallRecord, Registration
+from crm.models import Base, CallRecord, ExtensionSetting, Registration
 
 
 class Disposition(StrEnum):
@@ -107,6 +107,17 @@ class CallRecordData:
         object.__setattr__(self, "duration", (end - start).total_seconds())
         billable = (end - answer).total_seconds() if answer is not None else 0.0
         object.__setattr__(self, "billable_seconds", billable)
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionSettingsData:
+    """Do-not-disturb and forwarding of one extension (set from the phone by feature codes)."""
+
+    number: str
+    dnd: bool = False
+    forward_all: str | None = None
+    forward_busy: str | None = None
+    forward_no_answer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +343,36 @@ class Store:
                 )
                 rows = [{name: getattr(b, name) for name in _BINDING_FIELDS} for b in saves]
                 await session.execute(stmt, rows)
+
+    async def save_extension_settings(self, rows: list[ExtensionSettingsData]) -> None:
+        """Insert or replace the settings of these extensions (one transaction)."""
+        if not rows:
+            return
+        async with self._sessions.begin() as session:
+            for row in rows:
+                await session.merge(
+                    ExtensionSetting(
+                        number=row.number,
+                        dnd=row.dnd,
+                        forward_all=row.forward_all,
+                        forward_busy=row.forward_busy,
+                        forward_no_answer=row.forward_no_answer,
+                    )
+                )
+
+    async def load_extension_settings(self) -> list[ExtensionSettingsData]:
+        async with self._sessions() as session:
+            rows = (await session.scalars(select(ExtensionSetting))).all()
+        return [
+            ExtensionSettingsData(
+                number=r.number,
+                dnd=bool(r.dnd),
+                forward_all=r.forward_all,
+                forward_busy=r.forward_busy,
+                forward_no_answer=r.forward_no_answer,
+            )
+            for r in rows
+        ]
 
     async def delete_binding(self, aor: str, contact_uri: str) -> None:
         """Remove one binding (REGISTER with Expires: 0 for that contact)."""

@@ -886,9 +886,7 @@ class Leg:
         payload = encoder.encode(pcm)
         self._send_generated(payload, self._gen_ts, self._codec_pt, False, now)
 
-    def _send_generated(
-        self, payload: bytes, ts: int, pt: int, marker: bool, now: float
-    ) -> None:
+    def _send_generated(self, payload: bytes, ts: int, pt: int, marker: bool, now: float) -> None:
         buf = self._buf
         n = RTP_HEADER_SIZE + len(payload)
         view = self._view
@@ -1467,7 +1465,7 @@ class MediaEngine:
         n = frame_samples(rate)
         legs = bridge.legs
         frames: dict[str, Int16Array | None] = {}
-        for leg_id, leg in legs.items():
+        for leg_id, leg in list(legs.items()):  # a DTMF event handler may change the bridge
             pcm = leg._pull(now)
             frames[leg_id] = None if pcm is None else leg._to_rate(pcm, rate)
         if bridge.taps:
@@ -1482,7 +1480,7 @@ class MediaEngine:
                     _call_tap(tap, frame if frame is not None and ok else silence, rate)
         replace: dict[str, Int16Array] = {}
         extras: dict[str, list[Int16Array]] = {}
-        for leg_id, leg in legs.items():
+        for leg in list(legs.values()):
             self._collect_sources(leg, rate, n, replace, extras)
         outs = mix(frames, legs, n, bridge.spec, replace=replace, extras=extras)
         for leg_id, leg in list(legs.items()):

@@ -74,7 +74,9 @@ def _check(frame: Int16Array, samples: int, who: str) -> None:
 
 
 def _clip(acc: Int32Array) -> Int16Array:
-    np.clip(acc, _MIN, _MAX, out=acc)
+    # Two ufuncs instead of np.clip: same result, a fraction of the per-call overhead.
+    np.maximum(acc, _MIN, out=acc)
+    np.minimum(acc, _MAX, out=acc)
     return acc.astype(np.int16)
 
 
@@ -101,9 +103,13 @@ def mix(
     replace: Mapping[str, Int16Array] | None = None,
     extras: Mapping[str, Sequence[Int16Array]] | None = None,
 ) -> dict[str, Int16Array]:
-    """What every listener hears this tick (see module doc). Frames are ``int16``."""
-    spec = spec if spec is not None else MixSpec()
-    muted = spec.muted_speakers
+    """What every listener hears this tick (see module doc). Frames are ``int16``.
+
+    One ``int32`` row per listener: every row starts as the total, the listener's own frame
+    is subtracted, then exceptions are applied; one clip and one conversion for all rows.
+    """
+    muted = spec.muted_speakers if spec is not None else ()
+    ids = list(listeners)
     total = np.zeros(samples, dtype=np.int32)
     speaking: dict[str, Int16Array] = {}
     for leg, frame in frames.items():
@@ -112,33 +118,35 @@ def mix(
         _check(frame, samples, leg)
         total += frame
         speaking[leg] = frame
-    deaf_pairs = spec.deaf
-    out: dict[str, Int16Array] = {}
-    for listener in listeners:
+    rows = np.empty((len(ids), samples), dtype=np.int32)
+    rows[:] = total
+    deaf_pairs = spec.deaf if spec is not None else ()
+    deaf_listeners = spec.deaf_listeners if spec is not None else ()
+    for i, listener in enumerate(ids):
+        row = rows[i]
         base = replace.get(listener) if replace else None
         if base is not None:
             _check(base, samples, f"replacement for {listener}")
-            acc = base.astype(np.int32)
-        elif listener in spec.deaf_listeners:
-            acc = np.zeros(samples, dtype=np.int32)
+            row[:] = base
+        elif listener in deaf_listeners:
+            row[:] = 0
         else:
-            acc = total.copy()
             own = speaking.get(listener)
             if own is not None:
-                acc -= own  # minus-self: nobody hears their own voice back
+                row -= own  # minus-self: nobody hears their own voice back
             if deaf_pairs:
                 for who, speaker in deaf_pairs:
                     if who == listener and speaker != listener:
                         frame = speaking.get(speaker)
                         if frame is not None:
-                            acc -= frame
+                            row -= frame
         more = extras.get(listener) if extras else None
         if more:
             for extra in more:
                 _check(extra, samples, f"extra for {listener}")
-                acc += extra
-        out[listener] = _clip(acc)
-    return out
+                row += extra
+    mixed = _clip(rows)
+    return {listener: mixed[i] for i, listener in enumerate(ids)}
 
 
 class RateAdapter:

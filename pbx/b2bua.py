@@ -61,6 +61,7 @@ log = structlog.get_logger("pbx.b2bua")
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY"
 SUPPORTED_CODECS: tuple[Codec, ...] = (PCMU, PCMA)
+MAX_FORWARDS = 5  # busy/no-answer forwarding hops per call
 
 
 class CallState(Enum):
@@ -396,6 +397,8 @@ class Call:
         self.outbound: _Outbound | None = None  # the callee being rung
         self.transfer: _Transfer | None = None  # a transfer in progress
         self.room: ConferenceRoom | None = None  # the conference room this caller is in
+        self.forwards = 0  # how many times busy/no-answer forwarding moved this call
+        self.tried: set[str] = {callee}
         self._relayed_provisional: set[int] = set()
         self.log = log.bind(call=self.id, caller=caller, callee=callee)
 
@@ -576,6 +579,10 @@ class Call:
             self.b2b.send_bye(b.dialog)
             self.b2b.media.close_leg(b.leg_id)
             return
+        self._connect_callee(b)
+
+    def _connect_callee(self, b: _Side) -> None:
+        assert self.invite is not None and b.dialog is not None
         self.b = b
         media = self.b2b.media
         media.get_leg(self.a.leg_id).stop_tone()
@@ -603,6 +610,11 @@ class Call:
     def _on_callee_failed(self, status: int, ring_timeout: bool) -> None:
         if self.ended:
             return
+        reason = (
+            "busy" if status in (486, 600, 603) else "no_answer" if status in (408, 480) else None
+        )
+        if reason is not None and self._forward(reason):
+            return
         if status in (486, 600, 603):
             self._fail_a(486 if status == 486 else status, None, "BUSY", "user_busy", "callee")
         elif status in (408, 480):
@@ -610,6 +622,57 @@ class Call:
             self._fail_a(480, None, "NO ANSWER", "no_answer", side)
         else:
             self._fail_a(status, None, "FAILED", f"sip_{status}", "callee")
+
+    def _forward(self, reason: str) -> bool:
+        """Call forwarding on busy / no answer: ring the target instead. False if none."""
+        target = self.b2b.forward_of(self.callee, reason)
+        if target is None or self.forwards >= MAX_FORWARDS or target in self.tried:
+            return False
+        contacts = self.b2b.contacts_of(target)
+        if not contacts:
+            return False
+        assert self.invite is not None
+        self.log.info("call_forwarded", reason=reason, frm=self.callee, to=target)
+        self.forwards += 1
+        self.tried.add(target)
+        self.callee = target
+        self.outbound = _Outbound(
+            self.b2b,
+            leg_id=f"{self.id}-b{self.forwards}",
+            caller_ext=self.caller,
+            caller_display=self.invite.from_.display,
+            callee=target,
+            contacts=contacts,
+            first_codec=self.a.codec,
+            ring_timeout=self.b2b.ring_timeout_of(target),
+            on_ringing=self._on_callee_ringing,
+            on_answered=self._on_callee_answered,
+            on_failed=self._on_callee_failed,
+        )
+        self.b2b._by_leg[self.outbound.leg_id] = self
+        outbound = self.outbound
+
+        async def start() -> None:
+            if not await outbound.start() and not self.ended:
+                self._fail_a(503, "Media Unavailable", "FAILED", "media_unavailable", "system")
+
+        task = asyncio.get_running_loop().create_task(start())
+        task.add_done_callback(_log_task_error)
+        return True
+
+    def picked_up(self, picker: Call) -> bool:
+        """Call pickup: ``picker`` (a call Switchboard answered) takes this ringing call."""
+        if self.ended or self.state is CallState.ANSWERED or self.invite is None:
+            return False
+        if self.outbound is not None:
+            self.outbound.cancel()
+        side = picker.a
+        side.label = "b"
+        self.b2b._absorb(picker)
+        self.log.info("call_picked_up", by=side.ext, ringing=self.callee)
+        self.callee = side.ext
+        self._connect_callee(side)
+        return True
 
     # -- the caller before answer ------------------------------------------------------
 
@@ -1122,6 +1185,7 @@ class B2bua:
         on_call_ended: Callable[[CallDetail], None] = lambda d: None,
         contacts_of: Callable[[str], list[Contact] | None] = lambda ext: None,
         ring_timeout_of: Callable[[str], float] = lambda ext: 30.0,
+        forward_of: Callable[[str, str], str | None] = lambda ext, reason: None,
         music_on_hold: Callable[[str], Any] | None = None,
         stop_music: Callable[[Any], None] | None = None,
     ) -> None:
@@ -1131,6 +1195,7 @@ class B2bua:
         self.on_call_ended = on_call_ended
         self.contacts_of = contacts_of
         self.ring_timeout_of = ring_timeout_of
+        self.forward_of = forward_of
         self._music_on_hold = music_on_hold
         self._stop_music = stop_music
         self._calls: dict[str, Call] = {}
@@ -1209,6 +1274,74 @@ class B2bua:
 
         task = asyncio.get_running_loop().create_task(run())
         task.add_done_callback(_log_task_error)
+
+    def answer_with_tone(
+        self,
+        invite: Request,
+        source: tuple[str, int],
+        transport: str,
+        caller: str,
+        dialled: str,
+        tone: Any,
+        seconds: float = 1.0,
+    ) -> None:
+        """Answer, play ``tone`` (a frame source, e.g. the confirmation beep of a feature
+        code) and hang up after ``seconds``."""
+        call = self._local_call(invite, source, transport, caller, dialled)
+
+        async def run() -> None:
+            if not await call.answer_locally():
+                return
+            self.media.play(call.a.leg_id, tone)
+            await asyncio.sleep(seconds)
+            if not call.ended:
+                assert call.a.dialog is not None
+                self.send_bye(call.a.dialog)
+                call._end("ANSWERED", "feature_code", "system", 200)
+
+        task = asyncio.get_running_loop().create_task(run())
+        task.add_done_callback(_log_task_error)
+
+    def ringing_call(self, targets: Callable[[str], bool]) -> Call | None:
+        """The longest-ringing unanswered call to an extension ``targets`` accepts."""
+        ringing = [
+            c
+            for c in self._calls.values()
+            if c.state in (CallState.CALLING, CallState.RINGING)
+            and c.outbound is not None
+            and targets(c.callee)
+        ]
+        return min(ringing, key=lambda c: c.start) if ringing else None
+
+    def pickup(
+        self,
+        invite: Request,
+        source: tuple[str, int],
+        transport: str,
+        picker: str,
+        ringing: Call,
+    ) -> None:
+        """Answer ``picker``'s INVITE and hand it the ringing call (call pickup)."""
+        call = self._local_call(invite, source, transport, picker, ringing.callee)
+
+        async def run() -> None:
+            if not await call.answer_locally():
+                return
+            if not ringing.picked_up(call):
+                # It was answered or abandoned meanwhile: nothing left to pick up.
+                assert call.a.dialog is not None
+                self.send_bye(call.a.dialog)
+                call._end("ANSWERED", "nothing_to_pick_up", "system", 200)
+
+        task = asyncio.get_running_loop().create_task(run())
+        task.add_done_callback(_log_task_error)
+
+    def _absorb(self, call: Call) -> None:
+        """Retire a call whose side moved into another call (pickup): no call record."""
+        self._calls.pop(call.id, None)
+        call.state = CallState.ENDED
+        for s in call.sides():
+            self._unregister_side(s)
 
     def _leave_room(self, call: Call) -> None:
         room = call.room

@@ -26,6 +26,8 @@ from typing import Protocol
 
 import structlog
 
+from .features import ExtensionSettings
+
 __all__ = ["CallDetail", "Persistence", "StoredBinding", "WriteBehind"]
 
 log = structlog.get_logger("pbx.persistence")
@@ -72,6 +74,10 @@ class Persistence(Protocol):
 
     async def save_calls(self, details: list[CallDetail]) -> None: ...
 
+    async def save_settings(self, settings: dict[str, ExtensionSettings]) -> None: ...
+
+    async def load_settings(self) -> dict[str, ExtensionSettings]: ...
+
 
 MAX_PENDING_CALLS = 100_000  # beyond this a dead database would eat all memory
 
@@ -84,6 +90,7 @@ class WriteBehind:
         self._interval = interval
         self._bindings: dict[tuple[str, str], StoredBinding | None] = {}
         self._calls: list[CallDetail] = []
+        self._settings: dict[str, ExtensionSettings] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
         self._closed = False
@@ -96,6 +103,10 @@ class WriteBehind:
         self._bindings[(aor, contact_uri)] = None
         self._schedule()
 
+    def settings_changed(self, ext: str, settings: ExtensionSettings) -> None:
+        self._settings[ext] = settings
+        self._schedule()
+
     def call_ended(self, detail: CallDetail) -> None:
         if len(self._calls) >= MAX_PENDING_CALLS:
             log.error("call_records_dropped", reason="store unavailable", count=1)
@@ -105,7 +116,7 @@ class WriteBehind:
 
     @property
     def pending(self) -> int:
-        return len(self._bindings) + len(self._calls)
+        return len(self._bindings) + len(self._calls) + len(self._settings)
 
     def _schedule(self) -> None:
         if self._timer is None and self._flushing is None and not self._closed:
@@ -120,6 +131,7 @@ class WriteBehind:
     async def _flush(self) -> None:
         bindings, self._bindings = self._bindings, {}
         calls, self._calls = self._calls, []
+        settings, self._settings = self._settings, {}
         saves = [b for b in bindings.values() if b is not None]
         deletes = [key for key, b in bindings.items() if b is None]
         try:
@@ -127,6 +139,8 @@ class WriteBehind:
                 await self._persistence.apply_bindings(saves, deletes)
             if calls:
                 await self._persistence.save_calls(calls)
+            if settings:
+                await self._persistence.save_settings(settings)
         except Exception:
             log.exception("store_write_failed", bindings=len(bindings), calls=len(calls))
             # Put the work back, newer changes winning; retried at the next interval.
@@ -134,9 +148,11 @@ class WriteBehind:
                 self._bindings.setdefault(key, b)
             self._calls[:0] = calls
             del self._calls[MAX_PENDING_CALLS:]
+            for ext, value in settings.items():
+                self._settings.setdefault(ext, value)
         finally:
             self._flushing = None
-        if self._bindings or self._calls:
+        if self._bindings or self._calls or self._settings:
             self._schedule()
 
     async def close(self) -> None:
@@ -148,6 +164,6 @@ class WriteBehind:
         if self._flushing is not None:
             await self._flushing
         for _ in range(3):
-            if not (self._bindings or self._calls):
+            if not (self._bindings or self._calls or self._settings):
                 break
             await self._flush()

@@ -31,9 +31,17 @@ import structlog
 
 from media import MediaEngine
 from media.player import Playlist, load_prompt
+from media.tones import ToneSource
 
 from .b2bua import ALLOW, B2bua
 from .digest import AuthOutcome, DigestAuthenticator, DigestError, parse_credentials
+from .features import (
+    ExtensionSettings,
+    Feature,
+    FeatureCodes,
+    FeatureRequest,
+    route,
+)
 from .location import Contact, LocationStore
 from .message import (
     ParseError,
@@ -52,6 +60,19 @@ __all__ = ["Extension", "Persistence", "ServerSettings", "SipServer", "StoredBin
 
 log = structlog.get_logger("pbx.server")
 
+DEFAULT_FEATURE_CODES: dict[str, str] = {
+    "forward_all_on": "*72",
+    "forward_all_off": "*73",
+    "forward_busy_on": "*90",
+    "forward_busy_off": "*91",
+    "forward_no_answer_on": "*92",
+    "forward_no_answer_off": "*93",
+    "dnd_on": "*78",
+    "dnd_off": "*79",
+    "pickup": "*8",
+    "directed_pickup": "**",
+}
+
 # The track that ships with the project (media/prompts/make_moh.py made it).
 DEFAULT_MUSIC_ON_HOLD = Path(__file__).resolve().parent.parent / "media" / "prompts" / "moh.wav"
 
@@ -62,6 +83,7 @@ class Extension:
     name: str
     password: str
     ring_timeout: float = 30.0
+    pickup_group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +113,7 @@ class ServerSettings:
     timers: Timers | None = None
     music_on_hold: tuple[str, ...] = (str(DEFAULT_MUSIC_ON_HOLD),)
     tone_plan: str = "us"
+    feature_codes: tuple[tuple[str, str], ...] = ()  # (feature name, code); () = defaults
 
 
 class SipServer:
@@ -105,6 +128,8 @@ class SipServer:
         self.settings = settings
         self.extensions = extensions
         self.conferences = conferences or {}
+        self.feature_codes = FeatureCodes(dict(settings.feature_codes) or DEFAULT_FEATURE_CODES)
+        self.ext_settings: dict[str, ExtensionSettings] = {}
         self.persistence = persistence
         self.stack = SipStack(
             timers=settings.timers,
@@ -161,6 +186,7 @@ class SipServer:
             ring_timeout_of=lambda ext: self.extensions[ext].ring_timeout,
             music_on_hold=self._start_music_on_hold,
             stop_music=self._stop_music_on_hold,
+            forward_of=self._forward_of,
         )
         self.stack.on_request = self._on_request
         self.stack.on_ack_not_received = self._on_ack_not_received
@@ -175,6 +201,10 @@ class SipServer:
         if ext not in self.extensions:
             return None
         return self.location.lookup(ext, asyncio.get_running_loop().time())
+
+    def _forward_of(self, ext: str, reason: str) -> str | None:
+        settings = self.ext_settings.get(ext)
+        return None if settings is None else settings.forward_for(reason)
 
     def _start_music_on_hold(self, leg_id: str) -> object:
         """Loop the music-on-hold playlist to ``leg_id`` (files are cached after first use)."""
@@ -192,6 +222,11 @@ class SipServer:
             await asyncio.to_thread(load_prompt, path, 8000)
         if self.persistence is not None:
             await self._restore_bindings()
+            self.ext_settings = {
+                ext: v
+                for ext, v in (await self.persistence.load_settings()).items()
+                if ext in self.extensions
+            }
         await self.stack.listen(list(self.settings.listen))
         self._schedule_expiry()
 
@@ -462,20 +497,52 @@ class SipServer:
             self.stack.send_response(make_response(req, 403, "Identity Mismatch", to_tag=new_tag()))
             return
         callee = req.request_uri.user_unescaped() or ""
+        feature = self.feature_codes.parse(callee)
+        if feature is not None:
+            self._on_feature(req, user, feature, source, transport)
+            return
         room = self.conferences.get(callee)
         if room is not None:
             self.b2bua.join_conference(
                 req, source, transport, user, callee, room.name, room.max_members
             )
             return
-        ext = self.extensions.get(callee)
-        if ext is None:
+        if callee not in self.extensions:
             self._reject_call(req, user, callee, 404, "not_found")
             return
-        contacts = self.location.lookup(callee, asyncio.get_running_loop().time())
-        if not contacts:
-            self._reject_call(req, user, callee, 480, "unavailable")
+        # Unconditional forwarding and do-not-disturb decide before any phone rings.
+        where = route(callee, self.ext_settings)
+        if where.loop:
+            self._reject_call(req, user, callee, 482, "forwarding_loop")
             return
+        if where.hops:
+            log.info("call_forwarded", reason="unconditional", frm=callee, to=where.target)
+        target = where.target
+        if where.busy:
+            busy_to = self._forward_of(target, "busy")
+            if busy_to is None or busy_to not in self.extensions:
+                self._reject_call(req, user, target, 486, "do_not_disturb", "BUSY")
+                return
+            target = busy_to
+        ext = self.extensions.get(target)
+        if ext is None:
+            self._reject_call(req, user, target, 404, "not_found")
+            return
+        contacts = self.location.lookup(target, asyncio.get_running_loop().time())
+        if not contacts:
+            unavailable_to = self._forward_of(target, "no_answer")
+            contacts = (
+                self.location.lookup(unavailable_to, asyncio.get_running_loop().time())
+                if unavailable_to in self.extensions
+                else []
+            )
+            if not contacts:
+                self._reject_call(req, user, target, 480, "unavailable")
+                return
+            assert unavailable_to is not None
+            target = unavailable_to
+            ext = self.extensions[target]
+        callee = target
         if not req.body or req.content_type != "application/sdp":
             # TODO(late offer): an INVITE without SDP needs us to offer first; no phone we
             # test sends one, so it is refused clearly instead of half-supported.
@@ -490,7 +557,78 @@ class SipServer:
             return
         self.b2bua.start_call(req, source, transport, user, callee, contacts, ext.ring_timeout)
 
-    def _reject_call(self, req: Request, caller: str, callee: str, status: int, cause: str) -> None:
+    def _on_feature(
+        self,
+        req: Request,
+        user: str,
+        feature: FeatureRequest,
+        source: tuple[str, int],
+        transport: str,
+    ) -> None:
+        """A feature code dialled from ``user``'s phone."""
+        dialled = req.request_uri.user_unescaped() or ""
+        if feature.feature in (Feature.PICKUP, Feature.DIRECTED_PICKUP):
+            group = self.extensions[user].pickup_group
+            if feature.feature is Feature.DIRECTED_PICKUP:
+                wanted = feature.argument
+
+                def accepts(ext: str) -> bool:
+                    return ext == wanted
+            else:
+
+                def accepts(ext: str) -> bool:
+                    e = self.extensions.get(ext)
+                    return (
+                        group is not None
+                        and e is not None
+                        and e.pickup_group == group
+                        and ext != user
+                    )
+
+            ringing = self.b2bua.ringing_call(accepts)
+            if ringing is None:
+                self.stack.send_response(
+                    make_response(req, 480, "Nothing To Pick Up", to_tag=new_tag())
+                )
+                return
+            self.b2bua.pickup(req, source, transport, user, ringing)
+            return
+        needs_target = feature.feature in (
+            Feature.FORWARD_ALL_ON,
+            Feature.FORWARD_BUSY_ON,
+            Feature.FORWARD_NO_ANSWER_ON,
+        )
+        if needs_target and not feature.argument:
+            self.stack.send_response(make_response(req, 484, to_tag=new_tag()))
+            return
+        if needs_target and (feature.argument not in self.extensions or feature.argument == user):
+            self.stack.send_response(
+                make_response(req, 404, "No Such Forward Target", to_tag=new_tag())
+            )
+            return
+        before = self.ext_settings.get(user, ExtensionSettings())
+        after = before.apply(feature)
+        self.ext_settings[user] = after
+        if self.writes is not None:
+            self.writes.settings_changed(user, after)
+        log.info(
+            "extension_settings_changed",
+            ext=user,
+            feature=feature.feature.value,
+            argument=feature.argument or None,
+        )
+        beep = ToneSource("beep", self.settings.tone_plan, rate=8000)
+        self.b2bua.answer_with_tone(req, source, transport, user, dialled, beep)
+
+    def _reject_call(
+        self,
+        req: Request,
+        caller: str,
+        callee: str,
+        status: int,
+        cause: str,
+        disposition: str = "FAILED",
+    ) -> None:
         self.stack.send_response(make_response(req, status, to_tag=new_tag()))
         from datetime import UTC, datetime
 
@@ -504,7 +642,7 @@ class SipServer:
                 answer=None,
                 end=t,
                 hangup_cause=cause,
-                disposition="FAILED",
+                disposition=disposition,
                 hangup_side="system",
                 sip_status=status,
             )

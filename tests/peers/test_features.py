@@ -194,3 +194,105 @@ def test_conference_room_three_parties(
     finally:
         sb.stop()
     assert "Traceback" not in sb.log_text(), sb.log_text()[-4000:]
+
+
+def feature(p: Phone, sb: Switchboard, code: str) -> None:
+    """Dial a feature code: Switchboard answers, beeps and hangs up."""
+    cid = p.call(sb.uri(code))
+    assert p.wait_disconnected(call=cid, timeout=10)["code"] == 200
+
+
+@pytest.fixture
+def features_server(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[Switchboard]:
+    (tmp_path / "fs").mkdir()
+    sb = Switchboard(
+        tmp_path / "fs",
+        free_port(),
+        extensions={
+            "1001": {"name": "Alice", "password": "alice-pw"},
+            "1002": {
+                "name": "Bob",
+                "password": "bob-pw",
+                "ring_timeout": 3,
+                "pickup_group": "sales",
+            },
+            "1003": {"name": "Carol", "password": "carol-pw", "pickup_group": "sales"},
+        },
+    ).start()
+    yield sb
+    sb.stop()
+    assert "Traceback" not in sb.log_text(), sb.log_text()[-4000:]
+
+
+def test_do_not_disturb(features_server: Switchboard, phone_factory: Callable[..., Phone]) -> None:
+    sb = features_server
+    a, b = phone(phone_factory, sb, "1001"), phone(phone_factory, sb, "1002")
+    feature(b, sb, "*78")
+    a.call(sb.uri("1002"))
+    assert a.wait_disconnected(timeout=10)["code"] == 486
+    feature(b, sb, "*79")
+    a.call(sb.uri("1002"))
+    b.wait_incoming(timeout=10)
+    a.hangup()
+    records = sb.wait_call_records(4)
+    assert [r["hangup_cause"] for r in records if r["callee"] == "1002"][0] == "do_not_disturb"
+
+
+def test_forward_unconditional_busy_and_no_answer(
+    features_server: Switchboard, phone_factory: Callable[..., Phone]
+) -> None:
+    sb = features_server
+    a, b, c = (phone(phone_factory, sb, e) for e in ("1001", "1002", "1003"))
+    feature(b, sb, "*721003")  # every call to 1002 goes to 1003
+    a.call(sb.uri("1002"))
+    c.answer(call=c.wait_incoming(timeout=10)["call"])
+    a.wait_call_state("CONFIRMED", timeout=10)
+    a.hangup()
+    c.wait_disconnected(timeout=10)
+    feature(b, sb, "*73")
+    feature(b, sb, "*901003")  # busy → 1003
+    a.call(sb.uri("1002"))
+    b.reject(call=b.wait_incoming(timeout=10)["call"], code=486)
+    c.wait_incoming(timeout=10)
+    a.hangup()
+    c.wait_disconnected(timeout=10)
+    feature(b, sb, "*91")
+    feature(b, sb, "*921003")  # no answer (3 s ring timeout) → 1003
+    a.call(sb.uri("1002"))
+    b.wait_incoming(timeout=10)
+    c.answer(call=c.wait_incoming(timeout=10)["call"])
+    a.wait_call_state("CONFIRMED", timeout=10)
+    b.wait_disconnected(timeout=10)  # B's phone stopped ringing
+    a.hangup()
+    callees = [r["callee"] for r in sb.wait_call_records(8) if r["hangup_cause"] != "feature_code"]
+    assert callees == ["1003", "1003", "1003"]
+
+
+@pytest.mark.parametrize("code", ["*8", "**1002"])
+def test_call_pickup(
+    features_server: Switchboard,
+    phone_factory: Callable[..., Phone],
+    tmp_path: Path,
+    tone_1k: Path,
+    tone_2k: Path,
+    code: str,
+) -> None:
+    sb = features_server
+    a, b, c = (phone(phone_factory, sb, e) for e in ("1001", "1002", "1003"))
+    a.call(sb.uri("1002"))
+    b.ringing(call=b.wait_incoming(timeout=10)["call"])
+    a.wait_call_state("EARLY", timeout=10)
+    cid = c.call(sb.uri(code))  # Carol picks up Bob's ringing phone
+    c.wait_call_state("CONFIRMED", call=cid, timeout=10)
+    a.wait_call_state("CONFIRMED", timeout=10)
+    b.wait_disconnected(timeout=10)
+    c.wait_media_active(call=cid, timeout=10)
+    a.play(tone_1k)
+    c.play(tone_2k, call=cid)
+    time.sleep(0.4)
+    assert abs(dominant_frequency(hears(c, tmp_path / "c.wav", call=cid)) - 1000) < 20
+    assert abs(dominant_frequency(hears(a, tmp_path / "a.wav")) - 2000) < 20
+    a.hangup()
+    c.wait_disconnected(call=cid, timeout=10)
+    (cdr,) = sb.wait_call_records(1)
+    assert (cdr["caller"], cdr["callee"], cdr["disposition"]) == ("1001", "1003", "ANSWERED")
