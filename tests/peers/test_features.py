@@ -235,7 +235,7 @@ def test_do_not_disturb(features_server: Switchboard, phone_factory: Callable[..
     b.wait_incoming(timeout=10)
     a.hangup()
     records = sb.wait_call_records(4)
-    assert [r["hangup_cause"] for r in records if r["callee"] == "1002"][0] == "do_not_disturb"
+    assert next(r["hangup_cause"] for r in records if r["callee"] == "1002") == "do_not_disturb"
 
 
 def test_forward_unconditional_busy_and_no_answer(
