@@ -47,6 +47,7 @@ from urllib.parse import unquote
 import structlog
 
 from media import PCMA, PCMU, Codec, MediaEngine, MediaError
+from media.codecs import get_codec
 
 from . import sdp
 from .dialog import Dialog, Flow
@@ -60,7 +61,11 @@ __all__ = ["B2bua", "Call", "CallDetail", "CallState", "ConferenceRoom", "ParseE
 log = structlog.get_logger("pbx.b2bua")
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY"
-SUPPORTED_CODECS: tuple[Codec, ...] = (PCMU, PCMA)
+G722 = Codec(9, "G722", 8000)  # RFC 3551 §4.5.2: 16 kHz audio, 8000 RTP clock
+# Offer order: wideband first when both sides can, G.711 for everyone else.
+SUPPORTED_CODECS: tuple[Codec, ...] = (
+    (G722, PCMU, PCMA) if get_codec("G722", 8000) is not None else (PCMU, PCMA)
+)
 MAX_FORWARDS = 5  # busy/no-answer forwarding hops per call
 
 
@@ -249,7 +254,7 @@ class _Outbound:
 
     def _apply_answer(self, body: bytes) -> bool:
         try:
-            ans = sdp.parse_answer(body)
+            ans = sdp.parse_answer(body, SUPPORTED_CODECS)
         except sdp.SdpError as exc:
             log.info("bad_answer_from_callee", error=str(exc))
             return False
@@ -831,7 +836,7 @@ class Call:
 
     def _apply_answer_to(self, me: _Side, body: bytes) -> None:
         try:
-            ans = sdp.parse_answer(body)
+            ans = sdp.parse_answer(body, SUPPORTED_CODECS)
         except sdp.SdpError:
             return
         me.codec = ans.codec

@@ -296,3 +296,32 @@ def test_call_pickup(
     c.wait_disconnected(call=cid, timeout=10)
     (cdr,) = sb.wait_call_records(1)
     assert (cdr["caller"], cdr["callee"], cdr["disposition"]) == ("1001", "1003", "ANSWERED")
+
+
+def test_g722_wideband_and_transcoding_to_pcmu(
+    server: Switchboard, phone_factory: Callable[..., Phone], tmp_path: Path,
+    tone_wav: Callable[..., Path],
+) -> None:
+    """Two phones offering only G.722 keep a 5 kHz tone (impossible in 8 kHz G.711); a
+    G.722 phone and a PCMU-only phone still hear each other through the transcoder."""
+    a = phone(phone_factory, server, "1001")
+    b = phone(phone_factory, server, "1002")
+    c = phone(phone_factory, server, "1003")
+    for p in (a, b):
+        assert p.set_codecs(["G722"])
+    assert c.set_codecs(["PCMU"])
+    answer_call(a, b, server, "1002")
+    a.play(tone_wav(5000, rate=16000))
+    time.sleep(0.4)
+    wide = hears(b, tmp_path / "wide.wav")
+    assert abs(dominant_frequency(wide) - 5000) < 30
+    a.hangup()
+    b.wait_disconnected(timeout=10)
+    answer_call(a, c, server, "1003")
+    a.play(tone_wav(1000, rate=16000))
+    c.play(tone_wav(2000))
+    time.sleep(0.4)
+    assert abs(dominant_frequency(hears(c, tmp_path / "c.wav")) - 1000) < 20
+    assert abs(dominant_frequency(hears(a, tmp_path / "a.wav")) - 2000) < 20
+    a.hangup()
+    c.wait_disconnected(timeout=10)
