@@ -66,6 +66,7 @@ def extensions_from_config(cfg: SwitchboardConfig) -> dict[str, Extension]:
             password=e.password,
             ring_timeout=float(e.ring_timeout),
             pickup_group=e.pickup_group,
+            dtmf_mode=e.dtmf_mode,
         )
         for num, e in cfg.extensions.items()
     }

@@ -222,6 +222,7 @@ class ExtensionConfig(_Model):
     password: Annotated[str, Field(min_length=1)]
     ring_timeout: Annotated[int, Field(ge=1, le=600)] = 30
     pickup_group: str | None = None
+    dtmf_mode: Literal["auto", "rfc4733", "inband", "info"] = "auto"
 
     @field_validator("password")
     @classmethod

@@ -48,6 +48,7 @@ import structlog
 
 from media import PCMA, PCMU, Codec, MediaEngine, MediaError
 from media.codecs import get_codec
+from media.dtmf import DtmfReceived, parse_dtmf_info
 
 from . import sdp
 from .dialog import Dialog, Flow
@@ -457,6 +458,7 @@ class Call:
         self.a_answer_sdp = neg.answer.serialize()
         self.a.last_local_sdp = self.a_answer_sdp
         leg_a.set_remote(neg.remote[0], neg.remote[1], neg.codec, neg.dtmf_payload_type)
+        self.b2b.listen_for_dtmf(self.a)
         frm = self.invite.from_
         self.outbound = _Outbound(
             self.b2b,
@@ -511,6 +513,7 @@ class Call:
         self.a.dtmf_pt = neg.dtmf_payload_type
         self.a_answer_sdp = self.a.last_local_sdp = neg.answer.serialize()
         leg.set_remote(neg.remote[0], neg.remote[1], neg.codec, neg.dtmf_payload_type)
+        self.b2b.listen_for_dtmf(self.a)
         self.a.dialog = Dialog.as_uas(self.invite, self.a_tag, self.a.flow)
         self.a_final_sent = True
         self.b2b.stack.send_response(
@@ -589,6 +592,7 @@ class Call:
     def _connect_callee(self, b: _Side) -> None:
         assert self.invite is not None and b.dialog is not None
         self.b = b
+        self.b2b.listen_for_dtmf(b)
         media = self.b2b.media
         media.get_leg(self.a.leg_id).stop_tone()
         media.bridge(self.a.leg_id, b.leg_id)
@@ -741,6 +745,13 @@ class Call:
             return
         if method == "INFO":
             stack.send_response(make_response(req, 200))
+            info = parse_dtmf_info(req.get("Content-Type") or "", req.body)
+            if info is not None:
+                self.b2b.on_dtmf(
+                    DtmfReceived(
+                        me.leg_id, info[0], "info", info[1], asyncio.get_running_loop().time()
+                    )
+                )
             if other is not None and other.dialog is not None and req.body:
                 other.info_queue.append(req)
                 self._pump_info(other)
@@ -1191,6 +1202,7 @@ class B2bua:
         contacts_of: Callable[[str], list[Contact] | None] = lambda ext: None,
         ring_timeout_of: Callable[[str], float] = lambda ext: 30.0,
         forward_of: Callable[[str, str], str | None] = lambda ext, reason: None,
+        dtmf_mode_of: Callable[[str], str] = lambda ext: "auto",
         music_on_hold: Callable[[str], Any] | None = None,
         stop_music: Callable[[Any], None] | None = None,
     ) -> None:
@@ -1201,6 +1213,7 @@ class B2bua:
         self.contacts_of = contacts_of
         self.ring_timeout_of = ring_timeout_of
         self.forward_of = forward_of
+        self.dtmf_mode_of = dtmf_mode_of
         self._music_on_hold = music_on_hold
         self._stop_music = stop_music
         self._calls: dict[str, Call] = {}
@@ -1417,6 +1430,27 @@ class B2bua:
             if call.ended or side not in call.sides():
                 self._unregister_side(side)
                 self.send_bye(dialog)
+
+    def listen_for_dtmf(self, side: _Side) -> None:
+        """Run the in-band DTMF detector on a side whose phone sends tones in the audio."""
+        mode = self.dtmf_mode_of(side.ext)
+        wanted = mode == "inband" or (mode == "auto" and side.dtmf_pt is None)
+        if wanted and side.leg_id in self.media:
+            self.media.detect_inband_dtmf(side.leg_id)
+
+    def on_dtmf(self, event: DtmfReceived) -> None:
+        """Every digit, however it came (RFC 4733, SIP INFO, in-band), arrives here once."""
+        call = self._by_leg.get(event.leg_id)
+        if call is None:
+            return
+        side = next((s for s in call.sides() if s.leg_id == event.leg_id), None)
+        call.log.info(
+            "dtmf_received",
+            digit=event.digit,
+            source=event.source,
+            duration_ms=event.duration_ms,
+            ext=side.ext if side else None,
+        )
 
     def start_music_on_hold(self, leg_id: str) -> Any:
         if self._music_on_hold is None or leg_id not in self.media:

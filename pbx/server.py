@@ -30,6 +30,8 @@ from pathlib import Path
 import structlog
 
 from media import MediaEngine
+from media.dtmf import DtmfReceived
+from media.engine import MediaEvent
 from media.player import Playlist, load_prompt
 from media.tones import ToneSource
 
@@ -84,6 +86,9 @@ class Extension:
     password: str
     ring_timeout: float = 30.0
     pickup_group: str | None = None
+    # How the phone sends DTMF: "auto" listens in-band when no telephone-event was
+    # negotiated; "inband" always; "rfc4733"/"info" never run the audio detector.
+    dtmf_mode: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +177,7 @@ class SipServer:
             settings.rtp_ports[1],
             inactivity_timeout=settings.rtp_inactivity_timeout,
             on_inactive=self._on_media_inactive,
+            on_event=self._on_media_event,
             tone_plan=settings.tone_plan,
         )
         media_host = settings.advertise_host
@@ -187,6 +193,7 @@ class SipServer:
             music_on_hold=self._start_music_on_hold,
             stop_music=self._stop_music_on_hold,
             forward_of=self._forward_of,
+            dtmf_mode_of=lambda ext: e.dtmf_mode if (e := self.extensions.get(ext)) else "auto",
         )
         self.stack.on_request = self._on_request
         self.stack.on_ack_not_received = self._on_ack_not_received
@@ -659,6 +666,10 @@ class SipServer:
     def _on_ack_not_received(self, ev: AckNotReceived) -> None:
         resp = ev.response
         self.b2bua.on_ack_timeout(resp.call_id, resp.from_.tag or "")
+
+    def _on_media_event(self, event: MediaEvent) -> None:
+        if isinstance(event, DtmfReceived):
+            self.b2bua.on_dtmf(event)
 
     def _on_media_inactive(self, leg_id: str) -> None:
         self.b2bua.on_media_inactive(leg_id)

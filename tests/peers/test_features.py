@@ -299,7 +299,9 @@ def test_call_pickup(
 
 
 def test_g722_wideband_and_transcoding_to_pcmu(
-    server: Switchboard, phone_factory: Callable[..., Phone], tmp_path: Path,
+    server: Switchboard,
+    phone_factory: Callable[..., Phone],
+    tmp_path: Path,
     tone_wav: Callable[..., Path],
 ) -> None:
     """Two phones offering only G.722 keep a 5 kHz tone (impossible in 8 kHz G.711); a
@@ -325,3 +327,75 @@ def test_g722_wideband_and_transcoding_to_pcmu(
     assert abs(dominant_frequency(hears(a, tmp_path / "a.wav")) - 2000) < 20
     a.hangup()
     c.wait_disconnected(timeout=10)
+
+
+DIGITS = "123A456B789C*0#D"
+_DTMF_ROWS = (697, 770, 852, 941)
+_DTMF_COLS = (1209, 1336, 1477, 1633)
+_KEYPAD = ("123A", "456B", "789C", "*0#D")
+
+
+def make_inband_dtmf_wav(
+    path: Path,
+    digits: str,
+    *,
+    level_dbm0: float = -20.0,
+    snr_db: float = 20.0,
+    on_ms: int = 100,
+    off_ms: int = 100,
+) -> Path:
+    """DTMF tones in the audio (no RFC 4733) at ``level_dbm0`` per tone, with white noise
+    ``snr_db`` below the signal. For G.711 a full-scale sine is +3.14 dBm0 (ITU-T G.711)."""
+    import numpy as np
+    import soundfile
+
+    rate = 8000
+    peak = 10 ** ((level_dbm0 - 3.14) / 20)  # full-scale sine is +3.14 dBm0
+    rng = np.random.default_rng(4475)
+    chunks = [np.zeros(int(rate * 0.5))]
+    for d in digits:
+        r = next(i for i, row in enumerate(_KEYPAD) if d in row)
+        c = _KEYPAD[r].index(d)
+        t = np.arange(int(rate * on_ms / 1000)) / rate
+        chunks.append(
+            peak * (np.sin(2 * np.pi * _DTMF_ROWS[r] * t) + np.sin(2 * np.pi * _DTMF_COLS[c] * t))
+        )
+        chunks.append(np.zeros(int(rate * off_ms / 1000)))
+    chunks.append(np.zeros(int(rate * 0.5)))
+    signal = np.concatenate(chunks)
+    signal_rms = peak  # two tones of amplitude `peak`: RMS = peak
+    noise = rng.normal(0.0, signal_rms * 10 ** (-snr_db / 20), len(signal))
+    soundfile.write(str(path), np.clip(signal + noise, -1, 1), rate, subtype="PCM_16")
+    return path
+
+
+def test_inband_dtmf_all_sixteen_digits(
+    tmp_path: Path, free_port: Callable[[], int], phone_factory: Callable[..., Phone]
+) -> None:
+    """A phone that sends DTMF as tones in the audio (-20 dBm0, 20 dB SNR noise): every one
+    of the 16 digits is detected once, in order."""
+    (tmp_path / "sb").mkdir()
+    sb = Switchboard(
+        tmp_path / "sb",
+        free_port(),
+        extensions={
+            "1001": {"name": "Old phone", "password": "alice-pw", "dtmf_mode": "inband"},
+            "1002": {"name": "Bob", "password": "bob-pw"},
+        },
+    ).start()
+    try:
+        a, b = phone(phone_factory, sb, "1001"), phone(phone_factory, sb, "1002")
+        for p in (a, b):
+            p.set_codecs(["PCMU"])
+        answer_call(a, b, sb, "1002")
+        wav = make_inband_dtmf_wav(tmp_path / "dtmf.wav", DIGITS)
+        a.play(wav, loop=False)
+        time.sleep(0.5 + len(DIGITS) * 0.2 + 1.0)
+        got = [e for e in sb.log_events() if e.get("event") == "dtmf_received"]
+        assert "".join(e["digit"] for e in got) == DIGITS
+        assert {e["source"] for e in got} == {"inband"}
+        assert {e["ext"] for e in got} == {"1001"}
+        a.hangup()
+    finally:
+        sb.stop()
+    assert "Traceback" not in sb.log_text()
