@@ -132,6 +132,12 @@ class StorePersistence:
                     sip_status=d.sip_status,
                     record_id=d.record_id,
                     linked_id=d.linked_id,
+                    caller_loss=d.caller_loss,
+                    caller_jitter_ms=d.caller_jitter_ms,
+                    caller_mos=d.caller_mos,
+                    callee_loss=d.callee_loss,
+                    callee_jitter_ms=d.callee_jitter_ms,
+                    callee_mos=d.callee_mos,
                 )
                 for d in details
             ]

@@ -74,6 +74,14 @@ class CallRecord(Base):
     # another one (a transfer), the record_id of the call it came from.
     record_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     linked_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # Media quality per party as received by Switchboard: loss fraction (0..1), RFC 3550
+    # interarrival jitter and an ITU-T G.107 E-model MOS estimate.
+    caller_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    caller_jitter_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    caller_mos: Mapped[float | None] = mapped_column(Float, nullable=True)
+    callee_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    callee_jitter_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    callee_mos: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Registration(Base):

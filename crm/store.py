@@ -87,6 +87,12 @@ class CallRecordData:
     sip_status: int | None = None
     record_id: str | None = None
     linked_id: str | None = None
+    caller_loss: float | None = None
+    caller_jitter_ms: float | None = None
+    caller_mos: float | None = None
+    callee_loss: float | None = None
+    callee_jitter_ms: float | None = None
+    callee_mos: float | None = None
     duration: float = field(init=False)
     billable_seconds: float = field(init=False)
     # Database id, set on records read back from the store.
@@ -168,6 +174,12 @@ def _record_from_row(row: CallRecord) -> CallRecordData:
         sip_status=row.sip_status,
         record_id=row.record_id,
         linked_id=row.linked_id,
+        caller_loss=row.caller_loss,
+        caller_jitter_ms=row.caller_jitter_ms,
+        caller_mos=row.caller_mos,
+        callee_loss=row.callee_loss,
+        callee_jitter_ms=row.callee_jitter_ms,
+        callee_mos=row.callee_mos,
     )
 
 
@@ -232,6 +244,12 @@ class Store:
                     sip_status=rec.sip_status,
                     record_id=rec.record_id,
                     linked_id=rec.linked_id,
+                    caller_loss=rec.caller_loss,
+                    caller_jitter_ms=rec.caller_jitter_ms,
+                    caller_mos=rec.caller_mos,
+                    callee_loss=rec.callee_loss,
+                    callee_jitter_ms=rec.callee_jitter_ms,
+                    callee_mos=rec.callee_mos,
                 )
             )
 
@@ -257,6 +275,12 @@ class Store:
                         sip_status=rec.sip_status,
                         record_id=rec.record_id,
                         linked_id=rec.linked_id,
+                        caller_loss=rec.caller_loss,
+                        caller_jitter_ms=rec.caller_jitter_ms,
+                        caller_mos=rec.caller_mos,
+                        callee_loss=rec.callee_loss,
+                        callee_jitter_ms=rec.callee_jitter_ms,
+                        callee_mos=rec.callee_mos,
                     )
                     for rec in records
                 ]

@@ -946,6 +946,14 @@ class Call:
                 st = media.get_leg(leg_id).stats
                 counters[f"{name}_packets_in"] = st.packets_in
                 counters[f"{name}_packets_out"] = st.packets_out
+        quality: dict[str, float | None] = {}
+        for role, s in (("caller", self.a), ("callee", self.b)):
+            if s is not None and s.leg_id in media:
+                q = media.leg_quality(s.leg_id)
+                if q.packets_received:
+                    quality[f"{role}_loss"] = round(q.loss_fraction, 4)
+                    quality[f"{role}_jitter_ms"] = round(q.jitter_ms, 2)
+                    quality[f"{role}_mos"] = round(q.mos, 2)
         kept = {s.leg_id for s in keep_media}
         for leg_id in leg_ids:
             if leg_id not in kept:
@@ -968,6 +976,7 @@ class Call:
             sip_status=status,
             linked_id=self.linked_id,
             record_id=self.id,
+            **quality,
         )
         self.log.info(
             "call_ended",

@@ -63,6 +63,13 @@ class CallDetail:
     sip_status: int | None
     record_id: str | None = None  # Switchboard's id of this call
     linked_id: str | None = None  # record_id of the call this one continues (transfers)
+    # Reception quality of each party's leg (RFC 3550 loss/jitter, G.107 E-model MOS).
+    caller_loss: float | None = None
+    caller_jitter_ms: float | None = None
+    caller_mos: float | None = None
+    callee_loss: float | None = None
+    callee_jitter_ms: float | None = None
+    callee_mos: float | None = None
 
 
 class Persistence(Protocol):

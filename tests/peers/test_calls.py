@@ -108,6 +108,11 @@ def test_call_audio_both_ways_dtmf_and_caller_hangs_up(
     assert cdr["hangup_cause"] == "normal_clearing"
     assert abs(cdr["billable_seconds"] - talk) <= 1.0
     assert cdr["duration"] >= cdr["billable_seconds"]
+    # Media quality per party, measured on loopback: no loss, a good MOS.
+    for role in ("caller", "callee"):
+        assert cdr[f"{role}_loss"] == 0.0
+        assert 0 <= cdr[f"{role}_jitter_ms"] < 20
+        assert cdr[f"{role}_mos"] > 4.0
 
 
 def test_callee_hangs_up(
