@@ -473,6 +473,17 @@ class Phone:
         call.xferReplaces(dest, pj.CallOpParam(True))
         return {"call": call.cid}
 
+    def cmd_conference(self, msg: dict[str, Any]) -> Any:
+        """Three-way conference on this phone: the far ends of ``call`` and ``other`` hear
+        each other (the phone mixes, as desk phones' conference key does)."""
+        one = self._call(msg)
+        two = self.calls[int(msg["other"])]
+        if one.aud is None or two.aud is None:
+            raise PhoneError("both calls need active media")
+        one.aud.startTransmit(two.aud)
+        two.aud.startTransmit(one.aud)
+        return {"call": one.cid, "other": two.cid}
+
     def cmd_hangup_all(self, msg: dict[str, Any]) -> Any:
         self.ep.hangupAllCalls()
         return None

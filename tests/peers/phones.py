@@ -289,6 +289,10 @@ class Phone:
     def unhold(self, call: int | None = None) -> None:
         self.command("reinvite", call=call)
 
+    def conference(self, call: int, other: int) -> None:
+        """Mix two of this phone's calls (a three-way conference made by the phone)."""
+        self.command("conference", call=call, other=other)
+
     def hold(self, call: int | None = None) -> None:
         self.command("hold", call=call)
 

@@ -399,3 +399,47 @@ def test_inband_dtmf_all_sixteen_digits(
     finally:
         sb.stop()
     assert "Traceback" not in sb.log_text()
+
+
+def test_three_way_conference_from_a_phone(
+    server: Switchboard,
+    phone_factory: Callable[..., Phone],
+    tmp_path: Path,
+    tone_wav: Callable[..., Path],
+) -> None:
+    """B talks to A, holds A, calls C, resumes A and presses "conference": the phone mixes
+    its two calls. Through Switchboard's anchored media each party hears the other two."""
+    a, b, c = (phone(phone_factory, server, e) for e in ("1001", "1002", "1003"))
+    freqs = {"a": 700, "b": 1200, "c": 1900}
+    _, b_with_a = answer_call(a, b, server, "1002")
+    b.hold(call=b_with_a)
+    b_with_c, _ = answer_call(b, c, server, "1003")
+    b.unhold(call=b_with_a)
+    b.wait_media_active(call=b_with_a, timeout=10)
+    time.sleep(0.5)
+    b.conference(b_with_a, b_with_c)
+    a.play(tone_wav(freqs["a"]))
+    c.play(tone_wav(freqs["c"]))
+    b.play(tone_wav(freqs["b"]), call=b_with_a)
+    b.play(tone_wav(freqs["b"]), call=b_with_c)
+    time.sleep(0.8)
+    for p in (a, c):
+        p.record(tmp_path / f"{p.user}.wav")
+    b.record(tmp_path / "b_from_a.wav", call=b_with_a)
+    b.record(tmp_path / "b_from_c.wav", call=b_with_c)
+    time.sleep(2.0)
+    for p in (a, c):
+        p.stop_record()
+    b.stop_record(call=b_with_a)
+    b.stop_record(call=b_with_c)
+
+    def level(path: str, who: str) -> float:
+        return tone_level_db(tmp_path / path, freqs[who])
+
+    assert min(level("1001.wav", "b"), level("1001.wav", "c")) > -35
+    assert level("1001.wav", "a") < min(level("1001.wav", "b"), level("1001.wav", "c")) - 15
+    assert min(level("1003.wav", "a"), level("1003.wav", "b")) > -35
+    assert level("1003.wav", "c") < min(level("1003.wav", "a"), level("1003.wav", "b")) - 15
+    assert level("b_from_a.wav", "a") > -35 and level("b_from_c.wav", "c") > -35
+    for p in (a, c):
+        p.hangup()

@@ -54,8 +54,9 @@ class InProcessServer:
         return self.run(wrapper(), timeout)
 
     def answered_call(self) -> Call:
-        calls = self.call_soon(lambda: [c for c in self.server.b2bua.calls
-                                        if c.state is CallState.ANSWERED])
+        calls = self.call_soon(
+            lambda: [c for c in self.server.b2bua.calls if c.state is CallState.ANSWERED]
+        )
         assert len(calls) == 1, calls
         return calls[0]
 
@@ -95,8 +96,11 @@ def inproc(free_port: Callable[[], int]) -> Iterator[InProcessServer]:
 
 
 def test_whisper_injects_into_one_party_only(
-    inproc: InProcessServer, phone_factory: Callable[..., Phone], tmp_path: Path,
-    tone_1k: Path, tone_2k: Path,
+    inproc: InProcessServer,
+    phone_factory: Callable[..., Phone],
+    tmp_path: Path,
+    tone_1k: Path,
+    tone_2k: Path,
 ) -> None:
     a = phone_factory("ext1001", user="1001")
     b = phone_factory("ext1002", user="1002")
