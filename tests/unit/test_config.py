@@ -219,7 +219,9 @@ def test_config_is_immutable() -> None:
 
 def test_shipped_default_yaml_is_valid_and_documented() -> None:
     cfg = parse_config(default_config_text(), "default.yaml")
-    assert cfg == SwitchboardConfig(extensions=cfg.extensions)  # values are the defaults
+    # Values are the defaults; the example adds extensions and one conference room.
+    assert cfg == SwitchboardConfig(extensions=cfg.extensions, conferences=cfg.conferences)
+    assert sorted(cfg.conferences) == ["8000"]
     assert sorted(cfg.extensions) == list(DEFAULT_EXTENSIONS)
     # Every key is documented: the nearest non-blank line above it is a comment, or the key is
     # named in a comment (e.g. max_expires in the comment above `registration:`). Extension
