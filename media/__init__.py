@@ -5,7 +5,7 @@ by id and configured with plain addresses and ``Codec`` values that ``pbx.sdp`` 
 """
 
 from media.codec import DIRECTIONS, PCMA, PCMU, STATIC_PAYLOAD_TYPES, Codec, Direction
-from media.dtmf import DtmfReceived
+from media.dtmf import DtmfReceived, parse_dtmf_info
 from media.engine import (
     FrameSource,
     Leg,
@@ -19,8 +19,9 @@ from media.engine import (
     PortsExhausted,
     TapCallback,
 )
+from media.player import Playlist, load_prompt
 from media.rtp import RtpOutputStream, RtpPacket, TelephoneEvent, serial_diff
-from media.tones import TONE_PLANS, ToneGenerator, TonePlan
+from media.tones import TONE_PLANS, ToneGenerator, TonePlan, ToneSource
 
 __all__ = [
     "DIRECTIONS",
@@ -40,6 +41,7 @@ __all__ = [
     "MediaError",
     "MediaEvent",
     "PlaybackFinished",
+    "Playlist",
     "PortsExhausted",
     "RtpOutputStream",
     "RtpPacket",
@@ -47,5 +49,8 @@ __all__ = [
     "TelephoneEvent",
     "ToneGenerator",
     "TonePlan",
+    "ToneSource",
+    "load_prompt",
+    "parse_dtmf_info",
     "serial_diff",
 ]

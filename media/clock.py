@@ -11,8 +11,10 @@ jitter buffers would drop anyway) and counts the skipped ticks. Smaller lateness
 up: the next tick is due at once.
 
 ``MediaClock`` is the asyncio adapter: one ``loop.call_at`` handle, re-armed after every
-tick, calling ``on_tick(now)``. The engine starts it when something needs mixing or playback
-and stops it when nothing does, so an idle engine costs nothing.
+tick, calling ``on_tick(now, index)`` with the tick's index on the absolute schedule (the
+engine uses it to spread bridges over phases of a frame when asked to). The engine starts
+it when something needs mixing or playback and stops it when nothing does, so an idle
+engine costs nothing.
 """
 
 from __future__ import annotations
@@ -61,12 +63,12 @@ class TickSchedule:
 
 
 class MediaClock:
-    """Calls ``on_tick(now)`` every ``period`` seconds while started."""
+    """Calls ``on_tick(now, index)`` every ``period`` seconds while started."""
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        on_tick: Callable[[float], None],
+        on_tick: Callable[[float, int], None],
         period: float = FRAME_PERIOD,
         max_lag: float = MAX_LAG,
     ) -> None:
@@ -105,7 +107,7 @@ class MediaClock:
             return
         now = self._loop.time()
         try:
-            self._on_tick(now)
+            self._on_tick(now, schedule.index)
         except Exception:
             log.exception("media.tick_failed")
         self.ticks += 1

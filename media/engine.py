@@ -54,9 +54,18 @@ packet per tick; audio to that leg pauses meanwhile (both would share the timest
 ``detect_inband_dtmf`` runs a ``GoertzelDetector`` on a leg's decoded audio
 (``source="inband"``). A digit also interrupts a player started with ``interrupt_digits``.
 
-Tones (``start_tone``) keep their own 20 ms G.711 schedule (``_tone_tick``, absolute
-deadlines, skip-ahead after stalls); while a tone plays, relayed or mixed audio towards that
-leg is dropped: the tone owns the stream until ``stop_tone``.
+Tones (``start_tone``) on G.711 legs keep their own 20 ms schedule of pre-encoded frames
+(``_tone_tick``, absolute deadlines, skip-ahead after stalls); while such a tone plays,
+relayed or mixed audio towards that leg is dropped: the tone owns the stream until
+``stop_tone``. On other legs (G.722) the tone is an internal player (``ToneSource``) on the
+media clock, encoded like any mixed audio.
+
+Players and injections are *frame sources* (``read()`` → 20 ms int16 frames at ``rate``, None
+when finished; ``Playlist``, ``ToneSource``), resampled to the bridge rate when needed. A
+player replaces (or, with ``mix=True``, adds to) what its leg hears from the bridge; an
+injection always adds (whisper). Digits regenerated on the mixed path go out when the key
+press ended (RFC 4733 needs the duration up front for our sender), so they lag by the
+key-press length; the fast path relays the packets as they come.
 
 RTCP (RFC 3550 §6): an ``RtcpSession`` per leg is fed every accepted RTP packet (O(1),
 §A.1/§A.8 receiver statistics) and every packet sent; the housekeeping timer sends compound
@@ -107,7 +116,7 @@ from media.rtp import (
     digit_to_event,
     header_length,
 )
-from media.tones import FRAME_SAMPLES, TONE_PLANS, tone_cycle
+from media.tones import FRAME_SAMPLES, TONE_PLANS, ToneSource, tone_cycle
 
 __all__ = [
     "FrameSource",
@@ -247,7 +256,16 @@ class _RtcpProtocol(asyncio.DatagramProtocol):
 class _Source:
     """A frame source attached to a leg (player or injection) and its rate adapter."""
 
-    __slots__ = ("adapter", "id", "interrupt_digits", "leg_id", "mix", "on_done", "source")
+    __slots__ = (
+        "adapter",
+        "id",
+        "internal",
+        "interrupt_digits",
+        "leg_id",
+        "mix",
+        "on_done",
+        "source",
+    )
 
     def __init__(
         self,
@@ -258,8 +276,10 @@ class _Source:
         mix: bool = True,
         interrupt_digits: str = "",
         on_done: Callable[[PlaybackFinished], None] | None = None,
+        internal: bool = False,
     ) -> None:
         self.id = source_id
+        self.internal = internal  # a tone played for start_tone: no PlaybackFinished
         self.leg_id = leg_id
         self.source = source
         self.mix = mix
@@ -301,10 +321,11 @@ class _Tap:
 class Bridge:
     """Legs whose audio is exchanged (internal; others address bridges by id)."""
 
-    __slots__ = ("auto", "bridge_id", "legs", "mixed", "rate", "spec", "taps")
+    __slots__ = ("auto", "bridge_id", "legs", "mixed", "phase", "rate", "spec", "taps")
 
-    def __init__(self, bridge_id: str, *, auto: bool = False) -> None:
+    def __init__(self, bridge_id: str, *, auto: bool = False, phase: int = 0) -> None:
         self.bridge_id = bridge_id
+        self.phase = phase  # which phase of the frame mixes it (MediaEngine.clock_phases)
         self.auto = auto  # created by MediaEngine.bridge(a, b): gone when a party leaves
         self.legs: dict[str, Leg] = {}
         self.spec = MixSpec()
@@ -350,6 +371,7 @@ class Leg:
         self._codec_pt = -1
         self._peer: Leg | None = None  # fast-path relay target
         self._bridge: Bridge | None = None
+        self._phase = 0  # phase of the frame in which the clock ticks this leg when solo
         self._out = RtpOutputStream(
             ssrc=secrets.randbits(32),
             initial_sequence=secrets.randbits(16),
@@ -362,6 +384,7 @@ class Leg:
         self._expects_rtp = True
         self._tone_kind: str | None = None
         self._tone_handle: asyncio.TimerHandle | None = None
+        self._tone_player: str | None = None  # tones on non-G.711 legs play through the mixer
         self._tone_t0 = 0.0
         self._tone_index = 0
         self._tone_seq = 0
@@ -399,6 +422,9 @@ class Leg:
             interval=engine.rtcp_interval if engine is not None else 5.0,
             wallclock_offset=time.time() - loop.time(),
         )
+        self._rtcp_rx = self._rtcp.receiver
+        self._last_sent_at: float | None = None
+        self._reported_packets = 0
 
     def __repr__(self) -> str:
         return f"<Leg {self.leg_id} {self.local_host}:{self.local_port} dest={self._dest}>"
@@ -517,6 +543,14 @@ class Leg:
             raise MediaError(f"leg {self.leg_id} is closed")
         self.stop_tone()
         self._tone_kind = kind
+        engine = self._engine
+        if self._codec_name not in _G711 and self._encoder is not None and engine is not None:
+            # Not G.711 (e.g. G.722): no pre-encoded cycle, so the mixer plays the tone
+            # as PCM on the media clock, encoded like any other audio for this leg.
+            source = ToneSource(kind, self._tone_plan, self._sample_rate)
+            self._tone_player = engine._play(self, source, internal=True)
+            log.debug("media.tone_started", leg=self.leg_id, kind=kind)
+            return
         self._out.rebase()
         self._tone_t0 = self._loop.time()
         self._tone_index = 0
@@ -528,6 +562,10 @@ class Leg:
         if self._tone_handle is not None:
             self._tone_handle.cancel()
             self._tone_handle = None
+        if self._tone_player is not None:
+            player, self._tone_player = self._tone_player, None
+            if self._engine is not None:
+                self._engine.stop_play(player)
         if self._tone_kind is not None:
             log.debug("media.tone_stopped", leg=self.leg_id, kind=self._tone_kind)
             self._out.rebase()
@@ -616,6 +654,7 @@ class Leg:
         rtcp_dest = self._rtcp_destination()
         if self._rtcp_transport is not None and rtcp_dest is not None:
             with contextlib.suppress(Exception):  # RFC 3550 §6.6 BYE, best effort
+                self._sync_sender()
                 self._rtcp_transport.sendto(self._rtcp.build_bye(self._loop.time()), rtcp_dest)
         for transport in (self._transport, self._rtcp_transport):
             if transport is not None:
@@ -684,7 +723,10 @@ class Leg:
         stats.last_packet_at = now
         self._activity_at = now
         self._inactive_reported = False
-        self._rtcp.on_rtp_received(ssrc, seq, ts, now)  # RFC 3550 §A.1/§A.8, O(1)
+        rx = self._rtcp_rx  # RFC 3550 §A.1/§A.8 statistics, a few integer operations
+        if ssrc != rx.ssrc:
+            rx.reset(ssrc)
+        rx.update(seq, ts, now)
         if pt == self.dtmf_payload_type:
             self._event_packet(data, hl, ts, b1 & 0x80, now)
         peer = self._peer
@@ -742,8 +784,26 @@ class Leg:
         transport = self._rtcp_transport
         if dest is None or transport is None:
             return
+        self._sync_sender()
         transport.sendto(self._rtcp.build_report(now), dest)
         self.stats.rtcp_out += 1
+
+    def _sync_sender(self) -> None:
+        """Bring the RFC 3550 §6.4.1 sender info up to date from the per-packet counters.
+
+        Cheaper than accounting every sent packet in ``RtcpSession``: the relay hot path only
+        counts, and the last packet's timestamp is still in the send buffer.
+        """
+        stats = self.stats
+        if stats.packets_out == self._reported_packets or self._last_sent_at is None:
+            return
+        self._reported_packets = stats.packets_out
+        self._rtcp.on_rtp_sent(0, _TS.unpack_from(self._buf, 4)[0], self._last_sent_at)
+        sender = self._rtcp.sender
+        sender.packet_count = stats.packets_out & 0xFFFFFFFF
+        # Payload octets (§6.4.1): headers of what we send are 12 octets but for rare
+        # relayed packets with CSRCs or extensions.
+        sender.octet_count = (stats.bytes_out - RTP_HEADER_SIZE * stats.packets_out) & 0xFFFFFFFF
 
     # --- internals: fast path -------------------------------------------------------------
 
@@ -764,7 +824,7 @@ class Leg:
         if (
             dest is None
             or self._codec_pt < 0
-            or self._tone_kind is not None
+            or self._tone_handle is not None
             or self._dtmf_packets is not None
         ):
             src.stats.dropped += 1
@@ -819,11 +879,10 @@ class Leg:
         if transport is None:
             return
         transport.sendto(view[:n], dest)
-        self.stats.packets_out += 1
-        self.stats.bytes_out += n
-        # RFC 3550 §6.4.1 sender info (payload octets; CSRC/extension ignored: we send none
-        # on generated packets and relayed ones rarely carry any).
-        self._rtcp.on_rtp_sent(n - RTP_HEADER_SIZE, _TS.unpack_from(buf, 4)[0], now)
+        stats = self.stats
+        stats.packets_out += 1
+        stats.bytes_out += n
+        self._last_sent_at = now  # the SR sender info is filled in lazily (_sync_sender)
         queued = self._queued
         if queued is not None and queued() and buf is self._buf:
             # The datagram was queued and the transport may still point into our buffer
@@ -875,7 +934,7 @@ class Leg:
             return
         dest = self._dest
         encoder = self._encoder
-        if dest is None or encoder is None or self._tone_kind is not None:
+        if dest is None or encoder is None or self._tone_handle is not None:
             return
         own = self._sample_rate
         if own != rate:
@@ -999,6 +1058,7 @@ class MediaEngine:
         on_event: Callable[[MediaEvent], None] | None = None,
         tone_plan: str = "us",
         rtcp_interval: float = 5.0,
+        clock_phases: int = 1,
     ) -> None:
         first = port_min + (port_min & 1)  # RFC 3550 §11: RTP on an even port
         if port_min < 1 or port_max > 65535 or first + 1 > port_max:
@@ -1007,6 +1067,8 @@ class MediaEngine:
             raise ValueError("inactivity_timeout must be positive")
         if rtcp_interval <= 0:
             raise ValueError("rtcp_interval must be positive")
+        if clock_phases not in (1, 2, 4, 5):
+            raise ValueError("clock_phases must be 1, 2, 4 or 5 (a divisor of the 20 ms frame)")
         if tone_plan not in TONE_PLANS:
             raise ValueError(f"unknown tone plan {tone_plan!r}")
         self.host = host
@@ -1030,6 +1092,11 @@ class MediaEngine:
         self._sources: dict[str, _Source] = {}  # players and injections by id
         self._taps: dict[str, _Tap] = {}
         self._ids = itertools.count(1)
+        # With clock_phases > 1 the clock ticks every 20 ms / phases and each bridge (and solo
+        # leg) is mixed in one phase only, still every 20 ms: the work of a frame is spread
+        # over it instead of one burst that delays relayed packets and bunches output.
+        self.clock_phases = clock_phases
+        self._phase_of = itertools.count()
         self._clock: MediaClock | None = None
         self._finished: list[_Source] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -1060,7 +1127,7 @@ class MediaEngine:
             raise ValueError(f"leg {leg_id!r} already exists")
         loop = asyncio.get_running_loop()
         if self._clock is None:
-            self._clock = MediaClock(loop, self._tick)
+            self._clock = MediaClock(loop, self._tick, FRAME_SECONDS / self.clock_phases)
         self._arm_timer(loop)
         for port in self._candidate_ports():
             socks = self._bind_pair(port)
@@ -1139,7 +1206,7 @@ class MediaEngine:
         """A new, empty bridge (a conference room); ``ValueError`` if the id is taken."""
         if bridge_id in self._bridges:
             raise ValueError(f"bridge {bridge_id!r} already exists")
-        self._bridges[bridge_id] = Bridge(bridge_id)
+        self._bridges[bridge_id] = Bridge(bridge_id, phase=self._next_phase())
         log.debug("media.bridge_created", bridge=bridge_id)
 
     def destroy_bridge(self, bridge_id: str) -> None:
@@ -1202,7 +1269,7 @@ class MediaEngine:
         bridge_id = f"~{leg_a}~{leg_b}"
         while bridge_id in self._bridges:
             bridge_id = f"~{leg_a}~{leg_b}~{next(self._ids)}"
-        self._bridges[bridge_id] = Bridge(bridge_id, auto=True)
+        self._bridges[bridge_id] = Bridge(bridge_id, auto=True, phase=self._next_phase())
         self.join(bridge_id, leg_a)
         self.join(bridge_id, leg_b)
         log.debug("media.bridged", leg_a=leg_a, leg_b=leg_b, bridge=bridge_id)
@@ -1314,7 +1381,25 @@ class MediaEngine:
         ``interrupt_digits`` stops it. When it ends, ``on_done`` and ``on_event`` get a
         ``PlaybackFinished``. Music on hold: ``play(leg, Playlist([moh], 8000, loop=True))``.
         """
-        leg = self.get_leg(leg_id)
+        return self._play(
+            self.get_leg(leg_id),
+            source,
+            mix=mix,
+            interrupt_digits=interrupt_digits,
+            on_done=on_done,
+        )
+
+    def _play(
+        self,
+        leg: Leg,
+        source: FrameSource,
+        *,
+        mix: bool = False,
+        interrupt_digits: str = "",
+        on_done: Callable[[PlaybackFinished], None] | None = None,
+        internal: bool = False,
+    ) -> str:
+        leg_id = leg.leg_id
         if leg._player is not None:
             self._end_source(leg._player, stopped=True)
         src = _Source(
@@ -1324,6 +1409,7 @@ class MediaEngine:
             mix=mix,
             interrupt_digits=interrupt_digits,
             on_done=on_done,
+            internal=internal,
         )
         leg._player = src
         self._sources[src.id] = src
@@ -1361,6 +1447,9 @@ class MediaEngine:
         await asyncio.sleep(0)  # let transports run connection_lost
 
     # --- internals: bridge bookkeeping ------------------------------------------------------
+
+    def _next_phase(self) -> int:
+        return next(self._phase_of) % self.clock_phases
 
     def _get_bridge(self, bridge_id: str) -> Bridge:
         try:
@@ -1451,11 +1540,19 @@ class MediaEngine:
 
     # --- internals: the tick ------------------------------------------------------------------
 
-    def _tick(self, now: float) -> None:
-        for bridge in list(self._mixing.values()):
-            self._tick_bridge(bridge, now)
-        for leg in list(self._solo.values()):
-            self._tick_solo(leg, now)
+    def _tick(self, now: float, index: int = 0) -> None:
+        phases = self.clock_phases
+        if phases == 1:
+            for bridge in list(self._mixing.values()):
+                self._tick_bridge(bridge, now)
+            for leg in list(self._solo.values()):
+                self._tick_solo(leg, now)
+        else:
+            phase = index % phases
+            for bridge in [b for b in self._mixing.values() if b.phase == phase]:
+                self._tick_bridge(bridge, now)
+            for leg in [leg for leg in self._solo.values() if leg._phase == phase]:
+                self._tick_solo(leg, now)
         finished, self._finished = self._finished, []
         for src in finished:
             self._end_source(src)
@@ -1555,7 +1652,10 @@ class MediaEngine:
                 stop()
         if leg is not None:
             self._refresh_leg(leg)
-        if not is_player:
+        if leg is not None and leg._tone_player == src.id:
+            leg._tone_player = None
+            leg._tone_kind = None
+        if not is_player or src.internal:
             return
         event = PlaybackFinished(src.leg_id, src.id, interrupted_by, stopped)
         log.debug("media.play_finished", leg=src.leg_id, player=src.id, stopped=stopped)
@@ -1646,6 +1746,7 @@ class MediaEngine:
         rtcp_sock: socket.socket,
     ) -> Leg:
         leg = Leg(leg_id, local_host, port, loop, self.tone_plan, self)
+        leg._phase = self._next_phase()
         rtp_transport: asyncio.DatagramTransport | None = None
         try:
             rtp_transport, _ = await loop.create_datagram_endpoint(

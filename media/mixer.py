@@ -84,12 +84,19 @@ def mix_all(
     frames: Mapping[str, Int16Array | None], samples: int, spec: MixSpec | None = None
 ) -> Int16Array:
     """The whole conference as one signal (for a recording tap): every unmuted speaker."""
-    acc = np.zeros(samples, dtype=np.int32)
     muted = spec.muted_speakers if spec is not None else ()
+    active = []
     for leg, frame in frames.items():
         if frame is None or leg in muted:
             continue
         _check(frame, samples, leg)
+        active.append(frame)
+    if not active:
+        return np.zeros(samples, dtype=np.int16)
+    if len(active) == 1:
+        return active[0]  # one speaker: nothing to sum or clip
+    acc = active[0].astype(np.int32)
+    for frame in active[1:]:
         acc += frame
     return _clip(acc)
 
@@ -110,6 +117,22 @@ def mix(
     """
     muted = spec.muted_speakers if spec is not None else ()
     ids = list(listeners)
+    if (
+        len(ids) == 2
+        and not replace
+        and not extras
+        and (spec is None or not (spec.deaf or spec.muted_speakers or spec.deaf_listeners))
+        and set(frames) <= set(ids)
+    ):
+        # Two parties, nothing special: each hears the other's frame as it is (no sum, no
+        # clip). The common recorded or transcoded call.
+        a, b = ids
+        fa, fb = frames.get(a), frames.get(b)
+        for who, frame in ((a, fa), (b, fb)):
+            if frame is not None:
+                _check(frame, samples, who)
+        silence = np.zeros(samples, dtype=np.int16)
+        return {a: fb if fb is not None else silence, b: fa if fa is not None else silence}
     total = np.zeros(samples, dtype=np.int32)
     speaking: dict[str, Int16Array] = {}
     for leg, frame in frames.items():

@@ -17,7 +17,7 @@ from media.codecs import G722, get_codec
 from media.dtmf import DtmfReceived
 from media.engine import LegInactive, MediaEvent, PlaybackFinished
 from media.player import Playlist
-from media.rtcp import ReceiverReport, SenderReport, parse_compound
+from media.rtcp import ReceiverReport, ReportBlock, SenderReport, ntp_middle32, parse_compound
 from media.rtp import RtpPacket, TelephoneEvent, serial_diff
 
 HOST = "127.0.0.1"
@@ -163,7 +163,7 @@ def hears(pcm: np.ndarray, freq: float, rate: int = 8000) -> bool:
     return level(pcm, rate, freq) > 100.0
 
 
-def random_range(width: int = 200) -> tuple[int, int]:
+def random_range(width: int = 1000) -> tuple[int, int]:
     base = random.randrange(20000, 60000, 2)
     return base, base + width - 1
 
@@ -213,9 +213,11 @@ def reset(*ps: Phone) -> None:
 FREQ = {"a": 700.0, "b": 1200.0, "c": 1900.0}
 
 
+@pytest.mark.parametrize("phases", [1, 4])
 async def test_three_party_bridge_everyone_hears_the_others_but_not_themselves(
-    engine: MediaEngine,
+    engine: MediaEngine, phases: int
 ) -> None:
+    engine.clock_phases = phases  # before the first leg: the clock is made with it
     ph = await phones(engine, ("a", PCMU), ("b", PCMU), ("c", PCMA))
     engine.create_bridge("conf")
     for leg_id in ph:
@@ -225,7 +227,7 @@ async def test_three_party_bridge_everyone_hears_the_others_but_not_themselves(
     talkers = [
         Talker(ph[k], engine.get_leg(k).local_port, (FREQ[k],), codecs[k]).start() for k in ph
     ]
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(0.5)
     for t in talkers:
         await t.stop()
     for k, phone in ph.items():
@@ -537,8 +539,7 @@ async def test_rtcp_reports_and_leg_quality_with_loss() -> None:
         phone, rtcp_phone = await make_phone(), await make_phone()
         leg = await eng.create_leg("a")
         leg.set_remote(*phone.addr, PCMU, 101, rtcp_address=rtcp_phone.addr)
-        other = await eng.create_leg("b")
-        eng.bridge("a", "b")
+        eng.play("a", Sine(300.0))  # so that we send RTP: sender reports
         talker = Talker(phone, leg.local_port, (700.0,))
         talker.skip = {5, 6, 12}
         talker.start()
@@ -546,14 +547,23 @@ async def test_rtcp_reports_and_leg_quality_with_loss() -> None:
         await talker.stop()
         reports = [parse_compound(d) for d in rtcp_phone.raw]
         first = [packets[0] for packets in reports]
-        assert all(isinstance(p, SenderReport | ReceiverReport) for p in first)
-        assert all(p.ssrc == leg.ssrc for p in first)  # type: ignore[union-attr]
+        assert all(isinstance(p, SenderReport) and p.ssrc == leg.ssrc for p in first)
+        sr = first[-1]
+        assert isinstance(sr, SenderReport) and sr.packet_count > 0
+        assert any(b.ssrc == talker.ssrc for b in sr.reports)
         quality = eng.leg_quality("a")
         assert quality.packets_received >= 20
         assert quality.packets_lost == 3
         assert 0 < quality.loss_fraction < 0.2
         assert 1.0 <= quality.mos < 4.5
-        assert other.leg_id == "b"
+        assert quality.rtt_ms is None
+        # The phone answers with an RR echoing our SR (RFC 3550 §6.4.1 LSR/DLSR): RTT.
+        block = ReportBlock(leg.ssrc, 0, 0, 0, 0, ntp_middle32(sr.ntp_timestamp), 0)
+        rtcp_phone.send(ReceiverReport(talker.ssrc, (block,)).serialize(), leg.local_rtcp_port)
+        await wait_for(lambda: eng.leg_quality("a").rtt_ms is not None)
+        rtt = eng.leg_quality("a").rtt_ms
+        assert rtt is not None and 0 <= rtt < 5000
+        assert eng.leg_quality("a").remote_loss_fraction == 0.0
     finally:
         await eng.close()
 
@@ -586,3 +596,20 @@ async def test_bridge_api_errors_and_inactivity_event() -> None:
         assert eng.get_leg("b").bridge_id is None
     finally:
         await eng.close()
+
+
+async def test_tone_on_a_g722_leg_plays_through_the_mixer(engine: MediaEngine) -> None:
+    ph = await phones(engine, ("wb", G722_CODEC))
+    leg = engine.get_leg("wb")
+    leg.start_tone("ringback")
+    assert leg.tone_playing == "ringback"
+    await wait_for(lambda: len(ph["wb"].packets) >= 15)
+    leg.stop_tone()
+    assert leg.tone_playing is None
+    pcm = ph["wb"].audio(G722_CODEC, skip=2)
+    assert hears(pcm, 440, 16000) and hears(pcm, 480, 16000)
+    assert not any(isinstance(e, PlaybackFinished) for e in events_of(engine))
+    await asyncio.sleep(0.1)
+    count = len(ph["wb"].packets)
+    await asyncio.sleep(0.1)
+    assert len(ph["wb"].packets) == count  # stopped

@@ -63,7 +63,7 @@ def rtp(seq: int, ts: int, ssrc: int = 0x11111111, pt: int = 0, payload: bytes =
     return RtpPacket(pt, seq & 0xFFFF, ts, ssrc, payload or bytes(range(160))).serialize()
 
 
-def random_range(width: int = 200) -> tuple[int, int]:
+def random_range(width: int = 1000) -> tuple[int, int]:
     # Other test runs share the machine: spread ranges out (collisions are retried anyway).
     base = random.randrange(20000, 60000, 2)
     return base, base + width - 1

@@ -114,3 +114,40 @@ def test_tick_schedule_is_absolute_and_skips_after_stalls() -> None:
     assert s.skipped == 0
     nxt = s.ran(10.5)  # stalled ~0.44 s: skip ahead instead of bursting
     assert s.skipped > 0 and nxt > 10.45 and nxt == pytest.approx(10.0 + s.index * 0.02)
+
+
+def test_two_party_shortcut_matches_the_general_mix() -> None:
+    a, b = const(1234), const(-77)
+    out = mix({"a": a, "b": b}, ["a", "b"], N)
+    assert int(out["a"][0]) == -77 and int(out["b"][0]) == 1234
+    out = mix({"a": a, "b": None}, ["a", "b"], N)
+    assert int(out["a"][0]) == 0 and int(out["b"][0]) == 1234
+    with pytest.raises(ValueError):
+        mix({"a": const(1, 80), "b": b}, ["a", "b"], N)
+
+
+def test_mix_all_with_zero_one_and_many_speakers() -> None:
+    assert not mix_all({"a": None}, N).any()
+    assert int(mix_all({"a": const(9), "b": None}, N)[0]) == 9
+    assert int(mix_all({"a": const(9), "b": const(-4), "c": const(1)}, N)[0]) == 6
+
+
+async def test_media_clock_ticks_on_its_grid_and_stops() -> None:
+    import asyncio
+
+    from media.clock import MediaClock
+
+    loop = asyncio.get_running_loop()
+    seen: list[int] = []
+    clock = MediaClock(loop, lambda now, index: seen.append(index), period=0.005)
+    clock.start()
+    clock.start()  # idempotent
+    assert clock.running
+    while len(seen) < 5:
+        await asyncio.sleep(0.005)
+    clock.stop()
+    count = len(seen)
+    await asyncio.sleep(0.03)
+    assert not clock.running and len(seen) == count
+    assert seen[:5] == list(range(5)) or clock.skipped > 0  # absolute indexes, no repeats
+    assert seen == sorted(set(seen))
