@@ -28,6 +28,14 @@ engine, so the largest *measurable* load is bounded by the generator. The engine
 call is therefore also reported, and ``capacity@80%`` extrapolates how many calls one core
 running only the engine would carry at 80 % load.
 
+``--workers N`` runs the engine role as a ``media.workers.MediaWorkerPool`` of N worker
+processes (uvloop, one ``MediaEngine`` each over a slice of the ports; a call's two legs in one
+worker, calls spread over the workers); the engine role itself only sends control messages.
+CPU is then the sum over the workers (``worker_cpu_pct`` per worker), so ``capacity@80%``
+stays *per core*. ``--compare`` runs each ladder with one engine and then with the pool;
+``--generators G`` splits the phones over G generator processes (whole calls each; jitter is
+the worst generator's p99) so that the generator is not the first thing to saturate.
+
 ``--role tickprof`` times the media clock's tick in-process (no generator): µs per mixed
 bridge of 2 (with a recording tap) and 3 PCMU parties per tick (decode, jitter buffer, mix,
 encode, send to a sink socket) and how many such bridges fit in 20 % of a 20 ms tick.
@@ -36,6 +44,7 @@ Usage::
 
     python bench/media.py [--quick] [--seconds S] [--modes relay,mixed] [--loops uvloop,asyncio]
                           [--relay-calls 100,250,500,1000] [--mixed-calls 50,100,200,300]
+                          [--workers N] [--compare] [--generators G]
     python bench/media.py --role tickprof [--loop uvloop|asyncio]
 """
 
@@ -77,6 +86,67 @@ def _quiet_logs() -> None:
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+async def _pool_main(mode: str, calls: int, phases: int, workers: int) -> None:
+    """The engine role through ``MediaWorkerPool``: this process only sends control messages."""
+    import logging
+
+    from media import PCMU
+    from media.workers import MediaWorkerPool
+
+    loop = asyncio.get_running_loop()
+    base = random.randrange(20000, 60000 - 4 * calls - 100 * workers, 2)
+    pool = MediaWorkerPool(
+        HOST,
+        base,
+        base + 4 * calls + 100 * workers - 1,
+        workers=workers,
+        inactivity_timeout=3600,
+        clock_phases=phases,
+        log_level=logging.WARNING,
+    )
+    await pool.start()
+    legs = []
+    for i in range(calls):  # a call's two legs share a worker; calls alternate workers
+        legs.append(await pool.create_leg(f"l{2 * i}"))
+        legs.append(await pool.create_leg(f"l{2 * i + 1}", near=f"l{2 * i}"))
+    print(json.dumps({"ports": [leg.local_port for leg in legs]}), flush=True)
+    phones = json.loads(await loop.run_in_executor(None, sys.stdin.readline))["phones"]
+    for leg, port in zip(legs, phones, strict=True):
+        pool.set_remote(leg.leg_id, HOST, port, PCMU, 101)
+    for i in range(calls):
+        bridge_id = await pool.bridge(f"l{2 * i}", f"l{2 * i + 1}")
+        if mode == "mixed":
+            await pool.add_tap(bridge_id, None, "null")
+    print(json.dumps({"ready": True}), flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)  # "start"
+    before = await pool.worker_stats()
+    main0, wall0 = time.process_time(), time.monotonic()
+    await loop.run_in_executor(None, sys.stdin.readline)  # "stop"
+    after = await pool.worker_stats()
+    wall = time.monotonic() - wall0
+    worker_cpu = [b.cpu_seconds - a.cpu_seconds for a, b in zip(before, after, strict=True)]
+    print(
+        json.dumps(
+            {
+                "cpu": sum(worker_cpu) + time.process_time() - main0,
+                "worker_cpu": worker_cpu,
+                "wall": wall,
+                "skipped_ticks": sum(
+                    b.clock_skipped - a.clock_skipped for a, b in zip(before, after, strict=True)
+                ),
+                "packets_in": sum(
+                    b.packets_in - a.packets_in for a, b in zip(before, after, strict=True)
+                ),
+                "packets_out": sum(
+                    b.packets_out - a.packets_out for a, b in zip(before, after, strict=True)
+                ),
+            }
+        ),
+        flush=True,
+    )
+    await pool.close()
 
 
 async def _engine_main(mode: str, calls: int, phases: int) -> None:
@@ -121,13 +191,16 @@ async def _engine_main(mode: str, calls: int, phases: int) -> None:
     await engine.close()
 
 
-def engine_role(mode: str, calls: int, loop_kind: str, phases: int) -> None:
+def engine_role(mode: str, calls: int, loop_kind: str, phases: int, workers: int = 0) -> None:
     _quiet_logs()
     if loop_kind == "uvloop":
         import uvloop
 
         uvloop.install()
-    asyncio.run(_engine_main(mode, calls, phases))
+    if workers:  # the workers always run uvloop (MediaWorkerPool's choice)
+        asyncio.run(_pool_main(mode, calls, phases, workers))
+    else:
+        asyncio.run(_engine_main(mode, calls, phases))
 
 
 # --- in-process tick profile -----------------------------------------------------------------
@@ -199,6 +272,7 @@ def tickprof_role(loop_kind: str) -> None:
 
 def generator_role(mode: str, seconds: float) -> None:
     engine_ports: list[int] = json.loads(sys.stdin.readline())["ports"]
+    # Several generators split the phones; each gets whole calls (pairs of ports).
     n = len(engine_ports)
     socks = []
     for _ in range(n):
@@ -238,7 +312,9 @@ def generator_role(mode: str, seconds: float) -> None:
             except BlockingIOError:
                 return
             now = clock()
-            if len(data) < 20:
+            # Only PCMU RTP (PT 0): the engine's RTCP goes to phone port + 1, which may be
+            # another phone's socket here.
+            if len(data) < 20 or data[1] & 0x7F:
                 continue
             received[i] += 1
             if relay:
@@ -298,6 +374,7 @@ def generator_role(mode: str, seconds: float) -> None:
             result["latency_p99_ms"] = lat[int(len(lat) * 0.99)] * 1000
             result["jitter_p99_ms"] = (lat[int(len(lat) * 0.99)] - lat[0]) * 1000
         result["loss"] = max(0.0, 1 - total / sent) if sent else 1.0
+        result["latency_min_ms"] = lat[0] * 1000 if lat else None
     else:
         expected = 0
         for i in range(n):
@@ -307,6 +384,7 @@ def generator_role(mode: str, seconds: float) -> None:
         dev = sorted(deviations)
         result["jitter_p99_ms"] = dev[int(len(dev) * 0.99)] * 1000 if dev else None
         result["loss_out"] = max(0.0, 1 - total / expected) if expected else 1.0
+        result["expected"] = expected
     print(json.dumps(result), flush=True)
 
 
@@ -334,38 +412,56 @@ def _read(proc: subprocess.Popen[str], timeout: float = 60.0) -> Any:
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
     if not ready:
         raise TimeoutError("no answer from child process")
-    line = proc.stdout.readline()
-    if not line:
-        raise RuntimeError(f"child process exited (rc={proc.poll()})")
-    return json.loads(line)
+    while True:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"child process exited (rc={proc.poll()})")
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:  # a log line of the child (workers share its stdout)
+            print(f"child: {line.rstrip()}", file=sys.stderr, flush=True)
 
 
 def run_step(
-    mode: str, loop_kind: str, calls: int, seconds: float, phases: int = 1
+    mode: str,
+    loop_kind: str,
+    calls: int,
+    seconds: float,
+    phases: int = 1,
+    workers: int = 0,
+    generators: int = 1,
 ) -> dict[str, Any]:
     engine = _spawn(
         [
             *("--role", "engine", "--mode", mode, "--calls", str(calls)),
-            *("--loop", loop_kind, "--phases", str(phases)),
+            *("--loop", loop_kind, "--phases", str(phases), "--workers", str(workers)),
         ]
     )
-    gen: subprocess.Popen[str] | None = None
+    gens: list[subprocess.Popen[str]] = []
     try:
-        ports = _read(engine)
-        gen = _spawn(["--role", "generator", "--mode", mode, "--seconds", str(seconds)])
-        _send(gen, ports)
-        phones = _read(gen)
-        _send(engine, phones)
+        ports = _read(engine)["ports"]
+        # Whole calls per generator (a call's two phones in one process).
+        n_calls = len(ports) // 2
+        shares = [range(g, n_calls, generators) for g in range(generators)]
+        for _ in shares:
+            gens.append(_spawn(["--role", "generator", "--mode", mode, "--seconds", str(seconds)]))
+        phones = [0] * len(ports)
+        for gen, share in zip(gens, shares, strict=True):
+            _send(gen, {"ports": [ports[2 * c + j] for c in share for j in (0, 1)]})
+        for gen, share in zip(gens, shares, strict=True):
+            got = _read(gen)["phones"]
+            for k, c in enumerate(share):
+                phones[2 * c], phones[2 * c + 1] = got[2 * k], got[2 * k + 1]
+        _send(engine, {"phones": phones})
         _read(engine)  # ready
         _send(engine, "start")
-        _send(gen, "go")
-        result = _read(gen, seconds + 60)
+        for gen in gens:
+            _send(gen, "go")
+        results = [_read(gen, seconds + 60) for gen in gens]
         _send(engine, "stop")
         stats = _read(engine)
     finally:
-        for proc in (gen, engine):
-            if proc is None:
-                continue
+        for proc in (*gens, engine):
             try:
                 if proc.stdin is not None:
                     proc.stdin.close()
@@ -373,6 +469,7 @@ def run_step(
             except (subprocess.TimeoutExpired, BrokenPipeError, OSError):
                 proc.kill()
                 proc.wait()
+    result = _merge(mode, results)
     cpu_share = stats["cpu"] / stats["wall"] if stats["wall"] else 0.0
     loss = result.get("loss", 0.0) if mode == "relay" else result.get("loss_out", 0.0)
     if mode == "mixed":
@@ -387,11 +484,18 @@ def run_step(
         and stats["skipped_ticks"] == 0
     )
     per_call_cpu = cpu_share / calls
+    extra: dict[str, Any] = {}
+    if workers:
+        wall = stats["wall"] or 1.0
+        extra["worker_cpu_pct"] = [round(100 * c / wall, 1) for c in stats["worker_cpu"]]
     return {
         "mode": mode,
         "loop": loop_kind,
+        "workers": workers,
+        "generators": generators,
         "phases": phases,
         "calls": calls,
+        **extra,
         "loss_pct": round(100 * loss, 3),
         "jitter_p99_ms": None if jitter is None else round(jitter, 2),
         "engine_cpu_pct": round(100 * cpu_share, 1),
@@ -401,6 +505,27 @@ def run_step(
         "gen_late_ticks": result["late_ticks"],
         "pass": ok,
     }
+
+
+def _merge(mode: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One generator's result, or several combined conservatively (worst jitter p99)."""
+    if len(results) == 1:
+        return results[0]
+    sent = sum(r["sent"] for r in results)
+    received = sum(r["received"] for r in results)
+    merged: dict[str, Any] = {
+        "sent": sent,
+        "received": received,
+        "late_ticks": sum(r["late_ticks"] for r in results),
+    }
+    jitters = [r.get("jitter_p99_ms") for r in results]
+    merged["jitter_p99_ms"] = None if None in jitters else max(jitters)
+    if mode == "relay":
+        merged["loss"] = max(0.0, 1 - received / sent) if sent else 1.0
+    else:
+        expected = sum(r["expected"] for r in results)
+        merged["loss_out"] = max(0.0, 1 - received / expected) if expected else 1.0
+    return merged
 
 
 def main() -> int:
@@ -417,6 +542,20 @@ def main() -> int:
     parser.add_argument(
         "--phases", type=int, default=1, help="MediaEngine clock_phases (1 = one pass per tick)"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="run the engine as a MediaWorkerPool of N processes (0 = one MediaEngine)",
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="each ladder twice: one MediaEngine, then --workers N (default 2) workers",
+    )
+    parser.add_argument(
+        "--generators", type=int, default=1, help="generator processes splitting the phones"
+    )
     parser.add_argument("--quick", action="store_true", help="3 s steps, fewer rungs")
     parser.add_argument("--modes", default="relay,mixed")
     parser.add_argument("--loops", default="uvloop,asyncio")
@@ -424,7 +563,7 @@ def main() -> int:
     parser.add_argument("--mixed-calls", default="50,100,200,300")
     args = parser.parse_args()
     if args.role == "engine":
-        engine_role(args.mode, args.calls, args.loop, args.phases)
+        engine_role(args.mode, args.calls, args.loop, args.phases, args.workers)
         return 0
     if args.role == "generator":
         generator_role(args.mode, args.seconds)
@@ -440,27 +579,35 @@ def main() -> int:
     if args.quick:
         ladders = {k: v[1::2] or v for k, v in ladders.items()}
     rows = []
-    best: dict[tuple[str, str], int] = {}
+    best: dict[tuple[str, str, int], int] = {}
     deadline = time.monotonic() + 170  # keep a run under 3 minutes
+    worker_counts = [0, args.workers or 2] if args.compare else [args.workers]
     for mode in args.modes.split(","):
         for loop_kind in args.loops.split(","):
-            for calls in ladders[mode]:
-                if time.monotonic() + seconds + 10 > deadline:
-                    print("time budget reached, stopping", flush=True)
-                    break
-                row = run_step(mode, loop_kind, calls, seconds, args.phases)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-                if row["pass"]:
-                    best[(mode, loop_kind)] = calls
-                else:
-                    break  # the next rung would fail too
+            for workers in worker_counts:
+                for calls in ladders[mode]:
+                    if time.monotonic() + seconds + 10 > deadline:
+                        print("time budget reached, stopping", flush=True)
+                        break
+                    row = run_step(
+                        mode, loop_kind, calls, seconds, args.phases, workers, args.generators
+                    )
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                    if row["pass"]:
+                        best[(mode, loop_kind, workers)] = calls
+                    else:
+                        break  # the next rung would fail too
     print()
-    print(f"{'mode':6} {'loop':8} {'best calls':>10} {'capacity@80% (engine CPU)':>26}")
-    for (mode, loop_kind), calls in sorted(best.items()):
-        caps = [r["capacity@80%"] for r in rows if r["mode"] == mode and r["loop"] == loop_kind]
+    print(f"{'mode':6} {'loop':8} {'workers':>7} {'best calls':>10} {'capacity@80%/core':>18}")
+    for (mode, loop_kind, workers), calls in sorted(best.items()):
+        caps = [
+            r["capacity@80%"]
+            for r in rows
+            if r["mode"] == mode and r["loop"] == loop_kind and r["workers"] == workers
+        ]
         cap = max(c for c in caps if c is not None) if caps else None
-        print(f"{mode:6} {loop_kind:8} {calls:>10} {cap!s:>26}")
+        print(f"{mode:6} {loop_kind:8} {workers:>7} {calls:>10} {cap!s:>18}")
     print(f"(pid {os.getpid()}; pass = loss < 0.1 %, jitter p99 < 5 ms, no skipped ticks)")
     return 0
 

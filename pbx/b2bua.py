@@ -427,64 +427,11 @@ class Call:
 
     # -- setup of a call from an INVITE ------------------------------------------------
 
-    async def setup(self, contacts: list[Contact], ring_timeout: float) -> None:
-        """Allocate media, answer the caller's offer, ring every contact of the callee."""
-        assert self.invite is not None
-        media = self.b2b.media
-        try:
-            leg_a = await media.create_leg(self.a.leg_id, self._media_host(self.a.flow))
-        except (MediaError, OSError) as exc:
-            self.log.warning("media_allocation_failed", error=str(exc))
-            self._fail_a(503, "Media Unavailable", "FAILED", "media_unavailable", "system")
-            return
-        if self.ended:  # cancelled while we were binding sockets: _end ran before the leg
-            media.close_leg(self.a.leg_id)
-            return
-        try:
-            neg = sdp.negotiate_answer(
-                self.invite.body,
-                host=leg_a.local_host,
-                port=leg_a.local_port,
-                supported=SUPPORTED_CODECS,
-                session_id=self.a.sdp_session_id,
-                version=self.a.sdp_version,
-            )
-        except sdp.SdpError as exc:
-            self.log.info("offer_rejected", error=str(exc))
-            self._fail_a(488, None, "FAILED", "incompatible_media", "system")
-            return
-        self.a.codec = neg.codec
-        self.a.dtmf_pt = neg.dtmf_payload_type
-        self.a_answer_sdp = neg.answer.serialize()
-        self.a.last_local_sdp = self.a_answer_sdp
-        leg_a.set_remote(neg.remote[0], neg.remote[1], neg.codec, neg.dtmf_payload_type)
-        self.b2b.listen_for_dtmf(self.a)
-        frm = self.invite.from_
-        self.outbound = _Outbound(
-            self.b2b,
-            leg_id=f"{self.id}-b",
-            caller_ext=self.caller,
-            caller_display=frm.display,
-            callee=self.callee,
-            contacts=contacts,
-            first_codec=neg.codec,
-            ring_timeout=ring_timeout,
-            on_ringing=self._on_callee_ringing,
-            on_answered=self._on_callee_answered,
-            on_failed=self._on_callee_failed,
-        )
-        self.b2b._by_leg[self.outbound.leg_id] = self
-        if not await self.outbound.start():
-            self._fail_a(503, "Media Unavailable", "FAILED", "media_unavailable", "system")
-            return
-        if self.ended:
-            self.outbound.cancel()
-            return
-        self._move(CallState.CALLING)
-        self.log.debug("call_forked", branches=len(self.outbound.branches))
+    async def _open_caller_media(self) -> bool:
+        """Allocate the caller's RTP leg and answer the caller's SDP offer (RFC 3264 §6).
 
-    async def answer_locally(self) -> bool:
-        """Answer the caller ourselves (200 + SDP): conference rooms and feature codes."""
+        On failure the caller gets 503 or 488 and the call ends; returns False then.
+        """
         assert self.invite is not None
         media = self.b2b.media
         try:
@@ -493,7 +440,7 @@ class Call:
             self.log.warning("media_allocation_failed", error=str(exc))
             self._fail_a(503, "Media Unavailable", "FAILED", "media_unavailable", "system")
             return False
-        if self.ended:
+        if self.ended:  # cancelled while we were binding sockets: _end ran before the leg
             media.close_leg(self.a.leg_id)
             return False
         try:
@@ -514,6 +461,42 @@ class Call:
         self.a_answer_sdp = self.a.last_local_sdp = neg.answer.serialize()
         leg.set_remote(neg.remote[0], neg.remote[1], neg.codec, neg.dtmf_payload_type)
         self.b2b.listen_for_dtmf(self.a)
+        return True
+
+    async def setup(self, contacts: list[Contact], ring_timeout: float) -> None:
+        """Allocate media, answer the caller's offer, ring every contact of the callee."""
+        assert self.invite is not None
+        if not await self._open_caller_media():
+            return
+        frm = self.invite.from_
+        self.outbound = _Outbound(
+            self.b2b,
+            leg_id=f"{self.id}-b",
+            caller_ext=self.caller,
+            caller_display=frm.display,
+            callee=self.callee,
+            contacts=contacts,
+            first_codec=self.a.codec,
+            ring_timeout=ring_timeout,
+            on_ringing=self._on_callee_ringing,
+            on_answered=self._on_callee_answered,
+            on_failed=self._on_callee_failed,
+        )
+        self.b2b._by_leg[self.outbound.leg_id] = self
+        if not await self.outbound.start():
+            self._fail_a(503, "Media Unavailable", "FAILED", "media_unavailable", "system")
+            return
+        if self.ended:
+            self.outbound.cancel()
+            return
+        self._move(CallState.CALLING)
+        self.log.debug("call_forked", branches=len(self.outbound.branches))
+
+    async def answer_locally(self) -> bool:
+        """Answer the caller ourselves (200 + SDP): conference rooms and feature codes."""
+        assert self.invite is not None
+        if not await self._open_caller_media():
+            return False
         self.a.dialog = Dialog.as_uas(self.invite, self.a_tag, self.a.flow)
         self.a_final_sent = True
         self.b2b.stack.send_response(

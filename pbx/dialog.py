@@ -17,9 +17,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .message import Request, Response
+from .message import NameAddr, Request, Response
 
 __all__ = ["Dialog", "Flow"]
+
+
+def _without_tag(na: NameAddr) -> str:
+    """``na`` as a string without its ``tag`` parameter (``na`` itself is a message's
+    cached, read-only value and is left as it is)."""
+    if "tag" not in na.params:
+        return str(na)
+    params = {k: v for k, v in na.params.items() if k != "tag"}
+    return str(NameAddr(uri=na.uri, display=na.display, params=params, wildcard=na.wildcard))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +64,13 @@ class Dialog:
         to = request.to
         contacts = request.contacts
         target = str(contacts[0].uri) if contacts else str(frm.uri)
-        to.params.pop("tag", None)
-        frm_tag = frm.params.pop("tag", None) or ""
+        frm_tag = frm.params.get("tag") or ""
         return cls(
             call_id=request.call_id,
             local_tag=local_tag,
             remote_tag=frm_tag,
-            local_uri=str(to),
-            remote_uri=str(frm),
+            local_uri=_without_tag(to),
+            remote_uri=_without_tag(frm),
             remote_target=target,
             flow=flow,
             local_seq=0,
@@ -77,14 +85,14 @@ class Dialog:
         to = response.to
         contacts = response.contacts
         target = str(contacts[0].uri) if contacts else request.uri
-        remote_tag = to.params.pop("tag", None) or ""
-        local_tag = frm.params.pop("tag", None) or ""
+        remote_tag = to.params.get("tag") or ""
+        local_tag = frm.params.get("tag") or ""
         return cls(
             call_id=request.call_id,
             local_tag=local_tag,
             remote_tag=remote_tag,
-            local_uri=str(frm),
-            remote_uri=str(to),
+            local_uri=_without_tag(frm),
+            remote_uri=_without_tag(to),
             remote_target=target,
             flow=flow,
             local_seq=request.cseq[0],

@@ -502,6 +502,15 @@ def _parse_uri_params(s: str) -> dict[str, str | None]:
     return params
 
 
+# The everyday shape, ``sip:user@host:port;params`` without password or headers, in one
+# match. Every class is a subset of what the general path below accepts, so a match gives
+# the same Uri; anything else (passwords, headers, IPv6, odd case) takes the general path.
+_COMMON_SIP_URI_RE = re.compile(
+    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,;?/%#]*)@)?([A-Za-z0-9\-.]+)(?::([0-9]{1,5}))?"
+    r"(?:;([A-Za-z0-9\-_.!~*'()%\[\]/:&+$;=]*))?\Z"
+)
+
+
 def parse_uri(s: str) -> Uri:
     """Parse a URI. SIP/SIPS URIs are taken apart; other schemes are kept opaque.
 
@@ -510,6 +519,18 @@ def parse_uri(s: str) -> Uri:
     userinfo from hostport even when the user part holds "?" or ";" (RFC 4475 §3.1.1.2).
     """
     s = s.strip()
+    m = _COMMON_SIP_URI_RE.match(s)
+    if m is not None:
+        m_scheme, m_user, m_host, port_s, params_s = m.groups()
+        m_port = int(port_s) if port_s is not None else None
+        if m_port is None or m_port <= 65535:
+            return Uri(
+                scheme=m_scheme,
+                host=m_host,
+                user=m_user,
+                port=m_port,
+                params=_parse_uri_params(params_s) if params_s is not None else {},
+            )
     scheme, colon, rest = s.partition(":")
     if not colon or not scheme or not _SCHEME_RE.match(scheme):
         raise ParseError(f"bad URI {s[:80]!r}")
@@ -708,44 +729,135 @@ def parse_via(value: str) -> Via:
 # ---------------------------------------------------------------------------------------
 
 
+def _index_add(index: dict[str, str | tuple[str, ...]], name: str, value: str) -> None:
+    # One line: the value itself; more: a tuple (a tuple of strings, unlike a list, is not
+    # traversed by the garbage collector once it has survived one pass).
+    prev = index.get(name)
+    if prev is None:
+        index[name] = value
+    elif isinstance(prev, str):
+        index[name] = (prev, value)
+    else:
+        index[name] = (*prev, value)
+
+
 class SipMessage:
     """Headers and body shared by requests and responses.
 
     Headers are kept as ``[canonical name, value]`` pairs in wire order; lookups are by
     canonical name (compact forms are expanded on parse).
+
+    Lookups go through an index (canonical name -> values in order) that the parser builds
+    in the same pass as the header list, and the structured values every layer reads
+    (``from_``, ``to``, ``top_via``, ``cseq``, ``contacts``, ``request_uri``) are parsed once
+    and cached: a request is read by the parser's checks, the transaction layer, the TU and
+    the response builder, and re-parsing From/To/Via each time was a quarter of the REGISTER
+    path. Each cached value remembers the raw header string it came from and is used only
+    while that very string is still the header's value, so a stale value is never returned.
+
+    Two rules keep this right:
+
+    * Change headers with :meth:`set`, :meth:`add`, :meth:`remove` and
+      :meth:`set_top_via`. After mutating the ``headers`` list directly, call
+      :meth:`headers_changed` (a change of the list's length or a new list is noticed anyway).
+    * Parsed values returned by the properties are shared and **read-only**: copy before
+      changing one (e.g. ``dict(na.params)``).
     """
 
-    __slots__ = ("body", "headers")
+    # Raw value and parsed value are separate slots rather than one tuple: messages live for
+    # a transaction's lifetime, and every extra container is one more object for the
+    # garbage collector to traverse.
+    __slots__ = (
+        "_contacts_raw",
+        "_contacts_v",
+        "_cseq_raw",
+        "_cseq_v",
+        "_from_raw",
+        "_from_v",
+        "_index",
+        "_index_len",
+        "_index_src",
+        "_to_raw",
+        "_to_v",
+        "_via_raw",
+        "_via_v",
+        "body",
+        "headers",
+    )
 
     def __init__(self, headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> None:
         self.headers: list[tuple[str, str]] = headers if headers is not None else []
         self.body = body
+        # Canonical name -> its value, or a tuple of its values when it has several lines.
+        self._index: dict[str, str | tuple[str, ...]] | None = None
+        self._index_src: list[tuple[str, str]] | None = None
+        self._index_len = 0
+        # Parsed-value caches: the raw value parsed (None: nothing cached) and the result.
+        self._from_raw: str | None = None
+        self._from_v: NameAddr | None = None
+        self._to_raw: str | None = None
+        self._to_v: NameAddr | None = None
+        self._via_raw: str | None = None
+        self._via_v: Via | None = None
+        self._cseq_raw: str | None = None
+        self._cseq_v: tuple[int, str] = (0, "")
+        self._contacts_raw: str | tuple[str, ...] | None = None
+        self._contacts_v: list[NameAddr] | None = None
+
+    # -- the header index ----------------------------------------------------------------
+
+    def _idx(self) -> dict[str, str | tuple[str, ...]]:
+        idx = self._index
+        headers = self.headers
+        if idx is not None and self._index_src is headers and self._index_len == len(headers):
+            return idx
+        idx = {}
+        for k, v in headers:
+            _index_add(idx, k, v)
+        self._index = idx
+        self._index_src = headers
+        self._index_len = len(headers)
+        return idx
+
+    def headers_changed(self) -> None:
+        """Forget the header index after the ``headers`` list was changed in place."""
+        self._index = None
 
     # -- generic access ------------------------------------------------------------------
 
+    def _first(self, name: str) -> str | None:
+        """The first value of header ``name``, given in canonical spelling."""
+        v = self._idx().get(name)
+        return v if v is None or isinstance(v, str) else v[0]
+
     def get(self, name: str) -> str | None:
         """The first value of header ``name`` (any spelling), or ``None``."""
-        name = canonical_name(name)
-        for k, v in self.headers:
-            if k == name:
-                return v
-        return None
+        v = self._idx().get(canonical_name(name))
+        return v if v is None or isinstance(v, str) else v[0]
 
     def get_all(self, name: str) -> list[str]:
         """Every header line named ``name``, unsplit."""
-        name = canonical_name(name)
-        return [v for k, v in self.headers if k == name]
+        v = self._idx().get(canonical_name(name))
+        if v is None:
+            return []
+        return [v] if isinstance(v, str) else list(v)
 
     def get_list(self, name: str) -> list[str]:
         """Every element of a comma-list header, across all its lines, in order."""
+        v = self._idx().get(canonical_name(name))
+        if v is None:
+            return []
+        if isinstance(v, str):
+            return split_list(v)
         out: list[str] = []
-        for v in self.get_all(name):
-            out.extend(split_list(v))
+        for line in v:
+            out.extend(split_list(line))
         return out
 
     def set(self, name: str, value: str) -> None:
         """Replace every ``name`` header with one value (kept at the first one's place)."""
         name = canonical_name(name)
+        self._index = None
         for i, (k, _) in enumerate(self.headers):
             if k == name:
                 self.headers[i] = (name, value)
@@ -757,19 +869,44 @@ class SipMessage:
         """Add a header line; with ``first`` it goes before any line of the same name."""
         name = canonical_name(name)
         if first:
+            self._index = None
             for i, (k, _) in enumerate(self.headers):
                 if k == name:
                     self.headers.insert(i, (name, value))
                     return
             self.headers.insert(0, (name, value))
-        else:
-            self.headers.append((name, value))
+            return
+        idx = self._index
+        headers = self.headers
+        if idx is not None and self._index_src is headers and self._index_len == len(headers):
+            # Appending keeps the index valid: extend it instead of rebuilding it.
+            _index_add(idx, name, value)
+            self._index_len += 1
+        headers.append((name, value))
 
     def remove(self, name: str) -> None:
         name = canonical_name(name)
+        self._index = None
         self.headers = [h for h in self.headers if h[0] != name]
 
+    def set_top_via(self, via: Via) -> None:
+        """Replace the topmost Via value (the first element of the first Via line) with
+        ``via``, e.g. after adding ``received``/``rport`` (RFC 3261 §18.2.1, RFC 3581 §4)."""
+        headers = self.headers
+        for i, (k, v) in enumerate(headers):
+            if k == "Via":
+                items = split_list(v)
+                items[0] = str(via)
+                raw = items[0] if len(items) == 1 else ", ".join(items)
+                headers[i] = ("Via", raw)
+                self._index = None
+                self._via_raw = raw
+                self._via_v = via
+                return
+        raise ParseError("missing Via")
+
     # -- frequently used structured headers --------------------------------------------
+    # Parsed once per raw value (see the class docstring); the results are read-only.
 
     @property
     def call_id(self) -> str:
@@ -777,7 +914,11 @@ class SipMessage:
 
     @property
     def cseq(self) -> tuple[int, str]:
-        return _parse_cseq(self.get("CSeq") or "")
+        raw = self._first("CSeq") or ""
+        if raw is not self._cseq_raw:
+            self._cseq_v = _parse_cseq(raw)
+            self._cseq_raw = raw
+        return self._cseq_v
 
     @property
     def vias(self) -> list[Via]:
@@ -785,22 +926,51 @@ class SipMessage:
 
     @property
     def top_via(self) -> Via:
-        vias = self.get_list("Via")
-        if not vias:
+        raw = self._first("Via")
+        if raw is None:
             raise ParseError("missing Via")
-        return parse_via(vias[0])
+        if raw is self._via_raw and self._via_v is not None:
+            return self._via_v
+        items = split_list(raw)
+        if not items:
+            raise ParseError("missing Via")
+        via = parse_via(items[0])
+        self._via_raw = raw
+        self._via_v = via
+        return via
 
     @property
     def from_(self) -> NameAddr:
-        return parse_name_addr(self.get("From") or "")
+        raw = self._first("From") or ""
+        if raw is self._from_raw and self._from_v is not None:
+            return self._from_v
+        na = parse_name_addr(raw)
+        self._from_raw = raw
+        self._from_v = na
+        return na
 
     @property
     def to(self) -> NameAddr:
-        return parse_name_addr(self.get("To") or "")
+        raw = self._first("To") or ""
+        if raw is self._to_raw and self._to_v is not None:
+            return self._to_v
+        na = parse_name_addr(raw)
+        self._to_raw = raw
+        self._to_v = na
+        return na
 
     @property
     def contacts(self) -> list[NameAddr]:
-        return [parse_name_addr(v) for v in self.get_list("Contact")]
+        """Every Contact value, parsed (a new list; its elements are shared, read-only)."""
+        raw = self._idx().get("Contact")
+        if raw is None:
+            return []
+        if self._contacts_v is not None and raw == self._contacts_raw:
+            return list(self._contacts_v)
+        parsed = [parse_name_addr(v) for v in self.get_list("Contact")]
+        self._contacts_raw = raw
+        self._contacts_v = parsed
+        return list(parsed)
 
     @property
     def content_type(self) -> str:
@@ -814,19 +984,17 @@ class SipMessage:
     def serialize(self) -> bytes:
         """The message on the wire; ``Content-Length`` always reflects the body."""
         lines = [self._start_line()]
-        for k, v in self.headers:
-            if k != "Content-Length":
-                lines.append(f"{k}: {v}")
-        lines.append(f"Content-Length: {len(self.body)}")
-        head = "\r\n".join(lines) + "\r\n\r\n"
-        return head.encode("utf-8", "surrogateescape") + self.body
+        lines += [f"{k}: {v}" for k, v in self.headers if k != "Content-Length"]
+        lines.append(f"Content-Length: {len(self.body)}\r\n\r\n")
+        data = "\r\n".join(lines).encode("utf-8", "surrogateescape")
+        return data + self.body if self.body else data
 
     def __bytes__(self) -> bytes:
         return self.serialize()
 
 
 class Request(SipMessage):
-    __slots__ = ("method", "uri", "version")
+    __slots__ = ("_ruri_raw", "_ruri_v", "method", "uri", "version")
 
     def __init__(
         self,
@@ -840,10 +1008,19 @@ class Request(SipMessage):
         self.method = method
         self.uri = uri
         self.version = version
+        self._ruri_raw: str | None = None
+        self._ruri_v: Uri | None = None
 
     @property
     def request_uri(self) -> Uri:
-        return parse_uri(self.uri)
+        """The Request-URI, parsed (cached while ``uri`` is unchanged; read-only)."""
+        raw = self.uri
+        if raw is self._ruri_raw and self._ruri_v is not None:
+            return self._ruri_v
+        uri = parse_uri(raw)
+        self._ruri_raw = raw
+        self._ruri_v = uri
+        return uri
 
     def _start_line(self) -> str:
         return f"{self.method} {self.uri} {self.version}"
@@ -897,7 +1074,14 @@ def make_response(
     if status == 100 and request.get("Timestamp"):
         out.append(("Timestamp", request.get("Timestamp") or ""))  # RFC 3261 §8.2.6.1
     out.extend(headers)
-    return Response(status, reason, out, body)
+    resp = Response(status, reason, out, body)
+    # The copied Via/From/To/CSeq are the request's very strings: its parsed values stay
+    # valid for the response (each cache entry is checked against its raw string on use).
+    resp._via_raw, resp._via_v = request._via_raw, request._via_v
+    resp._from_raw, resp._from_v = request._from_raw, request._from_v
+    resp._to_raw, resp._to_v = request._to_raw, request._to_v
+    resp._cseq_raw, resp._cseq_v = request._cseq_raw, request._cseq_v
+    return resp
 
 
 # ---------------------------------------------------------------------------------------
@@ -935,12 +1119,12 @@ def validate_for_uas(msg: Request, *, schemes: Iterable[str] = DEFAULT_URI_SCHEM
     (extensions, see :func:`unsupported_extensions`) and 415 (body type) are the
     application's.
     """
-    uri = parse_uri(msg.uri)
+    uri = msg.request_uri
     if uri.scheme not in schemes:
         raise ParseError(f"unsupported URI scheme {uri.scheme!r}", 416)
     if uri.headers is not None:
         raise ParseError("headers are not allowed in a Request-URI")
-    contacts = [parse_name_addr(v) for v in msg.get_list("Contact")]
+    contacts = msg.contacts
     if any(c.wildcard for c in contacts) and (len(contacts) > 1 or msg.method != "REGISTER"):
         raise ParseError("Contact '*' must be alone, in a REGISTER")
     for name in ("Route", "Record-Route"):
@@ -1077,6 +1261,8 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     )
 
     headers = msg.headers
+    # The header index (see SipMessage) is built in the same pass.
+    index: dict[str, str | tuple[str, ...]] = {}
     names = _PARSED_NAMES
     for i in range(1, len(lines)):
         line = lines[i]
@@ -1095,10 +1281,25 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
             canon = canonical_name(bare)
             if len(names) < _CANONICAL_CACHE_MAX:
                 names[name] = canon
-        headers.append((canon, value.strip(" \t")))
+        value = value.strip(" \t")
+        headers.append((canon, value))
+        if canon in index:
+            _index_add(index, canon, value)
+        else:
+            index[canon] = value
+    msg._index = index
+    msg._index_src = headers
+    msg._index_len = len(headers)
 
-    _validate(msg, body, stream)
+    _validate(msg, index, body, stream)
     return msg
+
+
+# Methods seen every second skip the token regex.
+_KNOWN_METHODS: frozenset[str] = frozenset(
+    {"INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "INFO", "UPDATE", "PRACK"}
+    | {"SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"}
+)
 
 
 def _parse_request_line(line: str) -> Request:
@@ -1106,13 +1307,14 @@ def _parse_request_line(line: str) -> Request:
     if len(parts) != 3 or not all(parts):
         raise ParseError(f"bad request line {line[:80]!r}")
     method, uri, version = parts
-    if not _METHOD_RE.match(method):
+    if method not in _KNOWN_METHODS and not _METHOD_RE.match(method):
         raise ParseError(f"bad method {method[:40]!r}")
-    if not _VERSION_RE.match(version):
-        raise ParseError(f"bad SIP version {version[:20]!r}")
-    if version.upper() != SIP_VERSION:
-        raise ParseError(f"unsupported SIP version {version}", 505)
-    if ":" not in uri or any(c in uri for c in '<>"'):
+    if version != SIP_VERSION:
+        if not _VERSION_RE.match(version):
+            raise ParseError(f"bad SIP version {version[:20]!r}")
+        if version.upper() != SIP_VERSION:
+            raise ParseError(f"unsupported SIP version {version}", 505)
+    if ":" not in uri or "<" in uri or ">" in uri or '"' in uri:
         raise ParseError(f"bad Request-URI {uri[:80]!r}")
     return Request(method, uri, version=SIP_VERSION)
 
@@ -1129,40 +1331,48 @@ def _parse_status_line(line: str) -> Response:
     return Response(int(code), reason, version=SIP_VERSION)
 
 
-def _validate(msg: Request | Response, body: bytes, stream: bool) -> None:
-    # One pass collects the first value of each header we check and catches duplicates of
-    # single-valued headers (RFC 3261 §7.3.1; RFC 4475 §3.3.8 multi01, §3.3.9 mcl01).
+def _validate(
+    msg: Request | Response, index: dict[str, str | tuple[str, ...]], body: bytes, stream: bool
+) -> None:
+    # Duplicates of single-valued headers are ambiguous (RFC 3261 §7.3.1; RFC 4475 §3.3.8
+    # multi01, §3.3.9 mcl01).
     first: dict[str, str] = {}
-    for k, v in msg.headers:
-        if k in _CHECKED:
-            if k in first:
-                if k in _SINGLE:
-                    raise ParseError(f"duplicate {k} header")
-                continue
+    for k, v in index.items():
+        if isinstance(v, str):
             first[k] = v
+        elif k in _SINGLE:
+            raise ParseError(f"duplicate {k} header")
+        else:
+            first[k] = v[0]
     for required in ("Via", "From", "To", "Call-ID", "CSeq"):
         if required not in first:
             raise ParseError(f"missing {required} header")
 
-    _, method = _parse_cseq(first["CSeq"])
+    # What is parsed here is kept on the message (see SipMessage): every layer reads it.
+    raw = first["CSeq"]
+    cseq = _parse_cseq(raw)
+    msg._cseq_raw, msg._cseq_v = raw, cseq
     if not first["Call-ID"]:
         raise ParseError("empty Call-ID")
     # The top Via must be parseable: responses are routed by it (RFC 3261 §18.2.2) and
     # transactions are matched on its branch (§17.2.3).
-    vias = split_list(first["Via"])
+    raw = first["Via"]
+    vias = split_list(raw)
     if not vias:
         raise ParseError("empty Via")
-    parse_via(vias[0])
+    msg._via_raw, msg._via_v = raw, parse_via(vias[0])
     # From and To must be parseable: dialogs are identified by their tags (§12).
-    parse_name_addr(first["From"])
-    parse_name_addr(first["To"])
+    raw = first["From"]
+    msg._from_raw, msg._from_v = raw, parse_name_addr(raw)
+    raw = first["To"]
+    msg._to_raw, msg._to_v = raw, parse_name_addr(raw)
     if isinstance(msg, Request):
-        if method != msg.method:
+        if cseq[1] != msg.method:
             raise ParseError("CSeq method does not match the request method")
         mf = first.get("Max-Forwards")
         if mf is not None and (not _is_digits(mf) or len(mf) > 10 or int(mf) > 255):
             raise ParseError("bad Max-Forwards")
-        parse_uri(msg.uri)
+        msg._ruri_raw, msg._ruri_v = msg.uri, parse_uri(msg.uri)
 
     cl = first.get("Content-Length")
     if cl is not None:
@@ -1178,10 +1388,6 @@ def _validate(msg: Request | Response, body: bytes, stream: bool) -> None:
     elif stream:
         raise ParseError("Content-Length is mandatory on a stream transport")
     msg.body = body
-
-
-# Headers _validate looks at.
-_CHECKED: frozenset[str] = _SINGLE | {"Via"}
 
 
 class StreamParser:

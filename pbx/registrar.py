@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 
 from .location import Contact, LocationStore
-from .message import ParseError, Request, Response, make_response, parse_name_addr
+from .message import ParseError, Request, Response, make_response
 
 __all__ = ["BindingChange", "RegisterOutcome", "Registrar"]
 
@@ -119,7 +119,7 @@ class Registrar:
                 changes.append(BindingChange(aor, c, removed=True))
             return RegisterOutcome(self._ok(request, aor, now, to_tag), changes)
 
-        parsed = [parse_name_addr(v) for v in contact_values]
+        parsed = request.contacts  # parsed once by validate_for_uas, cached on the message
         # Validate everything first: a REGISTER either applies whole or not at all.
         plan: list[tuple[str, int, float, str | None]] = []
         for na in parsed:

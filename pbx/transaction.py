@@ -82,7 +82,6 @@ from pbx.message import (
     Response,
     Via,
     make_response,
-    parse_via,
     split_list,
 )
 
@@ -495,14 +494,15 @@ class _Transaction:
     kind: Kind
     state: State
     method: str
-    request: Request
+    # Client transactions keep their request (the ICT builds the ACK of a non-2xx final from
+    # it, §17.1.1.3); server transactions drop it once started (see TransactionLayer._start).
+    request: Request | None
     request_bytes: bytes
     peer: Address
     transport: str
     reliable: bool
     timers: dict[str, int] = field(default_factory=dict)  # live timer name -> heap seq
     intervals: dict[str, float] = field(default_factory=dict)  # A, E, G current values
-    last_response: Response | None = None
     last_response_bytes: bytes | None = None
     ack_bytes: bytes | None = None
 
@@ -562,24 +562,20 @@ def _classify(status: int) -> Input:
     return Input.FAILURE
 
 
-def _stamp_via(request: Request, source: Address) -> None:
+def _stamp_via(request: Request, via: Via, source: Address) -> None:
     """Add ``received``/``rport`` to the top Via (RFC 3261 §18.2.1, RFC 3581 §4)."""
-    for i, (name, value) in enumerate(request.headers):
-        if name != "Via":
-            continue
-        items = split_list(value)
-        via = parse_via(items[0])
-        host = via.host[1:-1] if via.host.startswith("[") else via.host
-        if via.has_rport:
-            via.params["rport"] = str(source[1])
-            via.params["received"] = source[0]  # RFC 3581 §4: even when equal to sent-by
-        elif host != source[0]:
-            via.params["received"] = source[0]
-        else:
-            return
-        items[0] = str(via)
-        request.headers[i] = ("Via", ", ".join(items))
+    host = via.host[1:-1] if via.host.startswith("[") else via.host
+    # ``via`` is the message's cached, read-only value: the stamped one is a copy.
+    if via.has_rport:
+        params = dict(via.params)
+        params["rport"] = str(source[1])
+        params["received"] = source[0]  # RFC 3581 §4: even when equal to sent-by
+    elif host != source[0]:
+        params = dict(via.params)
+        params["received"] = source[0]
+    else:
         return
+    request.set_top_via(Via(via.transport, via.host, via.port, params, via.protocol))
 
 
 def _build_ack(request: Request, response: Response) -> Request:
@@ -733,7 +729,7 @@ class TransactionLayer:
         self, request: Request, source: Address, transport: str, now: float
     ) -> None:
         via = request.top_via
-        _stamp_via(request, source)
+        _stamp_via(request, via, source)
         if request.method == "ACK":
             # §17.2.3: an ACK matches the INVITE server transaction it acknowledges.
             txn = self._txns.get(_server_key(request, via, "INVITE"))
@@ -813,6 +809,12 @@ class TransactionLayer:
         self._txns[key] = txn
         for action in actions:
             self._execute(txn, action, now, None, peer)
+        if kind in (Kind.IST, Kind.NIST):
+            # Only the initial 100 Trying needed the parsed request; a NIST lives 64*T1 after
+            # its final response, and thousands of parsed messages (with their cached header
+            # values) kept alive that long made the garbage collector's passes long enough to
+            # cause retransmissions at a few hundred REGISTER/s.
+            txn.request = None
 
     def _feed(
         self,
@@ -848,10 +850,11 @@ class TransactionLayer:
             self._send(txn.request_bytes, txn.peer, txn.transport)
         elif action is Action.SEND_ACK:
             if txn.ack_bytes is None:
-                assert isinstance(msg, Response)
+                assert isinstance(msg, Response) and txn.request is not None
                 txn.ack_bytes = _build_ack(txn.request, msg).serialize()
             self._send(txn.ack_bytes, txn.peer, txn.transport)
         elif action is Action.SEND_TRYING:
+            assert txn.request is not None
             self._send_response(txn, make_response(txn.request, 100))
         elif action is Action.SEND_RESPONSE:
             assert isinstance(msg, Response)
@@ -889,7 +892,6 @@ class TransactionLayer:
         self._out.append((data, destination, transport))
 
     def _send_response(self, txn: _Transaction, response: Response) -> None:
-        txn.last_response = response
         txn.last_response_bytes = response.serialize()
         self._send(txn.last_response_bytes, txn.peer, txn.transport)
 

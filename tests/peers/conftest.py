@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 from tests.peers.audio import make_tone_wav
+from tests.peers.mutate import server_problems
 from tests.peers.phones import Phone
+from tests.peers.switchboard import Switchboard
 
 _handed_out: set[int] = set()
 
@@ -134,3 +136,33 @@ def sipp_workdir(tmp_path: Path) -> Path:
     d = tmp_path / "sipp"
     d.mkdir()
     return d
+
+
+@pytest.fixture
+def server_factory(
+    tmp_path: Path, free_port: Callable[[], int]
+) -> Iterator[Callable[..., Switchboard]]:
+    """``server_factory(**Switchboard kwargs)`` -> a started Switchboard process in its own
+    folder. At teardown every server is stopped and its log must show no crash: no traceback
+    and no error-level event, whatever the test did."""
+    servers: list[Switchboard] = []
+
+    def make(**kwargs: Any) -> Switchboard:
+        workdir = tmp_path / f"sb{len(servers)}"
+        workdir.mkdir()
+        sb = Switchboard(workdir, kwargs.pop("sip_port", None) or free_port(), **kwargs)
+        servers.append(sb)
+        return sb.start()
+
+    yield make
+    for sb in servers:
+        sb.stop()
+    for sb in servers:
+        problems = server_problems(sb.log_events(), sb.log_text())
+        assert not problems, "\n".join(problems[:5])
+
+
+@pytest.fixture
+def server(server_factory: Callable[..., Switchboard]) -> Switchboard:
+    """A Switchboard with extensions 1001-1003 (see ``tests.peers.switchboard``)."""
+    return server_factory()

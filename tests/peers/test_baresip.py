@@ -13,7 +13,7 @@ hold one ANSWERED call record.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +26,6 @@ from tests.peers.switchboard import Switchboard, next_rtp_range, wait_for
 pytestmark = pytest.mark.peers
 
 ServerFactory = Callable[..., Switchboard]
-
-
-@pytest.fixture
-def server_factory(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[ServerFactory]:
-    servers: list[Switchboard] = []
-
-    def make(**kwargs: Any) -> Switchboard:
-        workdir = tmp_path / f"sb{len(servers)}"
-        workdir.mkdir()
-        sb = Switchboard(workdir, kwargs.pop("sip_port", None) or free_port(), **kwargs)
-        servers.append(sb)
-        return sb.start()
-
-    yield make
-    for sb in servers:
-        sb.stop()
-        assert "Traceback" not in sb.log_text(), sb.log_text()[-4000:]
 
 
 @pytest.mark.timeout(90)

@@ -11,7 +11,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,29 +24,6 @@ from tests.peers.switchboard import Switchboard, options_ping, wait_for
 pytestmark = pytest.mark.peers
 
 ServerFactory = Callable[..., Switchboard]
-
-
-@pytest.fixture
-def server_factory(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[ServerFactory]:
-    servers: list[Switchboard] = []
-
-    def make(**kwargs: Any) -> Switchboard:
-        workdir = tmp_path / f"sb{len(servers)}"
-        workdir.mkdir()
-        sb = Switchboard(workdir, kwargs.pop("sip_port", None) or free_port(), **kwargs)
-        servers.append(sb)
-        return sb.start()
-
-    yield make
-    for sb in servers:
-        sb.stop()
-        # Whatever a test did, the server must never have logged a crash.
-        assert "Traceback" not in sb.log_text(), sb.log_text()[-4000:]
-
-
-@pytest.fixture
-def server(server_factory: ServerFactory) -> Switchboard:
-    return server_factory()
 
 
 def registered(

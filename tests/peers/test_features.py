@@ -22,15 +22,6 @@ pytestmark = pytest.mark.peers
 MOH_HZ = 440  # the shipped music-on-hold track is built over an A4 pedal (media/prompts)
 
 
-@pytest.fixture
-def server(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[Switchboard]:
-    (tmp_path / "sb").mkdir()
-    sb = Switchboard(tmp_path / "sb", free_port()).start()
-    yield sb
-    sb.stop()
-    assert "Traceback" not in sb.log_text(), sb.log_text()[-4000:]
-
-
 def phone(factory: Callable[..., Phone], sb: Switchboard, ext: str, **kw: Any) -> Phone:
     p = factory(f"ext{ext}", user=ext, **kw)
     ev = p.register(sb.address, password=sb.password(ext))

@@ -21,8 +21,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -47,24 +45,6 @@ NO_THROTTLE = {"max_failures": 1_000_000, "failure_window": 1, "block_seconds": 
 
 
 # -- fixtures and helpers ---------------------------------------------------------------
-
-
-@pytest.fixture
-def server_factory(
-    tmp_path: Path, free_port: Callable[[], int]
-) -> Iterator[Callable[..., Switchboard]]:
-    servers: list[Switchboard] = []
-
-    def make(**kwargs: Any) -> Switchboard:
-        workdir = tmp_path / f"sb{len(servers)}"
-        workdir.mkdir()
-        sb = Switchboard(workdir, free_port(), **kwargs)
-        servers.append(sb)
-        return sb.start()
-
-    yield make
-    for sb in servers:
-        sb.stop()
 
 
 def assert_healthy(sb: Switchboard, wait: float = 30.0) -> None:

@@ -20,37 +20,16 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pbx.digest import build_authorization, choose_challenge
-from tests.peers.mutate import server_problems
 from tests.peers.switchboard import Switchboard, options_ping
 
 pytestmark = pytest.mark.peers
-
-
-@pytest.fixture
-def server_factory(
-    tmp_path: Path, free_port: Callable[[], int]
-) -> Iterator[Callable[..., Switchboard]]:
-    servers: list[Switchboard] = []
-
-    def make(**kwargs: Any) -> Switchboard:
-        workdir = tmp_path / f"sb{len(servers)}"
-        workdir.mkdir()
-        sb = Switchboard(workdir, free_port(), **kwargs)
-        servers.append(sb)
-        return sb.start()
-
-    yield make
-    for sb in servers:
-        sb.stop()
-        problems = server_problems(sb.log_events(), sb.log_text())
-        assert not problems, "\n".join(problems[:5])
 
 
 def sipvicious(tool: str) -> str:
