@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, event, select
+from sqlalchemy import Table, delete, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -145,6 +145,31 @@ class BindingData:
         object.__setattr__(self, "expires_at", _utc(self.expires_at))
 
 
+# The tables as Core objects, for bulk writes without the ORM's per-row work.
+_CALL_RECORDS = cast(Table, CallRecord.__table__)
+_REGISTRATIONS = cast(Table, Registration.__table__)
+
+# Columns of call_records filled straight from CallRecordData attributes.
+_RECORD_FIELDS = (
+    "call_id",
+    "caller",
+    "callee",
+    "start",
+    "answer",
+    "end",
+    "duration",
+    "billable_seconds",
+    "sip_status",
+    "record_id",
+    "linked_id",
+    "caller_loss",
+    "caller_jitter_ms",
+    "caller_mos",
+    "callee_loss",
+    "callee_jitter_ms",
+    "callee_mos",
+)
+
 _BINDING_FIELDS = (
     "aor",
     "contact_uri",
@@ -227,64 +252,24 @@ class Store:
 
     async def add_call_record(self, rec: CallRecordData) -> None:
         """Append one call detail record."""
-        async with self._sessions.begin() as session:
-            session.add(
-                CallRecord(
-                    call_id=rec.call_id,
-                    caller=rec.caller,
-                    callee=rec.callee,
-                    start=rec.start,
-                    answer=rec.answer,
-                    end=rec.end,
-                    duration=rec.duration,
-                    billable_seconds=rec.billable_seconds,
-                    hangup_cause=str(rec.hangup_cause),
-                    disposition=rec.disposition.value,
-                    hangup_side=rec.hangup_side.value,
-                    sip_status=rec.sip_status,
-                    record_id=rec.record_id,
-                    linked_id=rec.linked_id,
-                    caller_loss=rec.caller_loss,
-                    caller_jitter_ms=rec.caller_jitter_ms,
-                    caller_mos=rec.caller_mos,
-                    callee_loss=rec.callee_loss,
-                    callee_jitter_ms=rec.callee_jitter_ms,
-                    callee_mos=rec.callee_mos,
-                )
-            )
+        await self.add_call_records([rec])
 
     async def add_call_records(self, records: list[CallRecordData]) -> None:
-        """Append several call detail records in one transaction (the server batches them)."""
+        """Append call detail records in one transaction and one executemany (the server
+        batches them; plain Core, no ORM unit of work per row)."""
         if not records:
             return
-        async with self._sessions.begin() as session:
-            session.add_all(
-                [
-                    CallRecord(
-                        call_id=rec.call_id,
-                        caller=rec.caller,
-                        callee=rec.callee,
-                        start=rec.start,
-                        answer=rec.answer,
-                        end=rec.end,
-                        duration=rec.duration,
-                        billable_seconds=rec.billable_seconds,
-                        hangup_cause=str(rec.hangup_cause),
-                        disposition=rec.disposition.value,
-                        hangup_side=rec.hangup_side.value,
-                        sip_status=rec.sip_status,
-                        record_id=rec.record_id,
-                        linked_id=rec.linked_id,
-                        caller_loss=rec.caller_loss,
-                        caller_jitter_ms=rec.caller_jitter_ms,
-                        caller_mos=rec.caller_mos,
-                        callee_loss=rec.callee_loss,
-                        callee_jitter_ms=rec.callee_jitter_ms,
-                        callee_mos=rec.callee_mos,
-                    )
-                    for rec in records
-                ]
-            )
+        rows = [
+            {
+                **{name: getattr(rec, name) for name in _RECORD_FIELDS},
+                "hangup_cause": str(rec.hangup_cause),
+                "disposition": rec.disposition.value,
+                "hangup_side": rec.hangup_side.value,
+            }
+            for rec in records
+        ]
+        async with self._engine.begin() as conn:
+            await conn.execute(_CALL_RECORDS.insert(), rows)
 
     async def list_call_records(self, limit: int = 100) -> list[CallRecordData]:
         """The most recent call records, newest first."""
@@ -358,7 +343,7 @@ class Store:
                     )
                 )
             if saves:
-                stmt = insert(Registration)
+                stmt = insert(_REGISTRATIONS)  # Core: no ORM bulk machinery per row
                 update = {
                     k: stmt.excluded[k] for k in _BINDING_FIELDS if k not in ("aor", "contact_uri")
                 }
