@@ -53,7 +53,14 @@ from media.dtmf import DtmfReceived, parse_dtmf_info
 from . import sdp
 from .dialog import Dialog, Flow
 from .location import Contact
-from .message import ParseError, Request, Response, make_response, parse_name_addr
+from .message import (
+    ParseError,
+    Request,
+    Response,
+    make_response,
+    parse_name_addr,
+    reason_phrase,
+)
 from .persistence import CallDetail
 from .stack import SipStack, new_tag
 
@@ -169,6 +176,7 @@ class _Outbound:
         self.side: _Side | None = None
         self._ring_timer: asyncio.TimerHandle | None = None
         self._sdp_session_id = secrets.randbelow(2**31)
+        self._answer: sdp.RemoteAnswer | None = None  # the callee's SDP answer, once seen
 
     async def start(self) -> bool:
         """Create the media leg and send the INVITEs; False if media is unavailable."""
@@ -286,7 +294,7 @@ class _Outbound:
         for other in self.branches:
             if other is not branch:
                 self._cancel_branch(other)
-        ans = getattr(self, "_answer", None)
+        ans = self._answer
         self.side = _Side(
             label="b",
             ext=self.callee,
@@ -1104,7 +1112,7 @@ class _Transfer:
     def _target_failed(self, status: int, ring_timeout: bool = False) -> None:
         if self.finished:
             return
-        self._failed(status, _reason_of(status))
+        self._failed(status, reason_phrase(status))
 
     def _failed(self, status: int, reason: str) -> None:
         """The transfer did not work: tell the transferor; reconnect or hang up the other."""
@@ -1149,12 +1157,6 @@ def _replaces_of(uri_headers: str | None) -> tuple[str, str, str] | None:
         if call_id and "to-tag" in tags and "from-tag" in tags:
             return call_id.strip(), tags["to-tag"], tags["from-tag"]
     return None
-
-
-def _reason_of(status: int) -> str:
-    from .message import reason_phrase
-
-    return reason_phrase(status)
 
 
 def _best_failure(statuses: list[int]) -> int:
