@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 
-from config import SwitchboardConfig
+from config import ConfigError, SwitchboardConfig, load_config
 from crm import Store
 from crm.store import BindingData, CallRecordData, Disposition, ExtensionSettingsData, HangupSide
 from pbx.features import ExtensionSettings
@@ -169,30 +170,66 @@ class StorePersistence:
         }
 
 
+def conferences_from_config(cfg: SwitchboardConfig) -> dict[str, Conference]:
+    return {
+        num: Conference(num, room.name, room.max_members) for num, room in cfg.conferences.items()
+    }
+
+
 async def build_server(cfg: SwitchboardConfig) -> tuple[SipServer, Store]:
     store = await Store.open(cfg.store.url)
     server = SipServer(
         settings_from_config(cfg),
         extensions_from_config(cfg),
         StorePersistence(store),
-        conferences={
-            num: Conference(num, room.name, room.max_members)
-            for num, room in cfg.conferences.items()
-        },
+        conferences=conferences_from_config(cfg),
     )
     return server, store
 
 
-async def run(cfg: SwitchboardConfig, config_dir: Path | None = None) -> None:
-    """Run until SIGINT/SIGTERM: start, serve, then hang up calls and close cleanly."""
+PID_FILE = "switchboard.pid"
+
+
+def reload_config(server: SipServer, config_path: Path) -> bool:
+    """Load the config again and swap it in; a config with errors is refused (every problem
+    logged with file:line:column) and the running one keeps serving."""
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as err:
+        for problem in err.problems:
+            log.warning("config_reload_refused", problem=str(problem))
+        return False
+    server.reconfigure(
+        extensions_from_config(cfg),
+        conferences_from_config(cfg),
+        tuple(cfg.features.model_dump().items()),
+    )
+    return True
+
+
+async def run(
+    cfg: SwitchboardConfig, config_dir: Path | None = None, config_file: Path | None = None
+) -> None:
+    """Run until SIGINT/SIGTERM: start, serve, then hang up calls and close cleanly.
+
+    SIGHUP reloads the config from ``config_dir`` (``switchboard config reload`` sends it,
+    finding the process through ``switchboard.pid`` in that folder).
+    """
     server, store = await build_server(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
             loop.add_signal_handler(sig, stop.set)
+    pid_file: Path | None = None
+    if config_dir is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, reload_config, server, config_file or config_dir)
+        pid_file = config_dir / PID_FILE
     try:
         await server.start()
+        if pid_file is not None:
+            pid_file.write_text(f"{os.getpid()}\n")
         log.info(
             "switchboard_started",
             extensions=len(cfg.extensions),
@@ -203,3 +240,7 @@ async def run(cfg: SwitchboardConfig, config_dir: Path | None = None) -> None:
         log.info("switchboard_stopping")
         await server.stop()
         await store.close()
+        if pid_file is not None:
+            with contextlib.suppress(OSError):
+                if pid_file.read_text().strip() == str(os.getpid()):
+                    pid_file.unlink()

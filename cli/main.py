@@ -9,6 +9,8 @@ works without the SIP core.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -107,19 +109,19 @@ def serve(
     from cli.app import run
 
     try:
-        _run_server(run, cfg, config_dir)
+        _run_server(run, cfg, config_dir, config_path.resolve())
     except KeyboardInterrupt:
         log.info("server_interrupted")
 
 
-def _run_server(run: Any, cfg: Any, config_dir: Path) -> None:
+def _run_server(run: Any, cfg: Any, config_dir: Path, config_file: Path) -> None:
     """Run ``run(cfg, config_dir=...)`` in uvloop when installed, else plain asyncio."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(run(cfg, config_dir=config_dir))
+        asyncio.run(run(cfg, config_dir=config_dir, config_file=config_file))
     else:
-        uvloop.run(run(cfg, config_dir=config_dir))
+        uvloop.run(run(cfg, config_dir=config_dir, config_file=config_file))
 
 
 def _announce_passwords(path: Path, passwords: dict[str, str]) -> None:
@@ -141,6 +143,34 @@ def validate(
         _print_problems(err)
         raise typer.Exit(1) from None
     typer.echo("OK")
+
+
+@config_app.command("reload")
+def reload(
+    path: Annotated[
+        Path,
+        typer.Argument(help="Config folder (holding switchboard.yaml) or YAML file."),
+    ] = DEFAULT_VAR_DIR,
+) -> None:
+    """Check the config, then tell the running server to load it (SIGHUP).
+
+    A config with errors is not sent: every problem is printed as file:line:column and the
+    running server keeps its current config.
+    """
+    try:
+        load_config(path)
+    except ConfigError as err:
+        _print_problems(err)
+        raise typer.Exit(1) from None
+    folder = config_file_path(path).resolve().parent
+    pid_file = folder / "switchboard.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"no running switchboard for {folder} ({exc})", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"reload sent to switchboard (pid {pid})")
 
 
 if __name__ == "__main__":

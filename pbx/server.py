@@ -201,6 +201,26 @@ class SipServer:
         self._expiry_handle: asyncio.TimerHandle | None = None
         self.call_details: list[CallDetail] = []  # recent CDRs, for tests and the CLI
 
+    # -- reconfiguration ---------------------------------------------------------------
+
+    def reconfigure(
+        self,
+        extensions: dict[str, Extension],
+        conferences: dict[str, Conference],
+        feature_codes: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        """Swap the routing configuration atomically (``config reload`` / SIGHUP).
+
+        Calls in progress keep what they started with; the next request sees the new
+        tables. Sockets, the RTP range and the store are not reloadable (restart for those).
+        The nonce key stays the one computed at start, so phones keep their nonces.
+        """
+        self.extensions = extensions
+        self.conferences = conferences
+        self.feature_codes = FeatureCodes(dict(feature_codes) or DEFAULT_FEATURE_CODES)
+        self.ext_settings = {k: v for k, v in self.ext_settings.items() if k in extensions}
+        log.info("config_reloaded", extensions=len(extensions), conferences=len(conferences))
+
     # -- media helpers -----------------------------------------------------------------
 
     def _contacts_of(self, ext: str) -> list[Contact] | None:

@@ -329,3 +329,50 @@ def test_call_over_tcp(
     a.wait_disconnected(timeout=10)
     (cdr,) = server.wait_call_records(1)
     assert cdr["hangup_side"] == "callee"
+
+
+def test_config_reload_applies_good_config_and_refuses_a_broken_one(
+    server: Switchboard, phone_factory: Callable[..., Phone]
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.peers.switchboard import REPO_ROOT
+
+    def reload() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cli", "config", "reload", str(server.workdir)],
+            cwd=str(REPO_ROOT),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    original = server.config_path.read_text()
+    # A new extension appears without a restart.
+    server.config_path.write_text(original + '  "1004": {"name": "Dave", "password": "dave-pw"}\n')
+    done = reload()
+    assert done.returncode == 0, done.stderr
+    wait_for(
+        lambda: any(e.get("event") == "config_reloaded" for e in server.log_events()),
+        10,
+        "config_reloaded",
+    )
+    d = phone_factory("ext1004", user="1004")
+    assert d.register(server.address, password="dave-pw")["code"] == 200
+    # A broken file is refused with file:line:column and the running config keeps serving.
+    server.config_path.write_text(original + '  "1005": {"name": "Eve"}\n')
+    refused = reload()
+    assert refused.returncode == 1
+    assert f"{server.config_path}:" in refused.stderr and "password" in refused.stderr
+    a = phone_factory("ext1001", user="1001")
+    assert a.register(server.address, password="alice-pw")["code"] == 200
+    # SIGHUP straight to the process (as an admin's `kill -HUP` would) is refused the same way.
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(
+        lambda: any(e.get("event") == "config_reload_refused" for e in server.log_events()),
+        10,
+        "config_reload_refused",
+    )
+    assert d.register(server.address, password="dave-pw")["code"] == 200

@@ -76,7 +76,8 @@ def fake_server(monkeypatch: pytest.MonkeyPatch) -> list[tuple[SwitchboardConfig
     """Install a stand-in ``cli.app`` whose async ``run`` records its arguments."""
     calls: list[tuple[SwitchboardConfig, Path]] = []
 
-    async def run(config: SwitchboardConfig, *, config_dir: Path) -> None:
+    async def run(config: SwitchboardConfig, *, config_dir: Path, config_file: Path) -> None:
+        assert config_file.parent == config_dir
         calls.append((config, config_dir))
 
     module: Any = types.ModuleType("cli.app")
