@@ -41,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import structlog
@@ -64,7 +64,15 @@ from .message import (
 from .persistence import CallDetail
 from .stack import SipStack, new_tag
 
-__all__ = ["B2bua", "Call", "CallDetail", "CallState", "ConferenceRoom", "ParseError"]
+__all__ = [
+    "B2bua",
+    "Call",
+    "CallApplication",
+    "CallDetail",
+    "CallState",
+    "ConferenceRoom",
+    "ParseError",
+]
 
 log = structlog.get_logger("pbx.b2bua")
 
@@ -94,6 +102,15 @@ _TRANSITIONS: dict[CallState, frozenset[CallState]] = {
     CallState.ANSWERED: frozenset({CallState.ENDED}),
     CallState.ENDED: frozenset(),
 }
+
+
+class CallApplication(Protocol):
+    """What drives a call Switchboard answered itself (the IVR): it hears the caller's
+    digits and learns when the call is gone."""
+
+    def on_dtmf(self, digit: str) -> None: ...
+
+    def on_hangup(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -411,6 +428,7 @@ class Call:
         self.outbound: _Outbound | None = None  # the callee being rung
         self.transfer: _Transfer | None = None  # a transfer in progress
         self.room: ConferenceRoom | None = None  # the conference room this caller is in
+        self.app: CallApplication | None = None  # an application (IVR) driving this call
         self.forwards = 0  # how many times busy/no-answer forwarding moved this call
         self.tried: set[str] = {callee}
         self._relayed_provisional: set[int] = set()
@@ -660,6 +678,68 @@ class Call:
         task.add_done_callback(_log_task_error)
         return True
 
+    def connect_to(self, ext: str, on_failed: Callable[[int], None]) -> bool:
+        """Ring ``ext`` for a call we answered ourselves (an IVR sending the caller to an
+        extension); the caller hears ringback, then is bridged to whoever answers.
+        ``on_failed(status)`` is called if nobody does. False if the extension has no phone."""
+        contacts = self.b2b.contacts_of(ext)
+        if not contacts or self.ended or self.b is not None:
+            return False
+        media = self.b2b.media
+        media.get_leg(self.a.leg_id).start_tone("ringback")
+        self.callee = ext
+        self.log.info("call_connecting", to=ext)
+        self.outbound = _Outbound(
+            self.b2b,
+            leg_id=f"{self.id}-b{self.forwards}x",
+            caller_ext=self.caller,
+            caller_display=None,
+            callee=ext,
+            contacts=contacts,
+            first_codec=self.a.codec,
+            ring_timeout=self.b2b.ring_timeout_of(ext),
+            on_ringing=lambda status, early: None,
+            on_answered=self._connected,
+            on_failed=lambda status, timed_out: on_failed(status),
+        )
+        self.b2b._by_leg[self.outbound.leg_id] = self
+        outbound = self.outbound
+
+        async def start() -> None:
+            if not await outbound.start() and not self.ended:
+                on_failed(503)
+
+        task = asyncio.get_running_loop().create_task(start())
+        task.add_done_callback(_log_task_error)
+        return True
+
+    def _connected(self, b: _Side) -> None:
+        """The extension rung by :meth:`connect_to` answered."""
+        assert b.dialog is not None
+        if self.ended:
+            self.b2b.send_bye(b.dialog)
+            self.b2b.media.close_leg(b.leg_id)
+            return
+        self.b = b
+        self.b2b.listen_for_dtmf(b)
+        media = self.b2b.media
+        media.get_leg(self.a.leg_id).stop_tone()
+        media.bridge(self.a.leg_id, b.leg_id)
+        self.b2b._register_side(self, b)
+        self.app = None  # the application's part of the call is over
+        self.log.info("call_connected", to=b.ext)
+
+    def hang_up_caller(self, cause: str = "normal_clearing") -> None:
+        """End a call we answered ourselves from our side (an IVR's hangup node)."""
+        if self.ended:
+            return
+        if self.outbound is not None and not self.outbound.done:
+            self.outbound.cancel()
+        for s in self.sides():
+            if s.dialog is not None:
+                self.b2b.send_bye(s.dialog)
+        self._end("ANSWERED", cause, "system", 200)
+
     def picked_up(self, picker: Call) -> bool:
         """Call pickup: ``picker`` (a call Switchboard answered) takes this ringing call."""
         if self.ended or self.state is CallState.ANSWERED or self.invite is None:
@@ -724,6 +804,8 @@ class Call:
                 return
             if self.transfer is not None:
                 self.transfer.abort()
+            if self.outbound is not None and not self.outbound.done:
+                self.outbound.cancel()  # an application was ringing an extension for us
             if other is not None and other.dialog is not None:
                 self.b2b.send_bye(other.dialog)
             self._end("ANSWERED", "normal_clearing", "caller" if me.label == "a" else "callee", 200)
@@ -980,6 +1062,9 @@ class Call:
         )
         self.b2b._forget(self, keep=keep_media)
         self.b2b.on_call_ended(detail)
+        app, self.app = self.app, None
+        if app is not None:
+            app.on_hangup()
 
 
 class _Transfer:
@@ -1445,6 +1530,29 @@ class B2bua:
             duration_ms=event.duration_ms,
             ext=side.ext if side else None,
         )
+        if call.app is not None and side is call.a:
+            call.app.on_dtmf(event.digit)
+
+    def start_application(
+        self,
+        invite: Request,
+        source: tuple[str, int],
+        transport: str,
+        caller: str,
+        dialled: str,
+        start: Callable[[Call], CallApplication],
+    ) -> Call:
+        """Answer a call ourselves and hand it to an application (the IVR): ``start`` gets
+        the answered call and returns the application that receives its digits and hang-up."""
+        call = self._local_call(invite, source, transport, caller, dialled)
+
+        async def run() -> None:
+            if await call.answer_locally():
+                call.app = start(call)
+
+        task = asyncio.get_running_loop().create_task(run())
+        task.add_done_callback(_log_task_error)
+        return call
 
     def start_music_on_hold(self, leg_id: str) -> Any:
         if self._music_on_hold is None or leg_id not in self.media:
