@@ -32,7 +32,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from config.schema import SwitchboardConfig
+from config.schema import KnownNames, SwitchboardConfig, dialplan_problems
 
 CONFIG_FILENAME = "switchboard.yaml"
 
@@ -67,10 +67,12 @@ def config_file_path(path: str | Path) -> Path:
     return p / CONFIG_FILENAME if p.is_dir() else p
 
 
-def load_config(path: str | Path) -> SwitchboardConfig:
+def load_config(path: str | Path, *, known: KnownNames | None = None) -> SwitchboardConfig:
     """Load and validate a config.
 
     ``path`` is either the folder holding ``switchboard.yaml`` or the YAML file itself.
+    ``known`` names IVR flows, queues and prompts defined elsewhere, so dialplan destinations
+    can be checked against them (None: those names are not checked).
     Raises :class:`ConfigError` listing all problems.
     """
     file = config_file_path(path)
@@ -79,12 +81,17 @@ def load_config(path: str | Path) -> SwitchboardConfig:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigProblem(name, 1, 1, f"cannot read config: {exc}")]) from None
-    config = parse_config(text, name)
+    config = parse_config(text, name, known=known)
     return resolve_relative_paths(config, file.parent)
 
 
-def parse_config(text: str, file: str = "<string>") -> SwitchboardConfig:
-    """Validate YAML ``text``; ``file`` is only used in problem reports. Paths stay as written."""
+def parse_config(
+    text: str, file: str = "<string>", *, known: KnownNames | None = None
+) -> SwitchboardConfig:
+    """Validate YAML ``text``; ``file`` is only used in problem reports. Paths stay as written.
+
+    After the schema, cross-references in the dialplan are checked (see
+    :func:`config.schema.dialplan_problems`; ``known`` as in :func:`load_config`)."""
     yaml = YAML(typ="rt")
     try:
         tree = yaml.load(text)
@@ -98,11 +105,22 @@ def parse_config(text: str, file: str = "<string>") -> SwitchboardConfig:
     if data is None:  # an empty file means "all defaults"
         data = {}
     try:
-        return SwitchboardConfig.model_validate(data)
+        config = SwitchboardConfig.model_validate(data)
     except ValidationError as exc:
         problems = [_validation_problem(file, err, index) for err in exc.errors()]
         problems.sort(key=lambda p: (p.line, p.column))
         raise ConfigError(problems) from None
+    # Step 3b: references between values (a destination naming an unknown extension, ...)
+    # point at the value that names the missing thing.
+    refs = dialplan_problems(config, known)
+    if refs:
+        problems = []
+        for path, message in refs:
+            line, column = _value_position(path, index)
+            problems.append(ConfigProblem(file, line, column, f"{_dotted(path)}: {message}"))
+        problems.sort(key=lambda p: (p.line, p.column))
+        raise ConfigError(problems)
+    return config
 
 
 def resolve_relative_paths(config: SwitchboardConfig, base_dir: Path) -> SwitchboardConfig:
@@ -192,9 +210,12 @@ def _validation_problem(
     elif is_key_error:
         position = _key_position(path, index)
         message = f"{dotted}: {_clean(err['msg'])}"
-    elif not path:
+    elif not path and kind == "model_type":
         position = (1, 1)
         message = "top level: the config must be a mapping of sections (sip, rtp, store, ...)"
+    elif not path:  # a check on the whole file (e.g. numbers used twice)
+        position = (1, 1)
+        message = f"top level: {_clean(err['msg'])}"
     else:
         position = _value_position(path, index)
         message = f"{dotted}: {_clean(err['msg'])}"

@@ -13,9 +13,26 @@ and a reload builds a new one. Nothing here reads files or the environment.
 from __future__ import annotations
 
 import ipaddress
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from pbx import dialplan as dp
+from pbx.patterns import compile_pattern
+from pbx.timecond import Holiday, TimeCondition, WeeklyRange, load_zone, overlapping, parse_days
+from pbx.timecond import parse_hours as _parse_hours
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[int, Field(ge=1)]
@@ -278,6 +295,455 @@ class ConferenceConfig(_Model):
     max_members: Annotated[int, Field(ge=2, le=200)] = 20
 
 
+# --- Dialplan -----------------------------------------------------------------------------
+# The models below only check what one value can tell (a pattern compiles, a time zone
+# exists, a destination has the fields its kind needs). References between values (a
+# destination naming an extension, a time condition, a holiday calendar) are checked by
+# `dialplan_problems` once the whole file is valid, so each problem points at the value that
+# names the missing thing; the loader turns those paths into file:line:column.
+
+DestinationKindName = Literal[
+    "extension",
+    "ivr",
+    "queue",
+    "voicemail",
+    "conference",
+    "hangup",
+    "play_hangup",
+    "time_condition",
+    "outbound",
+]
+# Kinds that need a target, and what the target names (for messages).
+_TARGET_NEEDED = {
+    "ivr": "an IVR flow name",
+    "queue": "a queue name",
+    "time_condition": "a time condition name",
+}
+_NUMBER = re.compile(r"\+?[0-9*#]+")
+SipStatus = Annotated[int, Field(ge=400, le=699)]
+
+
+def _check_number(value: str) -> str:
+    if _NUMBER.fullmatch(value) is None:
+        raise ValueError(f"{value!r} must be digits (with *, # and a leading + allowed)")
+    return value
+
+
+def _check_prepend(value: str) -> str:
+    if value and re.fullmatch(r"\+?[0-9*#]*", value) is None:
+        raise ValueError(f"prepend {value!r} must be digits, *, # (with a leading + allowed)")
+    return value
+
+
+def _check_pattern(value: str) -> str:
+    compile_pattern(value)  # ValueError explains what is wrong
+    return value
+
+
+def _check_name(value: str) -> str:
+    if not value.strip():
+        raise ValueError("name must not be blank")
+    return value
+
+
+def _date_text(value: object) -> object:
+    # YAML reads an unquoted 2025-10-01 as a date; the schema keeps dates as text so that
+    # yearly "10-01" and full dates share one parser.
+    return value.isoformat() if isinstance(value, date) else value
+
+
+def _check_date(value: str) -> str:
+    Holiday.parse(value)
+    return value
+
+
+def _check_days(value: str) -> str:
+    parse_days(value)
+    return value
+
+
+def _check_hours(value: str) -> str:
+    _parse_hours(value)
+    return value
+
+
+def _check_zone(value: str) -> str:
+    load_zone(value)
+    return value
+
+
+PhoneNumber = Annotated[str, AfterValidator(_check_number)]
+DialPatternText = Annotated[str, AfterValidator(_check_pattern)]
+Name = Annotated[str, AfterValidator(_check_name)]
+HolidayDate = Annotated[str, BeforeValidator(_date_text), AfterValidator(_check_date)]
+
+
+class DestinationConfig(_Model):
+    """Where a call goes: ``kind`` plus what that kind needs."""
+
+    kind: DestinationKindName
+    target: str = ""
+    prompt: str | None = None
+    status: SipStatus | None = None
+    priority: Annotated[int, Field(ge=0, le=100)] | None = None
+    skills: list[Name] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _fields_fit_kind(self) -> DestinationConfig:
+        need = _TARGET_NEEDED.get(self.kind)
+        if need is not None and not self.target.strip():
+            raise ValueError(f"a {self.kind} destination needs target: {need}")
+        if self.kind in ("hangup", "play_hangup") and self.target:
+            raise ValueError(f"a {self.kind} destination takes no target")
+        if self.kind == "play_hangup" and not self.prompt:
+            raise ValueError("a play_hangup destination needs prompt: the prompt to play")
+        if self.status is not None and self.kind != "hangup":
+            raise ValueError("status is only for hangup destinations")
+        if (self.priority is not None or self.skills) and self.kind != "queue":
+            raise ValueError("priority and skills are only for queue destinations")
+        return self
+
+    def to_destination(self) -> dp.Destination:
+        return dp.Destination(
+            kind=dp.DestinationKind(self.kind),
+            target=self.target,
+            prompt=self.prompt,
+            status=self.status if self.status is not None or self.kind != "hangup" else 480,
+            priority=self.priority,
+            skills=tuple(self.skills),
+        )
+
+
+def _not_found() -> DestinationConfig:
+    return DestinationConfig(kind="hangup", status=404)
+
+
+class InboundRouteConfig(_Model):
+    """Calls to a DID (dial pattern) and/or from a caller prefix go to ``destination``."""
+
+    name: str = ""
+    did: DialPatternText | None = None
+    caller: PhoneNumber | None = None
+    destination: DestinationConfig
+
+    @model_validator(mode="after")
+    def _has_condition(self) -> InboundRouteConfig:
+        if self.did is None and self.caller is None:
+            raise ValueError("an inbound route needs did:, caller: or both")
+        return self
+
+
+class DialRuleConfig(_Model):
+    """An internal dialling rule: numbers matching ``pattern`` go to ``destination``."""
+
+    name: str = ""
+    pattern: DialPatternText
+    strip: Annotated[int, Field(ge=0)] = 0
+    prepend: Annotated[str, AfterValidator(_check_prepend)] = ""
+    destination: DestinationConfig
+
+    @model_validator(mode="after")
+    def _strip_fits(self) -> DialRuleConfig:
+        _check_strip(self.pattern, self.strip)
+        return self
+
+
+class OutboundRuleConfig(_Model):
+    """An outbound dialling rule: numbers matching ``pattern`` leave through a trunk."""
+
+    name: str = ""
+    pattern: DialPatternText
+    strip: Annotated[int, Field(ge=0)] = 0
+    prepend: Annotated[str, AfterValidator(_check_prepend)] = ""
+    trunk: str = ""
+
+    @model_validator(mode="after")
+    def _strip_fits(self) -> OutboundRuleConfig:
+        _check_strip(self.pattern, self.strip)
+        return self
+
+
+def _check_strip(pattern: str, strip: int) -> None:
+    shortest = compile_pattern(pattern).min_length
+    if shortest is not None and strip > shortest:
+        raise ValueError(
+            f"strip {strip} removes more than the {shortest} characters of the shortest "
+            f"number matching {pattern!r}"
+        )
+
+
+class WeeklyConfig(_Model):
+    """Open on ``days`` during ``hours`` (local time of the condition's time zone)."""
+
+    days: Annotated[str, AfterValidator(_check_days)] = "daily"
+    hours: Annotated[str, AfterValidator(_check_hours)] = "00:00-24:00"
+
+    def to_range(self) -> WeeklyRange:
+        return WeeklyRange.parse(self.days, self.hours)
+
+
+class HolidayConfig(_Model):
+    """Closed on ``date`` (through ``until``); ``MM-DD`` dates repeat every year."""
+
+    date: HolidayDate
+    until: HolidayDate | None = None
+    name: str = ""
+
+    def to_holiday(self) -> Holiday:
+        return Holiday.parse(self.date, self.until, self.name)
+
+
+class TimeConditionConfig(_Model):
+    """A weekly schedule and holidays in one time zone, with open and closed destinations."""
+
+    timezone: Annotated[str, AfterValidator(_check_zone)] = "UTC"
+    weekly: list[WeeklyConfig] = Field(default_factory=list)
+    holidays: list[HolidayConfig] = Field(default_factory=list)
+    calendars: list[str] = Field(default_factory=list)
+    open: DestinationConfig
+    closed: DestinationConfig
+
+
+class BlacklistEntryConfig(_Model):
+    """A caller number or prefix that is refused before any other routing."""
+
+    number: PhoneNumber | None = None
+    prefix: PhoneNumber | None = None
+    action: Literal["reject", "announce"] = "reject"
+    status: SipStatus = dp.DEFAULT_REJECT_STATUS
+    prompt: str | None = None
+
+    @model_validator(mode="after")
+    def _one_match_and_prompt(self) -> BlacklistEntryConfig:
+        if (self.number is None) == (self.prefix is None):
+            raise ValueError("a blacklist entry needs exactly one of number: and prefix:")
+        if self.action == "announce" and not self.prompt:
+            raise ValueError("action announce needs prompt: the prompt to play")
+        return self
+
+    def to_entry(self) -> dp.BlacklistEntry:
+        if self.action == "announce":
+            dest = dp.Destination(dp.DestinationKind.PLAY_HANGUP, prompt=self.prompt)
+        else:
+            dest = dp.Destination(dp.DestinationKind.HANGUP, status=self.status)
+        return dp.BlacklistEntry(dest, number=self.number, prefix=self.prefix)
+
+
+class DialplanConfig(_Model):
+    """Inbound routing, internal/outbound dialling rules and time conditions."""
+
+    blacklist: list[BlacklistEntryConfig] = Field(default_factory=list)
+    inbound: list[InboundRouteConfig] = Field(default_factory=list)
+    regions: dict[PhoneNumber, Name] = Field(default_factory=dict)
+    default: DestinationConfig = Field(default_factory=_not_found)
+    internal: list[DialRuleConfig] = Field(default_factory=list)
+    outbound: list[OutboundRuleConfig] = Field(default_factory=list)
+    internal_default: DestinationConfig = Field(default_factory=_not_found)
+    time_conditions: dict[Name, TimeConditionConfig] = Field(default_factory=dict)
+    holidays: dict[Name, list[HolidayConfig]] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class KnownNames:
+    """Names defined outside ``switchboard.yaml``; None means "not checked (yet)"."""
+
+    ivr_flows: Collection[str] | None = None
+    queues: Collection[str] | None = None
+    prompts: Collection[str] | None = None
+
+
+ProblemPath = tuple[str | int, ...]
+
+
+def dialplan_problems(
+    cfg: SwitchboardConfig, known: KnownNames | None = None
+) -> list[tuple[ProblemPath, str]]:
+    """Cross-reference problems of ``cfg.dialplan`` as (path of the offending value, message).
+
+    Checks destinations against extensions, conferences, time conditions and (when ``known``
+    gives them) IVR flows, queues and prompts; holiday calendars named by conditions; cycles
+    between time conditions; overlapping weekly ranges; reversed holiday ranges; duplicate
+    dial patterns and inbound routes.
+    """
+    known = known or KnownNames()
+    plan = cfg.dialplan
+    out: list[tuple[ProblemPath, str]] = []
+    base: ProblemPath = ("dialplan",)
+
+    def check_prompt(path: ProblemPath, prompt: str | None) -> None:
+        if prompt and known.prompts is not None and prompt not in known.prompts:
+            out.append((path, f"unknown prompt {prompt!r}"))
+
+    def check_dest(path: ProblemPath, d: DestinationConfig, *, dialled: bool = False) -> None:
+        # `dialled`: internal rules may leave the target empty (= the dialled number).
+        t = d.target
+        if d.kind in ("extension", "voicemail"):
+            if not t and not dialled:
+                article = "an" if d.kind == "extension" else "a"
+                out.append(((*path, "target"), f"{article} {d.kind} destination needs target"))
+            elif t and t not in cfg.extensions:
+                out.append(((*path, "target"), f"unknown extension {t!r}"))
+        elif d.kind == "conference":
+            if not t and not dialled:
+                out.append(((*path, "target"), "a conference destination needs target"))
+            elif t and t not in cfg.conferences:
+                out.append(((*path, "target"), f"unknown conference {t!r}"))
+        elif d.kind == "time_condition" and t not in plan.time_conditions:
+            out.append(((*path, "target"), f"unknown time condition {t!r}" + _close(t, plan)))
+        elif d.kind == "ivr" and known.ivr_flows is not None and t not in known.ivr_flows:
+            out.append(((*path, "target"), f"unknown IVR flow {t!r}"))
+        elif d.kind == "queue" and known.queues is not None and t not in known.queues:
+            out.append(((*path, "target"), f"unknown queue {t!r}"))
+        check_prompt((*path, "prompt"), d.prompt)
+
+    for i, b in enumerate(plan.blacklist):
+        check_prompt((*base, "blacklist", i, "prompt"), b.prompt)
+    seen_black: set[tuple[str, str]] = set()
+    for i, b in enumerate(plan.blacklist):
+        key = ("number", b.number) if b.number is not None else ("prefix", b.prefix or "")
+        if key in seen_black:
+            out.append(((*base, "blacklist", i, key[0]), f"duplicate blacklist {key[0]}"))
+        seen_black.add(key)
+
+    seen_routes: set[tuple[str | None, str | None]] = set()
+    for i, r in enumerate(plan.inbound):
+        path = (*base, "inbound", i)
+        if (r.did, r.caller) in seen_routes:
+            field = "did" if r.did is not None else "caller"
+            out.append(((*path, field), "duplicate inbound route (same did and caller)"))
+        seen_routes.add((r.did, r.caller))
+        check_dest((*path, "destination"), r.destination)
+    for prefix, queue in plan.regions.items():
+        if known.queues is not None and queue not in known.queues:
+            out.append(((*base, "regions", prefix), f"unknown queue {queue!r}"))
+    check_dest((*base, "default"), plan.default)
+
+    patterns: set[str] = set()
+    sections: list[tuple[str, Sequence[DialRuleConfig | OutboundRuleConfig]]] = [
+        ("internal", plan.internal),
+        ("outbound", plan.outbound),
+    ]
+    for section, rules in sections:
+        for i, rule in enumerate(rules):
+            if rule.pattern in patterns:
+                out.append(((*base, section, i, "pattern"), f"duplicate pattern {rule.pattern!r}"))
+            patterns.add(rule.pattern)
+            if isinstance(rule, DialRuleConfig):
+                check_dest((*base, section, i, "destination"), rule.destination, dialled=True)
+    check_dest((*base, "internal_default"), plan.internal_default)
+
+    for name, tc in plan.time_conditions.items():
+        path = (*base, "time_conditions", name)
+        for i, cal in enumerate(tc.calendars):
+            if cal not in plan.holidays:
+                out.append(((*path, "calendars", i), f"unknown holiday calendar {cal!r}"))
+        for i, j in overlapping(w.to_range() for w in tc.weekly):
+            out.append(
+                ((*path, "weekly", j, "hours"), f"overlaps weekly[{i}] of the same condition")
+            )
+        for i, h in enumerate(tc.holidays):
+            _holiday_problem((*path, "holidays", i), h, out)
+        check_dest((*path, "open"), tc.open)
+        check_dest((*path, "closed"), tc.closed)
+    for cal_name, days in plan.holidays.items():
+        for i, h in enumerate(days):
+            _holiday_problem((*base, "holidays", cal_name, i), h, out)
+    out.extend(_condition_cycles(plan))
+    return out
+
+
+def _close(name: str, plan: DialplanConfig) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(plan.time_conditions), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _holiday_problem(
+    path: ProblemPath, h: HolidayConfig, out: list[tuple[ProblemPath, str]]
+) -> None:
+    try:
+        h.to_holiday()
+    except ValueError as exc:
+        out.append(((*path, "until"), str(exc)))
+
+
+def _condition_cycles(plan: DialplanConfig) -> list[tuple[ProblemPath, str]]:
+    """A time condition whose open/closed destination leads back to itself."""
+    out: list[tuple[ProblemPath, str]] = []
+    edges: dict[str, list[tuple[str, str]]] = {}
+    for name, tc in plan.time_conditions.items():
+        for side, d in (("open", tc.open), ("closed", tc.closed)):
+            if d.kind == "time_condition" and d.target in plan.time_conditions:
+                edges.setdefault(name, []).append((side, d.target))
+    reported: set[frozenset[str]] = set()  # one report per cycle, whichever node starts it
+    for start in plan.time_conditions:
+        # Depth-first from `start`; an edge back to `start` closes a cycle.
+        stack: list[tuple[str, tuple[str, ...]]] = [(start, (start,))]
+        visited: set[str] = set()
+        while stack:
+            node, trail = stack.pop()
+            for side, nxt in edges.get(node, []):
+                if nxt == start and frozenset(trail) not in reported:
+                    reported.add(frozenset(trail))
+                    loop = " -> ".join((*trail, start))
+                    path = ("dialplan", "time_conditions", node, side, "target")
+                    out.append((path, f"time conditions loop: {loop}"))
+                elif nxt not in visited and nxt != start:
+                    visited.add(nxt)
+                    stack.append((nxt, (*trail, nxt)))
+    return out
+
+
+def build_dialplan(cfg: SwitchboardConfig) -> dp.Dialplan:
+    """The runtime :class:`pbx.dialplan.Dialplan` for a validated config.
+
+    Call it on configs that passed :func:`dialplan_problems` (the loader does); it raises
+    ``ValueError`` for the problems that would make routing impossible.
+    """
+    plan = cfg.dialplan
+    conditions: dict[str, dp.TimeConditionRoute] = {}
+    for name, tc in plan.time_conditions.items():
+        holidays = [h.to_holiday() for h in tc.holidays]
+        for cal in tc.calendars:
+            holidays += [h.to_holiday() for h in plan.holidays[cal]]
+        condition = TimeCondition(
+            tc.timezone, (w.to_range() for w in tc.weekly), holidays, name=name
+        )
+        conditions[name] = dp.TimeConditionRoute(
+            condition, tc.open.to_destination(), tc.closed.to_destination()
+        )
+    rules = [
+        dp.DialRule(r.pattern, r.destination.to_destination(), r.strip, r.prepend, r.name)
+        for r in plan.internal
+    ]
+    outbound = [
+        dp.DialRule(
+            r.pattern,
+            dp.Destination(dp.DestinationKind.OUTBOUND, r.trunk),
+            r.strip,
+            r.prepend,
+            r.name,
+        )
+        for r in plan.outbound
+    ]
+    return dp.Dialplan(
+        inbound=[
+            dp.InboundRoute(r.destination.to_destination(), r.did, r.caller, r.name)
+            for r in plan.inbound
+        ],
+        regions=dp.RegionTable(plan.regions),
+        blacklist=dp.Blacklist(b.to_entry() for b in plan.blacklist),
+        internal=rules,
+        outbound=outbound,
+        time_conditions=conditions,
+        extensions=cfg.extensions,
+        conferences=cfg.conferences,
+        default=plan.default.to_destination(),
+        internal_default=plan.internal_default.to_destination(),
+    )
+
+
 class SwitchboardConfig(_Model):
     """The whole ``switchboard.yaml``."""
 
@@ -288,6 +754,7 @@ class SwitchboardConfig(_Model):
     features: FeatureCodesConfig = Field(default_factory=FeatureCodesConfig)
     extensions: dict[ExtensionNumber, ExtensionConfig] = Field(default_factory=dict)
     conferences: dict[ExtensionNumber, ConferenceConfig] = Field(default_factory=dict)
+    dialplan: DialplanConfig = Field(default_factory=DialplanConfig)
 
     @model_validator(mode="after")
     def _numbers_unique(self) -> SwitchboardConfig:

@@ -219,8 +219,10 @@ def test_config_is_immutable() -> None:
 
 def test_shipped_default_yaml_is_valid_and_documented() -> None:
     cfg = parse_config(default_config_text(), "default.yaml")
-    # Values are the defaults; the example adds extensions and one conference room.
-    assert cfg == SwitchboardConfig(extensions=cfg.extensions, conferences=cfg.conferences)
+    # Values are the defaults; the example adds extensions, one conference room and a dialplan.
+    assert cfg == SwitchboardConfig(
+        extensions=cfg.extensions, conferences=cfg.conferences, dialplan=cfg.dialplan
+    )
     assert sorted(cfg.conferences) == ["8000"]
     assert sorted(cfg.extensions) == list(DEFAULT_EXTENSIONS)
     # Every key is documented: the nearest non-blank line above it is a comment, or the key is
@@ -263,3 +265,229 @@ def test_default_passwords_differ_between_installs(tmp_path: Path) -> None:
     _, second = ensure_default_config(tmp_path / "b")
     assert first is not None and second is not None
     assert set(first.values()).isdisjoint(second.values())
+
+
+# --- dialplan ---------------------------------------------------------------------------------
+
+DIALPLAN = """\
+extensions:
+  "1001": {password: x}
+  "1002": {password: x}
+conferences:
+  "8000": {}
+dialplan:
+  blacklist:
+    - {number: "+8613800000000"}
+    - {prefix: "+1900", action: announce, prompt: blocked}
+  inbound:
+    - {did: "4001", destination: {kind: time_condition, target: office}}
+    - {did: "4001", caller: "+8610", destination: {kind: queue, target: vip, priority: 5}}
+    - {did: "_40XX", destination: {kind: extension, target: "1002"}}
+    - {caller: "+86", destination: {kind: ivr, target: main}}
+  regions: {"+1": na, "+44": uk}
+  internal:
+    - {pattern: "_7XXX", strip: 1, prepend: "1", destination: {kind: voicemail}}
+  outbound:
+    - {pattern: "_9.", strip: 1, trunk: carrier}
+  time_conditions:
+    office:
+      timezone: Asia/Shanghai
+      weekly:
+        - {days: mon-fri, hours: "09:00-18:00"}
+      holidays:
+        - {date: 2025-10-01, until: 2025-10-07, name: National Day}
+      calendars: [cn]
+      open: {kind: queue, target: sales, skills: [zh]}
+      closed: {kind: voicemail, target: "1001"}
+  holidays:
+    cn:
+      - {date: "01-01", name: New Year}
+"""
+
+
+def test_dialplan_loads_and_routes(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from config.schema import build_dialplan
+    from pbx.dialplan import Destination, DestinationKind
+
+    cfg = load_config(_write(tmp_path, DIALPLAN))
+    plan = build_dialplan(cfg)
+    monday = datetime(2025, 6, 2, 2, tzinfo=UTC)  # 10:00 in Shanghai
+    national_day = datetime(2025, 10, 2, 2, tzinfo=UTC)
+    new_year = datetime(2026, 1, 1, 2, tzinfo=UTC)  # from the shared calendar
+    assert plan.route_inbound("4001", "+8613800000000", monday).destination == Destination(
+        DestinationKind.HANGUP, status=603
+    )
+    assert plan.route_inbound("4001", "+19005", monday).destination.prompt == "blocked"
+    assert plan.route_inbound("4001", "+8610123", monday).destination.target == "vip"
+    sales = plan.route_inbound("4001", "+8621123", monday)
+    assert sales.destination == Destination(DestinationKind.QUEUE, "sales", skills=("zh",))
+    for day in (national_day, new_year):
+        assert plan.route_inbound("4001", "+33", day).destination.target == "1001"
+    assert plan.route_inbound("4050", "+33", monday).destination.target == "1002"
+    assert plan.route_inbound("5000", "+8621", monday).destination.target == "main"
+    assert plan.route_inbound("5000", "+4420", monday).destination.target == "uk"
+    assert plan.route_inbound("5000", "+33", monday).destination.status == 404
+    vm = plan.route_internal("7002", "1001", monday)
+    assert (vm.destination.kind, vm.destination.target) == (DestinationKind.VOICEMAIL, "1002")
+    out = plan.route_internal("900441234", "1001", monday)
+    assert (out.destination.target, out.number) == ("carrier", "00441234")
+    assert plan.route_internal("8000", "1001", monday).destination.kind == "conference"
+
+
+def test_shipped_dialplan_builds() -> None:
+    from datetime import UTC, datetime
+
+    from config.schema import build_dialplan
+
+    plan = build_dialplan(parse_config(default_config_text(), "default.yaml"))
+    assert (
+        plan.route_inbound(
+            "4000", "+15551234", datetime(2025, 6, 2, 10, tzinfo=UTC)
+        ).destination.target
+        == "1001"
+    )
+    closed = plan.route_inbound("4000", "+15551234", datetime(2025, 12, 25, 10, tzinfo=UTC))
+    assert (closed.destination.kind, closed.destination.target) == ("voicemail", "1001")
+    assert (
+        plan.route_inbound("4000", "+19001", datetime(2025, 6, 2, tzinfo=UTC)).destination.status
+        == 603
+    )
+
+
+def test_dialplan_value_errors_point_at_the_value(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """\
+        dialplan:
+          blacklist:
+            - {number: "+86138", prefix: "+1"}
+            - {prefix: "+1900", action: announce}
+          inbound:
+            - {did: "_40[XX", destination: {kind: queue, target: sales}}
+            - {caller: "+86", destination: {kind: play_hangup}}
+            - {name: nothing, destination: {kind: hangup}}
+          internal:
+            - {pattern: "_9.", strip: 3, destination: {kind: outbound}}
+            - {pattern: "9XX", destination: {kind: outbound}}
+          outbound:
+            - {pattern: "_0.", prepend: "00x"}
+          regions: {"+1": ""}
+          time_conditions:
+            office:
+              timezone: Mars/Olympus
+              weekly:
+                - {days: funday, hours: "25:00-26:00"}
+              holidays:
+                - {date: "2025-02-30"}
+              open: {kind: queue}
+              closed: {kind: hangup, status: 700}
+        """,
+    )
+    assert _problems(path) == [
+        f"{path}:3:7: dialplan.blacklist[0]: a blacklist entry needs exactly one of number: "
+        "and prefix:",
+        f"{path}:4:7: dialplan.blacklist[1]: action announce needs prompt: the prompt to play",
+        f"{path}:6:13: dialplan.inbound[0].did: in '_40[XX': '[' at position 4 is never closed",
+        f"{path}:7:36: dialplan.inbound[1].destination: a play_hangup destination needs "
+        "prompt: the prompt to play",
+        f"{path}:8:7: dialplan.inbound[2]: an inbound route needs did:, caller: or both",
+        f"{path}:10:7: dialplan.internal[0]: strip 3 removes more than the 2 characters of the "
+        "shortest number matching '_9.'",
+        f"{path}:11:17: dialplan.internal[1].pattern: '9XX' is not a number (digits, *, #, "
+        "leading +); start patterns with '_' (e.g. '_1XXX') and regular expressions with 're:'",
+        f"{path}:13:33: dialplan.outbound[0].prepend: prepend '00x' must be digits, *, # (with "
+        "a leading + allowed)",
+        f"{path}:14:19: dialplan.regions.+1: name must not be blank",
+        f"{path}:17:17: dialplan.time_conditions.office.timezone: unknown time zone "
+        "'Mars/Olympus' (use a tz database name such as 'Europe/Paris')",
+        f"{path}:19:18: dialplan.time_conditions.office.weekly[0].days: unknown day 'funday': "
+        "use mon tue wed thu fri sat sun, ranges (mon-fri), lists (sat,sun) or daily",
+        f"{path}:19:33: dialplan.time_conditions.office.weekly[0].hours: bad time 25:00 in "
+        "'25:00-26:00': hours 00-23, minutes 00-59 (24:00 only as an end)",
+        f"{path}:21:18: dialplan.time_conditions.office.holidays[0].date: bad date "
+        "'2025-02-30': day is out of range for month",
+        f"{path}:22:13: dialplan.time_conditions.office.open: a queue destination needs "
+        "target: a queue name",
+        f"{path}:23:38: dialplan.time_conditions.office.closed.status: Input should be less "
+        "than or equal to 699",
+    ]
+
+
+def test_dialplan_reference_errors_point_at_the_name(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """\
+        extensions:
+          "1001": {password: x}
+        conferences:
+          "8000": {}
+        dialplan:
+          inbound:
+            - {did: "4001", destination: {kind: time_condition, target: ofice}}
+            - {did: "4002", destination: {kind: extension, target: "1009"}}
+            - {did: "4002", destination: {kind: extension}}
+          internal:
+            - {pattern: "_1XXX", destination: {kind: conference, target: "8001"}}
+          outbound:
+            - {pattern: "_1XXX"}
+          time_conditions:
+            office:
+              weekly:
+                - {days: mon-fri, hours: "09:00-18:00"}
+                - {days: fri, hours: "17:00-20:00"}
+              holidays:
+                - {date: 2025-10-07, until: 2025-10-01}
+              calendars: [cn]
+              open: {kind: time_condition, target: later}
+              closed: {kind: voicemail, target: "1002"}
+            later:
+              open: {kind: time_condition, target: office}
+              closed: {kind: hangup}
+        """,
+    )
+    assert _problems(path) == [
+        f"{path}:7:65: dialplan.inbound[0].destination.target: unknown time condition 'ofice' "
+        "(did you mean 'office'?)",
+        f"{path}:8:60: dialplan.inbound[1].destination.target: unknown extension '1009'",
+        f"{path}:9:13: dialplan.inbound[2].did: duplicate inbound route (same did and caller)",
+        f"{path}:9:21: dialplan.inbound[2].destination.target: an extension destination needs "
+        "target",
+        f"{path}:11:66: dialplan.internal[0].destination.target: unknown conference '8001'",
+        f"{path}:13:17: dialplan.outbound[0].pattern: duplicate pattern '_1XXX'",
+        f"{path}:18:30: dialplan.time_conditions.office.weekly[1].hours: overlaps weekly[0] of "
+        "the same condition",
+        f"{path}:20:37: dialplan.time_conditions.office.holidays[0].until: holiday range ends "
+        "before it starts: 2025-10-07 > 2025-10-01",
+        f"{path}:21:19: dialplan.time_conditions.office.calendars[0]: unknown holiday calendar "
+        "'cn'",
+        f"{path}:23:41: dialplan.time_conditions.office.closed.target: unknown extension '1002'",
+        f"{path}:25:44: dialplan.time_conditions.later.open.target: time conditions loop: "
+        "office -> later -> office",
+    ]
+
+
+def test_known_names_hook_checks_ivr_queues_and_prompts(tmp_path: Path) -> None:
+    from config.schema import KnownNames
+
+    path = _write(tmp_path, DIALPLAN)
+    load_config(path)  # not checked without the hook
+    known = KnownNames(ivr_flows={"welcome"}, queues={"sales", "vip", "na"}, prompts=set())
+    with pytest.raises(ConfigError) as info:
+        load_config(path, known=known)
+    assert [str(p) for p in info.value.problems] == [
+        f"{path}:9:51: dialplan.blacklist[1].prompt: unknown prompt 'blocked'",
+        f"{path}:14:56: dialplan.inbound[3].destination.target: unknown IVR flow 'main'",
+        f"{path}:15:30: dialplan.regions.+44: unknown queue 'uk'",
+    ]
+    ok = KnownNames(ivr_flows={"main"}, queues={"sales", "vip", "na", "uk"}, prompts={"blocked"})
+    assert load_config(path, known=ok).dialplan.regions == {"+1": "na", "+44": "uk"}
+
+
+def test_top_level_model_error_is_reported_as_such() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config('extensions: {"8000": {password: x}}\nconferences: {"8000": {}}\n', "x.yaml")
+    assert str(info.value) == (
+        "x.yaml:1:1: top level: numbers used by both an extension and a conference: ['8000']"
+    )
