@@ -16,13 +16,18 @@ from pathlib import Path
 
 import structlog
 
-from config import ConfigError, SwitchboardConfig, load_config
+from config import ConfigError, SwitchboardConfig, config_file_path, load_config
+from config.schema import build_dialplan
 from crm import Store
 from crm.store import BindingData, CallRecordData, Disposition, ExtensionSettingsData, HangupSide
+from ivr import Flow, IvrEvent, IvrFinished, IvrSession, check_flows, load_flows
+from ivr.pbx_call import PbxCallControl, application_factory
+from pbx.dialplan import Dialplan
 from pbx.features import ExtensionSettings
 from pbx.persistence import CallDetail, StoredBinding
 from pbx.server import (
     DEFAULT_MUSIC_ON_HOLD,
+    ApplicationFactory,
     Conference,
     Extension,
     ServerSettings,
@@ -176,14 +181,65 @@ def conferences_from_config(cfg: SwitchboardConfig) -> dict[str, Conference]:
     }
 
 
-async def build_server(cfg: SwitchboardConfig) -> tuple[SipServer, Store]:
+def load_ivr(cfg: SwitchboardConfig, config_dir: Path) -> dict[str, Flow]:
+    """The IVR flows of ``config_dir/ivr/*.yaml``; ``ConfigError`` lists every problem."""
+    flows, problems = load_flows(config_dir, time_conditions=set(cfg.dialplan.time_conditions))
+    for problem in problems:
+        if problem.severity == "warning":
+            log.warning("ivr_flow_warning", problem=str(problem))
+    check_flows(problems)
+    return flows
+
+
+def ivr_applications(
+    server: SipServer, plan: Dialplan, flows: dict[str, Flow], config_dir: Path, tone_plan: str
+) -> dict[str, ApplicationFactory]:
+    """One application factory per IVR flow: each call gets its own session."""
+
+    def time_condition(name: str, now: datetime) -> bool:
+        return plan.time_conditions[name].condition.is_open(now)
+
+    def on_event(event: IvrEvent) -> None:
+        if isinstance(event, IvrFinished):
+            log.info(
+                "ivr_finished",
+                flow=event.flow,
+                outcome=event.outcome.kind,
+                data=dict(event.outcome.data),
+                keys=event.key_trail,
+            )
+
+    def factory(flow: Flow) -> ApplicationFactory:
+        def start(control: PbxCallControl) -> None:
+            session = IvrSession(
+                flow,
+                control,
+                time_condition=time_condition,
+                voicemail_dir=config_dir / "voicemail",
+                on_event=on_event,
+            )
+            session.start()
+
+        return application_factory(start, server.media, tone_plan)
+
+    return {name: factory(flow) for name, flow in flows.items()}
+
+
+async def build_server(
+    cfg: SwitchboardConfig, config_dir: Path | None = None
+) -> tuple[SipServer, Store]:
+    flows = load_ivr(cfg, config_dir) if config_dir is not None else {}
+    plan = build_dialplan(cfg)
     store = await Store.open(cfg.store.url)
     server = SipServer(
         settings_from_config(cfg),
         extensions_from_config(cfg),
         StorePersistence(store),
         conferences=conferences_from_config(cfg),
+        dialplan=plan,
     )
+    if config_dir is not None:
+        server.applications = ivr_applications(server, plan, flows, config_dir, cfg.media.tone_plan)
     return server, store
 
 
@@ -191,10 +247,14 @@ PID_FILE = "switchboard.pid"
 
 
 def reload_config(server: SipServer, config_path: Path) -> bool:
-    """Load the config again and swap it in; a config with errors is refused (every problem
-    logged with file:line:column) and the running one keeps serving."""
+    """Load the config and IVR flows again and swap them in; a config with errors is refused
+    (every problem logged with file:line:column) and the running one keeps serving. Calls
+    already in an IVR flow finish on the flow they started with."""
     try:
         cfg = load_config(config_path)
+        folder = config_file_path(config_path).resolve().parent
+        flows = load_ivr(cfg, folder)
+        plan = build_dialplan(cfg)
     except ConfigError as err:
         for problem in err.problems:
             log.warning("config_reload_refused", problem=str(problem))
@@ -203,6 +263,8 @@ def reload_config(server: SipServer, config_path: Path) -> bool:
         extensions_from_config(cfg),
         conferences_from_config(cfg),
         tuple(cfg.features.model_dump().items()),
+        dialplan=plan,
+        applications=ivr_applications(server, plan, flows, folder, cfg.media.tone_plan),
     )
     return True
 
@@ -215,7 +277,7 @@ async def run(
     SIGHUP reloads the config from ``config_dir`` (``switchboard config reload`` sends it,
     finding the process through ``switchboard.pid`` in that folder).
     """
-    server, store = await build_server(cfg)
+    server, store = await build_server(cfg, config_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

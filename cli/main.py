@@ -103,6 +103,13 @@ def serve(
         _print_problems(err)
         raise typer.Exit(1) from None
     config_dir = config_path.resolve().parent
+    from cli.app import load_ivr
+
+    try:
+        load_ivr(cfg, config_dir)
+    except ConfigError as err:
+        _print_problems(err)
+        raise typer.Exit(1) from None
     log.info("config_loaded", path=str(config_path), extensions=len(cfg.extensions))
 
     # Imported lazily: the SIP core is heavy and the other commands must not need it.
@@ -136,9 +143,13 @@ def validate(
         Path, typer.Argument(help="Config folder (holding switchboard.yaml) or YAML file.")
     ],
 ) -> None:
-    """Check a config; print every problem as file:line:column: message (exit 1) or OK."""
+    """Check a config and its IVR flows; print every problem as file:line:column: message
+    (exit 1) or OK."""
+    from cli.app import load_ivr
+
     try:
-        load_config(path)
+        cfg = load_config(path)
+        load_ivr(cfg, config_file_path(path).resolve().parent)
     except ConfigError as err:
         _print_problems(err)
         raise typer.Exit(1) from None
@@ -157,8 +168,11 @@ def reload(
     A config with errors is not sent: every problem is printed as file:line:column and the
     running server keeps its current config.
     """
+    from cli.app import load_ivr
+
     try:
-        load_config(path)
+        cfg = load_config(path)
+        load_ivr(cfg, config_file_path(path).resolve().parent)
     except ConfigError as err:
         _print_problems(err)
         raise typer.Exit(1) from None

@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -35,7 +37,8 @@ from media.engine import MediaEvent
 from media.player import Playlist, load_prompt
 from media.tones import ToneSource
 
-from .b2bua import ALLOW, B2bua
+from .b2bua import ALLOW, B2bua, Call, CallApplication
+from .dialplan import DestinationKind, Dialplan, RouteDecision
 from .digest import AuthOutcome, DigestAuthenticator, DigestError, parse_credentials
 from .features import (
     ExtensionSettings,
@@ -91,6 +94,10 @@ class Extension:
     dtmf_mode: str = "auto"
 
 
+# Starts an application (an IVR flow) on a call Switchboard answered.
+ApplicationFactory = Callable[[Call, RouteDecision], CallApplication]
+
+
 @dataclass(frozen=True, slots=True)
 class Conference:
     number: str
@@ -129,10 +136,15 @@ class SipServer:
         persistence: Persistence | None = None,
         *,
         conferences: dict[str, Conference] | None = None,
+        dialplan: Dialplan | None = None,
+        applications: dict[str, ApplicationFactory] | None = None,
     ) -> None:
         self.settings = settings
         self.extensions = extensions
         self.conferences = conferences or {}
+        self.dialplan = dialplan
+        # Named applications (IVR flows) a dialplan destination of kind "ivr" can start.
+        self.applications = applications or {}
         self.feature_codes = FeatureCodes(dict(settings.feature_codes) or DEFAULT_FEATURE_CODES)
         self.ext_settings: dict[str, ExtensionSettings] = {}
         self.persistence = persistence
@@ -208,6 +220,8 @@ class SipServer:
         extensions: dict[str, Extension],
         conferences: dict[str, Conference],
         feature_codes: tuple[tuple[str, str], ...] = (),
+        dialplan: Dialplan | None = None,
+        applications: dict[str, ApplicationFactory] | None = None,
     ) -> None:
         """Swap the routing configuration atomically (``config reload`` / SIGHUP).
 
@@ -218,6 +232,9 @@ class SipServer:
         self.extensions = extensions
         self.conferences = conferences
         self.feature_codes = FeatureCodes(dict(feature_codes) or DEFAULT_FEATURE_CODES)
+        self.dialplan = dialplan
+        if applications is not None:
+            self.applications = applications
         self.ext_settings = {k: v for k, v in self.ext_settings.items() if k in extensions}
         log.info("config_reloaded", extensions=len(extensions), conferences=len(conferences))
 
@@ -528,6 +545,40 @@ class SipServer:
         if feature is not None:
             self._on_feature(req, user, feature, source, transport)
             return
+        if self.dialplan is not None:
+            decision = self._route(callee, user)
+            dest = decision.destination
+            number = dest.target or decision.number
+            log.debug(
+                "call_routed",
+                caller=user,
+                dialled=callee,
+                kind=dest.kind.value,
+                target=number,
+                trail=list(decision.trail),
+            )
+            if dest.kind is DestinationKind.HANGUP:
+                self._reject_call(req, user, callee, dest.status or 480, "dialplan_hangup")
+                return
+            if dest.kind is DestinationKind.IVR:
+                factory = self.applications.get(number)
+                if factory is None:
+                    self._reject_call(req, user, callee, 480, "ivr_unavailable")
+                    return
+                self.b2bua.start_application(
+                    req,
+                    source,
+                    transport,
+                    user,
+                    callee,
+                    lambda call, f=factory, d=decision: f(call, d),  # type: ignore[misc]
+                )
+                return
+            if dest.kind not in (DestinationKind.EXTENSION, DestinationKind.CONFERENCE):
+                # Queues, voicemail, play-then-hang-up and trunks come with their issues.
+                self._reject_call(req, user, callee, 480, f"{dest.kind.value}_unavailable")
+                return
+            callee = number
         room = self.conferences.get(callee)
         if room is not None:
             self.b2bua.join_conference(
@@ -583,6 +634,18 @@ class SipServer:
             )
             return
         self.b2bua.start_call(req, source, transport, user, callee, contacts, ext.ring_timeout)
+
+    def _route(self, dialled: str, caller: str) -> RouteDecision:
+        """Internal routing first; a number no internal rule knows is tried as a DID (so
+        phones can dial the numbers the outside world dials)."""
+        assert self.dialplan is not None
+        now = datetime.now(UTC)
+        decision = self.dialplan.route_internal(dialled, caller, now)
+        if decision.trail[:1] == ("internal default",):
+            inbound = self.dialplan.route_inbound(dialled, caller, now)
+            if not inbound.trail or inbound.trail[0] != "inbound default":
+                return inbound
+        return decision
 
     def _on_feature(
         self,

@@ -48,6 +48,7 @@ class Switchboard:
         extra_yaml: str = "",
         inactivity_timeout: float = 60,
         auth: dict[str, Any] | None = None,
+        setup: Callable[[Path], object] | None = None,
     ) -> None:
         self.workdir = workdir
         self.sip_port = sip_port
@@ -79,6 +80,8 @@ class Switchboard:
             f"{ext_lines}"
             f"{extra_yaml}"
         )
+        if setup is not None:
+            setup(workdir)  # extra files next to the config (IVR flows, prompts)
         self.log_path = workdir / "switchboard.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -82,6 +82,7 @@ def fake_server(monkeypatch: pytest.MonkeyPatch) -> list[tuple[SwitchboardConfig
 
     module: Any = types.ModuleType("cli.app")
     module.run = run
+    module.load_ivr = lambda cfg, config_dir: {}  # no IVR flows in these configs
     monkeypatch.setitem(sys.modules, "cli.app", module)
     return calls
 

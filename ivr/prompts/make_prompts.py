@@ -1,0 +1,200 @@
+"""Regenerate the default IVR prompt sets (``ivr/prompts/en`` and ``ivr/prompts/zh``).
+
+Each prompt is spoken by espeak-ng (``-v en`` / ``-v cmn``), its leading and trailing silence
+is trimmed, and it is resampled to 8 kHz mono 16-bit PCM WAV (the narrowband rate of the
+media engine, so prompts are not resampled again when played on G.711 legs).
+
+The names are the ones :mod:`ivr.say` produces plus the prompts the default flows use. Run::
+
+    .venv/bin/python ivr/prompts/make_prompts.py [--only en|zh]
+
+Requires espeak-ng on the PATH (``apt-get install espeak-ng``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+HERE = Path(__file__).resolve().parent
+RATE = 8000
+SPEED_WPM = 165
+TRIM_THRESHOLD = 300  # |sample| below this (about -40 dBFS) counts as silence
+PAD_SECONDS = 0.03  # keep a little air so words do not click when concatenated
+
+_EN_ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
+_EN_TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+_EN_MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
+_EN_ORDINALS = [
+    "first",
+    "second",
+    "third",
+    "fourth",
+    "fifth",
+    "sixth",
+    "seventh",
+    "eighth",
+    "ninth",
+    "tenth",
+    "eleventh",
+    "twelfth",
+    "thirteenth",
+    "fourteenth",
+    "fifteenth",
+    "sixteenth",
+    "seventeenth",
+    "eighteenth",
+    "nineteenth",
+    "twentieth",
+    "twenty-first",
+    "twenty-second",
+    "twenty-third",
+    "twenty-fourth",
+    "twenty-fifth",
+    "twenty-sixth",
+    "twenty-seventh",
+    "twenty-eighth",
+    "twenty-ninth",
+    "thirtieth",
+    "thirty-first",
+]
+
+FLOW_PROMPTS = {
+    "en": {
+        "welcome": "Welcome to Switchboard.",
+        "main-menu": "Press 1 for sales. Press 2 for support.",
+        "invalid": "Sorry, that is not a valid choice.",
+        "timeout": "Sorry, we did not receive your choice.",
+        "goodbye": "Thank you for calling. Goodbye.",
+        "please-hold": "Please hold while we connect your call.",
+        "enter-number": "Please enter your number, followed by the pound key.",
+        "thank-you": "Thank you.",
+        "survey": (
+            "Please rate our service. Press 1 if you were satisfied, 2 if neutral, "
+            "3 if unsatisfied."
+        ),
+        "voicemail-after-beep": "Please leave a message after the beep.",
+    },
+    "zh": {
+        "welcome": "欢迎致电。",
+        "main-menu": "销售请按一，技术支持请按二。",
+        "invalid": "对不起，您的输入无效。",
+        "timeout": "对不起，我们没有收到您的选择。",
+        "goodbye": "感谢您的来电，再见。",
+        "please-hold": "请稍候，正在为您转接。",
+        "enter-number": "请输入您的号码，以井号键结束。",
+        "thank-you": "谢谢。",
+        "survey": "请对我们的服务进行评价。满意请按一，一般请按二，不满意请按三。",
+        "voicemail-after-beep": "请在提示音后留言。",
+    },
+}
+
+
+def prompt_texts(language: str) -> dict[str, str]:
+    """Prompt name → text for one language."""
+    if language == "en":
+        texts = {str(i): word for i, word in enumerate(_EN_ONES)}
+        texts |= dict(zip(_EN_TENS, _EN_TENS, strict=True))
+        texts |= {"hundred": "hundred", "thousand": "thousand", "million": "million"}
+        texts |= {f"month-{i}": m for i, m in enumerate(_EN_MONTHS, start=1)}
+        texts |= {f"ord-{i}": o for i, o in enumerate(_EN_ORDINALS, start=1)}
+        texts |= {"star": "star", "pound": "pound"}
+    else:
+        texts = {str(i): ch for i, ch in enumerate("零一二三四五六七八九")}
+        texts |= {
+            "shi": "十",
+            "bai": "百",
+            "qian": "千",
+            "wan": "万",
+            "yi": "亿",
+            "liang": "两",
+            "nian": "年",
+            "yue": "月",
+            "ri": "日",
+            "star": "星号",
+            "pound": "井号",
+        }
+    return texts | FLOW_PROMPTS[language]
+
+
+def synthesize(text: str, voice: str, out: Path) -> None:
+    """Speak ``text`` into ``out`` as trimmed 8 kHz mono 16-bit WAV."""
+    from media.resample import resample
+
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.wav"
+        subprocess.run(
+            ["espeak-ng", "-v", voice, "-s", str(SPEED_WPM), "-w", str(raw), "--stdin"],
+            input=text.encode(),
+            check=True,
+            timeout=60,
+        )
+        data, rate = soundfile.read(str(raw), dtype="int16", always_2d=True)
+    pcm = data.mean(axis=1).astype(np.int16)
+    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > TRIM_THRESHOLD)
+    if len(loud):
+        pad = int(PAD_SECONDS * rate)
+        pcm = pcm[max(0, loud[0] - pad) : loud[-1] + pad]
+    pcm8 = np.asarray(resample(pcm, int(rate), RATE), dtype=np.int16)
+    soundfile.write(str(out), pcm8, RATE, subtype="PCM_16")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=("en", "zh"))
+    args = parser.parse_args()
+    voices = {"en": "en", "zh": "cmn"}
+    for language, voice in voices.items():
+        if args.only and language != args.only:
+            continue
+        folder = HERE / language
+        folder.mkdir(exist_ok=True)
+        for name, text in prompt_texts(language).items():
+            synthesize(text, voice, folder / f"{name}.wav")
+        print(f"{language}: {len(prompt_texts(language))} prompts in {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE.parent.parent))  # run from anywhere: import media
+    sys.exit(main())
