@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from config import ConfigError, SwitchboardConfig, config_file_path, load_config
 from config.schema import build_dialplan
 from crm import Store
 from crm.store import BindingData, CallRecordData, Disposition, ExtensionSettingsData, HangupSide
-from ivr import Flow, IvrEvent, IvrFinished, IvrSession, check_flows, load_flows
+from ivr import Flow, IvrEvent, IvrFinished, IvrSession, PromptSets, check_flows, load_flows
 from ivr.pbx_call import PbxCallControl, application_factory
 from pbx.dialplan import Dialplan
 from pbx.features import ExtensionSettings
@@ -144,6 +145,7 @@ class StorePersistence:
                     callee_loss=d.callee_loss,
                     callee_jitter_ms=d.callee_jitter_ms,
                     callee_mos=d.callee_mos,
+                    ivr_keys=d.ivr_keys,
                 )
                 for d in details
             ]
@@ -225,6 +227,21 @@ def ivr_applications(
     return {name: factory(flow) for name, flow in flows.items()}
 
 
+def prompt_resolver(config_dir: Path) -> Callable[[str], str | None]:
+    """Dialplan prompts: a prompt name from the prompt sets (English), or a file path
+    relative to the config folder."""
+    sets = PromptSets.for_config(config_dir)
+
+    def resolve(name: str) -> str | None:
+        found = sets.resolve(name, "en")
+        if found is not None:
+            return str(found)
+        path = config_dir / name
+        return str(path) if path.is_file() else None
+
+    return resolve
+
+
 async def build_server(
     cfg: SwitchboardConfig, config_dir: Path | None = None
 ) -> tuple[SipServer, Store]:
@@ -239,6 +256,7 @@ async def build_server(
         dialplan=plan,
     )
     if config_dir is not None:
+        server.prompt_path = prompt_resolver(config_dir)
         server.applications = ivr_applications(server, plan, flows, config_dir, cfg.media.tone_plan)
     return server, store
 

@@ -82,6 +82,8 @@ class CallRecord(Base):
     callee_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     callee_jitter_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     callee_mos: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The key trail: every digit the caller pressed in the IVR, in order.
+    ivr_keys: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Registration(Base):

@@ -93,6 +93,7 @@ class CallRecordData:
     callee_loss: float | None = None
     callee_jitter_ms: float | None = None
     callee_mos: float | None = None
+    ivr_keys: str | None = None
     duration: float = field(init=False)
     billable_seconds: float = field(init=False)
     # Database id, set on records read back from the store.
@@ -168,6 +169,7 @@ _RECORD_FIELDS = (
     "callee_loss",
     "callee_jitter_ms",
     "callee_mos",
+    "ivr_keys",
 )
 
 _BINDING_FIELDS = (
@@ -205,6 +207,7 @@ def _record_from_row(row: CallRecord) -> CallRecordData:
         callee_loss=row.callee_loss,
         callee_jitter_ms=row.callee_jitter_ms,
         callee_mos=row.callee_mos,
+        ivr_keys=row.ivr_keys,
     )
 
 

@@ -429,6 +429,7 @@ class Call:
         self.transfer: _Transfer | None = None  # a transfer in progress
         self.room: ConferenceRoom | None = None  # the conference room this caller is in
         self.app: CallApplication | None = None  # an application (IVR) driving this call
+        self.ivr_keys = ""  # digits pressed while an application drove the call (key trail)
         self.forwards = 0  # how many times busy/no-answer forwarding moved this call
         self.tried: set[str] = {callee}
         self._relayed_provisional: set[int] = set()
@@ -1049,6 +1050,7 @@ class Call:
             sip_status=status,
             linked_id=self.linked_id,
             record_id=self.id,
+            ivr_keys=self.ivr_keys or None,
             **quality,
         )
         self.log.info(
@@ -1381,6 +1383,8 @@ class B2bua:
         dialled: str,
         tone: Any,
         seconds: float = 1.0,
+        *,
+        cause: str = "feature_code",
     ) -> None:
         """Answer, play ``tone`` (a frame source, e.g. the confirmation beep of a feature
         code) and hang up after ``seconds``."""
@@ -1394,7 +1398,7 @@ class B2bua:
             if not call.ended:
                 assert call.a.dialog is not None
                 self.send_bye(call.a.dialog)
-                call._end("ANSWERED", "feature_code", "system", 200)
+                call._end("ANSWERED", cause, "system", 200)
 
         task = asyncio.get_running_loop().create_task(run())
         task.add_done_callback(_log_task_error)
@@ -1531,6 +1535,7 @@ class B2bua:
             ext=side.ext if side else None,
         )
         if call.app is not None and side is call.a:
+            call.ivr_keys = (call.ivr_keys + event.digit)[-64:]
             call.app.on_dtmf(event.digit)
 
     def start_application(

@@ -70,6 +70,7 @@ class CallDetail:
     callee_loss: float | None = None
     callee_jitter_ms: float | None = None
     callee_mos: float | None = None
+    ivr_keys: str | None = None  # digits the caller pressed in an IVR, in order
 
 
 class Persistence(Protocol):

@@ -143,6 +143,8 @@ class SipServer:
         self.extensions = extensions
         self.conferences = conferences or {}
         self.dialplan = dialplan
+        # Resolves a prompt name (or file) of the dialplan to a file; set by the service layer.
+        self.prompt_path: Callable[[str], str | None] = lambda name: None
         # Named applications (IVR flows) a dialplan destination of kind "ivr" can start.
         self.applications = applications or {}
         self.feature_codes = FeatureCodes(dict(settings.feature_codes) or DEFAULT_FEATURE_CODES)
@@ -574,6 +576,9 @@ class SipServer:
                     lambda call, f=factory, d=decision: f(call, d),  # type: ignore[misc]
                 )
                 return
+            if dest.kind is DestinationKind.PLAY_HANGUP:
+                self._announce_and_hang_up(req, source, transport, user, callee, dest.prompt)
+                return
             if dest.kind not in (DestinationKind.EXTENSION, DestinationKind.CONFERENCE):
                 # Queues, voicemail, play-then-hang-up and trunks come with their issues.
                 self._reject_call(req, user, callee, 480, f"{dest.kind.value}_unavailable")
@@ -634,6 +639,33 @@ class SipServer:
             )
             return
         self.b2bua.start_call(req, source, transport, user, callee, contacts, ext.ring_timeout)
+
+    def _announce_and_hang_up(
+        self,
+        req: Request,
+        source: tuple[str, int],
+        transport: str,
+        caller: str,
+        dialled: str,
+        prompt: str | None,
+    ) -> None:
+        """Answer, play ``prompt`` once and hang up (blacklist announcements, closed lines)."""
+        path = self.prompt_path(prompt) if prompt else None
+        if path is None:
+            self._reject_call(req, caller, dialled, 480, "announcement_missing")
+            return
+        audio = load_prompt(path, 8000)  # cached after the first use
+        seconds = len(audio) / 8000 + 0.5
+        self.b2bua.answer_with_tone(
+            req,
+            source,
+            transport,
+            caller,
+            dialled,
+            Playlist([path], 8000),
+            seconds,
+            cause="announcement",
+        )
 
     def _route(self, dialled: str, caller: str) -> RouteDecision:
         """Internal routing first; a number no internal rule knows is tried as a DID (so

@@ -93,3 +93,34 @@ def test_did_to_menu_and_option_two(
     assert finished and finished[0]["keys"] == "2" and finished[0]["outcome"] == "extension"
     (cdr,) = sb.wait_call_records(1)
     assert (cdr["caller"], cdr["callee"], cdr["disposition"]) == ("1001", "1003", "ANSWERED")
+    assert cdr["ivr_keys"] == "2"  # the key trail travels with the call into its record
+
+
+def test_blacklist_rejects_or_announces_before_any_route(
+    server_factory: Callable[..., Switchboard], phone_factory: Callable[..., Phone]
+) -> None:
+    """Blacklisted callers never reach the IVR: one is refused with 603, the other hears an
+    announcement and is hung up by Switchboard."""
+    dialplan = (
+        DIALPLAN
+        + """  blacklist:
+    - {number: "1001", action: reject}
+    - {number: "1002", action: announce, prompt: goodbye}
+"""
+    )
+    sb = server_factory(
+        extra_yaml=dialplan,
+        setup=lambda d: (d / "ivr").mkdir() or (d / "ivr" / "main.yaml").write_text(MAIN_FLOW),
+    )
+    a, b = (phone_factory(f"ext{e}", user=e) for e in ("1001", "1002"))
+    for p in (a, b):
+        assert p.register(sb.address, password=sb.password(p.user))["code"] == 200
+    a.call(sb.uri("4000"))
+    assert a.wait_disconnected(timeout=10)["code"] == 603
+    b.call(sb.uri("4000"))
+    b.wait_call_state("CONFIRMED", timeout=10)
+    ev = b.wait_disconnected(timeout=15)  # the announcement played, then Switchboard hung up
+    assert ev["code"] == 200
+    assert not [e for e in sb.log_events() if e.get("event") == "ivr_finished"]
+    causes = sorted(r["hangup_cause"] for r in sb.wait_call_records(2))
+    assert causes == ["announcement", "dialplan_hangup"]
