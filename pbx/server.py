@@ -560,7 +560,10 @@ class SipServer:
                 trail=list(decision.trail),
             )
             if dest.kind is DestinationKind.HANGUP:
-                self._reject_call(req, user, callee, dest.status or 480, "dialplan_hangup")
+                # No rule knows the number: the same "not found" as without a dialplan.
+                unknown = decision.trail[-1:] in (("internal default",), ("inbound default",))
+                cause = "not_found" if unknown else "dialplan_hangup"
+                self._reject_call(req, user, callee, dest.status or 480, cause)
                 return
             if dest.kind is DestinationKind.IVR:
                 factory = self.applications.get(number)
