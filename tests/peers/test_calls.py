@@ -13,11 +13,11 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.peers.audio import dominant_frequency, tone_level_db
+from tests.peers.calls import answer_call, registered
 from tests.peers.phones import Phone
 from tests.peers.switchboard import Switchboard, options_ping, wait_for
 
@@ -26,24 +26,9 @@ pytestmark = pytest.mark.peers
 ServerFactory = Callable[..., Switchboard]
 
 
-def registered(
-    phone_factory: Callable[..., Phone], sb: Switchboard, ext: str, **kwargs: Any
-) -> Phone:
-    phone = phone_factory(f"ext{ext}", user=ext, **kwargs)
-    ev = phone.register(sb.address, password=sb.password(ext))
-    assert ev is not None and ev["code"] == 200, ev
-    return phone
-
-
 def connect(a: Phone, b: Phone, sb: Switchboard, callee: str) -> None:
     """A calls ``callee`` (B's extension); B answers; both see active media."""
-    a.call(sb.uri(callee))
-    b.wait_incoming(timeout=10)
-    b.answer()
-    a.wait_call_state("CONFIRMED", timeout=10)
-    b.wait_call_state("CONFIRMED", timeout=10)
-    a.wait_media_active(timeout=10)
-    b.wait_media_active(timeout=10)
+    answer_call(a, b, sb, callee)
 
 
 def check_two_way_audio(a: Phone, b: Phone, tmp_path: Path, tone_1k: Path, tone_2k: Path) -> None:

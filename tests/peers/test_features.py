@@ -9,43 +9,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.peers.audio import dominant_frequency, tone_level_db
+from tests.peers.calls import answer_call, hears
+from tests.peers.calls import registered as phone
 from tests.peers.phones import Phone
 from tests.peers.switchboard import Switchboard
 
 pytestmark = pytest.mark.peers
 
 MOH_HZ = 440  # the shipped music-on-hold track is built over an A4 pedal (media/prompts)
-
-
-def phone(factory: Callable[..., Phone], sb: Switchboard, ext: str, **kw: Any) -> Phone:
-    p = factory(f"ext{ext}", user=ext, **kw)
-    ev = p.register(sb.address, password=sb.password(ext))
-    assert ev is not None and ev["code"] == 200, ev
-    return p
-
-
-def answer_call(caller: Phone, callee: Phone, sb: Switchboard, ext: str) -> tuple[int, int]:
-    """``caller`` dials ``ext`` (``callee``'s extension) and ``callee`` answers; returns the
-    two phones' call ids."""
-    cid = caller.call(sb.uri(ext))
-    inc = callee.wait_incoming(timeout=10)
-    callee.answer(call=inc["call"])
-    caller.wait_call_state("CONFIRMED", call=cid, timeout=10)
-    callee.wait_call_state("CONFIRMED", call=inc["call"], timeout=10)
-    caller.wait_media_active(call=cid, timeout=10)
-    return cid, int(inc["call"])
-
-
-def hears(p: Phone, path: Path, call: int | None = None, seconds: float = 1.6) -> Path:
-    p.record(path, call=call)
-    time.sleep(seconds)
-    p.stop_record(call=call)
-    return path
 
 
 def test_hold_plays_music_and_unhold_restores_audio(

@@ -1,0 +1,43 @@
+"""Helpers shared by the real-phone call tests: register a phone, place an answered call,
+record what a phone hears."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.peers.phones import Phone
+from tests.peers.switchboard import Switchboard
+
+
+def registered(
+    phone_factory: Callable[..., Phone], sb: Switchboard, ext: str, **kwargs: Any
+) -> Phone:
+    """A PJSUA2 phone registered to ``sb`` as extension ``ext`` (asserts 200)."""
+    phone = phone_factory(f"ext{ext}", user=ext, **kwargs)
+    ev = phone.register(sb.address, password=sb.password(ext))
+    assert ev is not None and ev["code"] == 200, ev
+    return phone
+
+
+def answer_call(caller: Phone, callee: Phone, sb: Switchboard, ext: str) -> tuple[int, int]:
+    """``caller`` dials ``ext`` (``callee``'s extension) and ``callee`` answers; both see the
+    call confirmed and media flowing. Returns the two phones' call ids."""
+    cid = caller.call(sb.uri(ext))
+    inc = callee.wait_incoming(timeout=10)
+    callee.answer(call=inc["call"])
+    caller.wait_call_state("CONFIRMED", call=cid, timeout=10)
+    callee.wait_call_state("CONFIRMED", call=inc["call"], timeout=10)
+    caller.wait_media_active(call=cid, timeout=10)
+    callee.wait_media_active(call=inc["call"], timeout=10)
+    return cid, int(inc["call"])
+
+
+def hears(p: Phone, path: Path, call: int | None = None, seconds: float = 1.6) -> Path:
+    """Record ``seconds`` of what ``p`` hears on ``call`` into ``path``."""
+    p.record(path, call=call)
+    time.sleep(seconds)
+    p.stop_record(call=call)
+    return path
