@@ -11,24 +11,24 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 
-from config import ConfigError, SwitchboardConfig, config_file_path, load_config
-from config.schema import build_dialplan
+from cli.ivr_host import IvrHost
+from config import ConfigError, ConfigProblem, SwitchboardConfig, config_file_path, load_config
+from config.schema import KnownNames, build_dialplan
 from crm import Store
 from crm.store import BindingData, CallRecordData, Disposition, ExtensionSettingsData, HangupSide
-from ivr import Flow, IvrEvent, IvrFinished, IvrSession, PromptSets, check_flows, load_flows
-from ivr.pbx_call import PbxCallControl, application_factory
+from ivr import Flow, PromptSets, check_flows, load_flows
 from pbx.dialplan import Dialplan
 from pbx.features import ExtensionSettings
 from pbx.persistence import CallDetail, StoredBinding
 from pbx.server import (
     DEFAULT_MUSIC_ON_HOLD,
-    ApplicationFactory,
     Conference,
     Extension,
     ServerSettings,
@@ -36,7 +36,7 @@ from pbx.server import (
 )
 from pbx.stack import ListenSpec
 
-__all__ = ["StorePersistence", "build_server", "run", "settings_from_config"]
+__all__ = ["Running", "StorePersistence", "build_server", "run", "settings_from_config"]
 
 log = structlog.get_logger("switchboard")
 
@@ -193,38 +193,42 @@ def load_ivr(cfg: SwitchboardConfig, config_dir: Path) -> dict[str, Flow]:
     return flows
 
 
-def ivr_applications(
-    server: SipServer, plan: Dialplan, flows: dict[str, Flow], config_dir: Path, tone_plan: str
-) -> dict[str, ApplicationFactory]:
-    """One application factory per IVR flow: each call gets its own session."""
+class _PromptNames(Collection[str]):
+    """The prompts a dialplan may name: anything :func:`prompt_resolver` finds."""
 
-    def time_condition(name: str, now: datetime) -> bool:
-        return plan.time_conditions[name].condition.is_open(now)
+    def __init__(self, resolve: Callable[[str], str | None]) -> None:
+        self._resolve = resolve
 
-    def on_event(event: IvrEvent) -> None:
-        if isinstance(event, IvrFinished):
-            log.info(
-                "ivr_finished",
-                flow=event.flow,
-                outcome=event.outcome.kind,
-                data=dict(event.outcome.data),
-                keys=event.key_trail,
-            )
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._resolve(name) is not None
 
-    def factory(flow: Flow) -> ApplicationFactory:
-        def start(control: PbxCallControl) -> None:
-            session = IvrSession(
-                flow,
-                control,
-                time_condition=time_condition,
-                voicemail_dir=config_dir / "voicemail",
-                on_event=on_event,
-            )
-            session.start()
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
 
-        return application_factory(start, server.media, tone_plan)
+    def __len__(self) -> int:
+        return 0
 
-    return {name: factory(flow) for name, flow in flows.items()}
+
+def load_all(path: Path) -> tuple[SwitchboardConfig, dict[str, Flow]]:
+    """Load the config at ``path`` and its IVR flows, checking the dialplan against the flows
+    and prompts that exist. Raises ``ConfigError`` listing every problem (file:line:column)."""
+    cfg = load_config(path)
+    folder = config_file_path(path).resolve().parent
+    flows, problems = load_flows(folder, time_conditions=set(cfg.dialplan.time_conditions))
+    for problem in problems:
+        if problem.severity == "warning":
+            log.warning("ivr_flow_warning", problem=str(problem))
+    # A flow with errors is reported once, by the IVR loader, not again as "unknown flow".
+    names = set(flows) | {f.stem for f in (folder / "ivr").glob("*.yaml")}
+    known = KnownNames(ivr_flows=names, prompts=_PromptNames(prompt_resolver(folder)))
+    errors: list[ConfigProblem] = [p for p in problems if p.severity == "error"]
+    try:
+        cfg = load_config(path, known=known)
+    except ConfigError as err:
+        errors = [*err.problems, *errors]
+    if errors:
+        raise ConfigError(errors)
+    return cfg, flows
 
 
 def prompt_resolver(config_dir: Path) -> Callable[[str], str | None]:
@@ -242,12 +246,34 @@ def prompt_resolver(config_dir: Path) -> Callable[[str], str | None]:
     return resolve
 
 
-async def build_server(
-    cfg: SwitchboardConfig, config_dir: Path | None = None
-) -> tuple[SipServer, Store]:
+def install_ivr(
+    server: SipServer,
+    store: Store | None,
+    plan: Dialplan,
+    flows: dict[str, Flow],
+    config_dir: Path,
+    tone_plan: str,
+) -> IvrHost:
+    """Give the server the IVR flows, voicemail and surveys of one configuration."""
+    host = IvrHost(server, store, plan, flows, config_dir, tone_plan)
+    server.voicemail_application = host.voicemail_application()
+    return host
+
+
+@dataclass(slots=True)
+class Running:
+    """What a running Switchboard is made of (the IVR host changes on every reload)."""
+
+    server: SipServer
+    store: Store
+    ivr: IvrHost | None = None
+
+
+async def build_server(cfg: SwitchboardConfig, config_dir: Path | None = None) -> Running:
     flows = load_ivr(cfg, config_dir) if config_dir is not None else {}
     plan = build_dialplan(cfg)
     store = await Store.open(cfg.store.url)
+    host: IvrHost | None = None
     server = SipServer(
         settings_from_config(cfg),
         extensions_from_config(cfg),
@@ -257,32 +283,35 @@ async def build_server(
     )
     if config_dir is not None:
         server.prompt_path = prompt_resolver(config_dir)
-        server.applications = ivr_applications(server, plan, flows, config_dir, cfg.media.tone_plan)
-    return server, store
+        host = install_ivr(server, store, plan, flows, config_dir, cfg.media.tone_plan)
+        server.applications = host.applications()
+    return Running(server, store, host)
 
 
 PID_FILE = "switchboard.pid"
 
 
-def reload_config(server: SipServer, config_path: Path) -> bool:
+def reload_config(running: Running, config_path: Path) -> bool:
     """Load the config and IVR flows again and swap them in; a config with errors is refused
     (every problem logged with file:line:column) and the running one keeps serving. Calls
     already in an IVR flow finish on the flow they started with."""
     try:
-        cfg = load_config(config_path)
+        cfg, flows = load_all(config_path)
         folder = config_file_path(config_path).resolve().parent
-        flows = load_ivr(cfg, folder)
         plan = build_dialplan(cfg)
     except ConfigError as err:
         for problem in err.problems:
             log.warning("config_reload_refused", problem=str(problem))
         return False
+    server = running.server
+    host = install_ivr(server, running.store, plan, flows, folder, cfg.media.tone_plan)
+    running.ivr = host
     server.reconfigure(
         extensions_from_config(cfg),
         conferences_from_config(cfg),
         tuple(cfg.features.model_dump().items()),
         dialplan=plan,
-        applications=ivr_applications(server, plan, flows, folder, cfg.media.tone_plan),
+        applications=host.applications(),
     )
     return True
 
@@ -295,7 +324,8 @@ async def run(
     SIGHUP reloads the config from ``config_dir`` (``switchboard config reload`` sends it,
     finding the process through ``switchboard.pid`` in that folder).
     """
-    server, store = await build_server(cfg, config_dir)
+    running = await build_server(cfg, config_dir)
+    server, store = running.server, running.store
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -304,7 +334,9 @@ async def run(
     pid_file: Path | None = None
     if config_dir is not None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGHUP, reload_config, server, config_file or config_dir)
+            loop.add_signal_handler(
+                signal.SIGHUP, reload_config, running, config_file or config_dir
+            )
         pid_file = config_dir / PID_FILE
     try:
         await server.start()
@@ -319,6 +351,8 @@ async def run(
     finally:
         log.info("switchboard_stopping")
         await server.stop()
+        if running.ivr is not None:
+            await running.ivr.drain()
         await store.close()
         if pid_file is not None:
             with contextlib.suppress(OSError):

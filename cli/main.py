@@ -19,7 +19,7 @@ import structlog
 import typer
 
 from cli.logging_setup import configure_logging
-from config import ConfigError, config_file_path, ensure_default_config, load_config
+from config import ConfigError, config_file_path, ensure_default_config
 
 DEFAULT_VAR_DIR = Path("var")
 
@@ -97,16 +97,11 @@ def serve(
             _announce_passwords(config_path, passwords)
     else:
         config_path = config_file_path(config)
-    try:
-        cfg = load_config(config_path)
-    except ConfigError as err:
-        _print_problems(err)
-        raise typer.Exit(1) from None
     config_dir = config_path.resolve().parent
-    from cli.app import load_ivr
+    from cli.app import load_all
 
     try:
-        load_ivr(cfg, config_dir)
+        cfg, _ = load_all(config_path)
     except ConfigError as err:
         _print_problems(err)
         raise typer.Exit(1) from None
@@ -145,11 +140,10 @@ def validate(
 ) -> None:
     """Check a config and its IVR flows; print every problem as file:line:column: message
     (exit 1) or OK."""
-    from cli.app import load_ivr
+    from cli.app import load_all
 
     try:
-        cfg = load_config(path)
-        load_ivr(cfg, config_file_path(path).resolve().parent)
+        load_all(path)
     except ConfigError as err:
         _print_problems(err)
         raise typer.Exit(1) from None
@@ -168,11 +162,10 @@ def reload(
     A config with errors is not sent: every problem is printed as file:line:column and the
     running server keeps its current config.
     """
-    from cli.app import load_ivr
+    from cli.app import load_all
 
     try:
-        cfg = load_config(path)
-        load_ivr(cfg, config_file_path(path).resolve().parent)
+        load_all(path)
     except ConfigError as err:
         _print_problems(err)
         raise typer.Exit(1) from None

@@ -2,22 +2,30 @@
 
 from crm.models import Base
 from crm.store import (
+    SURVEY_RESULTS,
     BindingData,
+    CallbackRequestData,
     CallRecordData,
     Disposition,
     ExtensionSettingsData,
     HangupCause,
     HangupSide,
     Store,
+    SurveyResultData,
+    VoicemailData,
 )
 
 __all__ = [
+    "SURVEY_RESULTS",
     "Base",
     "BindingData",
     "CallRecordData",
+    "CallbackRequestData",
     "Disposition",
     "ExtensionSettingsData",
     "HangupCause",
     "HangupSide",
     "Store",
+    "SurveyResultData",
+    "VoicemailData",
 ]

@@ -13,7 +13,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -120,3 +130,69 @@ class ExtensionSetting(Base):
     forward_all: Mapped[str | None] = mapped_column(String(64), nullable=True)
     forward_busy: Mapped[str | None] = mapped_column(String(64), nullable=True)
     forward_no_answer: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class Voicemail(Base):
+    """A message a caller left after the beep. The audio is a WAV file in the voicemail
+    folder; the row keeps its path and SHA-256 so a moved or damaged file is noticed."""
+
+    __tablename__ = "voicemails"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # The call the message was left on (call_records.record_id).
+    record_id: Mapped[str] = mapped_column(String(64), index=True)
+    mailbox: Mapped[str] = mapped_column(String(64), index=True)
+    caller: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    heard: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class SurveyResult(Base):
+    """The outcome of a post-call satisfaction survey."""
+
+    __tablename__ = "survey_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # The call that was rated (call_records.record_id) and the call the survey ran on.
+    record_id: Mapped[str] = mapped_column(String(64), index=True)
+    survey_record_id: Mapped[str] = mapped_column(String(64))
+    caller: Mapped[str] = mapped_column(String(255))
+    # Who the caller talked to: the extension (or agent) that answered the rated call.
+    agent: Mapped[str] = mapped_column(String(255), index=True)
+    flow: Mapped[str] = mapped_column(String(255))
+    # satisfied | neutral | unsatisfied | hung up without rating | invalid key |
+    # no rating entered
+    result: Mapped[str] = mapped_column(String(32))
+    digit: Mapped[str | None] = mapped_column(String(1), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class CallbackRequest(Base):
+    """A caller asked to be called back. At most one *pending* request per number (a partial
+    unique index): asking again does not queue a second call."""
+
+    __tablename__ = "callback_requests"
+    __table_args__ = (
+        Index(
+            "uq_callback_requests_pending_number",
+            "number",
+            unique=True,
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    number: Mapped[str] = mapped_column(String(64))
+    queue: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    caller: Mapped[str] = mapped_column(String(255))
+    record_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # pending -> done | failed | cancelled
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)

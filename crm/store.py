@@ -27,9 +27,18 @@ from typing import Any, cast
 from sqlalchemy import Table, delete, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from crm.models import Base, CallRecord, ExtensionSetting, Registration
+from crm.models import (
+    Base,
+    CallbackRequest,
+    CallRecord,
+    ExtensionSetting,
+    Registration,
+    SurveyResult,
+    Voicemail,
+)
 
 
 class Disposition(StrEnum):
@@ -144,6 +153,73 @@ class BindingData:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "expires_at", _utc(self.expires_at))
+
+
+@dataclass(frozen=True, slots=True)
+class VoicemailData:
+    """A voicemail message: the WAV at ``path`` (checksum ``sha256``) left on call
+    ``record_id``."""
+
+    record_id: str
+    mailbox: str
+    caller: str
+    path: str
+    sha256: str
+    seconds: float
+    created_at: datetime
+    heard: bool = False
+    id: int | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "created_at", _utc(self.created_at))
+
+
+SURVEY_RESULTS = (
+    "satisfied",
+    "neutral",
+    "unsatisfied",
+    "hung up without rating",
+    "invalid key",
+    "no rating entered",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SurveyResultData:
+    """How the caller of call ``record_id`` rated ``agent`` (one of :data:`SURVEY_RESULTS`)."""
+
+    record_id: str
+    survey_record_id: str
+    caller: str
+    agent: str
+    flow: str
+    result: str
+    created_at: datetime
+    digit: str | None = None
+    id: int | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.result not in SURVEY_RESULTS:
+            raise ValueError(f"unknown survey result {self.result!r}")
+        object.__setattr__(self, "created_at", _utc(self.created_at))
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackRequestData:
+    """A request to call ``number`` back (for ``queue``, if any)."""
+
+    number: str
+    caller: str
+    created_at: datetime
+    queue: str | None = None
+    record_id: str | None = None
+    status: str = "pending"
+    attempts: int = 0
+    outcome: str | None = None
+    id: int | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "created_at", _utc(self.created_at))
 
 
 # The tables as Core objects, for bulk writes without the ORM's per-row work.
@@ -386,6 +462,123 @@ class Store:
             for r in rows
         ]
 
+    # --- IVR results: voicemail, surveys, callback requests --------------------------------
+
+    async def add_voicemail(self, vm: VoicemailData) -> int:
+        """Store a voicemail message; return its id."""
+        async with self._sessions.begin() as session:
+            row = Voicemail(
+                record_id=vm.record_id,
+                mailbox=vm.mailbox,
+                caller=vm.caller,
+                path=vm.path,
+                sha256=vm.sha256,
+                seconds=vm.seconds,
+                created_at=vm.created_at,
+                heard=vm.heard,
+            )
+            session.add(row)
+            await session.flush()
+            return row.id
+
+    async def list_voicemails(self, mailbox: str | None = None) -> list[VoicemailData]:
+        """Voicemail messages, oldest first, optionally of one mailbox."""
+        stmt = select(Voicemail).order_by(Voicemail.created_at, Voicemail.id)
+        if mailbox is not None:
+            stmt = stmt.where(Voicemail.mailbox == mailbox)
+        async with self._sessions() as session:
+            return [_voicemail_from_row(r) for r in (await session.scalars(stmt)).all()]
+
+    async def add_survey_result(self, res: SurveyResultData) -> int:
+        """Store one survey outcome; return its id."""
+        async with self._sessions.begin() as session:
+            row = SurveyResult(
+                record_id=res.record_id,
+                survey_record_id=res.survey_record_id,
+                caller=res.caller,
+                agent=res.agent,
+                flow=res.flow,
+                result=res.result,
+                digit=res.digit,
+                created_at=res.created_at,
+            )
+            session.add(row)
+            await session.flush()
+            return row.id
+
+    async def list_survey_results(self, agent: str | None = None) -> list[SurveyResultData]:
+        """Survey outcomes, oldest first, optionally for one agent/extension."""
+        stmt = select(SurveyResult).order_by(SurveyResult.created_at, SurveyResult.id)
+        if agent is not None:
+            stmt = stmt.where(SurveyResult.agent == agent)
+        async with self._sessions() as session:
+            rows = (await session.scalars(stmt)).all()
+        return [
+            SurveyResultData(
+                id=r.id,
+                record_id=r.record_id,
+                survey_record_id=r.survey_record_id,
+                caller=r.caller,
+                agent=r.agent,
+                flow=r.flow,
+                result=r.result,
+                digit=r.digit,
+                created_at=r.created_at,
+            )
+            for r in rows
+        ]
+
+    async def add_callback_request(self, req: CallbackRequestData) -> tuple[int, bool]:
+        """Create a pending callback request; return ``(id, created)``. A number that already
+        has a pending request gets that request's id and ``created=False`` — the caller keeps
+        the place they had, and nobody is called back twice."""
+        try:
+            async with self._sessions.begin() as session:
+                row = CallbackRequest(
+                    number=req.number,
+                    caller=req.caller,
+                    queue=req.queue,
+                    record_id=req.record_id,
+                    status="pending",
+                    created_at=req.created_at,
+                    attempts=0,
+                )
+                session.add(row)
+                await session.flush()
+                return row.id, True
+        except IntegrityError:
+            stmt = select(CallbackRequest.id).where(
+                CallbackRequest.number == req.number, CallbackRequest.status == "pending"
+            )
+            async with self._sessions() as session:
+                existing = (await session.scalars(stmt)).first()
+            if existing is None:  # finished between the two statements: try once more
+                return await self.add_callback_request(req)
+            return existing, False
+
+    async def list_callback_requests(self, status: str | None = None) -> list[CallbackRequestData]:
+        """Callback requests in the order they were made (their place in line)."""
+        stmt = select(CallbackRequest).order_by(CallbackRequest.created_at, CallbackRequest.id)
+        if status is not None:
+            stmt = stmt.where(CallbackRequest.status == status)
+        async with self._sessions() as session:
+            return [_callback_from_row(r) for r in (await session.scalars(stmt)).all()]
+
+    async def finish_callback_request(
+        self, request_id: int, status: str, outcome: str, attempts: int
+    ) -> None:
+        """Close a callback request (``done``, ``failed`` or ``cancelled``)."""
+        if status not in ("done", "failed", "cancelled"):
+            raise ValueError(f"callback request cannot end as {status!r}")
+        async with self._sessions.begin() as session:
+            row = await session.get(CallbackRequest, request_id)
+            if row is None:
+                raise KeyError(request_id)
+            row.status = status
+            row.outcome = outcome
+            row.attempts = attempts
+            row.updated_at = datetime.now(UTC)
+
     async def delete_binding(self, aor: str, contact_uri: str) -> None:
         """Remove one binding (REGISTER with Expires: 0 for that contact)."""
         async with self._sessions.begin() as session:
@@ -422,6 +615,34 @@ class Store:
                 delete(Registration).where(Registration.expires_at <= moment)
             )
         return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _voicemail_from_row(r: Voicemail) -> VoicemailData:
+    return VoicemailData(
+        id=r.id,
+        record_id=r.record_id,
+        mailbox=r.mailbox,
+        caller=r.caller,
+        path=r.path,
+        sha256=r.sha256,
+        seconds=r.seconds,
+        created_at=r.created_at,
+        heard=bool(r.heard),
+    )
+
+
+def _callback_from_row(r: CallbackRequest) -> CallbackRequestData:
+    return CallbackRequestData(
+        id=r.id,
+        number=r.number,
+        caller=r.caller,
+        created_at=r.created_at,
+        queue=r.queue,
+        record_id=r.record_id,
+        status=r.status,
+        attempts=r.attempts,
+        outcome=r.outcome,
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

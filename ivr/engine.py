@@ -82,6 +82,7 @@ __all__ = [
     "DigitPressed",
     "IvrEvent",
     "IvrFinished",
+    "IvrResult",
     "IvrSession",
     "NodeEntered",
     "PromptMissing",
@@ -129,8 +130,9 @@ class CallControl(Protocol):
         ``#``, silence or ``max_seconds``; a hang-up after some audio still returns normally."""
         ...
 
-    async def transfer(self, destination: str) -> None:
-        """Connect the caller to ``destination`` (an extension or dialplan target)."""
+    async def transfer(self, destination: str, survey: str | None = None) -> None:
+        """Connect the caller to ``destination`` (an extension or dialplan target). With
+        ``survey`` (a flow name), a callee hanging up sends the caller to that flow."""
         ...
 
     async def hangup(self) -> None:
@@ -175,7 +177,17 @@ class IvrFinished:
     key_trail: str
 
 
-IvrEvent = NodeEntered | DigitPressed | PromptMissing | IvrFinished
+@dataclass(frozen=True, slots=True)
+class IvrResult:
+    """A node produced a result for the host to keep (``voicemail``, ``callback`` or
+    ``survey_result``), at the moment it happened — the flow may go on afterwards."""
+
+    flow: str
+    node: str
+    outcome: Outcome
+
+
+IvrEvent = NodeEntered | DigitPressed | PromptMissing | IvrResult | IvrFinished
 TimeCondition = Callable[[str, datetime], bool]
 CustomerLookup = Callable[[str], Awaitable[Mapping[str, Any] | None]]
 Webhook = Callable[[str, str, Mapping[str, Any], float], Awaitable[Mapping[str, Any] | None]]
@@ -233,6 +245,13 @@ class TtsCache:
             raise TtsError(f"{self.executable} failed: {err.decode(errors='replace').strip()}")
         os.replace(tmp, path)  # atomic: a concurrent reader sees a whole file or none
         return path
+
+
+def _with_survey(data: dict[str, Any], survey: str | None) -> dict[str, Any]:
+    """Routing outcome data, naming the post-call survey flow when the node has one."""
+    if survey is not None:
+        data["survey"] = survey
+    return data
 
 
 def _utc_now() -> datetime:
@@ -520,22 +539,26 @@ class IvrSession:
             priority = 0
         skills = [s for s in (self._expand(x).strip() for x in node.skills) if s]
         self.outcome = Outcome(
-            "queue", {"queue": self._expand(node.queue), "priority": priority, "skills": skills}
+            "queue",
+            _with_survey(
+                {"queue": self._expand(node.queue), "priority": priority, "skills": skills},
+                node.survey,
+            ),
         )
         return None
 
     async def _node_extension(self, node: ExtensionNode) -> str | None:
         await self._play(self._prompts(node.prompt), False)
         extension = self._expand(node.extension)
-        await self.call.transfer(extension)
-        self.outcome = Outcome("extension", {"extension": extension})
+        await self.call.transfer(extension, node.survey)
+        self.outcome = Outcome("extension", _with_survey({"extension": extension}, node.survey))
         return None
 
     async def _node_transfer(self, node: TransferNode) -> str | None:
         await self._play(self._prompts(node.prompt), False)
         destination = self._expand(node.destination)
-        await self.call.transfer(destination)
-        self.outcome = Outcome("transfer", {"destination": destination})
+        await self.call.transfer(destination, node.survey)
+        self.outcome = Outcome("transfer", _with_survey({"destination": destination}, node.survey))
         return None
 
     async def _node_voicemail(self, node: VoicemailNode) -> str | None:
@@ -546,8 +569,8 @@ class IvrSession:
         self._voicemail_dir.mkdir(parents=True, exist_ok=True)
         path = self._voicemail_dir / f"{safe_box}-{stamp}-{secrets.token_hex(4)}.wav"
         seconds = await self.call.record(path, node.max_seconds, node.beep)
-        self.outcome = Outcome(
-            "voicemail", {"mailbox": mailbox, "path": str(path), "seconds": float(seconds)}
+        self._result(
+            Outcome("voicemail", {"mailbox": mailbox, "path": str(path), "seconds": float(seconds)})
         )
         return node.next
 
@@ -565,7 +588,7 @@ class IvrSession:
                 digits = self.variables["caller"]  # "#" alone: call me back on this number
             if ended != "nothing" and node.min_digits <= len(digits) and digits.isdigit():
                 queue = self._expand(node.queue) if node.queue is not None else None
-                self.outcome = Outcome("callback", {"number": digits, "queue": queue})
+                self._result(Outcome("callback", {"number": digits, "queue": queue}))
                 await self._play(self._prompts(node.confirm_prompt), False)
                 return node.next
             failures += 1
@@ -592,11 +615,11 @@ class IvrSession:
                 if digit is not None and node.invalid_prompt is not None:
                     await self._play(self._prompts(node.invalid_prompt), True, keep=True)
         except CallerHungUp:
-            self.outcome = Outcome(
-                "survey_result", {"result": "hung up without rating", "digit": None}
+            self._result(
+                Outcome("survey_result", {"result": "hung up without rating", "digit": None})
             )
             raise
-        self.outcome = Outcome("survey_result", {"result": result, "digit": digit})
+        self._result(Outcome("survey_result", {"result": result, "digit": digit}))
         if result in node.options.values():
             await self._play(self._prompts(node.thanks_prompt), False)
         return node.next
@@ -615,6 +638,10 @@ class IvrSession:
         return None
 
     # --- helpers -------------------------------------------------------------------------------
+
+    def _result(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        self._emit(IvrResult(self.flow.name, self.current_node or "", outcome))
 
     def _emit(self, event: IvrEvent) -> None:
         if self._on_event is not None:

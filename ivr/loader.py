@@ -126,6 +126,22 @@ def load_flows(
             continue
         flows[flow.name] = flow
         first_file[flow.name] = name
+    # A survey named by an extension/queue/transfer node is another flow: checked once all
+    # flows are known; a flow naming a missing survey is refused like any other error.
+    for name, flow in list(flows.items()):
+        for node_name, survey, line, column in flow.survey_refs:
+            if survey not in flows:
+                close = difflib.get_close_matches(survey, list(flows), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                problems.append(
+                    IvrProblem(
+                        first_file[name],
+                        line,
+                        column,
+                        f"nodes.{node_name}.survey: unknown flow '{survey}'{hint}",
+                    )
+                )
+                flows.pop(name, None)
     problems.sort(key=lambda p: (p.file, p.line, p.column))
     return flows, problems
 
@@ -175,7 +191,13 @@ def parse_flow(
     problems.sort(key=lambda p: (p.line, p.column))
     if any(p.severity == "error" for p in problems):
         return None, problems
-    return flow.bind(base_dir=base, prompts=prompt_sets, source=file), problems
+    flow.bind(base_dir=base, prompts=prompt_sets, source=file)
+    for node_name, node in flow.nodes.items():
+        survey = getattr(node, "survey", None)
+        if survey is not None:
+            line, column = _value_position(("nodes", node_name, "survey"), index)
+            flow.survey_refs.append((node_name, survey, line, column))
+    return flow, problems
 
 
 def _as_ivr(problem: ConfigProblem) -> IvrProblem:

@@ -331,6 +331,7 @@ class QueueNode(_Node):
     priority: Text = "0"
     skills: list[Text] = Field(default_factory=list)
     prompt: PromptRef | None = None
+    survey: str | None = None  # a flow to run for the caller after the callee hangs up
     _edge_fields = ()
     _prompt_fields = ("prompt",)
 
@@ -341,6 +342,7 @@ class ExtensionNode(_Node):
     type: Literal["extension"]
     extension: Text
     prompt: PromptRef | None = None
+    survey: str | None = None  # a flow to run for the caller after the callee hangs up
     _edge_fields = ()
     _prompt_fields = ("prompt",)
 
@@ -351,6 +353,7 @@ class TransferNode(_Node):
     type: Literal["transfer"]
     destination: Text
     prompt: PromptRef | None = None
+    survey: str | None = None  # a flow to run for the caller after the callee hangs up
     _edge_fields = ()
     _prompt_fields = ("prompt",)
 
@@ -526,6 +529,8 @@ class Flow(_Model):
     nodes: dict[str, Node]
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    # (node, survey flow name, line, column) of every ``survey:`` key, checked across flows.
+    _survey_refs: list[tuple[str, str, int, int]] = PrivateAttr(default_factory=list)
     _prompts: PromptSets = PrivateAttr(default_factory=PromptSets.default)
     _source: str = PrivateAttr(default="<string>")
 
@@ -550,6 +555,11 @@ class Flow(_Model):
         self._prompts = prompts
         self._source = source
         return self
+
+    @property
+    def survey_refs(self) -> list[tuple[str, str, int, int]]:
+        """``(node, survey flow, line, column)`` of every ``survey:`` key in this flow."""
+        return self._survey_refs
 
 
 OutcomeKind = Literal[

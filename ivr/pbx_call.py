@@ -24,9 +24,12 @@ import structlog
 
 from ivr.engine import CallerHungUp
 from media import MediaEngine, Playlist, ToneSource
-from pbx.b2bua import Call
+from pbx.b2bua import Call, CallApplication
 
-__all__ = ["PbxCallControl"]
+__all__ = ["PbxCallControl", "PostCall", "application_factory"]
+
+# A post-call application by flow name: given (the caller's new call, the call that ended).
+PostCall = Callable[[str], Callable[[Call, Call], CallApplication]]
 
 log = structlog.get_logger("ivr.pbx_call")
 
@@ -42,6 +45,7 @@ class PbxCallControl:
         did: str,
         tone_plan: str = "us",
         rate: int = 8000,
+        post_call: PostCall | None = None,
     ) -> None:
         self.call = call
         self.media = media
@@ -49,6 +53,7 @@ class PbxCallControl:
         self.did = did
         self.tone_plan = tone_plan
         self.rate = rate
+        self._post_call = post_call
         self._digits: asyncio.Queue[str] = asyncio.Queue()
         self._gone = asyncio.get_running_loop().create_future()
 
@@ -180,8 +185,15 @@ class PbxCallControl:
         finally:
             self.media.stop_play(player)
 
-    async def transfer(self, destination: str) -> None:
+    async def transfer(self, destination: str, survey: str | None = None) -> None:
         self._check()
+        if survey is not None:
+            if self._post_call is None:
+                log.warning("ivr_survey_unavailable", survey=survey)
+            else:
+                # When the callee hangs up, the caller is handed to the survey flow.
+                self.call.after_callee = self._post_call(survey)
+                self.call.after_callee_label = f"survey:{survey}"
 
         def failed(status: int) -> None:
             log.info("ivr_transfer_failed", to=destination, status=status)
@@ -198,11 +210,14 @@ def application_factory(
     start_session: Callable[[PbxCallControl], object],
     media: MediaEngine,
     tone_plan: str,
+    post_call: PostCall | None = None,
 ) -> Callable[[Call, Any], PbxCallControl]:
     """A :data:`pbx.server.ApplicationFactory` that runs ``start_session`` on each call."""
 
     def start(call: Call, decision: Any) -> PbxCallControl:
-        control = PbxCallControl(call, media, did=decision.number, tone_plan=tone_plan)
+        control = PbxCallControl(
+            call, media, did=decision.number, tone_plan=tone_plan, post_call=post_call
+        )
         start_session(control)
         return control
 

@@ -430,6 +430,10 @@ class Call:
         self.room: ConferenceRoom | None = None  # the conference room this caller is in
         self.app: CallApplication | None = None  # an application (IVR) driving this call
         self.ivr_keys = ""  # digits pressed while an application drove the call (key trail)
+        # What takes the caller over when the callee hangs up (a post-call survey): called
+        # with the new call that continues the caller's leg and this (ended) call.
+        self.after_callee: Callable[[Call, Call], CallApplication] | None = None
+        self.after_callee_label = ""
         self.forwards = 0  # how many times busy/no-answer forwarding moved this call
         self.tried: set[str] = {callee}
         self._relayed_provisional: set[int] = set()
@@ -741,6 +745,23 @@ class Call:
                 self.b2b.send_bye(s.dialog)
         self._end("ANSWERED", cause, "system", 200)
 
+    def _hand_caller_over(self, start: Callable[[Call, Call], CallApplication]) -> None:
+        """The callee hung up and the caller goes on to an application (a post-call
+        survey): this call's record ends as the callee's hang-up, and the caller's leg
+        continues in a new, linked call that the application drives."""
+        keep = self.a
+        if keep.moh_player is not None:
+            self.b2b.stop_music_on_hold(keep.moh_player)
+            keep.moh_player = None
+        keep.holding = False
+        self._end("ANSWERED", "normal_clearing", "callee", 200, keep_media=(keep,))
+        self.b2b.continue_with_application(
+            keep,
+            linked_id=self.linked_id or self.id,
+            callee=self.after_callee_label or self.callee,
+            start=lambda call: start(call, self),
+        )
+
     def picked_up(self, picker: Call) -> bool:
         """Call pickup: ``picker`` (a call Switchboard answered) takes this ringing call."""
         if self.ended or self.state is CallState.ANSWERED or self.invite is None:
@@ -805,6 +826,9 @@ class Call:
                 return
             if self.transfer is not None:
                 self.transfer.abort()
+            if me is self.b and self.after_callee is not None and self.a.dialog is not None:
+                self._hand_caller_over(self.after_callee)
+                return
             if self.outbound is not None and not self.outbound.done:
                 self.outbound.cancel()  # an application was ringing an extension for us
             if other is not None and other.dialog is not None:
@@ -1474,6 +1498,30 @@ class B2bua:
         self.media.unbridge(b.leg_id)
         self.media.bridge(a.leg_id, b.leg_id)
         call.log.info("call_connected", linked=linked_id)
+        return call
+
+    def continue_with_application(
+        self,
+        a: _Side,
+        *,
+        linked_id: str,
+        callee: str,
+        start: Callable[[Call], CallApplication],
+    ) -> Call:
+        """A new answered call on an existing caller side, driven by an application."""
+        a.label = "a"
+        assert a.dialog is not None
+        call = Call(
+            self, a, caller=a.ext, callee=callee, call_id=a.dialog.call_id, linked_id=linked_id
+        )
+        call.state = CallState.ANSWERED
+        call.answered_at = call.start
+        self._calls[call.id] = call
+        self._register_side(call, a)
+        if a.leg_id in self.media:
+            self.media.unbridge(a.leg_id)
+        call.log.info("call_continued", linked=linked_id, app=callee)
+        call.app = start(call)
         return call
 
     def find_by_invite(self, call_id: str, from_tag: str) -> Call | None:

@@ -147,6 +147,9 @@ class SipServer:
         self.prompt_path: Callable[[str], str | None] = lambda name: None
         # Named applications (IVR flows) a dialplan destination of kind "ivr" can start.
         self.applications = applications or {}
+        # Runs the voicemail of dialplan destinations of kind ``voicemail`` (mailbox: the
+        # decision's number); None answers them 480 like any unavailable destination.
+        self.voicemail_application: ApplicationFactory | None = None
         self.feature_codes = FeatureCodes(dict(settings.feature_codes) or DEFAULT_FEATURE_CODES)
         self.ext_settings: dict[str, ExtensionSettings] = {}
         self.persistence = persistence
@@ -565,10 +568,14 @@ class SipServer:
                 cause = "not_found" if unknown else "dialplan_hangup"
                 self._reject_call(req, user, callee, dest.status or 480, cause)
                 return
-            if dest.kind is DestinationKind.IVR:
-                factory = self.applications.get(number)
+            if dest.kind in (DestinationKind.IVR, DestinationKind.VOICEMAIL):
+                factory = (
+                    self.applications.get(number)
+                    if dest.kind is DestinationKind.IVR
+                    else self.voicemail_application
+                )
                 if factory is None:
-                    self._reject_call(req, user, callee, 480, "ivr_unavailable")
+                    self._reject_call(req, user, callee, 480, f"{dest.kind.value}_unavailable")
                     return
                 self.b2bua.start_application(
                     req,
@@ -583,7 +590,7 @@ class SipServer:
                 self._announce_and_hang_up(req, source, transport, user, callee, dest.prompt)
                 return
             if dest.kind not in (DestinationKind.EXTENSION, DestinationKind.CONFERENCE):
-                # Queues, voicemail, play-then-hang-up and trunks come with their issues.
+                # Queues (the ACD) and outbound trunks come with their issues.
                 self._reject_call(req, user, callee, 480, f"{dest.kind.value}_unavailable")
                 return
             callee = number

@@ -74,6 +74,8 @@ def test_validate_missing_file(tmp_path: Path) -> None:
 @pytest.fixture
 def fake_server(monkeypatch: pytest.MonkeyPatch) -> list[tuple[SwitchboardConfig, Path]]:
     """Install a stand-in ``cli.app`` whose async ``run`` records its arguments."""
+    import cli.app as real_app
+
     calls: list[tuple[SwitchboardConfig, Path]] = []
 
     async def run(config: SwitchboardConfig, *, config_dir: Path, config_file: Path) -> None:
@@ -82,7 +84,7 @@ def fake_server(monkeypatch: pytest.MonkeyPatch) -> list[tuple[SwitchboardConfig
 
     module: Any = types.ModuleType("cli.app")
     module.run = run
-    module.load_ivr = lambda cfg, config_dir: {}  # no IVR flows in these configs
+    module.load_all = real_app.load_all  # the real checks: config, flows, dialplan references
     monkeypatch.setitem(sys.modules, "cli.app", module)
     return calls
 
@@ -147,3 +149,26 @@ def test_json_logging_routes_stdlib_and_structlog(tmp_path: Path) -> None:
 def test_unknown_log_level_rejected() -> None:
     with pytest.raises(ValueError, match="unknown log level"):
         configure_logging(level="chatty")
+
+
+def test_validate_checks_dialplan_against_flows_and_prompts(tmp_path: Path) -> None:
+    """A dialplan naming a flow or prompt that does not exist is an error at validate time,
+    not a 480 when the first caller arrives."""
+    (tmp_path / "ivr").mkdir()
+    (tmp_path / "ivr" / "main.yaml").write_text(
+        "start: bye\nnodes:\n  bye: {type: hangup, prompt: goodbye}\n"
+    )
+    cfg = tmp_path / "switchboard.yaml"
+    cfg.write_text(
+        "dialplan:\n"
+        "  inbound:\n"
+        '    - {did: "4000", destination: {kind: ivr, target: main}}\n'
+        '    - {did: "4001", destination: {kind: ivr, target: mian}}\n'
+        '    - {did: "4002", destination: {kind: play_hangup, prompt: goodby}}\n'
+    )
+    result = runner.invoke(app, ["config", "validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"{cfg}:4:54: dialplan.inbound[1].destination.target: unknown IVR flow 'mian'",
+        f"{cfg}:5:62: dialplan.inbound[2].destination.prompt: unknown prompt 'goodby'",
+    ]

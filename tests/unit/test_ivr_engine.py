@@ -18,6 +18,7 @@ from ivr import (
     Flow,
     IvrEvent,
     IvrFinished,
+    IvrResult,
     IvrSession,
     Outcome,
     parse_flow,
@@ -42,6 +43,7 @@ class FakeCall:
         self.played: list[str] = []  # "<lang>/<prompt>" per item
         self.timeouts: list[float] = []
         self.transfers: list[str] = []
+        self.surveys: list[str | None] = []
         self.recorded: list[tuple[Path, float, bool]] = []
         self.hung_up = 0
 
@@ -79,8 +81,9 @@ class FakeCall:
         self.recorded.append((path, max_seconds, beep))
         return 7.5
 
-    async def transfer(self, destination: str) -> None:
+    async def transfer(self, destination: str, survey: str | None = None) -> None:
         self.transfers.append(destination)
+        self.surveys.append(survey)
 
     async def hangup(self) -> None:
         self.hung_up += 1
@@ -326,6 +329,25 @@ async def test_survey_outcomes(script: list[str | None], result: str, digit: str
     assert session.key_trail == (digit or "")
     if result in ("satisfied", "unsatisfied"):
         assert call.played[-2:] == ["en/thank-you", "en/goodbye"]
+
+
+@pytest.mark.parametrize("script", [["1"], [HANGUP]])
+async def test_survey_result_is_reported_when_it_happens(script: list[str | None]) -> None:
+    """The host stores a survey result from an IvrResult event, also when the caller hangs
+    up during the survey (the flow never reaches a normal end then)."""
+    events: list[object] = []
+    await run(SURVEY, script, on_event=events.append)
+    results = [e for e in events if isinstance(e, IvrResult)]
+    assert len(results) == 1 and results[0].node == "rate"
+    expected = "satisfied" if script == ["1"] else "hung up without rating"
+    assert results[0].outcome.data["result"] == expected
+
+
+async def test_extension_node_passes_its_survey_to_the_host() -> None:
+    text = "name: m\nstart: x\nnodes:\n  x: {type: extension, extension: '1003', survey: rate}\n"
+    _, call, outcome = await run(text, [])
+    assert call.transfers == ["1003"] and call.surveys == ["rate"]
+    assert outcome == Outcome("extension", {"extension": "1003", "survey": "rate"})
 
 
 async def test_survey_retries_an_invalid_key() -> None:

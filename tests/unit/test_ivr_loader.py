@@ -234,3 +234,21 @@ def test_check_flows_raises_config_error_and_duplicates(tmp_path: Path) -> None:
 
 def test_no_ivr_folder_means_no_flows(tmp_path: Path) -> None:
     assert load_flows(tmp_path) == ({}, [])
+
+
+def test_survey_must_name_a_known_flow(tmp_path: Path) -> None:
+    survey = "name: rate\nstart: ask\nnodes:\n  ask: {type: survey}\n"
+    _write(tmp_path, survey, "rate.yaml")
+    file = _write(
+        tmp_path, GOOD.replace("    extension: 1002\n", "    extension: 1002\n    survey: rat\n")
+    )
+    flows, problems = _load(tmp_path)
+    assert problems == [
+        f"{file}:24:13: nodes.support.survey: unknown flow 'rat' (did you mean 'rate'?)"
+    ]
+    assert list(flows) == ["rate"]  # the flow naming a missing survey is refused
+    _write(
+        tmp_path, GOOD.replace("    extension: 1002\n", "    extension: 1002\n    survey: rate\n")
+    )
+    flows, problems = _load(tmp_path)
+    assert problems == [] and sorted(flows) == ["main", "rate"]

@@ -8,7 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from crm import BindingData, CallRecordData, Disposition, HangupCause, HangupSide, Store
+from crm import (
+    BindingData,
+    CallbackRequestData,
+    CallRecordData,
+    Disposition,
+    HangupCause,
+    HangupSide,
+    Store,
+    SurveyResultData,
+    VoicemailData,
+)
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -242,3 +252,69 @@ async def test_batched_binding_changes_and_call_records(store: Store) -> None:
     ]
     await store.add_call_records([_answered("one"), _answered("two")])
     assert {r.call_id for r in await store.list_call_records()} == {"one", "two"}
+
+
+async def test_voicemail_round_trip_by_mailbox(store: Store) -> None:
+    for box, n in (("1002", 1), ("1003", 2), ("1002", 3)):
+        await store.add_voicemail(
+            VoicemailData(
+                record_id=f"rec{n}",
+                mailbox=box,
+                caller="1001",
+                path=f"/var/vm/{n}.wav",
+                sha256="ab" * 32,
+                seconds=3.5,
+                created_at=T0 + timedelta(seconds=n),
+            )
+        )
+    got = await store.list_voicemails("1002")
+    assert [v.record_id for v in got] == ["rec1", "rec3"]
+    assert got[0].created_at == T0 + timedelta(seconds=1) and not got[0].heard
+    assert len(await store.list_voicemails()) == 3
+
+
+async def test_survey_results_round_trip_and_validation(store: Store) -> None:
+    await store.add_survey_result(
+        SurveyResultData(
+            record_id="r1",
+            survey_record_id="r2",
+            caller="1001",
+            agent="1003",
+            flow="survey",
+            result="satisfied",
+            digit="1",
+            created_at=T0,
+        )
+    )
+    (got,) = await store.list_survey_results("1003")
+    assert (got.result, got.digit, got.record_id) == ("satisfied", "1", "r1")
+    assert await store.list_survey_results("1004") == []
+    with pytest.raises(ValueError, match="unknown survey result"):
+        SurveyResultData("r", "s", "1", "2", "f", "great", T0)
+
+
+async def test_callback_requests_are_not_duplicated_while_pending(store: Store) -> None:
+    first, created = await store.add_callback_request(
+        CallbackRequestData(number="5551234", caller="1001", created_at=T0, queue="support")
+    )
+    assert created
+    again, created = await store.add_callback_request(
+        CallbackRequestData(number="5551234", caller="1001", created_at=T0 + timedelta(minutes=1))
+    )
+    assert (again, created) == (first, False)  # same request: the first place in line is kept
+    other, created = await store.add_callback_request(
+        CallbackRequestData(number="5559999", caller="1002", created_at=T0 + timedelta(seconds=5))
+    )
+    assert created and other != first
+    pending = await store.list_callback_requests("pending")
+    assert [p.number for p in pending] == ["5551234", "5559999"]
+    await store.finish_callback_request(first, "done", "connected", 1)
+    # Once the first request is finished, the same number may ask again.
+    _, created = await store.add_callback_request(
+        CallbackRequestData(number="5551234", caller="1001", created_at=T0 + timedelta(hours=1))
+    )
+    assert created
+    done = await store.list_callback_requests("done")
+    assert [(d.number, d.outcome, d.attempts) for d in done] == [("5551234", "connected", 1)]
+    with pytest.raises(ValueError):
+        await store.finish_callback_request(first, "pending", "x", 0)

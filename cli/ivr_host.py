@@ -1,0 +1,253 @@
+"""Runs IVR flows on Switchboard's calls and keeps what they produce in the store.
+
+Theory of operation
+-------------------
+:class:`IvrHost` is built by the composition root once per configuration (a reload builds a
+new one; calls already in a flow keep the session, and so the flow, they started with). It
+gives the SIP server:
+
+- one application factory per flow (dialplan destinations of kind ``ivr``),
+- the voicemail application (destinations of kind ``voicemail``: a built-in flow that records
+  a message for the mailbox the dialplan names),
+- post-call applications: an ``extension``/``transfer`` node with ``survey: <flow>`` makes the
+  B2BUA hand the caller to that flow when the callee hangs up.
+
+Results are stored the moment a node produces them (:class:`ivr.IvrResult`), not when the
+flow ends, so a caller hanging up after leaving a message or during a survey loses nothing:
+
+- ``voicemail`` → a ``voicemails`` row with the file's SHA-256, linked to the call record;
+- ``survey_result`` → a ``survey_results`` row naming the rated call and who answered it;
+- ``callback`` → a pending ``callback_requests`` row (one per number while pending).
+
+Store writes run as tasks; :meth:`drain` waits for them before the store closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from crm import CallbackRequestData, Store, SurveyResultData, VoicemailData
+from ivr import Flow, IvrEvent, IvrFinished, IvrResult, IvrSession, PromptSets, parse_flow
+from ivr.pbx_call import PbxCallControl, application_factory
+from pbx.b2bua import Call, CallApplication
+from pbx.dialplan import Dialplan
+from pbx.server import ApplicationFactory, SipServer
+
+__all__ = ["VOICEMAIL_FLOW", "IvrHost"]
+
+log = structlog.get_logger("switchboard.ivr")
+
+# The flow behind dialplan destinations of kind ``voicemail``: the greeting, the beep, the
+# message (ended by ``#``, hang-up or the time limit), then goodbye.
+VOICEMAIL_FLOW = """\
+name: voicemail
+start: record
+nodes:
+  record: {type: voicemail, mailbox: "${mailbox}", max_seconds: 120, next: bye}
+  bye: {type: hangup, prompt: goodbye}
+"""
+
+# A "message" shorter than this is a caller who hung up at the beep: not kept.
+MIN_MESSAGE_SECONDS = 0.5
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class IvrHost:
+    """IVR applications for one configuration, storing voicemail, surveys and callbacks."""
+
+    def __init__(
+        self,
+        server: SipServer,
+        store: Store | None,
+        plan: Dialplan,
+        flows: Mapping[str, Flow],
+        config_dir: Path,
+        tone_plan: str,
+        *,
+        voicemail_dir: Path | None = None,
+    ) -> None:
+        self.server = server
+        self.store = store
+        self.plan = plan
+        self.flows = dict(flows)
+        self.config_dir = config_dir
+        self.tone_plan = tone_plan
+        self.voicemail_dir = voicemail_dir or config_dir / "voicemail"
+        self._pending: set[asyncio.Task[None]] = set()
+        vm_flow, problems = parse_flow(
+            VOICEMAIL_FLOW,
+            "<voicemail>",
+            base_dir=config_dir,
+            prompts=PromptSets.for_config(config_dir),
+        )
+        assert vm_flow is not None, [str(p) for p in problems]
+        self.voicemail_flow = vm_flow
+
+    # -- what the server gets ----------------------------------------------------------------
+
+    def applications(self) -> dict[str, ApplicationFactory]:
+        """One application factory per flow: each call gets its own session."""
+        return {name: self._factory(flow) for name, flow in self.flows.items()}
+
+    def voicemail_application(self) -> ApplicationFactory:
+        """The application for dialplan destinations of kind ``voicemail``."""
+
+        def start(control: PbxCallControl) -> None:
+            self._run(self.voicemail_flow, control, {"mailbox": control.did})
+
+        return application_factory(start, self.server.media, self.tone_plan, self.post_call)
+
+    def post_call(self, flow_name: str) -> Callable[[Call, Call], CallApplication]:
+        """The application that takes the caller over after ``ended`` (a survey)."""
+
+        def start(call: Call, ended: Call) -> CallApplication:
+            flow = self.flows.get(flow_name)
+            control = PbxCallControl(
+                call, self.server.media, did=ended.callee, tone_plan=self.tone_plan
+            )
+            if flow is None:  # removed by a reload since the transfer: nothing to run
+                log.warning("survey_flow_missing", flow=flow_name)
+                call.hang_up_caller("survey_missing")
+                return control
+            variables = {"rated_call": ended.id, "agent": ended.callee}
+            self._run(flow, control, variables)
+            return control
+
+        return start
+
+    async def drain(self) -> None:
+        """Wait for results still being written."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    def _factory(self, flow: Flow) -> ApplicationFactory:
+        def start(control: PbxCallControl) -> None:
+            self._run(flow, control, {})
+
+        return application_factory(start, self.server.media, self.tone_plan, self.post_call)
+
+    def _run(self, flow: Flow, control: PbxCallControl, variables: dict[str, str]) -> None:
+        call = control.call
+
+        def on_event(event: IvrEvent) -> None:
+            if isinstance(event, IvrResult):
+                self._keep(event, call, session.variables)
+            elif isinstance(event, IvrFinished):
+                log.info(
+                    "ivr_finished",
+                    call=call.id,
+                    flow=event.flow,
+                    outcome=event.outcome.kind,
+                    data=dict(event.outcome.data),
+                    keys=event.key_trail,
+                )
+
+        session = IvrSession(
+            flow,
+            control,
+            variables,
+            time_condition=self._time_condition,
+            voicemail_dir=self.voicemail_dir,
+            on_event=on_event,
+        )
+        session.start()
+
+    def _time_condition(self, name: str, now: datetime) -> bool:
+        return self.plan.time_conditions[name].condition.is_open(now)
+
+    # -- results -------------------------------------------------------------------------------
+
+    def _keep(self, event: IvrResult, call: Call, variables: Mapping[str, str]) -> None:
+        outcome = event.outcome
+        data = dict(outcome.data)
+        log.info("ivr_result", call=call.id, flow=event.flow, kind=outcome.kind, data=data)
+        if self.store is None:
+            return
+        now = datetime.now(UTC)
+        if outcome.kind == "voicemail":
+            if float(data["seconds"]) < MIN_MESSAGE_SECONDS:
+                log.info("voicemail_empty", call=call.id, mailbox=data["mailbox"])
+                Path(str(data["path"])).unlink(missing_ok=True)
+                return
+            self._spawn(self._store_voicemail(call, data, now))
+        elif outcome.kind == "survey_result":
+            result = SurveyResultData(
+                record_id=variables.get("rated_call", call.id),
+                survey_record_id=call.id,
+                caller=call.caller,
+                agent=variables.get("agent", ""),
+                flow=event.flow,
+                result=str(data["result"]),
+                digit=data.get("digit"),
+                created_at=now,
+            )
+            self._spawn(self._store_survey(result))
+        elif outcome.kind == "callback":
+            request = CallbackRequestData(
+                number=str(data["number"]),
+                caller=call.caller,
+                created_at=now,
+                queue=data.get("queue"),
+                record_id=call.id,
+            )
+            self._spawn(self._store_callback(request))
+
+    def _spawn(self, work: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _store_voicemail(self, call: Call, data: dict[str, Any], now: datetime) -> None:
+        assert self.store is not None
+        path = Path(str(data["path"]))
+        try:
+            digest = await asyncio.to_thread(_sha256, path)
+            vm_id = await self.store.add_voicemail(
+                VoicemailData(
+                    record_id=call.id,
+                    mailbox=str(data["mailbox"]),
+                    caller=call.caller,
+                    path=str(path),
+                    sha256=digest,
+                    seconds=float(data["seconds"]),
+                    created_at=now,
+                )
+            )
+        except Exception as exc:  # the file stays on disk; the log says which one
+            log.error("voicemail_not_stored", path=str(path), error=repr(exc))
+            return
+        log.info("voicemail_stored", id=vm_id, mailbox=data["mailbox"], seconds=data["seconds"])
+
+    async def _store_survey(self, result: SurveyResultData) -> None:
+        assert self.store is not None
+        try:
+            await self.store.add_survey_result(result)
+        except Exception as exc:
+            log.error("survey_result_not_stored", result=result.result, error=repr(exc))
+            return
+        log.info("survey_result_stored", agent=result.agent, result=result.result)
+
+    async def _store_callback(self, request: CallbackRequestData) -> None:
+        assert self.store is not None
+        try:
+            request_id, created = await self.store.add_callback_request(request)
+        except Exception as exc:
+            log.error("callback_request_not_stored", number=request.number, error=repr(exc))
+            return
+        log.info("callback_requested", id=request_id, number=request.number, new=created)
