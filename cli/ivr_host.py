@@ -34,10 +34,19 @@ from typing import Any
 import structlog
 
 from crm import CallbackRequestData, Store, SurveyResultData, VoicemailData
-from ivr import Flow, IvrEvent, IvrFinished, IvrResult, IvrSession, PromptSets, parse_flow
+from ivr import (
+    Flow,
+    IvrEvent,
+    IvrFinished,
+    IvrResult,
+    IvrSession,
+    NodeEntered,
+    PromptSets,
+    parse_flow,
+)
 from ivr.pbx_call import PbxCallControl, application_factory
 from pbx.b2bua import Call, CallApplication
-from pbx.dialplan import Dialplan
+from pbx.dialplan import Dialplan, RouteDecision
 from pbx.server import ApplicationFactory, SipServer
 
 __all__ = ["VOICEMAIL_FLOW", "IvrHost"]
@@ -106,10 +115,15 @@ class IvrHost:
     def voicemail_application(self) -> ApplicationFactory:
         """The application for dialplan destinations of kind ``voicemail``."""
 
-        def start(control: PbxCallControl) -> None:
-            self._run(self.voicemail_flow, control, {"mailbox": control.did})
+        def start(call: Call, decision: RouteDecision) -> CallApplication:
+            control = PbxCallControl(
+                call, self.server.media, did=decision.number, tone_plan=self.tone_plan
+            )
+            mailbox = decision.destination.target or decision.number
+            self._run(self.voicemail_flow, control, {"mailbox": mailbox})
+            return control
 
-        return application_factory(start, self.server.media, self.tone_plan, self.post_call)
+        return start
 
     def post_call(self, flow_name: str) -> Callable[[Call, Call], CallApplication]:
         """The application that takes the caller over after ``ended`` (a survey)."""
@@ -146,7 +160,9 @@ class IvrHost:
         call = control.call
 
         def on_event(event: IvrEvent) -> None:
-            if isinstance(event, IvrResult):
+            if isinstance(event, NodeEntered):
+                log.debug("ivr_node", call=call.id, flow=event.flow, node=event.node)
+            elif isinstance(event, IvrResult):
                 self._keep(event, call, session.variables)
             elif isinstance(event, IvrFinished):
                 log.info(
@@ -163,10 +179,17 @@ class IvrHost:
             control,
             variables,
             time_condition=self._time_condition,
+            customer_lookup=self.customer_lookup if self.store is not None else None,
             voicemail_dir=self.voicemail_dir,
             on_event=on_event,
         )
         session.start()
+
+    async def customer_lookup(self, caller: str) -> dict[str, str] | None:
+        """``lookup`` nodes with ``source: customer``: the caller's customer record."""
+        assert self.store is not None
+        customer = await self.store.find_customer_by_number(caller)
+        return customer.as_variables() if customer is not None else None
 
     def _time_condition(self, name: str, now: datetime) -> bool:
         return self.plan.time_conditions[name].condition.is_open(now)

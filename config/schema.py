@@ -278,6 +278,15 @@ class FeatureCodesConfig(_Model):
     dnd_off: FeatureCode = "*79"
     pickup: FeatureCode = "*8"
     directed_pickup: FeatureCode = "**"
+    agent_login: FeatureCode = "*45"
+    agent_logout: FeatureCode = "*46"
+    agent_pause: FeatureCode = "*47"
+    agent_unpause: FeatureCode = "*48"
+    wrap_up_done: FeatureCode = "*49"
+    supervise_listen: FeatureCode = "*51"
+    supervise_whisper: FeatureCode = "*52"
+    supervise_barge: FeatureCode = "*53"
+    supervise_intercept: FeatureCode = "*54"
 
     @model_validator(mode="after")
     def _distinct(self) -> FeatureCodesConfig:
@@ -543,6 +552,127 @@ class DialplanConfig(_Model):
     holidays: dict[Name, list[HolidayConfig]] = Field(default_factory=dict)
 
 
+# --- ACD: agents and queues --------------------------------------------------------------------
+
+SkillLevel = Annotated[int, Field(ge=0, le=100)]
+DtmfKey = Literal["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "#"]
+_QUEUE_DESTINATION = re.compile(r"(queue|ivr|voicemail|extension):\S+|callback|hangup")
+
+
+def _check_requirements(value: str) -> str:
+    from acd.model import parse_requirements
+
+    parse_requirements(value)  # ValueError says which part it cannot read
+    return value
+
+
+def _check_queue_destination(value: str) -> str:
+    if _QUEUE_DESTINATION.fullmatch(value) is None:
+        raise ValueError(
+            f"{value!r} must be queue:<name>, ivr:<flow>, voicemail:<box>, "
+            "extension:<number>, callback or hangup"
+        )
+    return value
+
+
+QueueDestination = Annotated[str, AfterValidator(_check_queue_destination)]
+
+
+class AgentYaml(_Model):
+    """An agent: who they are, the extension(s) they answer on, their skills (0-100)."""
+
+    name: str = ""
+    extensions: Annotated[list[ExtensionNumber], Field(min_length=1)]
+    skills: dict[Name, SkillLevel] = Field(default_factory=dict)
+    wrap_up: Annotated[float, Field(ge=0, le=3600)] | None = None
+
+
+class SkillRuleYaml(_Model):
+    """One step of a queue's skill rules: ``require`` while the wait is under ``wait_under``."""
+
+    wait_under: Annotated[float, Field(gt=0)] | None = None
+    require: Annotated[str, AfterValidator(_check_requirements)] = ""
+
+
+class LastAgentYaml(_Model):
+    """Offer a returning caller to the agent who handled them within ``days`` first, holding
+    the call for that agent up to ``wait`` seconds."""
+
+    days: Annotated[float, Field(ge=0, le=365)] = 0
+    wait: Annotated[float, Field(ge=0, le=600)] = 0
+
+
+class CallbackYaml(_Model):
+    """Queue callbacks: the caller keeps their place and is called back."""
+
+    key: DtmfKey | None = None
+    offer_after: Annotated[float, Field(ge=0)] = 0
+    attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    retry_delay: Annotated[float, Field(ge=0)] = 60
+    order: Literal["agent_first", "customer_first"] = "agent_first"
+
+
+Grade = Literal["A", "B", "C", "D", "E"]
+
+
+class QueueYaml(_Model):
+    """A queue: how callers wait and which agents get them."""
+
+    name: str = ""
+    strategy: Literal[
+        "ring_all",
+        "longest_idle",
+        "fewest_calls",
+        "least_talk_time",
+        "round_robin",
+        "linear",
+        "random",
+        "weighted_random",
+        "ring_progressively",
+        "best_skill",
+    ] = "longest_idle"
+    members: list[Name] = Field(default_factory=list)
+    skill_rules: list[SkillRuleYaml] = Field(default_factory=list)
+    ring_timeout: Annotated[float, Field(gt=0, le=600)] = 15
+    retry_delay: Annotated[float, Field(ge=0, le=600)] = 5
+    auto_pause_after: Annotated[int, Field(ge=0, le=100)] = 0
+    wrap_up: Annotated[float, Field(ge=0, le=3600)] = 0
+    wrap_up_mode: Literal["optional", "timed", "forced"] = "optional"
+    wrap_up_codes: list[str] = Field(default_factory=list)
+    maxlen: Annotated[int, Field(ge=0)] = 0
+    join_empty: bool = True
+    leave_when_empty: bool = False
+    max_wait: Annotated[float, Field(ge=0)] = 0
+    overflow: QueueDestination | None = None
+    exit_key: DtmfKey | None = None
+    exit_destination: QueueDestination | None = None
+    progressive_step: Annotated[float, Field(gt=0)] = 10
+    service_level: Annotated[float, Field(gt=0)] = 20
+    last_agent: LastAgentYaml = Field(default_factory=LastAgentYaml)
+    grade_priority: dict[Grade, Annotated[int, Field(ge=0, le=100)]] = Field(default_factory=dict)
+    announce_position_every: Annotated[float, Field(ge=0)] = 0
+    announce_every: Annotated[float, Field(ge=0)] = 0
+    music_on_hold: list[str] = Field(default_factory=list)
+    callback: CallbackYaml = Field(default_factory=CallbackYaml)
+
+    @model_validator(mode="after")
+    def _keys_distinct(self) -> QueueYaml:
+        if self.exit_key is not None and self.exit_key == self.callback.key:
+            raise ValueError(f"exit_key and callback.key are both {self.exit_key!r}")
+        if self.skill_rules and self.skill_rules[-1].wait_under is not None:
+            raise ValueError("the last skill rule must not have wait_under (it applies after)")
+        return self
+
+
+class AcdYaml(_Model):
+    """Settings shared by every queue."""
+
+    # Digit dialled after the pause code -> NOT_READY reason (*47 alone: "busy").
+    pause_reasons: dict[DtmfKey, Name] = Field(
+        default_factory=lambda: {"1": "break", "2": "lunch", "3": "training"}
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class KnownNames:
     """Names defined outside ``switchboard.yaml``; None means "not checked (yet)"."""
@@ -566,9 +696,12 @@ def dialplan_problems(
     dial patterns and inbound routes.
     """
     known = known or KnownNames()
+    if known.queues is None:
+        known = KnownNames(known.ivr_flows, set(cfg.queues), known.prompts)
     plan = cfg.dialplan
     out: list[tuple[ProblemPath, str]] = []
     base: ProblemPath = ("dialplan",)
+    out.extend(_acd_problems(cfg, known))
 
     def check_prompt(path: ProblemPath, prompt: str | None) -> None:
         if prompt and known.prompts is not None and prompt not in known.prompts:
@@ -649,6 +782,40 @@ def dialplan_problems(
         for i, h in enumerate(days):
             _holiday_problem((*base, "holidays", cal_name, i), h, out)
     out.extend(_condition_cycles(plan))
+    return out
+
+
+def _acd_problems(cfg: SwitchboardConfig, known: KnownNames) -> list[tuple[ProblemPath, str]]:
+    """Agents answer on known extensions (each extension belongs to one agent); queue members
+    are agents; overflow and exit destinations name things that exist."""
+    out: list[tuple[ProblemPath, str]] = []
+    owner: dict[str, str] = {}
+    for agent_id, agent in cfg.agents.items():
+        for i, ext in enumerate(agent.extensions):
+            path: ProblemPath = ("agents", agent_id, "extensions", i)
+            if ext not in cfg.extensions:
+                out.append((path, f"unknown extension {ext!r}"))
+            elif ext in owner:
+                out.append((path, f"extension {ext!r} already belongs to agent {owner[ext]!r}"))
+            owner.setdefault(ext, agent_id)
+    for name, q in cfg.queues.items():
+        for i, member in enumerate(q.members):
+            if member not in cfg.agents:
+                out.append((("queues", name, "members", i), f"unknown agent {member!r}"))
+        for key in ("overflow", "exit_destination"):
+            target = getattr(q, key)
+            if target is None or ":" not in target:
+                continue
+            kind, _, value = target.partition(":")
+            path = ("queues", name, key)
+            if kind == "queue" and value not in cfg.queues:
+                out.append((path, f"unknown queue {value!r}"))
+            elif kind == "queue" and value == name:
+                out.append((path, "a queue cannot overflow into itself"))
+            elif kind in ("extension", "voicemail") and value not in cfg.extensions:
+                out.append((path, f"unknown extension {value!r}"))
+            elif kind == "ivr" and known.ivr_flows is not None and value not in known.ivr_flows:
+                out.append((path, f"unknown IVR flow {value!r}"))
     return out
 
 
@@ -755,6 +922,9 @@ class SwitchboardConfig(_Model):
     extensions: dict[ExtensionNumber, ExtensionConfig] = Field(default_factory=dict)
     conferences: dict[ExtensionNumber, ConferenceConfig] = Field(default_factory=dict)
     dialplan: DialplanConfig = Field(default_factory=DialplanConfig)
+    acd: AcdYaml = Field(default_factory=AcdYaml)
+    agents: dict[Name, AgentYaml] = Field(default_factory=dict)
+    queues: dict[Name, QueueYaml] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _numbers_unique(self) -> SwitchboardConfig:

@@ -196,3 +196,22 @@ class CallbackRequest(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     outcome: Mapped[str | None] = mapped_column(String(64), nullable=True)
     updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class Customer(Base):
+    """A customer of the call center. ``phone_digits`` is ``phone`` without punctuation, so
+    "+1 (555) 123-4567" and a caller ID of 15551234567 find the same row."""
+
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255))
+    phone: Mapped[str] = mapped_column(String(64))
+    phone_digits: Mapped[str] = mapped_column(String(64), index=True)
+    email: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    company: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # Service grade A (best) .. E: the ACD can turn it into caller priority.
+    grade: Mapped[str | None] = mapped_column(String(1), nullable=True)
+    language: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -34,6 +34,7 @@ from crm.models import (
     Base,
     CallbackRequest,
     CallRecord,
+    Customer,
     ExtensionSetting,
     Registration,
     SurveyResult,
@@ -220,6 +221,43 @@ class CallbackRequestData:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "created_at", _utc(self.created_at))
+
+
+def phone_digits(number: str) -> str:
+    """A phone number's digits only (caller IDs and stored numbers compare on these)."""
+    return "".join(ch for ch in number if ch.isdigit())
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerData:
+    """A customer; ``grade`` is A (best) to E, or None."""
+
+    name: str
+    phone: str
+    email: str | None = None
+    company: str | None = None
+    grade: str | None = None
+    language: str | None = None
+    notes: str | None = None
+    created_at: datetime | None = None
+    id: int | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.grade is not None and self.grade not in ("A", "B", "C", "D", "E"):
+            raise ValueError(f"customer grade must be A..E, not {self.grade!r}")
+        if not phone_digits(self.phone):
+            raise ValueError(f"customer phone {self.phone!r} has no digits")
+        if self.created_at is not None:
+            object.__setattr__(self, "created_at", _utc(self.created_at))
+
+    def as_variables(self) -> dict[str, str]:
+        """The customer as IVR lookup results (``customer.name``, ``customer.grade``...)."""
+        out = {"id": str(self.id or ""), "name": self.name, "phone": self.phone}
+        for key in ("email", "company", "grade", "language"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
 
 
 # The tables as Core objects, for bulk writes without the ORM's per-row work.
@@ -461,6 +499,54 @@ class Store:
             )
             for r in rows
         ]
+
+    # --- customers ----------------------------------------------------------------------------
+
+    async def add_customer(self, customer: CustomerData) -> int:
+        """Store a customer; return its id."""
+        async with self._sessions.begin() as session:
+            row = Customer(
+                name=customer.name,
+                phone=customer.phone,
+                phone_digits=phone_digits(customer.phone),
+                email=customer.email,
+                company=customer.company,
+                grade=customer.grade,
+                language=customer.language,
+                notes=customer.notes,
+                created_at=customer.created_at or datetime.now(UTC),
+            )
+            session.add(row)
+            await session.flush()
+            return row.id
+
+    async def find_customer_by_number(self, number: str) -> CustomerData | None:
+        """The customer whose phone is ``number`` (compared on digits; the oldest such
+        customer if several share it), or None."""
+        digits = phone_digits(number)
+        if not digits:
+            return None
+        stmt = (
+            select(Customer)
+            .where(Customer.phone_digits == digits)
+            .order_by(Customer.created_at, Customer.id)
+            .limit(1)
+        )
+        async with self._sessions() as session:
+            row = (await session.scalars(stmt)).first()
+        if row is None:
+            return None
+        return CustomerData(
+            id=row.id,
+            name=row.name,
+            phone=row.phone,
+            email=row.email,
+            company=row.company,
+            grade=row.grade,
+            language=row.language,
+            notes=row.notes,
+            created_at=row.created_at,
+        )
 
     # --- IVR results: voicemail, surveys, callback requests --------------------------------
 

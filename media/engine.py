@@ -1077,6 +1077,8 @@ class MediaEngine:
         self.inactivity_timeout = inactivity_timeout
         self.on_inactive = on_inactive
         self.on_event = on_event
+        # Called with the leg id whenever a leg is closed (who is still on a call, per leg).
+        self.on_leg_closed: Callable[[str], None] | None = None
         self.tone_plan = tone_plan
         self.rtcp_interval = rtcp_interval
         self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -1168,6 +1170,8 @@ class MediaEngine:
         self._solo.pop(leg_id, None)
         leg._close()
         self._update_clock()
+        if self.on_leg_closed is not None:
+            self.on_leg_closed(leg_id)
         log.debug(
             "media.leg_closed",
             leg=leg_id,

@@ -434,6 +434,10 @@ class Call:
         # with the new call that continues the caller's leg and this (ended) call.
         self.after_callee: Callable[[Call, Call], CallApplication] | None = None
         self.after_callee_label = ""
+        # Offers of this call to other phones (queue agents), by the offerer's key.
+        self.offers: dict[str, _Outbound] = {}
+        # Called once when the call ends, with who ended it ("caller", "callee", "system").
+        self.on_end: list[Callable[[Call, str], None]] = []
         self.forwards = 0  # how many times busy/no-answer forwarding moved this call
         self.tried: set[str] = {callee}
         self._relayed_provisional: set[int] = set()
@@ -745,6 +749,92 @@ class Call:
                 self.b2b.send_bye(s.dialog)
         self._end("ANSWERED", cause, "system", 200)
 
+    def offer(
+        self,
+        key: str,
+        ext: str,
+        *,
+        ring_timeout: float,
+        on_answered: Callable[[_Side], None],
+        on_failed: Callable[[int], None],
+        display: str | None = None,
+    ) -> bool:
+        """Ring ``ext`` with this (answered) call without connecting it yet: a queue offering
+        the caller to an agent. Several offers may ring at once (ring all); ``on_answered``
+        gets the agent's side (connect it with :meth:`accept`, or hang it up), ``on_failed``
+        the final status. False if ``ext`` has no phone."""
+        contacts = self.b2b.contacts_of(ext)
+        if not contacts or self.ended or key in self.offers:
+            return False
+        self.forwards += 1
+        outbound = _Outbound(
+            self.b2b,
+            leg_id=f"{self.id}-o{self.forwards}",
+            caller_ext=self.caller,
+            caller_display=display,
+            callee=ext,
+            contacts=contacts,
+            first_codec=self.a.codec,
+            ring_timeout=ring_timeout,
+            on_ringing=lambda status, early: None,
+            on_answered=lambda side: self._offer_answered(key, side, on_answered),
+            on_failed=lambda status, timed_out: self._offer_failed(key, status, on_failed),
+        )
+        self.offers[key] = outbound
+        self.b2b._by_leg[outbound.leg_id] = self
+
+        async def start() -> None:
+            if not await outbound.start():
+                self._offer_failed(key, 503, on_failed)
+
+        task = asyncio.get_running_loop().create_task(start())
+        task.add_done_callback(_log_task_error)
+        return True
+
+    def _offer_answered(self, key: str, side: _Side, on_answered: Callable[[_Side], None]) -> None:
+        self.offers.pop(key, None)
+        if self.ended or self.b is not None:
+            # The caller left (or someone else answered) meanwhile: release this phone.
+            assert side.dialog is not None
+            self.b2b.send_bye(side.dialog)
+            self.b2b.media.close_leg(side.leg_id)
+            return
+        on_answered(side)
+
+    def _offer_failed(self, key: str, status: int, on_failed: Callable[[int], None]) -> None:
+        outbound = self.offers.pop(key, None)
+        if outbound is not None:
+            self.b2b._by_leg.pop(outbound.leg_id, None)
+            on_failed(status)
+
+    def cancel_offer(self, key: str) -> None:
+        """Stop ringing the phone offered under ``key`` (no callback follows)."""
+        outbound = self.offers.pop(key, None)
+        if outbound is not None:
+            outbound.cancel()
+            self.b2b._by_leg.pop(outbound.leg_id, None)
+
+    def accept(self, b: _Side) -> None:
+        """Connect the caller to ``b`` (an answered offer); music or tones on the caller's
+        leg stop and the application that held the call lets go."""
+        assert b.dialog is not None
+        self.b = b
+        b.label = "b"
+        self.callee = b.ext
+        self.b2b.listen_for_dtmf(b)
+        media = self.b2b.media
+        if self.a.moh_player is not None:
+            self.b2b.stop_music_on_hold(self.a.moh_player)
+            self.a.moh_player = None
+        if self.a.leg_id in media:
+            media.get_leg(self.a.leg_id).stop_tone()
+        media.bridge(self.a.leg_id, b.leg_id)
+        self.b2b._register_side(self, b)
+        self.app = None
+        for key in list(self.offers):
+            self.cancel_offer(key)
+        self.log.info("call_connected", to=b.ext)
+
     def _hand_caller_over(self, start: Callable[[Call, Call], CallApplication]) -> None:
         """The callee hung up and the caller goes on to an application (a post-call
         survey): this call's record ends as the callee's hang-up, and the caller's leg
@@ -1034,6 +1124,8 @@ class Call:
         if self.ended:
             return
         self._move(CallState.ENDED)
+        for key in list(self.offers):
+            self.cancel_offer(key)
         media = self.b2b.media
         counters: dict[str, int] = {}
         leg_ids = [s.leg_id for s in self.sides()]
@@ -1091,6 +1183,9 @@ class Call:
         app, self.app = self.app, None
         if app is not None:
             app.on_hangup()
+        hooks, self.on_end = self.on_end, []
+        for hook in hooks:
+            hook(self, side)
 
 
 class _Transfer:
@@ -1326,6 +1421,8 @@ class B2bua:
         self._dialogs: dict[tuple[str, str, str], tuple[Call, _Side]] = {}
         self._by_leg: dict[str, Call] = {}
         self.rooms: dict[str, ConferenceRoom] = {}
+        # Called with (extension, leg id) when a party's dialog is up (who is on a call).
+        self.on_side_up: Callable[[str, str], None] | None = None
 
     @property
     def calls(self) -> list[Call]:
@@ -1494,8 +1591,10 @@ class B2bua:
         self._calls[call.id] = call
         for s in (a, b):
             self._register_side(call, s)
-        self.media.unbridge(a.leg_id)
-        self.media.unbridge(b.leg_id)
+        for s in (a, b):
+            if s.leg_id in self.media:
+                self.media.unbridge(s.leg_id)
+                self.media.get_leg(s.leg_id).stop_tone()
         self.media.bridge(a.leg_id, b.leg_id)
         call.log.info("call_connected", linked=linked_id)
         return call
@@ -1504,11 +1603,12 @@ class B2bua:
         self,
         a: _Side,
         *,
-        linked_id: str,
+        linked_id: str | None,
         callee: str,
         start: Callable[[Call], CallApplication],
     ) -> Call:
-        """A new answered call on an existing caller side, driven by an application."""
+        """A new answered call on an existing side (a caller handed over after the callee
+        hung up, or a phone Switchboard called itself), driven by an application."""
         a.label = "a"
         assert a.dialog is not None
         call = Call(
@@ -1636,6 +1736,46 @@ class B2bua:
         assert side.dialog is not None
         self._dialogs[side.dialog.key] = (call, side)
         self._by_leg[side.leg_id] = call
+        if self.on_side_up is not None:
+            self.on_side_up(side.ext, side.leg_id)
+
+    def originate(
+        self,
+        ext: str,
+        *,
+        caller_ext: str,
+        display: str | None,
+        ring_timeout: float,
+        on_answered: Callable[[_Side], None],
+        on_failed: Callable[[int], None],
+    ) -> _Outbound | None:
+        """Call ``ext`` from Switchboard itself (a queue callback rings the agent, then the
+        customer); ``on_answered`` gets the answered side, to :meth:`connect` with another.
+        None if ``ext`` has no phone."""
+        contacts = self.contacts_of(ext)
+        if not contacts:
+            return None
+        outbound = _Outbound(
+            self,
+            leg_id=f"orig-{secrets.token_hex(6)}",
+            caller_ext=caller_ext,
+            caller_display=display,
+            callee=ext,
+            contacts=contacts,
+            first_codec=None,
+            ring_timeout=ring_timeout,
+            on_ringing=lambda status, early: None,
+            on_answered=on_answered,
+            on_failed=lambda status, timed_out: on_failed(status),
+        )
+
+        async def start() -> None:
+            if not await outbound.start():
+                on_failed(503)
+
+        task = asyncio.get_running_loop().create_task(start())
+        task.add_done_callback(_log_task_error)
+        return outbound
 
     def _unregister_side(self, side: _Side) -> None:
         if side.dialog is not None:

@@ -41,6 +41,7 @@ from .b2bua import ALLOW, B2bua, Call, CallApplication
 from .dialplan import DestinationKind, Dialplan, RouteDecision
 from .digest import AuthOutcome, DigestAuthenticator, DigestError, parse_credentials
 from .features import (
+    ACD_FEATURES,
     ExtensionSettings,
     Feature,
     FeatureCodes,
@@ -76,6 +77,15 @@ DEFAULT_FEATURE_CODES: dict[str, str] = {
     "dnd_off": "*79",
     "pickup": "*8",
     "directed_pickup": "**",
+    "agent_login": "*45",
+    "agent_logout": "*46",
+    "agent_pause": "*47",
+    "agent_unpause": "*48",
+    "wrap_up_done": "*49",
+    "supervise_listen": "*51",
+    "supervise_whisper": "*52",
+    "supervise_barge": "*53",
+    "supervise_intercept": "*54",
 }
 
 # The track that ships with the project (media/prompts/make_moh.py made it).
@@ -96,6 +106,8 @@ class Extension:
 
 # Starts an application (an IVR flow) on a call Switchboard answered.
 ApplicationFactory = Callable[[Call, RouteDecision], CallApplication]
+# (INVITE, caller's extension, the feature, source, transport): the handler answers the INVITE.
+AcdFeatureHandler = Callable[[Request, str, FeatureRequest, tuple[str, int], str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +162,10 @@ class SipServer:
         # Runs the voicemail of dialplan destinations of kind ``voicemail`` (mailbox: the
         # decision's number); None answers them 480 like any unavailable destination.
         self.voicemail_application: ApplicationFactory | None = None
+        # Runs dialplan destinations of kind ``queue`` (the ACD); None answers them 480.
+        self.queue_application: ApplicationFactory | None = None
+        # Carries out the call-center feature codes (agent login, pause, supervision...).
+        self.acd_features: AcdFeatureHandler | None = None
         self.feature_codes = FeatureCodes(dict(settings.feature_codes) or DEFAULT_FEATURE_CODES)
         self.ext_settings: dict[str, ExtensionSettings] = {}
         self.persistence = persistence
@@ -568,11 +584,13 @@ class SipServer:
                 cause = "not_found" if unknown else "dialplan_hangup"
                 self._reject_call(req, user, callee, dest.status or 480, cause)
                 return
-            if dest.kind in (DestinationKind.IVR, DestinationKind.VOICEMAIL):
+            if dest.kind in (DestinationKind.IVR, DestinationKind.VOICEMAIL, DestinationKind.QUEUE):
                 factory = (
                     self.applications.get(number)
                     if dest.kind is DestinationKind.IVR
                     else self.voicemail_application
+                    if dest.kind is DestinationKind.VOICEMAIL
+                    else self.queue_application
                 )
                 if factory is None:
                     self._reject_call(req, user, callee, 480, f"{dest.kind.value}_unavailable")
@@ -590,7 +608,7 @@ class SipServer:
                 self._announce_and_hang_up(req, source, transport, user, callee, dest.prompt)
                 return
             if dest.kind not in (DestinationKind.EXTENSION, DestinationKind.CONFERENCE):
-                # Queues (the ACD) and outbound trunks come with their issues.
+                # Outbound trunks come with their issue.
                 self._reject_call(req, user, callee, 480, f"{dest.kind.value}_unavailable")
                 return
             callee = number
@@ -699,6 +717,12 @@ class SipServer:
     ) -> None:
         """A feature code dialled from ``user``'s phone."""
         dialled = req.request_uri.user_unescaped() or ""
+        if feature.feature in ACD_FEATURES:
+            if self.acd_features is None:
+                self.stack.send_response(make_response(req, 480, "No ACD", to_tag=new_tag()))
+                return
+            self.acd_features(req, user, feature, source, transport)
+            return
         if feature.feature in (Feature.PICKUP, Feature.DIRECTED_PICKUP):
             group = self.extensions[user].pickup_group
             if feature.feature is Feature.DIRECTED_PICKUP:

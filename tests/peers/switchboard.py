@@ -49,8 +49,10 @@ class Switchboard:
         inactivity_timeout: float = 60,
         auth: dict[str, Any] | None = None,
         setup: Callable[[Path], object] | None = None,
+        log_level: str = "info",
     ) -> None:
         self.workdir = workdir
+        self.log_level = log_level
         self.sip_port = sip_port
         self.extensions = extensions or {
             "1001": {"name": "Alice", "password": "alice-pw"},
@@ -98,7 +100,17 @@ class Switchboard:
     def start(self, timeout: float = 20.0) -> Switchboard:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "serve", "--config", str(self.workdir), "--log-json"],
+            [
+                sys.executable,
+                "-m",
+                "cli",
+                "serve",
+                "--config",
+                str(self.workdir),
+                "--log-json",
+                "--log-level",
+                self.log_level,
+            ],
             cwd=str(REPO_ROOT),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -311,7 +311,8 @@ def test_dialplan_loads_and_routes(tmp_path: Path) -> None:
     from config.schema import build_dialplan
     from pbx.dialplan import Destination, DestinationKind
 
-    cfg = load_config(_write(tmp_path, DIALPLAN))
+    queues = "queues: {vip: {}, na: {}, uk: {}, sales: {}}\n"
+    cfg = load_config(_write(tmp_path, DIALPLAN + queues))
     plan = build_dialplan(cfg)
     monday = datetime(2025, 6, 2, 2, tzinfo=UTC)  # 10:00 in Shanghai
     national_day = datetime(2025, 10, 2, 2, tzinfo=UTC)
@@ -472,7 +473,8 @@ def test_known_names_hook_checks_ivr_queues_and_prompts(tmp_path: Path) -> None:
     from config.schema import KnownNames
 
     path = _write(tmp_path, DIALPLAN)
-    load_config(path)  # not checked without the hook
+    with pytest.raises(ConfigError, match="unknown queue 'vip'"):
+        load_config(path)  # queues are checked against the queues section by default
     known = KnownNames(ivr_flows={"welcome"}, queues={"sales", "vip", "na"}, prompts=set())
     with pytest.raises(ConfigError) as info:
         load_config(path, known=known)

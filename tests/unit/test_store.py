@@ -12,6 +12,7 @@ from crm import (
     BindingData,
     CallbackRequestData,
     CallRecordData,
+    CustomerData,
     Disposition,
     HangupCause,
     HangupSide,
@@ -318,3 +319,22 @@ async def test_callback_requests_are_not_duplicated_while_pending(store: Store) 
     assert [(d.number, d.outcome, d.attempts) for d in done] == [("5551234", "connected", 1)]
     with pytest.raises(ValueError):
         await store.finish_callback_request(first, "pending", "x", 0)
+
+
+async def test_customer_found_by_caller_number_digits(store: Store) -> None:
+    cid = await store.add_customer(
+        CustomerData(name="Ada Lovelace", phone="+1 (555) 123-4567", grade="A", language="en")
+    )
+    found = await store.find_customer_by_number("15551234567")
+    assert found is not None and found.id == cid and found.grade == "A"
+    assert found.as_variables() == {
+        "id": str(cid),
+        "name": "Ada Lovelace",
+        "phone": "+1 (555) 123-4567",
+        "grade": "A",
+        "language": "en",
+    }
+    assert await store.find_customer_by_number("5551234567") is None  # digits must match
+    assert await store.find_customer_by_number("anonymous") is None
+    with pytest.raises(ValueError, match="grade"):
+        CustomerData(name="x", phone="1", grade="F")

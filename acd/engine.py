@@ -1,0 +1,994 @@
+"""The ACD: who gets which call, decided from events on an injected clock (sans-IO).
+
+Theory of operation
+-------------------
+:class:`Acd` holds agents (:mod:`acd.agents` state machines), queues and waiting calls. The
+host (the SIP server) tells it what happens — a call joins a queue, an agent answers, a caller
+hangs up, a phone feature code pauses an agent — passing the time ``now`` in seconds (epoch in
+production, a fake clock in tests), and calls :meth:`Acd.tick` at :meth:`Acd.next_deadline`.
+The ACD answers with :class:`Action` values for the host to carry out (ring this agent with
+that call, stop ringing, the caller leaves for the overflow destination, announce the
+position, dial a callback), appends :class:`QueueEvent` lines (Asterisk ``queue_log``
+vocabulary) and :class:`acd.agents.AgentTransition` lines for the store, and never does I/O.
+
+Routing is event-driven:
+
+- a call arrives, its retry delay ends, its skill rule widens or a last-agent reservation
+  lapses → the call is matched against the free agents, chosen by the queue's strategy;
+- an agent becomes free → the agent takes the best waiting call among every queue they
+  serve: the highest priority first, then the caller who has waited longest (over all
+  queues, so queues that share agents are served fairly), then arrival order.
+
+Everything is deterministic for a given clock: ties break on arrival sequence and agent order,
+and ``random``/``weighted_random`` draw from a seeded generator.
+
+A callback keeps the caller's entry — and so their place — in the queue, without a call: when
+it reaches an agent, the ACD reserves the agent and asks the host to dial
+(:class:`DialCallback`); failed attempts retry after a delay, still in place.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from bisect import insort
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from acd.agents import AgentEvent, AgentState, AgentStateMachine, AgentTransition
+from acd.model import AgentConfig, QueueConfig, RuleStep, Strategy, WrapUpMode
+
+__all__ = [
+    "Acd",
+    "Action",
+    "Announce",
+    "CancelOffer",
+    "DialCallback",
+    "ExitQueue",
+    "JoinResult",
+    "Offer",
+    "OfferCallback",
+    "QueueEvent",
+]
+
+
+# --- what the host is told to do ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """Ring ``agent`` with ``call`` for at most ``timeout`` seconds."""
+
+    call: str
+    agent: str
+    queue: str
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOffer:
+    """Stop ringing ``agent`` with ``call`` (timed out, or someone else answered)."""
+
+    call: str
+    agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExitQueue:
+    """The caller leaves the queue; ``destination`` is where to (None: hang up)."""
+
+    call: str
+    queue: str
+    reason: str  # timeout | empty | full | joinempty | key
+    destination: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Tell the caller their position and the estimated wait (or a periodic message)."""
+
+    call: str
+    queue: str
+    position: int
+    estimated_wait: float
+    periodic: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OfferCallback:
+    """Offer the caller a callback (press the queue's callback key)."""
+
+    call: str
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
+class DialCallback:
+    """A callback reached an agent: call them (and the customer) in the configured order."""
+
+    call: str
+    queue: str
+    agent: str
+    number: str
+    agent_first: bool
+    attempt: int
+
+
+Action = Offer | CancelOffer | ExitQueue | Announce | OfferCallback | DialCallback
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEvent:
+    """One ``queue_log`` line: ``time|call|queue|agent|event|data...``."""
+
+    time: float
+    call: str
+    queue: str
+    agent: str
+    event: str
+    data: tuple[str, ...] = ()
+
+    def queue_log_line(self) -> str:
+        """Asterisk ``queue_log`` text (epoch seconds, ``NONE`` for no call/queue/agent)."""
+        parts = [str(int(self.time)), self.call or "NONE", self.queue or "NONE"]
+        parts += [self.agent or "NONE", self.event, *self.data]
+        return "|".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class JoinResult:
+    joined: bool
+    position: int = 0  # 1-based, when joined
+    reason: str | None = None  # full | joinempty | unknown_queue | duplicate
+
+
+# --- state ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Agent:
+    cfg: AgentConfig
+    sm: AgentStateMachine
+    order: int  # position in the configuration (ties break on it)
+    idle_since: float = 0.0
+    calls: int = 0
+    talk_time: float = 0.0
+    missed: int = 0
+    offered: str | None = None  # the call ringing this agent
+    on_call: str | None = None  # the queue call being handled
+    call_started: float = 0.0
+    wrap_until: float | None = None
+    wrap_queue: str = ""  # the queue whose wrap-up rules apply
+    login_at: float = 0.0
+    queues: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Call:
+    id: str
+    queue: str
+    caller: str
+    priority: int
+    variables: Mapping[str, str]
+    arrived: float  # first arrival in the ACD (fairness across queues and overflow)
+    entered: float  # arrival in this queue
+    seq: int
+    orig_position: int
+    key: tuple[int, float, int] = (0, 0.0, 0)
+    offers: dict[str, float] = field(default_factory=dict)  # agent -> offered at
+    tried: set[str] = field(default_factory=set)
+    retry_at: float = 0.0
+    first_offer_at: float | None = None
+    reserved_for: str | None = None
+    reserved_until: float = 0.0
+    callback: str | None = None  # the number to call back: this entry is a callback
+    callback_attempts: int = 0
+    callback_offered: bool = False
+    step: int = 0
+
+    def __lt__(self, other: _Call) -> bool:
+        return self.key < other.key
+
+
+@dataclass(slots=True)
+class _Queue:
+    cfg: QueueConfig
+    waiting: list[_Call] = field(default_factory=list)  # sorted by (-priority, arrived, seq)
+    rr_next: int = 0  # round robin: index in members where the next search starts
+    avg_talk: float = 0.0
+    answered: int = 0
+    in_service: int = 0
+
+
+class Acd:
+    """Agents, queues and waiting calls; see the module documentation."""
+
+    def __init__(
+        self,
+        agents: Iterable[AgentConfig],
+        queues: Iterable[QueueConfig],
+        *,
+        seed: int = 0,
+    ) -> None:
+        self.agents: dict[str, _Agent] = {}
+        for i, cfg in enumerate(agents):
+            self.agents[cfg.id] = _Agent(cfg, AgentStateMachine(cfg.id), i)
+        self.queues: dict[str, _Queue] = {q.name: _Queue(q) for q in queues}
+        for q in self.queues.values():
+            unknown = [m for m in q.cfg.members if m not in self.agents]
+            if unknown:
+                raise ValueError(f"queue {q.cfg.name}: unknown agents {unknown}")
+        for a in self.agents.values():
+            a.queues = [
+                q.cfg.name
+                for q in self.queues.values()
+                if a.cfg.id in q.cfg.members or not q.cfg.members
+            ]
+        self.calls: dict[str, _Call] = {}
+        self.actions: list[Action] = []
+        self.events: list[QueueEvent] = []
+        self.agent_log: list[AgentTransition] = []
+        self.last_agent: dict[str, tuple[str, float]] = {}  # caller -> (agent, when)
+        self._rng = random.Random(seed)
+        self._seq = itertools.count()
+        self._timers: list[tuple[float, int, str, str, str]] = []  # (at, seq, kind, a, b)
+        self._free: dict[str, None] = {}  # AVAILABLE agents, in the order they became free
+        self._reserved: dict[str, dict[str, None]] = {}  # agent -> calls held for them
+
+    # --- results for the host -----------------------------------------------------------------
+
+    def drain(self) -> list[Action]:
+        out, self.actions = self.actions, []
+        return out
+
+    def drain_events(self) -> list[QueueEvent]:
+        out, self.events = self.events, []
+        return out
+
+    def drain_agent_log(self) -> list[AgentTransition]:
+        out, self.agent_log = self.agent_log, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def state_of(self, agent: str) -> AgentState:
+        return self.agents[agent].sm.state
+
+    def position(self, call: str) -> int:
+        c = self.calls[call]
+        return self.queues[c.queue].waiting.index(c) + 1
+
+    def agent_for_extension(self, extension: str) -> str | None:
+        for a in self.agents.values():
+            if extension in a.cfg.extensions:
+                return a.cfg.id
+        return None
+
+    # --- agents ---------------------------------------------------------------------------------
+
+    def login(self, agent: str, now: float) -> None:
+        a = self.agents[agent]
+        if a.sm.state is not AgentState.LOGGED_OUT:
+            return
+        self._move(a, AgentEvent.LOGIN, now)
+        a.login_at = now
+        a.missed = 0
+        self._event(now, "", "", agent, "AGENTLOGIN", (f"Local/{agent}",))
+        self._agent_free(a, now)
+
+    def logout(self, agent: str, now: float) -> None:
+        a = self.agents[agent]
+        if a.sm.state is AgentState.LOGGED_OUT:
+            return
+        t = a.sm.request(AgentEvent.LOGOUT, now)
+        if t is not None:
+            self._logged(a, t)
+
+    def pause(self, agent: str, now: float, reason: str = "busy") -> None:
+        a = self.agents[agent]
+        if a.sm.state is AgentState.LOGGED_OUT:
+            return
+        t = a.sm.request(AgentEvent.PAUSE, now, reason)
+        if t is not None:
+            self._logged(a, t)
+
+    def unpause(self, agent: str, now: float) -> None:
+        a = self.agents[agent]
+        if a.sm.pending is AgentEvent.PAUSE:
+            a.sm.pending = a.sm.pending_reason = None  # changed their mind during the call
+            return
+        if a.sm.state is not AgentState.NOT_READY:
+            return
+        self._move(a, AgentEvent.UNPAUSE, now)
+        a.missed = 0
+        self._event(now, "", "", agent, "UNPAUSE", ("",))
+        self._agent_free(a, now)
+
+    def end_wrap_up(self, agent: str, now: float, code: str | None = None) -> bool:
+        """The agent finishes wrap-up (with a wrap-up code). False when the queue's mode does
+        not allow it (timed; forced without a code)."""
+        a = self.agents[agent]
+        if a.sm.state is not AgentState.WRAP_UP:
+            return False
+        mode = self._wrap_mode(a)
+        if mode is WrapUpMode.TIMED or (mode is WrapUpMode.FORCED and not code):
+            return False
+        self._finish_wrap(a, now, code)
+        return True
+
+    def agent_call_started(self, agent: str, now: float) -> None:
+        """The agent is on some other call (outbound, internal, direct): no offers. A paused
+        agent returns to their pause after it."""
+        a = self.agents[agent]
+        state = a.sm.state
+        if state in (AgentState.LOGGED_OUT, AgentState.ON_CALL):
+            return
+        offered = self.calls.get(a.offered) if a.offered is not None else None
+        if offered is not None:
+            offered.offers.pop(agent, None)
+            self.actions.append(CancelOffer(offered.id, agent))
+        a.offered = None
+        reason = a.sm.reason
+        self._move(a, AgentEvent.CALL_START, now)
+        self._free.pop(agent, None)
+        if state is AgentState.NOT_READY and a.sm.pending is None:
+            a.sm.pending, a.sm.pending_reason = AgentEvent.PAUSE, reason
+        if offered is not None:
+            self._match_call(offered, now)
+
+    def agent_call_ended(self, agent: str, now: float) -> None:
+        a = self.agents[agent]
+        if a.sm.state is AgentState.ON_CALL and a.on_call is None:
+            self._move(a, AgentEvent.CALL_END, now)
+            self._agent_free(a, now)
+
+    # --- calls ----------------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        call: str,
+        queue: str,
+        caller: str,
+        now: float,
+        *,
+        priority: int | None = None,
+        variables: Mapping[str, str] | None = None,
+        grade: str | None = None,
+        arrived: float | None = None,
+    ) -> JoinResult:
+        """A caller joins ``queue``. ``priority`` (from the IVR) wins over the customer's
+        ``grade`` mapped by the queue's ``grade_priority``."""
+        q = self.queues.get(queue)
+        if q is None:
+            return JoinResult(False, reason="unknown_queue")
+        if call in self.calls:
+            return JoinResult(False, reason="duplicate")
+        cfg = q.cfg
+        variables = dict(variables or {})
+        if cfg.maxlen and len(q.waiting) >= cfg.maxlen:
+            self._event(now, call, queue, "", "FULL", ())
+            return JoinResult(False, reason="full")
+        if not cfg.join_empty and self._empty(q, variables):
+            self._event(now, call, queue, "", "JOINEMPTY", ())
+            return JoinResult(False, reason="joinempty")
+        if priority is None:
+            priority = cfg.grade_priority.get(grade or "", 0)
+        c = _Call(
+            call,
+            queue,
+            caller,
+            priority,
+            variables,
+            arrived if arrived is not None else now,
+            now,
+            next(self._seq),
+            len(q.waiting) + 1,
+        )
+        c.key = (-priority, c.arrived, c.seq)
+        insort(q.waiting, c)
+        c.orig_position = q.waiting.index(c) + 1
+        self.calls[call] = c
+        self._event(now, call, queue, "", "ENTERQUEUE", ("", caller))
+        self._arm_call_timers(c, now)
+        self._reserve_last_agent(c, now)
+        self._match_call(c, now)
+        return JoinResult(True, c.orig_position)
+
+    def answered(self, call: str, agent: str, now: float) -> None:
+        """``agent`` answered the offer of ``call``: connect; other offers are withdrawn."""
+        c = self.calls.get(call)
+        a = self.agents[agent]
+        if c is None or agent not in c.offers:
+            return
+        q = self.queues[c.queue]
+        ring_ms = int((now - c.offers[agent]) * 1000)
+        q.waiting.remove(c)
+        self._unreserve(c)
+        for other in [x for x in c.offers if x != agent]:
+            self._offer_gone(c, other, now, missed=False)
+        c.offers.clear()
+        self._move(a, AgentEvent.ANSWER, now)
+        a.offered = None
+        a.on_call = call
+        a.call_started = now
+        a.missed = 0
+        a.calls += 1
+        hold = now - c.entered
+        q.answered += 1
+        if hold <= q.cfg.service_level:
+            q.in_service += 1
+        if c.callback is None:
+            self.last_agent[c.caller] = (agent, now)
+            self._event(
+                now, call, c.queue, agent, "CONNECT", (str(int(hold)), call, str(ring_ms // 1000))
+            )
+        else:
+            self.last_agent[c.caller] = (agent, now)
+            self._event(
+                now, call, c.queue, agent, "CALLBACKCONNECT", (c.callback, str(c.callback_attempts))
+            )
+
+    def offer_failed(self, call: str, agent: str, now: float) -> None:
+        """The agent's phone refused or did not answer the offer (before our ring timeout)."""
+        c = self.calls.get(call)
+        if c is not None and agent in c.offers:
+            self._offer_timeout(c, agent, now)
+
+    def caller_left(self, call: str, now: float) -> None:
+        """The caller hung up while waiting (ABANDON) — not for callback entries."""
+        c = self.calls.get(call)
+        if c is None or c.callback is not None:
+            return
+        q = self.queues[c.queue]
+        if c not in q.waiting:
+            return
+        pos = q.waiting.index(c) + 1
+        for agent in list(c.offers):
+            self._offer_gone(c, agent, now, missed=False)
+        self._remove(c)
+        self._event(
+            now,
+            call,
+            c.queue,
+            "",
+            "ABANDON",
+            (str(pos), str(c.orig_position), str(int(now - c.entered))),
+        )
+
+    def call_completed(self, call: str, now: float, by: str) -> None:
+        """A connected queue call ended; ``by`` is "agent" or "caller"."""
+        c = self.calls.pop(call, None)
+        if c is None:
+            return
+        agent = next((a for a in self.agents.values() if a.on_call == call), None)
+        if agent is None:
+            return
+        q = self.queues[c.queue]
+        talk = now - agent.call_started
+        agent.talk_time += talk
+        q.avg_talk = talk if q.avg_talk == 0 else 0.8 * q.avg_talk + 0.2 * talk
+        hold = agent.call_started - c.entered
+        event = "COMPLETEAGENT" if by == "agent" else "COMPLETECALLER"
+        self._event(
+            now,
+            call,
+            c.queue,
+            agent.cfg.id,
+            event,
+            (str(int(hold)), str(int(talk)), str(c.orig_position)),
+        )
+        self._agent_done(agent, q, now)
+
+    def transferred(self, call: str, now: float, target: str) -> None:
+        c = self.calls.pop(call, None)
+        agent = next((a for a in self.agents.values() if a.on_call == call), None)
+        if c is None or agent is None:
+            return
+        talk = now - agent.call_started
+        agent.talk_time += talk
+        hold = agent.call_started - c.entered
+        self._event(
+            now,
+            call,
+            c.queue,
+            agent.cfg.id,
+            "TRANSFER",
+            (target, "default", str(int(hold)), str(int(talk)), str(c.orig_position)),
+        )
+        self._agent_done(agent, self.queues[c.queue], now)
+
+    def exit_with_key(self, call: str, key: str, now: float) -> bool:
+        c = self.calls.get(call)
+        if c is None or c.callback is not None:
+            return False
+        q = self.queues[c.queue]
+        if key != q.cfg.exit_key or c not in q.waiting:
+            return False
+        pos = q.waiting.index(c) + 1
+        self._leave(
+            c,
+            now,
+            "key",
+            None,
+            "EXITWITHKEY",
+            (key, str(pos), str(c.orig_position), str(int(now - c.entered))),
+        )
+        return True
+
+    def request_callback(self, call: str, number: str, now: float) -> tuple[str, bool]:
+        """Turn a waiting caller into a callback that keeps their place. A number with a
+        callback already pending gets that one back (``created`` False) and nothing changes."""
+        for other in self.calls.values():
+            if other.callback == number:
+                return other.id, False
+        c = self.calls[call]
+        q = self.queues[c.queue]
+        for agent in list(c.offers):
+            self._offer_gone(c, agent, now, missed=False)
+        c.callback = number
+        pos = q.waiting.index(c) + 1
+        self._event(
+            now, call, c.queue, "", "CALLBACKREQUEST", (number, str(pos), str(int(now - c.entered)))
+        )
+        self._match_call(c, now)
+        return call, True
+
+    def callback_answered(self, call: str, now: float) -> None:
+        """Both the agent and the customer of a callback are on the line."""
+        c = self.calls.get(call)
+        if c is not None and c.offers:
+            self.answered(call, next(iter(c.offers)), now)
+
+    def callback_failed(self, call: str, now: float, reason: str = "no_answer") -> None:
+        """The dialled callback did not connect: retry later in the same place, or give up."""
+        c = self.calls.get(call)
+        if c is None or c.callback is None:
+            return
+        q = self.queues[c.queue]
+        agents = list(c.offers)
+        if c.callback_attempts >= q.cfg.callback_attempts:
+            self._remove(c)
+            data = (c.callback, str(c.callback_attempts), reason)
+            self._event(now, call, c.queue, "", "CALLBACKFAILED", data)
+        else:
+            data = (c.callback, str(c.callback_attempts), reason)
+            self._event(now, call, c.queue, "", "CALLBACKRETRY", data)
+            c.retry_at = now + q.cfg.callback_retry_delay
+            self._timer(c.retry_at, "retry", call)
+        for agent in agents:  # the reserved agent is free for other callers meanwhile
+            self._offer_gone(c, agent, now, missed=False)
+
+    # --- time -----------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Run every timer due at ``now``."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            at, _, kind, ref, extra = heapq.heappop(timers)
+            getattr(self, f"_on_{kind}")(ref, extra, at)
+
+    def _timer(self, at: float, kind: str, ref: str, extra: str = "") -> None:
+        heapq.heappush(self._timers, (at, next(self._seq), kind, ref, extra))
+
+    def _arm_call_timers(self, c: _Call, now: float) -> None:
+        cfg = self.queues[c.queue].cfg
+        if cfg.max_wait > 0:
+            self._timer(c.entered + cfg.max_wait, "max_wait", c.id, c.queue)
+        widen = cfg.next_widening(now - c.entered)
+        if widen is not None:
+            self._timer(c.entered + widen, "widen", c.id, c.queue)
+        if cfg.announce_position_every > 0:
+            self._timer(now + cfg.announce_position_every, "announce", c.id, "position")
+        if cfg.announce_every > 0:
+            self._timer(now + cfg.announce_every, "announce", c.id, "periodic")
+        if cfg.callback_offer_after > 0 and cfg.callback_key:
+            self._timer(c.entered + cfg.callback_offer_after, "offer_callback", c.id, c.queue)
+
+    def _live(self, call: str, queue: str) -> _Call | None:
+        c = self.calls.get(call)
+        if c is None or c.queue != queue or c not in self.queues[queue].waiting:
+            return None
+        return c
+
+    def _on_ring(self, call: str, agent: str, at: float) -> None:
+        c = self.calls.get(call)
+        if c is None or agent not in c.offers or self.agents[agent].offered != call:
+            return
+        if at >= c.offers[agent] + self.queues[c.queue].cfg.ring_timeout - 1e-9:
+            self._offer_timeout(c, agent, at)
+
+    def _on_retry(self, call: str, _extra: str, at: float) -> None:
+        c = self.calls.get(call)
+        if c is not None and at >= c.retry_at:
+            self._match_call(c, at)
+
+    def _on_widen(self, call: str, queue: str, at: float) -> None:
+        c = self._live(call, queue)
+        if c is None:
+            return
+        cfg = self.queues[queue].cfg
+        c.step = cfg.step_for(at - c.entered)[0]
+        widen = cfg.next_widening(at - c.entered)
+        if widen is not None:
+            self._timer(c.entered + widen, "widen", call, queue)
+        self._match_call(c, at)
+
+    def _on_reserve_end(self, call: str, agent: str, at: float) -> None:
+        c = self.calls.get(call)
+        if c is not None and c.reserved_for == agent and at >= c.reserved_until:
+            self._unreserve(c)
+            self._match_call(c, at)
+
+    def _unreserve(self, c: _Call) -> None:
+        if c.reserved_for is not None:
+            held = self._reserved.get(c.reserved_for)
+            if held is not None:
+                held.pop(c.id, None)
+                if not held:
+                    del self._reserved[c.reserved_for]
+            c.reserved_for = None
+
+    def _on_max_wait(self, call: str, queue: str, at: float) -> None:
+        c = self._live(call, queue)
+        if c is None or c.callback is not None:
+            return
+        q = self.queues[queue]
+        pos = q.waiting.index(c) + 1
+        data = (str(pos), str(c.orig_position), str(int(at - c.entered)))
+        self._leave(c, at, "timeout", q.cfg.overflow, "EXITWITHTIMEOUT", data)
+
+    def _on_announce(self, call: str, kind: str, at: float) -> None:
+        c = self.calls.get(call)
+        if c is None or c.callback is not None or c not in self.queues[c.queue].waiting:
+            return
+        q = self.queues[c.queue]
+        pos = q.waiting.index(c) + 1
+        self.actions.append(
+            Announce(call, c.queue, pos, self._estimated_wait(q, pos), kind == "periodic")
+        )
+        every = q.cfg.announce_every if kind == "periodic" else q.cfg.announce_position_every
+        self._timer(at + every, "announce", call, kind)
+
+    def _on_offer_callback(self, call: str, queue: str, at: float) -> None:
+        c = self._live(call, queue)
+        if c is not None and c.callback is None and not c.callback_offered:
+            c.callback_offered = True
+            self.actions.append(OfferCallback(call, queue))
+
+    def _on_wrap_end(self, agent: str, _extra: str, at: float) -> None:
+        a = self.agents[agent]
+        if a.sm.state is AgentState.WRAP_UP and a.wrap_until is not None and at >= a.wrap_until:
+            self._finish_wrap(a, at, None)
+
+    # --- routing --------------------------------------------------------------------------------
+
+    def _eligible(self, a: _Agent, c: _Call, step: RuleStep, now: float) -> bool:
+        if c.reserved_for is not None and c.reserved_for != a.cfg.id:
+            return False
+        return step.holds(a.cfg.skills, c.variables)
+
+    def _can_offer(self, c: _Call, now: float) -> bool:
+        if now < c.retry_at:
+            return False
+        if c.offers and self.queues[c.queue].cfg.strategy not in (
+            Strategy.RING_ALL,
+            Strategy.RING_PROGRESSIVELY,
+        ):
+            return False
+        return not (c.callback is not None and c.offers)
+
+    def _match_call(self, c: _Call, now: float) -> None:
+        """Offer ``c`` to the free agents its queue's strategy picks."""
+        q = self.queues.get(c.queue)
+        if q is None or c not in q.waiting or not self._can_offer(c, now) or not self._free:
+            return
+        cfg = q.cfg
+        step = cfg.step_for(now - c.entered)[1]
+        members = cfg.members
+        pool = members if members else self._free
+        candidates = [
+            self.agents[x]
+            for x in pool
+            if x in self._free
+            and x not in c.offers
+            and self._eligible(self.agents[x], c, step, now)
+        ]
+        if not candidates:
+            return
+        untried = [a for a in candidates if a.cfg.id not in c.tried]
+        if untried:
+            candidates = untried
+        else:
+            c.tried.clear()  # everybody had a go: start a new round
+        for a in self._pick(q, c, candidates, step, now):
+            self._offer(q, c, a, now)
+
+    def _pick(
+        self, q: _Queue, c: _Call, cands: list[_Agent], step: RuleStep, now: float
+    ) -> list[_Agent]:
+        s = q.cfg.strategy
+        if s is Strategy.RING_ALL:
+            return cands
+        if s is Strategy.LONGEST_IDLE:
+            return [min(cands, key=lambda a: (a.idle_since, a.order))]
+        if s is Strategy.FEWEST_CALLS:
+            return [min(cands, key=lambda a: (a.calls, a.idle_since, a.order))]
+        if s is Strategy.LEAST_TALK_TIME:
+            return [min(cands, key=lambda a: (a.talk_time, a.idle_since, a.order))]
+        if s is Strategy.BEST_SKILL:
+            return [
+                min(
+                    cands,
+                    key=lambda a: (-step.score(a.cfg.skills, c.variables), a.idle_since, a.order),
+                )
+            ]
+        if s is Strategy.RANDOM:
+            return [self._rng.choice(sorted(cands, key=lambda a: a.order))]
+        if s is Strategy.WEIGHTED_RANDOM:
+            ordered = sorted(cands, key=lambda a: a.order)
+            weights = [1 + step.score(a.cfg.skills, c.variables) for a in ordered]
+            return [self._rng.choices(ordered, weights)[0]]
+        order = self._member_order(q)
+        ranked = sorted(cands, key=lambda a: order.get(a.cfg.id, len(order) + a.order))
+        if s is Strategy.LINEAR:
+            return ranked[:1]
+        if s is Strategy.ROUND_ROBIN:
+            n = len(order) or 1
+            start = q.rr_next % n
+            best = min(ranked, key=lambda a: (order.get(a.cfg.id, 0) - start) % n)
+            q.rr_next = order.get(best.cfg.id, 0) + 1
+            return [best]
+        # RING_PROGRESSIVELY: one more agent every progressive_step seconds of offering.
+        started = c.first_offer_at if c.first_offer_at is not None else now
+        want = 1 + int((now - started) // max(q.cfg.progressive_step, 0.001))
+        return ranked[: max(0, want - len(c.offers))]
+
+    def _member_order(self, q: _Queue) -> dict[str, int]:
+        if q.cfg.members:
+            return {m: i for i, m in enumerate(q.cfg.members)}
+        return {a: i for i, a in enumerate(self.agents)}
+
+    def _offer(self, q: _Queue, c: _Call, a: _Agent, now: float) -> None:
+        agent = a.cfg.id
+        self._free.pop(agent, None)
+        self._move(a, AgentEvent.OFFER, now)
+        a.offered = c.id
+        c.offers[agent] = now
+        c.tried.add(agent)
+        if c.first_offer_at is None:
+            c.first_offer_at = now
+        if c.callback is not None:
+            c.callback_attempts += 1
+            self.actions.append(
+                DialCallback(
+                    c.id,
+                    c.queue,
+                    agent,
+                    c.callback,
+                    q.cfg.callback_agent_first,
+                    c.callback_attempts,
+                )
+            )
+            return
+        self.actions.append(Offer(c.id, agent, c.queue, q.cfg.ring_timeout))
+        self._timer(now + q.cfg.ring_timeout, "ring", c.id, agent)
+        if q.cfg.strategy is Strategy.RING_PROGRESSIVELY:
+            self._timer(now + q.cfg.progressive_step, "retry", c.id)
+
+    def _offer_timeout(self, c: _Call, agent: str, now: float) -> None:
+        a = self.agents[agent]
+        q = self.queues[c.queue]
+        ring_ms = int((now - c.offers.pop(agent)) * 1000)
+        a.offered = None
+        self.actions.append(CancelOffer(c.id, agent))
+        self._event(now, c.id, c.queue, agent, "RINGNOANSWER", (str(ring_ms),))
+        a.missed += 1
+        if q.cfg.auto_pause_after and a.missed >= q.cfg.auto_pause_after:
+            self._move(a, AgentEvent.AUTO_PAUSE, now, "after_no_answer")
+            self._event(now, "", c.queue, agent, "PAUSE", ("after_no_answer",))
+        else:
+            self._move(a, AgentEvent.NO_ANSWER, now)
+        if not c.offers:
+            c.retry_at = now + q.cfg.retry_delay
+            self._timer(c.retry_at, "retry", c.id)
+        self._agent_free(a, now)
+
+    def _offer_gone(self, c: _Call, agent: str, now: float, *, missed: bool) -> None:
+        a = self.agents[agent]
+        c.offers.pop(agent, None)
+        if a.offered != c.id:
+            return
+        a.offered = None
+        self.actions.append(CancelOffer(c.id, agent))
+        if a.sm.state is AgentState.RINGING:
+            self._move(a, AgentEvent.OFFER_GONE, now)
+            self._agent_free(a, now)
+
+    def _agent_free(self, a: _Agent, now: float) -> None:
+        """``a`` may now take a call: find the best waiting call they can serve."""
+        if a.sm.state is not AgentState.AVAILABLE:
+            self._free.pop(a.cfg.id, None)
+            return
+        self._free[a.cfg.id] = None
+        best: _Call | None = None
+        # Callers held for this agent (they handled them last) come first.
+        for held in list(self._reserved.get(a.cfg.id, ())):
+            c = self.calls[held]
+            if self._can_offer(c, now) and (best is None or c.key < best.key):
+                best = c
+        if best is not None:
+            self._offer(self.queues[best.queue], best, a, now)
+            return
+        for name in a.queues:
+            q = self.queues[name]
+            for c in q.waiting:
+                if best is not None and c.key >= best.key:
+                    break
+                if a.cfg.id in c.offers or not self._can_offer(c, now):
+                    continue
+                if a.cfg.id in c.tried and self._others_untried(c, now):
+                    continue
+                step = q.cfg.step_for(now - c.entered)[1]
+                if self._eligible(a, c, step, now):
+                    best = c
+                    break
+        if best is not None:
+            self._offer(self.queues[best.queue], best, a, now)
+
+    def _others_untried(self, c: _Call, now: float) -> bool:
+        q = self.queues[c.queue]
+        step = q.cfg.step_for(now - c.entered)[1]
+        for x in self._free:
+            if x not in c.tried and self._eligible(self.agents[x], c, step, now):
+                return True
+        return False
+
+    def _reserve_last_agent(self, c: _Call, now: float) -> None:
+        cfg = self.queues[c.queue].cfg
+        if cfg.last_agent_wait <= 0 or c.callback is not None:
+            return
+        last = self.last_agent.get(c.caller)
+        if last is None or now - last[1] > cfg.last_agent_days * 86400:
+            return
+        a = self.agents.get(last[0])
+        if a is None or c.queue not in a.queues:
+            return
+        if a.sm.state in (
+            AgentState.AVAILABLE,
+            AgentState.ON_CALL,
+            AgentState.WRAP_UP,
+            AgentState.RINGING,
+        ):
+            c.reserved_for = a.cfg.id
+            c.reserved_until = now + cfg.last_agent_wait
+            self._reserved.setdefault(a.cfg.id, {})[c.id] = None
+            self._timer(c.reserved_until, "reserve_end", c.id, a.cfg.id)
+
+    # --- leaving, wrap-up, emptiness --------------------------------------------------------------
+
+    def _remove(self, c: _Call) -> None:
+        self._unreserve(c)
+        q = self.queues[c.queue]
+        if c in q.waiting:
+            q.waiting.remove(c)
+        self.calls.pop(c.id, None)
+
+    def _leave(
+        self,
+        c: _Call,
+        now: float,
+        reason: str,
+        destination: str | None,
+        event: str,
+        data: tuple[str, ...],
+    ) -> None:
+        for agent in list(c.offers):
+            self._offer_gone(c, agent, now, missed=False)
+        self._remove(c)
+        self._event(now, c.id, c.queue, "", event, data)
+        if destination is not None and destination.startswith("queue:"):
+            target = destination[len("queue:") :]
+            result = self.enqueue(
+                c.id,
+                target,
+                c.caller,
+                now,
+                priority=c.priority,
+                variables=c.variables,
+                arrived=c.arrived,
+            )
+            if result.joined:
+                return
+        self.actions.append(ExitQueue(c.id, c.queue, reason, destination))
+
+    def _agent_done(self, a: _Agent, q: _Queue, now: float) -> None:
+        a.on_call = None
+        wrap = a.cfg.wrap_up if a.cfg.wrap_up is not None else q.cfg.wrap_up
+        forced = q.cfg.wrap_up_mode is WrapUpMode.FORCED
+        if wrap > 0 or forced:
+            self._move(a, AgentEvent.CALL_END_WRAP, now)
+            a.wrap_until = now + wrap if wrap > 0 else None
+            a.idle_since = now
+            if a.wrap_until is not None and not forced:
+                self._timer(a.wrap_until, "wrap_end", a.cfg.id)
+            a.wrap_queue = q.cfg.name
+            return
+        self._move(a, AgentEvent.CALL_END, now)
+        a.idle_since = now
+        self._agent_free(a, now)
+
+    def _wrap_mode(self, a: _Agent) -> WrapUpMode:
+        q = self.queues.get(a.wrap_queue)
+        return q.cfg.wrap_up_mode if q is not None else WrapUpMode.OPTIONAL
+
+    def _finish_wrap(self, a: _Agent, now: float, code: str | None) -> None:
+        a.wrap_until = None
+        if code:
+            self._event(now, "", a.wrap_queue, a.cfg.id, "WRAPUPCODE", (code,))
+        self._move(a, AgentEvent.WRAP_END, now)
+        a.idle_since = now
+        self._agent_free(a, now)
+
+    def _empty(self, q: _Queue, variables: Mapping[str, str]) -> bool:
+        """No agent who could ever take this caller is logged in and not paused."""
+        widest = RuleStep() if not q.cfg.skill_rules else q.cfg.skill_rules[-1]
+        pool = q.cfg.members or tuple(self.agents)
+        for x in pool:
+            a = self.agents[x]
+            if a.sm.state in (AgentState.LOGGED_OUT, AgentState.NOT_READY):
+                continue
+            if widest.holds(a.cfg.skills, variables):
+                return False
+        return True
+
+    def _check_empty(self, now: float) -> None:
+        for q in self.queues.values():
+            if not q.cfg.leave_when_empty or not q.waiting:
+                continue
+            for c in list(q.waiting):
+                if c.callback is None and self._empty(q, c.variables):
+                    pos = q.waiting.index(c) + 1
+                    data = (str(pos), str(c.orig_position), str(int(now - c.entered)))
+                    self._leave(c, now, "empty", None, "EXITEMPTY", data)
+
+    def _estimated_wait(self, q: _Queue, position: int) -> float:
+        staffed = sum(
+            1
+            for x in (q.cfg.members or tuple(self.agents))
+            if self.agents[x].sm.state not in (AgentState.LOGGED_OUT, AgentState.NOT_READY)
+        )
+        talk = q.avg_talk or 180.0
+        return round(position * talk / max(1, staffed))
+
+    # --- bookkeeping ------------------------------------------------------------------------------
+
+    def _move(self, a: _Agent, event: AgentEvent, now: float, reason: str | None = None) -> None:
+        self._logged(a, a.sm.apply(event, now, reason))
+
+    def _logged(self, a: _Agent, t: AgentTransition) -> None:
+        self.agent_log.append(t)
+        if t.new is AgentState.LOGGED_OUT:
+            self._free.pop(a.cfg.id, None)
+            self._event(
+                t.at,
+                "",
+                "",
+                a.cfg.id,
+                "AGENTLOGOFF",
+                (f"Local/{a.cfg.id}", str(int(t.at - a.login_at))),
+            )
+            self._check_empty(t.at)
+        elif t.new is AgentState.NOT_READY and t.old is not AgentState.NOT_READY:
+            self._free.pop(a.cfg.id, None)
+            if t.event is not AgentEvent.AUTO_PAUSE:
+                self._event(t.at, "", "", a.cfg.id, "PAUSE", (t.reason or "",))
+            self._check_empty(t.at)
+        elif t.new is AgentState.AVAILABLE and t.old is not AgentState.AVAILABLE:
+            a.idle_since = t.at if t.old is not AgentState.RINGING else a.idle_since
+
+    def _event(
+        self, now: float, call: str, queue: str, agent: str, event: str, data: tuple[str, ...]
+    ) -> None:
+        self.events.append(QueueEvent(now, call, queue, agent, event, data))
