@@ -260,6 +260,17 @@ class Acd:
         c = self.calls[call]
         return self.queues[c.queue].waiting.index(c) + 1
 
+    def is_waiting(self, call: str) -> bool:
+        """Whether ``call`` is in a queue (not yet connected; callbacks included)."""
+        c = self.calls.get(call)
+        return c is not None and c in self.queues[c.queue].waiting
+
+    def log_event(
+        self, now: float, call: str, queue: str, agent: str, event: str, data: tuple[str, ...]
+    ) -> None:
+        """Add a line to the queue event log (e.g. supervision, which the host carries out)."""
+        self._event(now, call, queue, agent, event, data)
+
     def agent_for_extension(self, extension: str) -> str | None:
         for a in self.agents.values():
             if extension in a.cfg.extensions:
@@ -511,7 +522,7 @@ class Acd:
             c,
             now,
             "key",
-            None,
+            q.cfg.exit_destination or q.cfg.overflow,
             "EXITWITHKEY",
             (key, str(pos), str(c.orig_position), str(int(now - c.entered))),
         )
@@ -637,6 +648,13 @@ class Acd:
         q = self.queues[queue]
         pos = q.waiting.index(c) + 1
         data = (str(pos), str(c.orig_position), str(int(at - c.entered)))
+        if q.cfg.overflow == "callback":
+            # Overflow into a callback: the caller keeps their place and is told so.
+            self._event(at, c.id, queue, "", "EXITWITHTIMEOUT", data)
+            _, created = self.request_callback(call, c.caller, at)
+            if created:
+                self.actions.append(ExitQueue(call, queue, "callback", "callback"))
+                return
         self._leave(c, at, "timeout", q.cfg.overflow, "EXITWITHTIMEOUT", data)
 
     def _on_announce(self, call: str, kind: str, at: float) -> None:

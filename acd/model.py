@@ -155,6 +155,7 @@ class QueueConfig:
     announce_position_every: float = 0.0
     announce_every: float = 0.0
     exit_key: str | None = None
+    exit_destination: str | None = None  # default: the overflow destination
     callback_key: str | None = None
     callback_offer_after: float = 0.0  # offer a callback after this wait (0: not offered)
     callback_attempts: int = 3

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import structlog
 
+from cli.acd_host import AcdHost
 from cli.ivr_host import IvrHost
 from config import ConfigError, ConfigProblem, SwitchboardConfig, config_file_path, load_config
 from config.schema import KnownNames, build_dialplan
@@ -267,6 +268,7 @@ class Running:
     server: SipServer
     store: Store
     ivr: IvrHost | None = None
+    acd: AcdHost | None = None
 
 
 async def build_server(cfg: SwitchboardConfig, config_dir: Path | None = None) -> Running:
@@ -285,7 +287,10 @@ async def build_server(cfg: SwitchboardConfig, config_dir: Path | None = None) -
         server.prompt_path = prompt_resolver(config_dir)
         host = install_ivr(server, store, plan, flows, config_dir, cfg.media.tone_plan)
         server.applications = host.applications()
-    return Running(server, store, host)
+    acd = AcdHost(server, store, cfg, config_dir or Path.cwd(), host)
+    acd.install()
+    await acd.start()
+    return Running(server, store, host, acd)
 
 
 PID_FILE = "switchboard.pid"
@@ -306,6 +311,10 @@ def reload_config(running: Running, config_path: Path) -> bool:
     server = running.server
     host = install_ivr(server, running.store, plan, flows, folder, cfg.media.tone_plan)
     running.ivr = host
+    if running.acd is not None:
+        running.acd.use_ivr(host)
+        if running.acd.config != (cfg.agents, cfg.queues, cfg.acd):
+            log.warning("acd_config_changed", detail="agents and queues change at the next restart")
     server.reconfigure(
         extensions_from_config(cfg),
         conferences_from_config(cfg),
@@ -353,6 +362,8 @@ async def run(
         await server.stop()
         if running.ivr is not None:
             await running.ivr.drain()
+        if running.acd is not None:
+            await running.acd.drain()
         await store.close()
         if pid_file is not None:
             with contextlib.suppress(OSError):

@@ -53,6 +53,8 @@ __all__ = ["VOICEMAIL_FLOW", "IvrHost"]
 
 log = structlog.get_logger("switchboard.ivr")
 
+QueueHandler = Callable[[Call, str, int, dict[str, str], str | None], None]
+
 # The flow behind dialplan destinations of kind ``voicemail``: the greeting, the beep, the
 # message (ended by ``#``, hang-up or the time limit), then goodbye.
 VOICEMAIL_FLOW = """\
@@ -97,6 +99,9 @@ class IvrHost:
         self.tone_plan = tone_plan
         self.voicemail_dir = voicemail_dir or config_dir / "voicemail"
         self._pending: set[asyncio.Task[None]] = set()
+        # Who takes a caller a flow sends to a queue: (call, queue, priority, variables,
+        # survey flow). Without one, such callers are hung up.
+        self.queue_handler: QueueHandler | None = None
         vm_flow, problems = parse_flow(
             VOICEMAIL_FLOW,
             "<voicemail>",
@@ -143,6 +148,31 @@ class IvrHost:
 
         return start
 
+    def start_on(self, call: Call, flow_name: str, variables: dict[str, str] | None = None) -> bool:
+        """Run a flow on a call that is already answered (a queue's overflow into an IVR)."""
+        flow = self.flows.get(flow_name)
+        if flow is None or call.ended:
+            return False
+        control = PbxCallControl(
+            call,
+            self.server.media,
+            did=call.callee,
+            tone_plan=self.tone_plan,
+            post_call=self.post_call,
+        )
+        call.app = control
+        self._run(flow, control, dict(variables or {}))
+        return True
+
+    def voicemail_on(self, call: Call, mailbox: str) -> bool:
+        """Take a message for ``mailbox`` on a call that is already answered."""
+        if call.ended:
+            return False
+        control = PbxCallControl(call, self.server.media, did=mailbox, tone_plan=self.tone_plan)
+        call.app = control
+        self._run(self.voicemail_flow, control, {"mailbox": mailbox})
+        return True
+
     async def drain(self) -> None:
         """Wait for results still being written."""
         while self._pending:
@@ -173,6 +203,8 @@ class IvrHost:
                     data=dict(event.outcome.data),
                     keys=event.key_trail,
                 )
+                if event.outcome.kind == "queue":
+                    self._to_queue(call, event.outcome.data, session.variables)
 
         session = IvrSession(
             flow,
@@ -190,6 +222,23 @@ class IvrHost:
         assert self.store is not None
         customer = await self.store.find_customer_by_number(caller)
         return customer.as_variables() if customer is not None else None
+
+    def _to_queue(self, call: Call, data: Mapping[str, Any], variables: Mapping[str, str]) -> None:
+        if call.ended:
+            return
+        if self.queue_handler is None:
+            log.warning("queue_unavailable", call=call.id, queue=data.get("queue"))
+            call.hang_up_caller("queue_unavailable")
+            return
+        skills = [str(s) for s in data.get("skills", [])]
+        extra = {"skills": ",".join(skills)} | ({"skill": skills[0]} if skills else {})
+        self.queue_handler(
+            call,
+            str(data["queue"]),
+            int(data.get("priority", 0)),
+            dict(variables) | extra,
+            data.get("survey"),
+        )
 
     def _time_condition(self, name: str, now: datetime) -> bool:
         return self.plan.time_conditions[name].condition.is_open(now)

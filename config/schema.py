@@ -664,13 +664,17 @@ class QueueYaml(_Model):
         return self
 
 
+def _default_pause_reasons() -> dict[DtmfKey, str]:
+    return {"1": "break", "2": "lunch", "3": "training"}
+
+
 class AcdYaml(_Model):
     """Settings shared by every queue."""
 
     # Digit dialled after the pause code -> NOT_READY reason (*47 alone: "busy").
-    pause_reasons: dict[DtmfKey, Name] = Field(
-        default_factory=lambda: {"1": "break", "2": "lunch", "3": "training"}
-    )
+    pause_reasons: dict[DtmfKey, Name] = Field(default_factory=_default_pause_reasons)
+    # Extensions allowed to listen, whisper, barge and intercept (the supervise_* codes).
+    supervisors: list[ExtensionNumber] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -789,6 +793,9 @@ def _acd_problems(cfg: SwitchboardConfig, known: KnownNames) -> list[tuple[Probl
     """Agents answer on known extensions (each extension belongs to one agent); queue members
     are agents; overflow and exit destinations name things that exist."""
     out: list[tuple[ProblemPath, str]] = []
+    for i, ext in enumerate(cfg.acd.supervisors):
+        if ext not in cfg.extensions:
+            out.append((("acd", "supervisors", i), f"unknown extension {ext!r}"))
     owner: dict[str, str] = {}
     for agent_id, agent in cfg.agents.items():
         for i, ext in enumerate(agent.extensions):

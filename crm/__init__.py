@@ -3,6 +3,7 @@
 from crm.models import Base
 from crm.store import (
     SURVEY_RESULTS,
+    AgentStateData,
     BindingData,
     CallbackRequestData,
     CallRecordData,
@@ -11,6 +12,7 @@ from crm.store import (
     ExtensionSettingsData,
     HangupCause,
     HangupSide,
+    QueueEventData,
     Store,
     SurveyResultData,
     VoicemailData,
@@ -18,6 +20,7 @@ from crm.store import (
 
 __all__ = [
     "SURVEY_RESULTS",
+    "AgentStateData",
     "Base",
     "BindingData",
     "CallRecordData",
@@ -27,6 +30,7 @@ __all__ = [
     "ExtensionSettingsData",
     "HangupCause",
     "HangupSide",
+    "QueueEventData",
     "Store",
     "SurveyResultData",
     "VoicemailData",

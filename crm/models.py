@@ -215,3 +215,44 @@ class Customer(Base):
     language: Mapped[str | None] = mapped_column(String(8), nullable=True)
     notes: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class QueueEventRow(Base):
+    """One line of the queue event log (Asterisk ``queue_log`` vocabulary): every report on
+    queues and agents is computed from these and the call records."""
+
+    __tablename__ = "queue_events"
+    __table_args__ = (Index("ix_queue_events_time", "time"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[datetime] = mapped_column(UtcDateTime())
+    call_id: Mapped[str] = mapped_column(String(64))  # "" for agent events
+    queue: Mapped[str] = mapped_column(String(255))
+    agent: Mapped[str] = mapped_column(String(255))
+    event: Mapped[str] = mapped_column(String(32))
+    data: Mapped[str] = mapped_column(Text)  # the data fields joined by "|"
+
+
+class AgentStateRow(Base):
+    """The agent state log: one row per state change."""
+
+    __tablename__ = "agent_states"
+    __table_args__ = (Index("ix_agent_states_agent_time", "agent", "time"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[datetime] = mapped_column(UtcDateTime())
+    agent: Mapped[str] = mapped_column(String(255))
+    old_state: Mapped[str] = mapped_column(String(16))
+    new_state: Mapped[str] = mapped_column(String(16))
+    event: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class LastAgent(Base):
+    """Which agent last handled a caller (for last-agent routing)."""
+
+    __tablename__ = "last_agents"
+
+    caller: Mapped[str] = mapped_column(String(255), primary_key=True)
+    agent: Mapped[str] = mapped_column(String(255))
+    at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -31,11 +31,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from crm.models import (
+    AgentStateRow,
     Base,
     CallbackRequest,
     CallRecord,
     Customer,
     ExtensionSetting,
+    LastAgent,
+    QueueEventRow,
     Registration,
     SurveyResult,
     Voicemail,
@@ -258,6 +261,39 @@ class CustomerData:
             if value is not None:
                 out[key] = value
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEventData:
+    """A queue event (``data`` fields as in Asterisk's ``queue_log``)."""
+
+    time: datetime
+    call_id: str
+    queue: str
+    agent: str
+    event: str
+    data: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "time", _utc(self.time))
+
+    def queue_log_line(self) -> str:
+        """``epoch|callid|queue|agent|event|data...`` with NONE for empty fields."""
+        parts = [str(int(self.time.timestamp())), self.call_id or "NONE", self.queue or "NONE"]
+        return "|".join([*parts, self.agent or "NONE", self.event, *self.data])
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStateData:
+    time: datetime
+    agent: str
+    old_state: str
+    new_state: str
+    event: str
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "time", _utc(self.time))
 
 
 # The tables as Core objects, for bulk writes without the ORM's per-row work.
@@ -499,6 +535,85 @@ class Store:
             )
             for r in rows
         ]
+
+    # --- ACD: queue events, agent states, last agents -----------------------------------------
+
+    async def add_acd_log(self, events: list[QueueEventData], states: list[AgentStateData]) -> None:
+        """Append queue events and agent state changes (one transaction, in order)."""
+        if not events and not states:
+            return
+        async with self._sessions.begin() as session:
+            session.add_all(
+                QueueEventRow(
+                    time=e.time,
+                    call_id=e.call_id,
+                    queue=e.queue,
+                    agent=e.agent,
+                    event=e.event,
+                    data="|".join(e.data),
+                )
+                for e in events
+            )
+            session.add_all(
+                AgentStateRow(
+                    time=t.time,
+                    agent=t.agent,
+                    old_state=t.old_state,
+                    new_state=t.new_state,
+                    event=t.event,
+                    reason=t.reason,
+                )
+                for t in states
+            )
+
+    async def list_queue_events(
+        self, since: datetime | None = None, queue: str | None = None
+    ) -> list[QueueEventData]:
+        """Queue events in the order they happened."""
+        stmt = select(QueueEventRow).order_by(QueueEventRow.time, QueueEventRow.id)
+        if since is not None:
+            stmt = stmt.where(QueueEventRow.time >= _utc(since))
+        if queue is not None:
+            stmt = stmt.where(QueueEventRow.queue == queue)
+        async with self._sessions() as session:
+            rows = (await session.scalars(stmt)).all()
+        return [
+            QueueEventData(
+                r.time,
+                r.call_id,
+                r.queue,
+                r.agent,
+                r.event,
+                tuple(r.data.split("|")) if r.data else (),
+            )
+            for r in rows
+        ]
+
+    async def list_agent_states(self, agent: str | None = None) -> list[AgentStateData]:
+        stmt = select(AgentStateRow).order_by(AgentStateRow.time, AgentStateRow.id)
+        if agent is not None:
+            stmt = stmt.where(AgentStateRow.agent == agent)
+        async with self._sessions() as session:
+            rows = (await session.scalars(stmt)).all()
+        return [
+            AgentStateData(r.time, r.agent, r.old_state, r.new_state, r.event, r.reason)
+            for r in rows
+        ]
+
+    async def save_last_agents(self, rows: dict[str, tuple[str, datetime]]) -> None:
+        """Insert or replace the last agent of these callers."""
+        if not rows:
+            return
+        async with self._sessions.begin() as session:
+            for caller, (agent, at) in rows.items():
+                await session.merge(LastAgent(caller=caller, agent=agent, at=_utc(at)))
+
+    async def load_last_agents(self, since: datetime) -> dict[str, tuple[str, datetime]]:
+        """Callers handled since ``since`` and by whom."""
+        stmt = select(LastAgent).where(LastAgent.at >= _utc(since))
+        async with self._sessions() as session:
+            rows = (await session.scalars(stmt)).all()
+        return {r.caller: (r.agent, r.at) for r in rows}
 
     # --- customers ----------------------------------------------------------------------------
 

@@ -1697,7 +1697,7 @@ class MediaEngine:
         try:
             handler(event)
         except Exception:
-            log.exception("media.on_event_failed", event=type(event).__name__)
+            log.exception("media.on_event_failed", kind=type(event).__name__)
 
     # --- internals: ports -------------------------------------------------------------------
 

@@ -1006,7 +1006,7 @@ class MediaWorkerPool:
         try:
             handler(event)
         except Exception:
-            log.exception("media_worker.on_event_failed", event=type(event).__name__)
+            log.exception("media_worker.on_event_failed", kind=type(event).__name__)
 
     def _detach(self, w: _WorkerHandle) -> None:
         w.alive = False

@@ -436,8 +436,9 @@ class Call:
         self.after_callee_label = ""
         # Offers of this call to other phones (queue agents), by the offerer's key.
         self.offers: dict[str, _Outbound] = {}
-        # Called once when the call ends, with who ended it ("caller", "callee", "system").
-        self.on_end: list[Callable[[Call, str], None]] = []
+        # Called once when the call ends, with who ended it ("caller", "callee", "system")
+        # and the cause ("normal_clearing", "transferred", ...).
+        self.on_end: list[Callable[[Call, str, str], None]] = []
         self.forwards = 0  # how many times busy/no-answer forwarding moved this call
         self.tried: set[str] = {callee}
         self._relayed_provisional: set[int] = set()
@@ -835,6 +836,27 @@ class Call:
             self.cancel_offer(key)
         self.log.info("call_connected", to=b.ext)
 
+    def take_over(self, new: _Side, retire: Call) -> None:
+        """Intercept: ``new`` (a supervisor's side, answered in the call ``retire``) replaces
+        the callee, who is hung up; ``retire`` disappears without a call record."""
+        b2b = self.b2b
+        media = b2b.media
+        b2b._absorb(retire)
+        old = self.b
+        if old is not None:
+            if old.dialog is not None:
+                b2b.send_bye(old.dialog)
+            b2b._unregister_side(old)
+            media.close_leg(old.leg_id)
+        new.label = "b"
+        self.b = new
+        self.callee = new.ext
+        bridge_id = media.bridge(self.a.leg_id, new.leg_id)
+        for listener, speaker in ((self.a.leg_id, new.leg_id), (new.leg_id, self.a.leg_id)):
+            media.set_hears(bridge_id, listener, speaker, True)
+        b2b._register_side(self, new)
+        self.log.info("call_taken_over", by=new.ext, released=old.ext if old else None)
+
     def _hand_caller_over(self, start: Callable[[Call, Call], CallApplication]) -> None:
         """The callee hung up and the caller goes on to an application (a post-call
         survey): this call's record ends as the callee's hang-up, and the caller's leg
@@ -1185,7 +1207,7 @@ class Call:
             app.on_hangup()
         hooks, self.on_end = self.on_end, []
         for hook in hooks:
-            hook(self, side)
+            hook(self, side, cause)
 
 
 class _Transfer:
@@ -1421,8 +1443,8 @@ class B2bua:
         self._dialogs: dict[tuple[str, str, str], tuple[Call, _Side]] = {}
         self._by_leg: dict[str, Call] = {}
         self.rooms: dict[str, ConferenceRoom] = {}
-        # Called with (extension, leg id) when a party's dialog is up (who is on a call).
-        self.on_side_up: Callable[[str, str], None] | None = None
+        # Called with (call, extension, leg id) when a party's dialog is up (who is on a call).
+        self.on_side_up: Callable[[Call, str, str], None] | None = None
 
     @property
     def calls(self) -> list[Call]:
@@ -1737,7 +1759,7 @@ class B2bua:
         self._dialogs[side.dialog.key] = (call, side)
         self._by_leg[side.leg_id] = call
         if self.on_side_up is not None:
-            self.on_side_up(side.ext, side.leg_id)
+            self.on_side_up(call, side.ext, side.leg_id)
 
     def originate(
         self,

@@ -248,7 +248,7 @@ class SipStack:
             try:
                 self._dispatch(ev)
             except Exception:  # a TU bug must not take the stack down
-                log.exception("tu_handler_failed", event=type(ev).__name__)
+                log.exception("tu_handler_failed", kind=type(ev).__name__)
             # Handlers may have queued more output.
             for data, dest, transport in layer.datagrams_to_send():
                 self._send_bytes(data, dest, transport)

@@ -114,6 +114,12 @@ FLOW_PROMPTS = {
             "3 if unsatisfied."
         ),
         "voicemail-after-beep": "Please leave a message after the beep.",
+        "queue-position": "You are caller number",
+        "queue-wait": "Your estimated waiting time is about",
+        "minutes": "minutes",
+        "queue-periodic": "All our agents are busy. Please stay on the line.",
+        "queue-callback": "To be called back without losing your place in line, press 5.",
+        "callback-confirmed": "Thank you. We will call you back.",
     },
     "zh": {
         "welcome": "欢迎致电。",
@@ -126,6 +132,12 @@ FLOW_PROMPTS = {
         "thank-you": "谢谢。",
         "survey": "请对我们的服务进行评价。满意请按一，一般请按二，不满意请按三。",
         "voicemail-after-beep": "请在提示音后留言。",
+        "queue-position": "您的排队位置是",
+        "queue-wait": "预计等待时间约为",
+        "minutes": "分钟",
+        "queue-periodic": "所有座席都在忙，请不要挂机。",
+        "queue-callback": "如需回电并保留您的排队位置，请按五。",
+        "callback-confirmed": "谢谢，我们会给您回电。",
     },
 }
 

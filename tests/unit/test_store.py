@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from crm import (
+    AgentStateData,
     BindingData,
     CallbackRequestData,
     CallRecordData,
@@ -16,6 +17,7 @@ from crm import (
     Disposition,
     HangupCause,
     HangupSide,
+    QueueEventData,
     Store,
     SurveyResultData,
     VoicemailData,
@@ -338,3 +340,24 @@ async def test_customer_found_by_caller_number_digits(store: Store) -> None:
     assert await store.find_customer_by_number("anonymous") is None
     with pytest.raises(ValueError, match="grade"):
         CustomerData(name="x", phone="1", grade="F")
+
+
+async def test_queue_events_agent_states_and_last_agents(store: Store) -> None:
+    events = [
+        QueueEventData(T0, "c1", "support", "", "ENTERQUEUE", ("", "5551234")),
+        QueueEventData(
+            T0 + timedelta(seconds=17), "c1", "support", "a1", "CONNECT", ("17", "c1", "2")
+        ),
+    ]
+    states = [AgentStateData(T0, "a1", "AVAILABLE", "RINGING", "offer")]
+    await store.add_acd_log(events, states)
+    got = await store.list_queue_events()
+    assert [e.queue_log_line() for e in got] == [
+        f"{int(T0.timestamp())}|c1|support|NONE|ENTERQUEUE||5551234",
+        f"{int(T0.timestamp()) + 17}|c1|support|a1|CONNECT|17|c1|2",
+    ]
+    assert (await store.list_agent_states("a1"))[0].new_state == "RINGING"
+    await store.save_last_agents({"5551234": ("a1", T0)})
+    await store.save_last_agents({"5551234": ("a2", T0 + timedelta(days=1))})
+    assert await store.load_last_agents(T0) == {"5551234": ("a2", T0 + timedelta(days=1))}
+    assert await store.load_last_agents(T0 + timedelta(days=2)) == {}

@@ -1,0 +1,852 @@
+"""Runs the ACD (:mod:`acd`) on Switchboard's calls: queues, agents' phones, supervision.
+
+Theory of operation
+-------------------
+The :class:`acd.Acd` decides; this host carries the decisions out on SIP calls and feeds every
+relevant happening back, with the wall clock (``time.time()``) as the ACD's clock:
+
+- A caller reaches a queue (a dialplan destination of kind ``queue`` or an IVR ``queue``
+  node): the call is answered, hears the queue's music, and joins the ACD. Their digits go to
+  the queue (exit key, callback key).
+- :class:`acd.Offer` rings the agent's extension(s) with the caller (the caller keeps their
+  music). The first answer is connected (:meth:`pbx.b2bua.Call.accept`); a phone that
+  refuses or stops ringing is reported as a missed offer; :class:`acd.CancelOffer` stops the
+  ringing.
+- The end of a call is reported as an abandon (still waiting) or a completion by the agent
+  or the caller; a transfer as a transfer.
+- Any other call an agent is on — outbound, internal, direct — makes them busy for the ACD:
+  the B2BUA reports every party whose dialog is up, the media engine every leg that closes.
+- Agents log in, out, pause (with a reason digit), unpause and end wrap-up with feature codes;
+  supervisors listen (4), whisper (5), barge (6) or intercept (7) with codes + the agent's
+  extension, switching modes during the call with those digits.
+- :class:`acd.DialCallback` calls the agent (or the customer) first, then the other, and
+  connects them.
+
+The queue event log and agent state log are written to the store in order by one writer
+task, and each event is also logged (``queue_event``, ``agent_state``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from acd import (
+    Acd,
+    Action,
+    AgentConfig,
+    AgentState,
+    Announce,
+    CancelOffer,
+    DialCallback,
+    ExitQueue,
+    Offer,
+    OfferCallback,
+    QueueConfig,
+    RuleStep,
+    Strategy,
+    WrapUpMode,
+    parse_requirements,
+)
+from cli.ivr_host import IvrHost
+from config import SwitchboardConfig
+from crm import AgentStateData, QueueEventData, Store
+from ivr import PromptSets, say_number
+from media import Playlist, ToneSource
+from pbx.b2bua import Call, CallApplication
+from pbx.dialplan import RouteDecision
+from pbx.features import Feature, FeatureRequest
+from pbx.message import Request, make_response
+from pbx.server import ApplicationFactory, SipServer
+from pbx.stack import new_tag
+
+__all__ = ["AcdHost", "acd_from_config"]
+
+log = structlog.get_logger("switchboard.acd")
+
+SUPERVISION_DIGITS = {"4": "listen", "5": "whisper", "6": "barge", "7": "intercept"}
+_SUPERVISE = {
+    Feature.SUPERVISE_LISTEN: "listen",
+    Feature.SUPERVISE_WHISPER: "whisper",
+    Feature.SUPERVISE_BARGE: "barge",
+    Feature.SUPERVISE_INTERCEPT: "intercept",
+}
+CALLBACK_RING_SECONDS = 30.0
+
+
+def acd_from_config(cfg: SwitchboardConfig) -> tuple[list[AgentConfig], list[QueueConfig]]:
+    """The ACD's agents and queues from ``agents:`` and ``queues:`` of the config."""
+    agents = [
+        AgentConfig(
+            agent_id,
+            a.name,
+            tuple(a.extensions),
+            dict(a.skills),
+            a.wrap_up,
+        )
+        for agent_id, a in cfg.agents.items()
+    ]
+    queues = []
+    for name, q in cfg.queues.items():
+        queues.append(
+            QueueConfig(
+                name,
+                strategy=Strategy(q.strategy),
+                members=tuple(q.members),
+                skill_rules=tuple(
+                    RuleStep(parse_requirements(r.require), r.wait_under) for r in q.skill_rules
+                ),
+                ring_timeout=q.ring_timeout,
+                retry_delay=q.retry_delay,
+                auto_pause_after=q.auto_pause_after,
+                wrap_up=q.wrap_up,
+                wrap_up_mode=WrapUpMode(q.wrap_up_mode),
+                wrap_up_codes=tuple(q.wrap_up_codes),
+                maxlen=q.maxlen,
+                join_empty=q.join_empty,
+                leave_when_empty=q.leave_when_empty,
+                max_wait=q.max_wait,
+                overflow=q.overflow,
+                progressive_step=q.progressive_step,
+                service_level=q.service_level,
+                last_agent_days=q.last_agent.days,
+                last_agent_wait=q.last_agent.wait,
+                grade_priority={str(k): v for k, v in q.grade_priority.items()},
+                announce_position_every=q.announce_position_every,
+                announce_every=q.announce_every,
+                exit_key=q.exit_key,
+                exit_destination=q.exit_destination,
+                callback_key=q.callback.key,
+                callback_offer_after=q.callback.offer_after,
+                callback_attempts=q.callback.attempts,
+                callback_retry_delay=q.callback.retry_delay,
+                callback_agent_first=q.callback.order == "agent_first",
+            )
+        )
+    return agents, queues
+
+
+class _Waiting:
+    """The application of a caller waiting in a queue: their digits go to the queue."""
+
+    def __init__(self, host: AcdHost, call: Call) -> None:
+        self.host = host
+        self.call = call
+
+    def on_dtmf(self, digit: str) -> None:
+        self.host._caller_digit(self.call, digit)
+
+    def on_hangup(self) -> None:
+        pass  # the call's on_end hook reports it
+
+
+class _Quiet:
+    """The application of a callback leg while the other party is rung."""
+
+    def on_dtmf(self, digit: str) -> None:
+        pass
+
+    def on_hangup(self) -> None:
+        pass
+
+
+class _Supervisor:
+    """A supervisor's call joined into an agent's call; digits 4-7 switch the mode."""
+
+    def __init__(self, host: AcdHost, own: Call, target: Call, agent: str, mode: str) -> None:
+        self.host = host
+        self.own = own
+        self.target = target
+        self.agent = agent
+        self.mode = ""
+        media = host.server.media
+        bridge = media.get_leg(target.a.leg_id).bridge_id
+        if bridge is None or target.ended or target.b is None:
+            own.hang_up_caller("nothing_to_supervise")
+            return
+        self.bridge = bridge
+        media.join(bridge, own.a.leg_id)
+        target.on_end.append(self._target_ended)
+        self.switch(mode)
+
+    def _target_ended(self, _call: Call, _side: str, _cause: str) -> None:
+        if not self.own.ended and self.mode != "intercept":
+            self.own.hang_up_caller("supervised_call_ended")
+
+    def switch(self, mode: str) -> None:
+        if mode == self.mode or self.own.ended or self.target.ended or self.target.b is None:
+            return
+        media = self.host.server.media
+        sup = self.own.a.leg_id
+        caller, agent = self.target.a.leg_id, self.target.b.leg_id
+        self.host._supervision_logged(self.target, self.agent, self.own.a.ext, mode)
+        if mode == "intercept":
+            self.mode = mode
+            self.host._intercepted(self.target, self.agent)
+            self.target.take_over(self.own.a, self.own)
+            return
+        media.set_hears(self.bridge, caller, sup, mode == "barge")
+        media.set_hears(self.bridge, agent, sup, mode in ("whisper", "barge"))
+        self.mode = mode
+
+    def on_dtmf(self, digit: str) -> None:
+        mode = SUPERVISION_DIGITS.get(digit)
+        if mode is not None:
+            self.switch(mode)
+
+    def on_hangup(self) -> None:
+        pass
+
+
+class AcdHost:
+    """The ACD of one Switchboard process; see the module documentation."""
+
+    def __init__(
+        self,
+        server: SipServer,
+        store: Store | None,
+        cfg: SwitchboardConfig,
+        config_dir: Path,
+        ivr: IvrHost | None = None,
+    ) -> None:
+        agents, queues = acd_from_config(cfg)
+        self.acd = Acd(agents, queues)
+        self.config = (cfg.agents, cfg.queues, cfg.acd)  # what a reload cannot change
+        self.server = server
+        self.store = store
+        self.ivr = ivr
+        self.prompts = PromptSets.for_config(config_dir)
+        self.tone_plan = cfg.media.tone_plan
+        self.pause_reasons = dict(cfg.acd.pause_reasons)
+        self.supervisors = set(cfg.acd.supervisors)
+        self.queue_music = {
+            name: [str(config_dir / f) for f in q.music_on_hold] for name, q in cfg.queues.items()
+        }
+        self._agent_of_ext = {ext: a.id for a in agents for ext in a.extensions}
+        f = cfg.features
+        self._supervise_codes = (
+            f.supervise_listen,
+            f.supervise_whisper,
+            f.supervise_barge,
+            f.supervise_intercept,
+        )
+        self._calls: dict[str, Call] = {}  # ACD call id -> the call carrying it
+        self._surveys: dict[str, str] = {}  # ACD call id -> post-call survey flow
+        self._legs: dict[str, str] = {}  # leg id -> extension, for every party up on a call
+        self._busy: Counter[str] = Counter()
+        self._own_legs: set[str] = set()  # callback legs: the ACD already knows about them
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._pending_events: list[QueueEventData] = []
+        self._pending_states: list[AgentStateData] = []
+        self._pending_last: dict[str, tuple[str, datetime]] = {}
+        self._writer: asyncio.Task[None] | None = None
+
+    # -- wiring ------------------------------------------------------------------------------
+
+    def use_ivr(self, ivr: IvrHost | None) -> None:
+        """After a reload: the new flows send their queue callers here too."""
+        self.ivr = ivr
+        if ivr is not None:
+            ivr.queue_handler = self.enqueue_from_ivr
+
+    def install(self) -> None:
+        server = self.server
+        server.queue_application = self.queue_application()
+        server.acd_features = self.on_feature
+        server.b2bua.on_side_up = self._side_up
+        server.media.on_leg_closed = self._leg_closed
+        if self.ivr is not None:
+            self.ivr.queue_handler = self.enqueue_from_ivr
+
+    async def start(self) -> None:
+        """Restore who handled which caller last (for last-agent routing)."""
+        days = max((q.cfg.last_agent_days for q in self.acd.queues.values()), default=0.0)
+        if self.store is None or days <= 0:
+            return
+        since = datetime.now(UTC) - timedelta(days=days)
+        for caller, (agent, at) in (await self.store.load_last_agents(since)).items():
+            self.acd.last_agent[caller] = (agent, at.timestamp())
+
+    async def drain(self) -> None:
+        """Write what is still pending to the store (at shutdown)."""
+        self._flush()
+        while self._writer is not None and not self._writer.done():
+            await asyncio.gather(self._writer, return_exceptions=True)
+
+    # -- the service API (feature codes, later the web panel and CLI) -----------------------
+
+    def login(self, agent: str) -> None:
+        self.acd.login(agent, time.time())
+        self._pump()
+
+    def logout(self, agent: str) -> None:
+        self.acd.logout(agent, time.time())
+        self._pump()
+
+    def pause(self, agent: str, reason: str = "busy") -> None:
+        self.acd.pause(agent, time.time(), reason)
+        self._pump()
+
+    def unpause(self, agent: str) -> None:
+        self.acd.unpause(agent, time.time())
+        self._pump()
+
+    def end_wrap_up(self, agent: str, code: str | None = None) -> bool:
+        done = self.acd.end_wrap_up(agent, time.time(), code)
+        self._pump()
+        return done
+
+    def supervise(self, supervisor_call: Call, agent: str, mode: str) -> CallApplication:
+        """Join ``supervisor_call`` (answered) into the agent's current call in ``mode``."""
+        target = self._agent_call(agent)
+        if target is None:
+            supervisor_call.hang_up_caller("nothing_to_supervise")
+            return _Quiet()
+        return _Supervisor(self, supervisor_call, target, agent, mode)
+
+    def agent_states(self) -> dict[str, tuple[AgentState, str | None]]:
+        return {a: (x.sm.state, x.sm.reason) for a, x in self.acd.agents.items()}
+
+    # -- callers ------------------------------------------------------------------------------
+
+    def queue_application(self) -> ApplicationFactory:
+        """For dialplan destinations of kind ``queue``: answered calls join the queue."""
+
+        def start(call: Call, decision: RouteDecision) -> CallApplication:
+            dest = decision.destination
+            skills = list(dest.skills)
+            variables = {"skills": ",".join(skills)} | ({"skill": skills[0]} if skills else {})
+            return self.enqueue(
+                call, dest.target or decision.number, dest.priority, variables, None
+            )
+
+        return start
+
+    def enqueue_from_ivr(
+        self, call: Call, queue: str, priority: int, variables: dict[str, str], survey: str | None
+    ) -> None:
+        """An IVR ``queue`` node sends its caller here (priority 0: not given, so the
+        customer's grade may set it)."""
+        self.enqueue(call, queue, priority or None, variables, survey)
+
+    def enqueue(
+        self,
+        call: Call,
+        queue: str,
+        priority: int | None,
+        variables: dict[str, str],
+        survey: str | None,
+    ) -> CallApplication:
+        """``call`` (answered) joins ``queue`` with music on hold."""
+        app = _Waiting(self, call)
+        call.app = app
+        if queue not in self.acd.queues:
+            log.warning("unknown_queue", call=call.id, queue=queue)
+            call.hang_up_caller("unknown_queue")
+            return app
+        self._calls[call.id] = call
+        call.on_end.append(self._call_ended)
+        if survey is not None:
+            self._surveys[call.id] = survey
+        self._music(call)
+        grade = variables.get("customer.grade")
+        needs_grade = bool(self.acd.queues[queue].cfg.grade_priority) and priority is None
+        if grade is None and needs_grade and self.store is not None:
+            task = asyncio.get_running_loop().create_task(
+                self._join_with_grade(call, queue, variables)
+            )
+            task.add_done_callback(_log_task_error)
+            return app
+        self._join(call, queue, priority, variables, grade)
+        return app
+
+    async def _join_with_grade(self, call: Call, queue: str, variables: dict[str, str]) -> None:
+        assert self.store is not None
+        customer = await self.store.find_customer_by_number(call.caller)
+        if not call.ended:
+            self._join(call, queue, None, variables, customer.grade if customer else None)
+
+    def _join(
+        self,
+        call: Call,
+        queue: str,
+        priority: int | None,
+        variables: dict[str, str],
+        grade: str | None,
+    ) -> None:
+        result = self.acd.enqueue(
+            call.id,
+            queue,
+            call.caller,
+            time.time(),
+            priority=priority,
+            variables=variables,
+            grade=grade,
+        )
+        if not result.joined:
+            log.info("queue_join_refused", call=call.id, queue=queue, reason=result.reason)
+            self._route_exit(call, result.reason or "full", self.acd.queues[queue].cfg.overflow)
+        self._pump()
+
+    def _caller_digit(self, call: Call, digit: str) -> None:
+        if call.id not in self.acd.calls:
+            return
+        cfg = self.acd.queues[self.acd.calls[call.id].queue].cfg
+        now = time.time()
+        if digit == cfg.callback_key:
+            _, created = self.acd.request_callback(call.id, call.caller, now)
+            self._pump()
+            self._stop_music(call)
+            call.app = None
+            self._play_then_hang_up(call, ["callback-confirmed", "goodbye"], "callback_requested")
+            if not created:
+                log.info("callback_already_pending", call=call.id, number=call.caller)
+            return
+        if self.acd.exit_with_key(call.id, digit, now):
+            self._pump()
+
+    def _call_ended(self, call: Call, side: str, cause: str) -> None:
+        acd_id = call.id
+        self._calls.pop(acd_id, None)
+        self._surveys.pop(acd_id, None)
+        if acd_id not in self.acd.calls:
+            return
+        now = time.time()
+        if self.acd.is_waiting(acd_id):
+            self.acd.caller_left(acd_id, now)
+        elif cause == "transferred":
+            self.acd.transferred(acd_id, now, call.callee)
+        else:
+            self.acd.call_completed(acd_id, now, "agent" if side == "callee" else "caller")
+        self._pump()
+
+    # -- carrying out the ACD's actions -------------------------------------------------------
+
+    def _pump(self) -> None:
+        for _ in range(1000):  # each action may cause others; never loop forever
+            actions = self.acd.drain()
+            if not actions:
+                break
+            for action in actions:
+                try:
+                    self._do(action)
+                except Exception as exc:  # one bad action must not stop the queue
+                    log.error("acd_action_failed", action=repr(action), error=repr(exc))
+        self._flush()
+        self._reschedule()
+
+    def _do(self, action: Action) -> None:
+        if isinstance(action, Offer):
+            self._offer(action)
+        elif isinstance(action, CancelOffer):
+            call = self._calls.get(action.call)
+            if call is not None:
+                for key in [k for k in call.offers if k.startswith(action.agent + "/")]:
+                    call.cancel_offer(key)
+        elif isinstance(action, ExitQueue):
+            call = self._calls.pop(action.call, None)
+            if call is not None and not call.ended:
+                self._route_exit(call, action.reason, action.destination)
+        elif isinstance(action, Announce):
+            call = self._calls.get(action.call)
+            if call is not None:
+                if action.periodic:
+                    items = ["queue-periodic"]
+                else:
+                    items = ["queue-position", *say_number(action.position)]
+                    minutes = max(1, round(action.estimated_wait / 60))
+                    items += ["queue-wait", *say_number(minutes), "minutes"]
+                self._announce(call, items)
+        elif isinstance(action, OfferCallback):
+            call = self._calls.get(action.call)
+            if call is not None:
+                self._announce(call, ["queue-callback"])
+        elif isinstance(action, DialCallback):
+            self._dial_callback(action)
+
+    def _offer(self, offer: Offer) -> None:
+        call = self._calls.get(offer.call)
+        agent = self.acd.agents[offer.agent].cfg
+        rang = False
+        if call is not None and not call.ended:
+            for ext in agent.extensions:
+                rang |= call.offer(
+                    f"{offer.agent}/{ext}",
+                    ext,
+                    ring_timeout=offer.timeout + 5,  # the ACD's own timer ends it first
+                    on_answered=partial(self._agent_answered, call, offer.agent),
+                    on_failed=partial(self._agent_failed, call, offer.agent),
+                    display=f"{offer.queue}: {call.caller}",
+                )
+        if not rang:
+            log.info("agent_unreachable", agent=offer.agent, call=offer.call)
+            asyncio.get_running_loop().call_soon(self._missed, offer.call, offer.agent)
+
+    def _missed(self, acd_id: str, agent: str) -> None:
+        self.acd.offer_failed(acd_id, agent, time.time())
+        self._pump()
+
+    def _agent_failed(self, call: Call, agent: str, status: int) -> None:
+        if any(k.startswith(agent + "/") for k in call.offers):
+            return  # another phone of the agent still rings
+        log.info("offer_refused", agent=agent, call=call.id, status=status)
+        self._missed(call.id, agent)
+
+    def _agent_answered(self, call: Call, agent: str, side: Any) -> None:
+        offered = self.acd.calls.get(call.id)
+        if offered is None or agent not in offered.offers:
+            # The ACD withdrew the offer meanwhile (another agent answered first).
+            self.server.b2bua.send_bye(side.dialog)
+            self.server.media.close_leg(side.leg_id)
+            return
+        self.acd.answered(call.id, agent, time.time())
+        call.accept(side)
+        survey = self._surveys.get(call.id)
+        if survey is not None and self.ivr is not None:
+            call.after_callee = self.ivr.post_call(survey)
+            call.after_callee_label = f"survey:{survey}"
+        self._pump()
+
+    def _route_exit(self, call: Call, reason: str, destination: str | None) -> None:
+        """A caller leaves the queue for ``destination`` (None: goodbye and hang up)."""
+        self._stop_music(call)
+        call.app = None
+        kind, _, target = (destination or "hangup").partition(":")
+        log.info("queue_exit", call=call.id, reason=reason, destination=destination)
+        if kind == "callback":
+            self._play_then_hang_up(call, ["callback-confirmed", "goodbye"], "callback_requested")
+        elif (
+            kind == "voicemail" and self.ivr is not None and self.ivr.voicemail_on(call, target)
+        ) or (kind == "ivr" and self.ivr is not None and self.ivr.start_on(call, target)):
+            return
+        elif kind == "extension":
+            if not call.connect_to(target, lambda status: call.hang_up_caller("overflow_failed")):
+                call.hang_up_caller("overflow_failed")
+        else:
+            self._play_then_hang_up(call, ["goodbye"], f"queue_{reason}")
+
+    # -- callbacks -----------------------------------------------------------------------------
+
+    def _dial_callback(self, dial: DialCallback) -> None:
+        agent = self.acd.agents[dial.agent].cfg
+        agent_ext = agent.extensions[0]
+        first, second = (agent_ext, dial.number) if dial.agent_first else (dial.number, agent_ext)
+        b2b = self.server.b2bua
+        now_failed = partial(self._callback_failed, dial.call)
+
+        def first_answered(side: Any) -> None:
+            if dial.call not in self.acd.calls:
+                b2b.send_bye(side.dialog)
+                self.server.media.close_leg(side.leg_id)
+                return
+            self._own_legs.add(side.leg_id)
+            leg_call = b2b.continue_with_application(
+                side, linked_id=None, callee=second, start=lambda c: _Quiet()
+            )
+            self.server.media.get_leg(side.leg_id).start_tone("ringback")
+            self._calls[dial.call] = leg_call
+            leg_call.on_end.append(partial(self._callback_call_ended, dial.call))
+
+            def second_answered(other: Any) -> None:
+                self._own_legs.add(other.leg_id)
+                self.acd.callback_answered(dial.call, time.time())
+                leg_call.accept(other)
+                self._pump()
+
+            def second_failed(status: int) -> None:
+                leg_call.on_end.clear()
+                leg_call.hang_up_caller("callback_failed")
+                now_failed(f"sip_{status}")
+
+            rang = leg_call.offer(
+                "callback",
+                second,
+                ring_timeout=CALLBACK_RING_SECONDS,
+                on_answered=second_answered,
+                on_failed=second_failed,
+                display=f"Callback {dial.number}" if not dial.agent_first else None,
+            )
+            if not rang:
+                second_failed(404)
+
+        outbound = b2b.originate(
+            first,
+            caller_ext=dial.number if dial.agent_first else agent_ext,
+            display=f"Callback {dial.number}" if dial.agent_first else None,
+            ring_timeout=CALLBACK_RING_SECONDS,
+            on_answered=first_answered,
+            on_failed=lambda status: now_failed(f"sip_{status}"),
+        )
+        if outbound is None:
+            asyncio.get_running_loop().call_soon(now_failed, "unreachable")
+
+    def _callback_failed(self, acd_id: str, reason: str) -> None:
+        log.info("callback_attempt_failed", call=acd_id, reason=reason)
+        self._calls.pop(acd_id, None)
+        self.acd.callback_failed(acd_id, time.time(), reason)
+        self._pump()
+
+    def _callback_call_ended(self, acd_id: str, call: Call, side: str, cause: str) -> None:
+        self._calls.pop(acd_id, None)
+        if acd_id not in self.acd.calls:
+            return
+        if call.b is None:  # the second party never answered: the attempt failed
+            self._callback_failed(acd_id, "hung_up")
+            return
+        agent_side = "caller" if call.a.ext in self._agent_of_ext else "callee"
+        self.acd.call_completed(acd_id, time.time(), "agent" if side == agent_side else "caller")
+        self._pump()
+
+    # -- agents' other calls, feature codes, supervision ------------------------------------------
+
+    def _side_up(self, call: Call, ext: str, leg_id: str) -> None:
+        if leg_id in self._legs or leg_id in self._own_legs:
+            return
+        if call.callee[:1] in ("*", "#") and not call.callee.startswith(self._supervise_codes):
+            return  # a feature code's beep is not a call
+        self._legs[leg_id] = ext
+        self._busy[ext] += 1
+        agent = self._agent_of_ext.get(ext)
+        if agent is not None and self._busy[ext] == 1:
+            self.acd.agent_call_started(agent, time.time())
+            self._pump()
+
+    def _leg_closed(self, leg_id: str) -> None:
+        self._own_legs.discard(leg_id)
+        ext = self._legs.pop(leg_id, None)
+        if ext is None:
+            return
+        self._busy[ext] -= 1
+        if self._busy[ext] <= 0:
+            del self._busy[ext]
+            agent = self._agent_of_ext.get(ext)
+            if agent is not None:
+                self.acd.agent_call_ended(agent, time.time())
+                self._pump()
+
+    def on_feature(
+        self,
+        req: Request,
+        user: str,
+        feature: FeatureRequest,
+        source: tuple[str, int],
+        transport: str,
+    ) -> None:
+        """An ACD feature code dialled from ``user``'s phone."""
+        stack = self.server.stack
+        b2b = self.server.b2bua
+        dialled = req.request_uri.user_unescaped() or ""
+        mode = _SUPERVISE.get(feature.feature)
+        if mode is not None:
+            agent = self._agent_of_ext.get(feature.argument)
+            if user not in self.supervisors:
+                stack.send_response(make_response(req, 403, "Not A Supervisor", to_tag=new_tag()))
+            elif agent is None or self._agent_call(agent) is None:
+                stack.send_response(
+                    make_response(req, 404, "No Call To Supervise", to_tag=new_tag())
+                )
+            else:
+                b2b.start_application(
+                    req,
+                    source,
+                    transport,
+                    user,
+                    dialled,
+                    lambda call, a=agent, m=mode: self.supervise(call, a, m),  # type: ignore[misc]
+                )
+            return
+        agent = self._agent_of_ext.get(user)
+        if agent is None:
+            stack.send_response(make_response(req, 403, "Not An Agent", to_tag=new_tag()))
+            return
+        ok = True
+        match feature.feature:
+            case Feature.AGENT_LOGIN:
+                self.login(agent)
+            case Feature.AGENT_LOGOUT:
+                self.logout(agent)
+            case Feature.AGENT_PAUSE:
+                self.pause(agent, self.pause_reasons.get(feature.argument, "busy"))  # type: ignore[call-overload]
+            case Feature.AGENT_UNPAUSE:
+                self.unpause(agent)
+            case Feature.WRAP_UP_DONE:
+                ok = self.end_wrap_up(agent, feature.argument or None)
+        if not ok:
+            stack.send_response(make_response(req, 403, "Wrap-Up Continues", to_tag=new_tag()))
+            return
+        log.info("agent_feature", agent=agent, feature=feature.feature.value, arg=feature.argument)
+        beep = ToneSource("beep", self.tone_plan, rate=8000)
+        b2b.answer_with_tone(req, source, transport, user, dialled, beep)
+
+    def _agent_call(self, agent: str) -> Call | None:
+        """The call the agent is talking on (queue calls first)."""
+        exts = set(self.acd.agents[agent].cfg.extensions)
+        best: Call | None = None
+        for call in self.server.b2bua.calls:
+            if call.ended or call.b is None:
+                continue
+            if call.b.ext in exts or call.a.ext in exts:
+                if call.id in self.acd.calls:
+                    return call
+                best = best or call
+        return best
+
+    def _supervision_logged(self, call: Call, agent: str, supervisor: str, mode: str) -> None:
+        queue = self.acd.calls[call.id].queue if call.id in self.acd.calls else ""
+        self.acd.log_event(time.time(), call.id, queue, agent, "SUPERVISE", (supervisor, mode))
+        log.info("supervision", call=call.id, agent=agent, supervisor=supervisor, mode=mode)
+        self._flush()
+
+    def _intercepted(self, call: Call, agent: str) -> None:
+        """The supervisor takes the call over: the agent's part of it is complete."""
+        self._calls.pop(call.id, None)
+        if call.id in self.acd.calls:
+            self.acd.call_completed(call.id, time.time(), "agent")
+        self._pump()
+
+    # -- media on the caller's leg ---------------------------------------------------------------
+
+    def _music(self, call: Call) -> None:
+        leg = call.a.leg_id
+        if leg not in self.server.media:
+            return
+        queue_files = None
+        acd_call = self.acd.calls.get(call.id)
+        if acd_call is not None:
+            queue_files = self.queue_music.get(acd_call.queue)
+        if queue_files:
+            call.a.moh_player = self.server.media.play(leg, Playlist(queue_files, 8000, loop=True))
+        else:
+            call.a.moh_player = self.server.b2bua.start_music_on_hold(leg)
+
+    def _stop_music(self, call: Call) -> None:
+        if call.a.moh_player is not None:
+            self.server.media.stop_play(call.a.moh_player)
+            call.a.moh_player = None
+
+    def _files(self, names: list[str]) -> list[str]:
+        out = []
+        for name in names:
+            path = self.prompts.resolve(name, "en")
+            if path is not None:
+                out.append(str(path))
+            else:
+                log.warning("prompt_missing", prompt=name)
+        return out
+
+    def _announce(self, call: Call, names: list[str]) -> None:
+        """Interrupt the music with prompts, then resume it (while the caller still waits)."""
+        files = self._files(names)
+        leg = call.a.leg_id
+        if not files or call.ended or leg not in self.server.media:
+            return
+        self._stop_music(call)
+
+        def done(_event: object) -> None:
+            if call.id in self._calls and self.acd.is_waiting(call.id) and not call.ended:
+                self._music(call)
+
+        call.a.moh_player = self.server.media.play(leg, Playlist(files, 8000), on_done=done)
+
+    def _play_then_hang_up(self, call: Call, names: list[str], cause: str) -> None:
+        files = self._files(names)
+        leg = call.a.leg_id
+        if not files or call.ended or leg not in self.server.media:
+            call.hang_up_caller(cause)
+            return
+
+        def done(_event: object) -> None:
+            call.hang_up_caller(cause)
+
+        self.server.media.play(leg, Playlist(files, 8000), on_done=done)
+
+    # -- timers and the logs ----------------------------------------------------------------------
+
+    def _reschedule(self) -> None:
+        deadline = self.acd.next_deadline()
+        if deadline is None:
+            return
+        if self._timer is not None and self._timer_at <= deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        delay = max(0.0, deadline - time.time())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.acd.tick(time.time())
+        self._pump()
+
+    def _flush(self) -> None:
+        for e in self.acd.drain_events():
+            at = datetime.fromtimestamp(e.time, UTC)
+            log.info(
+                "queue_event", line=e.queue_log_line(), kind=e.event, call=e.call, agent=e.agent
+            )
+            self._pending_events.append(
+                QueueEventData(at, e.call, e.queue, e.agent, e.event, e.data)
+            )
+            if e.event in ("CONNECT", "CALLBACKCONNECT") and e.call in self.acd.calls:
+                caller = self.acd.calls[e.call].caller
+                self._pending_last[caller] = (e.agent, at)
+        for t in self.acd.drain_agent_log():
+            log.info(
+                "agent_state",
+                agent=t.agent,
+                old=t.old.value,
+                new=t.new.value,
+                trigger=t.event.value,
+                reason=t.reason,
+            )
+            self._pending_states.append(
+                AgentStateData(
+                    datetime.fromtimestamp(t.at, UTC),
+                    t.agent,
+                    t.old.value,
+                    t.new.value,
+                    t.event.value,
+                    t.reason,
+                )
+            )
+        if self.store is None:
+            self._pending_events.clear()
+            self._pending_states.clear()
+            self._pending_last.clear()
+            return
+        if (self._pending_events or self._pending_states or self._pending_last) and (
+            self._writer is None or self._writer.done()
+        ):
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        assert self.store is not None
+        while self._pending_events or self._pending_states or self._pending_last:
+            events, self._pending_events = self._pending_events, []
+            states, self._pending_states = self._pending_states, []
+            last, self._pending_last = self._pending_last, {}
+            try:
+                await self.store.add_acd_log(events, states)
+                await self.store.save_last_agents(last)
+            except Exception as exc:
+                log.error("acd_log_not_stored", events=len(events), error=repr(exc))
+                with contextlib.suppress(Exception):
+                    await asyncio.sleep(1.0)
+                self._pending_events[:0] = events
+                self._pending_states[:0] = states
+                return
+
+
+def _log_task_error(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("acd_task_failed", error=repr(task.exception()))

@@ -1,0 +1,326 @@
+"""The ACD with real phones: PJSUA2 agents log in with feature codes and answer queue calls
+from PJSUA2 callers; supervisors listen, whisper, barge and intercept (Switchboard as its own
+process, everything over loopback)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.peers.audio import dominant_frequency, tone_level_db
+from tests.peers.calls import registered
+from tests.peers.phones import Phone
+from tests.peers.switchboard import Switchboard, wait_for
+
+pytestmark = pytest.mark.peers
+
+PEOPLE = {
+    "1001": {"name": "Caller One", "password": "pw-1001"},
+    "1002": {"name": "Bob", "password": "pw-1002"},
+    "1003": {"name": "Carol", "password": "pw-1003"},
+    "1004": {"name": "Caller Two", "password": "pw-1004"},
+    "1005": {"name": "Sue", "password": "pw-1005"},
+}
+
+AGENTS = """agents:
+  a2: {name: Bob, extensions: ["1002"], skills: {english: 80}}
+  a3: {name: Carol, extensions: ["1003"], skills: {english: 60}}
+acd:
+  supervisors: ["1005"]
+"""
+
+
+def start(server_factory: Callable[..., Switchboard], queues: str, dids: str) -> Switchboard:
+    return server_factory(extensions=PEOPLE, extra_yaml=AGENTS + queues + dids)
+
+
+def feature(phone: Phone, sb: Switchboard, code: str) -> int:
+    """Dial a feature code; Switchboard beeps and hangs up (200) or refuses it."""
+    cid = phone.call(sb.uri(code))
+    return int(phone.wait_disconnected(call=cid, timeout=10)["code"])
+
+
+def queue_events(sb: Switchboard) -> list[str]:
+    return [e["line"].split("|", 1)[1] for e in sb.log_events() if e.get("event") == "queue_event"]
+
+
+def agent_states(sb: Switchboard, agent: str) -> list[tuple[str, Any]]:
+    return [
+        (e["new"], e.get("reason"))
+        for e in sb.log_events()
+        if e.get("event") == "agent_state" and e.get("agent") == agent
+    ]
+
+
+def dial(phone: Phone, sb: Switchboard, number: str, tone: Path | None = None) -> int:
+    """Call ``number``: Switchboard answers for the queue; the phone plays ``tone``."""
+    cid = phone.call(sb.uri(number))
+    phone.wait_call_state("CONFIRMED", call=cid, timeout=10)
+    phone.wait_media_active(call=cid, timeout=10)
+    if tone is not None:
+        phone.play(tone, call=cid)
+    return cid
+
+
+def answer(agent: Phone, timeout: float = 15.0) -> int:
+    inc = agent.wait_incoming(timeout=timeout)
+    cid = int(inc["call"])
+    agent.answer(call=cid)
+    agent.wait_media_active(call=cid, timeout=10)
+    return cid
+
+
+def test_longest_idle_ring_timeout_and_auto_pause(
+    server_factory: Callable[..., Switchboard],
+    phone_factory: Callable[..., Phone],
+    tmp_path: Path,
+    tone_2k: Path,
+    tone_1k: Path,
+) -> None:
+    """Bob logged in first, so he is idle longest and rings first; he lets it ring, the
+    offer moves to Carol after the ring timeout, and his second miss pauses him."""
+    sb = start(
+        server_factory,
+        "queues:\n  support: {strategy: longest_idle, ring_timeout: 3, retry_delay: 0.5, "
+        "auto_pause_after: 2}\n",
+        'dialplan:\n  inbound:\n    - {did: "5000", destination: {kind: queue, target: support}}\n',
+    )
+    caller, bob, carol = (registered(phone_factory, sb, e) for e in ("1001", "1002", "1003"))
+    assert feature(bob, sb, "*45") == 200
+    time.sleep(1.1)
+    assert feature(carol, sb, "*45") == 200
+    for n in range(2):
+        cid = dial(caller, sb, "5000", tone_1k)
+        inc = bob.wait_incoming(timeout=10)  # the longest idle agent rings first
+        bob.wait_disconnected(call=int(inc["call"]), timeout=10)  # ...and is given up on
+        c = answer(carol)
+        carol.play(tone_2k, call=c)
+        time.sleep(0.8)
+        caller.record(tmp_path / f"agent{n}.wav", call=cid)
+        time.sleep(1.5)
+        caller.stop_record(call=cid)
+        assert abs(dominant_frequency(tmp_path / f"agent{n}.wav") - 2000) < 20
+        caller.hangup(call=cid)
+        carol.wait_disconnected(call=c, timeout=10)
+        caller.wait_disconnected(call=cid, timeout=10)
+    wait_for(lambda: ("NOT_READY", "after_no_answer") in agent_states(sb, "a2"), 5, "auto-pause")
+    events = queue_events(sb)
+    assert sum(1 for e in events if "|a2|RINGNOANSWER|" in e) == 2
+    assert any(e.endswith("|a2|PAUSE|after_no_answer") for e in events)
+    assert sum(1 for e in events if "|a3|CONNECT|" in e) == 2
+    assert feature(bob, sb, "*48") == 200  # unpause
+    wait_for(lambda: agent_states(sb, "a2")[-1] == ("AVAILABLE", None), 5, "unpaused")
+    # The queue event log and the agent state log are in the store too.
+    stored = wait_for(lambda: sb.query("SELECT * FROM queue_events ORDER BY id"), 5, "events")
+    assert [r["event"] for r in stored if r["agent"] == "a2"].count("RINGNOANSWER") == 2
+    rows = sb.query("SELECT * FROM agent_states WHERE agent = 'a2' ORDER BY id")
+    assert [r["new_state"] for r in rows][:3] == ["AVAILABLE", "RINGING", "AVAILABLE"]
+    assert ("NOT_READY", "after_no_answer") in [(r["new_state"], r["reason"]) for r in rows]
+    records = sb.wait_call_records(5)  # three feature codes, two queue calls
+    queue_calls = [r for r in records if r["caller"] == "1001"]
+    assert [r["callee"] for r in queue_calls] == ["1003", "1003"]
+
+
+def test_wrap_up_blocks_offers_and_returning_caller_reaches_last_agent(
+    server_factory: Callable[..., Switchboard],
+    phone_factory: Callable[..., Phone],
+    tone_1k: Path,
+) -> None:
+    sb = start(
+        server_factory,
+        "queues:\n  support: {strategy: longest_idle, ring_timeout: 10, wrap_up: 4, "
+        "last_agent: {days: 1, wait: 20}}\n",
+        'dialplan:\n  inbound:\n    - {did: "5000", destination: {kind: queue, target: support}}\n',
+    )
+    one, bob, carol, two = (
+        registered(phone_factory, sb, e) for e in ("1001", "1002", "1003", "1004")
+    )
+    assert feature(bob, sb, "*45") == 200
+    cid = dial(one, sb, "5000", tone_1k)
+    b = answer(bob)
+    time.sleep(0.5)
+    bob.hangup(call=b)
+    one.wait_disconnected(call=cid, timeout=10)
+    ended = time.monotonic()
+    # Bob is in wrap-up for 4 s: the next caller waits although Bob is the only agent.
+    cid2 = dial(two, sb, "5000", tone_1k)
+    answer(bob)
+    assert time.monotonic() - ended > 3.5
+    two.hangup(call=cid2)
+    two.wait_disconnected(call=cid2, timeout=10)
+    # Carol logs in and is free; Bob is in wrap-up again. Caller One comes back: the call is
+    # held for Bob, who handled them last, and reaches him when his wrap-up ends.
+    assert feature(carol, sb, "*45") == 200
+    cid3 = dial(one, sb, "5000", tone_1k)
+    answer(bob, timeout=10)
+    assert not carol.events(event="incoming")
+    one.hangup(call=cid3)
+    one.wait_disconnected(call=cid3, timeout=10)
+    states = agent_states(sb, "a2")
+    assert ("WRAP_UP", None) in states
+    events = queue_events(sb)
+    assert sum(1 for e in events if "|a2|CONNECT|" in e) == 3
+    assert not any("|a3|CONNECT|" in e for e in events)
+
+
+def test_overflow_after_max_wait_and_abandon_with_wait_time(
+    server_factory: Callable[..., Switchboard],
+    phone_factory: Callable[..., Phone],
+    tone_1k: Path,
+) -> None:
+    sb = start(
+        server_factory,
+        "queues:\n"
+        "  first: {members: [a2], max_wait: 3, overflow: 'queue:second'}\n"
+        "  second: {members: [a3]}\n",
+        'dialplan:\n  inbound:\n    - {did: "5001", destination: {kind: queue, target: first}}\n',
+    )
+    one, carol, two = (registered(phone_factory, sb, e) for e in ("1001", "1003", "1004"))
+    assert feature(carol, sb, "*45") == 200  # only Carol works; Bob is logged out
+    cid = dial(one, sb, "5001", tone_1k)
+    start_wait = time.monotonic()
+    c = answer(carol, timeout=10)  # after 3 s in "first", the caller moved to "second"
+    assert time.monotonic() - start_wait > 2.5
+    # Carol is busy now: the next caller waits, then gives up after about 2 s.
+    cid2 = dial(two, sb, "5001", tone_1k)
+    time.sleep(2.2)
+    two.hangup(call=cid2)
+    two.wait_disconnected(call=cid2, timeout=10)
+    one.hangup(call=cid)
+    carol.wait_disconnected(call=c, timeout=10)
+    wait_for(lambda: any("|ABANDON|" in e for e in queue_events(sb)), 5, "ABANDON")
+    events = queue_events(sb)
+    exits = [e for e in events if "|first|NONE|EXITWITHTIMEOUT|" in e]
+    assert len(exits) == 1 and exits[0].endswith("|1|1|3")
+    connect = [e for e in events if "|CONNECT|" in e]
+    assert len(connect) == 1 and "|second|a3|CONNECT|" in connect[0]
+    (abandon,) = [e for e in events if "|ABANDON|" in e]
+    assert abandon.split("|")[1] == "first" and abandon.split("|")[-1] in ("2", "3")
+
+
+def test_callback_keeps_its_place_and_connects_agent_and_customer(
+    server_factory: Callable[..., Switchboard],
+    phone_factory: Callable[..., Phone],
+    tmp_path: Path,
+    tone_1k: Path,
+    tone_2k: Path,
+) -> None:
+    """Bob is busy. Caller One waits and presses 5 for a callback, then hangs up; Caller Two
+    joins later. When Bob is free, Switchboard calls Bob, then Caller One, ahead of Two."""
+    sb = start(
+        server_factory,
+        "queues:\n  support: {members: [a2], ring_timeout: 10, callback: {key: '5'}}\n",
+        'dialplan:\n  inbound:\n    - {did: "5000", destination: {kind: queue, target: support}}\n',
+    )
+    one, bob, carol, two = (
+        registered(phone_factory, sb, e) for e in ("1001", "1002", "1003", "1004")
+    )
+    assert feature(bob, sb, "*45") == 200
+    first = dial(carol, sb, "5000", tone_1k)  # Carol calls the queue as a customer
+    b = answer(bob)
+    cid = dial(one, sb, "5000", tone_1k)
+    time.sleep(0.5)
+    one.send_dtmf("5", call=cid)
+    assert one.wait_disconnected(call=cid, timeout=15)["code"] == 200  # "we will call you"
+    cid2 = dial(two, sb, "5000", tone_1k)
+    time.sleep(0.5)
+    carol.hangup(call=first)
+    bob.wait_disconnected(call=b, timeout=10)
+    # Bob is free: the callback comes first. Bob is called, then Caller One.
+    b2 = answer(bob, timeout=10)
+    c1 = answer(one, timeout=15)
+    bob.play(tone_2k, call=b2)
+    one.play(tone_1k, call=c1)
+    time.sleep(0.8)
+    one.record(tmp_path / "one.wav", call=c1)
+    bob.record(tmp_path / "bob.wav", call=b2)
+    time.sleep(1.5)
+    one.stop_record(call=c1)
+    bob.stop_record(call=b2)
+    assert abs(dominant_frequency(tmp_path / "one.wav") - 2000) < 20
+    assert abs(dominant_frequency(tmp_path / "bob.wav") - 1000) < 20
+    bob.hangup(call=b2)
+    one.wait_disconnected(call=c1, timeout=10)
+    b3 = answer(bob, timeout=10)  # then Caller Two, who waited all along
+    two.hangup(call=cid2)
+    bob.wait_disconnected(call=b3, timeout=10)
+    events = queue_events(sb)
+    kinds = [e.split("|")[3] for e in events if e.split("|")[1] == "support"]
+    assert kinds.index("CALLBACKREQUEST") < kinds.index("CALLBACKCONNECT")
+    callback_at = kinds.index("CALLBACKCONNECT")
+    connects = [i for i, k in enumerate(kinds) if k == "CONNECT"]
+    assert len(connects) == 2 and connects[0] < callback_at < connects[1]
+
+
+def test_supervisor_listen_whisper_barge_and_intercept(
+    server_factory: Callable[..., Switchboard],
+    phone_factory: Callable[..., Phone],
+    tmp_path: Path,
+    tone_wav: Callable[..., Path],
+) -> None:
+    """Sue supervises Bob's call with Caller One, playing 1500 Hz: listen — nobody hears her;
+    whisper (5) — only Bob; barge (6) — both; intercept (7) — Bob is released and Sue talks
+    with the caller."""
+    sb = start(
+        server_factory,
+        "queues:\n  support: {members: [a2]}\n",
+        'dialplan:\n  inbound:\n    - {did: "5000", destination: {kind: queue, target: support}}\n',
+    )
+    one, bob, sue = (registered(phone_factory, sb, e) for e in ("1001", "1002", "1005"))
+    for p in (one, bob, sue):
+        p.set_codecs(["PCMU"])
+    assert feature(bob, sb, "*45") == 200
+    cid = dial(one, sb, "5000", tone_wav(700, seconds=30))
+    b = answer(bob)
+    bob.play(tone_wav(1100, seconds=30), call=b)
+    s = sue.call(sb.uri("*511002"))
+    sue.wait_call_state("CONFIRMED", call=s, timeout=10)
+    sue.wait_media_active(call=s, timeout=10)
+    sue.play(tone_wav(1500, seconds=30), call=s)
+    time.sleep(1.0)
+
+    def levels(tag: str) -> tuple[float, float]:
+        one.record(tmp_path / f"one-{tag}.wav", call=cid)
+        bob.record(tmp_path / f"bob-{tag}.wav", call=b)
+        time.sleep(1.6)
+        one.stop_record(call=cid)
+        bob.stop_record(call=b)
+        one_rec, bob_rec = tmp_path / f"one-{tag}.wav", tmp_path / f"bob-{tag}.wav"
+        # Each side hears the other party clearly in every mode.
+        assert tone_level_db(one_rec, 1100) > -30 and tone_level_db(bob_rec, 700) > -30
+        return (
+            tone_level_db(one_rec, 1500) - tone_level_db(one_rec, 1100),
+            tone_level_db(bob_rec, 1500) - tone_level_db(bob_rec, 700),
+        )
+
+    one_hears, bob_hears = levels("listen")
+    assert one_hears < -25 and bob_hears < -25, (one_hears, bob_hears)
+    sue.send_dtmf("5", call=s)
+    time.sleep(0.8)
+    one_hears, bob_hears = levels("whisper")
+    assert one_hears < -25 and bob_hears > -10, (one_hears, bob_hears)
+    sue.send_dtmf("6", call=s)
+    time.sleep(0.8)
+    one_hears, bob_hears = levels("barge")
+    assert one_hears > -10 and bob_hears > -10, (one_hears, bob_hears)
+    sue.send_dtmf("7", call=s)
+    bob.wait_disconnected(call=b, timeout=10)  # intercept: Bob is released
+    time.sleep(0.8)
+    one.record(tmp_path / "one-sue.wav", call=cid)
+    sue.record(tmp_path / "sue-one.wav", call=s)
+    time.sleep(1.6)
+    one.stop_record(call=cid)
+    sue.stop_record(call=s)
+    assert abs(dominant_frequency(tmp_path / "one-sue.wav") - 1500) < 20
+    assert abs(dominant_frequency(tmp_path / "sue-one.wav") - 700) < 20
+    one.hangup(call=cid)
+    sue.wait_disconnected(call=s, timeout=10)
+    modes = [e["mode"] for e in sb.log_events() if e.get("event") == "supervision"]
+    assert modes == ["listen", "whisper", "barge", "intercept"]
+    assert sum(1 for e in queue_events(sb) if "|a2|SUPERVISE|1005|" in e) == 4
+    # Not a supervisor: refused.
+    assert feature(one, sb, "*511002") == 403
