@@ -32,7 +32,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from bisect import insort
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -164,7 +164,7 @@ class _Agent:
     queues: list[str] = field(default_factory=list)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity: list.remove/index must not compare fields
 class _Call:
     id: str
     queue: str
@@ -186,6 +186,7 @@ class _Call:
     callback_attempts: int = 0
     callback_offered: bool = False
     step: int = 0
+    agent: str | None = None  # who is talking with the caller, once connected
 
     def __lt__(self, other: _Call) -> bool:
         return self.key < other.key
@@ -223,7 +224,7 @@ class Acd:
             a.queues = [
                 q.cfg.name
                 for q in self.queues.values()
-                if a.cfg.id in q.cfg.members or not q.cfg.members
+                if (a.cfg.id in q.cfg.members or not q.cfg.members) and _could_serve(a.cfg, q.cfg)
             ]
         self.calls: dict[str, _Call] = {}
         self.actions: list[Action] = []
@@ -234,6 +235,8 @@ class Acd:
         self._seq = itertools.count()
         self._timers: list[tuple[float, int, str, str, str]] = []  # (at, seq, kind, a, b)
         self._free: dict[str, None] = {}  # AVAILABLE agents, in the order they became free
+        # The same per queue, for the agents who could serve it (what an arrival scans).
+        self._free_for: dict[str, dict[str, None]] = {name: {} for name in self.queues}
         self._reserved: dict[str, dict[str, None]] = {}  # agent -> calls held for them
 
     # --- results for the host -----------------------------------------------------------------
@@ -258,7 +261,7 @@ class Acd:
 
     def position(self, call: str) -> int:
         c = self.calls[call]
-        return self.queues[c.queue].waiting.index(c) + 1
+        return _position(self.queues[c.queue].waiting, c)
 
     def is_waiting(self, call: str) -> bool:
         """Whether ``call`` is in a queue (not yet connected; callbacks included)."""
@@ -343,7 +346,7 @@ class Acd:
         a.offered = None
         reason = a.sm.reason
         self._move(a, AgentEvent.CALL_START, now)
-        self._free.pop(agent, None)
+        self._unfree(agent)
         if state is AgentState.NOT_READY and a.sm.pending is None:
             a.sm.pending, a.sm.pending_reason = AgentEvent.PAUSE, reason
         if offered is not None:
@@ -399,7 +402,7 @@ class Acd:
         )
         c.key = (-priority, c.arrived, c.seq)
         insort(q.waiting, c)
-        c.orig_position = q.waiting.index(c) + 1
+        c.orig_position = _position(q.waiting, c)
         self.calls[call] = c
         self._event(now, call, queue, "", "ENTERQUEUE", ("", caller))
         self._arm_call_timers(c, now)
@@ -423,6 +426,7 @@ class Acd:
         self._move(a, AgentEvent.ANSWER, now)
         a.offered = None
         a.on_call = call
+        c.agent = agent
         a.call_started = now
         a.missed = 0
         a.calls += 1
@@ -455,7 +459,7 @@ class Acd:
         q = self.queues[c.queue]
         if c not in q.waiting:
             return
-        pos = q.waiting.index(c) + 1
+        pos = _position(q.waiting, c)
         for agent in list(c.offers):
             self._offer_gone(c, agent, now, missed=False)
         self._remove(c)
@@ -473,7 +477,7 @@ class Acd:
         c = self.calls.pop(call, None)
         if c is None:
             return
-        agent = next((a for a in self.agents.values() if a.on_call == call), None)
+        agent = self.agents.get(c.agent) if c is not None and c.agent is not None else None
         if agent is None:
             return
         q = self.queues[c.queue]
@@ -494,7 +498,7 @@ class Acd:
 
     def transferred(self, call: str, now: float, target: str) -> None:
         c = self.calls.pop(call, None)
-        agent = next((a for a in self.agents.values() if a.on_call == call), None)
+        agent = self.agents.get(c.agent) if c is not None and c.agent is not None else None
         if c is None or agent is None:
             return
         talk = now - agent.call_started
@@ -517,7 +521,7 @@ class Acd:
         q = self.queues[c.queue]
         if key != q.cfg.exit_key or c not in q.waiting:
             return False
-        pos = q.waiting.index(c) + 1
+        pos = _position(q.waiting, c)
         self._leave(
             c,
             now,
@@ -539,7 +543,7 @@ class Acd:
         for agent in list(c.offers):
             self._offer_gone(c, agent, now, missed=False)
         c.callback = number
-        pos = q.waiting.index(c) + 1
+        pos = _position(q.waiting, c)
         self._event(
             now, call, c.queue, "", "CALLBACKREQUEST", (number, str(pos), str(int(now - c.entered)))
         )
@@ -573,12 +577,15 @@ class Acd:
 
     # --- time -----------------------------------------------------------------------------------
 
-    def tick(self, now: float) -> None:
-        """Run every timer due at ``now``."""
+    def tick(self, now: float) -> int:
+        """Run every timer due at ``now``; return how many ran."""
         timers = self._timers
+        ran = 0
         while timers and timers[0][0] <= now:
             at, _, kind, ref, extra = heapq.heappop(timers)
             getattr(self, f"_on_{kind}")(ref, extra, at)
+            ran += 1
+        return ran
 
     def _timer(self, at: float, kind: str, ref: str, extra: str = "") -> None:
         heapq.heappush(self._timers, (at, next(self._seq), kind, ref, extra))
@@ -646,7 +653,7 @@ class Acd:
         if c is None or c.callback is not None:
             return
         q = self.queues[queue]
-        pos = q.waiting.index(c) + 1
+        pos = _position(q.waiting, c)
         data = (str(pos), str(c.orig_position), str(int(at - c.entered)))
         if q.cfg.overflow == "callback":
             # Overflow into a callback: the caller keeps their place and is told so.
@@ -662,7 +669,7 @@ class Acd:
         if c is None or c.callback is not None or c not in self.queues[c.queue].waiting:
             return
         q = self.queues[c.queue]
-        pos = q.waiting.index(c) + 1
+        pos = _position(q.waiting, c)
         self.actions.append(
             Announce(call, c.queue, pos, self._estimated_wait(q, pos), kind == "periodic")
         )
@@ -705,7 +712,7 @@ class Acd:
         cfg = q.cfg
         step = cfg.step_for(now - c.entered)[1]
         members = cfg.members
-        pool = members if members else self._free
+        pool = members if members else self._free_for[c.queue]
         candidates = [
             self.agents[x]
             for x in pool
@@ -770,7 +777,7 @@ class Acd:
 
     def _offer(self, q: _Queue, c: _Call, a: _Agent, now: float) -> None:
         agent = a.cfg.id
-        self._free.pop(agent, None)
+        self._unfree(agent)
         self._move(a, AgentEvent.OFFER, now)
         a.offered = c.id
         c.offers[agent] = now
@@ -827,9 +834,11 @@ class Acd:
     def _agent_free(self, a: _Agent, now: float) -> None:
         """``a`` may now take a call: find the best waiting call they can serve."""
         if a.sm.state is not AgentState.AVAILABLE:
-            self._free.pop(a.cfg.id, None)
+            self._unfree(a.cfg.id)
             return
         self._free[a.cfg.id] = None
+        for name in a.queues:
+            self._free_for[name][a.cfg.id] = None
         best: _Call | None = None
         # Callers held for this agent (they handled them last) come first.
         for held in list(self._reserved.get(a.cfg.id, ())):
@@ -855,10 +864,15 @@ class Acd:
         if best is not None:
             self._offer(self.queues[best.queue], best, a, now)
 
+    def _unfree(self, agent: str) -> None:
+        if self._free.pop(agent, 0) is None:
+            for name in self.agents[agent].queues:
+                self._free_for[name].pop(agent, None)
+
     def _others_untried(self, c: _Call, now: float) -> bool:
         q = self.queues[c.queue]
         step = q.cfg.step_for(now - c.entered)[1]
-        for x in self._free:
+        for x in self._free_for[c.queue]:
             if x not in c.tried and self._eligible(self.agents[x], c, step, now):
                 return True
         return False
@@ -967,7 +981,7 @@ class Acd:
                 continue
             for c in list(q.waiting):
                 if c.callback is None and self._empty(q, c.variables):
-                    pos = q.waiting.index(c) + 1
+                    pos = _position(q.waiting, c)
                     data = (str(pos), str(c.orig_position), str(int(now - c.entered)))
                     self._leave(c, now, "empty", None, "EXITEMPTY", data)
 
@@ -988,7 +1002,7 @@ class Acd:
     def _logged(self, a: _Agent, t: AgentTransition) -> None:
         self.agent_log.append(t)
         if t.new is AgentState.LOGGED_OUT:
-            self._free.pop(a.cfg.id, None)
+            self._unfree(a.cfg.id)
             self._event(
                 t.at,
                 "",
@@ -999,7 +1013,7 @@ class Acd:
             )
             self._check_empty(t.at)
         elif t.new is AgentState.NOT_READY and t.old is not AgentState.NOT_READY:
-            self._free.pop(a.cfg.id, None)
+            self._unfree(a.cfg.id)
             if t.event is not AgentEvent.AUTO_PAUSE:
                 self._event(t.at, "", "", a.cfg.id, "PAUSE", (t.reason or "",))
             self._check_empty(t.at)
@@ -1010,3 +1024,20 @@ class Acd:
         self, now: float, call: str, queue: str, agent: str, event: str, data: tuple[str, ...]
     ) -> None:
         self.events.append(QueueEvent(now, call, queue, agent, event, data))
+
+
+def _position(waiting: list[_Call], c: _Call) -> int:
+    """1-based place of ``c`` in its queue (the list is sorted by ``key``)."""
+    return bisect_left(waiting, c) + 1
+
+
+def _could_serve(agent: AgentConfig, queue: QueueConfig) -> bool:
+    """Whether the agent can ever take a call of the queue: the widest skill-rule step (the
+    last) accepts them, or it depends on call variables and cannot be known in advance. Keeps
+    a freed agent from scanning queues they can never serve."""
+    if not queue.skill_rules:
+        return True
+    widest = queue.skill_rules[-1]
+    if any(r.skill.startswith("$") for r in widest.requirements):
+        return True
+    return widest.holds(agent.skills, {})

@@ -107,7 +107,10 @@ class RuleStep:
     wait_under: float | None = None
 
     def holds(self, skills: Mapping[str, int], variables: Mapping[str, str]) -> bool:
-        return all(r.holds(skills, variables) for r in self.requirements)
+        for r in self.requirements:  # a plain loop: this runs for every candidate agent
+            if not r.holds(skills, variables):
+                return False
+        return True
 
     def score(self, skills: Mapping[str, int], variables: Mapping[str, str]) -> int:
         """The sum of the agent's levels in the skills this step names (best_skill)."""
