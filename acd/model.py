@@ -107,7 +107,7 @@ class RuleStep:
     wait_under: float | None = None
 
     def holds(self, skills: Mapping[str, int], variables: Mapping[str, str]) -> bool:
-        for r in self.requirements:  # a plain loop: this runs for every candidate agent
+        for r in self.requirements:  # noqa: SIM110 - a plain loop is faster on this hot path
             if not r.holds(skills, variables):
                 return False
         return True

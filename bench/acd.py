@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from acd import Acd, AgentConfig, Offer, QueueConfig, RuleStep, parse_requirements  # noqa: E402
+from acd import Acd, AgentConfig, Offer, QueueConfig, RuleStep, parse_requirements
 
 
 def build(args: argparse.Namespace) -> tuple[list[AgentConfig], list[QueueConfig]]:
