@@ -111,7 +111,7 @@ class AgentStateMachine:
     def __init__(self, agent: str, now: float = 0.0) -> None:
         self.agent = agent
         self.state = AgentState.LOGGED_OUT
-        self.reason: str | None = None  # NOT_READY reason
+        self.reason: str | None = None  # NOT_READY reason, or ON_CALL kind
         self.since = now
         self.pending: AgentEvent | None = None  # PAUSE or LOGOUT asked for during a call
         self.pending_reason: str | None = None
@@ -127,6 +127,8 @@ class AgentStateMachine:
             raise IllegalTransition(f"{self.agent}: {event.value} in {self.state.value}") from None
         if new is AgentState.NOT_READY and reason is None:
             reason = "after_no_answer" if event is AgentEvent.AUTO_PAUSE else "busy"
+        if new is AgentState.ON_CALL and reason is None:
+            reason = "inbound"  # a queue call; other calls name their kind
         if new is AgentState.AVAILABLE and self.pending is not None:
             # A pause or logout asked for during the call applies now, instead of AVAILABLE.
             if self.pending is AgentEvent.LOGOUT:
@@ -136,7 +138,8 @@ class AgentStateMachine:
             self.pending = self.pending_reason = None
         old = self.state
         self.state = new
-        self.reason = reason if new is AgentState.NOT_READY else None
+        # NOT_READY keeps why (break, lunch...), ON_CALL the kind (inbound, outbound, internal).
+        self.reason = reason if new in (AgentState.NOT_READY, AgentState.ON_CALL) else None
         self.since = now
         return AgentTransition(self.agent, now, old, new, event, reason)
 

@@ -329,12 +329,15 @@ class Acd:
         mode = self._wrap_mode(a)
         if mode is WrapUpMode.TIMED or (mode is WrapUpMode.FORCED and not code):
             return False
+        q = self.queues.get(a.wrap_queue)
+        if code and q is not None and q.cfg.wrap_up_codes and code not in q.cfg.wrap_up_codes:
+            return False  # not one of the queue's codes
         self._finish_wrap(a, now, code)
         return True
 
-    def agent_call_started(self, agent: str, now: float) -> None:
-        """The agent is on some other call (outbound, internal, direct): no offers. A paused
-        agent returns to their pause after it."""
+    def agent_call_started(self, agent: str, now: float, kind: str = "internal") -> None:
+        """The agent is on some other call — ``kind`` inbound (direct), outbound or internal:
+        no offers meanwhile. A paused agent returns to their pause after it."""
         a = self.agents[agent]
         state = a.sm.state
         if state in (AgentState.LOGGED_OUT, AgentState.ON_CALL):
@@ -345,7 +348,7 @@ class Acd:
             self.actions.append(CancelOffer(offered.id, agent))
         a.offered = None
         reason = a.sm.reason
-        self._move(a, AgentEvent.CALL_START, now)
+        self._move(a, AgentEvent.CALL_START, now, kind)
         self._unfree(agent)
         if state is AgentState.NOT_READY and a.sm.pending is None:
             a.sm.pending, a.sm.pending_reason = AgentEvent.PAUSE, reason
@@ -547,6 +550,25 @@ class Acd:
         self._event(
             now, call, c.queue, "", "CALLBACKREQUEST", (number, str(pos), str(int(now - c.entered)))
         )
+        self._match_call(c, now)
+        return call, True
+
+    def enqueue_callback(
+        self, call: str, queue: str, number: str, caller: str, now: float, priority: int = 0
+    ) -> tuple[str, bool]:
+        """A callback asked for outside the queue (an IVR ``callback`` node): it takes its
+        place in line now. A number already waiting for a callback gets that one back."""
+        for other in self.calls.values():
+            if other.callback == number:
+                return other.id, False
+        q = self.queues[queue]
+        c = _Call(call, queue, caller, priority, {}, now, now, next(self._seq), 0)
+        c.key = (-priority, now, c.seq)
+        c.callback = number
+        insort(q.waiting, c)
+        c.orig_position = _position(q.waiting, c)
+        self.calls[call] = c
+        self._event(now, call, queue, "", "CALLBACKREQUEST", (number, str(c.orig_position), "0"))
         self._match_call(c, now)
         return call, True
 

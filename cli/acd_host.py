@@ -29,7 +29,6 @@ task, and each event is also logged (``queue_event``, ``agent_state``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -58,7 +57,7 @@ from acd import (
 )
 from cli.ivr_host import IvrHost
 from config import SwitchboardConfig
-from crm import AgentStateData, QueueEventData, Store
+from crm import AgentStateData, CallbackRequestData, QueueEventData, Store
 from ivr import PromptSets, say_number
 from media import Playlist, ToneSource
 from pbx.b2bua import Call, CallApplication
@@ -80,6 +79,7 @@ _SUPERVISE = {
     Feature.SUPERVISE_INTERCEPT: "intercept",
 }
 CALLBACK_RING_SECONDS = 30.0
+CALLBACK_ENTRY_SECONDS = 10.0  # silence that ends the entry of a callback number
 
 
 def acd_from_config(cfg: SwitchboardConfig) -> tuple[list[AgentConfig], list[QueueConfig]]:
@@ -135,17 +135,47 @@ def acd_from_config(cfg: SwitchboardConfig) -> tuple[list[AgentConfig], list[Que
 
 
 class _Waiting:
-    """The application of a caller waiting in a queue: their digits go to the queue."""
+    """The application of a caller waiting in a queue: their digits go to the queue, or,
+    after the callback key, make up the number to call back (``#`` ends it; ``#`` alone or
+    silence means the caller's own number)."""
 
     def __init__(self, host: AcdHost, call: Call) -> None:
         self.host = host
         self.call = call
+        self.number: list[str] | None = None  # digits of a callback number being entered
+        self._timer: asyncio.TimerHandle | None = None
 
     def on_dtmf(self, digit: str) -> None:
-        self.host._caller_digit(self.call, digit)
+        if self.number is None:
+            self.host._caller_digit(self, digit)
+            return
+        if digit == "#":
+            self._done()
+            return
+        if digit.isdigit() and len(self.number) < 20:
+            self.number.append(digit)
+        self._arm()
+
+    def collect_number(self) -> None:
+        self.number = []
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(CALLBACK_ENTRY_SECONDS, self._done)
+
+    def _done(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        digits, self.number = "".join(self.number or ()), None
+        if self.call.app is self and not self.call.ended:
+            self.host._callback_number(self.call, digits if len(digits) >= 3 else self.call.caller)
 
     def on_hangup(self) -> None:
-        pass  # the call's on_end hook reports it
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 class _Quiet:
@@ -248,15 +278,20 @@ class AcdHost:
         self._pending_events: list[QueueEventData] = []
         self._pending_states: list[AgentStateData] = []
         self._pending_last: dict[str, tuple[str, datetime]] = {}
+        # Callback requests mirrored into callback_requests: ("add", call, data) and
+        # ("done", call, (status, outcome, attempts)), written in order.
+        self._pending_callbacks: list[tuple[str, str, Any]] = []
+        self._callback_rows: dict[str, int] = {}  # ACD call id -> callback_requests id
         self._writer: asyncio.Task[None] | None = None
 
     # -- wiring ------------------------------------------------------------------------------
 
     def use_ivr(self, ivr: IvrHost | None) -> None:
-        """After a reload: the new flows send their queue callers here too."""
+        """After a reload: the new flows send their queue callers (and callbacks) here too."""
         self.ivr = ivr
         if ivr is not None:
             ivr.queue_handler = self.enqueue_from_ivr
+            ivr.callback_handler = self.add_callback
 
     def install(self) -> None:
         server = self.server
@@ -264,8 +299,7 @@ class AcdHost:
         server.acd_features = self.on_feature
         server.b2bua.on_side_up = self._side_up
         server.media.on_leg_closed = self._leg_closed
-        if self.ivr is not None:
-            self.ivr.queue_handler = self.enqueue_from_ivr
+        self.use_ivr(self.ivr)
 
     async def start(self) -> None:
         """Restore who handled which caller last (for last-agent routing)."""
@@ -397,22 +431,43 @@ class AcdHost:
             self._route_exit(call, result.reason or "full", self.acd.queues[queue].cfg.overflow)
         self._pump()
 
-    def _caller_digit(self, call: Call, digit: str) -> None:
+    def _caller_digit(self, waiting: _Waiting, digit: str) -> None:
+        call = waiting.call
         if call.id not in self.acd.calls:
             return
         cfg = self.acd.queues[self.acd.calls[call.id].queue].cfg
-        now = time.time()
         if digit == cfg.callback_key:
-            _, created = self.acd.request_callback(call.id, call.caller, now)
-            self._pump()
-            self._stop_music(call)
-            call.app = None
-            self._play_then_hang_up(call, ["callback-confirmed", "goodbye"], "callback_requested")
-            if not created:
-                log.info("callback_already_pending", call=call.id, number=call.caller)
+            # Confirm this number with # or enter another; the caller keeps waiting meanwhile.
+            self._announce(call, ["callback-number"])
+            waiting.collect_number()
             return
-        if self.acd.exit_with_key(call.id, digit, now):
+        if self.acd.exit_with_key(call.id, digit, time.time()):
             self._pump()
+
+    def _callback_number(self, call: Call, number: str) -> None:
+        if call.id not in self.acd.calls or not self.acd.is_waiting(call.id):
+            return
+        acd_id, created = self.acd.request_callback(call.id, number, time.time())
+        if not created:
+            log.info("callback_already_pending", call=call.id, number=number, pending=acd_id)
+        self._pump()
+        self._calls.pop(call.id, None)
+        self._stop_music(call)
+        call.app = None
+        self._play_then_hang_up(call, ["callback-confirmed", "goodbye"], "callback_requested")
+
+    def add_callback(self, call: Call, queue: str, number: str) -> bool:
+        """An IVR ``callback`` node with a queue: the request takes its place in that queue
+        now (the caller hangs up). False if the queue does not exist."""
+        if queue not in self.acd.queues:
+            return False
+        acd_id, created = self.acd.enqueue_callback(
+            f"cb-{call.id}", queue, number, call.caller, time.time()
+        )
+        if not created:
+            log.info("callback_already_pending", call=call.id, number=number, pending=acd_id)
+        self._pump()
+        return True
 
     def _call_ended(self, call: Call, side: str, cause: str) -> None:
         acd_id = call.id
@@ -617,7 +672,11 @@ class AcdHost:
         self._busy[ext] += 1
         agent = self._agent_of_ext.get(ext)
         if agent is not None and self._busy[ext] == 1:
-            self.acd.agent_call_started(agent, time.time())
+            if ext != call.a.ext:
+                kind = "inbound"  # a direct call to the agent's extension
+            else:
+                kind = "internal" if call.callee in self.server.extensions else "outbound"
+            self.acd.agent_call_started(agent, time.time(), kind)
             self._pump()
 
     def _leg_closed(self, leg_id: str) -> None:
@@ -800,6 +859,15 @@ class AcdHost:
             if e.event in ("CONNECT", "CALLBACKCONNECT") and e.call in self.acd.calls:
                 caller = self.acd.calls[e.call].caller
                 self._pending_last[caller] = (e.agent, at)
+            if e.event == "CALLBACKREQUEST" and e.call in self.acd.calls:
+                c = self.acd.calls[e.call]
+                self._pending_callbacks.append(
+                    ("add", e.call, CallbackRequestData(e.data[0], c.caller, at, c.queue, e.call))
+                )
+            elif e.event == "CALLBACKCONNECT":
+                self._pending_callbacks.append(("done", e.call, ("done", "connected", e.data[1])))
+            elif e.event == "CALLBACKFAILED":
+                self._pending_callbacks.append(("done", e.call, ("failed", e.data[2], e.data[1])))
         for t in self.acd.drain_agent_log():
             log.info(
                 "agent_state",
@@ -823,28 +891,47 @@ class AcdHost:
             self._pending_events.clear()
             self._pending_states.clear()
             self._pending_last.clear()
+            self._pending_callbacks.clear()
             return
-        if (self._pending_events or self._pending_states or self._pending_last) and (
-            self._writer is None or self._writer.done()
-        ):
+        if self._has_pending() and (self._writer is None or self._writer.done()):
             self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    def _has_pending(self) -> bool:
+        return bool(
+            self._pending_events
+            or self._pending_states
+            or self._pending_last
+            or self._pending_callbacks
+        )
 
     async def _write(self) -> None:
         assert self.store is not None
-        while self._pending_events or self._pending_states or self._pending_last:
+        while self._has_pending():
             events, self._pending_events = self._pending_events, []
             states, self._pending_states = self._pending_states, []
             last, self._pending_last = self._pending_last, {}
+            callbacks, self._pending_callbacks = self._pending_callbacks, []
             try:
                 await self.store.add_acd_log(events, states)
                 await self.store.save_last_agents(last)
             except Exception as exc:
                 log.error("acd_log_not_stored", events=len(events), error=repr(exc))
-                with contextlib.suppress(Exception):
-                    await asyncio.sleep(1.0)
                 self._pending_events[:0] = events
                 self._pending_states[:0] = states
                 return
+            for op, acd_id, data in callbacks:
+                try:
+                    if op == "add":
+                        row, _ = await self.store.add_callback_request(data)
+                        self._callback_rows[acd_id] = row
+                    elif acd_id in self._callback_rows:
+                        status, outcome, attempts = data
+                        row = self._callback_rows.pop(acd_id)
+                        await self.store.finish_callback_request(
+                            row, status, outcome, int(attempts)
+                        )
+                except Exception as exc:
+                    log.error("callback_request_not_stored", call=acd_id, error=repr(exc))
 
 
 def _log_task_error(task: asyncio.Task[None]) -> None:

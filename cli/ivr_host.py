@@ -102,6 +102,9 @@ class IvrHost:
         # Who takes a caller a flow sends to a queue: (call, queue, priority, variables,
         # survey flow). Without one, such callers are hung up.
         self.queue_handler: QueueHandler | None = None
+        # Who takes a ``callback`` result that names a queue: (call, queue, number) -> True
+        # when it did (the ACD keeps the request in line and in the store).
+        self.callback_handler: Callable[[Call, str, str], bool] | None = None
         vm_flow, problems = parse_flow(
             VOICEMAIL_FLOW,
             "<voicemail>",
@@ -249,6 +252,9 @@ class IvrHost:
         outcome = event.outcome
         data = dict(outcome.data)
         log.info("ivr_result", call=call.id, flow=event.flow, kind=outcome.kind, data=data)
+        if outcome.kind == "callback" and data.get("queue") and self.callback_handler is not None:
+            if self.callback_handler(call, str(data["queue"]), str(data["number"])):
+                return  # the ACD keeps it in line and in the store
         if self.store is None:
             return
         now = datetime.now(UTC)

@@ -120,6 +120,10 @@ FLOW_PROMPTS = {
         "queue-periodic": "All our agents are busy. Please stay on the line.",
         "queue-callback": "To be called back without losing your place in line, press 5.",
         "callback-confirmed": "Thank you. We will call you back.",
+        "callback-number": (
+            "Press pound to be called back on this number, or enter another number "
+            "followed by pound."
+        ),
     },
     "zh": {
         "welcome": "欢迎致电。",
@@ -138,6 +142,7 @@ FLOW_PROMPTS = {
         "queue-periodic": "所有座席都在忙，请不要挂机。",
         "queue-callback": "如需回电并保留您的排队位置，请按五。",
         "callback-confirmed": "谢谢，我们会给您回电。",
+        "callback-number": "回拨本号码请按井号键，或输入其他号码并以井号键结束。",
     },
 }
 

@@ -224,7 +224,9 @@ def test_callback_keeps_its_place_and_connects_agent_and_customer(
     b = answer(bob)
     cid = dial(one, sb, "5000", tone_1k)
     time.sleep(0.5)
-    one.send_dtmf("5", call=cid)
+    one.send_dtmf("5", call=cid)  # callback, please...
+    time.sleep(1.0)
+    one.send_dtmf("#", call=cid)  # ...on this number
     assert one.wait_disconnected(call=cid, timeout=15)["code"] == 200  # "we will call you"
     cid2 = dial(two, sb, "5000", tone_1k)
     time.sleep(0.5)
@@ -254,6 +256,14 @@ def test_callback_keeps_its_place_and_connects_agent_and_customer(
     callback_at = kinds.index("CALLBACKCONNECT")
     connects = [i for i, k in enumerate(kinds) if k == "CONNECT"]
     assert len(connects) == 2 and connects[0] < callback_at < connects[1]
+    rows = wait_for(
+        lambda: [r for r in sb.query("SELECT * FROM callback_requests") if r["status"] == "done"],
+        5,
+        "callback request done",
+    )
+    assert [(r["number"], r["queue"], r["outcome"]) for r in rows] == [
+        ("1001", "support", "connected")
+    ]
 
 
 def test_supervisor_listen_whisper_barge_and_intercept(

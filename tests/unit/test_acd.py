@@ -522,3 +522,21 @@ def test_queue_log_of_a_scripted_scenario() -> None:
         "1700000170|NONE|NONE|a1|UNPAUSE|",
         "1700000200|NONE|NONE|a0|AGENTLOGOFF|Local/a0|200",
     ]
+
+
+def test_callback_from_outside_the_queue_and_wrap_up_codes() -> None:
+    q = QueueConfig(
+        "q", members=("a0",), wrap_up=30, wrap_up_mode=WrapUpMode.FORCED, wrap_up_codes=("11",)
+    )
+    acd = acd_with([q], agents("a0"))
+    acd.agent_call_started("a0", 0, "outbound")
+    assert acd.agents["a0"].sm.reason == "outbound"
+    assert acd.enqueue_callback("cb1", "q", "5550000", "5550000", 1) == ("cb1", True)
+    assert acd.enqueue_callback("cb2", "q", "5550000", "5550000", 2) == ("cb1", False)
+    acd.agent_call_ended("a0", 3)
+    (dial,) = [x for x in acd.drain() if isinstance(x, DialCallback)]
+    assert dial.number == "5550000"
+    acd.callback_answered("cb1", 4)
+    acd.call_completed("cb1", 10, "agent")
+    assert not acd.end_wrap_up("a0", 11, "99")  # not one of the queue's codes
+    assert acd.end_wrap_up("a0", 12, "11")
