@@ -252,9 +252,14 @@ class IvrHost:
         outcome = event.outcome
         data = dict(outcome.data)
         log.info("ivr_result", call=call.id, flow=event.flow, kind=outcome.kind, data=data)
-        if outcome.kind == "callback" and data.get("queue") and self.callback_handler is not None:
-            if self.callback_handler(call, str(data["queue"]), str(data["number"])):
-                return  # the ACD keeps it in line and in the store
+        handler = self.callback_handler
+        if (
+            outcome.kind == "callback"
+            and data.get("queue")
+            and handler is not None
+            and handler(call, str(data["queue"]), str(data["number"]))
+        ):
+            return  # the ACD keeps it in line and in the store
         if self.store is None:
             return
         now = datetime.now(UTC)
