@@ -32,6 +32,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+acd_app = typer.Typer(help="Queues and agents: reports from the store.", no_args_is_help=True)
+app.add_typer(acd_app, name="acd")
 
 
 class LogLevel(StrEnum):
@@ -178,6 +180,50 @@ def reload(
         typer.echo(f"no running switchboard for {folder} ({exc})", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"reload sent to switchboard (pid {pid})")
+
+
+@acd_app.command("queue-log")
+def queue_log(
+    path: Annotated[
+        Path,
+        typer.Argument(help="Config folder (holding switchboard.yaml) or YAML file."),
+    ] = DEFAULT_VAR_DIR,
+    since: Annotated[
+        str | None, typer.Option(help="Only events from this time on (ISO 8601, UTC if naive).")
+    ] = None,
+    queue: Annotated[str | None, typer.Option(help="Only this queue's events.")] = None,
+) -> None:
+    """Print the queue event log in Asterisk queue_log format (epoch|call|queue|agent|event|
+    data...), so existing queue dashboards and report tools can read it."""
+    from datetime import UTC, datetime
+
+    from config import load_config
+    from crm import Store
+
+    try:
+        cfg = load_config(path)
+    except ConfigError as err:
+        _print_problems(err)
+        raise typer.Exit(1) from None
+    start = None
+    if since is not None:
+        try:
+            start = datetime.fromisoformat(since)
+        except ValueError:
+            typer.echo(f"--since {since!r} is not an ISO 8601 time", err=True)
+            raise typer.Exit(2) from None
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=UTC)
+
+    async def export() -> list[str]:
+        store = await Store.open(cfg.store.url)
+        try:
+            return [e.queue_log_line() for e in await store.list_queue_events(start, queue)]
+        finally:
+            await store.close()
+
+    for line in asyncio.run(export()):
+        typer.echo(line)
 
 
 if __name__ == "__main__":

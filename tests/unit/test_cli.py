@@ -172,3 +172,37 @@ def test_validate_checks_dialplan_against_flows_and_prompts(tmp_path: Path) -> N
         f"{cfg}:4:54: dialplan.inbound[1].destination.target: unknown IVR flow 'mian'",
         f"{cfg}:5:62: dialplan.inbound[2].destination.prompt: unknown prompt 'goodby'",
     ]
+
+
+def test_acd_queue_log_export(tmp_path: Path) -> None:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from crm import QueueEventData, Store
+
+    cfg = tmp_path / "switchboard.yaml"
+    cfg.write_text(f'store: {{url: "sqlite+aiosqlite:///{tmp_path}/sb.db"}}\n')
+    t0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+    async def fill() -> None:
+        store = await Store.open(f"sqlite+aiosqlite:///{tmp_path}/sb.db")
+        await store.add_acd_log(
+            [
+                QueueEventData(t0, "c1", "sales", "", "ENTERQUEUE", ("", "5551234")),
+                QueueEventData(t0, "c2", "support", "", "ENTERQUEUE", ("", "5550000")),
+                QueueEventData(t0, "c1", "sales", "a1", "CONNECT", ("4", "c1", "2")),
+            ],
+            [],
+        )
+        await store.close()
+
+    asyncio.run(fill())
+    result = runner.invoke(app, ["acd", "queue-log", str(tmp_path), "--queue", "sales"])
+    assert result.exit_code == 0, result.output
+    epoch = int(t0.timestamp())
+    assert result.output.splitlines() == [
+        f"{epoch}|c1|sales|NONE|ENTERQUEUE||5551234",
+        f"{epoch}|c1|sales|a1|CONNECT|4|c1|2",
+    ]
+    later = runner.invoke(app, ["acd", "queue-log", str(tmp_path), "--since", "2026-01-03"])
+    assert later.exit_code == 0 and later.output == ""

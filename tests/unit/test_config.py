@@ -219,10 +219,18 @@ def test_config_is_immutable() -> None:
 
 def test_shipped_default_yaml_is_valid_and_documented() -> None:
     cfg = parse_config(default_config_text(), "default.yaml")
-    # Values are the defaults; the example adds extensions, one conference room and a dialplan.
+    # Values are the defaults; the example adds extensions, a conference room, a dialplan,
+    # and agents and a queue (with the ACD settings' supervisors).
     assert cfg == SwitchboardConfig(
-        extensions=cfg.extensions, conferences=cfg.conferences, dialplan=cfg.dialplan
+        extensions=cfg.extensions,
+        conferences=cfg.conferences,
+        dialplan=cfg.dialplan,
+        acd=cfg.acd,
+        agents=cfg.agents,
+        queues=cfg.queues,
     )
+    assert cfg.acd.pause_reasons == SwitchboardConfig().acd.pause_reasons
+    assert sorted(cfg.agents) == ["alice", "bob"] and sorted(cfg.queues) == ["support"]
     assert sorted(cfg.conferences) == ["8000"]
     assert sorted(cfg.extensions) == list(DEFAULT_EXTENSIONS)
     # Every key is documented: the nearest non-blank line above it is a comment, or the key is
@@ -493,3 +501,60 @@ def test_top_level_model_error_is_reported_as_such() -> None:
     assert str(info.value) == (
         "x.yaml:1:1: top level: numbers used by both an extension and a conference: ['8000']"
     )
+
+
+ACD_BAD = """\
+extensions:
+  "1002": {password: x}
+  "1003": {password: y}
+acd:
+  supervisors: ["1009"]
+agents:
+  alice: {extensions: ["1002"], skills: {english: 80}}
+  bob: {extensions: ["1002", "1004"]}
+queues:
+  support:
+    members: [alice, carol]
+    overflow: "queue:sales"
+    exit_destination: "voicemail:1099"
+    skill_rules:
+      - {wait_under: 30, require: "english => 50"}
+      - {require: "english > 0"}
+  sales:
+    strategy: longest_idel
+"""
+
+
+def test_acd_sections_report_each_problem_at_its_value(tmp_path: Path) -> None:
+    path = _write(tmp_path, ACD_BAD)
+    problems = _problems(path)
+    assert problems[0].startswith(f"{path}:15:35: queues.support.skill_rules[0].require:")
+    assert "cannot read skill requirement 'english => 50'" in problems[0]
+    assert problems[1].startswith(f"{path}:18:15: queues.sales.strategy:")
+    # Once the schema passes, references are checked.
+    fixed = ACD_BAD.replace("=> 50", ">= 50").replace("longest_idel", "linear")
+    path = _write(tmp_path, fixed)
+    assert _problems(path) == [
+        f"{path}:5:17: acd.supervisors[0]: unknown extension '1009'",
+        f"{path}:8:22: agents.bob.extensions[0]: extension '1002' already belongs to agent 'alice'",
+        f"{path}:8:30: agents.bob.extensions[1]: unknown extension '1004'",
+        f"{path}:11:22: queues.support.members[1]: unknown agent 'carol'",
+        f"{path}:13:23: queues.support.exit_destination: unknown extension '1099'",
+    ]
+    ok = fixed.replace('"1009"', '"1003"').replace('"1002", "1004"', '"1003"')
+    ok = ok.replace(", carol", "").replace("1099", "1003")
+    cfg = load_config(_write(tmp_path, ok))
+    assert cfg.queues["support"].overflow == "queue:sales"
+    looped = ok.replace("queue:sales", "queue:support")
+    assert _problems(_write(tmp_path, looped)) == [
+        f"{path}:12:15: queues.support.overflow: a queue cannot overflow into itself"
+    ]
+
+
+def test_last_skill_rule_must_not_have_wait_under(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "queues:\n  q:\n    skill_rules:\n      - {wait_under: 30, require: 'a > 1'}\n",
+    )
+    (problem,) = _problems(path)
+    assert "the last skill rule must not have wait_under" in problem
