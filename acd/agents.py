@@ -129,6 +129,10 @@ class AgentStateMachine:
             reason = "after_no_answer" if event is AgentEvent.AUTO_PAUSE else "busy"
         if new is AgentState.ON_CALL and reason is None:
             reason = "inbound"  # a queue call; other calls name their kind
+        if new is AgentState.NOT_READY and self.pending is AgentEvent.LOGOUT:
+            new, reason = AgentState.LOGGED_OUT, "pending logout"  # they asked to leave
+        if new in (AgentState.LOGGED_OUT, AgentState.NOT_READY):
+            self.pending = self.pending_reason = None  # nothing left to apply later
         if new is AgentState.AVAILABLE and self.pending is not None:
             # A pause or logout asked for during the call applies now, instead of AVAILABLE.
             if self.pending is AgentEvent.LOGOUT:

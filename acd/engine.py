@@ -53,6 +53,12 @@ __all__ = [
 ]
 
 
+# The longest a callback dial may keep its agent reserved before it counts as failed.
+CALLBACK_DIAL_LIMIT = 120.0
+# An agent who missed (or refused) an offer is not offered the same caller again for at least
+# this long, even with a retry delay of 0.
+MIN_REOFFER_DELAY = 1.0
+
 # --- what the host is told to do ------------------------------------------------------------
 
 
@@ -187,6 +193,7 @@ class _Call:
     callback_offered: bool = False
     step: int = 0
     agent: str | None = None  # who is talking with the caller, once connected
+    missed: dict[str, float] = field(default_factory=dict)  # agent -> when they missed it
 
     def __lt__(self, other: _Call) -> bool:
         return self.key < other.key
@@ -463,9 +470,8 @@ class Acd:
         if c not in q.waiting:
             return
         pos = _position(q.waiting, c)
-        for agent in list(c.offers):
-            self._offer_gone(c, agent, now, missed=False)
-        self._remove(c)
+        self._remove(c)  # first: the agents released below must not be offered it again
+        self._release_offers(c, now)
         self._event(
             now,
             call,
@@ -477,12 +483,11 @@ class Acd:
 
     def call_completed(self, call: str, now: float, by: str) -> None:
         """A connected queue call ended; ``by`` is "agent" or "caller"."""
-        c = self.calls.pop(call, None)
-        if c is None:
-            return
-        agent = self.agents.get(c.agent) if c is not None and c.agent is not None else None
-        if agent is None:
-            return
+        c = self.calls.get(call)
+        if c is None or c.agent is None:
+            return  # not connected: caller_left / callback_failed handle those
+        del self.calls[call]
+        agent = self.agents[c.agent]
         q = self.queues[c.queue]
         talk = now - agent.call_started
         agent.talk_time += talk
@@ -500,10 +505,11 @@ class Acd:
         self._agent_done(agent, q, now)
 
     def transferred(self, call: str, now: float, target: str) -> None:
-        c = self.calls.pop(call, None)
-        agent = self.agents.get(c.agent) if c is not None and c.agent is not None else None
-        if c is None or agent is None:
+        c = self.calls.get(call)
+        if c is None or c.agent is None:
             return
+        del self.calls[call]
+        agent = self.agents[c.agent]
         talk = now - agent.call_started
         agent.talk_time += talk
         hold = agent.call_started - c.entered
@@ -537,15 +543,23 @@ class Acd:
 
     def request_callback(self, call: str, number: str, now: float) -> tuple[str, bool]:
         """Turn a waiting caller into a callback that keeps their place. A number with a
-        callback already pending gets that one back (``created`` False) and nothing changes."""
-        for other in self.calls.values():
-            if other.callback == number:
-                return other.id, False
+        callback already pending gets that one back (``created`` False) and this caller's
+        entry leaves the queue (they hang up; logged as EXITWITHKEY)."""
         c = self.calls[call]
         q = self.queues[c.queue]
-        for agent in list(c.offers):
-            self._offer_gone(c, agent, now, missed=False)
+        for other in self.calls.values():
+            if other.callback == number and other is not c:
+                if c in q.waiting:
+                    pos = _position(q.waiting, c)
+                    data = (q.cfg.callback_key or "", str(pos), str(c.orig_position))
+                    self._remove(c)
+                    self._release_offers(c, now)
+                    self._event(
+                        now, call, c.queue, "", "EXITWITHKEY", (*data, str(int(now - c.entered)))
+                    )
+                return other.id, False
         c.callback = number
+        self._release_offers(c, now)
         pos = _position(q.waiting, c)
         self._event(
             now, call, c.queue, "", "CALLBACKREQUEST", (number, str(pos), str(int(now - c.entered)))
@@ -561,6 +575,8 @@ class Acd:
         for other in self.calls.values():
             if other.callback == number:
                 return other.id, False
+        if call in self.calls:
+            return call, False
         q = self.queues[queue]
         c = _Call(call, queue, caller, priority, {}, now, now, next(self._seq), 0)
         c.key = (-priority, now, c.seq)
@@ -572,11 +588,11 @@ class Acd:
         self._match_call(c, now)
         return call, True
 
-    def callback_answered(self, call: str, now: float) -> None:
-        """Both the agent and the customer of a callback are on the line."""
+    def callback_answered(self, call: str, agent: str, now: float) -> None:
+        """Both ``agent`` and the customer of a callback are on the line."""
         c = self.calls.get(call)
-        if c is not None and c.offers:
-            self.answered(call, next(iter(c.offers)), now)
+        if c is not None and agent in c.offers:
+            self.answered(call, agent, now)
 
     def callback_failed(self, call: str, now: float, reason: str = "no_answer") -> None:
         """The dialled callback did not connect: retry later in the same place, or give up."""
@@ -613,22 +629,26 @@ class Acd:
         heapq.heappush(self._timers, (at, next(self._seq), kind, ref, extra))
 
     def _arm_call_timers(self, c: _Call, now: float) -> None:
+        # Timers name the entry by its sequence number: a call that left and came back (or
+        # overflowed into another queue) is a new entry, and old timers find nothing.
         cfg = self.queues[c.queue].cfg
+        seq = str(c.seq)
         if cfg.max_wait > 0:
-            self._timer(c.entered + cfg.max_wait, "max_wait", c.id, c.queue)
+            self._timer(c.entered + cfg.max_wait, "max_wait", c.id, seq)
         widen = cfg.next_widening(now - c.entered)
         if widen is not None:
-            self._timer(c.entered + widen, "widen", c.id, c.queue)
+            self._timer(c.entered + widen, "widen", c.id, seq)
         if cfg.announce_position_every > 0:
-            self._timer(now + cfg.announce_position_every, "announce", c.id, "position")
+            self._timer(now + cfg.announce_position_every, "announce", c.id, f"position:{seq}")
         if cfg.announce_every > 0:
-            self._timer(now + cfg.announce_every, "announce", c.id, "periodic")
+            self._timer(now + cfg.announce_every, "announce", c.id, f"periodic:{seq}")
         if cfg.callback_offer_after > 0 and cfg.callback_key:
-            self._timer(c.entered + cfg.callback_offer_after, "offer_callback", c.id, c.queue)
+            self._timer(c.entered + cfg.callback_offer_after, "offer_callback", c.id, seq)
 
-    def _live(self, call: str, queue: str) -> _Call | None:
+    def _live(self, call: str, seq: str) -> _Call | None:
+        """The entry ``call`` still waiting, if it is the one (``seq``) the timer was set for."""
         c = self.calls.get(call)
-        if c is None or c.queue != queue or c not in self.queues[queue].waiting:
+        if c is None or str(c.seq) != seq or c not in self.queues[c.queue].waiting:
             return None
         return c
 
@@ -644,15 +664,15 @@ class Acd:
         if c is not None and at >= c.retry_at:
             self._match_call(c, at)
 
-    def _on_widen(self, call: str, queue: str, at: float) -> None:
-        c = self._live(call, queue)
+    def _on_widen(self, call: str, seq: str, at: float) -> None:
+        c = self._live(call, seq)
         if c is None:
             return
-        cfg = self.queues[queue].cfg
+        cfg = self.queues[c.queue].cfg
         c.step = cfg.step_for(at - c.entered)[0]
         widen = cfg.next_widening(at - c.entered)
         if widen is not None:
-            self._timer(c.entered + widen, "widen", call, queue)
+            self._timer(c.entered + widen, "widen", call, seq)
         self._match_call(c, at)
 
     def _on_reserve_end(self, call: str, agent: str, at: float) -> None:
@@ -670,10 +690,11 @@ class Acd:
                     del self._reserved[c.reserved_for]
             c.reserved_for = None
 
-    def _on_max_wait(self, call: str, queue: str, at: float) -> None:
-        c = self._live(call, queue)
+    def _on_max_wait(self, call: str, seq: str, at: float) -> None:
+        c = self._live(call, seq)
         if c is None or c.callback is not None:
             return
+        queue = c.queue
         q = self.queues[queue]
         pos = _position(q.waiting, c)
         data = (str(pos), str(c.orig_position), str(int(at - c.entered)))
@@ -686,9 +707,10 @@ class Acd:
                 return
         self._leave(c, at, "timeout", q.cfg.overflow, "EXITWITHTIMEOUT", data)
 
-    def _on_announce(self, call: str, kind: str, at: float) -> None:
-        c = self.calls.get(call)
-        if c is None or c.callback is not None or c not in self.queues[c.queue].waiting:
+    def _on_announce(self, call: str, extra: str, at: float) -> None:
+        kind, _, seq = extra.partition(":")
+        c = self._live(call, seq)
+        if c is None or c.callback is not None:
             return
         q = self.queues[c.queue]
         pos = _position(q.waiting, c)
@@ -696,13 +718,21 @@ class Acd:
             Announce(call, c.queue, pos, self._estimated_wait(q, pos), kind == "periodic")
         )
         every = q.cfg.announce_every if kind == "periodic" else q.cfg.announce_position_every
-        self._timer(at + every, "announce", call, kind)
+        if every > 0:
+            self._timer(at + every, "announce", call, extra)
 
-    def _on_offer_callback(self, call: str, queue: str, at: float) -> None:
-        c = self._live(call, queue)
+    def _on_offer_callback(self, call: str, seq: str, at: float) -> None:
+        c = self._live(call, seq)
         if c is not None and c.callback is None and not c.callback_offered:
             c.callback_offered = True
-            self.actions.append(OfferCallback(call, queue))
+            self.actions.append(OfferCallback(call, c.queue))
+
+    def _on_dial_limit(self, call: str, agent: str, at: float) -> None:
+        c = self.calls.get(call)
+        if c is None or c.callback is None or agent not in c.offers:
+            return
+        if at >= c.offers[agent] + CALLBACK_DIAL_LIMIT - 1e-9:
+            self.callback_failed(call, at, "dial_timeout")
 
     def _on_wrap_end(self, agent: str, _extra: str, at: float) -> None:
         a = self.agents[agent]
@@ -714,6 +744,11 @@ class Acd:
     def _eligible(self, a: _Agent, c: _Call, step: RuleStep, now: float) -> bool:
         if c.reserved_for is not None and c.reserved_for != a.cfg.id:
             return False
+        missed = c.missed.get(a.cfg.id)
+        if missed is not None:
+            delay = max(self.queues[c.queue].cfg.retry_delay, MIN_REOFFER_DELAY)
+            if now < missed + delay:
+                return False  # just missed this caller: not again right away
         return step.holds(a.cfg.skills, c.variables)
 
     def _can_offer(self, c: _Call, now: float) -> bool:
@@ -742,6 +777,12 @@ class Acd:
             and x not in c.offers
             and self._eligible(self.agents[x], c, step, now)
         ]
+        if c.missed:
+            # Free agents who just missed this caller become eligible again later: look again.
+            delay = max(cfg.retry_delay, MIN_REOFFER_DELAY)
+            later = [t + delay for x, t in c.missed.items() if x in self._free and t + delay > now]
+            if later:
+                self._timer(min(later), "retry", c.id)
         if not candidates:
             return
         untried = [a for a in candidates if a.cfg.id not in c.tried]
@@ -808,6 +849,7 @@ class Acd:
             c.first_offer_at = now
         if c.callback is not None:
             c.callback_attempts += 1
+            self._timer(now + CALLBACK_DIAL_LIMIT, "dial_limit", c.id, agent)
             self.actions.append(
                 DialCallback(
                     c.id,
@@ -828,6 +870,7 @@ class Acd:
         a = self.agents[agent]
         q = self.queues[c.queue]
         ring_ms = int((now - c.offers.pop(agent)) * 1000)
+        c.missed[agent] = now
         a.offered = None
         self.actions.append(CancelOffer(c.id, agent))
         self._event(now, c.id, c.queue, agent, "RINGNOANSWER", (str(ring_ms),))
@@ -841,6 +884,12 @@ class Acd:
             c.retry_at = now + q.cfg.retry_delay
             self._timer(c.retry_at, "retry", c.id)
         self._agent_free(a, now)
+
+    def _release_offers(self, c: _Call, now: float) -> None:
+        """Withdraw every offer of ``c`` (call it after ``c`` left the queue or changed, so
+        the agents set free are not offered it again)."""
+        for agent in list(c.offers):
+            self._offer_gone(c, agent, now, missed=False)
 
     def _offer_gone(self, c: _Call, agent: str, now: float, *, missed: bool) -> None:
         a = self.agents[agent]
@@ -938,9 +987,8 @@ class Acd:
         event: str,
         data: tuple[str, ...],
     ) -> None:
-        for agent in list(c.offers):
-            self._offer_gone(c, agent, now, missed=False)
         self._remove(c)
+        self._release_offers(c, now)
         self._event(now, c.id, c.queue, "", event, data)
         if destination is not None and destination.startswith("queue:"):
             target = destination[len("queue:") :]

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -178,6 +179,16 @@ class _Waiting:
             self._timer.cancel()
 
 
+@dataclass(slots=True)
+class _Dial:
+    """A callback being dialled: the first leg, then the call that rings the second."""
+
+    acd_id: str
+    agent: str
+    outbound: Any = None
+    leg_call: Call | None = None
+
+
 class _Quiet:
     """The application of a callback leg while the other party is rung."""
 
@@ -282,6 +293,12 @@ class AcdHost:
         # ("done", call, (status, outcome, attempts)), written in order.
         self._pending_callbacks: list[tuple[str, str, Any]] = []
         self._callback_rows: dict[str, int] = {}  # ACD call id -> callback_requests id
+        self._dials: dict[str, _Dial] = {}  # callbacks being dialled, by ACD call id
+        # Callers who asked for a callback and are still hearing the confirmation, and the
+        # dials that wait for them to be gone.
+        self._hanging_up: dict[str, Call] = {}
+        self._dial_later: dict[str, list[DialCallback]] = {}
+        self._acd_of: dict[str, str] = {}  # call id -> ACD call id, where they differ
         self._writer: asyncio.Task[None] | None = None
 
     # -- wiring ------------------------------------------------------------------------------
@@ -319,7 +336,10 @@ class AcdHost:
     # -- the service API (feature codes, later the web panel and CLI) -----------------------
 
     def login(self, agent: str) -> None:
-        self.acd.login(agent, time.time())
+        now = time.time()
+        self.acd.login(agent, now)
+        if self._busy.get(agent):  # logged in during a call: busy until it ends
+            self.acd.agent_call_started(agent, now, "internal")
         self._pump()
 
     def logout(self, agent: str) -> None:
@@ -416,6 +436,8 @@ class AcdHost:
         priority: int | None,
         variables: dict[str, str],
         grade: str | None,
+        *,
+        refused_before: bool = False,
     ) -> None:
         result = self.acd.enqueue(
             call.id,
@@ -428,7 +450,15 @@ class AcdHost:
         )
         if not result.joined:
             log.info("queue_join_refused", call=call.id, queue=queue, reason=result.reason)
-            self._route_exit(call, result.reason or "full", self.acd.queues[queue].cfg.overflow)
+            overflow = self.acd.queues[queue].cfg.overflow
+            kind, _, target = (overflow or "").partition(":")
+            if kind == "queue" and not refused_before and target in self.acd.queues:
+                self._join(call, target, priority, variables, grade, refused_before=True)
+                return
+            if kind == "callback":
+                # Full or empty: the caller is called back, and keeps this moment as their place.
+                self.acd.enqueue_callback(call.id, queue, call.caller, call.caller, time.time())
+            self._route_exit(call, result.reason or "full", overflow)
         self._pump()
 
     def _caller_digit(self, waiting: _Waiting, digit: str) -> None:
@@ -452,9 +482,18 @@ class AcdHost:
             log.info("callback_already_pending", call=call.id, number=number, pending=acd_id)
         self._pump()
         self._calls.pop(call.id, None)
+        if created:
+            # Not dialled back while this call is still being hung up (their phone is busy).
+            self._hanging_up[call.id] = call
+            call.on_end.append(lambda c, who, cause: self._hung_up(c.id))
         self._stop_music(call)
         call.app = None
         self._play_then_hang_up(call, ["callback-confirmed", "goodbye"], "callback_requested")
+
+    def _hung_up(self, call_id: str) -> None:
+        self._hanging_up.pop(call_id, None)
+        for dial in self._dial_later.pop(call_id, []):
+            self._dial_callback(dial)
 
     def add_callback(self, call: Call, queue: str, number: str) -> bool:
         """An IVR ``callback`` node with a queue: the request takes its place in that queue
@@ -503,6 +542,10 @@ class AcdHost:
         if isinstance(action, Offer):
             self._offer(action)
         elif isinstance(action, CancelOffer):
+            dial = self._dials.get(action.call)
+            if dial is not None and dial.agent == action.agent:
+                self._cancel_dial(action.call)
+                return
             call = self._calls.get(action.call)
             if call is not None:
                 for key in [k for k in call.offers if k.startswith(action.agent + "/")]:
@@ -586,20 +629,45 @@ class AcdHost:
         elif kind == "extension":
             if not call.connect_to(target, lambda status: call.hang_up_caller("overflow_failed")):
                 call.hang_up_caller("overflow_failed")
-        else:
+        else:  # hangup, or a queue that would not take the caller either
             self._play_then_hang_up(call, ["goodbye"], f"queue_{reason}")
 
     # -- callbacks -----------------------------------------------------------------------------
 
     def _dial_callback(self, dial: DialCallback) -> None:
+        """Call the agent (or the customer) first, then the other; the connected call has
+        the customer as caller and the agent as callee, like any queue call."""
+        if dial.call in self._hanging_up:  # the agent stays reserved for those seconds
+            self._dial_later.setdefault(dial.call, []).append(dial)
+            return
+        entry = self.acd.calls.get(dial.call)
+        if entry is None or dial.agent not in entry.offers:
+            return  # withdrawn while the caller was hanging up
         agent = self.acd.agents[dial.agent].cfg
+        if not agent.extensions:
+            asyncio.get_running_loop().call_soon(self._callback_failed, dial.call, "no_phone")
+            return
         agent_ext = agent.extensions[0]
         first, second = (agent_ext, dial.number) if dial.agent_first else (dial.number, agent_ext)
         b2b = self.server.b2bua
-        now_failed = partial(self._callback_failed, dial.call)
+        state = _Dial(dial.call, dial.agent)
+        self._dials[dial.call] = state
+
+        def current() -> bool:
+            entry = self.acd.calls.get(dial.call)
+            return (
+                self._dials.get(dial.call) is state
+                and entry is not None
+                and (dial.agent in entry.offers)
+            )
+
+        def failed(reason: str) -> None:
+            if self._dials.get(dial.call) is state:
+                del self._dials[dial.call]
+                self._callback_failed(dial.call, reason)
 
         def first_answered(side: Any) -> None:
-            if dial.call not in self.acd.calls:
+            if not current():
                 b2b.send_bye(side.dialog)
                 self.server.media.close_leg(side.leg_id)
                 return
@@ -607,20 +675,34 @@ class AcdHost:
             leg_call = b2b.continue_with_application(
                 side, linked_id=None, callee=second, start=lambda c: _Quiet()
             )
+            state.leg_call = leg_call
             self.server.media.get_leg(side.leg_id).start_tone("ringback")
-            self._calls[dial.call] = leg_call
-            leg_call.on_end.append(partial(self._callback_call_ended, dial.call))
+            leg_call.on_end.append(lambda c, who, cause: failed("hung_up"))
 
             def second_answered(other: Any) -> None:
+                if not current():
+                    b2b.send_bye(other.dialog)
+                    self.server.media.close_leg(other.leg_id)
+                    return
                 self._own_legs.add(other.leg_id)
-                self.acd.callback_answered(dial.call, time.time())
-                leg_call.accept(other)
+                leg_call.on_end.clear()
+                if dial.agent_first:  # the customer becomes the caller, the agent the callee
+                    b2b.retire(leg_call)
+                    final = b2b.connect(other, side, linked_id=None, callee=agent_ext)
+                else:
+                    leg_call.accept(other)
+                    final = leg_call
+                del self._dials[dial.call]
+                self._calls[dial.call] = final
+                self._acd_of[final.id] = dial.call
+                final.on_end.append(partial(self._callback_call_ended, dial.call))
+                self.acd.callback_answered(dial.call, dial.agent, time.time())
                 self._pump()
 
             def second_failed(status: int) -> None:
                 leg_call.on_end.clear()
                 leg_call.hang_up_caller("callback_failed")
-                now_failed(f"sip_{status}")
+                failed(f"sip_{status}")
 
             rang = leg_call.offer(
                 "callback",
@@ -628,21 +710,32 @@ class AcdHost:
                 ring_timeout=CALLBACK_RING_SECONDS,
                 on_answered=second_answered,
                 on_failed=second_failed,
-                display=f"Callback {dial.number}" if not dial.agent_first else None,
+                display=None if dial.agent_first else f"Callback {dial.number}",
             )
             if not rang:
                 second_failed(404)
 
-        outbound = b2b.originate(
+        state.outbound = b2b.originate(
             first,
             caller_ext=dial.number if dial.agent_first else agent_ext,
             display=f"Callback {dial.number}" if dial.agent_first else None,
             ring_timeout=CALLBACK_RING_SECONDS,
             on_answered=first_answered,
-            on_failed=lambda status: now_failed(f"sip_{status}"),
+            on_failed=lambda status: failed(f"sip_{status}"),
         )
-        if outbound is None:
-            asyncio.get_running_loop().call_soon(now_failed, "unreachable")
+        if state.outbound is None:
+            asyncio.get_running_loop().call_soon(failed, "unreachable")
+
+    def _cancel_dial(self, acd_id: str) -> None:
+        """The ACD took a callback's agent back (e.g. the agent took another call)."""
+        state = self._dials.pop(acd_id, None)
+        if state is None:
+            return
+        if state.leg_call is not None:
+            state.leg_call.on_end.clear()
+            state.leg_call.hang_up_caller("callback_cancelled")
+        elif state.outbound is not None:
+            state.outbound.cancel()
 
     def _callback_failed(self, acd_id: str, reason: str) -> None:
         log.info("callback_attempt_failed", call=acd_id, reason=reason)
@@ -652,13 +745,10 @@ class AcdHost:
 
     def _callback_call_ended(self, acd_id: str, call: Call, side: str, cause: str) -> None:
         self._calls.pop(acd_id, None)
+        self._acd_of.pop(call.id, None)
         if acd_id not in self.acd.calls:
             return
-        if call.b is None:  # the second party never answered: the attempt failed
-            self._callback_failed(acd_id, "hung_up")
-            return
-        agent_side = "caller" if call.a.ext in self._agent_of_ext else "callee"
-        self.acd.call_completed(acd_id, time.time(), "agent" if side == agent_side else "caller")
+        self.acd.call_completed(acd_id, time.time(), "agent" if side == "callee" else "caller")
         self._pump()
 
     # -- agents' other calls, feature codes, supervision ------------------------------------------
@@ -668,10 +758,12 @@ class AcdHost:
             return
         if call.callee[:1] in ("*", "#") and not call.callee.startswith(self._supervise_codes):
             return  # a feature code's beep is not a call
-        self._legs[leg_id] = ext
-        self._busy[ext] += 1
         agent = self._agent_of_ext.get(ext)
-        if agent is not None and self._busy[ext] == 1:
+        if agent is None:
+            return
+        self._legs[leg_id] = agent
+        self._busy[agent] += 1  # per agent: an agent with two phones is busy on either
+        if self._busy[agent] == 1:
             if ext != call.a.ext:
                 kind = "inbound"  # a direct call to the agent's extension
             else:
@@ -681,16 +773,14 @@ class AcdHost:
 
     def _leg_closed(self, leg_id: str) -> None:
         self._own_legs.discard(leg_id)
-        ext = self._legs.pop(leg_id, None)
-        if ext is None:
+        agent = self._legs.pop(leg_id, None)
+        if agent is None:
             return
-        self._busy[ext] -= 1
-        if self._busy[ext] <= 0:
-            del self._busy[ext]
-            agent = self._agent_of_ext.get(ext)
-            if agent is not None:
-                self.acd.agent_call_ended(agent, time.time())
-                self._pump()
+        self._busy[agent] -= 1
+        if self._busy[agent] <= 0:
+            del self._busy[agent]
+            self.acd.agent_call_ended(agent, time.time())
+            self._pump()
 
     def on_feature(
         self,
@@ -747,29 +837,34 @@ class AcdHost:
         b2b.answer_with_tone(req, source, transport, user, dialled, beep)
 
     def _agent_call(self, agent: str) -> Call | None:
-        """The call the agent is talking on (queue calls first)."""
+        """The call the agent is talking on as the called party (queue calls first)."""
         exts = set(self.acd.agents[agent].cfg.extensions)
         best: Call | None = None
         for call in self.server.b2bua.calls:
-            if call.ended or call.b is None:
+            if call.ended or call.b is None or call.b.ext not in exts:
                 continue
-            if call.b.ext in exts or call.a.ext in exts:
-                if call.id in self.acd.calls:
-                    return call
-                best = best or call
+            if self._acd_id(call) in self.acd.calls:
+                return call
+            best = best or call
         return best
 
+    def _acd_id(self, call: Call) -> str:
+        return self._acd_of.get(call.id, call.id)
+
     def _supervision_logged(self, call: Call, agent: str, supervisor: str, mode: str) -> None:
-        queue = self.acd.calls[call.id].queue if call.id in self.acd.calls else ""
-        self.acd.log_event(time.time(), call.id, queue, agent, "SUPERVISE", (supervisor, mode))
+        acd_id = self._acd_id(call)
+        queue = self.acd.calls[acd_id].queue if acd_id in self.acd.calls else ""
+        self.acd.log_event(time.time(), acd_id, queue, agent, "SUPERVISE", (supervisor, mode))
         log.info("supervision", call=call.id, agent=agent, supervisor=supervisor, mode=mode)
         self._flush()
 
     def _intercepted(self, call: Call, agent: str) -> None:
         """The supervisor takes the call over: the agent's part of it is complete."""
-        self._calls.pop(call.id, None)
-        if call.id in self.acd.calls:
-            self.acd.call_completed(call.id, time.time(), "agent")
+        acd_id = self._acd_id(call)
+        self._calls.pop(acd_id, None)
+        self._acd_of.pop(call.id, None)
+        if acd_id in self.acd.calls:
+            self.acd.call_completed(acd_id, time.time(), "agent")
         self._pump()
 
     # -- media on the caller's leg ---------------------------------------------------------------
@@ -914,10 +1009,12 @@ class AcdHost:
             try:
                 await self.store.add_acd_log(events, states)
                 await self.store.save_last_agents(last)
-            except Exception as exc:
+            except Exception as exc:  # keep everything for the next flush, in order
                 log.error("acd_log_not_stored", events=len(events), error=repr(exc))
                 self._pending_events[:0] = events
                 self._pending_states[:0] = states
+                self._pending_last = last | self._pending_last
+                self._pending_callbacks[:0] = callbacks
                 return
             for op, acd_id, data in callbacks:
                 try:

@@ -83,6 +83,8 @@ SUPPORTED_CODECS: tuple[Codec, ...] = (
     (G722, PCMU, PCMA) if get_codec("G722", 8000) is not None else (PCMU, PCMA)
 )
 MAX_FORWARDS = 5  # busy/no-answer forwarding hops per call
+# Carries the digits a caller pressed in the IVR to the agent's phone.
+IVR_KEYS_HEADER = "X-Switchboard-IVR-Keys"
 
 
 class CallState(Enum):
@@ -172,8 +174,10 @@ class _Outbound:
         on_ringing: Callable[[int, bool], None],
         on_answered: Callable[[_Side], None],
         on_failed: Callable[[int, bool], None],
+        extra_headers: list[tuple[str, str]] | None = None,
     ) -> None:
         self.b2b = b2b
+        self.extra_headers = extra_headers or []
         self.leg_id = leg_id
         self.caller_ext = caller_ext
         self.caller_display = caller_display
@@ -252,6 +256,7 @@ class _Outbound:
             ("CSeq", "1 INVITE"),
             ("Contact", stack.contact_for(flow.transport, flow.address[0], self.caller_ext)),
             ("Allow", ALLOW),
+            *self.extra_headers,
             ("Content-Type", "application/sdp"),
         ]
         return Request("INVITE", contact.uri, headers, offer)
@@ -688,6 +693,11 @@ class Call:
         task.add_done_callback(_log_task_error)
         return True
 
+    def _trail_headers(self) -> list[tuple[str, str]]:
+        """The IVR key trail travels to the phone that takes the call (RFC 3261 §8.1.1.10
+        allows extension headers; phones and CTI tools show or log it)."""
+        return [(IVR_KEYS_HEADER, self.ivr_keys)] if self.ivr_keys else []
+
     def connect_to(self, ext: str, on_failed: Callable[[int], None]) -> bool:
         """Ring ``ext`` for a call we answered ourselves (an IVR sending the caller to an
         extension); the caller hears ringback, then is bridged to whoever answers.
@@ -711,6 +721,7 @@ class Call:
             on_ringing=lambda status, early: None,
             on_answered=self._connected,
             on_failed=lambda status, timed_out: on_failed(status),
+            extra_headers=self._trail_headers(),
         )
         self.b2b._by_leg[self.outbound.leg_id] = self
         outbound = self.outbound
@@ -780,6 +791,7 @@ class Call:
             on_ringing=lambda status, early: None,
             on_answered=lambda side: self._offer_answered(key, side, on_answered),
             on_failed=lambda status, timed_out: self._offer_failed(key, status, on_failed),
+            extra_headers=self._trail_headers(),
         )
         self.offers[key] = outbound
         self.b2b._by_leg[outbound.leg_id] = self
@@ -1579,6 +1591,10 @@ class B2bua:
 
         task = asyncio.get_running_loop().create_task(run())
         task.add_done_callback(_log_task_error)
+
+    def retire(self, call: Call) -> None:
+        """Drop a call whose sides go on in another call (no call record, no hang-up)."""
+        self._absorb(call)
 
     def _absorb(self, call: Call) -> None:
         """Retire a call whose side moved into another call (pickup): no call record."""

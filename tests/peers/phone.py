@@ -336,6 +336,12 @@ class Phone:
         self.next_call_id += 1
         self.calls[call.cid] = call
         ci = call.getInfo()
+        # Extension headers (X-...) of the INVITE, e.g. the IVR key trail Switchboard adds.
+        x_headers = {}
+        for line in prm.rdata.wholeMsg.split("\r\n\r\n", 1)[0].split("\r\n"):
+            name, sep, value = line.partition(":")
+            if sep and name.lower().startswith("x-"):
+                x_headers[name.strip()] = value.strip()
         emit(
             {
                 "event": "incoming_call",
@@ -344,6 +350,7 @@ class Phone:
                 "remote_contact": ci.remoteContact,
                 "local_uri": ci.localUri,
                 "call_id": ci.callIdString,
+                "x_headers": x_headers,
             }
         )
         if self.auto_answer:

@@ -157,7 +157,7 @@ def test_wrap_up_blocks_offers_and_returning_caller_reaches_last_agent(
     assert feature(carol, sb, "*45") == 200
     cid3 = dial(one, sb, "5000", tone_1k)
     answer(bob, timeout=10)
-    assert not carol.events(event="incoming")
+    assert not carol.events(event="incoming_call")
     one.hangup(call=cid3)
     one.wait_disconnected(call=cid3, timeout=10)
     states = agent_states(sb, "a2")

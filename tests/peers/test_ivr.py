@@ -88,6 +88,7 @@ def test_did_to_menu_and_option_two(
     assert score > 0.3 and score > 2.5 * others, (score, others)
     a.send_dtmf("2")
     inc = c.wait_incoming(timeout=10)  # option 2: extension 1003 rings
+    assert inc["x_headers"].get("X-Switchboard-IVR-Keys") == "2"  # the key trail comes along
     c.answer(call=inc["call"])
     c.wait_media_active(timeout=10)
     c.play(tone_2k)

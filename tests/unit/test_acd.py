@@ -447,7 +447,6 @@ def test_callback_keeps_its_place_and_connects_agent_and_customer() -> None:
     run_until(acd, 30)
     assert OfferCallback("c1", "q") in acd.drain()
     assert acd.request_callback("c1", "5551111", 31) == ("c1", True)
-    assert acd.request_callback("c2", "5551111", 32) == ("c1", False)  # no duplicate
     acd.caller_left("c1", 33)  # the caller hangs up: the callback stays
     acd.enqueue("c3", "q", "5553333", 40)
     assert acd.position("c1") == 1
@@ -466,7 +465,7 @@ def test_callback_keeps_its_place_and_connects_agent_and_customer() -> None:
     run_until(acd, 120)
     (dial,) = [x for x in acd.drain() if isinstance(x, DialCallback)]
     assert dial.attempt == 2
-    acd.callback_answered("c1", 125)
+    acd.callback_answered("c1", "a0", 125)
     acd.call_completed("c1", 185, "agent")
     events = [e.event for e in acd.drain_events() if e.call == "c1"]
     assert events == [
@@ -485,9 +484,10 @@ def test_callback_gives_up_after_its_attempts() -> None:
     acd.enqueue("c1", "q", "1", 0)
     acd.request_callback("c1", "5551111", 1)
     acd.agent_call_ended("a0", 2)
-    acd.callback_failed("c1", 3, "busy")
+    assert [x.agent for x in acd.drain() if isinstance(x, DialCallback)] == ["a0"]
+    acd.callback_failed("c1", 11, "busy")
     assert "c1" not in acd.calls and acd.state_of("a0") is AgentState.AVAILABLE
-    assert "3|c1|q|NONE|CALLBACKFAILED|5551111|1|busy" in [
+    assert "11|c1|q|NONE|CALLBACKFAILED|5551111|1|busy" in [
         e.queue_log_line() for e in acd.drain_events()
     ]
 
@@ -524,6 +524,56 @@ def test_queue_log_of_a_scripted_scenario() -> None:
     ]
 
 
+def test_duplicate_callback_request_leaves_the_queue() -> None:
+    q = QueueConfig("q", members=("a0",), callback_key="5")
+    acd = acd_with([q], agents("a0"))
+    acd.agent_call_started("a0", 0)
+    acd.enqueue("c1", "q", "1", 0)
+    acd.enqueue("c2", "q", "1", 1)
+    assert acd.request_callback("c1", "5551111", 2) == ("c1", True)
+    assert acd.request_callback("c2", "5551111", 3) == ("c1", False)
+    assert "c2" not in acd.calls  # the caller hangs up; their place was the first request's
+    assert "3|c2|q|NONE|EXITWITHKEY|5|2|2|2" in [e.queue_log_line() for e in acd.drain_events()]
+
+
+def test_missed_agent_is_not_offered_the_same_caller_at_once_in_ring_all() -> None:
+    q = QueueConfig("q", strategy=Strategy.RING_ALL, ring_timeout=30, retry_delay=0)
+    acd = acd_with([q], agents("a0", "a1"))
+    acd.enqueue("c1", "q", "1", 0)
+    assert sorted(offers(acd)) == [("c1", "a0"), ("c1", "a1")]
+    acd.offer_failed("c1", "a0", 1)  # a0's phone refuses (486)
+    assert offers(acd) == []  # not rung again while a1 still rings
+    acd.offer_failed("c1", "a1", 1.5)
+    run_until(acd, 2.6)  # the retry after the minimum re-offer delay rings both again
+    assert sorted(offers(acd)) == [("c1", "a0"), ("c1", "a1")]
+
+
+def test_overflow_timers_of_an_earlier_entry_are_ignored() -> None:
+    qs = [
+        QueueConfig("a", members=("a0",), max_wait=10, overflow="queue:b", announce_every=5),
+        QueueConfig("b", members=("a0",)),
+    ]
+    acd = acd_with(qs, agents("a0"))
+    acd.agent_call_started("a0", 0)
+    acd.enqueue("c1", "a", "1", 0)
+    run_until(acd, 10)  # into "b", which announces nothing
+    assert acd.calls["c1"].queue == "b"
+    acd.drain()
+    run_until(acd, 60)  # the old announcement timer neither loops nor announces
+    assert [x for x in acd.drain() if isinstance(x, Announce)] == []
+
+
+def test_pending_requests_do_not_outlive_their_state() -> None:
+    q = QueueConfig("q", members=("a0",), ring_timeout=5, auto_pause_after=1)
+    acd = acd_with([q], agents("a0"))
+    acd.enqueue("c1", "q", "1", 0)
+    acd.logout("a0", 1)  # while ringing: pending
+    run_until(acd, 5)  # missed -> auto-pause would apply, but the agent asked to leave
+    assert acd.state_of("a0") is AgentState.LOGGED_OUT
+    acd.login("a0", 10)
+    assert acd.state_of("a0") is AgentState.RINGING  # no stale pause; offered the caller
+
+
 def test_callback_from_outside_the_queue_and_wrap_up_codes() -> None:
     q = QueueConfig(
         "q", members=("a0",), wrap_up=30, wrap_up_mode=WrapUpMode.FORCED, wrap_up_codes=("11",)
@@ -536,7 +586,7 @@ def test_callback_from_outside_the_queue_and_wrap_up_codes() -> None:
     acd.agent_call_ended("a0", 3)
     (dial,) = [x for x in acd.drain() if isinstance(x, DialCallback)]
     assert dial.number == "5550000"
-    acd.callback_answered("cb1", 4)
-    acd.call_completed("cb1", 10, "agent")
+    acd.callback_answered("cb1", "a0", 10)
+    acd.call_completed("cb1", 11, "agent")
     assert not acd.end_wrap_up("a0", 11, "99")  # not one of the queue's codes
     assert acd.end_wrap_up("a0", 12, "11")
