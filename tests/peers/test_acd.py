@@ -56,11 +56,25 @@ def agent_states(sb: Switchboard, agent: str) -> list[tuple[str, Any]]:
     ]
 
 
+def _since(t0: float, **fields: Any) -> Callable[[dict[str, Any]], bool]:
+    """Matches events of this call only: PJSUA2 reuses call ids, so an earlier call's
+    events (same id, older time stamp) must not count."""
+
+    def match(ev: dict[str, Any]) -> bool:
+        if ev.get("_t", 0.0) < t0:
+            return False
+        status = ev.get("status")
+        return "status" not in fields or (status is not None and fields["status"] in status)
+
+    return match
+
+
 def dial(phone: Phone, sb: Switchboard, number: str, tone: Path | None = None) -> int:
     """Call ``number``: Switchboard answers for the queue; the phone plays ``tone``."""
+    t0 = time.monotonic()
     cid = phone.call(sb.uri(number))
-    phone.wait_call_state("CONFIRMED", call=cid, timeout=10)
-    phone.wait_media_active(call=cid, timeout=10)
+    phone.wait_event(_since(t0), event="call_state", state="CONFIRMED", call=cid, timeout=10)
+    phone.wait_event(_since(t0, status="ACTIVE"), event="media_state", call=cid, timeout=10)
     if tone is not None:
         phone.play(tone, call=cid)
     return cid
@@ -70,7 +84,7 @@ def answer(agent: Phone, timeout: float = 15.0) -> int:
     inc = agent.wait_incoming(timeout=timeout)
     cid = int(inc["call"])
     agent.answer(call=cid)
-    agent.wait_media_active(call=cid, timeout=10)
+    agent.wait_event(_since(inc["_t"], status="ACTIVE"), event="media_state", call=cid, timeout=10)
     return cid
 
 
@@ -162,6 +176,7 @@ def test_wrap_up_blocks_offers_and_returning_caller_reaches_last_agent(
     one.wait_disconnected(call=cid3, timeout=10)
     states = agent_states(sb, "a2")
     assert ("WRAP_UP", None) in states
+    wait_for(lambda: sum(1 for e in queue_events(sb) if "|COMPLETE" in e) == 3, 5, "3 calls")
     events = queue_events(sb)
     assert sum(1 for e in events if "|a2|CONNECT|" in e) == 3
     assert not any("|a3|CONNECT|" in e for e in events)
