@@ -59,7 +59,7 @@ from acd import (
 from cli.ivr_host import IvrHost
 from config import SwitchboardConfig
 from crm import AgentStateData, CallbackRequestData, QueueEventData, Store
-from ivr import PromptSets, say_number
+from ivr import LANGUAGES, PromptSets, say_number
 from media import Playlist, ToneSource
 from pbx.b2bua import Call, CallApplication
 from pbx.dialplan import RouteDecision
@@ -557,12 +557,13 @@ class AcdHost:
         elif isinstance(action, Announce):
             call = self._calls.get(action.call)
             if call is not None:
+                lang = self._language(call)
                 if action.periodic:
                     items = ["queue-periodic"]
                 else:
-                    items = ["queue-position", *say_number(action.position)]
+                    items = ["queue-position", *say_number(action.position, lang)]
                     minutes = max(1, round(action.estimated_wait / 60))
-                    items += ["queue-wait", *say_number(minutes), "minutes"]
+                    items += ["queue-wait", *say_number(minutes, lang), "minutes"]
                 self._announce(call, items)
         elif isinstance(action, OfferCallback):
             call = self._calls.get(action.call)
@@ -887,10 +888,16 @@ class AcdHost:
             self.server.media.stop_play(call.a.moh_player)
             call.a.moh_player = None
 
-    def _files(self, names: list[str]) -> list[str]:
+    def _language(self, call: Call) -> str:
+        """The prompt language the caller chose in the IVR (``language`` variable)."""
+        entry = self.acd.calls.get(call.id)
+        lang = entry.variables.get("language", "en") if entry is not None else "en"
+        return lang if lang in LANGUAGES else "en"
+
+    def _files(self, names: list[str], language: str = "en") -> list[str]:
         out = []
         for name in names:
-            path = self.prompts.resolve(name, "en")
+            path = self.prompts.resolve(name, language)
             if path is not None:
                 out.append(str(path))
             else:
@@ -899,7 +906,7 @@ class AcdHost:
 
     def _announce(self, call: Call, names: list[str]) -> None:
         """Interrupt the music with prompts, then resume it (while the caller still waits)."""
-        files = self._files(names)
+        files = self._files(names, self._language(call))
         leg = call.a.leg_id
         if not files or call.ended or leg not in self.server.media:
             return
@@ -912,7 +919,7 @@ class AcdHost:
         call.a.moh_player = self.server.media.play(leg, Playlist(files, 8000), on_done=done)
 
     def _play_then_hang_up(self, call: Call, names: list[str], cause: str) -> None:
-        files = self._files(names)
+        files = self._files(names, self._language(call))
         leg = call.a.leg_id
         if not files or call.ended or leg not in self.server.media:
             call.hang_up_caller(cause)

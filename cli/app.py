@@ -186,7 +186,9 @@ def conferences_from_config(cfg: SwitchboardConfig) -> dict[str, Conference]:
 
 def load_ivr(cfg: SwitchboardConfig, config_dir: Path) -> dict[str, Flow]:
     """The IVR flows of ``config_dir/ivr/*.yaml``; ``ConfigError`` lists every problem."""
-    flows, problems = load_flows(config_dir, time_conditions=set(cfg.dialplan.time_conditions))
+    flows, problems = load_flows(
+        config_dir, time_conditions=set(cfg.dialplan.time_conditions), queues=set(cfg.queues)
+    )
     for problem in problems:
         if problem.severity == "warning":
             log.warning("ivr_flow_warning", problem=str(problem))
@@ -215,7 +217,9 @@ def load_all(path: Path) -> tuple[SwitchboardConfig, dict[str, Flow]]:
     and prompts that exist. Raises ``ConfigError`` listing every problem (file:line:column)."""
     cfg = load_config(path)
     folder = config_file_path(path).resolve().parent
-    flows, problems = load_flows(folder, time_conditions=set(cfg.dialplan.time_conditions))
+    flows, problems = load_flows(
+        folder, time_conditions=set(cfg.dialplan.time_conditions), queues=set(cfg.queues)
+    )
     for problem in problems:
         if problem.severity == "warning":
             log.warning("ivr_flow_warning", problem=str(problem))

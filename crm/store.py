@@ -18,11 +18,11 @@ contact updates the binding — with the backend's native ``INSERT ... ON CONFLI
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, delete, event, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -43,6 +43,8 @@ from crm.models import (
     SurveyResult,
     Voicemail,
 )
+
+_D = TypeVar("_D")
 
 
 class Disposition(StrEnum):
@@ -621,14 +623,8 @@ class Store:
         """Store a customer; return its id."""
         async with self._sessions.begin() as session:
             row = Customer(
-                name=customer.name,
-                phone=customer.phone,
+                **_columns(customer, exclude=("id", "created_at")),
                 phone_digits=phone_digits(customer.phone),
-                email=customer.email,
-                company=customer.company,
-                grade=customer.grade,
-                language=customer.language,
-                notes=customer.notes,
                 created_at=customer.created_at or datetime.now(UTC),
             )
             session.add(row)
@@ -651,33 +647,14 @@ class Store:
             row = (await session.scalars(stmt)).first()
         if row is None:
             return None
-        return CustomerData(
-            id=row.id,
-            name=row.name,
-            phone=row.phone,
-            email=row.email,
-            company=row.company,
-            grade=row.grade,
-            language=row.language,
-            notes=row.notes,
-            created_at=row.created_at,
-        )
+        return _data_from_row(CustomerData, row)
 
     # --- IVR results: voicemail, surveys, callback requests --------------------------------
 
     async def add_voicemail(self, vm: VoicemailData) -> int:
         """Store a voicemail message; return its id."""
         async with self._sessions.begin() as session:
-            row = Voicemail(
-                record_id=vm.record_id,
-                mailbox=vm.mailbox,
-                caller=vm.caller,
-                path=vm.path,
-                sha256=vm.sha256,
-                seconds=vm.seconds,
-                created_at=vm.created_at,
-                heard=vm.heard,
-            )
+            row = Voicemail(**_columns(vm))
             session.add(row)
             await session.flush()
             return row.id
@@ -693,16 +670,7 @@ class Store:
     async def add_survey_result(self, res: SurveyResultData) -> int:
         """Store one survey outcome; return its id."""
         async with self._sessions.begin() as session:
-            row = SurveyResult(
-                record_id=res.record_id,
-                survey_record_id=res.survey_record_id,
-                caller=res.caller,
-                agent=res.agent,
-                flow=res.flow,
-                result=res.result,
-                digit=res.digit,
-                created_at=res.created_at,
-            )
+            row = SurveyResult(**_columns(res))
             session.add(row)
             await session.flush()
             return row.id
@@ -714,20 +682,7 @@ class Store:
             stmt = stmt.where(SurveyResult.agent == agent)
         async with self._sessions() as session:
             rows = (await session.scalars(stmt)).all()
-        return [
-            SurveyResultData(
-                id=r.id,
-                record_id=r.record_id,
-                survey_record_id=r.survey_record_id,
-                caller=r.caller,
-                agent=r.agent,
-                flow=r.flow,
-                result=r.result,
-                digit=r.digit,
-                created_at=r.created_at,
-            )
-            for r in rows
-        ]
+        return [_data_from_row(SurveyResultData, r) for r in rows]
 
     async def add_callback_request(self, req: CallbackRequestData) -> tuple[int, bool]:
         """Create a pending callback request; return ``(id, created)``. A number that already
@@ -736,12 +691,8 @@ class Store:
         try:
             async with self._sessions.begin() as session:
                 row = CallbackRequest(
-                    number=req.number,
-                    caller=req.caller,
-                    queue=req.queue,
-                    record_id=req.record_id,
+                    **_columns(req, exclude=("id", "status", "attempts", "outcome")),
                     status="pending",
-                    created_at=req.created_at,
                     attempts=0,
                 )
                 session.add(row)
@@ -818,32 +769,22 @@ class Store:
         return int(getattr(result, "rowcount", 0) or 0)
 
 
+def _columns(data: Any, exclude: tuple[str, ...] = ("id",)) -> dict[str, Any]:
+    """The fields of a store dataclass as column values (same names as the ORM columns)."""
+    return {f.name: getattr(data, f.name) for f in fields(data) if f.name not in exclude}
+
+
+def _data_from_row(cls: type[_D], row: Any) -> _D:
+    """A store dataclass from an ORM row with the same column names (``id`` included)."""
+    return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})  # type: ignore[arg-type]
+
+
 def _voicemail_from_row(r: Voicemail) -> VoicemailData:
-    return VoicemailData(
-        id=r.id,
-        record_id=r.record_id,
-        mailbox=r.mailbox,
-        caller=r.caller,
-        path=r.path,
-        sha256=r.sha256,
-        seconds=r.seconds,
-        created_at=r.created_at,
-        heard=bool(r.heard),
-    )
+    return _data_from_row(VoicemailData, r)
 
 
 def _callback_from_row(r: CallbackRequest) -> CallbackRequestData:
-    return CallbackRequestData(
-        id=r.id,
-        number=r.number,
-        caller=r.caller,
-        created_at=r.created_at,
-        queue=r.queue,
-        record_id=r.record_id,
-        status=r.status,
-        attempts=r.attempts,
-        outcome=r.outcome,
-    )
+    return _data_from_row(CallbackRequestData, r)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -85,6 +85,7 @@ def load_flows(
     prompts: PromptSets | None = None,
     time_conditions: Collection[str] | None = None,
     espeak_available: bool | None = None,
+    queues: Collection[str] | None = None,
 ) -> tuple[dict[str, Flow], list[IvrProblem]]:
     """Load every ``<folder>/ivr/*.yaml`` (``folder`` is the config folder).
 
@@ -113,6 +114,7 @@ def load_flows(
             time_conditions=time_conditions,
             espeak_available=espeak_available,
             default_name=file.stem,
+            queues=queues,
         )
         problems += found
         if flow is None:
@@ -162,6 +164,7 @@ def parse_flow(
     time_conditions: Collection[str] | None = None,
     espeak_available: bool | None = None,
     default_name: str | None = None,
+    queues: Collection[str] | None = None,
 ) -> tuple[Flow | None, list[IvrProblem]]:
     """Parse and validate one flow. Returns ``(flow or None if any error, problems)``."""
     base = base_dir if base_dir is not None else Path.cwd()
@@ -188,6 +191,20 @@ def parse_flow(
         return None, problems
 
     problems = _check_graph(flow, file, index, base, prompt_sets, time_conditions, espeak_available)
+    if queues is not None:
+        for name, node in flow.nodes.items():
+            queue = getattr(node, "queue", None)
+            if isinstance(queue, str) and "${" not in queue and queue not in queues:
+                path = ("nodes", name, "queue")
+                known = ", ".join(sorted(queues)) or "none defined"
+                problems.append(
+                    _at_value(
+                        file,
+                        index,
+                        path,
+                        f"{_dotted(path)}: unknown queue '{queue}' (known: {known})",
+                    )
+                )
     problems.sort(key=lambda p: (p.line, p.column))
     if any(p.severity == "error" for p in problems):
         return None, problems

@@ -269,3 +269,13 @@ def test_documented_example_flows_load_and_show_every_node_type() -> None:
     every = {get_args(cls.model_fields["type"].annotation)[0] for cls in union}
     assert every - used - {"tts"} == set()
     assert "type: tts" in text  # shown commented out: it needs espeak-ng where it runs
+
+
+def test_queue_nodes_name_known_queues(tmp_path: Path) -> None:
+    file = _write(tmp_path, GOOD.replace("queue: sales", "queue: sale"))
+    _, problems = _load(tmp_path, queues={"sales", "support"})
+    assert problems == [
+        f"{file}:19:12: nodes.sales.queue: unknown queue 'sale' (known: sales, support)"
+    ]
+    _write(tmp_path, GOOD.replace("queue: sales", 'queue: "${q}"'))
+    assert _load(tmp_path, queues={"sales"})[1] == []  # a variable is known only at run time
