@@ -411,7 +411,7 @@ class AcdHost:
         call.on_end.append(self._call_ended)
         if survey is not None:
             self._surveys[call.id] = survey
-        self._music(call)
+        self._music(call, queue)
         grade = variables.get("customer.grade")
         needs_grade = bool(self.acd.queues[queue].cfg.grade_priority) and priority is None
         if grade is None and needs_grade and self.store is not None:
@@ -870,14 +870,15 @@ class AcdHost:
 
     # -- media on the caller's leg ---------------------------------------------------------------
 
-    def _music(self, call: Call) -> None:
+    def _music(self, call: Call, queue: str | None = None) -> None:
+        """The queue's music (or the default music on hold) on the caller's leg."""
         leg = call.a.leg_id
         if leg not in self.server.media:
             return
-        queue_files = None
         acd_call = self.acd.calls.get(call.id)
-        if acd_call is not None:
-            queue_files = self.queue_music.get(acd_call.queue)
+        if queue is None and acd_call is not None:
+            queue = acd_call.queue
+        queue_files = self.queue_music.get(queue) if queue is not None else None
         if queue_files:
             call.a.moh_player = self.server.media.play(leg, Playlist(queue_files, 8000, loop=True))
         else:

@@ -34,6 +34,11 @@ acd:
 """
 
 
+SUPPORT_DID = (
+    'dialplan:\n  inbound:\n    - {did: "5000", destination: {kind: queue, target: support}}\n'
+)
+
+
 def start(server_factory: Callable[..., Switchboard], queues: str, dids: str) -> Switchboard:
     return server_factory(extensions=PEOPLE, extra_yaml=AGENTS + queues + dids)
 
@@ -349,3 +354,45 @@ def test_supervisor_listen_whisper_barge_and_intercept(
     assert sum(1 for e in queue_events(sb) if "|a2|SUPERVISE|1005|" in e) == 4
     # Not a supervisor: refused.
     assert feature(one, sb, "*511002") == 403
+
+
+def test_waiting_caller_hears_the_queue_music_then_the_agent(
+    server_factory: Callable[..., Switchboard],
+    phone_factory: Callable[..., Phone],
+    tmp_path: Path,
+    tone_wav: Callable[..., Path],
+    tone_2k: Path,
+) -> None:
+    """A queue's own music (here a 1.3 kHz tone) plays while nobody is free; the agent's
+    audio replaces it on answer."""
+    music = tone_wav(1300, seconds=5)
+
+    def setup(folder: Path) -> None:
+        (folder / "music.wav").write_bytes(music.read_bytes())
+
+    sb = server_factory(
+        extensions=PEOPLE,
+        extra_yaml=AGENTS
+        + "queues:\n  support: {members: [a2], music_on_hold: [music.wav]}\n"
+        + SUPPORT_DID,
+        setup=setup,
+    )
+    one, bob = (registered(phone_factory, sb, e) for e in ("1001", "1002"))
+    for p in (one, bob):
+        p.set_codecs(["PCMU"])
+    cid = dial(one, sb, "5000")
+    time.sleep(0.5)
+    one.record(tmp_path / "waiting.wav", call=cid)
+    time.sleep(1.5)
+    one.stop_record(call=cid)
+    assert abs(dominant_frequency(tmp_path / "waiting.wav") - 1300) < 20
+    assert feature(bob, sb, "*45") == 200  # Bob logs in: the caller is offered at once
+    b = answer(bob)
+    bob.play(tone_2k, call=b)
+    time.sleep(0.8)
+    one.record(tmp_path / "agent.wav", call=cid)
+    time.sleep(1.5)
+    one.stop_record(call=cid)
+    assert abs(dominant_frequency(tmp_path / "agent.wav") - 2000) < 20
+    one.hangup(call=cid)
+    bob.wait_disconnected(call=b, timeout=10)
