@@ -223,16 +223,9 @@ class Acd:
         for i, cfg in enumerate(agents):
             self.agents[cfg.id] = _Agent(cfg, AgentStateMachine(cfg.id), i)
         self.queues: dict[str, _Queue] = {q.name: _Queue(q) for q in queues}
-        for q in self.queues.values():
-            unknown = [m for m in q.cfg.members if m not in self.agents]
-            if unknown:
-                raise ValueError(f"queue {q.cfg.name}: unknown agents {unknown}")
-        for a in self.agents.values():
-            a.queues = [
-                q.cfg.name
-                for q in self.queues.values()
-                if (a.cfg.id in q.cfg.members or not q.cfg.members) and _could_serve(a.cfg, q.cfg)
-            ]
+        self._check_members()
+        self._retired: set[str] = set()  # agents and queues dropped by reconfigure, draining
+        self._link_agents()
         self.calls: dict[str, _Call] = {}
         self.actions: list[Action] = []
         self.events: list[QueueEvent] = []
@@ -245,6 +238,76 @@ class Acd:
         # The same per queue, for the agents who could serve it (what an arrival scans).
         self._free_for: dict[str, dict[str, None]] = {name: {} for name in self.queues}
         self._reserved: dict[str, dict[str, None]] = {}  # agent -> calls held for them
+
+    def _check_members(self) -> None:
+        for q in self.queues.values():
+            unknown = [m for m in q.cfg.members if m not in self.agents]
+            if unknown:
+                raise ValueError(f"queue {q.cfg.name}: unknown agents {unknown}")
+
+    def _link_agents(self) -> None:
+        """Which queues each agent can serve (members, or skills for member-less queues)."""
+        for a in self.agents.values():
+            a.queues = [
+                q.cfg.name
+                for q in self.queues.values()
+                if a.cfg.id not in self._retired  # retired queues are served until empty
+                and (a.cfg.id in q.cfg.members or not q.cfg.members)
+                and _could_serve(a.cfg, q.cfg)
+            ]
+
+    def reconfigure(
+        self, agents: Iterable[AgentConfig], queues: Iterable[QueueConfig], now: float
+    ) -> None:
+        """New agent and queue settings while calls go on (``config reload``).
+
+        Agents and queues that stay keep their state: agents their login, pause, call and
+        wrap-up; queues their waiting callers in order. New ones start empty (agents logged
+        out). An agent who is gone is logged out (after their current call); a queue that is
+        gone takes no new callers and disappears once its waiting callers are served."""
+        new_agents = list(agents)
+        new_queues = {q.name: q for q in queues}
+        known = {a.id for a in new_agents}
+        for cfg in new_agents:
+            current = self.agents.get(cfg.id)
+            if current is None:
+                self.agents[cfg.id] = _Agent(cfg, AgentStateMachine(cfg.id, now), len(self.agents))
+            else:
+                current.cfg = cfg
+            self._retired.discard(cfg.id)
+        for agent_id in [a for a in self.agents if a not in known]:
+            self._retired.add(agent_id)
+            self.logout(agent_id, now)
+        for name, qcfg in new_queues.items():
+            if name in self.queues:
+                self.queues[name].cfg = qcfg
+            else:
+                self.queues[name] = _Queue(qcfg)
+                self._free_for[name] = {}
+            self._retired.discard(name)
+        for name in [q for q in self.queues if q not in new_queues]:
+            self._retired.add(name)
+        self._check_members()
+        self._link_agents()
+        for free in self._free_for.values():
+            free.clear()
+        for agent_id in self._free:
+            for name in self.agents[agent_id].queues:
+                self._free_for[name][agent_id] = None
+        self._drop_drained()
+        for agent_id in list(self._free):  # new queues or wider membership: look again
+            self._agent_free(self.agents[agent_id], now)
+
+    def _drop_drained(self) -> None:
+        """Forget retired queues with nobody waiting and no call still connected from them."""
+        busy = {c.queue for c in self.calls.values()}
+        dropped = [q for q in self._retired if q in self.queues and q not in busy]
+        for name in dropped:
+            del self.queues[name]
+            del self._free_for[name]
+            self._retired.discard(name)
+        if dropped:
+            self._link_agents()
 
     # --- results for the host -----------------------------------------------------------------
 
@@ -291,7 +354,7 @@ class Acd:
 
     def login(self, agent: str, now: float) -> None:
         a = self.agents[agent]
-        if a.sm.state is not AgentState.LOGGED_OUT:
+        if a.sm.state is not AgentState.LOGGED_OUT or agent in self._retired:
             return
         self._move(a, AgentEvent.LOGIN, now)
         a.login_at = now
@@ -385,7 +448,7 @@ class Acd:
         """A caller joins ``queue``. ``priority`` (from the IVR) wins over the customer's
         ``grade`` mapped by the queue's ``grade_priority``."""
         q = self.queues.get(queue)
-        if q is None:
+        if q is None or queue in self._retired:
             return JoinResult(False, reason="unknown_queue")
         if call in self.calls:
             return JoinResult(False, reason="duplicate")
@@ -503,6 +566,8 @@ class Acd:
             (str(int(hold)), str(int(talk)), str(c.orig_position)),
         )
         self._agent_done(agent, q, now)
+        if self._retired:
+            self._drop_drained()
 
     def transferred(self, call: str, now: float, target: str) -> None:
         c = self.calls.get(call)
@@ -522,6 +587,8 @@ class Acd:
             (target, "default", str(int(hold)), str(int(talk)), str(c.orig_position)),
         )
         self._agent_done(agent, self.queues[c.queue], now)
+        if self._retired:
+            self._drop_drained()
 
     def exit_with_key(self, call: str, key: str, now: float) -> bool:
         c = self.calls.get(call)
@@ -977,6 +1044,8 @@ class Acd:
         if c in q.waiting:
             q.waiting.remove(c)
         self.calls.pop(c.id, None)
+        if self._retired:
+            self._drop_drained()
 
     def _leave(
         self,

@@ -303,6 +303,30 @@ class AcdHost:
 
     # -- wiring ------------------------------------------------------------------------------
 
+    def reconfigure(self, cfg: SwitchboardConfig, config_dir: Path) -> None:
+        """``config reload``: new agents, queues and ACD settings; logged-in agents, waiting
+        callers and calls in progress carry on (see :meth:`acd.Acd.reconfigure`)."""
+        agents, queues = acd_from_config(cfg)
+        self.acd.reconfigure(agents, queues, time.time())
+        self.config = (cfg.agents, cfg.queues, cfg.acd)
+        self.prompts = PromptSets.for_config(config_dir)
+        self.tone_plan = cfg.media.tone_plan
+        self.pause_reasons = dict(cfg.acd.pause_reasons)
+        self.supervisors = set(cfg.acd.supervisors)
+        self.queue_music = {
+            name: [str(config_dir / f) for f in q.music_on_hold] for name, q in cfg.queues.items()
+        }
+        self._agent_of_ext = {ext: a.id for a in agents for ext in a.extensions}
+        f = cfg.features
+        self._supervise_codes = (
+            f.supervise_listen,
+            f.supervise_whisper,
+            f.supervise_barge,
+            f.supervise_intercept,
+        )
+        log.info("acd_reconfigured", agents=len(agents), queues=len(queues))
+        self._pump()
+
     def use_ivr(self, ivr: IvrHost | None) -> None:
         """After a reload: the new flows send their queue callers (and callbacks) here too."""
         self.ivr = ivr

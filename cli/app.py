@@ -318,7 +318,7 @@ def reload_config(running: Running, config_path: Path) -> bool:
     if running.acd is not None:
         running.acd.use_ivr(host)
         if running.acd.config != (cfg.agents, cfg.queues, cfg.acd):
-            log.warning("acd_config_changed", detail="agents and queues change at the next restart")
+            running.acd.reconfigure(cfg, folder)
     server.reconfigure(
         extensions_from_config(cfg),
         conferences_from_config(cfg),

@@ -4,6 +4,7 @@ process, everything over loopback)."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -396,3 +397,26 @@ def test_waiting_caller_hears_the_queue_music_then_the_agent(
     assert abs(dominant_frequency(tmp_path / "agent.wav") - 2000) < 20
     one.hangup(call=cid)
     bob.wait_disconnected(call=b, timeout=10)
+
+
+def test_reload_adds_a_queue_member_while_a_caller_waits(
+    server_factory: Callable[..., Switchboard],
+    phone_factory: Callable[..., Phone],
+    tone_1k: Path,
+) -> None:
+    """Carol is logged in but not a member; a caller waits. The admin adds her to the queue
+    and reloads: the waiting caller is offered to her at once, without a restart."""
+    sb = start(server_factory, "queues:\n  support: {members: [a2]}\n", SUPPORT_DID)
+    one, carol = (registered(phone_factory, sb, e) for e in ("1001", "1003"))
+    assert feature(carol, sb, "*45") == 200
+    cid = dial(one, sb, "5000", tone_1k)
+    time.sleep(1.0)
+    assert not carol.events(event="incoming_call")
+    text = sb.config_path.read_text()
+    sb.config_path.write_text(text.replace("members: [a2]", "members: [a2, a3]"))
+    assert sb.proc is not None
+    sb.proc.send_signal(signal.SIGHUP)
+    c = answer(carol, timeout=10)
+    one.hangup(call=cid)
+    carol.wait_disconnected(call=c, timeout=10)
+    assert any(e.get("event") == "acd_reconfigured" for e in sb.log_events())

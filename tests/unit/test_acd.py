@@ -590,3 +590,37 @@ def test_callback_from_outside_the_queue_and_wrap_up_codes() -> None:
     acd.call_completed("cb1", 11, "agent")
     assert not acd.end_wrap_up("a0", 11, "99")  # not one of the queue's codes
     assert acd.end_wrap_up("a0", 12, "11")
+
+
+def test_reconfigure_keeps_state_adds_and_retires() -> None:
+    """config reload: a queue's rules change under its waiting callers, a new agent and a
+    new queue appear, a removed agent is logged out after their call, a removed queue takes
+    no new callers and goes away once drained."""
+    acd = acd_with(
+        [QueueConfig("old", members=("a0",)), QueueConfig("q", members=("a0",))],
+        agents("a0", "a1"),
+    )
+    acd.agent_call_started("a0", 0)
+    acd.enqueue("w1", "old", "1", 1)
+    acd.enqueue("w2", "q", "2", 2)
+    acd.reconfigure(
+        [AgentConfig("a0"), AgentConfig("a2")],
+        [QueueConfig("q", members=("a0", "a2"), wrap_up=7), QueueConfig("new")],
+        10,
+    )
+    assert acd.state_of("a1") is AgentState.LOGGED_OUT  # gone from the config
+    assert acd.enqueue("x", "old", "3", 11).reason == "unknown_queue"
+    assert acd.position("w1") == 1 and acd.position("w2") == 1  # still waiting, in place
+    acd.login("a2", 12)
+    assert offers(acd) == [("w2", "a2")]  # the new member takes the caller of "q"
+    acd.answered("w2", "a2", 13)
+    acd.call_completed("w2", 20, "agent")
+    assert acd.state_of("a2") is AgentState.WRAP_UP  # the new wrap_up of "q" applies
+    acd.agent_call_ended("a0", 21)
+    assert offers(acd) == [("w1", "a0")]  # the retired queue is still served until empty
+    acd.answered("w1", "a0", 22)
+    assert "old" in acd.queues  # its call is still connected
+    acd.call_completed("w1", 30, "caller")
+    assert "old" not in acd.queues and acd.state_of("a0") is AgentState.AVAILABLE
+    acd.login("a1", 30)
+    assert acd.state_of("a1") is AgentState.LOGGED_OUT  # removed agents cannot log in
