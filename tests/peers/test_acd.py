@@ -420,3 +420,25 @@ def test_reload_adds_a_queue_member_while_a_caller_waits(
     one.hangup(call=cid)
     carol.wait_disconnected(call=c, timeout=10)
     assert any(e.get("event") == "acd_reconfigured" for e in sb.log_events())
+
+
+def test_agent_on_a_direct_call_is_not_offered_until_it_ends(
+    server_factory: Callable[..., Switchboard],
+    phone_factory: Callable[..., Phone],
+    tone_1k: Path,
+) -> None:
+    sb = start(server_factory, "queues:\n  support: {members: [a2]}\n", SUPPORT_DID)
+    one, bob, two = (registered(phone_factory, sb, e) for e in ("1001", "1002", "1004"))
+    assert feature(bob, sb, "*45") == 200
+    t0 = time.monotonic()
+    direct = bob.call(sb.uri("1004"))  # Bob calls a colleague: an internal call
+    inc = two.wait_incoming(timeout=10)
+    two.answer(call=int(inc["call"]))
+    bob.wait_event(_since(t0), event="call_state", state="CONFIRMED", call=direct, timeout=10)
+    cid = dial(one, sb, "5000", tone_1k)
+    time.sleep(2.0)
+    assert not bob.events(_since(t0), event="incoming_call")  # busy: not offered
+    bob.hangup(call=direct)
+    answer(bob, timeout=10)  # free again: the waiting caller rings him
+    one.hangup(call=cid)
+    assert ("ON_CALL", "internal") in agent_states(sb, "a2")
