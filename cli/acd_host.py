@@ -260,25 +260,10 @@ class AcdHost:
     ) -> None:
         agents, queues = acd_from_config(cfg)
         self.acd = Acd(agents, queues)
-        self.config = (cfg.agents, cfg.queues, cfg.acd)  # what a reload cannot change
         self.server = server
         self.store = store
         self.ivr = ivr
-        self.prompts = PromptSets.for_config(config_dir)
-        self.tone_plan = cfg.media.tone_plan
-        self.pause_reasons = dict(cfg.acd.pause_reasons)
-        self.supervisors = set(cfg.acd.supervisors)
-        self.queue_music = {
-            name: [str(config_dir / f) for f in q.music_on_hold] for name, q in cfg.queues.items()
-        }
-        self._agent_of_ext = {ext: a.id for a in agents for ext in a.extensions}
-        f = cfg.features
-        self._supervise_codes = (
-            f.supervise_listen,
-            f.supervise_whisper,
-            f.supervise_barge,
-            f.supervise_intercept,
-        )
+        self._settings(cfg, config_dir, agents)
         self._calls: dict[str, Call] = {}  # ACD call id -> the call carrying it
         self._surveys: dict[str, str] = {}  # ACD call id -> post-call survey flow
         self._legs: dict[str, str] = {}  # leg id -> extension, for every party up on a call
@@ -308,7 +293,15 @@ class AcdHost:
         callers and calls in progress carry on (see :meth:`acd.Acd.reconfigure`)."""
         agents, queues = acd_from_config(cfg)
         self.acd.reconfigure(agents, queues, time.time())
-        self.config = (cfg.agents, cfg.queues, cfg.acd)
+        self._settings(cfg, config_dir, agents)
+        log.info("acd_reconfigured", agents=len(agents), queues=len(queues))
+        self._pump()
+
+    def _settings(
+        self, cfg: SwitchboardConfig, config_dir: Path, agents: list[AgentConfig]
+    ) -> None:
+        """What the host takes from the config (at start and on every reload)."""
+        self.config = (cfg.agents, cfg.queues, cfg.acd)  # compared on reload
         self.prompts = PromptSets.for_config(config_dir)
         self.tone_plan = cfg.media.tone_plan
         self.pause_reasons = dict(cfg.acd.pause_reasons)
@@ -324,8 +317,6 @@ class AcdHost:
             f.supervise_barge,
             f.supervise_intercept,
         )
-        log.info("acd_reconfigured", agents=len(agents), queues=len(queues))
-        self._pump()
 
     def use_ivr(self, ivr: IvrHost | None) -> None:
         """After a reload: the new flows send their queue callers (and callbacks) here too."""
