@@ -60,7 +60,7 @@ from cli.ivr_host import IvrHost
 from config import SwitchboardConfig
 from crm import AgentStateData, CallbackRequestData, QueueEventData, Store
 from ivr import LANGUAGES, PromptSets, say_number
-from media import Playlist, ToneSource
+from media import Playlist, ToneSource, load_prompt
 from pbx.b2bua import Call, CallApplication
 from pbx.dialplan import RouteDecision
 from pbx.features import Feature, FeatureRequest
@@ -83,6 +83,25 @@ CALLBACK_RING_SECONDS = 30.0
 CALLBACK_ENTRY_SECONDS = 10.0  # silence that ends the entry of a callback number
 
 
+_SAME_QUEUE_SETTINGS = (
+    "ring_timeout",
+    "retry_delay",
+    "auto_pause_after",
+    "wrap_up",
+    "maxlen",
+    "join_empty",
+    "leave_when_empty",
+    "max_wait",
+    "overflow",
+    "progressive_step",
+    "service_level",
+    "announce_position_every",
+    "announce_every",
+    "exit_key",
+    "exit_destination",
+)
+
+
 def acd_from_config(cfg: SwitchboardConfig) -> tuple[list[AgentConfig], list[QueueConfig]]:
     """The ACD's agents and queues from ``agents:`` and ``queues:`` of the config."""
     agents = [
@@ -97,34 +116,23 @@ def acd_from_config(cfg: SwitchboardConfig) -> tuple[list[AgentConfig], list[Que
     ]
     queues = []
     for name, q in cfg.queues.items():
+        # Settings with the same name and meaning in the YAML and in the ACD are copied as
+        # they are; the rest is converted below.
+        same = {k: getattr(q, k) for k in _SAME_QUEUE_SETTINGS}
         queues.append(
             QueueConfig(
                 name,
+                **same,
                 strategy=Strategy(q.strategy),
                 members=tuple(q.members),
                 skill_rules=tuple(
                     RuleStep(parse_requirements(r.require), r.wait_under) for r in q.skill_rules
                 ),
-                ring_timeout=q.ring_timeout,
-                retry_delay=q.retry_delay,
-                auto_pause_after=q.auto_pause_after,
-                wrap_up=q.wrap_up,
                 wrap_up_mode=WrapUpMode(q.wrap_up_mode),
                 wrap_up_codes=tuple(q.wrap_up_codes),
-                maxlen=q.maxlen,
-                join_empty=q.join_empty,
-                leave_when_empty=q.leave_when_empty,
-                max_wait=q.max_wait,
-                overflow=q.overflow,
-                progressive_step=q.progressive_step,
-                service_level=q.service_level,
                 last_agent_days=q.last_agent.days,
                 last_agent_wait=q.last_agent.wait,
                 grade_priority={str(k): v for k, v in q.grade_priority.items()},
-                announce_position_every=q.announce_position_every,
-                announce_every=q.announce_every,
-                exit_key=q.exit_key,
-                exit_destination=q.exit_destination,
                 callback_key=q.callback.key,
                 callback_offer_after=q.callback.offer_after,
                 callback_attempts=q.callback.attempts,
@@ -296,6 +304,20 @@ class AcdHost:
         self._settings(cfg, config_dir, agents)
         log.info("acd_reconfigured", agents=len(agents), queues=len(queues))
         self._pump()
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(self._prewarm))
+        task.add_done_callback(_log_task_error)
+
+    def _prewarm(self) -> None:
+        """Decode every prompt the queues may say and every queue's music into the prompt
+        cache (blocking: runs in a thread). A file that cannot be read is logged and skipped;
+        playing it later logs again."""
+        files = [str(f) for root in self.prompts.roots for f in sorted(root.glob("*/*.wav"))]
+        files += [f for music in self.queue_music.values() for f in music]
+        for path in files:
+            try:
+                load_prompt(path, 8000)
+            except Exception as exc:
+                log.warning("prompt_not_loaded", path=path, error=str(exc))
 
     def _settings(
         self, cfg: SwitchboardConfig, config_dir: Path, agents: list[AgentConfig]
@@ -334,7 +356,9 @@ class AcdHost:
         self.use_ivr(self.ivr)
 
     async def start(self) -> None:
-        """Restore who handled which caller last (for last-agent routing)."""
+        """Load the prompts and queue music off the event loop (so playing them later only
+        hits the prompt cache), and restore who handled which caller last."""
+        await asyncio.to_thread(self._prewarm)
         days = max((q.cfg.last_agent_days for q in self.acd.queues.values()), default=0.0)
         if self.store is None or days <= 0:
             return

@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from cli.ivr_host import IvrHost
 from config import ConfigError, ConfigProblem, SwitchboardConfig, config_file_path, load_config
 from config.schema import KnownNames, build_dialplan
 from crm import Store
-from crm.store import BindingData, CallRecordData, Disposition, ExtensionSettingsData, HangupSide
+from crm.store import BindingData, CallRecordData, ExtensionSettingsData
 from ivr import Flow, PromptSets, check_flows, load_flows
 from pbx.dialplan import Dialplan
 from pbx.features import ExtensionSettings
@@ -80,6 +80,17 @@ def extensions_from_config(cfg: SwitchboardConfig) -> dict[str, Extension]:
     }
 
 
+# CallDetail (pbx) and CallRecordData (crm) name the same facts alike; the record derives
+# duration and billable seconds itself and turns disposition/side into its enums.
+_RECORD_INPUTS = tuple(
+    f.name for f in fields(CallRecordData) if f.init and f.name in CallDetail.__dataclass_fields__
+)
+
+
+def _record_of(d: CallDetail) -> CallRecordData:
+    return CallRecordData(**{name: getattr(d, name) for name in _RECORD_INPUTS})
+
+
 class StorePersistence:
     """:class:`pbx.server.Persistence` on top of :class:`crm.Store`."""
 
@@ -125,32 +136,7 @@ class StorePersistence:
         return out
 
     async def save_calls(self, details: list[CallDetail]) -> None:
-        await self.store.add_call_records(
-            [
-                CallRecordData(
-                    call_id=d.call_id,
-                    caller=d.caller,
-                    callee=d.callee,
-                    start=d.start,
-                    end=d.end,
-                    answer=d.answer,
-                    hangup_cause=d.hangup_cause,
-                    disposition=Disposition(d.disposition),
-                    hangup_side=HangupSide(d.hangup_side),
-                    sip_status=d.sip_status,
-                    record_id=d.record_id,
-                    linked_id=d.linked_id,
-                    caller_loss=d.caller_loss,
-                    caller_jitter_ms=d.caller_jitter_ms,
-                    caller_mos=d.caller_mos,
-                    callee_loss=d.callee_loss,
-                    callee_jitter_ms=d.callee_jitter_ms,
-                    callee_mos=d.callee_mos,
-                    ivr_keys=d.ivr_keys,
-                )
-                for d in details
-            ]
-        )
+        await self.store.add_call_records([_record_of(d) for d in details])
 
     async def save_settings(self, settings: dict[str, ExtensionSettings]) -> None:
         await self.store.save_extension_settings(

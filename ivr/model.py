@@ -323,39 +323,37 @@ class LookupNode(_Node):
         return self
 
 
-class QueueNode(_Node):
+class _RoutingNode(_Node):
+    """A node that hands the caller on: an optional prompt first, and an optional survey flow
+    to run for the caller after the callee hangs up."""
+
+    prompt: PromptRef | None = None
+    survey: str | None = None
+    _edge_fields = ()
+    _prompt_fields = ("prompt",)
+
+
+class QueueNode(_RoutingNode):
     """Hand the call to an ACD queue (an outcome the host carries out)."""
 
     type: Literal["queue"]
     queue: Text
     priority: Text = "0"
     skills: list[Text] = Field(default_factory=list)
-    prompt: PromptRef | None = None
-    survey: str | None = None  # a flow to run for the caller after the callee hangs up
-    _edge_fields = ()
-    _prompt_fields = ("prompt",)
 
 
-class ExtensionNode(_Node):
+class ExtensionNode(_RoutingNode):
     """Connect the caller to an extension (``transfer`` on the call, then the outcome)."""
 
     type: Literal["extension"]
     extension: Text
-    prompt: PromptRef | None = None
-    survey: str | None = None  # a flow to run for the caller after the callee hangs up
-    _edge_fields = ()
-    _prompt_fields = ("prompt",)
 
 
-class TransferNode(_Node):
+class TransferNode(_RoutingNode):
     """Transfer the caller to any destination the host's dialplan understands."""
 
     type: Literal["transfer"]
     destination: Text
-    prompt: PromptRef | None = None
-    survey: str | None = None  # a flow to run for the caller after the callee hangs up
-    _edge_fields = ()
-    _prompt_fields = ("prompt",)
 
 
 class VoicemailNode(_Node):

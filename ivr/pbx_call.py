@@ -4,16 +4,17 @@ Theory of operation
 -------------------
 The B2BUA answers the call and hands it to this adapter (a
 :class:`pbx.b2bua.CallApplication`): the caller's digits arrive through :meth:`on_dtmf` into
-one queue, the hang-up through :meth:`on_hangup`. Prompts play on the caller's media leg
-through the media engine; a prompt is interrupted here, by watching that queue, so a digit is
+one buffer, the hang-up through :meth:`on_hangup`. Prompts play on the caller's media leg
+through the media engine; a prompt is interrupted here, by watching that buffer, so a digit is
 consumed exactly once — either it interrupts the prompt (and :meth:`play` returns it) or it
-waits in the queue for the next :meth:`collect_digit` (type-ahead).
+waits in the buffer for the next :meth:`collect_digit` (type-ahead).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,13 +55,23 @@ class PbxCallControl:
         self.tone_plan = tone_plan
         self.rate = rate
         self._post_call = post_call
-        self._digits: asyncio.Queue[str] = asyncio.Queue()
+        # Digits not consumed yet, oldest first; ``_digit_arrived`` wakes whoever waits.
+        self._digits: deque[str] = deque()
+        self._digit_arrived = asyncio.Event()
         self._gone = asyncio.get_running_loop().create_future()
 
     # -- pbx.b2bua.CallApplication --------------------------------------------------------
 
     def on_dtmf(self, digit: str) -> None:
-        self._digits.put_nowait(digit)
+        self._digits.append(digit)
+        self._digit_arrived.set()
+
+    async def _next_digit(self) -> str:
+        """The oldest unconsumed digit, waiting for one; a cancelled wait consumes none."""
+        while not self._digits:
+            self._digit_arrived.clear()
+            await self._digit_arrived.wait()
+        return self._digits.popleft()
 
     def on_hangup(self) -> None:
         if not self._gone.done():
@@ -81,10 +92,8 @@ class PbxCallControl:
     async def play(self, items: list[str | Path], interrupt_digits: str) -> str | None:
         self._check()
         # A digit typed ahead that may interrupt this prompt skips it altogether.
-        if interrupt_digits and not self._digits.empty():
-            first = self._digits._queue[0]  # type: ignore[attr-defined]
-            if first in interrupt_digits:
-                return self._digits.get_nowait()
+        if interrupt_digits and self._digits and self._digits[0] in interrupt_digits:
+            return self._digits.popleft()
         source = Playlist([str(i) for i in items], self.rate)
         await asyncio.to_thread(source.prepare)
         self._check()
@@ -97,7 +106,7 @@ class PbxCallControl:
         player = self.media.play(self.call.a.leg_id, source, on_done=done)
         try:
             while True:
-                getter = asyncio.ensure_future(self._digits.get())
+                getter = asyncio.ensure_future(self._next_digit())
                 try:
                     ready = await self._until(finished, getter)
                 except BaseException:
@@ -108,10 +117,10 @@ class PbxCallControl:
                     if digit in interrupt_digits:
                         return digit
                     # Not an interrupting key: keep it for the next collect (type-ahead).
-                    self._requeue(digit)
+                    self._digits.appendleft(digit)
                     if finished.done():
                         return None
-                    # Wait for the prompt to end; later digits are queued normally.
+                    # Wait for the prompt to end; later digits are buffered normally.
                     await self._until(finished)
                     return None
                 getter.cancel()
@@ -119,16 +128,9 @@ class PbxCallControl:
         finally:
             self.media.stop_play(player)
 
-    def _requeue(self, digit: str) -> None:
-        items = [digit]
-        while not self._digits.empty():
-            items.append(self._digits.get_nowait())
-        for d in items:
-            self._digits.put_nowait(d)
-
     async def collect_digit(self, timeout: float) -> str | None:
         self._check()
-        getter = asyncio.ensure_future(self._digits.get())
+        getter = asyncio.ensure_future(self._next_digit())
         timer: asyncio.Future[None] = asyncio.ensure_future(asyncio.sleep(timeout))
         try:
             ready = await self._until(getter, timer)
@@ -169,7 +171,7 @@ class PbxCallControl:
         return len(audio) / self.rate
 
     async def _wait_for_digit(self, wanted: str) -> None:
-        while await self._digits.get() != wanted:
+        while await self._next_digit() != wanted:
             pass
 
     async def _play_source(self, source: Any) -> None:
