@@ -147,11 +147,11 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
 # Experiment only (``--no-store-writes``): binding writes become no-ops, to measure what the
 # per-REGISTER database write costs. Never the default.
 NO_STORE_WRITES = """
-import cli.app
+import app
 async def _skip(self, *args, **kwargs):
     return None
-cli.app.StorePersistence.save_binding = _skip
-cli.app.StorePersistence.delete_binding = _skip
+app.StorePersistence.save_binding = _skip
+app.StorePersistence.delete_binding = _skip
 """
 
 

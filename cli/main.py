@@ -2,7 +2,7 @@
 
 ``switchboard serve`` starts the server; ``switchboard config validate`` checks a config
 without starting anything. The CLI never reimplements server logic: it loads config through
-:mod:`config` and hands it to :func:`cli.app.run`, imported lazily so the rest of the CLI
+:mod:`config` and hands it to :func:`app.run`, imported lazily so the rest of the CLI
 works without the SIP core.
 """
 
@@ -100,7 +100,7 @@ def serve(
     else:
         config_path = config_file_path(config)
     config_dir = config_path.resolve().parent
-    from cli.app import load_all
+    from app import load_all
 
     try:
         cfg, _ = load_all(config_path)
@@ -110,7 +110,7 @@ def serve(
     log.info("config_loaded", path=str(config_path), extensions=len(cfg.extensions))
 
     # Imported lazily: the SIP core is heavy and the other commands must not need it.
-    from cli.app import run
+    from app import run
 
     try:
         _run_server(run, cfg, config_dir, config_path.resolve())
@@ -142,7 +142,7 @@ def validate(
 ) -> None:
     """Check a config and its IVR flows; print every problem as file:line:column: message
     (exit 1) or OK."""
-    from cli.app import load_all
+    from app import load_all
 
     try:
         load_all(path)
@@ -164,7 +164,7 @@ def reload(
     A config with errors is not sent: every problem is printed as file:line:column and the
     running server keeps its current config.
     """
-    from cli.app import load_all
+    from app import load_all
 
     try:
         load_all(path)

@@ -13,7 +13,7 @@ flushed in one transaction per interval (0.5 s by default), one flush at a time:
 A flush that fails is logged and its work put back (bounded), so a database hiccup delays
 writes instead of losing them; :meth:`WriteBehind.close` flushes what is left at shutdown.
 The cost is that a crash can lose up to one interval of binding refreshes and call records.
-The :class:`Persistence` protocol is implemented by the service layer (``cli.app``) on top of
+The :class:`Persistence` protocol is implemented by the service layer (``app``) on top of
 :mod:`crm`, so ``pbx`` never imports the store.
 """
 

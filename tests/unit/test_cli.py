@@ -74,7 +74,7 @@ def test_validate_missing_file(tmp_path: Path) -> None:
 @pytest.fixture
 def fake_server(monkeypatch: pytest.MonkeyPatch) -> list[tuple[SwitchboardConfig, Path]]:
     """Install a stand-in ``cli.app`` whose async ``run`` records its arguments."""
-    import cli.app as real_app
+    import app as real_app
 
     calls: list[tuple[SwitchboardConfig, Path]] = []
 
@@ -82,10 +82,10 @@ def fake_server(monkeypatch: pytest.MonkeyPatch) -> list[tuple[SwitchboardConfig
         assert config_file.parent == config_dir
         calls.append((config, config_dir))
 
-    module: Any = types.ModuleType("cli.app")
+    module: Any = types.ModuleType("app")
     module.run = run
     module.load_all = real_app.load_all  # the real checks: config, flows, dialplan references
-    monkeypatch.setitem(sys.modules, "cli.app", module)
+    monkeypatch.setitem(sys.modules, "app", module)
     return calls
 
 

@@ -1,4 +1,4 @@
-"""cli.ivr_host: the store behind IVR lookups and results (SQLite and PostgreSQL)."""
+"""ivr.host: the store behind IVR lookups and results (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import pytest
 
-from cli.ivr_host import IvrHost
+from ivr.host import IvrHost
 from crm import CustomerData, Store
 from ivr import IvrSession, parse_flow
 from pbx.dialplan import Dialplan

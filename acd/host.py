@@ -56,7 +56,7 @@ from acd import (
     WrapUpMode,
     parse_requirements,
 )
-from cli.ivr_host import IvrHost
+from ivr.host import IvrHost
 from config import SwitchboardConfig
 from crm import AgentStateData, CallbackRequestData, QueueEventData, Store
 from ivr import LANGUAGES, PromptSets, say_number

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import structlog
 
-from cli.acd_host import AcdHost
-from cli.ivr_host import IvrHost
+from acd.host import AcdHost
+from ivr.host import IvrHost
 from config import ConfigError, ConfigProblem, SwitchboardConfig, config_file_path, load_config
 from config.schema import KnownNames, build_dialplan
 from crm import Store
