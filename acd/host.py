@@ -56,10 +56,10 @@ from acd import (
     WrapUpMode,
     parse_requirements,
 )
-from ivr.host import IvrHost
 from config import SwitchboardConfig
 from crm import AgentStateData, CallbackRequestData, QueueEventData, Store
 from ivr import LANGUAGES, PromptSets, say_number
+from ivr.host import IvrHost
 from media import Playlist, ToneSource, load_prompt
 from pbx.b2bua import Call, CallApplication
 from pbx.dialplan import RouteDecision

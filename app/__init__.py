@@ -19,12 +19,12 @@ from pathlib import Path
 import structlog
 
 from acd.host import AcdHost
-from ivr.host import IvrHost
 from config import ConfigError, ConfigProblem, SwitchboardConfig, config_file_path, load_config
 from config.schema import KnownNames, build_dialplan
 from crm import Store
 from crm.store import BindingData, CallRecordData, ExtensionSettingsData
 from ivr import Flow, PromptSets, check_flows, load_flows
+from ivr.host import IvrHost
 from pbx.dialplan import Dialplan
 from pbx.features import ExtensionSettings
 from pbx.persistence import CallDetail, StoredBinding

@@ -8,9 +8,9 @@ from typing import Any, cast
 
 import pytest
 
-from ivr.host import IvrHost
 from crm import CustomerData, Store
 from ivr import IvrSession, parse_flow
+from ivr.host import IvrHost
 from pbx.dialplan import Dialplan
 
 
