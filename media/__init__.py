@@ -4,7 +4,7 @@ Other packages import only from here. ``media`` knows nothing about SIP: legs ar
 by id and configured with plain addresses and ``Codec`` values that ``pbx.sdp`` negotiates.
 """
 
-from media.codec import DIRECTIONS, PCMA, PCMU, STATIC_PAYLOAD_TYPES, Codec, Direction
+from media.codecs.descriptor import DIRECTIONS, PCMA, PCMU, STATIC_PAYLOAD_TYPES, Codec, Direction
 from media.dtmf import DtmfReceived, parse_dtmf_info
 from media.engine import (
     FrameSource,

@@ -100,8 +100,7 @@ import numpy.typing as npt
 import structlog
 
 from media.clock import MediaClock
-from media.codec import DIRECTIONS, Codec, Direction
-from media.codecs import CodecInfo, Decoder, Encoder, get_codec
+from media.codecs import DIRECTIONS, Codec, CodecInfo, Decoder, Direction, Encoder, get_codec
 from media.dtmf import DtmfPacket, DtmfReceived, GoertzelDetector, Rfc4733Receiver, Rfc4733Sender
 from media.g711 import ALAW_TO_ULAW, ULAW_TO_ALAW
 from media.jitter import Frame, JitterBuffer

@@ -63,7 +63,7 @@ from typing import Any
 
 import structlog
 
-from media.codec import Codec, Direction
+from media.codecs import Codec, Direction
 from media.engine import (
     LegInactive,
     LegQuality,

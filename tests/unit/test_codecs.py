@@ -7,8 +7,18 @@ import numpy.typing as npt
 import pytest
 
 from media import g722, opus
-from media.codec import Codec
-from media.codecs import G722, L16_8K, L16_16K, OPUS, PCMA, PCMU, SUPPORTED, CodecInfo, get_codec
+from media.codecs import (
+    G722,
+    L16_8K,
+    L16_16K,
+    OPUS,
+    PCMA,
+    PCMU,
+    SUPPORTED,
+    Codec,
+    CodecInfo,
+    get_codec,
+)
 
 Int16Array = npt.NDArray[np.int16]
 

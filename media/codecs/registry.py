@@ -2,9 +2,9 @@
 
 Theory of operation
 -------------------
-``media.codec.Codec`` says what a leg negotiated (payload type, name, clock rate); this
-module says how to turn audio into that format. Each ``CodecInfo`` describes one RTP audio
-format and makes ``Encoder``/``Decoder`` objects, one per call direction:
+``media.codecs.descriptor.Codec`` says what a leg negotiated (payload type, name, clock
+rate); this module says how to turn audio into that format. Each ``CodecInfo`` describes
+one RTP audio format and makes ``Encoder``/``Decoder`` objects, one per call direction:
 
 * ``clock_rate`` is the RTP timestamp clock, the number in the SDP rtpmap;
 * ``sample_rate`` is the rate of the PCM that ``encode`` takes and ``decode`` returns.
@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from media import g711, g722, opus
-from media.codec import Codec
+from media.codecs.descriptor import Codec
 from media.plc import PacketLossConcealer
 
 __all__ = [
