@@ -19,6 +19,7 @@ from media.engine import (
     PortsExhausted,
     TapCallback,
 )
+from media.interface import EventHub, LegAddress, LegClosed, MediaInterface, WorkerStats
 from media.player import Playlist, load_prompt
 from media.rtp import RtpOutputStream, RtpPacket, TelephoneEvent, serial_diff
 from media.tones import TONE_PLANS, ToneGenerator, TonePlan, ToneSource
@@ -32,14 +33,18 @@ __all__ = [
     "Codec",
     "Direction",
     "DtmfReceived",
+    "EventHub",
     "FrameSource",
     "Leg",
+    "LegAddress",
+    "LegClosed",
     "LegInactive",
     "LegQuality",
     "LegStats",
     "MediaEngine",
     "MediaError",
     "MediaEvent",
+    "MediaInterface",
     "PlaybackFinished",
     "Playlist",
     "PortsExhausted",
@@ -50,6 +55,7 @@ __all__ = [
     "ToneGenerator",
     "TonePlan",
     "ToneSource",
+    "WorkerStats",
     "load_prompt",
     "parse_dtmf_info",
     "serial_diff",

@@ -46,11 +46,11 @@ player, injection, in-band detector, heard-tap or RFC 4733 digits to send), all 
 per tick. It runs only while something needs it.
 
 DTMF. Telephone-event packets of every leg go through an ``Rfc4733Receiver`` (both paths):
-one ``DtmfReceived(source="rfc4733")`` per key press via ``on_event``. On the fast path the
-packets themselves are relayed (PT mapped); on the mixed path the digit is *regenerated*
-(``Leg.send_dtmf``) towards every leg that hears the speaker, once it ended. ``send_dtmf``
-sends the RFC 4733 §2.5.1 schedule of ``Rfc4733Sender`` on the leg's generated timeline, one
-packet per tick; audio to that leg pauses meanwhile (both would share the timestamps).
+one ``DtmfReceived(source="rfc4733")`` per key press, published to the subscribers. On the
+fast path the packets themselves are relayed (PT mapped); on the mixed path the digit is
+*regenerated* (``Leg.send_dtmf``) towards every leg that hears the speaker, once it ended.
+``send_dtmf`` sends the RFC 4733 §2.5.1 schedule of ``Rfc4733Sender`` on the leg's generated
+timeline, one packet per tick; audio to that leg pauses meanwhile (both would share the timestamps).
 ``detect_inband_dtmf`` runs a ``GoertzelDetector`` on a leg's decoded audio
 (``source="inband"``). A digit also interrupts a player started with ``interrupt_digits``.
 
@@ -77,7 +77,11 @@ with an E-model MOS (``media.quality``).
 
 Inactivity: the housekeeping timer checks bridged legs that expect media (sendrecv or
 recvonly); a leg silent for ``inactivity_timeout`` seconds is reported once through
-``on_inactive(leg_id)`` and ``LegInactive``; again only after media resumed and stopped.
+``LegInactive``; again only after media resumed and stopped.
+
+Events (``media.interface``): ``DtmfReceived``, ``PlaybackFinished``, ``LegInactive`` and
+``LegClosed`` go to every subscriber (``subscribe``); this engine is the in-process
+implementation of ``media.interface.MediaInterface``.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ import asyncio
 import contextlib
 import errno
 import itertools
+import os
 import secrets
 import socket
 import struct
@@ -93,16 +98,31 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import structlog
 
 from media.clock import MediaClock
 from media.codecs import DIRECTIONS, Codec, CodecInfo, Decoder, Direction, Encoder, get_codec
 from media.dtmf import DtmfPacket, DtmfReceived, GoertzelDetector, Rfc4733Receiver, Rfc4733Sender
 from media.g711 import ALAW_TO_ULAW, ULAW_TO_ALAW
+from media.interface import (
+    EventHandler,
+    EventHub,
+    FrameSource,
+    Int16Array,
+    LegClosed,
+    LegInactive,
+    LegQuality,
+    LegStats,
+    MediaError,
+    MediaEvent,
+    PlaybackFinished,
+    PortsExhausted,
+    TapCallback,
+    WorkerStats,
+)
 from media.jitter import Frame, JitterBuffer
 from media.mixer import MixSpec, RateAdapter, frame_samples, mix, mix_all
 from media.quality import estimate_mos
@@ -120,6 +140,7 @@ from media.tones import FRAME_SAMPLES, TONE_PLANS, ToneSource, tone_cycle
 __all__ = [
     "FrameSource",
     "Leg",
+    "LegClosed",
     "LegInactive",
     "LegQuality",
     "LegStats",
@@ -132,9 +153,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
-
-Int16Array = npt.NDArray[np.int16]
-TapCallback = Callable[[Int16Array, int], None]
 
 FRAME_SECONDS = 0.020
 _MAX_TONE_LAG_FRAMES = 5  # beyond this, skip ahead rather than burst
@@ -153,81 +171,6 @@ _TRANSLATE: dict[tuple[str, str], bytes] = {
 }
 _STATIC_G711 = {0: "PCMU", 8: "PCMA"}
 _G711 = frozenset({"PCMU", "PCMA"})
-
-
-class MediaError(Exception):
-    """Base class of media engine errors."""
-
-
-class PortsExhausted(MediaError):
-    """No free RTP/RTCP port pair is left in the configured range."""
-
-
-class FrameSource(Protocol):
-    """What ``play`` and ``inject`` pull from: 20 ms mono int16 frames at ``rate``.
-
-    ``media.player.Playlist`` and ``media.tones.ToneSource`` are frame sources. ``read``
-    returns ``None`` once the source is finished.
-    """
-
-    @property
-    def rate(self) -> int: ...
-
-    def read(self) -> Int16Array | None: ...
-
-
-# --- events ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PlaybackFinished:
-    """A player ended: the source ran out, a digit interrupted it, or it was stopped."""
-
-    leg_id: str
-    player_id: str
-    interrupted_by: str | None = None  # the DTMF digit that interrupted it
-    stopped: bool = False  # ended by stop_play / a newer play / the leg closing
-
-
-@dataclass(frozen=True, slots=True)
-class LegInactive:
-    """A bridged leg that should receive media has been silent for the inactivity timeout."""
-
-    leg_id: str
-
-
-MediaEvent = DtmfReceived | PlaybackFinished | LegInactive
-
-
-@dataclass(frozen=True, slots=True)
-class LegQuality:
-    """Reception quality of one leg (RFC 3550 §A.3/§A.8) and its estimated MOS."""
-
-    packets_received: int
-    packets_lost: int
-    loss_fraction: float  # 0..1 over the whole stream
-    jitter_ms: float
-    rtt_ms: float | None  # None until the far end echoed one of our sender reports
-    mos: float
-    remote_loss_fraction: float | None = None  # what the far end reports about our stream
-
-
-@dataclass(slots=True)
-class LegStats:
-    """Counters of one leg. ``*_in`` count packets accepted from the leg's phone."""
-
-    packets_in: int = 0
-    bytes_in: int = 0
-    packets_out: int = 0
-    bytes_out: int = 0
-    last_packet_at: float | None = None  # loop.time() of the last accepted packet
-    malformed: int = 0  # not RTP v2 / inconsistent header
-    foreign: int = 0  # RTP from an address other than the latched one
-    dropped: int = 0  # accepted but not relayed (no peer, no format mapping, tone playing)
-    rtcp_in: int = 0  # RTCP datagrams received (RTCP port, or RTCP seen on the RTP port)
-    rtcp_out: int = 0  # RTCP compound packets sent
-    send_errors: int = 0  # errors the transport reported (e.g. ICMP port unreachable)
-    dtmf_in: int = 0  # digits received (RFC 4733 and in-band)
 
 
 class _RtpProtocol(asyncio.DatagramProtocol):
@@ -586,6 +529,42 @@ class Leg:
         self._dtmf_queue.append((digit, duration_ms))
         if self._engine is not None:
             self._engine._refresh_leg(self)
+
+    def quality(self) -> LegQuality:
+        """Reception statistics of the incoming stream and an E-model MOS."""
+        rx = self._rtcp.receiver
+        remote = self._rtcp.remote
+        rtt = remote.rtt_ms if remote is not None else None
+        loss = rx.loss_fraction
+        name = self._codec_name or "PCMU"
+        try:
+            mos = estimate_mos(name, loss, rx.jitter_ms, rtt or 0.0)
+        except ValueError:
+            mos = estimate_mos("PCMU", loss, rx.jitter_ms, rtt or 0.0)
+        return LegQuality(
+            packets_received=rx.received,
+            packets_lost=max(0, rx.lost),
+            loss_fraction=loss,
+            jitter_ms=rx.jitter_ms,
+            rtt_ms=rtt,
+            mos=mos,
+            remote_loss_fraction=remote.fraction_lost if remote is not None else None,
+        )
+
+    def housekeeping(self, now: float, inactivity_timeout: float) -> bool:
+        """Send an RTCP report when due; True when the leg just became inactive (bridged,
+        expecting media, silent for ``inactivity_timeout``; reported once per silence)."""
+        if self._rtcp.report_due(now):
+            try:
+                self._send_rtcp_report(now)
+            except Exception:
+                log.exception("media.rtcp_send_failed", leg=self.leg_id)
+        if self._bridge is None or not self._expects_rtp or self._inactive_reported:
+            return False
+        if now - self._activity_at < inactivity_timeout:
+            return False
+        self._inactive_reported = True
+        return True
 
     # --- internals: setup -----------------------------------------------------------------
 
@@ -1035,6 +1014,14 @@ def _call_tap(tap: _Tap, pcm: Int16Array, rate: int) -> None:
         log.exception("media.tap_failed", tap=tap.tap_id)
 
 
+def _inactive_only(on_inactive: Callable[[str], None]) -> EventHandler:
+    def handler(event: MediaEvent) -> None:
+        if isinstance(event, LegInactive):
+            on_inactive(event.leg_id)
+
+    return handler
+
+
 def _fast_compatible(a: Leg, b: Leg) -> bool:
     if a.codec is None or b.codec is None:
         return True  # nothing to send yet; re-checked when set_remote gives the format
@@ -1054,7 +1041,7 @@ class MediaEngine:
         *,
         inactivity_timeout: float = 60.0,
         on_inactive: Callable[[str], None] | None = None,
-        on_event: Callable[[MediaEvent], None] | None = None,
+        on_event: EventHandler | None = None,
         tone_plan: str = "us",
         rtcp_interval: float = 5.0,
         clock_phases: int = 1,
@@ -1074,10 +1061,13 @@ class MediaEngine:
         self.port_min = port_min
         self.port_max = port_max
         self.inactivity_timeout = inactivity_timeout
-        self.on_inactive = on_inactive
-        self.on_event = on_event
-        # Called with the leg id whenever a leg is closed (who is still on a call, per leg).
-        self.on_leg_closed: Callable[[str], None] | None = None
+        self._events = EventHub()
+        # The constructor callbacks are subscriptions like any other (kept for callers that
+        # build an engine for one listener, e.g. the media worker and tests).
+        if on_event is not None:
+            self._events.subscribe(on_event)
+        if on_inactive is not None:
+            self._events.subscribe(_inactive_only(on_inactive))
         self.tone_plan = tone_plan
         self.rtcp_interval = rtcp_interval
         self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -1109,6 +1099,39 @@ class MediaEngine:
     def __contains__(self, leg_id: object) -> bool:
         return leg_id in self._legs
 
+    async def start(self) -> None:
+        """Nothing to start in process: ports are bound per leg, timers armed on demand."""
+
+    def subscribe(self, handler: EventHandler) -> Callable[[], None]:
+        """Publish every ``MediaEvent`` to ``handler``; returns the unsubscribe callable."""
+        return self._events.subscribe(handler)
+
+    def worker_stats(self) -> WorkerStats:
+        """Counters of this engine and the process it runs in."""
+        clock = self._clock
+        packets_in = packets_out = 0
+        for leg in self._legs.values():
+            packets_in += leg.stats.packets_in
+            packets_out += leg.stats.packets_out
+        return WorkerStats(
+            worker=0,
+            pid=os.getpid(),
+            legs=len(self._legs),
+            cpu_seconds=time.process_time(),
+            clock_ticks=clock.ticks if clock is not None else 0,
+            clock_skipped=clock.skipped if clock is not None else 0,
+            packets_in=packets_in,
+            packets_out=packets_out,
+        )
+
+    async def stats(self) -> list[WorkerStats]:
+        """One entry: the main process, which runs this engine."""
+        return [self.worker_stats()]
+
+    def leg_ids(self) -> tuple[str, ...]:
+        """Ids of the open legs."""
+        return tuple(self._legs)
+
     @property
     def clock(self) -> MediaClock | None:
         """The media clock (None before the first leg); ``ticks``/``skipped`` for metrics."""
@@ -1116,11 +1139,15 @@ class MediaEngine:
 
     # --- legs -------------------------------------------------------------------------------
 
-    async def create_leg(self, leg_id: str, advertise_host: str | None = None) -> Leg:
+    async def create_leg(
+        self, leg_id: str, advertise_host: str | None = None, *, near: str | None = None
+    ) -> Leg:
         """Bind an RTP/RTCP port pair for a new leg.
 
         ``advertise_host`` is the address to put in SDP when the bind host is a wildcard or
-        a private address behind 1:1 NAT. Raises ``PortsExhausted`` when no pair is free.
+        a private address behind 1:1 NAT. ``near`` is the placement hint of the media
+        interface (one process here: every leg is near every other). Raises
+        ``PortsExhausted`` when no pair is free.
         """
         if self._closed:
             raise MediaError("media engine is closed")
@@ -1169,8 +1196,7 @@ class MediaEngine:
         self._solo.pop(leg_id, None)
         leg._close()
         self._update_clock()
-        if self.on_leg_closed is not None:
-            self.on_leg_closed(leg_id)
+        self._events.publish(LegClosed(leg_id))
         log.debug(
             "media.leg_closed",
             leg=leg_id,
@@ -1183,30 +1209,51 @@ class MediaEngine:
 
     def leg_quality(self, leg_id: str) -> LegQuality:
         """Reception statistics of the leg's incoming stream and an E-model MOS."""
-        leg = self.get_leg(leg_id)
-        rx = leg._rtcp.receiver
-        remote = leg._rtcp.remote
-        rtt = remote.rtt_ms if remote is not None else None
-        loss = rx.loss_fraction
-        name = leg._codec_name or "PCMU"
-        try:
-            mos = estimate_mos(name, loss, rx.jitter_ms, rtt or 0.0)
-        except ValueError:
-            mos = estimate_mos("PCMU", loss, rx.jitter_ms, rtt or 0.0)
-        return LegQuality(
-            packets_received=rx.received,
-            packets_lost=max(0, rx.lost),
-            loss_fraction=loss,
-            jitter_ms=rx.jitter_ms,
-            rtt_ms=rtt,
-            mos=mos,
-            remote_loss_fraction=remote.fraction_lost if remote is not None else None,
+        return self.get_leg(leg_id).quality()
+
+    def leg_stats(self, leg_id: str) -> LegStats:
+        """A copy of the leg's counters (the live ones keep counting)."""
+        stats = self.get_leg(leg_id).stats
+        return LegStats(*(getattr(stats, name) for name in LegStats.__slots__))
+
+    def set_remote(
+        self,
+        leg_id: str,
+        host: str,
+        port: int,
+        codec: Codec,
+        dtmf_payload_type: int | None,
+        *,
+        direction: Direction = "sendrecv",
+        rtcp_address: tuple[str, int] | None = None,
+    ) -> None:
+        """``Leg.set_remote`` of the leg: apply the phone's SDP."""
+        self.get_leg(leg_id).set_remote(
+            host, port, codec, dtmf_payload_type, direction=direction, rtcp_address=rtcp_address
         )
+
+    def start_tone(self, leg_id: str, kind: str = "ringback") -> None:
+        """``Leg.start_tone``: a call-progress tone until ``stop_tone``."""
+        self.get_leg(leg_id).start_tone(kind)
+
+    def stop_tone(self, leg_id: str) -> None:
+        """``Leg.stop_tone``."""
+        self.get_leg(leg_id).stop_tone()
+
+    def send_dtmf(self, leg_id: str, digit: str, duration_ms: int = 100) -> None:
+        """``Leg.send_dtmf``: one RFC 4733 digit towards the leg's phone."""
+        self.get_leg(leg_id).send_dtmf(digit, duration_ms)
+
+    def bridge_of(self, leg_id: str) -> str | None:
+        """Id of the bridge the leg is in (None: none, or no such leg)."""
+        leg = self._legs.get(leg_id)
+        return None if leg is None else leg.bridge_id
 
     # --- bridges ----------------------------------------------------------------------------
 
-    def create_bridge(self, bridge_id: str) -> None:
-        """A new, empty bridge (a conference room); ``ValueError`` if the id is taken."""
+    def create_bridge(self, bridge_id: str, *, near: str | None = None) -> None:
+        """A new, empty bridge (a conference room); ``ValueError`` if the id is taken.
+        ``near`` is the interface's placement hint (meaningless in one process)."""
         if bridge_id in self._bridges:
             raise ValueError(f"bridge {bridge_id!r} already exists")
         self._bridges[bridge_id] = Bridge(bridge_id, phase=self._next_phase())
@@ -1261,17 +1308,24 @@ class MediaEngine:
         if leg is not None and leg._bridge is bridge:
             self._leave(bridge, leg)
 
-    def bridge(self, leg_a: str, leg_b: str) -> str:
-        """Connect two legs both ways (each leaves its bridge first); returns the bridge id."""
+    def bridge(self, leg_a: str, leg_b: str, *, bridge_id: str | None = None) -> str:
+        """Connect two legs both ways (each leaves its bridge first); returns the bridge id.
+
+        ``bridge_id`` names the new bridge (the worker pool allocates ids in the main
+        process); by default one is made up from the leg ids.
+        """
         if leg_a == leg_b:
             raise ValueError("cannot bridge a leg to itself")
         a = self.get_leg(leg_a)
         b = self.get_leg(leg_b)
         if a._bridge is not None and a._bridge is b._bridge and len(a._bridge.legs) == 2:
             return a._bridge.bridge_id
-        bridge_id = f"~{leg_a}~{leg_b}"
-        while bridge_id in self._bridges:
-            bridge_id = f"~{leg_a}~{leg_b}~{next(self._ids)}"
+        if bridge_id is None:
+            bridge_id = f"~{leg_a}~{leg_b}"
+            while bridge_id in self._bridges:
+                bridge_id = f"~{leg_a}~{leg_b}~{next(self._ids)}"
+        elif bridge_id in self._bridges:
+            raise ValueError(f"bridge {bridge_id!r} already exists")
         self._bridges[bridge_id] = Bridge(bridge_id, auto=True, phase=self._next_phase())
         self.join(bridge_id, leg_a)
         self.join(bridge_id, leg_b)
@@ -1381,7 +1435,7 @@ class MediaEngine:
         """Play ``source`` to the leg: instead of the bridge audio (default) or mixed with it.
 
         One player per leg: a new one stops the previous. A DTMF digit in
-        ``interrupt_digits`` stops it. When it ends, ``on_done`` and ``on_event`` get a
+        ``interrupt_digits`` stops it. When it ends, ``on_done`` and the subscribers get a
         ``PlaybackFinished``. Music on hold: ``play(leg, Playlist([moh], 8000, loop=True))``.
         """
         return self._play(
@@ -1690,13 +1744,7 @@ class MediaEngine:
                     other._dtmf_queue.append((event.digit, max(40, event.duration_ms)))
 
     def _emit(self, event: MediaEvent) -> None:
-        handler = self.on_event
-        if handler is None:
-            return
-        try:
-            handler(event)
-        except Exception:
-            log.exception("media.on_event_failed", kind=type(event).__name__)
+        self._events.publish(event)
 
     # --- internals: ports -------------------------------------------------------------------
 
@@ -1780,21 +1828,8 @@ class MediaEngine:
         now = loop.time()
         timeout = self.inactivity_timeout
         for leg in list(self._legs.values()):
-            if leg._rtcp.report_due(now):
-                try:
-                    leg._send_rtcp_report(now)
-                except Exception:
-                    log.exception("media.rtcp_send_failed", leg=leg.leg_id)
-            if leg._bridge is None or not leg._expects_rtp or leg._inactive_reported:
-                continue
-            if now - leg._activity_at >= timeout:
-                leg._inactive_reported = True
+            if leg.housekeeping(now, timeout):
                 log.info("media.leg_inactive", leg=leg.leg_id, timeout=timeout)
-                if self.on_inactive is not None:
-                    try:
-                        self.on_inactive(leg.leg_id)
-                    except Exception:
-                        log.exception("media.on_inactive_failed", leg=leg.leg_id)
                 self._emit(LegInactive(leg.leg_id))
         if not self._closed:
             self._timer = loop.call_later(interval, self._housekeeping, loop, interval)

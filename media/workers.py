@@ -74,6 +74,7 @@ from media.engine import (
     PlaybackFinished,
     PortsExhausted,
 )
+from media.interface import WorkerStats
 
 __all__ = [
     "CrossWorkerBridge",
@@ -143,20 +144,6 @@ class ToneSpec:
 
 
 SourceSpec = PlaylistSpec | ToneSpec
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerStats:
-    """Counters of one worker process (for metrics and the benchmark)."""
-
-    worker: int
-    pid: int
-    legs: int
-    cpu_seconds: float  # time.process_time() of the worker
-    clock_ticks: int
-    clock_skipped: int
-    packets_in: int
-    packets_out: int
 
 
 # --- framed, pickled messages over a stream socket ---------------------------------------------
@@ -297,7 +284,7 @@ class _Worker:
         self.index = index
         self.sock = sock
         self.engine = MediaEngine(host, port_min, port_max, **engine_kwargs)
-        self.engine.on_event = self._on_event
+        self.engine.subscribe(self._on_event)
         self.tasks: set[asyncio.Task[None]] = set()
         self.chan: _Channel | None = None
         self.done: asyncio.Event | None = None
@@ -429,19 +416,7 @@ class _Worker:
         return self.engine.get_leg(leg_id).stats
 
     def _worker_stats(self) -> WorkerStats:
-        engine = self.engine
-        legs = list(engine._legs.values())
-        clock = engine.clock
-        return WorkerStats(
-            worker=self.index,
-            pid=os.getpid(),
-            legs=len(legs),
-            cpu_seconds=time.process_time(),
-            clock_ticks=clock.ticks if clock is not None else 0,
-            clock_skipped=clock.skipped if clock is not None else 0,
-            packets_in=sum(leg.stats.packets_in for leg in legs),
-            packets_out=sum(leg.stats.packets_out for leg in legs),
-        )
+        return dataclasses.replace(self.engine.worker_stats(), worker=self.index)
 
     def _close(self) -> None:
         assert self.done is not None

@@ -173,7 +173,7 @@ async def engine() -> AsyncIterator[MediaEngine]:
     low, high = random_range()
     eng = MediaEngine(HOST, low, high, inactivity_timeout=30.0)
     events: list[MediaEvent] = []
-    eng.on_event = events.append
+    eng.subscribe(events.append)
     eng.events = events  # type: ignore[attr-defined]
     yield eng
     await eng.close()
@@ -572,7 +572,7 @@ async def test_bridge_api_errors_and_inactivity_event() -> None:
     low, high = random_range()
     eng = MediaEngine(HOST, low, high, inactivity_timeout=0.2)
     events: list[MediaEvent] = []
-    eng.on_event = events.append
+    eng.subscribe(events.append)
     try:
         ph = await phones(eng, ("a", PCMU), ("b", PCMU))
         assert len(ph) == 2
