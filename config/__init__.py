@@ -1,14 +1,8 @@
 """Configuration: pydantic schema, YAML loader with file:line:column errors, default config."""
 
 from config.defaults import ensure_default_config, render_default_config
-from config.loader import (
-    CONFIG_FILENAME,
-    ConfigError,
-    ConfigProblem,
-    config_file_path,
-    load_config,
-    parse_config,
-)
+from config.loader import CONFIG_FILENAME, config_file_path, load_config, parse_config
+from config.problems import ConfigError, ConfigProblem, validation_problems
 from config.schema import (
     AuthConfig,
     ExtensionConfig,
@@ -37,4 +31,5 @@ __all__ = [
     "load_config",
     "parse_config",
     "render_default_config",
+    "validation_problems",
 ]

@@ -3,11 +3,12 @@
 Theory of operation
 -------------------
 Each file holds one flow (``name``, ``start``, ``language``, ``nodes``). Loading a file runs
-the same pipeline as :mod:`config.loader` and reuses its helpers: ruamel's round-trip parser
-keeps the line and column of every key and value, the tree is converted to plain values while
-an index ``key path -> (key position, value position)`` is built, and pydantic validates each
-node against its model (``ivr.model``). Pydantic puts the discriminator tag in error
-locations (``nodes.menu.menu.timeout``); it is removed so the path matches the YAML.
+the same pipeline as :mod:`config.loader`, with the helpers of :mod:`config.problems`:
+ruamel's round-trip parser keeps the line and column of every key and value, the tree is
+converted to plain values while an index ``key path -> (key position, value position)`` is
+built, pydantic validates each node against its model (``ivr.model``), and
+:func:`config.problems.validation_problems` places every error in the file (dropping the
+discriminator tag pydantic puts in locations such as ``nodes.menu.menu.timeout``).
 
 Then the graph is checked as a whole, every problem pointing at the value that causes it:
 
@@ -31,40 +32,29 @@ import shutil
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from config import ConfigError, ConfigProblem
-from config.loader import (
-    _clean,
-    _dotted,
-    _key_position,
-    _plain,
-    _syntax_problem,
-    _value_position,
+from config.problems import (
+    ConfigError,
+    ConfigProblem,
+    PathKey,
+    YamlIndex,
+    dotted,
+    key_position,
+    plain_tree,
+    syntax_problem,
+    validation_problems,
+    value_position,
 )
-from ivr import model
-from ivr.model import NODE_TYPES, Flow, LanguageNode, PromptSets, TtsNode
+from ivr.model import Flow, LanguageNode, PromptSets, TtsNode
 
 __all__ = ["IvrProblem", "check_flows", "load_flows", "parse_flow"]
 
-Position = tuple[int, int]
-PathKey = tuple[str | int, ...]
-Index = dict[PathKey, tuple[Position, Position]]
 Severity = Literal["error", "warning"]
-
-
-def _node_models() -> dict[str, type[BaseModel]]:
-    """Node type tag → model, for "did you mean" hints on unknown keys."""
-    out: dict[str, type[BaseModel]] = {}
-    for cls in vars(model).values():
-        if isinstance(cls, type) and issubclass(cls, BaseModel) and "type" in cls.model_fields:
-            for tag in getattr(cls.model_fields["type"].annotation, "__args__", ()):
-                out[tag] = cls
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,12 +163,11 @@ def parse_flow(
     try:
         tree = yaml.load(text)
     except MarkedYAMLError as exc:
-        return None, [_as_ivr(_syntax_problem(file, exc))]
+        return None, [_as_ivr(syntax_problem(file, exc))]
     except YAMLError as exc:
         return None, [IvrProblem(file, 1, 1, f"YAML error: {exc}")]
 
-    index: Index = {(): ((1, 1), (1, 1))}
-    data = _plain(tree, (), index)
+    data, index = plain_tree(tree)
     if not isinstance(data, dict):
         return None, [IvrProblem(file, 1, 1, "a flow must be a mapping with start and nodes")]
     if "name" not in data and default_name is not None:
@@ -186,9 +175,8 @@ def parse_flow(
     try:
         flow = Flow.model_validate(data)
     except ValidationError as exc:
-        problems = [_validation_problem(file, err, index, data) for err in exc.errors()]
-        problems.sort(key=lambda p: (p.line, p.column))
-        return None, problems
+        found = validation_problems(file, exc, index, Flow, data, root="flow", variant="node")
+        return None, [_as_ivr(p) for p in found]
 
     problems = _check_graph(flow, file, index, base, prompt_sets, time_conditions, espeak_available)
     if queues is not None:
@@ -202,7 +190,7 @@ def parse_flow(
                         file,
                         index,
                         path,
-                        f"{_dotted(path)}: unknown queue '{queue}' (known: {known})",
+                        f"{dotted(path)}: unknown queue '{queue}' (known: {known})",
                     )
                 )
     problems.sort(key=lambda p: (p.line, p.column))
@@ -212,7 +200,7 @@ def parse_flow(
     for node_name, node in flow.nodes.items():
         survey = getattr(node, "survey", None)
         if survey is not None:
-            line, column = _value_position(("nodes", node_name, "survey"), index)
+            line, column = value_position(("nodes", node_name, "survey"), index)
             flow.survey_refs.append((node_name, survey, line, column))
     return flow, problems
 
@@ -221,15 +209,15 @@ def _as_ivr(problem: ConfigProblem) -> IvrProblem:
     return IvrProblem(problem.file, problem.line, problem.column, problem.message)
 
 
-def _at_value(file: str, index: Index, path: PathKey, message: str) -> IvrProblem:
-    line, column = _value_position(path, index)
+def _at_value(file: str, index: YamlIndex, path: PathKey, message: str) -> IvrProblem:
+    line, column = value_position(path, index)
     return IvrProblem(file, line, column, message)
 
 
 def _check_graph(
     flow: Flow,
     file: str,
-    index: Index,
+    index: YamlIndex,
     base_dir: Path,
     prompts: PromptSets,
     time_conditions: Collection[str] | None,
@@ -256,7 +244,7 @@ def _check_graph(
         where = ("nodes", name)
         for rel, target in node.edges():
             if target not in flow.nodes:
-                unknown((*where, *rel), target, _dotted((*where, *rel)))
+                unknown((*where, *rel), target, dotted((*where, *rel)))
         for rel, prompt in node.prompt_refs():
             missing = [lang for lang in sorted(languages) if prompts.resolve(prompt, lang) is None]
             if missing:
@@ -265,7 +253,7 @@ def _check_graph(
                         file,
                         index,
                         (*where, *rel),
-                        f"{_dotted((*where, *rel))}: prompt '{prompt}' not found in the "
+                        f"{dotted((*where, *rel))}: prompt '{prompt}' not found in the "
                         f"{'/'.join(missing)} prompt set",
                     )
                 )
@@ -276,7 +264,7 @@ def _check_graph(
                     file,
                     index,
                     (*where, "file"),
-                    f"{_dotted((*where, 'file'))}: file '{file_ref}' not found "
+                    f"{dotted((*where, 'file'))}: file '{file_ref}' not found "
                     f"(relative to {base_dir})",
                 )
             )
@@ -286,7 +274,7 @@ def _check_graph(
                     file,
                     index,
                     (*where, "type"),
-                    f"{_dotted(where)}: tts needs espeak-ng, which is not installed",
+                    f"{dotted(where)}: tts needs espeak-ng, which is not installed",
                 )
             )
         conditions = getattr(node, "conditions", None)
@@ -300,7 +288,7 @@ def _check_graph(
                             file,
                             index,
                             path,
-                            f"{_dotted(path)}: unknown time condition '{cond.time}' "
+                            f"{dotted(path)}: unknown time condition '{cond.time}' "
                             f"(known: {known})",
                         )
                     )
@@ -317,7 +305,7 @@ def _check_graph(
     if flow.start in flow.nodes:
         for name in names:
             if name not in seen:
-                line, column = _key_position(("nodes", name), index)
+                line, column = key_position(("nodes", name), index)
                 problems.append(
                     IvrProblem(
                         file,
@@ -328,72 +316,3 @@ def _check_graph(
                     )
                 )
     return problems
-
-
-def _validation_problem(file: str, err: Any, index: Index, data: dict[str, Any]) -> IvrProblem:
-    loc: tuple[str | int, ...] = tuple(err["loc"])
-    kind: str = err["type"]
-    # Drop the discriminator tag pydantic inserts after the node name.
-    if len(loc) >= 3 and loc[0] == "nodes" and loc[2] in NODE_TYPES:
-        loc = (*loc[:2], *loc[3:])
-    is_key_error = bool(loc) and loc[-1] == "[key]"
-    path = tuple(p for p in loc if p != "[key]")
-    dotted = _dotted(path)
-
-    if kind == "missing":
-        parent, missing = path[:-1], path[-1]
-        position = _key_position(parent, index)
-        where = _dotted(parent) or "flow"
-        message = f"{where}: missing required key '{missing}'"
-    elif kind == "extra_forbidden":
-        position = _key_position(path, index)
-        message = f"{dotted}: unknown key '{path[-1]}'" + _suggest(path, data)
-    elif kind in ("union_tag_invalid", "union_tag_not_found"):
-        has_type = _value_at(data, (*path, "type")) is not None
-        position = (
-            _value_position((*path, "type"), index) if has_type else _key_position(path, index)
-        )
-        message = f"{dotted}: " + (
-            f"unknown node type '{_value_at(data, (*path, 'type'))}'"
-            if has_type
-            else "missing required key 'type'"
-        )
-        message += " (types: " + ", ".join(NODE_TYPES) + ")"
-    elif is_key_error:
-        position = _key_position(path, index)
-        message = f"{dotted}: {_clean(err['msg'])}"
-    elif not path:
-        position = (1, 1)
-        message = f"flow: {_clean(err['msg'])}"
-    else:
-        position = _value_position(path, index)
-        message = f"{dotted}: {_clean(err['msg'])}"
-    return IvrProblem(file, position[0], position[1], message)
-
-
-def _value_at(data: Any, path: PathKey) -> Any:
-    for part in path:
-        found = (isinstance(data, dict) and part in data) or (
-            isinstance(data, list) and isinstance(part, int) and part < len(data)
-        )
-        if found:
-            data = data[part]
-        else:
-            return None
-    return data
-
-
-def _suggest(path: PathKey, data: dict[str, Any]) -> str:
-    allowed: list[str] = []
-    if len(path) == 1:
-        allowed = list(Flow.model_fields)
-    elif len(path) == 3 and path[0] == "nodes":
-        model = _node_models().get(str(_value_at(data, (*path[:2], "type"))))
-        if model is not None:
-            allowed = list(model.model_fields)
-    if not allowed:
-        return ""
-    close = difflib.get_close_matches(str(path[-1]), allowed, n=1)
-    if close:
-        return f" (did you mean '{close[0]}'?)"
-    return " (allowed: " + ", ".join(allowed) + ")"

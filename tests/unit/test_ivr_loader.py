@@ -163,6 +163,23 @@ def test_unknown_type_and_unknown_key(tmp_path: Path) -> None:
     )
 
 
+def test_unknown_key_inside_a_node_gets_a_hint(tmp_path: Path) -> None:
+    # The hint comes from the model at that path, found through the node's type tag, at any
+    # depth (a branch condition here), the same way as for switchboard.yaml.
+    text = GOOD.replace(
+        "  bye:\n",
+        "  check:\n    type: branch\n    default: bye\n    conditions:\n"
+        "      - {variable: x, equals: '1', nxt: bye}\n  bye:\n",
+    )
+    file = _write(tmp_path, text)
+    _, problems = _load(tmp_path)
+    assert f"{file}:28:9: nodes.check.conditions[0]: missing required key 'next'" in problems
+    assert (
+        f"{file}:28:36: nodes.check.conditions[0].nxt: unknown key 'nxt' (did you mean 'next'?)"
+        in problems
+    )
+
+
 def test_tts_needs_espeak(tmp_path: Path) -> None:
     text = GOOD.replace("    type: play\n    prompt: welcome\n", "    type: tts\n    text: Hi\n")
     file = _write(tmp_path, text)
