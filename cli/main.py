@@ -23,16 +23,23 @@ from config import ConfigError, config_file_path, ensure_default_config
 
 DEFAULT_VAR_DIR = Path("var")
 
+# Plain (click) help: typer's rich help shows a "<bool>" type on every flag, --help included,
+# and wraps option help into a narrow column.
 app = typer.Typer(
     name="switchboard",
     help="Switchboard: a softswitch and call-center engine.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
+config_app = typer.Typer(
+    help="Check configuration files.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(config_app, name="config")
-acd_app = typer.Typer(help="Queues and agents: reports from the store.", no_args_is_help=True)
+acd_app = typer.Typer(
+    help="Queues and agents: reports from the store.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(acd_app, name="acd")
 
 
@@ -137,8 +144,9 @@ def _announce_passwords(path: Path, passwords: dict[str, str]) -> None:
 @config_app.command("validate")
 def validate(
     path: Annotated[
-        Path, typer.Argument(help="Config folder (holding switchboard.yaml) or YAML file.")
-    ],
+        Path,
+        typer.Argument(help="Config folder (holding switchboard.yaml) or YAML file."),
+    ] = DEFAULT_VAR_DIR,
 ) -> None:
     """Check a config and its IVR flows; print every problem as file:line:column: message
     (exit 1) or OK."""

@@ -1,7 +1,14 @@
 """Configuration: pydantic schema, YAML loader with file:line:column errors, default config."""
 
 from config.defaults import ensure_default_config, render_default_config
-from config.loader import CONFIG_FILENAME, config_file_path, load_config, parse_config
+from config.loader import (
+    CONFIG_FILENAME,
+    ConfigCheck,
+    check_config,
+    config_file_path,
+    load_config,
+    parse_config,
+)
 from config.problems import ConfigError, ConfigProblem, validation_problems
 from config.schema import (
     AuthConfig,
@@ -17,6 +24,7 @@ from config.schema import (
 __all__ = [
     "CONFIG_FILENAME",
     "AuthConfig",
+    "ConfigCheck",
     "ConfigError",
     "ConfigProblem",
     "ExtensionConfig",
@@ -26,6 +34,7 @@ __all__ = [
     "SipConfig",
     "StoreConfig",
     "SwitchboardConfig",
+    "check_config",
     "config_file_path",
     "ensure_default_config",
     "load_config",

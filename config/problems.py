@@ -22,10 +22,12 @@ from __future__ import annotations
 import difflib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
@@ -112,7 +114,7 @@ def dotted(path: PathKey) -> str:
 
 def validation_problems(
     file: str,
-    error: ValidationError,
+    error: ValidationError | Sequence[ErrorDetails],
     index: YamlIndex,
     model: type[BaseModel],
     data: Any,
@@ -120,15 +122,16 @@ def validation_problems(
     root: str = "top level",
     variant: str = "",
 ) -> list[ConfigProblem]:
-    """Every error of ``error`` (from validating ``data`` against ``model``) as a problem at
-    its place in the file, sorted by line and column.
+    """Every error of ``error`` (from validating ``data`` against ``model``; or its chosen
+    ``errors()``) as a problem at its place in the file, sorted by line and column.
 
     ``root`` names the whole document in messages ("top level: ...", "flow: ..."); ``variant``
     is what the members of a discriminated union are called ("node" gives "unknown node type
     'x'"). Unknown keys get a "did you mean" hint from the fields of the model found at that
     path (for a discriminated union, the member its tag selects).
     """
-    problems = [_problem(file, err, index, model, data, root, variant) for err in error.errors()]
+    errors = error.errors() if isinstance(error, ValidationError) else error
+    problems = [_problem(file, err, index, model, data, root, variant) for err in errors]
     problems.sort(key=lambda p: (p.line, p.column))
     return problems
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Literal
@@ -686,26 +686,79 @@ class KnownNames:
     prompts: Collection[str] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class DeclaredNames:
+    """The names ``switchboard.yaml`` declares, valid or not.
+
+    A config with schema errors is still checked for cross-references (on the parts that
+    are valid, so that one run reports everything); an extension whose password is invalid
+    is still declared, and a route to it is not "unknown extension" on top of that error.
+    """
+
+    extensions: Collection[str]
+    conferences: Collection[str]
+    agents: Collection[str]
+    queues: Collection[str]
+    time_conditions: Collection[str]
+    holidays: Collection[str]
+
+    @classmethod
+    def of(cls, cfg: SwitchboardConfig) -> DeclaredNames:
+        """The names of a validated config."""
+        plan = cfg.dialplan
+        return cls(
+            set(cfg.extensions),
+            set(cfg.conferences),
+            set(cfg.agents),
+            set(cfg.queues),
+            set(plan.time_conditions),
+            set(plan.holidays),
+        )
+
+    @classmethod
+    def of_yaml(cls, data: Mapping[object, object]) -> DeclaredNames:
+        """The names written in the plain YAML tree, whatever their settings hold."""
+
+        def keys(section: object, *path: str) -> set[str]:
+            for key in path:
+                section = section.get(key) if isinstance(section, Mapping) else None
+            # `1001:` unquoted is an int in YAML; the schema makes it "1001" (_numeric_keys).
+            return {str(k) for k in section} if isinstance(section, Mapping) else set()
+
+        return cls(
+            keys(data, "extensions"),
+            keys(data, "conferences"),
+            keys(data, "agents"),
+            keys(data, "queues"),
+            keys(data, "dialplan", "time_conditions"),
+            keys(data, "dialplan", "holidays"),
+        )
+
+
 ProblemPath = tuple[str | int, ...]
 
 
 def dialplan_problems(
-    cfg: SwitchboardConfig, known: KnownNames | None = None
+    cfg: SwitchboardConfig,
+    known: KnownNames | None = None,
+    declared: DeclaredNames | None = None,
 ) -> list[tuple[ProblemPath, str]]:
     """Cross-reference problems of ``cfg.dialplan`` as (path of the offending value, message).
 
     Checks destinations against extensions, conferences, time conditions and (when ``known``
     gives them) IVR flows, queues and prompts; holiday calendars named by conditions; cycles
     between time conditions; overlapping weekly ranges; reversed holiday ranges; duplicate
-    dial patterns and inbound routes.
+    dial patterns and inbound routes. ``declared``: the names references may point at
+    (default: those of ``cfg``; the loader passes all names written in the file).
     """
+    names = declared or DeclaredNames.of(cfg)
     known = known or KnownNames()
     if known.queues is None:
-        known = KnownNames(known.ivr_flows, set(cfg.queues), known.prompts)
+        known = KnownNames(known.ivr_flows, names.queues, known.prompts)
     plan = cfg.dialplan
     out: list[tuple[ProblemPath, str]] = []
     base: ProblemPath = ("dialplan",)
-    out.extend(_acd_problems(cfg, known))
+    out.extend(_acd_problems(cfg, known, names))
 
     def check_prompt(path: ProblemPath, prompt: str | None) -> None:
         if prompt and known.prompts is not None and prompt not in known.prompts:
@@ -718,14 +771,14 @@ def dialplan_problems(
             if not t and not dialled:
                 article = "an" if d.kind == "extension" else "a"
                 out.append(((*path, "target"), f"{article} {d.kind} destination needs target"))
-            elif t and t not in cfg.extensions:
+            elif t and t not in names.extensions:
                 out.append(((*path, "target"), f"unknown extension {t!r}"))
         elif d.kind == "conference":
             if not t and not dialled:
                 out.append(((*path, "target"), "a conference destination needs target"))
-            elif t and t not in cfg.conferences:
+            elif t and t not in names.conferences:
                 out.append(((*path, "target"), f"unknown conference {t!r}"))
-        elif d.kind == "time_condition" and t not in plan.time_conditions:
+        elif d.kind == "time_condition" and t not in names.time_conditions:
             out.append(((*path, "target"), f"unknown time condition {t!r}" + _close(t, plan)))
         elif d.kind == "ivr" and known.ivr_flows is not None and t not in known.ivr_flows:
             out.append(((*path, "target"), f"unknown IVR flow {t!r}"))
@@ -772,7 +825,7 @@ def dialplan_problems(
     for name, tc in plan.time_conditions.items():
         path = (*base, "time_conditions", name)
         for i, cal in enumerate(tc.calendars):
-            if cal not in plan.holidays:
+            if cal not in names.holidays:
                 out.append(((*path, "calendars", i), f"unknown holiday calendar {cal!r}"))
         for i, j in overlapping(w.to_range() for w in tc.weekly):
             out.append(
@@ -789,25 +842,27 @@ def dialplan_problems(
     return out
 
 
-def _acd_problems(cfg: SwitchboardConfig, known: KnownNames) -> list[tuple[ProblemPath, str]]:
+def _acd_problems(
+    cfg: SwitchboardConfig, known: KnownNames, names: DeclaredNames
+) -> list[tuple[ProblemPath, str]]:
     """Agents answer on known extensions (each extension belongs to one agent); queue members
     are agents; overflow and exit destinations name things that exist."""
     out: list[tuple[ProblemPath, str]] = []
     for i, ext in enumerate(cfg.acd.supervisors):
-        if ext not in cfg.extensions:
+        if ext not in names.extensions:
             out.append((("acd", "supervisors", i), f"unknown extension {ext!r}"))
     owner: dict[str, str] = {}
     for agent_id, agent in cfg.agents.items():
         for i, ext in enumerate(agent.extensions):
             path: ProblemPath = ("agents", agent_id, "extensions", i)
-            if ext not in cfg.extensions:
+            if ext not in names.extensions:
                 out.append((path, f"unknown extension {ext!r}"))
             elif ext in owner:
                 out.append((path, f"extension {ext!r} already belongs to agent {owner[ext]!r}"))
             owner.setdefault(ext, agent_id)
     for name, q in cfg.queues.items():
         for i, member in enumerate(q.members):
-            if member not in cfg.agents:
+            if member not in names.agents:
                 out.append((("queues", name, "members", i), f"unknown agent {member!r}"))
         for key in ("overflow", "exit_destination"):
             target = getattr(q, key)
@@ -815,11 +870,11 @@ def _acd_problems(cfg: SwitchboardConfig, known: KnownNames) -> list[tuple[Probl
                 continue
             kind, _, value = target.partition(":")
             path = ("queues", name, key)
-            if kind == "queue" and value not in cfg.queues:
+            if kind == "queue" and value not in names.queues:
                 out.append((path, f"unknown queue {value!r}"))
             elif kind == "queue" and value == name:
                 out.append((path, "a queue cannot overflow into itself"))
-            elif kind in ("extension", "voicemail") and value not in cfg.extensions:
+            elif kind in ("extension", "voicemail") and value not in names.extensions:
                 out.append((path, f"unknown extension {value!r}"))
             elif kind == "ivr" and known.ivr_flows is not None and value not in known.ivr_flows:
                 out.append((path, f"unknown IVR flow {value!r}"))

@@ -71,6 +71,46 @@ def test_validate_missing_file(tmp_path: Path) -> None:
     assert "cannot read config" in result.stderr
 
 
+def test_validate_defaults_to_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Like serve, reload and acd queue-log: no path means ./var.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "switchboard.yaml").write_text("sip: {relm: x}\n")
+    result = runner.invoke(app, ["config", "validate"])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "var/switchboard.yaml:1:7: sip.relm: unknown key 'relm' (did you mean 'realm'?)"
+    ]
+
+
+def test_validate_reports_schema_and_reference_problems_in_one_run(tmp_path: Path) -> None:
+    path = tmp_path / "switchboard.yaml"
+    path.write_text(
+        "extensions:\n"
+        '  "1001": {password: x, ring_timeout: -1}\n'
+        "dialplan:\n"
+        "  inbound:\n"
+        '    - {did: "4000", destination: {kind: extension, target: "1009"}}\n'
+    )
+    result = runner.invoke(app, ["config", "validate", str(path)])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"{path}:2:39: extensions.1001.ring_timeout: Input should be greater than or equal to 1",
+        f"{path}:5:60: dialplan.inbound[0].destination.target: unknown extension '1009'",
+    ]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["serve"], ["config"], ["config", "validate"], ["config", "reload"], ["acd", "queue-log"]],
+)
+def test_help_shows_no_type_on_flags(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--help" in result.stdout
+    assert "<bool>" not in result.stdout
+
+
 @pytest.fixture
 def fake_server(monkeypatch: pytest.MonkeyPatch) -> list[tuple[SwitchboardConfig, Path]]:
     """Install a stand-in ``cli.app`` whose async ``run`` records its arguments."""

@@ -13,6 +13,7 @@ import pytest
 from config import (
     ConfigError,
     ConfigProblem,
+    ExtensionConfig,
     SwitchboardConfig,
     ensure_default_config,
     load_config,
@@ -527,20 +528,23 @@ queues:
 
 def test_acd_sections_report_each_problem_at_its_value(tmp_path: Path) -> None:
     path = _write(tmp_path, ACD_BAD)
-    problems = _problems(path)
-    assert problems[0].startswith(f"{path}:15:35: queues.support.skill_rules[0].require:")
-    assert "cannot read skill requirement 'english => 50'" in problems[0]
-    assert problems[1].startswith(f"{path}:18:15: queues.sales.strategy:")
-    # Once the schema passes, references are checked.
-    fixed = ACD_BAD.replace("=> 50", ">= 50").replace("longest_idel", "linear")
-    path = _write(tmp_path, fixed)
-    assert _problems(path) == [
+    references = [
         f"{path}:5:17: acd.supervisors[0]: unknown extension '1009'",
         f"{path}:8:22: agents.bob.extensions[0]: extension '1002' already belongs to agent 'alice'",
         f"{path}:8:30: agents.bob.extensions[1]: unknown extension '1004'",
         f"{path}:11:22: queues.support.members[1]: unknown agent 'carol'",
         f"{path}:13:23: queues.support.exit_destination: unknown extension '1099'",
     ]
+    # Schema errors and references are reported in the same run, in file order.
+    problems = _problems(path)
+    assert problems[:5] == references
+    assert problems[5].startswith(f"{path}:15:35: queues.support.skill_rules[0].require:")
+    assert "cannot read skill requirement 'english => 50'" in problems[5]
+    assert problems[6].startswith(f"{path}:18:15: queues.sales.strategy:")
+    assert len(problems) == 7
+    fixed = ACD_BAD.replace("=> 50", ">= 50").replace("longest_idel", "linear")
+    path = _write(tmp_path, fixed)
+    assert _problems(path) == references
     ok = fixed.replace('"1009"', '"1003"').replace('"1002", "1004"', '"1003"')
     ok = ok.replace(", carol", "").replace("1099", "1003")
     cfg = load_config(_write(tmp_path, ok))
@@ -558,3 +562,80 @@ def test_last_skill_rule_must_not_have_wait_under(tmp_path: Path) -> None:
     )
     (problem,) = _problems(path)
     assert "the last skill rule must not have wait_under" in problem
+
+
+def test_schema_errors_do_not_hide_reference_errors(tmp_path: Path) -> None:
+    # One run reports both stages. References are checked on the valid parts: the bad route
+    # [0] is left out, yet route [2] is still reported as [2]; extension 1001 is declared
+    # (with a bad password), so a route to it is not "unknown extension" on top.
+    path = _write(
+        tmp_path,
+        """\
+        extensions:
+          1001: {password: ""}
+        dialplan:
+          inbound:
+            - {did: "x", destination: {kind: extension, target: "9999"}}
+            - {did: "555", destination: {kind: extension, target: "1001"}}
+            - {did: "556", destination: {kind: extension, target: "7777"}}
+          internal_default: {kind: conference, target: "4444"}
+        """,
+    )
+    assert _problems(path) == [
+        f"{path}:2:20: extensions.1001.password: String should have at least 1 character",
+        f"{path}:5:13: dialplan.inbound[0].did: 'x' is not a number (digits, *, #, leading +); "
+        "start patterns with '_' (e.g. '_1XXX') and regular expressions with 're:'",
+        f"{path}:7:59: dialplan.inbound[2].destination.target: unknown extension '7777'",
+        f"{path}:8:48: dialplan.internal_default.target: unknown conference '4444'",
+    ]
+
+
+def test_check_across_sections_runs_despite_field_errors() -> None:
+    # Pydantic runs the whole-file check only when every field is valid; it is run again on
+    # the valid sections so that it is not hidden by an unrelated error.
+    text = (
+        'extensions: {"8000": {password: x}}\nconferences: {"8000": {}}\n'
+        "rtp: {ports: [10001, 10100]}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "x.yaml")
+    assert [str(p) for p in info.value.problems] == [
+        "x.yaml:1:1: top level: numbers used by both an extension and a conference: ['8000']",
+        "x.yaml:3:14: rtp.ports: the first RTP port must be even (RFC 3550 §11), got 10001",
+    ]
+
+
+def test_check_config_returns_the_valid_parts_with_the_problems(tmp_path: Path) -> None:
+    # What later stages (IVR flows against queues and time conditions) need from a config
+    # that has errors: the sections and entries that are valid, defaults for the rest.
+    from config import check_config
+
+    _write(
+        tmp_path,
+        """\
+        sip: 5
+        rtp: {host: 127.0.0.1, ports: [20000, 20001]}
+        extensions:
+          "1001": {password: x, ring_timeout: 0}
+          "1002": {ring_timeout: 5}
+        queues:
+          sales: {strategy: linear}
+          support: {strategy: nope}
+        """,
+    )
+    check = check_config(tmp_path)
+    assert [p.line for p in check.problems] == [1, 2, 4, 5, 8]
+    cfg = check.config
+    assert cfg is not None
+    assert cfg.sip == SwitchboardConfig().sip  # wrong as a whole: the defaults stand
+    assert cfg.rtp.host == "127.0.0.1"  # the valid value kept, the bad one defaulted
+    assert cfg.rtp.ports == SwitchboardConfig().rtp.ports
+    assert list(cfg.extensions) == ["1001"]  # 1002 lacks its password: left out
+    assert cfg.extensions["1001"].ring_timeout == ExtensionConfig(password="x").ring_timeout
+    assert {name: q.strategy for name, q in cfg.queues.items()} == {
+        "sales": "linear",
+        "support": "longest_idle",
+    }
+    assert check_config(tmp_path / "missing.yaml").config is None
+    good = check_config(_write(tmp_path, VALID))
+    assert good.problems == [] and good.config == load_config(tmp_path)
