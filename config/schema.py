@@ -259,10 +259,12 @@ FeatureCode = Annotated[str, AfterValidator(_check_feature_code)]
 
 
 class MediaConfig(_Model):
-    """Tones and music on hold."""
+    """Tones, music on hold and where RTP runs (in process, or in worker processes)."""
 
     tone_plan: Literal["us", "uk", "cn"] = "us"
     music_on_hold: list[str] = Field(default_factory=list)
+    # 0: RTP in the main process; N: N media worker processes; "auto": one per core.
+    workers: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = 0
 
 
 class FeatureCodesConfig(_Model):

@@ -1211,6 +1211,10 @@ class MediaEngine:
         """Reception statistics of the leg's incoming stream and an E-model MOS."""
         return self.get_leg(leg_id).quality()
 
+    def leg_address(self, leg_id: str) -> Leg:
+        """The leg (a ``LegAddress``: its local host and ports)."""
+        return self.get_leg(leg_id)
+
     def leg_stats(self, leg_id: str) -> LegStats:
         """A copy of the leg's counters (the live ones keep counting)."""
         stats = self.get_leg(leg_id).stats

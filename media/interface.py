@@ -254,6 +254,10 @@ class MediaInterface(Protocol):
     def close_leg(self, leg_id: str) -> None:
         """Leave the bridge, stop players and taps, release the ports. Idempotent."""
 
+    def leg_address(self, leg_id: str) -> LegAddress:
+        """Where the leg receives (for SDP in a re-INVITE answer); ``KeyError`` if unknown."""
+        ...
+
     def __contains__(self, leg_id: object) -> bool: ...
 
     def __len__(self) -> int: ...

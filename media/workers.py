@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 One event loop tops out at a few hundred relayed calls (bench/README.md): the per-packet cost
 is Python's. DESIGN.md ("Growing past one core") moves RTP into worker processes while the main
-process keeps SIP and the services. ``MediaWorkerPool`` is that split:
+process keeps SIP and the services. ``MediaWorkerPool`` is that split, and it implements
+``media.interface.MediaInterface`` exactly as the in-process ``MediaEngine`` does, so the SIP
+core and the services cannot tell them apart:
 
 * **Workers.** ``start()`` spawns N processes (``multiprocessing`` *spawn* context: no forked
   copy of the main process's loop, sockets or threads). Each runs its own event loop (uvloop
@@ -12,33 +14,43 @@ process keeps SIP and the services. ``MediaWorkerPool`` is that split:
   (``port_min..port_max`` cut into N even-aligned slices, RFC 3550 §11 pairs never straddle
   two slices), with its own media clock, RTCP and inactivity timers.
 * **Control channel.** One ``socket.socketpair()`` (AF_UNIX stream) per worker carries small
-  pickled tuples, each framed by a 4-octet length. Requests are ``(req_id, op, args)``;
-  ``req_id`` 0 means "no reply on success" (fire-and-forget commands such as ``set_remote``;
-  a failure still comes back and is logged). Replies are ``("ok", req_id, value)`` or
-  ``("err", req_id, type_name, message)``; worker events (``DtmfReceived``,
-  ``PlaybackFinished``, ``LegInactive``) are ``("ev", event)``. Both ends read with
-  ``loop.add_reader`` (no threads) and write without blocking (``add_writer`` drains a
-  backlog). The stream keeps order, so a command sent before an awaited request has been
-  applied when the reply arrives.
-* **Ids, not objects.** Legs and bridges are addressed by id; frame sources cannot cross a
-  process boundary, so ``play``/``inject`` take a *description* (``PlaylistSpec``: prompt
-  files + loop flag; ``ToneSpec``: a tone of the plan) that the worker turns into a
-  ``Playlist`` (files loaded in a worker thread) or a ``ToneSource``.
+  pickled tuples, each framed by a 4-octet length; writes made in one loop iteration leave in
+  one ``send``. Requests are ``(req_id, op, args)``; ``req_id`` 0 is a command (no reply on
+  success; a failure comes back and is logged). Replies are ``("ok", req_id, value)`` or
+  ``("err", req_id, type_name, message, op)``. From the worker also come ``("ev", event)``
+  (``DtmfReceived``, ``PlaybackFinished``, ``LegInactive``, ``LegClosed``), ``("t", tap_id,
+  pcm_bytes, rate)`` (one 20 ms tap frame) and ``("s", snapshots)`` (every leg's counters and
+  quality, once a second). Both ends read with ``loop.add_reader`` (no threads). The stream
+  keeps order, so commands are applied in the order they were given.
+* **Commands are synchronous.** Every id a command returns is made in the main process (bridge
+  ids, ``play-N``, ``inj-N``, ``tap-N``); the worker maps them to its engine's ids. The pool
+  keeps the bookkeeping that answers ``bridge_of``, ``bridge_legs`` and ``in`` at once, and the
+  last reported counters for ``leg_stats``/``leg_quality`` (at most a second old).
+* **Sources.** A frame source cannot be shared by two processes: a ``Playlist`` travels as
+  its items (file paths are loaded and cached by the worker, off its loop), a ``ToneSource``
+  or any other picklable source as a pickled copy, which the worker plays. ``on_done`` stays
+  in the main process and is called when the worker reports ``PlaybackFinished``.
+* **Taps** run in the worker; each 20 ms frame is shipped to the main process and handed to
+  the Python callback there (a read-only ``int16`` array).
 * **Placement.** ``create_leg(..., near=x)`` puts the leg in the worker of leg or bridge ``x``
-  (a call's two legs share a worker, so its bridge stays on the local fast path); otherwise
-  the worker with the fewest legs. A bridge lives in the worker of its legs: bridging legs of
-  two workers raises ``CrossWorkerBridge``. Documented limitation: cross-worker bridges are
-  not supported (a conference is created in one worker with ``create_bridge`` and its legs
-  are created ``near`` it).
+  (a call's two legs share a worker, so its bridge stays on the worker's fast path); an
+  unknown ``near`` is ignored; otherwise the worker with the fewest legs. A bridge lives in
+  one worker (its *home*: the worker of its first leg, or of ``near``).
+* **Bridges across workers.** A leg of another worker joins a bridge through a *link*: two
+  helper legs, one in the home worker (it joins the bridge in the leg's place) and one in the
+  leg's worker (two-party bridged with the leg), sending RTP to each other over loopback in
+  the leg's codec. Both workers relay on their fast path when they can (a two-party call
+  across workers is relay → loopback → relay), mix when the bridge needs it (conference,
+  whisper); ``set_hears``, taps and RFC 4733 digits work on the helper as on the leg, the
+  leg's own commands (tones, players, mute) still go to its worker. Setting a link up needs
+  both helper ports, so it awaits two worker replies; commands given meanwhile wait in an
+  ordered outbox behind it, so a caller still sees its commands applied in order. Events of
+  helper legs are not published.
 * **Failure.** A worker whose channel reaches EOF or whose process exits is *dead*: it is
   logged, its pending requests fail with ``WorkerDied``, and every leg it held is reported
-  through ``on_inactive`` and ``LegInactive`` so the calls get hung up. New legs go to the
-  surviving workers. A worker whose channel closes (the main process died) closes its engine
-  and exits.
-
-Not supported across processes yet: taps with Python callbacks (``add_tap`` accepts only the
-``"null"`` sink, which forces the mixed path and discards the PCM; the recorder needs a
-shared-memory ring per recording, see bench/README.md).
+  through ``LegInactive`` so the calls get hung up; links through it are dropped. New legs go
+  to the surviving workers. A worker whose channel closes (the main process died) closes its
+  engine and exits.
 """
 
 from __future__ import annotations
@@ -48,6 +60,7 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import itertools
 import logging
 import multiprocessing
 import os
@@ -56,28 +69,36 @@ import signal
 import socket
 import struct
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+import numpy as np
 import structlog
 
-from media.codecs import Codec, Direction
-from media.engine import (
+from media.codecs import PCMU, Codec, Direction
+from media.engine import MediaEngine
+from media.interface import (
+    EventHandler,
+    EventHub,
+    FrameSource,
+    LegClosed,
     LegInactive,
     LegQuality,
     LegStats,
-    MediaEngine,
     MediaError,
     MediaEvent,
     PlaybackFinished,
     PortsExhausted,
+    TapCallback,
+    WorkerStats,
 )
-from media.interface import WorkerStats
+from media.player import Playlist, PlaylistItem
+from media.quality import estimate_mos
 
 __all__ = [
-    "CrossWorkerBridge",
     "MediaWorkerPool",
     "PlaylistSpec",
     "RemoteLeg",
@@ -85,6 +106,7 @@ __all__ = [
     "ToneSpec",
     "WorkerDied",
     "WorkerStats",
+    "split_ports",
 ]
 
 log = structlog.get_logger(__name__)
@@ -94,10 +116,9 @@ _MAX_FRAME = 16 * 1024 * 1024  # a control message is tiny; anything this big is
 _READ_SIZE = 256 * 1024
 _START_TIMEOUT = 30.0  # a spawned interpreter imports numpy and the engine
 _CLOSE_TIMEOUT = 5.0
-
-
-class CrossWorkerBridge(MediaError):
-    """The legs (or leg and bridge) live in different worker processes."""
+_SNAPSHOT_INTERVAL = 1.0  # how old leg_stats/leg_quality may be
+_LINK_PREFIX = "~xw"  # ids of link helper legs: internal, their events are not published
+_LINK_DTMF_PT = 101  # telephone-event payload type between the two helpers of a link
 
 
 class WorkerDied(MediaError):
@@ -124,12 +145,21 @@ class RemoteLeg:
 
 @dataclass(frozen=True, slots=True)
 class PlaylistSpec:
-    """Prompt files played back to back (``media.player.Playlist`` in the worker)."""
+    """Prompts played back to back (``media.player.Playlist`` in the worker): file paths
+    (loaded through the worker's prompt cache) or ready ``int16`` arrays at ``rate``."""
 
-    paths: tuple[str, ...]
+    items: tuple[PlaylistItem, ...]
     rate: int = 8000
     loop: bool = False
     interruptible_by: frozenset[str] = frozenset()
+
+    def needs_loading(self) -> bool:
+        return any(not isinstance(item, np.ndarray) for item in self.items)
+
+    def build(self) -> Playlist:
+        return Playlist(
+            list(self.items), self.rate, self.loop, interruptible_by=self.interruptible_by
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,15 +172,41 @@ class ToneSpec:
     duration: float | None = None
     repeat: int | None = None
 
+    def build(self) -> FrameSource:
+        from media.tones import ToneSource
+
+        return ToneSource(
+            self.kind, self.plan, self.rate, duration=self.duration, repeat=self.repeat
+        )
+
 
 SourceSpec = PlaylistSpec | ToneSpec
+
+
+def _describe(source: FrameSource | SourceSpec) -> bytes:
+    """What travels to the worker for ``source`` (pickled); ``TypeError`` if it cannot."""
+    spec: object = source
+    if isinstance(source, Playlist):
+        # A Playlist may hold a PromptCache (a lock) and decoded tracks: send its items.
+        spec = PlaylistSpec(tuple(source.items), source.rate, source.loop, source.interruptible_by)
+    try:
+        return pickle.dumps(spec, pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise TypeError(
+            f"frame source {type(source).__name__} cannot be sent to a media worker: {exc}"
+        ) from None
 
 
 # --- framed, pickled messages over a stream socket ---------------------------------------------
 
 
 class _Channel:
-    """Length-prefixed pickles over a non-blocking stream socket, driven by the loop."""
+    """Length-prefixed pickles over a non-blocking stream socket, driven by the loop.
+
+    ``send`` only appends to the write buffer; the buffer leaves in one ``send`` call at the
+    end of the loop iteration (a tick that ships a frame of every tap, or a call set-up that
+    gives five commands, costs one system call, not one per message).
+    """
 
     def __init__(
         self,
@@ -167,38 +223,44 @@ class _Channel:
         self._on_closed = on_closed
         self._rbuf = bytearray()
         self._wbuf = bytearray()
+        self._flush_scheduled = False
+        self._writer = False  # add_writer is armed: the socket buffer was full
         self.closed = False
         loop.add_reader(self._fd, self._readable)
+
+    @property
+    def pending_output(self) -> bool:
+        return bool(self._wbuf)
 
     def send(self, message: Any) -> None:
         if self.closed:
             return
         data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
-        frame = _LEN.pack(len(data)) + data
-        if self._wbuf:
-            self._wbuf += frame
-            return
-        try:
-            sent = self._sock.send(frame)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            self._lost()
-            return
-        if sent < len(frame):
-            self._wbuf += frame[sent:]
-            self._loop.add_writer(self._fd, self._writable)
+        self._wbuf += _LEN.pack(len(data))
+        self._wbuf += data
+        if not self._flush_scheduled and not self._writer:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
         self._loop.remove_reader(self._fd)
-        if self._wbuf:
+        if self._writer:
             self._loop.remove_writer(self._fd)
         self._sock.close()
 
-    def _writable(self) -> None:
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.closed or self._writer or not self._wbuf:
+            return
+        self._write()
+        if self._wbuf and not self.closed:
+            self._writer = True
+            self._loop.add_writer(self._fd, self._writable)
+
+    def _write(self) -> None:
         try:
             sent = self._sock.send(self._wbuf)
         except (BlockingIOError, InterruptedError):
@@ -207,7 +269,11 @@ class _Channel:
             self._lost()
             return
         del self._wbuf[:sent]
-        if not self._wbuf:
+
+    def _writable(self) -> None:
+        self._write()
+        if not self._wbuf and not self.closed:
+            self._writer = False
             self._loop.remove_writer(self._fd)
 
     def _readable(self) -> None:
@@ -262,16 +328,19 @@ def _worker_entry(
     # The main process owns Ctrl-C and shuts workers down over the channel.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(log_level))
+    worker = _Worker(index, sock, host, port_min, port_max, engine_kwargs)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a regular dependency
-        asyncio.run(_Worker(index, sock, host, port_min, port_max, engine_kwargs).run())
+        asyncio.run(worker.run())
     else:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(_Worker(index, sock, host, port_min, port_max, engine_kwargs).run())
+            runner.run(worker.run())
 
 
 class _Worker:
+    """The worker's side: applies commands to its engine, reports events, taps and counters."""
+
     def __init__(
         self,
         index: int,
@@ -288,32 +357,34 @@ class _Worker:
         self.tasks: set[asyncio.Task[None]] = set()
         self.chan: _Channel | None = None
         self.done: asyncio.Event | None = None
+        # Ids the main process gave -> the engine's ids (players, injections, taps).
+        self.ids: dict[str, str] = {}
+        self.pool_ids: dict[str, str] = {}  # engine player id -> pool player id
+        self.pending: dict[str, str] = {}  # pool player/injection id -> leg, source loading
+        self.latest_play: dict[str, str] = {}  # leg -> pool id of the newest play request
+        engine = self.engine
         self.ops: dict[str, Callable[..., Any]] = {
             "create_leg": self._create_leg,
-            "close_leg": self.engine.close_leg,
+            "close_leg": engine.close_leg,
             "set_remote": self._set_remote,
-            "start_tone": lambda leg_id, kind: self.engine.get_leg(leg_id).start_tone(kind),
-            "stop_tone": lambda leg_id: self.engine.get_leg(leg_id).stop_tone(),
-            "send_dtmf": lambda leg_id, digit, ms: self.engine.get_leg(leg_id).send_dtmf(digit, ms),
-            "bridge": self.engine.bridge,
-            "unbridge": self.engine.unbridge,
-            "create_bridge": self.engine.create_bridge,
-            "destroy_bridge": self.engine.destroy_bridge,
-            "join": self.engine.join,
-            "leave": self.engine.leave,
-            "set_hears": self.engine.set_hears,
-            "mute": lambda leg_id, inbound, outbound: self.engine.mute(
-                leg_id, inbound=inbound, outbound=outbound
-            ),
+            "start_tone": engine.start_tone,
+            "stop_tone": engine.stop_tone,
+            "send_dtmf": engine.send_dtmf,
+            "pair": self._pair,
+            "create_bridge": engine.create_bridge,
+            "destroy_bridge": engine.destroy_bridge,
+            "join": engine.join,
+            "leave": engine.leave,
+            "set_hears": engine.set_hears,
+            "mute": self._mute,
             "add_tap": self._add_tap,
-            "remove_tap": self.engine.remove_tap,
+            "add_tap_heard": self._add_tap_heard,
+            "remove_tap": self._remove_tap,
             "play": self._play,
-            "stop_play": self.engine.stop_play,
+            "stop_play": self._stop_source,
             "inject": self._inject,
-            "stop_injection": self.engine.stop_injection,
-            "detect_inband_dtmf": self.engine.detect_inband_dtmf,
-            "leg_quality": self.engine.leg_quality,
-            "stats": self._stats,
+            "stop_injection": self._stop_source,
+            "detect_inband_dtmf": engine.detect_inband_dtmf,
             "worker_stats": self._worker_stats,
             "close": self._close,
         }
@@ -323,23 +394,45 @@ class _Worker:
         self.done = asyncio.Event()
         self.chan = _Channel(loop, self.sock, self._on_message, self.done.set)
         self.chan.send(("ready", os.getpid()))
+        snapshots = loop.call_later(_SNAPSHOT_INTERVAL, self._snapshot, loop)
+        self._snapshots: asyncio.TimerHandle = snapshots
         await self.done.wait()
+        self._snapshots.cancel()
         await self.engine.close()
         for task in list(self.tasks):
             task.cancel()
         # Let the last reply ("close" acknowledged) leave before the socket goes.
         for _ in range(50):
-            if not self.chan._wbuf:
+            if not self.chan.pending_output:
                 break
             await asyncio.sleep(0.01)
         self.chan.close()
 
-    def _on_event(self, event: MediaEvent) -> None:
+    def _send(self, message: Any) -> None:
         assert self.chan is not None
-        self.chan.send(("ev", event))
+        self.chan.send(message)
+
+    def _on_event(self, event: MediaEvent) -> None:
+        if isinstance(event, PlaybackFinished):
+            pool_id = self.pool_ids.pop(event.player_id, None)
+            if pool_id is None:
+                return  # not one of ours (cannot happen: every player comes from the pool)
+            self.ids.pop(pool_id, None)
+            event = dataclasses.replace(event, player_id=pool_id)
+        self._send(("ev", event))
+
+    def _snapshot(self, loop: asyncio.AbstractEventLoop) -> None:
+        engine = self.engine
+        snapshot = {
+            leg_id: (engine.leg_stats(leg_id), engine.leg_quality(leg_id))
+            for leg_id in engine.leg_ids()
+            if not leg_id.startswith(_LINK_PREFIX)
+        }
+        if snapshot:
+            self._send(("s", snapshot))
+        self._snapshots = loop.call_later(_SNAPSHOT_INTERVAL, self._snapshot, loop)
 
     def _on_message(self, message: Any) -> None:
-        assert self.chan is not None
         req_id, op, args = message
         try:
             result = self.ops[op](*args)
@@ -351,21 +444,19 @@ class _Worker:
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         elif req_id:
-            self.chan.send(("ok", req_id, result))
+            self._send(("ok", req_id, result))
 
     async def _finish(self, req_id: int, op: str, pending: Awaitable[Any]) -> None:
-        assert self.chan is not None
         try:
             result = await pending
         except Exception as exc:
             self._error(req_id, op, exc)
             return
         if req_id:
-            self.chan.send(("ok", req_id, result))
+            self._send(("ok", req_id, result))
 
     def _error(self, req_id: int, op: str, exc: Exception) -> None:
-        assert self.chan is not None
-        self.chan.send(("err", req_id, type(exc).__name__, str(exc), op))
+        self._send(("err", req_id, type(exc).__name__, str(exc), op))
 
     async def _create_leg(self, leg_id: str, advertise_host: str | None) -> tuple[str, int]:
         leg = await self.engine.create_leg(leg_id, advertise_host)
@@ -381,39 +472,112 @@ class _Worker:
         direction: Direction,
         rtcp_address: tuple[str, int] | None,
     ) -> None:
-        self.engine.get_leg(leg_id).set_remote(
-            host, port, codec, dtmf_payload_type, direction=direction, rtcp_address=rtcp_address
+        self.engine.set_remote(
+            leg_id,
+            host,
+            port,
+            codec,
+            dtmf_payload_type,
+            direction=direction,
+            rtcp_address=rtcp_address,
         )
 
-    def _add_tap(self, bridge_id: str, leg_id: str | None, sink: str) -> str:
-        if sink != "null":
-            raise ValueError(f"unsupported tap sink {sink!r} (only 'null' crosses processes)")
-        return self.engine.add_tap(bridge_id, leg_id, _discard)
+    def _pair(self, leg_a: str, leg_b: str, bridge_id: str) -> None:
+        self.engine.bridge(leg_a, leg_b, bridge_id=bridge_id)
 
-    async def _source(self, spec: SourceSpec) -> Any:
-        from media.player import Playlist
-        from media.tones import ToneSource
+    def _mute(self, leg_id: str, inbound: bool | None, outbound: bool | None) -> None:
+        self.engine.mute(leg_id, inbound=inbound, outbound=outbound)
 
-        if isinstance(spec, ToneSpec):
-            return ToneSource(
-                spec.kind, spec.plan, spec.rate, duration=spec.duration, repeat=spec.repeat
-            )
-        playlist = Playlist(
-            list(spec.paths), spec.rate, spec.loop, interruptible_by=spec.interruptible_by
-        )
-        await asyncio.to_thread(playlist.prepare)  # file I/O and decoding off the loop
-        return playlist
+    # taps: every frame goes to the main process, which calls the Python callback
 
-    async def _play(self, leg_id: str, spec: SourceSpec, mix: bool, interrupt_digits: str) -> str:
-        source = await self._source(spec)
-        return self.engine.play(leg_id, source, mix=mix, interrupt_digits=interrupt_digits)
+    def _tap_sender(self, tap_id: str) -> TapCallback:
+        def ship(pcm: Any, rate: int) -> None:
+            self._send(("t", tap_id, pcm.tobytes(), rate))
 
-    async def _inject(self, leg_id: str, spec: SourceSpec) -> str:
-        source = await self._source(spec)
-        return self.engine.inject(leg_id, source)
+        return ship
 
-    def _stats(self, leg_id: str) -> LegStats:
-        return self.engine.get_leg(leg_id).stats
+    def _add_tap(self, tap_id: str, bridge_id: str, leg_id: str | None) -> None:
+        self.ids[tap_id] = self.engine.add_tap(bridge_id, leg_id, self._tap_sender(tap_id))
+
+    def _add_tap_heard(self, tap_id: str, leg_id: str) -> None:
+        self.ids[tap_id] = self.engine.add_tap_heard(leg_id, self._tap_sender(tap_id))
+
+    def _remove_tap(self, tap_id: str) -> None:
+        engine_id = self.ids.pop(tap_id, None)
+        if engine_id is not None:
+            self.engine.remove_tap(engine_id)
+
+    # players and injections
+
+    def _play(
+        self, play_id: str, leg_id: str, spec: bytes, mix: bool, interrupt_digits: str
+    ) -> Awaitable[None] | None:
+        self.latest_play[leg_id] = play_id
+        source = pickle.loads(spec)
+        if isinstance(source, PlaylistSpec) and source.needs_loading():
+            self.pending[play_id] = leg_id
+            return self._start_later(play_id, leg_id, source, mix, interrupt_digits)
+        self._start_play(play_id, leg_id, _built(source), mix, interrupt_digits)
+        return None
+
+    async def _start_later(
+        self, play_id: str, leg_id: str, spec: PlaylistSpec, mix: bool, interrupt_digits: str
+    ) -> None:
+        playlist = spec.build()
+        try:
+            await asyncio.to_thread(playlist.prepare)  # file I/O and decoding off the loop
+        except Exception:
+            self.pending.pop(play_id, None)
+            self._finished_unplayed(play_id, leg_id)
+            raise
+        if self.pending.pop(play_id, None) is None:
+            self._finished_unplayed(play_id, leg_id)  # stopped while loading
+            return
+        if play_id.startswith("play-") and self.latest_play.get(leg_id) != play_id:
+            self._finished_unplayed(play_id, leg_id)  # a newer play on the leg replaced it
+            return
+        self._start_play(play_id, leg_id, playlist, mix, interrupt_digits)
+
+    def _start_play(
+        self, play_id: str, leg_id: str, source: FrameSource, mix: bool, interrupt_digits: str
+    ) -> None:
+        if not play_id.startswith("play-"):
+            with contextlib.suppress(KeyError):  # the leg closed meanwhile: nothing to report
+                self.ids[play_id] = self.engine.inject(leg_id, source)
+            return
+        try:
+            engine_id = self.engine.play(leg_id, source, mix=mix, interrupt_digits=interrupt_digits)
+        except KeyError:
+            self._finished_unplayed(play_id, leg_id)
+            return
+        self.ids[play_id] = engine_id
+        self.pool_ids[engine_id] = play_id
+        if self.latest_play.get(leg_id) == play_id:
+            del self.latest_play[leg_id]
+
+    def _finished_unplayed(self, play_id: str, leg_id: str) -> None:
+        if play_id.startswith("play-"):
+            self._send(("ev", PlaybackFinished(leg_id, play_id, stopped=True)))
+
+    def _inject(self, inj_id: str, leg_id: str, spec: bytes) -> Awaitable[None] | None:
+        source = pickle.loads(spec)
+        if isinstance(source, PlaylistSpec) and source.needs_loading():
+            self.pending[inj_id] = leg_id
+            return self._start_later(inj_id, leg_id, source, True, "")
+        self._start_play(inj_id, leg_id, _built(source), True, "")
+        return None
+
+    def _stop_source(self, pool_id: str) -> None:
+        if self.pending.pop(pool_id, None) is not None:
+            return  # still loading: _start_later reports it stopped
+        engine_id = self.ids.get(pool_id)
+        if engine_id is None:
+            return
+        if pool_id.startswith("play-"):
+            self.engine.stop_play(engine_id)
+        else:
+            self.ids.pop(pool_id, None)
+            self.engine.stop_injection(engine_id)
 
     def _worker_stats(self) -> WorkerStats:
         return dataclasses.replace(self.engine.worker_stats(), worker=self.index)
@@ -423,8 +587,10 @@ class _Worker:
         self.done.set()
 
 
-def _discard(pcm: Any, rate: int) -> None:
-    pass
+def _built(source: object) -> FrameSource:
+    if isinstance(source, PlaylistSpec | ToneSpec):
+        return source.build()
+    return source  # type: ignore[return-value]  # a pickled frame source
 
 
 # --- main-process side -------------------------------------------------------------------------
@@ -457,10 +623,51 @@ class _WorkerHandle:
 
 
 @dataclass(eq=False)
+class _LegRecord:
+    address: RemoteLeg
+    codec: Codec | None = None
+    bridge: str | None = None
+    stats: LegStats = field(default_factory=LegStats)
+    quality: LegQuality | None = None
+
+    @property
+    def worker(self) -> int:
+        return self.address.worker
+
+
+@dataclass(eq=False)
+class _Link:
+    """A leg of another worker in a bridge: helper ``home`` joins the bridge in its place,
+    helper ``far`` is bridged with the leg in the leg's worker; they exchange RTP."""
+
+    leg_id: str
+    far_worker: int
+    home: str
+    far: str
+
+
+@dataclass(eq=False)
 class _BridgeRecord:
+    worker: int  # home: the worker whose engine holds the bridge
+    auto: bool  # made by bridge(a, b): gone when a party leaves
+    legs: list[str] = field(default_factory=list)  # in joining order
+    links: dict[str, _Link] = field(default_factory=dict)  # leg id -> its link
+    taps: set[str] = field(default_factory=set)
+
+
+@dataclass(eq=False)
+class _TapRecord:
     worker: int
-    auto: bool  # made by bridge(a, b): the engine drops it when a party leaves
-    legs: set[str] = field(default_factory=set)
+    callback: TapCallback
+    bridge: str | None
+    leg: str | None = None  # the listener of a heard tap
+
+
+@dataclass(eq=False)
+class _Held:
+    """A place in the outbox for the commands of a link being set up."""
+
+    messages: list[tuple[int, Any]] | None = None  # (worker, message) once known
 
 
 def split_ports(port_min: int, port_max: int, parts: int) -> list[tuple[int, int]]:
@@ -478,12 +685,20 @@ def split_ports(port_min: int, port_max: int, parts: int) -> list[tuple[int, int
     return slices
 
 
-class MediaWorkerPool:
-    """``MediaEngine``'s control API over N worker processes (see the module docstring).
+def _loopback(host: str) -> str:
+    """Where one worker reaches another's helper leg: the bind address, or loopback."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
 
-    Use ``await pool.start()`` (or ``async with``) before creating legs and ``await
-    pool.close()`` at the end. Commands that return nothing are sent without waiting (their
-    errors are logged); those that return something are coroutines.
+
+class MediaWorkerPool:
+    """``media.interface.MediaInterface`` over N worker processes (see the module docstring).
+
+    ``await pool.start()`` (or ``async with``) before creating legs, ``await pool.close()``
+    at the end. Commands return at once; their errors in a worker are logged.
     """
 
     def __init__(
@@ -493,7 +708,7 @@ class MediaWorkerPool:
         port_max: int,
         workers: int | None = None,
         *,
-        on_event: Callable[[MediaEvent], None] | None = None,
+        on_event: EventHandler | None = None,
         on_inactive: Callable[[str], None] | None = None,
         on_worker_died: Callable[[int, int | None], None] | None = None,
         start_method: str = "spawn",
@@ -508,9 +723,15 @@ class MediaWorkerPool:
         self.host = host
         self.port_min = port_min
         self.port_max = port_max
-        self.on_event = on_event
-        self.on_inactive = on_inactive
         self.on_worker_died = on_worker_died
+        self._events = EventHub()
+        if on_event is not None:
+            self._events.subscribe(on_event)
+        if on_inactive is not None:
+            callback = on_inactive
+            self._events.subscribe(
+                lambda e: callback(e.leg_id) if isinstance(e, LegInactive) else None
+            )
         # Typed Any: typeshed's BaseContext does not declare Process (the concrete ones do).
         self._ctx: Any = multiprocessing.get_context(start_method)
         self._log_level = log_level
@@ -519,11 +740,18 @@ class MediaWorkerPool:
             _WorkerHandle(i, low, high)
             for i, (low, high) in enumerate(split_ports(port_min, port_max, count))
         ]
-        self._leg_worker: dict[str, int] = {}
-        self._leg_bridge: dict[str, str] = {}
+        self._legs: dict[str, _LegRecord] = {}
         self._bridges: dict[str, _BridgeRecord] = {}
-        self._next_id = 1
+        self._players: dict[str, Callable[[PlaybackFinished], None] | None] = {}
+        self._player_worker: dict[str, int] = {}
+        self._injections: dict[str, int] = {}  # injection id -> worker
+        self._taps: dict[str, _TapRecord] = {}
+        self._outbox: deque[tuple[int, Any] | _Held] = deque()
+        self._drained: list[asyncio.Future[None]] = []  # stats() callers waiting for it
+        self._ids = itertools.count(1)
+        self._next_req = 1
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self._closed = False
 
@@ -549,10 +777,14 @@ class MediaWorkerPool:
         """True while the worker runs and answers on its channel."""
         return self._workers[worker].alive
 
+    def subscribe(self, handler: EventHandler) -> Callable[[], None]:
+        """Publish every ``MediaEvent`` to ``handler``; returns the unsubscribe callable."""
+        return self._events.subscribe(handler)
+
     async def start(self) -> None:
-        """Spawn the workers and wait until each has its engine running."""
+        """Spawn the workers and wait until each has its engine running (idempotent)."""
         if self._started:
-            raise RuntimeError("pool already started")
+            return
         self._started = True
         loop = self._loop = asyncio.get_running_loop()
         for w in self._workers:
@@ -600,6 +832,7 @@ class MediaWorkerPool:
         if self._closed:
             return
         self._closed = True
+        self._flush_outbox(force=True)
         acks = [self._request(w, "close", ()) for w in self._workers if w.alive]
         if acks:
             await asyncio.wait(acks, timeout=_CLOSE_TIMEOUT)
@@ -622,9 +855,24 @@ class MediaWorkerPool:
             self._detach(w)
             with contextlib.suppress(ValueError):
                 process.close()
-        self._leg_worker.clear()
-        self._leg_bridge.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        self._legs.clear()
         self._bridges.clear()
+        self._players.clear()
+        self._taps.clear()
+
+    async def stats(self) -> list[WorkerStats]:
+        """Counters of every live worker (CPU time, clock, packets), taken after every
+        command given before the call was applied (bridges across workers included)."""
+        if self._outbox:
+            assert self._loop is not None
+            drained: asyncio.Future[None] = self._loop.create_future()
+            self._drained.append(drained)
+            await drained
+        live = [w for w in self._workers if w.alive]
+        results = await asyncio.gather(*(self._request(w, "worker_stats", ()) for w in live))
+        return list(results)
 
     # --- legs -------------------------------------------------------------------------------
 
@@ -632,62 +880,98 @@ class MediaWorkerPool:
         self,
         leg_id: str,
         advertise_host: str | None = None,
-        near: str | None = None,
         *,
+        near: str | None = None,
         worker: int | None = None,
     ) -> RemoteLeg:
         """Bind an RTP/RTCP port pair for a new leg in a worker.
 
         ``near`` is a leg or bridge id: the new leg goes to the same worker (a call's
-        second leg, a conference participant). Otherwise ``worker`` if given, else the
-        worker with the fewest legs. Raises ``PortsExhausted`` when that worker's slice is
-        full, ``ValueError`` for a duplicate id.
+        second leg, a conference participant); ignored when unknown. Otherwise ``worker`` if
+        given, else the live worker with the fewest legs. Raises ``PortsExhausted`` when
+        that worker's slice is full, ``ValueError`` for a duplicate id.
         """
         if self._closed or not self._started:
             raise MediaError("media worker pool is not running")
-        if leg_id in self._leg_worker:
+        if leg_id in self._legs or leg_id.startswith(_LINK_PREFIX):
             raise ValueError(f"leg {leg_id!r} already exists")
+        w = self._place(near, worker)
+        host, port = await self._create_in(w, leg_id, advertise_host)
+        address = RemoteLeg(leg_id, host, port, w.index)
+        if self._closed:
+            raise MediaError("media worker pool is closed")
+        self._legs[leg_id] = _LegRecord(address)
+        return address
+
+    def _place(self, near: str | None, worker: int | None) -> _WorkerHandle:
+        index: int | None = None
         if near is not None:
-            w = self._workers[self._worker_of(near)]
-        elif worker is not None:
-            w = self._workers[worker]
-        else:
-            live = [w for w in self._workers if w.alive]
-            if not live:
-                raise WorkerDied("no media worker is alive")
-            w = min(live, key=lambda w: len(w.legs))
-        if not w.alive:
-            raise WorkerDied(f"media worker {w.index} is dead")
-        self._leg_worker[leg_id] = w.index  # placed now: a concurrent near= sees it
-        w.legs.add(leg_id)
+            record = self._legs.get(near)
+            if record is not None:
+                index = record.worker
+            elif near in self._bridges:
+                index = self._bridges[near].worker
+        if index is None and worker is not None:
+            index = worker
+        if index is not None and self._workers[index].alive:
+            return self._workers[index]
+        live = [w for w in self._workers if w.alive]
+        if not live:
+            raise WorkerDied("no media worker is alive")
+        return min(live, key=lambda w: len(w.legs))
+
+    async def _create_in(
+        self, w: _WorkerHandle, leg_id: str, advertise_host: str | None
+    ) -> tuple[str, int]:
+        w.legs.add(leg_id)  # counted at once: concurrent creations spread out
         try:
             host, port = await self._request(w, "create_leg", (leg_id, advertise_host))
         except BaseException:
-            if self._leg_worker.get(leg_id) == w.index:
-                del self._leg_worker[leg_id]
             w.legs.discard(leg_id)
             raise
-        return RemoteLeg(leg_id, host, port, w.index)
+        return host, port
+
+    def __contains__(self, leg_id: object) -> bool:
+        return leg_id in self._legs
+
+    def __len__(self) -> int:
+        return len(self._legs)
 
     def worker_of(self, leg_or_bridge_id: str) -> int:
         """Index of the worker holding a leg or bridge; ``KeyError`` if unknown."""
-        return self._worker_of(leg_or_bridge_id)
-
-    def __contains__(self, leg_id: object) -> bool:
-        return leg_id in self._leg_worker
-
-    def __len__(self) -> int:
-        return len(self._leg_worker)
+        record = self._legs.get(leg_or_bridge_id)
+        if record is not None:
+            return record.worker
+        return self._bridge(leg_or_bridge_id).worker
 
     def close_leg(self, leg_id: str) -> None:
         """Release the leg (it leaves its bridge, players stop). Idempotent."""
-        index = self._leg_worker.pop(leg_id, None)
-        if index is None:
+        record = self._legs.get(leg_id)
+        if record is None:
             return
-        w = self._workers[index]
-        w.legs.discard(leg_id)
-        self._forget_membership(leg_id)
-        self._command(w, "close_leg", leg_id)
+        if record.bridge is not None:
+            self._remove_member(record.bridge, leg_id)
+        del self._legs[leg_id]
+        self._workers[record.worker].legs.discard(leg_id)
+        for tap_id in [t for t, tap in self._taps.items() if tap.leg == leg_id]:
+            del self._taps[tap_id]  # its heard taps end with it in the worker
+        self._command(record.worker, "close_leg", leg_id)
+
+    def leg_address(self, leg_id: str) -> RemoteLeg:
+        """Where the leg receives (host and port in its worker)."""
+        return self._leg(leg_id).address
+
+    def leg_stats(self, leg_id: str) -> LegStats:
+        """The leg's counters as its worker last reported them (at most a second old)."""
+        stats = self._leg(leg_id).stats
+        return LegStats(*(getattr(stats, name) for name in LegStats.__slots__))
+
+    def leg_quality(self, leg_id: str) -> LegQuality:
+        """Reception quality as the leg's worker last reported it."""
+        quality = self._leg(leg_id).quality
+        if quality is None:
+            return LegQuality(0, 0, 0.0, 0.0, None, estimate_mos("PCMU", 0.0, 0.0, 0.0))
+        return quality
 
     def set_remote(
         self,
@@ -700,195 +984,310 @@ class MediaWorkerPool:
         direction: Direction = "sendrecv",
         rtcp_address: tuple[str, int] | None = None,
     ) -> None:
-        """``Leg.set_remote`` in the leg's worker (the phone's SDP)."""
-        self._leg_command(
-            leg_id, "set_remote", host, port, codec, dtmf_payload_type, direction, rtcp_address
+        """Apply the phone's SDP to the leg in its worker."""
+        record = self._leg(leg_id)
+        record.codec = codec  # links made later carry the leg's own codec
+        self._command(
+            record.worker,
+            "set_remote",
+            leg_id,
+            host,
+            port,
+            codec,
+            dtmf_payload_type,
+            direction,
+            rtcp_address,
         )
 
     def start_tone(self, leg_id: str, kind: str = "ringback") -> None:
-        """``Leg.start_tone``: a call-progress tone until ``stop_tone``."""
+        """A call-progress tone to the leg until ``stop_tone``."""
         self._leg_command(leg_id, "start_tone", kind)
 
     def stop_tone(self, leg_id: str) -> None:
-        """``Leg.stop_tone``."""
+        """Stop the leg's tone."""
         self._leg_command(leg_id, "stop_tone")
 
     def send_dtmf(self, leg_id: str, digit: str, duration_ms: int = 100) -> None:
-        """``Leg.send_dtmf``: one RFC 4733 digit towards the leg's phone."""
+        """One RFC 4733 digit towards the leg's phone."""
         self._leg_command(leg_id, "send_dtmf", digit, duration_ms)
-
-    async def leg_quality(self, leg_id: str) -> LegQuality:
-        """``MediaEngine.leg_quality`` of the leg, from its worker."""
-        result: LegQuality = await self._leg_request(leg_id, "leg_quality")
-        return result
-
-    async def stats(self, leg_id: str) -> LegStats:
-        """A snapshot of the leg's counters (``Leg.stats``)."""
-        result: LegStats = await self._leg_request(leg_id, "stats")
-        return result
-
-    async def worker_stats(self) -> list[WorkerStats]:
-        """Counters of every live worker (CPU time, clock, packets)."""
-        live = [w for w in self._workers if w.alive]
-        results = await asyncio.gather(*(self._request(w, "worker_stats", ()) for w in live))
-        return list(results)
-
-    # --- bridges ----------------------------------------------------------------------------
-
-    async def bridge(self, leg_a: str, leg_b: str) -> str:
-        """Connect two legs of the same worker; returns the bridge id.
-
-        Raises ``CrossWorkerBridge`` when they live in different workers.
-        """
-        wa, wb = self._worker_of_leg(leg_a), self._worker_of_leg(leg_b)
-        if wa != wb:
-            raise CrossWorkerBridge(
-                f"legs {leg_a!r} (worker {wa}) and {leg_b!r} (worker {wb}) are in different "
-                "media workers; create the second leg with near= the first"
-            )
-        if leg_a == leg_b:
-            raise ValueError("cannot bridge a leg to itself")
-        self._forget_membership(leg_a)
-        self._forget_membership(leg_b)
-        bridge_id: str = await self._request(self._workers[wa], "bridge", (leg_a, leg_b))
-        record = self._bridges[bridge_id] = _BridgeRecord(wa, auto=True, legs={leg_a, leg_b})
-        for leg_id in record.legs:
-            self._leg_bridge[leg_id] = bridge_id
-        return bridge_id
-
-    def unbridge(self, leg_id: str) -> None:
-        """Take the leg out of its bridge (a two-party bridge goes away)."""
-        index = self._worker_of_leg(leg_id)
-        self._forget_membership(leg_id)
-        self._command(self._workers[index], "unbridge", leg_id)
-
-    def create_bridge(
-        self, bridge_id: str, *, worker: int | None = None, near: str | None = None
-    ) -> None:
-        """An empty bridge (conference) in one worker: ``near`` a leg, ``worker``, or the
-        least loaded. Create its legs with ``create_leg(..., near=bridge_id)``."""
-        if bridge_id in self._bridges:
-            raise ValueError(f"bridge {bridge_id!r} already exists")
-        if near is not None:
-            index = self._worker_of(near)
-        elif worker is not None:
-            index = worker
-        else:
-            live = [w for w in self._workers if w.alive]
-            if not live:
-                raise WorkerDied("no media worker is alive")
-            index = min(live, key=lambda w: len(w.legs)).index
-        self._bridges[bridge_id] = _BridgeRecord(index, auto=False)
-        self._command(self._workers[index], "create_bridge", bridge_id)
-
-    def destroy_bridge(self, bridge_id: str) -> None:
-        """Remove every leg from the bridge and drop it. Idempotent."""
-        record = self._bridges.pop(bridge_id, None)
-        if record is None:
-            return
-        for leg_id in record.legs:
-            self._leg_bridge.pop(leg_id, None)
-        self._command(self._workers[record.worker], "destroy_bridge", bridge_id)
-
-    def join(self, bridge_id: str, leg_id: str) -> None:
-        """Put a leg into a bridge of its own worker (``CrossWorkerBridge`` otherwise)."""
-        record = self._bridge(bridge_id)
-        index = self._worker_of_leg(leg_id)
-        if index != record.worker:
-            raise CrossWorkerBridge(
-                f"leg {leg_id!r} is in media worker {index}, bridge {bridge_id!r} in "
-                f"{record.worker}; create the leg with near={bridge_id!r}"
-            )
-        if self._leg_bridge.get(leg_id) != bridge_id:
-            self._forget_membership(leg_id)
-            record.legs.add(leg_id)
-            self._leg_bridge[leg_id] = bridge_id
-        self._command(self._workers[index], "join", bridge_id, leg_id)
-
-    def leave(self, bridge_id: str, leg_id: str) -> None:
-        """Take a leg out of a bridge (no-op if it is not in it)."""
-        record = self._bridge(bridge_id)
-        if self._leg_bridge.get(leg_id) == bridge_id:
-            self._forget_membership(leg_id)
-        self._command(self._workers[record.worker], "leave", bridge_id, leg_id)
-
-    def set_hears(self, bridge_id: str, listener: str, speaker: str, audible: bool) -> None:
-        """``MediaEngine.set_hears`` (listen / whisper / barge)."""
-        record = self._bridge(bridge_id)
-        self._command(
-            self._workers[record.worker], "set_hears", bridge_id, listener, speaker, audible
-        )
 
     def mute(
         self, leg_id: str, *, inbound: bool | None = None, outbound: bool | None = None
     ) -> None:
-        """``MediaEngine.mute``."""
+        """``MediaEngine.mute`` in the leg's worker."""
         self._leg_command(leg_id, "mute", inbound, outbound)
 
-    async def add_tap(self, bridge_id: str, leg_id: str | None, sink: str = "null") -> str:
-        """A tap in the bridge's worker; only ``sink="null"`` (discard) exists so far."""
+    def detect_inband_dtmf(self, leg_id: str, enabled: bool = True) -> None:
+        """``MediaEngine.detect_inband_dtmf`` in the leg's worker."""
+        self._leg_command(leg_id, "detect_inband_dtmf", enabled)
+
+    # --- bridges ----------------------------------------------------------------------------
+
+    def create_bridge(self, bridge_id: str, *, near: str | None = None) -> None:
+        """An empty bridge (conference) in the worker of ``near`` or the least loaded one."""
+        if bridge_id in self._bridges:
+            raise ValueError(f"bridge {bridge_id!r} already exists")
+        w = self._place(near, None)
+        self._bridges[bridge_id] = _BridgeRecord(w.index, auto=False)
+        self._command(w.index, "create_bridge", bridge_id)
+
+    def destroy_bridge(self, bridge_id: str) -> None:
+        """Remove every leg from the bridge and drop it with its taps. Idempotent."""
+        record = self._bridges.pop(bridge_id, None)
+        if record is None:
+            return
+        for leg_id in record.legs:
+            leg = self._legs.get(leg_id)
+            if leg is not None and leg.bridge == bridge_id:
+                leg.bridge = None
+        for link in record.links.values():
+            self._unlink(record, link)
+        for tap_id in record.taps:
+            self._taps.pop(tap_id, None)
+        self._command(record.worker, "destroy_bridge", bridge_id)
+
+    def bridge(self, leg_a: str, leg_b: str) -> str:
+        """Connect two legs (each leaves its bridge first); returns the bridge id. Legs of
+        two workers are connected through a link (see the module docstring)."""
+        if leg_a == leg_b:
+            raise ValueError("cannot bridge a leg to itself")
+        a, b = self._leg(leg_a), self._leg(leg_b)
+        if a.bridge is not None and a.bridge == b.bridge:
+            current = self._bridges[a.bridge]
+            if len(current.legs) == 2:
+                return a.bridge
+        for leg_id, record in ((leg_a, a), (leg_b, b)):
+            if record.bridge is not None:
+                self._remove_member(record.bridge, leg_id)
+        bridge_id = f"~{leg_a}~{leg_b}~{next(self._ids)}"
+        self._bridges[bridge_id] = _BridgeRecord(a.worker, auto=True)
+        self._command(a.worker, "create_bridge", bridge_id)
+        self._add_member(bridge_id, leg_a)
+        self._add_member(bridge_id, leg_b)
+        return bridge_id
+
+    def unbridge(self, leg_id: str) -> None:
+        """Take the leg out of its bridge (a two-party bridge goes away)."""
+        bridge_id = self._leg(leg_id).bridge
+        if bridge_id is not None:
+            self._remove_member(bridge_id, leg_id)
+
+    def join(self, bridge_id: str, leg_id: str) -> None:
+        """Put a leg into a bridge (leaving the one it was in)."""
+        self._bridge(bridge_id)
+        record = self._leg(leg_id)
+        if record.bridge == bridge_id:
+            return
+        if record.bridge is not None:
+            self._remove_member(record.bridge, leg_id)
+        if bridge_id in self._bridges:  # leaving may have dissolved it (auto bridge)
+            self._add_member(bridge_id, leg_id)
+
+    def leave(self, bridge_id: str, leg_id: str) -> None:
+        """Take a leg out of a bridge (no-op if it is not in it)."""
+        self._bridge(bridge_id)
+        record = self._legs.get(leg_id)
+        if record is not None and record.bridge == bridge_id:
+            self._remove_member(bridge_id, leg_id)
+
+    def bridge_of(self, leg_id: str) -> str | None:
+        """Id of the bridge the leg is in (None: none, or no such leg)."""
+        record = self._legs.get(leg_id)
+        return None if record is None else record.bridge
+
+    def bridge_legs(self, bridge_id: str) -> tuple[str, ...]:
+        """Ids of the legs in a bridge, in joining order."""
+        return tuple(self._bridge(bridge_id).legs)
+
+    def set_hears(self, bridge_id: str, listener: str, speaker: str, audible: bool) -> None:
+        """``MediaEngine.set_hears`` in the bridge's worker (links stand in for their legs)."""
         record = self._bridge(bridge_id)
-        tap_id: str = await self._request(
-            self._workers[record.worker], "add_tap", (bridge_id, leg_id, sink)
+        for leg_id in (listener, speaker):
+            if leg_id not in record.legs:
+                raise KeyError(f"leg {leg_id!r} is not in bridge {bridge_id!r}")
+        self._command(
+            record.worker,
+            "set_hears",
+            bridge_id,
+            self._member(record, listener),
+            self._member(record, speaker),
+            audible,
         )
-        return f"{record.worker}:{tap_id}"
+
+    def _member(self, record: _BridgeRecord, leg_id: str) -> str:
+        """The id under which the leg is in its bridge's worker (itself, or its helper)."""
+        link = record.links.get(leg_id)
+        return leg_id if link is None else link.home
+
+    def _add_member(self, bridge_id: str, leg_id: str) -> None:
+        record = self._bridges[bridge_id]
+        leg = self._legs[leg_id]
+        if not record.legs and not record.taps and leg.worker != record.worker:
+            # An empty room moves to its first member's worker: fewer links to make.
+            self._command(record.worker, "destroy_bridge", bridge_id)
+            record.worker = leg.worker
+            self._command(record.worker, "create_bridge", bridge_id)
+        record.legs.append(leg_id)
+        leg.bridge = bridge_id
+        if leg.worker == record.worker:
+            self._command(record.worker, "join", bridge_id, leg_id)
+            return
+        n = next(self._ids)
+        link = _Link(leg_id, leg.worker, f"{_LINK_PREFIX}{n}h", f"{_LINK_PREFIX}{n}f")
+        record.links[leg_id] = link
+        held = _Held()
+        self._outbox.append(held)
+        task = asyncio.ensure_future(self._set_up_link(bridge_id, record, link, leg.codec, held))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _set_up_link(
+        self,
+        bridge_id: str,
+        record: _BridgeRecord,
+        link: _Link,
+        codec: Codec | None,
+        held: _Held,
+    ) -> None:
+        home, far = self._workers[record.worker], self._workers[link.far_worker]
+        messages: list[tuple[int, Any]] = []
+        try:
+            (home_host, home_port), (far_host, far_port) = await asyncio.gather(
+                self._create_in(home, link.home, None), self._create_in(far, link.far, None)
+            )
+        except Exception as exc:
+            log.error("media_worker.link_failed", bridge=bridge_id, leg=link.leg_id, error=str(exc))
+            # Whichever helper was made is released; the leg stays out of the bridge's audio.
+            messages = [(home.index, (0, "close_leg", (link.home,)))]
+            messages.append((far.index, (0, "close_leg", (link.far,))))
+        else:
+            # Same format as the leg: both workers relay without transcoding when they can.
+            fmt = codec if codec is not None else PCMU
+            pt = _LINK_DTMF_PT
+            messages = [
+                (
+                    far.index,
+                    (
+                        0,
+                        "set_remote",
+                        (link.far, _loopback(home_host), home_port, fmt, pt, "sendrecv", None),
+                    ),
+                ),
+                (far.index, (0, "pair", (link.leg_id, link.far, f"~{link.far}"))),
+                (
+                    home.index,
+                    (
+                        0,
+                        "set_remote",
+                        (link.home, _loopback(far_host), far_port, fmt, pt, "sendrecv", None),
+                    ),
+                ),
+                (home.index, (0, "join", (bridge_id, link.home))),
+            ]
+        held.messages = messages
+        self._flush_outbox()
+
+    def _remove_member(self, bridge_id: str, leg_id: str) -> None:
+        record = self._bridges[bridge_id]
+        if leg_id in record.legs:
+            record.legs.remove(leg_id)
+        leg = self._legs.get(leg_id)
+        if leg is not None and leg.bridge == bridge_id:
+            leg.bridge = None
+        link = record.links.pop(leg_id, None)
+        if link is not None:
+            self._unlink(record, link)
+        else:
+            self._command(record.worker, "leave", bridge_id, leg_id)
+        if record.auto and len(record.legs) < 2:
+            self.destroy_bridge(bridge_id)
+
+    def _unlink(self, record: _BridgeRecord, link: _Link) -> None:
+        # Closing the far helper ends its two-party bridge with the leg in the leg's worker.
+        self._command(record.worker, "close_leg", link.home)
+        self._command(link.far_worker, "close_leg", link.far)
+        self._workers[record.worker].legs.discard(link.home)
+        self._workers[link.far_worker].legs.discard(link.far)
+
+    # --- taps, players, injections ------------------------------------------------------------
+
+    def add_tap(self, bridge_id: str, leg_id: str | None, callback: TapCallback) -> str:
+        """Every 20 ms ``callback(pcm, rate)`` in this process with what ``leg_id`` says in
+        the bridge (the whole mix when None); ``pcm`` is read-only. Returns the tap id."""
+        record = self._bridge(bridge_id)
+        if leg_id is not None and leg_id not in record.legs:
+            raise KeyError(f"leg {leg_id!r} is not in bridge {bridge_id!r}")
+        tap_id = f"tap-{next(self._ids)}"
+        self._taps[tap_id] = _TapRecord(record.worker, callback, bridge_id)
+        record.taps.add(tap_id)
+        member = None if leg_id is None else self._member(record, leg_id)
+        self._command(record.worker, "add_tap", tap_id, bridge_id, member)
+        return tap_id
+
+    def add_tap_heard(self, leg_id: str, callback: TapCallback) -> str:
+        """Every 20 ms ``callback(pcm, rate)`` with what the leg hears. Returns the tap id."""
+        worker = self._leg(leg_id).worker
+        tap_id = f"tap-{next(self._ids)}"
+        self._taps[tap_id] = _TapRecord(worker, callback, None, leg_id)
+        self._command(worker, "add_tap_heard", tap_id, leg_id)
+        return tap_id
 
     def remove_tap(self, tap_id: str) -> None:
-        """Detach a tap returned by ``add_tap`` (idempotent)."""
-        index, _, engine_tap = tap_id.partition(":")
-        self._command(self._workers[int(index)], "remove_tap", engine_tap)
+        """Detach a tap (idempotent)."""
+        tap = self._taps.pop(tap_id, None)
+        if tap is None:
+            return
+        if tap.bridge is not None and tap.bridge in self._bridges:
+            self._bridges[tap.bridge].taps.discard(tap_id)
+        self._command(tap.worker, "remove_tap", tap_id)
 
-    # --- players, injections, detection -------------------------------------------------------
-
-    async def play(
-        self, leg_id: str, source: SourceSpec, *, mix: bool = False, interrupt_digits: str = ""
+    def play(
+        self,
+        leg_id: str,
+        source: FrameSource | SourceSpec,
+        *,
+        mix: bool = False,
+        interrupt_digits: str = "",
+        on_done: Callable[[PlaybackFinished], None] | None = None,
     ) -> str:
-        """Play prompt files or a tone to the leg; returns the player id.
-
-        ``PlaybackFinished`` arrives through ``on_event`` when it ends.
-        """
-        index = self._worker_of_leg(leg_id)
-        player_id: str = await self._request(
-            self._workers[index], "play", (leg_id, source, mix, interrupt_digits)
-        )
-        return f"{index}:{player_id}"
+        """Play a source to the leg in its worker; returns the player id. When it ends,
+        ``on_done`` and the subscribers get ``PlaybackFinished`` (in this process)."""
+        worker = self._leg(leg_id).worker
+        spec = _describe(source)
+        player_id = f"play-{next(self._ids)}"
+        self._players[player_id] = on_done
+        self._player_worker[player_id] = worker
+        self._command(worker, "play", player_id, leg_id, spec, mix, interrupt_digits)
+        return player_id
 
     def stop_play(self, player_id: str) -> None:
         """Stop a player (idempotent); ``PlaybackFinished(stopped=True)`` follows."""
-        index, _, engine_id = player_id.partition(":")
-        self._command(self._workers[int(index)], "stop_play", engine_id)
+        worker = self._player_worker.get(player_id)
+        if worker is not None:
+            self._command(worker, "stop_play", player_id)
 
-    async def inject(self, leg_id: str, source: SourceSpec) -> str:
-        """Mix prompt files or a tone into what the leg hears; returns the injection id."""
-        index = self._worker_of_leg(leg_id)
-        injection_id: str = await self._request(self._workers[index], "inject", (leg_id, source))
-        return f"{index}:{injection_id}"
+    def inject(self, leg_id: str, source: FrameSource | SourceSpec) -> str:
+        """Mix a source into what the leg hears; returns the injection id."""
+        worker = self._leg(leg_id).worker
+        spec = _describe(source)
+        injection_id = f"inj-{next(self._ids)}"
+        self._injections[injection_id] = worker
+        self._command(worker, "inject", injection_id, leg_id, spec)
+        return injection_id
 
     def stop_injection(self, injection_id: str) -> None:
         """Stop an injection (idempotent)."""
-        index, _, engine_id = injection_id.partition(":")
-        self._command(self._workers[int(index)], "stop_injection", engine_id)
-
-    def detect_inband_dtmf(self, leg_id: str, enabled: bool = True) -> None:
-        """``MediaEngine.detect_inband_dtmf``."""
-        self._leg_command(leg_id, "detect_inband_dtmf", enabled)
+        worker = self._injections.pop(injection_id, None)
+        if worker is not None:
+            self._command(worker, "stop_injection", injection_id)
 
     # --- internals ------------------------------------------------------------------------------
 
-    def _worker_of_leg(self, leg_id: str) -> int:
+    def _leg(self, leg_id: str) -> _LegRecord:
         try:
-            return self._leg_worker[leg_id]
+            return self._legs[leg_id]
         except KeyError:
             raise KeyError(f"no media leg {leg_id!r}") from None
-
-    def _worker_of(self, leg_or_bridge_id: str) -> int:
-        index = self._leg_worker.get(leg_or_bridge_id)
-        if index is not None:
-            return index
-        record = self._bridges.get(leg_or_bridge_id)
-        if record is not None:
-            return record.worker
-        raise KeyError(f"no media leg or bridge {leg_or_bridge_id!r}")
 
     def _bridge(self, bridge_id: str) -> _BridgeRecord:
         try:
@@ -896,31 +1295,39 @@ class MediaWorkerPool:
         except KeyError:
             raise KeyError(f"no bridge {bridge_id!r}") from None
 
-    def _forget_membership(self, leg_id: str) -> None:
-        """Mirror of the engine's bookkeeping: the leg left its bridge."""
-        bridge_id = self._leg_bridge.pop(leg_id, None)
-        if bridge_id is None:
-            return
-        record = self._bridges.get(bridge_id)
-        if record is None:
-            return
-        record.legs.discard(leg_id)
-        if record.auto and len(record.legs) < 2:
-            del self._bridges[bridge_id]
-            for other in record.legs:
-                self._leg_bridge.pop(other, None)
-
     def _leg_command(self, leg_id: str, op: str, *args: Any) -> None:
-        self._command(self._workers[self._worker_of_leg(leg_id)], op, leg_id, *args)
+        self._command(self._leg(leg_id).worker, op, leg_id, *args)
 
-    async def _leg_request(self, leg_id: str, op: str, *args: Any) -> Any:
-        return await self._request(self._workers[self._worker_of_leg(leg_id)], op, (leg_id, *args))
+    def _command(self, worker: int, op: str, *args: Any) -> None:
+        if self._outbox:
+            self._outbox.append((worker, (0, op, args)))
+        else:
+            self._send(worker, (0, op, args))
 
-    def _command(self, w: _WorkerHandle, op: str, *args: Any) -> None:
+    def _send(self, worker: int, message: Any) -> None:
+        w = self._workers[worker]
         if not w.alive or w.channel is None:
-            log.warning("media_worker.command_dropped", worker=w.index, op=op)
+            log.warning("media_worker.command_dropped", worker=worker, op=message[1])
             return
-        w.channel.send((0, op, args))
+        w.channel.send(message)
+
+    def _flush_outbox(self, *, force: bool = False) -> None:
+        """Send what waits in order, up to the first link still being set up."""
+        outbox = self._outbox
+        while outbox:
+            head = outbox[0]
+            if isinstance(head, _Held):
+                if head.messages is None and not force:
+                    return
+                for worker, message in head.messages or ():
+                    self._send(worker, message)
+            else:
+                self._send(*head)
+            outbox.popleft()
+        drained, self._drained = self._drained, []
+        for future in drained:
+            if not future.done():
+                future.set_result(None)
 
     def _request(self, w: _WorkerHandle, op: str, args: tuple[Any, ...]) -> asyncio.Future[Any]:
         loop = self._loop
@@ -929,8 +1336,8 @@ class MediaWorkerPool:
         if not w.alive or w.channel is None:
             future.set_exception(WorkerDied(f"media worker {w.index} is dead"))
             return future
-        req_id = self._next_id
-        self._next_id += 1
+        req_id = self._next_req
+        self._next_req += 1
         w.pending[req_id] = future
         w.channel.send((req_id, op, args))
         return future
@@ -938,22 +1345,22 @@ class MediaWorkerPool:
     def _make_on_message(self, w: _WorkerHandle) -> Callable[[Any], None]:
         def on_message(message: Any) -> None:
             kind = message[0]
-            if kind == "ev":
-                event = message[1]
-                if isinstance(event, PlaybackFinished):  # ids as play() returned them
-                    event = dataclasses.replace(event, player_id=f"{w.index}:{event.player_id}")
-                self._dispatch(event)
+            if kind == "t":
+                self._tap_frame(message[1], message[2], message[3])
+            elif kind == "ev":
+                self._dispatch(message[1])
+            elif kind == "s":
+                self._snapshot(message[1])
             elif kind == "ok":
                 future = w.pending.pop(message[1], None)
                 if future is not None and not future.done():
                     future.set_result(message[2])
             elif kind == "err":
                 _, req_id, type_name, text, op = message
-                error = _remote_error(type_name, text)
                 future = w.pending.pop(req_id, None)
                 if future is not None:
                     if not future.done():
-                        future.set_exception(error)
+                        future.set_exception(_remote_error(type_name, text))
                 else:
                     log.warning(
                         "media_worker.command_failed",
@@ -969,19 +1376,34 @@ class MediaWorkerPool:
 
         return on_message
 
-    def _dispatch(self, event: MediaEvent) -> None:
-        if isinstance(event, LegInactive) and self.on_inactive is not None:
-            try:
-                self.on_inactive(event.leg_id)
-            except Exception:
-                log.exception("media_worker.on_inactive_failed", leg=event.leg_id)
-        handler = self.on_event
-        if handler is None:
-            return
+    def _tap_frame(self, tap_id: str, data: bytes, rate: int) -> None:
+        tap = self._taps.get(tap_id)
+        if tap is None:
+            return  # removed while the frame was on its way
         try:
-            handler(event)
+            tap.callback(np.frombuffer(data, dtype=np.int16), rate)
         except Exception:
-            log.exception("media_worker.on_event_failed", kind=type(event).__name__)
+            log.exception("media.tap_failed", tap=tap_id)
+
+    def _snapshot(self, snapshot: dict[str, tuple[LegStats, LegQuality]]) -> None:
+        for leg_id, (stats, quality) in snapshot.items():
+            record = self._legs.get(leg_id)
+            if record is not None:
+                record.stats = stats
+                record.quality = quality
+
+    def _dispatch(self, event: MediaEvent) -> None:
+        if event.leg_id.startswith(_LINK_PREFIX):
+            return  # a link's helper: the leg it stands for reports for itself
+        if isinstance(event, PlaybackFinished):
+            self._player_worker.pop(event.player_id, None)
+            on_done = self._players.pop(event.player_id, None)
+            if on_done is not None:
+                try:
+                    on_done(event)
+                except Exception:
+                    log.exception("media.on_done_failed", player=event.player_id)
+        self._events.publish(event)
 
     def _detach(self, w: _WorkerHandle) -> None:
         w.alive = False
@@ -1005,17 +1427,28 @@ class MediaWorkerPool:
             w.ready.set_exception(error)
         if self._closed:
             return
-        legs = sorted(w.legs)
+        legs = sorted(leg for leg in w.legs if not leg.startswith(_LINK_PREFIX))
         w.legs.clear()
         log.error("media_worker.lost", worker=w.index, pid=w.pid, legs=len(legs))
-        for bridge_id in [b for b, r in self._bridges.items() if r.worker == w.index]:
-            del self._bridges[bridge_id]
-        for leg_id in legs:
-            self._leg_worker.pop(leg_id, None)
-            self._leg_bridge.pop(leg_id, None)
+        # Bridges held there are gone; links through it are useless.
+        for bridge_id, record in list(self._bridges.items()):
+            if record.worker == w.index:
+                self.destroy_bridge(bridge_id)
+            else:
+                for leg_id, link in list(record.links.items()):
+                    if link.far_worker == w.index:
+                        record.links.pop(leg_id)
+                        self._command(record.worker, "close_leg", link.home)
+        for player_id, worker in list(self._player_worker.items()):
+            if worker == w.index:
+                self._dispatch(PlaybackFinished("", player_id, stopped=True))
         # The calls lost their media: report every leg as inactive so they get hung up.
         for leg_id in legs:
+            gone = self._legs.pop(leg_id, None)
+            if gone is not None and gone.bridge is not None and gone.bridge in self._bridges:
+                self._remove_member(gone.bridge, leg_id)
             self._dispatch(LegInactive(leg_id))
+            self._dispatch(LegClosed(leg_id))
         self._reap(w, time.monotonic() + _CLOSE_TIMEOUT)
 
     def _reap(self, w: _WorkerHandle, deadline: float) -> None:

@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
+import numpy as np
 import pytest
 
-from media import PCMU, DtmfReceived, LegInactive, MediaError, MediaEvent, PlaybackFinished
-from media.rtp import RtpPacket, TelephoneEvent
-from media.workers import (
-    CrossWorkerBridge,
-    MediaWorkerPool,
-    RemoteLeg,
-    ToneSpec,
-    split_ports,
+from media import (
+    PCMU,
+    DtmfReceived,
+    LegClosed,
+    LegInactive,
+    MediaError,
+    MediaEvent,
+    PlaybackFinished,
+    Playlist,
+    ToneSource,
 )
+from media.g711 import ulaw_encode
+from media.rtp import RtpPacket, TelephoneEvent
+from media.workers import MediaWorkerPool, RemoteLeg, ToneSpec, split_ports
 
 HOST = "127.0.0.1"
 RECV_TIMEOUT = 3.0
@@ -86,23 +93,66 @@ def events() -> Events:
 @pytest.fixture
 async def pool(events: Events) -> AsyncIterator[MediaWorkerPool]:
     base = random.randrange(20000, 60000 - 400, 2)
-    p = MediaWorkerPool(HOST, base, base + 399, workers=2, on_event=events, inactivity_timeout=30.0)
+    p = MediaWorkerPool(HOST, base, base + 399, workers=2, inactivity_timeout=30.0)
+    p.subscribe(events)
     await p.start()
     yield p
     await p.close()
 
 
+def tone_payload(k: int, freq: float = 1000.0) -> bytes:
+    t = (np.arange(160) + 160 * k) / 8000
+    return ulaw_encode((8000 * np.sin(2 * np.pi * freq * t)).astype(np.int16))
+
+
+def level(packet: RtpPacket) -> float:
+    from media.g711 import ulaw_decode
+
+    return float(np.abs(ulaw_decode(packet.payload).astype(np.int32)).mean())
+
+
+async def drain(phone: Phone) -> None:
+    while not phone.queue.empty():
+        phone.queue.get_nowait()
+
+
+async def talk(phone: Phone, leg: RemoteLeg, frames: int, seq: int = 0) -> None:
+    """Send ``frames`` 20 ms frames of a 1 kHz tone, paced like a phone."""
+    for k in range(frames):
+        phone.send(rtp(seq + k, 160 * (seq + k), payload=tone_payload(seq + k)), leg)
+        await asyncio.sleep(0.02)
+
+
+async def loudest(phone: Phone, wait: float = 0.6) -> float:
+    """The loudest packet a phone received within ``wait`` seconds (0 if none)."""
+    best = 0.0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait):
+            while True:
+                best = max(best, level(await phone.recv()))
+    return best
+
+
 async def call(
-    pool: MediaWorkerPool, a: str = "a", b: str = "b"
+    pool: MediaWorkerPool, a: str = "a", b: str = "b", *, split: bool = False
 ) -> tuple[Phone, Phone, RemoteLeg, RemoteLeg]:
+    """Two legs bridged: in one worker (``near``), or one in each (``split``)."""
     phone_a, phone_b = await make_phone(), await make_phone()
-    leg_a = await pool.create_leg(a)
-    leg_b = await pool.create_leg(b, near=a)
-    assert leg_a.worker == leg_b.worker
+    leg_a = await pool.create_leg(a, worker=0 if split else None)
+    leg_b = await pool.create_leg(b, worker=1) if split else await pool.create_leg(b, near=a)
+    assert (leg_a.worker != leg_b.worker) == split
     pool.set_remote(a, HOST, phone_a.port, PCMU, 101)
     pool.set_remote(b, HOST, phone_b.port, PCMU, 101)
-    await pool.bridge(a, b)
+    pool.bridge(a, b)
+    await settle(pool)
     return phone_a, phone_b, leg_a, leg_b
+
+
+async def settle(pool: MediaWorkerPool) -> None:
+    """Wait until every worker applied the commands given so far (``stats`` is answered
+    after them: one ordered stream per worker, link set-ups first)."""
+    async with asyncio.timeout(RECV_TIMEOUT):
+        await pool.stats()
 
 
 def test_port_range_is_split_on_even_boundaries() -> None:
@@ -118,16 +168,18 @@ async def test_legs_spread_and_near_keeps_a_call_in_one_worker(pool: MediaWorker
     z = await pool.create_leg("z", near="y")
     assert z.worker == y.worker
     assert z.local_port % 2 == 0 and z.local_port != y.local_port
-    with pytest.raises(CrossWorkerBridge):
-        await pool.bridge("x", "y")
+    assert pool.leg_address("z") == z
+    w = await pool.create_leg("w", near="nobody")  # an unknown hint is only a hint
+    assert w.worker == x.worker
     with pytest.raises(ValueError, match="already exists"):
         await pool.create_leg("x")
-    pool.create_bridge("conf", near="x")
-    with pytest.raises(CrossWorkerBridge):
-        pool.join("conf", "y")
+    pool.create_bridge("conf", near="y")
+    assert pool.worker_of("conf") == y.worker
 
 
-async def test_relay_rewrites_ssrc_in_the_worker(pool: MediaWorkerPool) -> None:
+async def test_relay_in_one_worker_and_counters_reach_the_main_process(
+    pool: MediaWorkerPool,
+) -> None:
     phone_a, phone_b, leg_a, leg_b = await call(pool)
     for k in range(5):
         phone_a.send(rtp(100 + k, 1000 + 160 * k), leg_a)
@@ -139,17 +191,142 @@ async def test_relay_rewrites_ssrc_in_the_worker(pool: MediaWorkerPool) -> None:
     phone_b.send(rtp(7, 0, ssrc=0x22222222), leg_b)
     back = await phone_a.recv()
     assert back.ssrc not in (0x22222222, got[0].ssrc)
-    assert (await pool.stats("a")).packets_in == 5
-    quality = await pool.leg_quality("a")
+    async with asyncio.timeout(3):  # workers report counters once a second
+        while pool.leg_stats("a").packets_in < 5:
+            await asyncio.sleep(0.05)
+    assert pool.leg_stats("a").packets_in == 5
+    quality = pool.leg_quality("a")
     assert 4 <= quality.packets_received <= 5  # RFC 3550 §A.1 probation may skip the first
     assert quality.packets_lost == 0
     with pytest.raises(KeyError):
-        await pool.leg_quality("nobody")
+        pool.leg_quality("nobody")
     phone_a.close()
     phone_b.close()
 
 
-async def test_tone_and_played_tone_reach_the_phone(pool: MediaWorkerPool, events: Events) -> None:
+async def test_bridge_across_workers_carries_audio_both_ways(
+    pool: MediaWorkerPool, events: Events
+) -> None:
+    phone_a, phone_b, leg_a, leg_b = await call(pool, split=True)
+    bridge_id = pool.bridge_of("a")
+    assert bridge_id is not None and pool.bridge_of("b") == bridge_id
+    assert pool.bridge_legs(bridge_id) == ("a", "b")
+    await talk(phone_a, leg_a, 10)
+    heard_b = [await phone_b.recv() for _ in range(5)]
+    assert all(p.ssrc != 0x11111111 for p in heard_b)
+    assert max(level(p) for p in heard_b) > 1000  # the tone, relayed twice over loopback
+    phone_b.send(rtp(1, 0, ssrc=0x22222222, payload=tone_payload(0)), leg_b)
+    assert level(await phone_a.recv()) > 1000
+    pool.unbridge("a")
+    assert pool.bridge_of("a") is None and pool.bridge_of("b") is None
+    with pytest.raises(KeyError):
+        pool.bridge_legs(bridge_id)
+    await asyncio.sleep(0.2)
+    await drain(phone_b)
+    await talk(phone_a, leg_a, 5, seq=50)
+    assert await loudest(phone_b, 0.3) == 0.0  # the link is gone
+    # The helper legs of the link closed without a trace for subscribers.
+    closed = []
+    while not events.queue.empty():
+        event = events.queue.get_nowait()
+        if isinstance(event, LegClosed):
+            closed.append(event.leg_id)
+    assert closed == []
+    phone_a.close()
+    phone_b.close()
+
+
+async def test_conference_across_workers_with_whisper_and_taps(pool: MediaWorkerPool) -> None:
+    phones = [await make_phone() for _ in range(3)]
+    legs = [await pool.create_leg(name, worker=i % 2) for i, name in enumerate("xyz")]
+    for phone, leg in zip(phones, legs, strict=True):
+        pool.set_remote(leg.leg_id, HOST, phone.port, PCMU, 101)
+    pool.create_bridge("room")
+    for leg in legs:
+        pool.join("room", leg.leg_id)
+    await settle(pool)
+    assert pool.bridge_legs("room") == ("x", "y", "z")
+    home = pool.worker_of("room")
+    assert home == legs[0].worker  # an empty room moves to its first member
+    frames: list[tuple[np.ndarray, int]] = []
+    tap = pool.add_tap("room", "y", lambda pcm, rate: frames.append((pcm.copy(), rate)))
+    await settle(pool)
+    # y (in the other worker) speaks: x and z hear it, the tap gets y's decoded voice.
+    await talk(phones[1], legs[1], 25)
+    assert await loudest(phones[0]) > 1000
+    assert await loudest(phones[2]) > 1000
+    assert frames and {rate for _, rate in frames} == {8000}
+    assert max(float(np.abs(pcm.astype(np.int32)).mean()) for pcm, _ in frames) > 1000
+    # Whisper: z stops hearing y, x still does.
+    pool.set_hears("room", "z", "y", False)
+    await settle(pool)
+    await asyncio.sleep(0.1)
+    for phone in phones:
+        await drain(phone)
+    await talk(phones[1], legs[1], 25, seq=100)
+    assert await loudest(phones[0]) > 1000
+    assert await loudest(phones[2]) < 100
+    pool.remove_tap(tap)
+    await asyncio.sleep(0.1)
+    count = len(frames)
+    await asyncio.sleep(0.2)
+    assert len(frames) == count
+    pool.leave("room", "y")
+    assert pool.bridge_of("y") is None and pool.bridge_legs("room") == ("x", "z")
+    pool.destroy_bridge("room")
+    assert pool.bridge_of("x") is None
+    for phone in phones:
+        phone.close()
+
+
+async def test_heard_tap_and_players_with_on_done(
+    pool: MediaWorkerPool, events: Events, tmp_path: Any
+) -> None:
+    import soundfile
+
+    phone = await make_phone()
+    await pool.create_leg("p")
+    pool.set_remote("p", HOST, phone.port, PCMU, 101)
+    heard: list[np.ndarray] = []
+    tap = pool.add_tap_heard("p", lambda pcm, rate: heard.append(pcm.copy()))
+    await settle(pool)
+    done: list[PlaybackFinished] = []
+    # A playlist of a file: the worker loads it (off its loop) and plays it.
+    wav = tmp_path / "beep.wav"
+    t = np.arange(1600) / 8000
+    soundfile.write(wav, (0.3 * np.sin(2 * np.pi * 440 * t)), 8000)
+    player = pool.play("p", Playlist([str(wav)], 8000), on_done=done.append)
+    finished: PlaybackFinished = await events.next(PlaybackFinished)
+    assert finished == PlaybackFinished("p", player) and done == [finished]
+    assert max([level(await phone.recv()) for _ in range(3)]) > 500
+    assert heard and max(float(np.abs(p.astype(np.int32)).mean()) for p in heard) > 500
+    pool.remove_tap(tap)
+    # Any picklable source plays from a copy; stopping it reports stopped=True.
+    looping = pool.play("p", ToneSource("ringback", "us", 8000), on_done=done.append)
+    await phone.recv()
+    pool.stop_play(looping)
+    stopped: PlaybackFinished = await events.next(PlaybackFinished)
+    assert stopped.player_id == looping and stopped.stopped and done[-1] == stopped
+    pool.stop_play(looping)  # idempotent
+    # Sources that cannot cross a process boundary are refused at once.
+    with pytest.raises(TypeError, match="cannot be sent"):
+        pool.play("p", cast(Any, _Unpicklable()))
+    injection = pool.inject("p", ToneSpec("dial", duration=1.0))
+    pool.stop_injection(injection)
+    phone.close()
+
+
+class _Unpicklable:
+    rate = 8000
+
+    def __init__(self) -> None:
+        self.lock = __import__("threading").Lock()
+
+    def read(self) -> None:
+        return None
+
+
+async def test_tone_reaches_the_phone(pool: MediaWorkerPool) -> None:
     phone = await make_phone()
     await pool.create_leg("t")
     pool.set_remote("t", HOST, phone.port, PCMU, 101)
@@ -158,18 +335,14 @@ async def test_tone_and_played_tone_reach_the_phone(pool: MediaWorkerPool, event
     assert first.payload_type == 0 and len(first.payload) == 160
     assert first.payload != b"\xff" * 160  # not silence
     pool.stop_tone("t")
-    player = await pool.play("t", ToneSpec("dial", duration=0.1))
-    done: PlaybackFinished = await events.next(PlaybackFinished)
-    assert done.leg_id == "t"
-    assert done.player_id == player
-    assert not done.stopped
     phone.close()
 
 
-async def test_rfc4733_digit_arrives_in_the_main_process(
-    pool: MediaWorkerPool, events: Events
+@pytest.mark.parametrize("split", [False, True])
+async def test_rfc4733_digit_arrives_once_in_the_main_process(
+    pool: MediaWorkerPool, events: Events, split: bool
 ) -> None:
-    phone_a, _phone_b, leg_a, _leg_b = await call(pool)
+    phone_a, _phone_b, leg_a, _leg_b = await call(pool, split=split)
     ts = 8000
     for k, (end, duration) in enumerate([(False, 160), (False, 320), (True, 480), (True, 480)]):
         event = TelephoneEvent(5, end=end, volume=10, duration=duration).serialize()
@@ -177,6 +350,16 @@ async def test_rfc4733_digit_arrives_in_the_main_process(
     digit: DtmfReceived = await events.next(DtmfReceived)
     assert (digit.leg_id, digit.digit, digit.source) == ("a", "5", "rfc4733")
     assert digit.duration_ms == 60
+    with pytest.raises(TimeoutError):  # the link's helper legs do not report it again
+        await events.next(DtmfReceived, timeout=0.5)
+
+
+async def test_close_leg_publishes_leg_closed(pool: MediaWorkerPool, events: Events) -> None:
+    await pool.create_leg("gone")
+    pool.close_leg("gone")
+    pool.close_leg("gone")
+    assert "gone" not in pool
+    assert (await events.next(LegClosed)).leg_id == "gone"
 
 
 async def test_killed_worker_reports_its_legs_inactive(
@@ -200,9 +383,9 @@ async def test_killed_worker_reports_its_legs_inactive(
     assert not pool.alive(victim)
     assert "a" not in pool and "c" in pool
     with pytest.raises(KeyError):
-        await pool.stats("a")
+        pool.leg_stats("a")
     assert (await pool.create_leg("d")).worker == c.worker  # the survivor takes new legs
-    assert (await pool.stats("c")).packets_in == 0
+    assert pool.leg_stats("c").packets_in == 0
 
 
 async def test_close_leaves_no_processes(events: Events) -> None:
@@ -210,6 +393,7 @@ async def test_close_leaves_no_processes(events: Events) -> None:
     pool = MediaWorkerPool(HOST, base, base + 99, workers=2, on_event=events)
     await pool.start()
     await pool.create_leg("a")
+    assert len(await pool.stats()) == 2
     pids = [p for p in pool.pids() if p is not None]
     assert len(pids) == 2
     await pool.close()
