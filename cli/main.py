@@ -9,6 +9,7 @@ works without the SIP core.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 from enum import StrEnum
@@ -123,6 +124,14 @@ def serve(
         _run_server(run, cfg, config_dir, config_path.resolve())
     except KeyboardInterrupt:
         log.info("server_interrupted")
+    except OSError as exc:
+        # pbx.stack.ListenError names the SIP socket it could not open (cli does not import
+        # pbx, hence the attribute): one line and what to do, not a traceback.
+        if getattr(exc, "socket", None) is None:
+            raise
+        advice = "stop it or change" if exc.errno == errno.EADDRINUSE else "change"
+        typer.echo(f"{exc}: {advice} sip.listen in {config_path}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _run_server(run: Any, cfg: Any, config_dir: Path, config_file: Path) -> None:

@@ -17,6 +17,7 @@ exception).
 from __future__ import annotations
 
 import asyncio
+import errno
 import re
 import secrets
 import socket
@@ -37,7 +38,14 @@ from .transaction import (
 )
 from .transport import Address, TcpTransport, UdpTransport
 
-__all__ = ["ListenSpec", "ResponseCallback", "SipStack", "TimeoutCallback", "new_tag"]
+__all__ = [
+    "ListenError",
+    "ListenSpec",
+    "ResponseCallback",
+    "SipStack",
+    "TimeoutCallback",
+    "new_tag",
+]
 
 log = structlog.get_logger("pbx.stack")
 
@@ -54,6 +62,33 @@ class ListenSpec:
     transport: str  # "UDP" or "TCP"
     host: str
     port: int
+
+    def __str__(self) -> str:
+        return f"{self.transport.lower()} {self.host}:{self.port}"
+
+
+class ListenError(OSError):
+    """A listen socket could not be opened. Still an ``OSError`` (same ``errno``), and it
+    names the socket, which the operating system's error does not."""
+
+    def __init__(self, spec: ListenSpec, cause: OSError) -> None:
+        # uvloop raises a bare "could not bind" OSError with the system's error as context.
+        found: BaseException | None = cause
+        while isinstance(found, OSError) and found.errno is None:
+            found = found.__cause__ or found.__context__
+        system = found if isinstance(found, OSError) else cause
+        super().__init__(system.errno, system.strerror or str(cause))
+        self.spec = spec
+        self.socket = str(spec)
+
+    def __str__(self) -> str:
+        if self.errno == errno.EADDRINUSE:
+            return f"another process is using {self.spec}"
+        if self.errno == errno.EACCES:
+            return f"no permission to listen on {self.spec}"
+        if self.errno == errno.EADDRNOTAVAIL:
+            return f"{self.spec}: {self.spec.host} is not an address of this machine"
+        return f"cannot listen on {self.spec}: {self.strerror}"
 
 
 class SipStack:
@@ -84,14 +119,20 @@ class SipStack:
     # -- lifecycle -------------------------------------------------------------------
 
     async def listen(self, specs: list[ListenSpec]) -> None:
+        """Open every listen socket; :class:`ListenError` names the one that failed."""
         self._loop = asyncio.get_running_loop()
         for spec in specs:
-            if spec.transport.upper() == "UDP":
-                self._udp.append(await UdpTransport.listen(spec.host, spec.port, self._datagram))
-            elif spec.transport.upper() == "TCP":
-                self._tcp.append(await TcpTransport.listen(spec.host, spec.port, self._message))
-            else:
-                raise ValueError(f"unsupported transport {spec.transport}")
+            try:
+                if spec.transport.upper() == "UDP":
+                    udp = await UdpTransport.listen(spec.host, spec.port, self._datagram)
+                    self._udp.append(udp)
+                elif spec.transport.upper() == "TCP":
+                    tcp = await TcpTransport.listen(spec.host, spec.port, self._message)
+                    self._tcp.append(tcp)
+                else:
+                    raise ValueError(f"unsupported transport {spec.transport}")
+            except OSError as exc:
+                raise ListenError(spec, exc) from exc
             log.info(
                 "sip_listening", transport=spec.transport.upper(), host=spec.host, port=spec.port
             )

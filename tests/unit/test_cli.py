@@ -246,3 +246,25 @@ def test_acd_queue_log_export(tmp_path: Path) -> None:
     ]
     later = runner.invoke(app, ["acd", "queue-log", str(tmp_path), "--since", "2026-01-03"])
     assert later.exit_code == 0 and later.output == ""
+
+
+def test_serve_on_a_busy_port_prints_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))  # the "first switchboard" holds this port
+        port = busy.getsockname()[1]
+        cfg = tmp_path / "switchboard.yaml"
+        cfg.write_text(
+            f"sip: {{listen: [{{transport: udp, host: 127.0.0.1, port: {port}}}]}}\n"
+            "rtp: {host: 127.0.0.1}\n"
+            'store: {url: "sqlite+aiosqlite:///sb.db"}\n'
+        )
+        result = runner.invoke(app, ["serve", "-c", str(cfg)])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    problem = [line for line in result.stderr.splitlines() if "sip.listen" in line]
+    assert problem == [
+        f"another process is using udp 127.0.0.1:{port}: stop it or change sip.listen in {cfg}"
+    ]
+    assert "Traceback" not in result.output
