@@ -2,25 +2,27 @@
 
 Theory of operation
 -------------------
-The :class:`acd.Acd` decides; this host carries the decisions out on SIP calls and feeds every
-relevant happening back, with the wall clock (``time.time()``) as the ACD's clock:
+The :class:`acd.Acd` decides; this host carries the decisions out on SIP calls through the
+call-control seam (:class:`pbx.control.CallControl`: call ids, commands and events) and feeds
+every relevant happening back, with the wall clock (``time.time()``) as the ACD's clock:
 
-- A caller reaches a queue (a dialplan destination of kind ``queue`` or an IVR ``queue``
-  node): the call is answered, hears the queue's music, and joins the ACD. Their digits go to
-  the queue (exit key, callback key).
+- A caller reaches a queue (a dialplan destination of kind ``queue``, an IVR ``queue`` node,
+  another queue's overflow): the seam publishes ``CallArrived``; the caller hears the queue's
+  music and joins the ACD. Their digits (``DtmfReceived``) go to the queue (exit key,
+  callback key).
 - :class:`acd.Offer` rings the agent's extension(s) with the caller (the caller keeps their
-  music). The first answer is connected (:meth:`pbx.b2bua.Call.accept`); a phone that
-  refuses or stops ringing is reported as a missed offer; :class:`acd.CancelOffer` stops the
-  ringing.
-- The end of a call is reported as an abandon (still waiting) or a completion by the agent
-  or the caller; a transfer as a transfer.
+  music). The first ``OfferAnswered`` is connected (``accept_offer``); ``OfferRejected`` is a
+  missed offer; :class:`acd.CancelOffer` stops the ringing (``cancel_offer``).
+- ``CallEnded`` is reported as an abandon (still waiting) or a completion by the agent or the
+  caller; a transfer as a transfer.
 - Any other call an agent is on — outbound, internal, direct — makes them busy for the ACD:
-  the B2BUA reports every party whose dialog is up, the media engine every leg that closes.
-- Agents log in, out, pause (with a reason digit), unpause and end wrap-up with feature codes;
-  supervisors listen (4), whisper (5), barge (6) or intercept (7) with codes + the agent's
-  extension, switching modes during the call with those digits.
-- :class:`acd.DialCallback` calls the agent (or the customer) first, then the other, and
-  connects them.
+  ``LegAnswered`` for every party whose dialog comes up, ``LegClosed`` for every leg released.
+- Agents log in, out, pause (with a reason digit), unpause and end wrap-up with feature codes
+  the host claims on the seam (``FeatureCodeDialled``); supervisors listen (4), whisper (5),
+  barge (6) or intercept (7) with codes + the agent's extension, switching modes during the
+  call with those digits.
+- :class:`acd.DialCallback` originates a call to the agent (or the customer) first, then
+  offers it to the other, and connects them.
 
 The queue event log and agent state log are written to the store in order by one writer
 task, and each event is also logged (``queue_event``, ``agent_state``).
@@ -31,9 +33,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,106 +53,85 @@ from acd import (
     Offer,
     OfferCallback,
     QueueConfig,
-    RuleStep,
-    Strategy,
-    WrapUpMode,
-    parse_requirements,
 )
-from config import SwitchboardConfig
 from crm import AgentStateData, CallbackRequestData, QueueEventData, Store
 from ivr import LANGUAGES, PromptSets, say_number
-from ivr.host import IvrHost
-from media import Playlist, ToneSource, load_prompt
-from pbx.b2bua import Call, CallApplication
-from pbx.dialplan import RouteDecision
-from pbx.features import Feature, FeatureRequest
-from pbx.message import Request, make_response
-from pbx.server import ApplicationFactory, SipServer
-from pbx.stack import new_tag
+from pbx.control import CallControl
+from pbx.events import (
+    CallAnswered,
+    CallArrived,
+    CallEnded,
+    CallEvent,
+    ConnectFailed,
+    DtmfReceived,
+    FeatureCodeDialled,
+    LegAnswered,
+    LegClosed,
+    OfferAnswered,
+    OfferRejected,
+    OriginateAnswered,
+    OriginateFailed,
+    PlaybackFinished,
+)
 
-__all__ = ["AcdHost", "acd_from_config"]
+__all__ = ["AcdCodes", "AcdHost", "AcdSettings"]
 
 log = structlog.get_logger("switchboard.acd")
 
 SUPERVISION_DIGITS = {"4": "listen", "5": "whisper", "6": "barge", "7": "intercept"}
-_SUPERVISE = {
-    Feature.SUPERVISE_LISTEN: "listen",
-    Feature.SUPERVISE_WHISPER: "whisper",
-    Feature.SUPERVISE_BARGE: "barge",
-    Feature.SUPERVISE_INTERCEPT: "intercept",
-}
 CALLBACK_RING_SECONDS = 30.0
 CALLBACK_ENTRY_SECONDS = 10.0  # silence that ends the entry of a callback number
 
 
-_SAME_QUEUE_SETTINGS = (
-    "ring_timeout",
-    "retry_delay",
-    "auto_pause_after",
-    "wrap_up",
-    "maxlen",
-    "join_empty",
-    "leave_when_empty",
-    "max_wait",
-    "overflow",
-    "progressive_step",
-    "service_level",
-    "announce_position_every",
-    "announce_every",
-    "exit_key",
-    "exit_destination",
-)
+@dataclass(frozen=True, slots=True)
+class AcdCodes:
+    """The call-center feature codes (``features:`` in the config)."""
+
+    agent_login: str = "*45"
+    agent_logout: str = "*46"
+    agent_pause: str = "*47"  # + an optional reason digit
+    agent_unpause: str = "*48"
+    wrap_up_done: str = "*49"  # + an optional wrap-up code
+    supervise_listen: str = "*51"  # + the agent's extension
+    supervise_whisper: str = "*52"
+    supervise_barge: str = "*53"
+    supervise_intercept: str = "*54"
+
+    def supervision(self) -> dict[str, str]:
+        return {
+            self.supervise_listen: "listen",
+            self.supervise_whisper: "whisper",
+            self.supervise_barge: "barge",
+            self.supervise_intercept: "intercept",
+        }
+
+    def all(self) -> list[str]:
+        return [getattr(self, name) for name in self.__dataclass_fields__]
 
 
-def acd_from_config(cfg: SwitchboardConfig) -> tuple[list[AgentConfig], list[QueueConfig]]:
-    """The ACD's agents and queues from ``agents:`` and ``queues:`` of the config."""
-    agents = [
-        AgentConfig(
-            agent_id,
-            a.name,
-            tuple(a.extensions),
-            dict(a.skills),
-            a.wrap_up,
-        )
-        for agent_id, a in cfg.agents.items()
-    ]
-    queues = []
-    for name, q in cfg.queues.items():
-        # Settings with the same name and meaning in the YAML and in the ACD are copied as
-        # they are; the rest is converted below.
-        same = {k: getattr(q, k) for k in _SAME_QUEUE_SETTINGS}
-        queues.append(
-            QueueConfig(
-                name,
-                **same,
-                strategy=Strategy(q.strategy),
-                members=tuple(q.members),
-                skill_rules=tuple(
-                    RuleStep(parse_requirements(r.require), r.wait_under) for r in q.skill_rules
-                ),
-                wrap_up_mode=WrapUpMode(q.wrap_up_mode),
-                wrap_up_codes=tuple(q.wrap_up_codes),
-                last_agent_days=q.last_agent.days,
-                last_agent_wait=q.last_agent.wait,
-                grade_priority={str(k): v for k, v in q.grade_priority.items()},
-                callback_key=q.callback.key,
-                callback_offer_after=q.callback.offer_after,
-                callback_attempts=q.callback.attempts,
-                callback_retry_delay=q.callback.retry_delay,
-                callback_agent_first=q.callback.order == "agent_first",
-            )
-        )
-    return agents, queues
+@dataclass(frozen=True, slots=True)
+class AcdSettings:
+    """Everything the host takes from the configuration (built by ``app``)."""
+
+    agents: list[AgentConfig]
+    queues: list[QueueConfig]
+    config_dir: Path
+    tone_plan: str = "us"
+    pause_reasons: Mapping[str, str] = field(default_factory=dict)
+    supervisors: frozenset[str] = frozenset()
+    queue_music: Mapping[str, list[str]] = field(default_factory=dict)
+    codes: AcdCodes = AcdCodes()
 
 
 class _Waiting:
-    """The application of a caller waiting in a queue: their digits go to the queue, or,
-    after the callback key, make up the number to call back (``#`` ends it; ``#`` alone or
-    silence means the caller's own number)."""
+    """A caller waiting in a queue: their digits go to the queue, or, after the callback
+    key, make up the number to call back (``#`` ends it; ``#`` alone or silence means the
+    caller's own number)."""
 
-    def __init__(self, host: AcdHost, call: Call) -> None:
+    def __init__(self, host: AcdHost, call_id: str, caller: str) -> None:
         self.host = host
-        self.call = call
+        self.call_id = call_id
+        self.caller = caller
         self.number: list[str] | None = None  # digits of a callback number being entered
         self._timer: asyncio.TimerHandle | None = None
 
@@ -175,108 +156,57 @@ class _Waiting:
         self._timer = asyncio.get_running_loop().call_later(CALLBACK_ENTRY_SECONDS, self._done)
 
     def _done(self) -> None:
+        self.cancel()
+        digits, self.number = "".join(self.number or ()), None
+        if self.host._waiting.get(self.call_id) is self:
+            self.host._callback_number(self.call_id, digits if len(digits) >= 3 else self.caller)
+
+    def cancel(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        digits, self.number = "".join(self.number or ()), None
-        if self.call.app is self and not self.call.ended:
-            self.host._callback_number(self.call, digits if len(digits) >= 3 else self.call.caller)
-
-    def on_hangup(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
 
 
 @dataclass(slots=True)
 class _Dial:
-    """A callback being dialled: the first leg, then the call that rings the second."""
+    """A callback being dialled: the first leg (originated), then the offer to the second."""
 
     acd_id: str
+    dial: DialCallback
+    agent_ext: str
+    first: str
+    second: str
+    origin_id: str
+    first_call: str = ""  # the id the first leg's call gets when it answers
+    leg_call: str | None = None  # the answered first leg's call
+
+
+@dataclass(slots=True)
+class _Supervising:
     agent: str
-    outbound: Any = None
-    leg_call: Call | None = None
-
-
-class _Quiet:
-    """The application of a callback leg while the other party is rung."""
-
-    def on_dtmf(self, digit: str) -> None:
-        pass
-
-    def on_hangup(self) -> None:
-        pass
-
-
-class _Supervisor:
-    """A supervisor's call joined into an agent's call; digits 4-7 switch the mode."""
-
-    def __init__(self, host: AcdHost, own: Call, target: Call, agent: str, mode: str) -> None:
-        self.host = host
-        self.own = own
-        self.target = target
-        self.agent = agent
-        self.mode = ""
-        media = host.server.media
-        bridge = media.get_leg(target.a.leg_id).bridge_id
-        if bridge is None or target.ended or target.b is None:
-            own.hang_up_caller("nothing_to_supervise")
-            return
-        self.bridge = bridge
-        media.join(bridge, own.a.leg_id)
-        target.on_end.append(self._target_ended)
-        self.switch(mode)
-
-    def _target_ended(self, _call: Call, _side: str, _cause: str) -> None:
-        if not self.own.ended and self.mode != "intercept":
-            self.own.hang_up_caller("supervised_call_ended")
-
-    def switch(self, mode: str) -> None:
-        if mode == self.mode or self.own.ended or self.target.ended or self.target.b is None:
-            return
-        media = self.host.server.media
-        sup = self.own.a.leg_id
-        caller, agent = self.target.a.leg_id, self.target.b.leg_id
-        self.host._supervision_logged(self.target, self.agent, self.own.a.ext, mode)
-        if mode == "intercept":
-            self.mode = mode
-            self.host._intercepted(self.target, self.agent)
-            self.target.take_over(self.own.a, self.own)
-            return
-        media.set_hears(self.bridge, caller, sup, mode == "barge")
-        media.set_hears(self.bridge, agent, sup, mode in ("whisper", "barge"))
-        self.mode = mode
-
-    def on_dtmf(self, digit: str) -> None:
-        mode = SUPERVISION_DIGITS.get(digit)
-        if mode is not None:
-            self.switch(mode)
-
-    def on_hangup(self) -> None:
-        pass
+    target: str | None = None  # the supervised call, once joined
+    mode: str = ""
 
 
 class AcdHost:
     """The ACD of one Switchboard process; see the module documentation."""
 
-    def __init__(
-        self,
-        server: SipServer,
-        store: Store | None,
-        cfg: SwitchboardConfig,
-        config_dir: Path,
-        ivr: IvrHost | None = None,
-    ) -> None:
-        agents, queues = acd_from_config(cfg)
-        self.acd = Acd(agents, queues)
-        self.server = server
+    def __init__(self, control: CallControl, store: Store | None, settings: AcdSettings) -> None:
+        self.acd = Acd(settings.agents, settings.queues)
+        self.control = control
         self.store = store
-        self.ivr = ivr
-        self._settings(cfg, config_dir, agents)
-        self._calls: dict[str, Call] = {}  # ACD call id -> the call carrying it
+        self._apply(settings)
+        self._calls: dict[str, str] = {}  # ACD call id -> the call carrying it
+        self._acd_of: dict[str, str] = {}  # call id -> ACD call id
+        self._waiting: dict[str, _Waiting] = {}  # by call id: callers whose digits we take
         self._surveys: dict[str, str] = {}  # ACD call id -> post-call survey flow
-        self._legs: dict[str, str] = {}  # leg id -> extension, for every party up on a call
+        self._legs: dict[str, str] = {}  # leg id -> agent, for every agent party up on a call
         self._busy: Counter[str] = Counter()
         self._own_legs: set[str] = set()  # callback legs: the ACD already knows about them
+        self._announcing: dict[str, str] = {}  # play id -> call id (music resumes after)
+        self._then_hang_up: dict[str, tuple[str, str]] = {}  # play id -> (call id, cause)
+        self._connecting: set[str] = set()  # calls overflowing to an extension
+        self._supervising: dict[str, _Supervising] = {}  # supervisor's call id -> state
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._pending_events: list[QueueEventData] = []
@@ -287,22 +217,36 @@ class AcdHost:
         self._pending_callbacks: list[tuple[str, str, Any]] = []
         self._callback_rows: dict[str, int] = {}  # ACD call id -> callback_requests id
         self._dials: dict[str, _Dial] = {}  # callbacks being dialled, by ACD call id
+        self._dial_seq = 0
         # Callers who asked for a callback and are still hearing the confirmation, and the
         # dials that wait for them to be gone.
-        self._hanging_up: dict[str, Call] = {}
+        self._hanging_up: set[str] = set()
         self._dial_later: dict[str, list[DialCallback]] = {}
-        self._acd_of: dict[str, str] = {}  # call id -> ACD call id, where they differ
         self._writer: asyncio.Task[None] | None = None
+        self._unsubscribe = control.subscribe(self._on_event)
+        control.serve("queue")
+        control.claim_feature_codes("acd", self.codes.all())
 
     # -- wiring ------------------------------------------------------------------------------
 
-    def reconfigure(self, cfg: SwitchboardConfig, config_dir: Path) -> None:
+    def _apply(self, settings: AcdSettings) -> None:
+        self.settings = settings
+        self.prompts = PromptSets.for_config(settings.config_dir)
+        self.tone_plan = settings.tone_plan
+        self.pause_reasons = dict(settings.pause_reasons)
+        self.supervisors = set(settings.supervisors)
+        self.queue_music = dict(settings.queue_music)
+        self.codes = settings.codes
+        self._agent_of_ext = {ext: a.id for a in settings.agents for ext in a.extensions}
+        self._supervise_codes = tuple(settings.codes.supervision())
+
+    def reconfigure(self, settings: AcdSettings) -> None:
         """``config reload``: new agents, queues and ACD settings; logged-in agents, waiting
         callers and calls in progress carry on (see :meth:`acd.Acd.reconfigure`)."""
-        agents, queues = acd_from_config(cfg)
-        self.acd.reconfigure(agents, queues, time.time())
-        self._settings(cfg, config_dir, agents)
-        log.info("acd_reconfigured", agents=len(agents), queues=len(queues))
+        self.acd.reconfigure(settings.agents, settings.queues, time.time())
+        self._apply(settings)
+        self.control.claim_feature_codes("acd", self.codes.all())
+        log.info("acd_reconfigured", agents=len(settings.agents), queues=len(settings.queues))
         self._pump()
         task = asyncio.get_running_loop().create_task(asyncio.to_thread(self._prewarm))
         task.add_done_callback(_log_task_error)
@@ -313,47 +257,8 @@ class AcdHost:
         playing it later logs again."""
         files = [str(f) for root in self.prompts.roots for f in sorted(root.glob("*/*.wav"))]
         files += [f for music in self.queue_music.values() for f in music]
-        for path in files:
-            try:
-                load_prompt(path, 8000)
-            except Exception as exc:
-                log.warning("prompt_not_loaded", path=path, error=str(exc))
-
-    def _settings(
-        self, cfg: SwitchboardConfig, config_dir: Path, agents: list[AgentConfig]
-    ) -> None:
-        """What the host takes from the config (at start and on every reload)."""
-        self.config = (cfg.agents, cfg.queues, cfg.acd)  # compared on reload
-        self.prompts = PromptSets.for_config(config_dir)
-        self.tone_plan = cfg.media.tone_plan
-        self.pause_reasons = dict(cfg.acd.pause_reasons)
-        self.supervisors = set(cfg.acd.supervisors)
-        self.queue_music = {
-            name: [str(config_dir / f) for f in q.music_on_hold] for name, q in cfg.queues.items()
-        }
-        self._agent_of_ext = {ext: a.id for a in agents for ext in a.extensions}
-        f = cfg.features
-        self._supervise_codes = (
-            f.supervise_listen,
-            f.supervise_whisper,
-            f.supervise_barge,
-            f.supervise_intercept,
-        )
-
-    def use_ivr(self, ivr: IvrHost | None) -> None:
-        """After a reload: the new flows send their queue callers (and callbacks) here too."""
-        self.ivr = ivr
-        if ivr is not None:
-            ivr.queue_handler = self.enqueue_from_ivr
-            ivr.callback_handler = self.add_callback
-
-    def install(self) -> None:
-        server = self.server
-        server.queue_application = self.queue_application()
-        server.acd_features = self.on_feature
-        server.b2bua.on_side_up = self._side_up
-        server.media.on_leg_closed = self._leg_closed
-        self.use_ivr(self.ivr)
+        for path, error in self.control.prewarm(files):
+            log.warning("prompt_not_loaded", path=path, error=error)
 
     async def start(self) -> None:
         """Load the prompts and queue music off the event loop (so playing them later only
@@ -398,79 +303,113 @@ class AcdHost:
         self._pump()
         return done
 
-    def supervise(self, supervisor_call: Call, agent: str, mode: str) -> CallApplication:
-        """Join ``supervisor_call`` (answered) into the agent's current call in ``mode``."""
-        target = self._agent_call(agent)
-        if target is None:
-            supervisor_call.hang_up_caller("nothing_to_supervise")
-            return _Quiet()
-        return _Supervisor(self, supervisor_call, target, agent, mode)
-
     def agent_states(self) -> dict[str, tuple[AgentState, str | None]]:
         return {a: (x.sm.state, x.sm.reason) for a, x in self.acd.agents.items()}
 
+    def add_callback(self, call_id: str, caller: str, queue: str, number: str) -> bool:
+        """An IVR ``callback`` node with a queue: the request takes its place in that queue
+        now (the caller hangs up). False if the queue does not exist."""
+        if queue not in self.acd.queues:
+            return False
+        acd_id, created = self.acd.enqueue_callback(
+            f"cb-{call_id}", queue, number, caller, time.time()
+        )
+        if not created:
+            log.info("callback_already_pending", call=call_id, number=number, pending=acd_id)
+        self._pump()
+        return True
+
+    # -- events from the seam ---------------------------------------------------------------
+
+    def _on_event(self, event: CallEvent) -> None:
+        match event:
+            case DtmfReceived(call_id=call_id, digit=digit, role="caller"):
+                waiting = self._waiting.get(call_id)
+                if waiting is not None:
+                    waiting.on_dtmf(digit)
+                elif call_id in self._supervising:
+                    self._supervisor_digit(call_id, digit)
+            case CallArrived(kind="queue"):
+                self._arrived(event)
+            case OfferAnswered():
+                self._offer_answered(event)
+            case OfferRejected():
+                self._offer_rejected(event)
+            case OriginateAnswered() | OriginateFailed():
+                self._originate_result(event)
+            case PlaybackFinished(play_id=play_id):
+                self._playback_finished(play_id)
+            case ConnectFailed(call_id=call_id) if call_id in self._connecting:
+                self._connecting.discard(call_id)
+                self.control.hangup(call_id, "overflow_failed")
+            case LegAnswered():
+                self._side_up(event)
+            case LegClosed(leg_id=leg_id):
+                self._leg_closed(leg_id)
+            case CallEnded():
+                self._call_ended(event)
+            case FeatureCodeDialled():
+                self._feature(event)
+            case CallAnswered(call_id=call_id) if call_id in self._supervising:
+                self._supervisor_answered(call_id)
+            case _:
+                pass
+
     # -- callers ------------------------------------------------------------------------------
 
-    def queue_application(self) -> ApplicationFactory:
-        """For dialplan destinations of kind ``queue``: answered calls join the queue."""
-
-        def start(call: Call, decision: RouteDecision) -> CallApplication:
-            dest = decision.destination
-            skills = list(dest.skills)
-            variables = {"skills": ",".join(skills)} | ({"skill": skills[0]} if skills else {})
-            return self.enqueue(
-                call, dest.target or decision.number, dest.priority, variables, None
-            )
-
-        return start
-
-    def enqueue_from_ivr(
-        self, call: Call, queue: str, priority: int, variables: dict[str, str], survey: str | None
-    ) -> None:
-        """An IVR ``queue`` node sends its caller here (priority 0: not given, so the
-        customer's grade may set it)."""
-        self.enqueue(call, queue, priority or None, variables, survey)
+    def _arrived(self, event: CallArrived) -> None:
+        variables = dict(event.variables)
+        if event.skills:
+            skills = list(event.skills)
+            variables |= {"skills": ",".join(skills), "skill": skills[0]}
+        self.enqueue(
+            event.call_id, event.caller, event.target, event.priority, variables, event.survey
+        )
 
     def enqueue(
         self,
-        call: Call,
+        call_id: str,
+        caller: str,
         queue: str,
         priority: int | None,
         variables: dict[str, str],
         survey: str | None,
-    ) -> CallApplication:
-        """``call`` (answered) joins ``queue`` with music on hold."""
-        app = _Waiting(self, call)
-        call.app = app
+    ) -> None:
+        """The (answered) call joins ``queue`` with music on hold."""
         if queue not in self.acd.queues:
-            log.warning("unknown_queue", call=call.id, queue=queue)
-            call.hang_up_caller("unknown_queue")
-            return app
-        self._calls[call.id] = call
-        call.on_end.append(self._call_ended)
+            log.warning("unknown_queue", call=call_id, queue=queue)
+            self.control.hangup(call_id, "unknown_queue")
+            return
+        self._waiting[call_id] = _Waiting(self, call_id, caller)
+        self._calls[call_id] = call_id
+        self._acd_of[call_id] = call_id
         if survey is not None:
-            self._surveys[call.id] = survey
-        self._music(call, queue)
+            self._surveys[call_id] = survey
+        self._music(call_id, queue)
         grade = variables.get("customer.grade")
         needs_grade = bool(self.acd.queues[queue].cfg.grade_priority) and priority is None
         if grade is None and needs_grade and self.store is not None:
             task = asyncio.get_running_loop().create_task(
-                self._join_with_grade(call, queue, variables)
+                self._join_with_grade(call_id, caller, queue, variables)
             )
             task.add_done_callback(_log_task_error)
-            return app
-        self._join(call, queue, priority, variables, grade)
-        return app
+            return
+        self._join(call_id, caller, queue, priority, variables, grade)
 
-    async def _join_with_grade(self, call: Call, queue: str, variables: dict[str, str]) -> None:
+    async def _join_with_grade(
+        self, call_id: str, caller: str, queue: str, variables: dict[str, str]
+    ) -> None:
         assert self.store is not None
-        customer = await self.store.find_customer_by_number(call.caller)
-        if not call.ended:
-            self._join(call, queue, None, variables, customer.grade if customer else None)
+        customer = await self.store.find_customer_by_number(caller)
+        if call_id in self._waiting:
+            self._join(
+                call_id, caller, queue, None, variables, customer.grade if customer else None
+            )
 
     def _join(
         self,
-        call: Call,
+        call_id: str,
+        caller: str,
         queue: str,
         priority: int | None,
         variables: dict[str, str],
@@ -479,76 +418,74 @@ class AcdHost:
         refused_before: bool = False,
     ) -> None:
         result = self.acd.enqueue(
-            call.id,
+            call_id,
             queue,
-            call.caller,
+            caller,
             time.time(),
             priority=priority,
             variables=variables,
             grade=grade,
         )
         if not result.joined:
-            log.info("queue_join_refused", call=call.id, queue=queue, reason=result.reason)
+            log.info("queue_join_refused", call=call_id, queue=queue, reason=result.reason)
             overflow = self.acd.queues[queue].cfg.overflow
             kind, _, target = (overflow or "").partition(":")
             if kind == "queue" and not refused_before and target in self.acd.queues:
-                self._join(call, target, priority, variables, grade, refused_before=True)
+                self._join(call_id, caller, target, priority, variables, grade, refused_before=True)
                 return
             if kind == "callback":
                 # Full or empty: the caller is called back, and keeps this moment as their place.
-                self.acd.enqueue_callback(call.id, queue, call.caller, call.caller, time.time())
-            self._route_exit(call, result.reason or "full", overflow)
+                self.acd.enqueue_callback(call_id, queue, caller, caller, time.time())
+            self._calls.pop(call_id, None)
+            self._route_exit(call_id, result.reason or "full", overflow)
         self._pump()
 
     def _caller_digit(self, waiting: _Waiting, digit: str) -> None:
-        call = waiting.call
-        if call.id not in self.acd.calls:
+        call_id = waiting.call_id
+        if call_id not in self.acd.calls:
             return
-        cfg = self.acd.queues[self.acd.calls[call.id].queue].cfg
+        cfg = self.acd.queues[self.acd.calls[call_id].queue].cfg
         if digit == cfg.callback_key:
             # Confirm this number with # or enter another; the caller keeps waiting meanwhile.
-            self._announce(call, ["callback-number"])
+            self._announce(call_id, ["callback-number"])
             waiting.collect_number()
             return
-        if self.acd.exit_with_key(call.id, digit, time.time()):
+        if self.acd.exit_with_key(call_id, digit, time.time()):
             self._pump()
 
-    def _callback_number(self, call: Call, number: str) -> None:
-        if call.id not in self.acd.calls or not self.acd.is_waiting(call.id):
+    def _callback_number(self, call_id: str, number: str) -> None:
+        if call_id not in self.acd.calls or not self.acd.is_waiting(call_id):
             return
-        acd_id, created = self.acd.request_callback(call.id, number, time.time())
+        acd_id, created = self.acd.request_callback(call_id, number, time.time())
         if not created:
-            log.info("callback_already_pending", call=call.id, number=number, pending=acd_id)
+            log.info("callback_already_pending", call=call_id, number=number, pending=acd_id)
         self._pump()
-        self._calls.pop(call.id, None)
+        self._calls.pop(call_id, None)
         if created:
             # Not dialled back while this call is still being hung up (their phone is busy).
-            self._hanging_up[call.id] = call
-            call.on_end.append(lambda c, who, cause: self._hung_up(c.id))
-        self._stop_music(call)
-        call.app = None
-        self._play_then_hang_up(call, ["callback-confirmed", "goodbye"], "callback_requested")
+            self._hanging_up.add(call_id)
+        self._stop_waiting(call_id)
+        self._play_then_hang_up(call_id, ["callback-confirmed", "goodbye"], "callback_requested")
 
-    def _hung_up(self, call_id: str) -> None:
-        self._hanging_up.pop(call_id, None)
-        for dial in self._dial_later.pop(call_id, []):
-            self._dial_callback(dial)
+    def _stop_waiting(self, call_id: str) -> None:
+        waiting = self._waiting.pop(call_id, None)
+        if waiting is not None:
+            waiting.cancel()
+        self.control.stop_music_on_hold(call_id)
 
-    def add_callback(self, call: Call, queue: str, number: str) -> bool:
-        """An IVR ``callback`` node with a queue: the request takes its place in that queue
-        now (the caller hangs up). False if the queue does not exist."""
-        if queue not in self.acd.queues:
-            return False
-        acd_id, created = self.acd.enqueue_callback(
-            f"cb-{call.id}", queue, number, call.caller, time.time()
-        )
-        if not created:
-            log.info("callback_already_pending", call=call.id, number=number, pending=acd_id)
-        self._pump()
-        return True
-
-    def _call_ended(self, call: Call, side: str, cause: str) -> None:
-        acd_id = call.id
+    def _call_ended(self, event: CallEnded) -> None:
+        call_id = event.call_id
+        self._stop_waiting_state(call_id)
+        if call_id in self._hanging_up:
+            self._hanging_up.discard(call_id)
+            for dial in self._dial_later.pop(call_id, []):
+                self._dial_callback(dial)
+        self._dial_call_ended(call_id)
+        acd_id = self._acd_of.pop(call_id, None)
+        if acd_id is None:
+            return
+        if self._calls.get(acd_id) != call_id:
+            return  # the ACD call moved on (a callback's legs were joined into one call)
         self._calls.pop(acd_id, None)
         self._surveys.pop(acd_id, None)
         if acd_id not in self.acd.calls:
@@ -556,11 +493,23 @@ class AcdHost:
         now = time.time()
         if self.acd.is_waiting(acd_id):
             self.acd.caller_left(acd_id, now)
-        elif cause == "transferred":
-            self.acd.transferred(acd_id, now, call.callee)
+        elif event.cause == "transferred":
+            self.acd.transferred(acd_id, now, event.callee)
         else:
-            self.acd.call_completed(acd_id, now, "agent" if side == "callee" else "caller")
+            self.acd.call_completed(acd_id, now, "agent" if event.side == "callee" else "caller")
         self._pump()
+
+    def _stop_waiting_state(self, call_id: str) -> None:
+        waiting = self._waiting.pop(call_id, None)
+        if waiting is not None:
+            waiting.cancel()
+        self._connecting.discard(call_id)
+        self._supervising.pop(call_id, None)
+        for table in (self._announcing,):
+            for play_id in [p for p, c in table.items() if c == call_id]:
+                del table[play_id]
+        for play_id in [p for p, (c, _) in self._then_hang_up.items() if c == call_id]:
+            del self._then_hang_up[play_id]
 
     # -- carrying out the ACD's actions -------------------------------------------------------
 
@@ -582,48 +531,49 @@ class AcdHost:
             self._offer(action)
         elif isinstance(action, CancelOffer):
             dial = self._dials.get(action.call)
-            if dial is not None and dial.agent == action.agent:
+            if dial is not None and dial.dial.agent == action.agent:
                 self._cancel_dial(action.call)
                 return
-            call = self._calls.get(action.call)
-            if call is not None:
-                for key in [k for k in call.offers if k.startswith(action.agent + "/")]:
-                    call.cancel_offer(key)
+            call_id = self._calls.get(action.call)
+            info = self.control.info(call_id) if call_id is not None else None
+            if info is not None:
+                for key in [k for k in info.offers if k.startswith(action.agent + "/")]:
+                    self.control.cancel_offer(info.call_id, key)
         elif isinstance(action, ExitQueue):
-            call = self._calls.pop(action.call, None)
-            if call is not None and not call.ended:
-                self._route_exit(call, action.reason, action.destination)
+            call_id = self._calls.pop(action.call, None)
+            if call_id is not None:
+                self._route_exit(call_id, action.reason, action.destination)
         elif isinstance(action, Announce):
-            call = self._calls.get(action.call)
-            if call is not None:
-                lang = self._language(call)
+            call_id = self._calls.get(action.call)
+            if call_id is not None:
+                lang = self._language(call_id)
                 if action.periodic:
                     items = ["queue-periodic"]
                 else:
                     items = ["queue-position", *say_number(action.position, lang)]
                     minutes = max(1, round(action.estimated_wait / 60))
                     items += ["queue-wait", *say_number(minutes, lang), "minutes"]
-                self._announce(call, items)
+                self._announce(call_id, items)
         elif isinstance(action, OfferCallback):
-            call = self._calls.get(action.call)
-            if call is not None:
-                self._announce(call, ["queue-callback"])
+            call_id = self._calls.get(action.call)
+            if call_id is not None:
+                self._announce(call_id, ["queue-callback"])
         elif isinstance(action, DialCallback):
             self._dial_callback(action)
 
     def _offer(self, offer: Offer) -> None:
-        call = self._calls.get(offer.call)
+        call_id = self._calls.get(offer.call)
         agent = self.acd.agents[offer.agent].cfg
+        info = self.control.info(call_id) if call_id is not None else None
         rang = False
-        if call is not None and not call.ended:
+        if info is not None and not info.ended:
             for ext in agent.extensions:
-                rang |= call.offer(
+                rang |= self.control.offer(
+                    info.call_id,
                     f"{offer.agent}/{ext}",
                     ext,
                     ring_timeout=offer.timeout + 5,  # the ACD's own timer ends it first
-                    on_answered=partial(self._agent_answered, call, offer.agent),
-                    on_failed=partial(self._agent_failed, call, offer.agent),
-                    display=f"{offer.queue}: {call.caller}",
+                    display=f"{offer.queue}: {info.caller}",
                 )
         if not rang:
             log.info("agent_unreachable", agent=offer.agent, call=offer.call)
@@ -633,44 +583,59 @@ class AcdHost:
         self.acd.offer_failed(acd_id, agent, time.time())
         self._pump()
 
-    def _agent_failed(self, call: Call, agent: str, status: int) -> None:
-        if any(k.startswith(agent + "/") for k in call.offers):
+    def _offer_rejected(self, event: OfferRejected) -> None:
+        if event.offer_id == "callback":
+            self._second_failed(event.call_id, event.status)
+            return
+        acd_id = self._acd_of.get(event.call_id)
+        if acd_id is None or "/" not in event.offer_id:
+            return
+        agent = event.offer_id.split("/", 1)[0]
+        info = self.control.info(event.call_id)
+        if info is not None and any(k.startswith(agent + "/") for k in info.offers):
             return  # another phone of the agent still rings
-        log.info("offer_refused", agent=agent, call=call.id, status=status)
-        self._missed(call.id, agent)
+        log.info("offer_refused", agent=agent, call=event.call_id, status=event.status)
+        self._missed(acd_id, agent)
 
-    def _agent_answered(self, call: Call, agent: str, side: Any) -> None:
-        offered = self.acd.calls.get(call.id)
+    def _offer_answered(self, event: OfferAnswered) -> None:
+        if event.offer_id == "callback":
+            self._second_answered(event)
+            return
+        acd_id = self._acd_of.get(event.call_id)
+        if acd_id is None or "/" not in event.offer_id:
+            return
+        agent = event.offer_id.split("/", 1)[0]
+        offered = self.acd.calls.get(acd_id)
         if offered is None or agent not in offered.offers:
             # The ACD withdrew the offer meanwhile (another agent answered first).
-            self.server.b2bua.send_bye(side.dialog)
-            self.server.media.close_leg(side.leg_id)
+            self.control.cancel_offer(event.call_id, event.offer_id)
             return
-        self.acd.answered(call.id, agent, time.time())
-        call.accept(side)
-        survey = self._surveys.get(call.id)
-        if survey is not None and self.ivr is not None:
-            call.after_callee = self.ivr.post_call(survey)
-            call.after_callee_label = f"survey:{survey}"
+        self.acd.answered(acd_id, agent, time.time())
+        self._stop_waiting(event.call_id)
+        self.control.accept_offer(event.call_id, event.offer_id)
+        survey = self._surveys.get(acd_id)
+        if survey is not None:
+            self.control.continue_after_callee(event.call_id, "ivr", survey)
         self._pump()
 
-    def _route_exit(self, call: Call, reason: str, destination: str | None) -> None:
+    def _route_exit(self, call_id: str, reason: str, destination: str | None) -> None:
         """A caller leaves the queue for ``destination`` (None: goodbye and hang up)."""
-        self._stop_music(call)
-        call.app = None
+        self._stop_waiting(call_id)
         kind, _, target = (destination or "hangup").partition(":")
-        log.info("queue_exit", call=call.id, reason=reason, destination=destination)
+        log.info("queue_exit", call=call_id, reason=reason, destination=destination)
         if kind == "callback":
-            self._play_then_hang_up(call, ["callback-confirmed", "goodbye"], "callback_requested")
-        elif (
-            kind == "voicemail" and self.ivr is not None and self.ivr.voicemail_on(call, target)
-        ) or (kind == "ivr" and self.ivr is not None and self.ivr.start_on(call, target)):
+            self._play_then_hang_up(
+                call_id, ["callback-confirmed", "goodbye"], "callback_requested"
+            )
+        elif kind in ("voicemail", "ivr") and self.control.route(call_id, kind, target):
             return
         elif kind == "extension":
-            if not call.connect_to(target, lambda status: call.hang_up_caller("overflow_failed")):
-                call.hang_up_caller("overflow_failed")
+            if self.control.connect_to(call_id, target):
+                self._connecting.add(call_id)
+            else:
+                self.control.hangup(call_id, "overflow_failed")
         else:  # hangup, or a queue that would not take the caller either
-            self._play_then_hang_up(call, ["goodbye"], f"queue_{reason}")
+            self._play_then_hang_up(call_id, ["goodbye"], f"queue_{reason}")
 
     # -- callbacks -----------------------------------------------------------------------------
 
@@ -689,82 +654,94 @@ class AcdHost:
             return
         agent_ext = agent.extensions[0]
         first, second = (agent_ext, dial.number) if dial.agent_first else (dial.number, agent_ext)
-        b2b = self.server.b2bua
-        state = _Dial(dial.call, dial.agent)
+        self._dial_seq += 1
+        state = _Dial(dial.call, dial, agent_ext, first, second, f"cb{self._dial_seq}-{dial.call}")
         self._dials[dial.call] = state
-
-        def current() -> bool:
-            entry = self.acd.calls.get(dial.call)
-            return (
-                self._dials.get(dial.call) is state
-                and entry is not None
-                and (dial.agent in entry.offers)
-            )
-
-        def failed(reason: str) -> None:
-            if self._dials.get(dial.call) is state:
-                del self._dials[dial.call]
-                self._callback_failed(dial.call, reason)
-
-        def first_answered(side: Any) -> None:
-            if not current():
-                b2b.send_bye(side.dialog)
-                self.server.media.close_leg(side.leg_id)
-                return
-            self._own_legs.add(side.leg_id)
-            leg_call = b2b.continue_with_application(
-                side, linked_id=None, callee=second, start=lambda c: _Quiet()
-            )
-            state.leg_call = leg_call
-            self.server.media.get_leg(side.leg_id).start_tone("ringback")
-            leg_call.on_end.append(lambda c, who, cause: failed("hung_up"))
-
-            def second_answered(other: Any) -> None:
-                if not current():
-                    b2b.send_bye(other.dialog)
-                    self.server.media.close_leg(other.leg_id)
-                    return
-                self._own_legs.add(other.leg_id)
-                leg_call.on_end.clear()
-                if dial.agent_first:  # the customer becomes the caller, the agent the callee
-                    b2b.retire(leg_call)
-                    final = b2b.connect(other, side, linked_id=None, callee=agent_ext)
-                else:
-                    leg_call.accept(other)
-                    final = leg_call
-                del self._dials[dial.call]
-                self._calls[dial.call] = final
-                self._acd_of[final.id] = dial.call
-                final.on_end.append(partial(self._callback_call_ended, dial.call))
-                self.acd.callback_answered(dial.call, dial.agent, time.time())
-                self._pump()
-
-            def second_failed(status: int) -> None:
-                leg_call.on_end.clear()
-                leg_call.hang_up_caller("callback_failed")
-                failed(f"sip_{status}")
-
-            rang = leg_call.offer(
-                "callback",
-                second,
-                ring_timeout=CALLBACK_RING_SECONDS,
-                on_answered=second_answered,
-                on_failed=second_failed,
-                display=None if dial.agent_first else f"Callback {dial.number}",
-            )
-            if not rang:
-                second_failed(404)
-
-        state.outbound = b2b.originate(
+        first_call = self.control.originate(
+            state.origin_id,
             first,
-            caller_ext=dial.number if dial.agent_first else agent_ext,
+            caller_id=dial.number if dial.agent_first else agent_ext,
             display=f"Callback {dial.number}" if dial.agent_first else None,
             ring_timeout=CALLBACK_RING_SECONDS,
-            on_answered=first_answered,
-            on_failed=lambda status: failed(f"sip_{status}"),
+            label=second,
         )
-        if state.outbound is None:
-            asyncio.get_running_loop().call_soon(failed, "unreachable")
+        if first_call is None:
+            asyncio.get_running_loop().call_soon(self._dial_failed, state, "unreachable")
+        else:
+            state.first_call = first_call
+
+    def _current(self, state: _Dial) -> bool:
+        entry = self.acd.calls.get(state.acd_id)
+        return (
+            self._dials.get(state.acd_id) is state
+            and entry is not None
+            and state.dial.agent in entry.offers
+        )
+
+    def _dial_failed(self, state: _Dial, reason: str) -> None:
+        if self._dials.get(state.acd_id) is state:
+            del self._dials[state.acd_id]
+            self._callback_failed(state.acd_id, reason)
+
+    def _originate_result(self, event: OriginateAnswered | OriginateFailed) -> None:
+        state = next((d for d in self._dials.values() if d.origin_id == event.offer_id), None)
+        if state is None:
+            if isinstance(event, OriginateAnswered):
+                self.control.hangup(event.call_id, "callback_cancelled")
+            return
+        if isinstance(event, OriginateFailed):
+            self._dial_failed(state, f"sip_{event.status}")
+            return
+        if not self._current(state):
+            self.control.hangup(event.call_id, "callback_cancelled")
+            return
+        self._own_legs.add(event.leg_id)
+        state.leg_call = event.call_id
+        self.control.start_tone(event.call_id, "ringback")
+        rang = self.control.offer(
+            event.call_id,
+            "callback",
+            state.second,
+            ring_timeout=CALLBACK_RING_SECONDS,
+            display=None if state.dial.agent_first else f"Callback {state.dial.number}",
+        )
+        if not rang:
+            self._second_failed(event.call_id, 404)
+
+    def _dial_of_leg(self, call_id: str) -> _Dial | None:
+        return next((d for d in self._dials.values() if d.leg_call == call_id), None)
+
+    def _second_answered(self, event: OfferAnswered) -> None:
+        state = self._dial_of_leg(event.call_id)
+        if state is None or not self._current(state):
+            self.control.cancel_offer(event.call_id, event.offer_id)
+            return
+        self._own_legs.add(event.leg_id)
+        del self._dials[state.acd_id]
+        # Agent first: the customer becomes the caller, the agent the callee.
+        final = self.control.accept_offer(
+            event.call_id, "callback", callee_first=state.dial.agent_first
+        )
+        if final is None:
+            self._callback_failed(state.acd_id, "hung_up")
+            return
+        self._calls[state.acd_id] = final
+        self._acd_of[final] = state.acd_id
+        self.acd.callback_answered(state.acd_id, state.dial.agent, time.time())
+        self._pump()
+
+    def _second_failed(self, call_id: str, status: int) -> None:
+        state = self._dial_of_leg(call_id)
+        if state is None:
+            return
+        state.leg_call = None  # its end is ours, not a hang-up to report
+        self.control.hangup(call_id, "callback_failed")
+        self._dial_failed(state, f"sip_{status}")
+
+    def _dial_call_ended(self, call_id: str) -> None:
+        state = self._dial_of_leg(call_id)
+        if state is not None:
+            self._dial_failed(state, "hung_up")
 
     def _cancel_dial(self, acd_id: str) -> None:
         """The ACD took a callback's agent back (e.g. the agent took another call)."""
@@ -772,10 +749,10 @@ class AcdHost:
         if state is None:
             return
         if state.leg_call is not None:
-            state.leg_call.on_end.clear()
-            state.leg_call.hang_up_caller("callback_cancelled")
-        elif state.outbound is not None:
-            state.outbound.cancel()
+            leg_call, state.leg_call = state.leg_call, None
+            self.control.hangup(leg_call, "callback_cancelled")
+        else:
+            self.control.cancel_originate(state.origin_id)
 
     def _callback_failed(self, acd_id: str, reason: str) -> None:
         log.info("callback_attempt_failed", call=acd_id, reason=reason)
@@ -783,31 +760,28 @@ class AcdHost:
         self.acd.callback_failed(acd_id, time.time(), reason)
         self._pump()
 
-    def _callback_call_ended(self, acd_id: str, call: Call, side: str, cause: str) -> None:
-        self._calls.pop(acd_id, None)
-        self._acd_of.pop(call.id, None)
-        if acd_id not in self.acd.calls:
-            return
-        self.acd.call_completed(acd_id, time.time(), "agent" if side == "callee" else "caller")
-        self._pump()
-
     # -- agents' other calls, feature codes, supervision ------------------------------------------
 
-    def _side_up(self, call: Call, ext: str, leg_id: str) -> None:
+    def _side_up(self, event: LegAnswered) -> None:
+        leg_id = event.leg_id
+        if any(d.first_call == event.call_id for d in self._dials.values()):
+            self._own_legs.add(leg_id)  # a callback's first leg: the ACD reserved that agent
         if leg_id in self._legs or leg_id in self._own_legs:
             return
-        if call.callee[:1] in ("*", "#") and not call.callee.startswith(self._supervise_codes):
-            return  # a feature code's beep is not a call
-        agent = self._agent_of_ext.get(ext)
+        agent = self._agent_of_ext.get(event.extension)
         if agent is None:
             return
+        info = self.control.info(event.call_id)
+        callee = info.callee if info is not None else ""
+        if callee[:1] in ("*", "#") and not callee.startswith(self._supervise_codes):
+            return  # a feature code's beep is not a call
         self._legs[leg_id] = agent
         self._busy[agent] += 1  # per agent: an agent with two phones is busy on either
         if self._busy[agent] == 1:
-            if ext != call.a.ext:
+            if event.role == "callee":
                 kind = "inbound"  # a direct call to the agent's extension
             else:
-                kind = "internal" if call.callee in self.server.extensions else "outbound"
+                kind = "internal" if self.control.is_extension(callee) else "outbound"
             self.acd.agent_call_started(agent, time.time(), kind)
             self._pump()
 
@@ -822,115 +796,117 @@ class AcdHost:
             self.acd.agent_call_ended(agent, time.time())
             self._pump()
 
-    def on_feature(
-        self,
-        req: Request,
-        user: str,
-        feature: FeatureRequest,
-        source: tuple[str, int],
-        transport: str,
-    ) -> None:
-        """An ACD feature code dialled from ``user``'s phone."""
-        stack = self.server.stack
-        b2b = self.server.b2bua
-        dialled = req.request_uri.user_unescaped() or ""
-        mode = _SUPERVISE.get(feature.feature)
+    def _feature(self, event: FeatureCodeDialled) -> None:
+        """An ACD feature code dialled from ``event.caller``'s phone."""
+        control, codes, user = self.control, self.codes, event.caller
+        mode = codes.supervision().get(event.code)
         if mode is not None:
-            agent = self._agent_of_ext.get(feature.argument)
+            agent = self._agent_of_ext.get(event.digits)
             if user not in self.supervisors:
-                stack.send_response(make_response(req, 403, "Not A Supervisor", to_tag=new_tag()))
+                control.reject(event.call_id, 403, "Not A Supervisor")
             elif agent is None or self._agent_call(agent) is None:
-                stack.send_response(
-                    make_response(req, 404, "No Call To Supervise", to_tag=new_tag())
-                )
+                control.reject(event.call_id, 404, "No Call To Supervise")
             else:
-                b2b.start_application(
-                    req,
-                    source,
-                    transport,
-                    user,
-                    dialled,
-                    lambda call, a=agent, m=mode: self.supervise(call, a, m),  # type: ignore[misc]
-                )
+                self._supervising[event.call_id] = _Supervising(agent, mode=mode)
+                control.answer(event.call_id)
             return
         agent = self._agent_of_ext.get(user)
         if agent is None:
-            stack.send_response(make_response(req, 403, "Not An Agent", to_tag=new_tag()))
+            control.reject(event.call_id, 403, "Not An Agent")
+            return
+        if event.digits and event.code not in (codes.agent_pause, codes.wrap_up_done):
+            control.reject(event.call_id, 404)
             return
         ok = True
-        match feature.feature:
-            case Feature.AGENT_LOGIN:
-                self.login(agent)
-            case Feature.AGENT_LOGOUT:
-                self.logout(agent)
-            case Feature.AGENT_PAUSE:
-                self.pause(agent, self.pause_reasons.get(feature.argument, "busy"))  # type: ignore[call-overload]
-            case Feature.AGENT_UNPAUSE:
-                self.unpause(agent)
-            case Feature.WRAP_UP_DONE:
-                ok = self.end_wrap_up(agent, feature.argument or None)
+        if event.code == codes.agent_login:
+            self.login(agent)
+        elif event.code == codes.agent_logout:
+            self.logout(agent)
+        elif event.code == codes.agent_pause:
+            self.pause(agent, self.pause_reasons.get(event.digits, "busy"))
+        elif event.code == codes.agent_unpause:
+            self.unpause(agent)
+        elif event.code == codes.wrap_up_done:
+            ok = self.end_wrap_up(agent, event.digits or None)
         if not ok:
-            stack.send_response(make_response(req, 403, "Wrap-Up Continues", to_tag=new_tag()))
+            control.reject(event.call_id, 403, "Wrap-Up Continues")
             return
-        log.info("agent_feature", agent=agent, feature=feature.feature.value, arg=feature.argument)
-        beep = ToneSource("beep", self.tone_plan, rate=8000)
-        b2b.answer_with_tone(req, source, transport, user, dialled, beep)
+        log.info("agent_feature", agent=agent, code=event.code, arg=event.digits)
+        control.answer_with_tone(event.call_id, "beep")
 
-    def _agent_call(self, agent: str) -> Call | None:
+    def _supervisor_answered(self, call_id: str) -> None:
+        state = self._supervising[call_id]
+        target = self._agent_call(state.agent)
+        if target is None:
+            self._supervising.pop(call_id, None)
+            self.control.hangup(call_id, "nothing_to_supervise")
+            return
+        state.target = target
+        mode, state.mode = state.mode, ""
+        self._switch(call_id, state, mode)
+
+    def _supervisor_digit(self, call_id: str, digit: str) -> None:
+        state = self._supervising[call_id]
+        mode = SUPERVISION_DIGITS.get(digit)
+        if mode is not None and state.target is not None:
+            self._switch(call_id, state, mode)
+
+    def _switch(self, call_id: str, state: _Supervising, mode: str) -> None:
+        if mode == state.mode or state.target is None:
+            return
+        target = state.target
+        info = self.control.info(call_id)
+        supervisor = info.caller_ext if info is not None else ""
+        self._supervision_logged(target, state.agent, supervisor, mode)
+        if mode == "intercept":
+            self._supervising.pop(call_id, None)
+            self._intercepted(target, state.agent)
+        if not self.control.supervise(call_id, target, mode):
+            self._supervising.pop(call_id, None)
+            self.control.hangup(call_id, "nothing_to_supervise")
+            return
+        state.mode = mode
+
+    def _agent_call(self, agent: str) -> str | None:
         """The call the agent is talking on as the called party (queue calls first)."""
         exts = set(self.acd.agents[agent].cfg.extensions)
-        best: Call | None = None
-        for call in self.server.b2bua.calls:
-            if call.ended or call.b is None or call.b.ext not in exts:
+        best: str | None = None
+        for info in self.control.calls():
+            if info.ended or info.callee_ext is None or info.callee_ext not in exts:
                 continue
-            if self._acd_id(call) in self.acd.calls:
-                return call
-            best = best or call
+            if self._acd_of.get(info.call_id, info.call_id) in self.acd.calls:
+                return info.call_id
+            best = best or info.call_id
         return best
 
-    def _acd_id(self, call: Call) -> str:
-        return self._acd_of.get(call.id, call.id)
-
-    def _supervision_logged(self, call: Call, agent: str, supervisor: str, mode: str) -> None:
-        acd_id = self._acd_id(call)
+    def _supervision_logged(self, call_id: str, agent: str, supervisor: str, mode: str) -> None:
+        acd_id = self._acd_of.get(call_id, call_id)
         queue = self.acd.calls[acd_id].queue if acd_id in self.acd.calls else ""
         self.acd.log_event(time.time(), acd_id, queue, agent, "SUPERVISE", (supervisor, mode))
-        log.info("supervision", call=call.id, agent=agent, supervisor=supervisor, mode=mode)
+        log.info("supervision", call=call_id, agent=agent, supervisor=supervisor, mode=mode)
         self._flush()
 
-    def _intercepted(self, call: Call, agent: str) -> None:
+    def _intercepted(self, call_id: str, agent: str) -> None:
         """The supervisor takes the call over: the agent's part of it is complete."""
-        acd_id = self._acd_id(call)
+        acd_id = self._acd_of.pop(call_id, call_id)
         self._calls.pop(acd_id, None)
-        self._acd_of.pop(call.id, None)
         if acd_id in self.acd.calls:
             self.acd.call_completed(acd_id, time.time(), "agent")
         self._pump()
 
     # -- media on the caller's leg ---------------------------------------------------------------
 
-    def _music(self, call: Call, queue: str | None = None) -> None:
-        """The queue's music (or the default music on hold) on the caller's leg."""
-        leg = call.a.leg_id
-        if leg not in self.server.media:
-            return
-        acd_call = self.acd.calls.get(call.id)
+    def _music(self, call_id: str, queue: str | None = None) -> None:
+        """The queue's music (or the default music on hold) for the caller."""
+        acd_call = self.acd.calls.get(self._acd_of.get(call_id, call_id))
         if queue is None and acd_call is not None:
             queue = acd_call.queue
-        queue_files = self.queue_music.get(queue) if queue is not None else None
-        if queue_files:
-            call.a.moh_player = self.server.media.play(leg, Playlist(queue_files, 8000, loop=True))
-        else:
-            call.a.moh_player = self.server.b2bua.start_music_on_hold(leg)
+        files = self.queue_music.get(queue, []) if queue is not None else []
+        self.control.music_on_hold(call_id, files)
 
-    def _stop_music(self, call: Call) -> None:
-        if call.a.moh_player is not None:
-            self.server.media.stop_play(call.a.moh_player)
-            call.a.moh_player = None
-
-    def _language(self, call: Call) -> str:
+    def _language(self, call_id: str) -> str:
         """The prompt language the caller chose in the IVR (``language`` variable)."""
-        entry = self.acd.calls.get(call.id)
+        entry = self.acd.calls.get(self._acd_of.get(call_id, call_id))
         lang = entry.variables.get("language", "en") if entry is not None else "en"
         return lang if lang in LANGUAGES else "en"
 
@@ -944,31 +920,34 @@ class AcdHost:
                 log.warning("prompt_missing", prompt=name)
         return out
 
-    def _announce(self, call: Call, names: list[str]) -> None:
+    def _announce(self, call_id: str, names: list[str]) -> None:
         """Interrupt the music with prompts, then resume it (while the caller still waits)."""
-        files = self._files(names, self._language(call))
-        leg = call.a.leg_id
-        if not files or call.ended or leg not in self.server.media:
+        files = self._files(names, self._language(call_id))
+        if not files:
             return
-        self._stop_music(call)
+        self.control.stop_music_on_hold(call_id)
+        play_id = self.control.play(call_id, files)
+        if play_id is not None:
+            self._announcing[play_id] = call_id
 
-        def done(_event: object) -> None:
-            if call.id in self._calls and self.acd.is_waiting(call.id) and not call.ended:
-                self._music(call)
-
-        call.a.moh_player = self.server.media.play(leg, Playlist(files, 8000), on_done=done)
-
-    def _play_then_hang_up(self, call: Call, names: list[str], cause: str) -> None:
-        files = self._files(names, self._language(call))
-        leg = call.a.leg_id
-        if not files or call.ended or leg not in self.server.media:
-            call.hang_up_caller(cause)
+    def _play_then_hang_up(self, call_id: str, names: list[str], cause: str) -> None:
+        files = self._files(names, self._language(call_id))
+        play_id = self.control.play(call_id, files) if files else None
+        if play_id is None:
+            self.control.hangup(call_id, cause)
             return
+        self._then_hang_up[play_id] = (call_id, cause)
 
-        def done(_event: object) -> None:
-            call.hang_up_caller(cause)
-
-        self.server.media.play(leg, Playlist(files, 8000), on_done=done)
+    def _playback_finished(self, play_id: str) -> None:
+        call_id = self._announcing.pop(play_id, None)
+        if call_id is not None:
+            acd_id = self._acd_of.get(call_id, call_id)
+            if call_id in self._waiting and self.acd.is_waiting(acd_id):
+                self._music(call_id)
+            return
+        ending = self._then_hang_up.pop(play_id, None)
+        if ending is not None:
+            self.control.hangup(*ending)
 
     # -- timers and the logs ----------------------------------------------------------------------
 

@@ -2,15 +2,13 @@
 
 Theory of operation
 -------------------
-:class:`IvrHost` is built by the composition root once per configuration (a reload builds a
-new one; calls already in a flow keep the session, and so the flow, they started with). It
-gives the SIP server:
-
-- one application factory per flow (dialplan destinations of kind ``ivr``),
-- the voicemail application (destinations of kind ``voicemail``: a built-in flow that records
-  a message for the mailbox the dialplan names),
-- post-call applications: an ``extension``/``transfer`` node with ``survey: <flow>`` makes the
-  B2BUA hand the caller to that flow when the callee hangs up.
+:class:`IvrHost` runs on the call-control seam (:class:`pbx.control.CallControl`): it serves
+destinations of kind ``ivr`` (a flow by name) and ``voicemail`` (a built-in flow that records
+a message for the mailbox the dialplan names). Each arriving call gets its own session; the
+call's digits, prompt ends and hang-up arrive as seam events. A flow that ends in a queue
+hands its caller on with ``route``; an ``extension``/``transfer`` node with ``survey: <flow>``
+asks the seam to hand the caller back (a new ``CallArrived``) when the callee hangs up. A
+reload swaps the flows; calls already in a flow keep the one they started with.
 
 Results are stored the moment a node produces them (:class:`ivr.IvrResult`), not when the
 flow ends, so a caller hanging up after leaving a message or during a survey loses nothing:
@@ -44,16 +42,24 @@ from ivr import (
     PromptSets,
     parse_flow,
 )
-from ivr.pbx_call import PbxCallControl, application_factory
-from pbx.b2bua import Call, CallApplication
-from pbx.dialplan import Dialplan, RouteDecision
-from pbx.server import ApplicationFactory, SipServer
+from ivr.pbx_call import PbxCallControl
+from pbx.control import CallControl
+from pbx.dialplan import Dialplan
+from pbx.events import (
+    CallArrived,
+    CallEnded,
+    CallEvent,
+    ConnectFailed,
+    DtmfReceived,
+    PlaybackFinished,
+)
 
 __all__ = ["VOICEMAIL_FLOW", "IvrHost"]
 
 log = structlog.get_logger("switchboard.ivr")
 
-QueueHandler = Callable[[Call, str, int, dict[str, str], str | None], None]
+# (call id, caller, queue, number) -> True when the ACD took the callback request.
+CallbackRequests = Callable[[str, str, str, str], bool]
 
 # The flow behind dialplan destinations of kind ``voicemail``: the greeting, the beep, the
 # message (ended by ``#``, hang-up or the time limit), then goodbye.
@@ -78,33 +84,44 @@ def _sha256(path: Path) -> str:
 
 
 class IvrHost:
-    """IVR applications for one configuration, storing voicemail, surveys and callbacks."""
+    """IVR flows on calls, storing voicemail, surveys and callbacks. One per process: a
+    reload swaps the flows (:meth:`reconfigure`); sessions keep the flow they started with."""
 
     def __init__(
         self,
-        server: SipServer,
+        control: CallControl,
         store: Store | None,
         plan: Dialplan,
         flows: Mapping[str, Flow],
         config_dir: Path,
-        tone_plan: str,
+        *,
+        voicemail_dir: Path | None = None,
+        callback_requests: CallbackRequests | None = None,
+    ) -> None:
+        self.control = control
+        self.store = store
+        self._pending: set[asyncio.Task[None]] = set()
+        self._sessions: dict[str, PbxCallControl] = {}  # by call id
+        # Who takes a ``callback`` result that names a queue: (call id, caller, queue,
+        # number) -> True when it did (the ACD keeps the request in line and in the store).
+        self.callback_requests = callback_requests
+        self.reconfigure(plan, flows, config_dir, voicemail_dir=voicemail_dir)
+        self._unsubscribe = control.subscribe(self._on_event)
+        control.serve("ivr", "voicemail")
+
+    def reconfigure(
+        self,
+        plan: Dialplan,
+        flows: Mapping[str, Flow],
+        config_dir: Path,
         *,
         voicemail_dir: Path | None = None,
     ) -> None:
-        self.server = server
-        self.store = store
+        """The flows of a new configuration; calls already in a flow finish on theirs."""
         self.plan = plan
         self.flows = dict(flows)
         self.config_dir = config_dir
-        self.tone_plan = tone_plan
         self.voicemail_dir = voicemail_dir or config_dir / "voicemail"
-        self._pending: set[asyncio.Task[None]] = set()
-        # Who takes a caller a flow sends to a queue: (call, queue, priority, variables,
-        # survey flow). Without one, such callers are hung up.
-        self.queue_handler: QueueHandler | None = None
-        # Who takes a ``callback`` result that names a queue: (call, queue, number) -> True
-        # when it did (the ACD keeps the request in line and in the store).
-        self.callback_handler: Callable[[Call, str, str], bool] | None = None
         vm_flow, problems = parse_flow(
             VOICEMAIL_FLOW,
             "<voicemail>",
@@ -114,93 +131,65 @@ class IvrHost:
         assert vm_flow is not None, [str(p) for p in problems]
         self.voicemail_flow = vm_flow
 
-    # -- what the server gets ----------------------------------------------------------------
-
-    def applications(self) -> dict[str, ApplicationFactory]:
-        """One application factory per flow: each call gets its own session."""
-        return {name: self._factory(flow) for name, flow in self.flows.items()}
-
-    def voicemail_application(self) -> ApplicationFactory:
-        """The application for dialplan destinations of kind ``voicemail``."""
-
-        def start(call: Call, decision: RouteDecision) -> CallApplication:
-            control = PbxCallControl(
-                call, self.server.media, did=decision.number, tone_plan=self.tone_plan
-            )
-            mailbox = decision.destination.target or decision.number
-            self._run(self.voicemail_flow, control, {"mailbox": mailbox})
-            return control
-
-        return start
-
-    def post_call(self, flow_name: str) -> Callable[[Call, Call], CallApplication]:
-        """The application that takes the caller over after ``ended`` (a survey)."""
-
-        def start(call: Call, ended: Call) -> CallApplication:
-            flow = self.flows.get(flow_name)
-            control = PbxCallControl(
-                call, self.server.media, did=ended.callee, tone_plan=self.tone_plan
-            )
-            if flow is None:  # removed by a reload since the transfer: nothing to run
-                log.warning("survey_flow_missing", flow=flow_name)
-                call.hang_up_caller("survey_missing")
-                return control
-            variables = {"rated_call": ended.id, "agent": ended.callee}
-            self._run(flow, control, variables)
-            return control
-
-        return start
-
-    def start_on(self, call: Call, flow_name: str, variables: dict[str, str] | None = None) -> bool:
-        """Run a flow on a call that is already answered (a queue's overflow into an IVR)."""
-        flow = self.flows.get(flow_name)
-        if flow is None or call.ended:
-            return False
-        control = PbxCallControl(
-            call,
-            self.server.media,
-            did=call.callee,
-            tone_plan=self.tone_plan,
-            post_call=self.post_call,
-        )
-        call.app = control
-        self._run(flow, control, dict(variables or {}))
-        return True
-
-    def voicemail_on(self, call: Call, mailbox: str) -> bool:
-        """Take a message for ``mailbox`` on a call that is already answered."""
-        if call.ended:
-            return False
-        control = PbxCallControl(call, self.server.media, did=mailbox, tone_plan=self.tone_plan)
-        call.app = control
-        self._run(self.voicemail_flow, control, {"mailbox": mailbox})
-        return True
-
     async def drain(self) -> None:
         """Wait for results still being written."""
         while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
+    # -- events from the seam ------------------------------------------------------------------
+
+    def _on_event(self, event: CallEvent) -> None:
+        match event:
+            case CallArrived(kind="ivr" | "voicemail"):
+                self._arrived(event)
+            case DtmfReceived(call_id=call_id, digit=digit, role="caller"):
+                session = self._sessions.get(call_id)
+                if session is not None and not session.released:
+                    session.on_dtmf(digit)
+            case PlaybackFinished(call_id=call_id, play_id=play_id):
+                session = self._sessions.get(call_id)
+                if session is not None:
+                    session.on_playback_finished(play_id)
+            case ConnectFailed(call_id=call_id, status=status):
+                session = self._sessions.get(call_id)
+                if session is not None and session.released:
+                    session.on_connect_failed(status)
+            case CallEnded(call_id=call_id):
+                session = self._sessions.pop(call_id, None)
+                if session is not None:
+                    session.on_hangup()
+            case _:
+                pass
+
+    def _arrived(self, event: CallArrived) -> None:
+        call = PbxCallControl(self.control, event.call_id, caller=event.caller, did=event.dialled)
+        if event.kind == "voicemail":
+            mailbox = event.target or event.dialled
+            call.did = mailbox
+            self._run(self.voicemail_flow, call, {"mailbox": mailbox})
+            return
+        flow = self.flows.get(event.target)
+        if flow is None:  # removed by a reload since the call was sent here
+            log.warning("ivr_flow_missing", call=event.call_id, flow=event.target)
+            self.control.hangup(event.call_id, "ivr_flow_missing")
+            return
+        self._run(flow, call, dict(event.variables))
+
     # -- sessions ------------------------------------------------------------------------------
 
-    def _factory(self, flow: Flow) -> ApplicationFactory:
-        def start(control: PbxCallControl) -> None:
-            self._run(flow, control, {})
-
-        return application_factory(start, self.server.media, self.tone_plan, self.post_call)
-
-    def _run(self, flow: Flow, control: PbxCallControl, variables: dict[str, str]) -> None:
-        call = control.call
+    def _run(self, flow: Flow, call: PbxCallControl, variables: dict[str, str]) -> None:
+        call_id = call.call_id
+        self._sessions[call_id] = call
 
         def on_event(event: IvrEvent) -> None:
             if isinstance(event, NodeEntered):
-                log.debug("ivr_node", call=call.id, flow=event.flow, node=event.node)
+                log.debug("ivr_node", call=call_id, flow=event.flow, node=event.node)
             elif isinstance(event, IvrResult):
                 self._keep(event, call, session.variables)
             elif isinstance(event, IvrFinished):
                 log.info(
                     "ivr_finished",
-                    call=call.id,
+                    call=call_id,
                     flow=event.flow,
                     outcome=event.outcome.kind,
                     data=dict(event.outcome.data),
@@ -211,7 +200,7 @@ class IvrHost:
 
         session = IvrSession(
             flow,
-            control,
+            call,
             variables,
             time_condition=self._time_condition,
             customer_lookup=self.customer_lookup if self.store is not None else None,
@@ -226,38 +215,40 @@ class IvrHost:
         customer = await self.store.find_customer_by_number(caller)
         return customer.as_variables() if customer is not None else None
 
-    def _to_queue(self, call: Call, data: Mapping[str, Any], variables: Mapping[str, str]) -> None:
-        if call.ended:
-            return
-        if self.queue_handler is None:
-            log.warning("queue_unavailable", call=call.id, queue=data.get("queue"))
-            call.hang_up_caller("queue_unavailable")
-            return
-        skills = [str(s) for s in data.get("skills", [])]
-        extra = {"skills": ",".join(skills)} | ({"skill": skills[0]} if skills else {})
-        self.queue_handler(
-            call,
-            str(data["queue"]),
-            int(data.get("priority", 0)),
-            dict(variables) | extra,
-            data.get("survey"),
+    def _to_queue(
+        self, call: PbxCallControl, data: Mapping[str, Any], variables: Mapping[str, str]
+    ) -> None:
+        call.released = True
+        self._sessions.pop(call.call_id, None)
+        queue = str(data["queue"])
+        routed = self.control.route(
+            call.call_id,
+            "queue",
+            queue,
+            priority=int(data.get("priority", 0)) or None,  # 0: not given, grade may set it
+            skills=[str(s) for s in data.get("skills", [])],
+            variables=dict(variables),
+            survey=data.get("survey"),
         )
+        if not routed:
+            log.warning("queue_unavailable", call=call.call_id, queue=queue)
+            self.control.hangup(call.call_id, "queue_unavailable")
 
     def _time_condition(self, name: str, now: datetime) -> bool:
         return self.plan.time_conditions[name].condition.is_open(now)
 
     # -- results -------------------------------------------------------------------------------
 
-    def _keep(self, event: IvrResult, call: Call, variables: Mapping[str, str]) -> None:
+    def _keep(self, event: IvrResult, call: PbxCallControl, variables: Mapping[str, str]) -> None:
         outcome = event.outcome
         data = dict(outcome.data)
-        log.info("ivr_result", call=call.id, flow=event.flow, kind=outcome.kind, data=data)
-        handler = self.callback_handler
+        log.info("ivr_result", call=call.call_id, flow=event.flow, kind=outcome.kind, data=data)
+        handler = self.callback_requests
         if (
             outcome.kind == "callback"
             and data.get("queue")
             and handler is not None
-            and handler(call, str(data["queue"]), str(data["number"]))
+            and handler(call.call_id, call.caller, str(data["queue"]), str(data["number"]))
         ):
             return  # the ACD keeps it in line and in the store
         if self.store is None:
@@ -265,14 +256,14 @@ class IvrHost:
         now = datetime.now(UTC)
         if outcome.kind == "voicemail":
             if float(data["seconds"]) < MIN_MESSAGE_SECONDS:
-                log.info("voicemail_empty", call=call.id, mailbox=data["mailbox"])
+                log.info("voicemail_empty", call=call.call_id, mailbox=data["mailbox"])
                 Path(str(data["path"])).unlink(missing_ok=True)
                 return
             self._spawn(self._store_voicemail(call, data, now))
         elif outcome.kind == "survey_result":
             result = SurveyResultData(
-                record_id=variables.get("rated_call", call.id),
-                survey_record_id=call.id,
+                record_id=variables.get("rated_call", call.call_id),
+                survey_record_id=call.call_id,
                 caller=call.caller,
                 agent=variables.get("agent", ""),
                 flow=event.flow,
@@ -287,7 +278,7 @@ class IvrHost:
                 caller=call.caller,
                 created_at=now,
                 queue=data.get("queue"),
-                record_id=call.id,
+                record_id=call.call_id,
             )
             self._spawn(self._store_callback(request))
 
@@ -296,14 +287,16 @@ class IvrHost:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _store_voicemail(self, call: Call, data: dict[str, Any], now: datetime) -> None:
+    async def _store_voicemail(
+        self, call: PbxCallControl, data: dict[str, Any], now: datetime
+    ) -> None:
         assert self.store is not None
         path = Path(str(data["path"]))
         try:
             digest = await asyncio.to_thread(_sha256, path)
             vm_id = await self.store.add_voicemail(
                 VoicemailData(
-                    record_id=call.id,
+                    record_id=call.call_id,
                     mailbox=str(data["mailbox"]),
                     caller=call.caller,
                     path=str(path),

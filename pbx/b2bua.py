@@ -46,12 +46,14 @@ from urllib.parse import unquote
 
 import structlog
 
-from media import PCMA, PCMU, Codec, MediaEngine, MediaError
+from media import PCMA, PCMU, Codec, MediaError, MediaInterface
 from media.codecs import get_codec
 from media.dtmf import DtmfReceived, parse_dtmf_info
 
 from . import sdp
 from .dialog import Dialog, Flow
+from .events import CallEnded, EventBus, LegAnswered
+from .events import DtmfReceived as CallDtmf
 from .location import Contact
 from .message import (
     ParseError,
@@ -203,7 +205,8 @@ class _Outbound:
         """Create the media leg and send the INVITEs; False if media is unavailable."""
         media = self.b2b.media
         try:
-            leg = await media.create_leg(self.leg_id)
+            # Placement hint for media workers: a call's legs ({call}-a, {call}-b...) together.
+            leg = await media.create_leg(self.leg_id, near=f"{self.leg_id.rsplit('-', 1)[0]}-a")
         except (MediaError, OSError) as exc:
             log.warning("media_allocation_failed", error=str(exc))
             self.done = True
@@ -218,9 +221,9 @@ class _Outbound:
         ]
         for contact in self.contacts:
             flow = Flow(*stack.flow_to(contact.transport, contact.source, contact.uri))
-            leg.local_host = self.b2b.media_host or stack.host_for(flow.address[0])
+            local_host = self.b2b.media_host or stack.host_for(flow.address[0])
             offer = sdp.build_offer(
-                leg.local_host,
+                local_host,
                 leg.local_port,
                 codecs,
                 dtmf_pt=101,
@@ -290,8 +293,8 @@ class _Outbound:
             log.info("bad_answer_from_callee", error=str(exc))
             return False
         self._answer = ans
-        self.b2b.media.get_leg(self.leg_id).set_remote(
-            ans.remote[0], ans.remote[1], ans.codec, ans.dtmf_payload_type
+        self.b2b.media.set_remote(
+            self.leg_id, ans.remote[0], ans.remote[1], ans.codec, ans.dtmf_payload_type
         )
         return True
 
@@ -413,9 +416,10 @@ class Call:
         call_id: str,
         invite: Request | None = None,
         linked_id: str | None = None,
+        record_id: str | None = None,
     ) -> None:
         self.b2b = b2b
-        self.id = secrets.token_hex(8)
+        self.id = record_id or secrets.token_hex(8)
         self.a = a
         self.b: _Side | None = None
         self.invite = invite
@@ -500,7 +504,9 @@ class Call:
         self.a.codec = neg.codec
         self.a.dtmf_pt = neg.dtmf_payload_type
         self.a_answer_sdp = self.a.last_local_sdp = neg.answer.serialize()
-        leg.set_remote(neg.remote[0], neg.remote[1], neg.codec, neg.dtmf_payload_type)
+        media.set_remote(
+            self.a.leg_id, neg.remote[0], neg.remote[1], neg.codec, neg.dtmf_payload_type
+        )
         self.b2b.listen_for_dtmf(self.a)
         return True
 
@@ -569,7 +575,7 @@ class Call:
         media = self.b2b.media
         if early_media:
             # The callee sends early media (RFC 3261 §13.2.1, RFC 3960): let the caller hear it.
-            media.get_leg(self.a.leg_id).stop_tone()
+            media.stop_tone(self.a.leg_id)
             self.ringback = False
             media.bridge(self.a.leg_id, self.outbound.leg_id)
             self._send_a_provisional(183)
@@ -578,7 +584,7 @@ class Call:
             # No early media from the callee: we play ringback ourselves (in-band, so every
             # phone hears it) and tell the caller with 180 + SDP.
             self.ringback = True
-            media.get_leg(self.a.leg_id).start_tone("ringback")
+            media.start_tone(self.a.leg_id, "ringback")
         self._send_a_provisional(status if status in (180, 183) else 180)
 
     def _send_a_provisional(self, status: int) -> None:
@@ -618,7 +624,7 @@ class Call:
         self.b = b
         self.b2b.listen_for_dtmf(b)
         media = self.b2b.media
-        media.get_leg(self.a.leg_id).stop_tone()
+        media.stop_tone(self.a.leg_id)
         media.bridge(self.a.leg_id, b.leg_id)
         # Answer the caller with the same SDP the provisional carried (RFC 3264 §4).
         ok = make_response(
@@ -706,7 +712,7 @@ class Call:
         if not contacts or self.ended or self.b is not None:
             return False
         media = self.b2b.media
-        media.get_leg(self.a.leg_id).start_tone("ringback")
+        media.start_tone(self.a.leg_id, "ringback")
         self.callee = ext
         self.log.info("call_connecting", to=ext)
         self.outbound = _Outbound(
@@ -744,7 +750,7 @@ class Call:
         self.b = b
         self.b2b.listen_for_dtmf(b)
         media = self.b2b.media
-        media.get_leg(self.a.leg_id).stop_tone()
+        media.stop_tone(self.a.leg_id)
         media.bridge(self.a.leg_id, b.leg_id)
         self.b2b._register_side(self, b)
         self.app = None  # the application's part of the call is over
@@ -840,7 +846,7 @@ class Call:
             self.b2b.stop_music_on_hold(self.a.moh_player)
             self.a.moh_player = None
         if self.a.leg_id in media:
-            media.get_leg(self.a.leg_id).stop_tone()
+            media.stop_tone(self.a.leg_id)
         media.bridge(self.a.leg_id, b.leg_id)
         self.b2b._register_side(self, b)
         self.app = None
@@ -996,7 +1002,7 @@ class Call:
         stack = self.b2b.stack
         assert me.dialog is not None
         me.dialog.update_target(req)
-        leg = self.b2b.media.get_leg(me.leg_id)
+        leg = self.b2b.media.leg_address(me.leg_id)
         headers = [
             ("Contact", stack.contact_for(me.flow.transport, me.flow.address[0])),
             ("Allow", ALLOW),
@@ -1011,7 +1017,7 @@ class Call:
                 try:
                     neg = sdp.negotiate_answer(
                         req.body,
-                        host=leg.local_host,
+                        host=self._media_host(me.flow),
                         port=leg.local_port,
                         supported=supported,
                         session_id=me.sdp_session_id,
@@ -1034,7 +1040,8 @@ class Call:
             me.last_local_sdp = body
             me.codec = neg.codec
             me.dtmf_pt = neg.dtmf_payload_type
-            leg.set_remote(
+            self.b2b.media.set_remote(
+                me.leg_id,
                 neg.remote[0],
                 neg.remote[1],
                 neg.codec,
@@ -1074,8 +1081,8 @@ class Call:
             return
         me.codec = ans.codec
         me.dtmf_pt = ans.dtmf_payload_type
-        self.b2b.media.get_leg(me.leg_id).set_remote(
-            ans.remote[0], ans.remote[1], ans.codec, ans.dtmf_payload_type
+        self.b2b.media.set_remote(
+            me.leg_id, ans.remote[0], ans.remote[1], ans.codec, ans.dtmf_payload_type
         )
 
     def _pump_info(self, side: _Side) -> None:
@@ -1167,7 +1174,7 @@ class Call:
             leg_ids.append(self.outbound.leg_id)
         for name, leg_id in zip(("a", "b", "c"), leg_ids, strict=False):
             if leg_id in media:
-                st = media.get_leg(leg_id).stats
+                st = media.leg_stats(leg_id)
                 counters[f"{name}_packets_in"] = st.packets_in
                 counters[f"{name}_packets_out"] = st.packets_out
         quality: dict[str, float | None] = {}
@@ -1220,6 +1227,17 @@ class Call:
         hooks, self.on_end = self.on_end, []
         for hook in hooks:
             hook(self, side, cause)
+        self.b2b.events.publish(
+            CallEnded(
+                self.id,
+                self.caller,
+                self.callee,
+                side,
+                cause,
+                disposition,
+                self.answered_at is not None,
+            )
+        )
 
 
 class _Transfer:
@@ -1265,7 +1283,7 @@ class _Transfer:
         # The transferee hears ringback while the target rings.
         media = b2b.media
         media.unbridge(self.other.leg_id)
-        media.get_leg(self.other.leg_id).start_tone("ringback")
+        media.start_tone(self.other.leg_id, "ringback")
         self.outbound = _Outbound(
             b2b,
             leg_id=f"{self.call.id}-x{secrets.token_hex(2)}",
@@ -1297,7 +1315,7 @@ class _Transfer:
             return
         self.finished = True
         media = b2b.media
-        media.get_leg(self.other.leg_id).stop_tone()
+        media.stop_tone(self.other.leg_id)
         self.notify(200, "OK", final=True)
         self._complete(self.other, side, callee=target, target_label="b")
 
@@ -1365,7 +1383,7 @@ class _Transfer:
             return
         media = call.b2b.media
         if self.other.leg_id in media:
-            media.get_leg(self.other.leg_id).stop_tone()
+            media.stop_tone(self.other.leg_id)
         if self.transferor_left:
             # Nobody to go back to: the transferee's call ends.
             if self.other.dialog is not None:
@@ -1429,7 +1447,7 @@ class B2bua:
     def __init__(
         self,
         stack: SipStack,
-        media: MediaEngine,
+        media: MediaInterface,
         *,
         media_host: str | None = None,
         on_call_ended: Callable[[CallDetail], None] = lambda d: None,
@@ -1455,8 +1473,8 @@ class B2bua:
         self._dialogs: dict[tuple[str, str, str], tuple[Call, _Side]] = {}
         self._by_leg: dict[str, Call] = {}
         self.rooms: dict[str, ConferenceRoom] = {}
-        # Called with (call, extension, leg id) when a party's dialog is up (who is on a call).
-        self.on_side_up: Callable[[Call, str, str], None] | None = None
+        # Every call event goes out here, to every subscriber (pbx.control is the seam).
+        self.events = EventBus()
 
     @property
     def calls(self) -> list[Call]:
@@ -1483,10 +1501,24 @@ class B2bua:
         return call
 
     def _local_call(
-        self, invite: Request, source: tuple[str, int], transport: str, caller: str, callee: str
+        self,
+        invite: Request,
+        source: tuple[str, int],
+        transport: str,
+        caller: str,
+        callee: str,
+        record_id: str | None = None,
     ) -> Call:
         a = _Side(label="a", ext=caller, leg_id="", flow=Flow(transport, source))
-        call = Call(self, a, caller=caller, callee=callee, call_id=invite.call_id, invite=invite)
+        call = Call(
+            self,
+            a,
+            caller=caller,
+            callee=callee,
+            call_id=invite.call_id,
+            invite=invite,
+            record_id=record_id,
+        )
         a.leg_id = f"{call.id}-a"
         self._calls[call.id] = call
         self._by_invite[(invite.call_id, invite.from_.tag or "")] = call
@@ -1540,10 +1572,11 @@ class B2bua:
         seconds: float = 1.0,
         *,
         cause: str = "feature_code",
+        record_id: str | None = None,
     ) -> None:
         """Answer, play ``tone`` (a frame source, e.g. the confirmation beep of a feature
         code) and hang up after ``seconds``."""
-        call = self._local_call(invite, source, transport, caller, dialled)
+        call = self._local_call(invite, source, transport, caller, dialled, record_id)
 
         async def run() -> None:
             if not await call.answer_locally():
@@ -1632,7 +1665,7 @@ class B2bua:
         for s in (a, b):
             if s.leg_id in self.media:
                 self.media.unbridge(s.leg_id)
-                self.media.get_leg(s.leg_id).stop_tone()
+                self.media.stop_tone(s.leg_id)
         self.media.bridge(a.leg_id, b.leg_id)
         call.log.info("call_connected", linked=linked_id)
         return call
@@ -1644,13 +1677,20 @@ class B2bua:
         linked_id: str | None,
         callee: str,
         start: Callable[[Call], CallApplication],
+        record_id: str | None = None,
     ) -> Call:
         """A new answered call on an existing side (a caller handed over after the callee
         hung up, or a phone Switchboard called itself), driven by an application."""
         a.label = "a"
         assert a.dialog is not None
         call = Call(
-            self, a, caller=a.ext, callee=callee, call_id=a.dialog.call_id, linked_id=linked_id
+            self,
+            a,
+            caller=a.ext,
+            callee=callee,
+            call_id=a.dialog.call_id,
+            linked_id=linked_id,
+            record_id=record_id,
         )
         call.state = CallState.ANSWERED
         call.answered_at = call.start
@@ -1661,6 +1701,10 @@ class B2bua:
         call.log.info("call_continued", linked=linked_id, app=callee)
         call.app = start(call)
         return call
+
+    def find(self, record_id: str) -> Call | None:
+        """A live call by Switchboard's id of it."""
+        return self._calls.get(record_id)
 
     def find_by_invite(self, call_id: str, from_tag: str) -> Call | None:
         return self._by_invite.get((call_id, from_tag))
@@ -1723,6 +1767,9 @@ class B2bua:
         if call.app is not None and side is call.a:
             call.ivr_keys = (call.ivr_keys + event.digit)[-64:]
             call.app.on_dtmf(event.digit)
+        if side is not None:
+            role = "caller" if side is call.a else "callee"
+            self.events.publish(CallDtmf(call.id, side.leg_id, event.digit, role))
 
     def start_application(
         self,
@@ -1732,10 +1779,11 @@ class B2bua:
         caller: str,
         dialled: str,
         start: Callable[[Call], CallApplication],
+        record_id: str | None = None,
     ) -> Call:
         """Answer a call ourselves and hand it to an application (the IVR): ``start`` gets
         the answered call and returns the application that receives its digits and hang-up."""
-        call = self._local_call(invite, source, transport, caller, dialled)
+        call = self._local_call(invite, source, transport, caller, dialled, record_id)
 
         async def run() -> None:
             if await call.answer_locally():
@@ -1774,8 +1822,9 @@ class B2bua:
         assert side.dialog is not None
         self._dialogs[side.dialog.key] = (call, side)
         self._by_leg[side.leg_id] = call
-        if self.on_side_up is not None:
-            self.on_side_up(call, side.ext, side.leg_id)
+        self.events.publish(
+            LegAnswered(call.id, side.leg_id, side.ext, "caller" if side is call.a else "callee")
+        )
 
     def originate(
         self,

@@ -22,7 +22,6 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 __all__ = [
-    "ACD_FEATURES",
     "MAX_FORWARD_HOPS",
     "ExtensionSettings",
     "Feature",
@@ -46,31 +45,7 @@ class Feature(Enum):
     DND_OFF = "dnd_off"
     PICKUP = "pickup"
     DIRECTED_PICKUP = "directed_pickup"
-    # Call-center codes, carried out by the ACD (the server only recognises them).
-    AGENT_LOGIN = "agent_login"
-    AGENT_LOGOUT = "agent_logout"
-    AGENT_PAUSE = "agent_pause"  # optional reason digit
-    AGENT_UNPAUSE = "agent_unpause"
-    WRAP_UP_DONE = "wrap_up_done"  # optional wrap-up code digits
-    SUPERVISE_LISTEN = "supervise_listen"  # + the agent's extension
-    SUPERVISE_WHISPER = "supervise_whisper"
-    SUPERVISE_BARGE = "supervise_barge"
-    SUPERVISE_INTERCEPT = "supervise_intercept"
 
-
-ACD_FEATURES = frozenset(
-    {
-        Feature.AGENT_LOGIN,
-        Feature.AGENT_LOGOUT,
-        Feature.AGENT_PAUSE,
-        Feature.AGENT_UNPAUSE,
-        Feature.WRAP_UP_DONE,
-        Feature.SUPERVISE_LISTEN,
-        Feature.SUPERVISE_WHISPER,
-        Feature.SUPERVISE_BARGE,
-        Feature.SUPERVISE_INTERCEPT,
-    }
-)
 
 # Features that take the digits dialled after the code (a target number).
 _WITH_ARGUMENT = frozenset(
@@ -79,12 +54,6 @@ _WITH_ARGUMENT = frozenset(
         Feature.FORWARD_BUSY_ON,
         Feature.FORWARD_NO_ANSWER_ON,
         Feature.DIRECTED_PICKUP,
-        Feature.AGENT_PAUSE,
-        Feature.WRAP_UP_DONE,
-        Feature.SUPERVISE_LISTEN,
-        Feature.SUPERVISE_WHISPER,
-        Feature.SUPERVISE_BARGE,
-        Feature.SUPERVISE_INTERCEPT,
     }
 )
 

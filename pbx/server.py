@@ -31,17 +31,18 @@ from pathlib import Path
 
 import structlog
 
-from media import MediaEngine
+from media import LegInactive, MediaEngine, MediaInterface
 from media.dtmf import DtmfReceived
 from media.engine import MediaEvent
 from media.player import Playlist, load_prompt
 from media.tones import ToneSource
 
-from .b2bua import ALLOW, B2bua, Call, CallApplication
+from .b2bua import ALLOW, B2bua
+from .control import CallControl
 from .dialplan import DestinationKind, Dialplan, RouteDecision
 from .digest import AuthOutcome, DigestAuthenticator, DigestError, parse_credentials
+from .events import CallArrived
 from .features import (
-    ACD_FEATURES,
     ExtensionSettings,
     Feature,
     FeatureCodes,
@@ -77,15 +78,6 @@ DEFAULT_FEATURE_CODES: dict[str, str] = {
     "dnd_off": "*79",
     "pickup": "*8",
     "directed_pickup": "**",
-    "agent_login": "*45",
-    "agent_logout": "*46",
-    "agent_pause": "*47",
-    "agent_unpause": "*48",
-    "wrap_up_done": "*49",
-    "supervise_listen": "*51",
-    "supervise_whisper": "*52",
-    "supervise_barge": "*53",
-    "supervise_intercept": "*54",
 }
 
 # The track that ships with the project (media/prompts/make_moh.py made it).
@@ -102,12 +94,6 @@ class Extension:
     # How the phone sends DTMF: "auto" listens in-band when no telephone-event was
     # negotiated; "inband" always; "rfc4733"/"info" never run the audio detector.
     dtmf_mode: str = "auto"
-
-
-# Starts an application (an IVR flow) on a call Switchboard answered.
-ApplicationFactory = Callable[[Call, RouteDecision], CallApplication]
-# (INVITE, caller's extension, the feature, source, transport): the handler answers the INVITE.
-AcdFeatureHandler = Callable[[Request, str, FeatureRequest, tuple[str, int], str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,23 +135,15 @@ class SipServer:
         *,
         conferences: dict[str, Conference] | None = None,
         dialplan: Dialplan | None = None,
-        applications: dict[str, ApplicationFactory] | None = None,
+        media: MediaInterface | None = None,
+        prompt_path: Callable[[str], str | None] | None = None,
     ) -> None:
         self.settings = settings
         self.extensions = extensions
         self.conferences = conferences or {}
         self.dialplan = dialplan
-        # Resolves a prompt name (or file) of the dialplan to a file; set by the service layer.
-        self.prompt_path: Callable[[str], str | None] = lambda name: None
-        # Named applications (IVR flows) a dialplan destination of kind "ivr" can start.
-        self.applications = applications or {}
-        # Runs the voicemail of dialplan destinations of kind ``voicemail`` (mailbox: the
-        # decision's number); None answers them 480 like any unavailable destination.
-        self.voicemail_application: ApplicationFactory | None = None
-        # Runs dialplan destinations of kind ``queue`` (the ACD); None answers them 480.
-        self.queue_application: ApplicationFactory | None = None
-        # Carries out the call-center feature codes (agent login, pause, supervision...).
-        self.acd_features: AcdFeatureHandler | None = None
+        # Resolves a prompt name (or file) of the dialplan to a file (the config folder's).
+        self.prompt_path: Callable[[str], str | None] = prompt_path or (lambda name: None)
         self.feature_codes = FeatureCodes(dict(settings.feature_codes) or DEFAULT_FEATURE_CODES)
         self.ext_settings: dict[str, ExtensionSettings] = {}
         self.persistence = persistence
@@ -204,15 +182,20 @@ class SipServer:
             max_expires=settings.max_expires,
             default_expires=settings.default_expires,
         )
-        self.media = MediaEngine(
-            settings.rtp_host,
-            settings.rtp_ports[0],
-            settings.rtp_ports[1],
-            inactivity_timeout=settings.rtp_inactivity_timeout,
-            on_inactive=self._on_media_inactive,
-            on_event=self._on_media_event,
-            tone_plan=settings.tone_plan,
+        # The application passes what app.media.build_media made of the config; a server
+        # built by hand (in-process tests) gets an in-process engine over settings.rtp_*.
+        self.media: MediaInterface = (
+            media
+            if media is not None
+            else MediaEngine(
+                settings.rtp_host,
+                settings.rtp_ports[0],
+                settings.rtp_ports[1],
+                inactivity_timeout=settings.rtp_inactivity_timeout,
+                tone_plan=settings.tone_plan,
+            )
         )
+        self.media.subscribe(self._on_media_event)
         media_host = settings.advertise_host
         if media_host is None and settings.rtp_host not in ("0.0.0.0", "::"):
             media_host = settings.rtp_host
@@ -228,6 +211,12 @@ class SipServer:
             forward_of=self._forward_of,
             dtmf_mode_of=lambda ext: e.dtmf_mode if (e := self.extensions.get(ext)) else "auto",
         )
+        # The call-control seam: services (ACD, IVR, ...) drive calls only through this.
+        self.control = CallControl(
+            self.b2bua,
+            is_extension=lambda number: number in self.extensions,
+            tone_plan=lambda: self.settings.tone_plan,
+        )
         self.stack.on_request = self._on_request
         self.stack.on_ack_not_received = self._on_ack_not_received
         self.writes = WriteBehind(persistence) if persistence is not None else None
@@ -242,7 +231,6 @@ class SipServer:
         conferences: dict[str, Conference],
         feature_codes: tuple[tuple[str, str], ...] = (),
         dialplan: Dialplan | None = None,
-        applications: dict[str, ApplicationFactory] | None = None,
     ) -> None:
         """Swap the routing configuration atomically (``config reload`` / SIGHUP).
 
@@ -254,8 +242,6 @@ class SipServer:
         self.conferences = conferences
         self.feature_codes = FeatureCodes(dict(feature_codes) or DEFAULT_FEATURE_CODES)
         self.dialplan = dialplan
-        if applications is not None:
-            self.applications = applications
         self.ext_settings = {k: v for k, v in self.ext_settings.items() if k in extensions}
         log.info("config_reloaded", extensions=len(extensions), conferences=len(conferences))
 
@@ -282,6 +268,7 @@ class SipServer:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self.media.start()  # media worker processes, when configured, spawn here
         # Decode and resample the hold music once, off the loop, before the first hold.
         for path in self.settings.music_on_hold:
             await asyncio.to_thread(load_prompt, path, 8000)
@@ -566,6 +553,10 @@ class SipServer:
         if feature is not None:
             self._on_feature(req, user, feature, source, transport)
             return
+        code = self.control.claimed_code(callee)
+        if code is not None:  # a service's code (the ACD's agent and supervisor codes)
+            self.control.feature_dialled(req, source, transport, user, callee, code)
+            return
         if self.dialplan is not None:
             decision = self._route(callee, user)
             dest = decision.destination
@@ -585,24 +576,23 @@ class SipServer:
                 self._reject_call(req, user, callee, dest.status or 480, cause)
                 return
             if dest.kind in (DestinationKind.IVR, DestinationKind.VOICEMAIL, DestinationKind.QUEUE):
-                factory = (
-                    self.applications.get(number)
-                    if dest.kind is DestinationKind.IVR
-                    else self.voicemail_application
-                    if dest.kind is DestinationKind.VOICEMAIL
-                    else self.queue_application
-                )
-                if factory is None:
-                    self._reject_call(req, user, callee, 480, f"{dest.kind.value}_unavailable")
+                kind = dest.kind.value
+                if not self.control.serves(kind):
+                    self._reject_call(req, user, callee, 480, f"{kind}_unavailable")
                     return
-                self.b2bua.start_application(
-                    req,
-                    source,
-                    transport,
-                    user,
-                    callee,
-                    lambda call, f=factory, d=decision: f(call, d),  # type: ignore[misc]
-                )
+
+                def arrived(call_id: str, kind: str = kind, target: str = number) -> CallArrived:
+                    return CallArrived(
+                        call_id,
+                        kind,
+                        target,
+                        user,
+                        callee,
+                        priority=dest.priority,
+                        skills=tuple(dest.skills),
+                    )
+
+                self.control.arrive(req, source, transport, user, callee, arrived)
                 return
             if dest.kind is DestinationKind.PLAY_HANGUP:
                 self._announce_and_hang_up(req, source, transport, user, callee, dest.prompt)
@@ -717,12 +707,6 @@ class SipServer:
     ) -> None:
         """A feature code dialled from ``user``'s phone."""
         dialled = req.request_uri.user_unescaped() or ""
-        if feature.feature in ACD_FEATURES:
-            if self.acd_features is None:
-                self.stack.send_response(make_response(req, 480, "No ACD", to_tag=new_tag()))
-                return
-            self.acd_features(req, user, feature, source, transport)
-            return
         if feature.feature in (Feature.PICKUP, Feature.DIRECTED_PICKUP):
             group = self.extensions[user].pickup_group
             if feature.feature is Feature.DIRECTED_PICKUP:
@@ -819,6 +803,8 @@ class SipServer:
     def _on_media_event(self, event: MediaEvent) -> None:
         if isinstance(event, DtmfReceived):
             self.b2bua.on_dtmf(event)
+        elif isinstance(event, LegInactive):
+            self._on_media_inactive(event.leg_id)
 
     def _on_media_inactive(self, leg_id: str) -> None:
         self.b2bua.on_media_inactive(leg_id)

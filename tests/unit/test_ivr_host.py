@@ -12,6 +12,7 @@ from crm import CustomerData, Store
 from ivr import IvrSession, parse_flow
 from ivr.host import IvrHost
 from pbx.dialplan import Dialplan
+from tests.unit.fake_control import FakeCallControl
 
 
 @pytest.fixture
@@ -58,7 +59,7 @@ nodes:
 
 async def test_customer_lookup_reads_the_store(store: Store, tmp_path: Path) -> None:
     await store.add_customer(CustomerData(name="1009", phone="1 555 123 4567", grade="A"))
-    host = IvrHost(cast(Any, object()), store, Dialplan(), {}, tmp_path, "us")
+    host = IvrHost(cast(Any, FakeCallControl()), store, Dialplan(), {}, tmp_path)
     flow, problems = parse_flow(FLOW, base_dir=tmp_path)
     assert flow is not None, problems
     call = Caller()

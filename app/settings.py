@@ -1,0 +1,147 @@
+"""The one place the YAML config becomes domain settings (SIP server, extensions, rooms, ACD).
+
+Every part is built from what these functions return; nothing else reads the config's
+pydantic models to configure a part, so a setting is converted once, here, and tested here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from acd import AgentConfig, QueueConfig, RuleStep, Strategy, WrapUpMode, parse_requirements
+from acd.host import AcdCodes, AcdSettings
+from config import SwitchboardConfig
+from pbx.features import Feature
+from pbx.server import DEFAULT_MUSIC_ON_HOLD, Conference, Extension, ServerSettings
+from pbx.stack import ListenSpec
+
+__all__ = [
+    "acd_from_config",
+    "acd_settings_from_config",
+    "conferences_from_config",
+    "extensions_from_config",
+    "settings_from_config",
+]
+
+# Feature codes the SIP core carries out itself; the rest belong to services (the ACD).
+_PBX_FEATURES = frozenset(f.value for f in Feature)
+
+
+def pbx_feature_codes(cfg: SwitchboardConfig) -> tuple[tuple[str, str], ...]:
+    return tuple((k, v) for k, v in cfg.features.model_dump().items() if k in _PBX_FEATURES)
+
+
+def settings_from_config(cfg: SwitchboardConfig) -> ServerSettings:
+    sip = cfg.sip
+    return ServerSettings(
+        listen=tuple(ListenSpec(x.transport.upper(), x.host, x.port) for x in sip.listen),
+        realm=sip.realm,
+        advertise_host=sip.advertise_host,
+        user_agent=sip.user_agent,
+        min_expires=sip.registration.min_expires,
+        max_expires=sip.registration.max_expires,
+        default_expires=sip.registration.default_expires,
+        algorithms=tuple(sip.auth.algorithms),
+        nonce_lifetime=float(sip.auth.nonce_lifetime),
+        max_failures=sip.auth.max_failures,
+        failure_window=float(sip.auth.failure_window),
+        block_seconds=float(sip.auth.block_seconds),
+        rtp_host=cfg.rtp.host,
+        rtp_ports=(cfg.rtp.ports[0], cfg.rtp.ports[1]),
+        rtp_inactivity_timeout=float(cfg.rtp.inactivity_timeout),
+        music_on_hold=tuple(cfg.media.music_on_hold) or (str(DEFAULT_MUSIC_ON_HOLD),),
+        tone_plan=cfg.media.tone_plan,
+        feature_codes=pbx_feature_codes(cfg),
+    )
+
+
+def extensions_from_config(cfg: SwitchboardConfig) -> dict[str, Extension]:
+    return {
+        num: Extension(
+            number=num,
+            name=e.name,
+            password=e.password,
+            ring_timeout=float(e.ring_timeout),
+            pickup_group=e.pickup_group,
+            dtmf_mode=e.dtmf_mode,
+        )
+        for num, e in cfg.extensions.items()
+    }
+
+
+def conferences_from_config(cfg: SwitchboardConfig) -> dict[str, Conference]:
+    return {
+        num: Conference(num, room.name, room.max_members) for num, room in cfg.conferences.items()
+    }
+
+
+# Queue settings with the same name and meaning in the YAML and in the ACD.
+_SAME_QUEUE_SETTINGS = (
+    "ring_timeout",
+    "retry_delay",
+    "auto_pause_after",
+    "wrap_up",
+    "maxlen",
+    "join_empty",
+    "leave_when_empty",
+    "max_wait",
+    "overflow",
+    "progressive_step",
+    "service_level",
+    "announce_position_every",
+    "announce_every",
+    "exit_key",
+    "exit_destination",
+)
+
+
+def acd_from_config(cfg: SwitchboardConfig) -> tuple[list[AgentConfig], list[QueueConfig]]:
+    """The ACD's agents and queues from ``agents:`` and ``queues:`` of the config."""
+    agents = [
+        AgentConfig(agent_id, a.name, tuple(a.extensions), dict(a.skills), a.wrap_up)
+        for agent_id, a in cfg.agents.items()
+    ]
+    queues = []
+    for name, q in cfg.queues.items():
+        same = {k: getattr(q, k) for k in _SAME_QUEUE_SETTINGS}
+        queues.append(
+            QueueConfig(
+                name,
+                **same,
+                strategy=Strategy(q.strategy),
+                members=tuple(q.members),
+                skill_rules=tuple(
+                    RuleStep(parse_requirements(r.require), r.wait_under) for r in q.skill_rules
+                ),
+                wrap_up_mode=WrapUpMode(q.wrap_up_mode),
+                wrap_up_codes=tuple(q.wrap_up_codes),
+                last_agent_days=q.last_agent.days,
+                last_agent_wait=q.last_agent.wait,
+                grade_priority={str(k): v for k, v in q.grade_priority.items()},
+                callback_key=q.callback.key,
+                callback_offer_after=q.callback.offer_after,
+                callback_attempts=q.callback.attempts,
+                callback_retry_delay=q.callback.retry_delay,
+                callback_agent_first=q.callback.order == "agent_first",
+            )
+        )
+    return agents, queues
+
+
+def acd_settings_from_config(cfg: SwitchboardConfig, config_dir: Path) -> AcdSettings:
+    """Everything the ACD host takes from the config (at start and on every reload)."""
+    agents, queues = acd_from_config(cfg)
+    features = cfg.features.model_dump()
+    codes = AcdCodes(**{name: features[name] for name in AcdCodes.__dataclass_fields__})
+    return AcdSettings(
+        agents=agents,
+        queues=queues,
+        config_dir=config_dir,
+        tone_plan=cfg.media.tone_plan,
+        pause_reasons={str(k): v for k, v in cfg.acd.pause_reasons.items()},
+        supervisors=frozenset(cfg.acd.supervisors),
+        queue_music={
+            name: [str(config_dir / f) for f in q.music_on_hold] for name, q in cfg.queues.items()
+        },
+        codes=codes,
+    )

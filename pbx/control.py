@@ -1,0 +1,706 @@
+"""The call-control seam: what services (ACD, IVR, recorder, web panel, trunks) use to drive
+calls, by id, without holding a call, a leg or the media engine.
+
+Theory of operation
+-------------------
+The B2BUA (:mod:`pbx.b2bua`) owns calls, dialogs and legs. :class:`CallControl` is the one
+door into it for everything above ``pbx``:
+
+- **Queries** return frozen snapshots (:class:`CallInfo`), never live objects.
+- **Commands** take ids: answer or reject a call waiting for a service, play prompts and
+  tones, music on hold, offer a call to an extension and accept or cancel the offer, connect
+  a call to an extension, originate a call, supervise (listen, whisper, barge, intercept),
+  tap a call's audio, hang up, hand a call to another service.
+- **Events** (:mod:`pbx.events`) go to every subscriber of :meth:`subscribe`.
+
+How calls reach a service: a service *serves* destination kinds (``queue``, ``ivr``,
+``voicemail``) and *claims* feature codes. The SIP server answers a call routed to a kind
+somebody serves and publishes :class:`~pbx.events.CallArrived`; a call to a kind nobody
+serves is refused (480). A dialled code that a service claimed is published as
+:class:`~pbx.events.FeatureCodeDialled` *before* it is answered; the service answers or
+rejects it from its handler (a code nobody answered there gets 480).
+
+The same interface is what a fake implementation gives the services in unit tests (see
+``tests/unit/fake_control.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from media import Playlist, ToneSource
+from media.interface import LegClosed as MediaLegClosed
+from media.player import load_prompt
+
+from .b2bua import B2bua, Call, CallState, _Outbound, _Side
+from .events import (
+    CallAnswered,
+    CallArrived,
+    CallEvent,
+    ConnectFailed,
+    FeatureCodeDialled,
+    LegClosed,
+    OfferAnswered,
+    OfferRejected,
+    OriginateAnswered,
+    OriginateFailed,
+    PlaybackFinished,
+)
+from .message import Request, make_response
+from .stack import new_tag
+
+__all__ = ["SUPERVISION_MODES", "CallControl", "CallInfo"]
+
+log = structlog.get_logger("pbx.control")
+
+SUPERVISION_MODES = ("listen", "whisper", "barge", "intercept")
+RATE = 8000
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """A snapshot of one call. ``callee_ext`` is the extension that answered (None before)."""
+
+    call_id: str
+    caller: str
+    callee: str
+    state: str  # setup, calling, ringing, answered, ended
+    caller_ext: str
+    caller_leg: str
+    callee_ext: str | None
+    callee_leg: str | None
+    linked_id: str | None
+    ivr_keys: str
+    offers: tuple[str, ...]
+
+    @property
+    def ended(self) -> bool:
+        return self.state == "ended"
+
+    @property
+    def answered(self) -> bool:
+        return self.state == "answered"
+
+
+def _info(call: Call) -> CallInfo:
+    return CallInfo(
+        call_id=call.id,
+        caller=call.caller,
+        callee=call.callee,
+        state=call.state.value,
+        caller_ext=call.a.ext,
+        caller_leg=call.a.leg_id,
+        callee_ext=call.b.ext if call.b is not None else None,
+        callee_leg=call.b.leg_id if call.b is not None else None,
+        linked_id=call.linked_id,
+        ivr_keys=call.ivr_keys,
+        offers=tuple(call.offers),
+    )
+
+
+class _Driven:
+    """The application object of a call a service drives: digits and the hang-up reach the
+    service as events, so this only marks the call (the B2BUA keeps its key trail)."""
+
+    def on_dtmf(self, digit: str) -> None:
+        pass
+
+    def on_hangup(self) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class _PendingInvite:
+    """An INVITE for a claimed feature code, waiting for the service's answer."""
+
+    request: Request
+    source: tuple[str, int]
+    transport: str
+    caller: str
+    dialled: str
+
+
+@dataclass(slots=True)
+class _Supervision:
+    supervisor: str  # the supervisor's call
+    target: str  # the supervised call
+    bridge: str
+    mode: str = ""
+
+
+@dataclass(slots=True)
+class _Tap:
+    call_id: str
+    bridge: str
+    media_tap: str
+    leg_id: str
+    own_bridge: bool
+
+
+@dataclass(slots=True)
+class _Originate:
+    outbound: _Outbound | None = None
+    answered: bool = False
+    cancelled: bool = False
+    label: str = ""
+
+
+class CallControl:
+    """The seam; one per SIP server. See the module documentation."""
+
+    def __init__(
+        self,
+        b2bua: B2bua,
+        *,
+        is_extension: Callable[[str], bool],
+        tone_plan: Callable[[], str],
+    ) -> None:
+        self._b2b = b2bua
+        self._is_extension = is_extension
+        self._tone_plan = tone_plan
+        self._served: set[str] = set()
+        self._codes: dict[str, str] = {}  # claimed feature code -> owner
+        self._pending: dict[str, _PendingInvite] = {}
+        self._answered_offers: dict[tuple[str, str], _Side] = {}
+        self._supervisions: dict[str, _Supervision] = {}
+        self._taps: dict[str, _Tap] = {}
+        self._originates: dict[str, _Originate] = {}
+        b2bua.media.subscribe(self._on_media_event)
+
+    def _on_media_event(self, event: object) -> None:
+        # A released leg is a fact services use (an agent's phone is free again).
+        if isinstance(event, MediaLegClosed):
+            self._b2b.events.publish(LegClosed(event.leg_id))
+
+    # -- subscriptions and claims ---------------------------------------------------------------
+
+    def subscribe(self, handler: Callable[[CallEvent], None]) -> Callable[[], None]:
+        """Receive every call event; returns the function that unsubscribes."""
+        return self._b2b.events.subscribe(handler)
+
+    def serve(self, *kinds: str) -> None:
+        """Destinations of these kinds (``queue``, ``ivr``, ``voicemail``) arrive as
+        :class:`CallArrived` events for the caller of this method to take."""
+        self._served.update(kinds)
+
+    def serves(self, kind: str) -> bool:
+        return kind in self._served
+
+    def claim_feature_codes(self, owner: str, codes: Iterable[str]) -> None:
+        """Dialled strings starting with one of ``codes`` are reported as
+        :class:`FeatureCodeDialled` (replacing what ``owner`` claimed before)."""
+        self._codes = {c: o for c, o in self._codes.items() if o != owner}
+        for code in codes:
+            if code:
+                self._codes[code] = owner
+
+    def claimed_code(self, dialled: str) -> str | None:
+        """The longest claimed code ``dialled`` starts with."""
+        best = None
+        for code in self._codes:
+            if dialled.startswith(code) and (best is None or len(code) > len(best)):
+                best = code
+        return best
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def info(self, call_id: str) -> CallInfo | None:
+        call = self._b2b.find(call_id)
+        return _info(call) if call is not None else None
+
+    def calls(self) -> list[CallInfo]:
+        return [_info(c) for c in self._b2b.calls]
+
+    def is_extension(self, number: str) -> bool:
+        return self._is_extension(number)
+
+    def bridge_of(self, call_id: str) -> str | None:
+        call = self._live(call_id)
+        if call is None:
+            return None
+        media = self._b2b.media
+        return media.bridge_of(call.a.leg_id) if call.a.leg_id in media else None
+
+    # -- what the SIP server hands over (not for services) -------------------------------------
+
+    def arrive(
+        self,
+        invite: Request,
+        source: tuple[str, int],
+        transport: str,
+        caller: str,
+        dialled: str,
+        event: Callable[[str], CallArrived],
+    ) -> None:
+        """Answer ``invite`` and publish ``event(call_id)`` once its media is up."""
+
+        def start(call: Call) -> _Driven:
+            app = _Driven()
+            asyncio.get_running_loop().call_soon(self._publish_arrival, call, event(call.id))
+            return app
+
+        self._b2b.start_application(invite, source, transport, caller, dialled, start)
+
+    def _publish_arrival(self, call: Call, event: CallArrived) -> None:
+        if not call.ended:
+            self._b2b.events.publish(event)
+
+    def feature_dialled(
+        self,
+        invite: Request,
+        source: tuple[str, int],
+        transport: str,
+        caller: str,
+        dialled: str,
+        code: str,
+    ) -> None:
+        """A claimed code was dialled: the owner answers or rejects it from its handler."""
+        call_id = secrets.token_hex(8)
+        self._pending[call_id] = _PendingInvite(invite, source, transport, caller, dialled)
+        self._b2b.events.publish(FeatureCodeDialled(call_id, caller, code, dialled[len(code) :]))
+        if call_id in self._pending:  # nobody answered it
+            self.reject(call_id, 480, "Feature Unavailable")
+
+    # -- answering and refusing -----------------------------------------------------------------
+
+    def reject(self, call_id: str, status: int, reason: str | None = None) -> None:
+        """Refuse a call that is not answered yet with ``status``."""
+        pending = self._pending.pop(call_id, None)
+        if pending is not None:
+            self._b2b.stack.send_response(
+                make_response(pending.request, status, reason, to_tag=new_tag())
+            )
+            log.info("call_rejected", call=call_id, caller=pending.caller, status=status)
+            return
+        call = self._live(call_id)
+        if call is not None and call.state is not CallState.ANSWERED:
+            call.hangup(f"sip_{status}")
+
+    def answer(self, call_id: str) -> bool:
+        """Answer a waiting call; :class:`CallAnswered` follows when its media is up, then
+        its digits arrive as events."""
+        pending = self._pending.pop(call_id, None)
+        if pending is None:
+            return False
+
+        def start(call: Call) -> _Driven:
+            asyncio.get_running_loop().call_soon(self._publish_answered, call)
+            return _Driven()
+
+        self._b2b.start_application(
+            pending.request,
+            pending.source,
+            pending.transport,
+            pending.caller,
+            pending.dialled,
+            start,
+            record_id=call_id,
+        )
+        return True
+
+    def _publish_answered(self, call: Call) -> None:
+        if not call.ended:
+            self._b2b.events.publish(CallAnswered(call.id))
+
+    def answer_with_tone(
+        self, call_id: str, tone: str = "beep", cause: str = "feature_code"
+    ) -> bool:
+        """Answer a waiting call, play ``tone`` (a confirmation beep) and hang up."""
+        pending = self._pending.pop(call_id, None)
+        if pending is None:
+            return False
+        source = ToneSource(tone, self._tone_plan(), rate=RATE)
+        self._b2b.answer_with_tone(
+            pending.request,
+            pending.source,
+            pending.transport,
+            pending.caller,
+            pending.dialled,
+            source,
+            cause=cause,
+            record_id=call_id,
+        )
+        return True
+
+    # -- media on a call ------------------------------------------------------------------------
+
+    async def preload(self, files: Sequence[str]) -> None:
+        """Decode prompts into the prompt cache off the event loop (playing them later
+        only reads the cache)."""
+        await asyncio.to_thread(Playlist(list(files), RATE).prepare)
+
+    @staticmethod
+    def prewarm(files: Iterable[str]) -> list[tuple[str, str]]:
+        """Decode prompt files into the cache (blocking: call it in a thread). Returns the
+        (file, error) of those that could not be read."""
+        failed = []
+        for path in files:
+            try:
+                load_prompt(path, RATE)
+            except Exception as exc:
+                failed.append((path, str(exc)))
+        return failed
+
+    def play(self, call_id: str, files: Sequence[str], *, loop: bool = False) -> str | None:
+        """Play files back to back to the caller (instead of what they would hear); the end
+        is published as :class:`PlaybackFinished`. None if the call has no media."""
+        return self._play(call_id, Playlist(list(files), RATE, loop=loop))
+
+    def play_tone(self, call_id: str, tone: str) -> str | None:
+        """Play a tone of the configured tone plan (``beep``, ``ringback``, ``busy``...)."""
+        return self._play(call_id, ToneSource(tone, self._tone_plan(), rate=RATE))
+
+    def _play(self, call_id: str, source: Any) -> str | None:
+        call = self._live(call_id)
+        if call is None or call.a.leg_id not in self._b2b.media:
+            return None
+        events = self._b2b.events
+
+        def done(ev: Any) -> None:
+            events.publish(PlaybackFinished(call_id, ev.player_id, not ev.stopped))
+
+        player: str = self._b2b.media.play(call.a.leg_id, source, on_done=done)
+        return player
+
+    def stop_play(self, play_id: str | None) -> None:
+        if play_id is not None:
+            self._b2b.media.stop_play(play_id)
+
+    def music_on_hold(self, call_id: str, files: Sequence[str] = ()) -> None:
+        """Music on hold for the caller: ``files`` looped, or the default music."""
+        call = self._live(call_id)
+        if call is None or call.a.leg_id not in self._b2b.media:
+            return
+        self.stop_music_on_hold(call_id)
+        media = self._b2b.media
+        if files:
+            call.a.moh_player = media.play(call.a.leg_id, Playlist(list(files), RATE, loop=True))
+        else:
+            call.a.moh_player = self._b2b.start_music_on_hold(call.a.leg_id)
+
+    def stop_music_on_hold(self, call_id: str) -> None:
+        call = self._b2b.find(call_id)
+        if call is not None and call.a.moh_player is not None:
+            self._b2b.stop_music_on_hold(call.a.moh_player)
+            call.a.moh_player = None
+
+    def start_tone(self, call_id: str, tone: str = "ringback") -> None:
+        call = self._live(call_id)
+        if call is not None and call.a.leg_id in self._b2b.media:
+            self._b2b.media.start_tone(call.a.leg_id, tone)
+
+    def tap(self, call_id: str, callback: Callable[[Any, int], None]) -> str | None:
+        """Hand the caller's audio (20 ms ``int16`` frames and their rate) to ``callback``
+        until :meth:`stop_tap`. None if the call has no media."""
+        call = self._live(call_id)
+        media = self._b2b.media
+        if call is None or call.a.leg_id not in media:
+            return None
+        leg = call.a.leg_id
+        bridge = media.bridge_of(leg)
+        own = bridge is None
+        if bridge is None:
+            bridge = f"tap-{leg}"
+            media.create_bridge(bridge)
+            media.join(bridge, leg)
+        media_tap: str = media.add_tap(bridge, leg, callback)
+        tap_id = f"tap-{secrets.token_hex(6)}"
+        self._taps[tap_id] = _Tap(call_id, bridge, media_tap, leg, own)
+        return tap_id
+
+    def stop_tap(self, tap_id: str) -> None:
+        tap = self._taps.pop(tap_id, None)
+        if tap is None:
+            return
+        media = self._b2b.media
+        media.remove_tap(tap.media_tap)
+        if tap.own_bridge:
+            if tap.leg_id in media:
+                media.leave(tap.bridge, tap.leg_id)
+            media.destroy_bridge(tap.bridge)
+
+    # -- connecting -----------------------------------------------------------------------------
+
+    def offer(
+        self,
+        call_id: str,
+        offer_id: str,
+        extension: str,
+        *,
+        ring_timeout: float,
+        display: str | None = None,
+    ) -> bool:
+        """Ring ``extension`` with this answered call without connecting it: the outcome is
+        :class:`OfferAnswered` or :class:`OfferRejected`. False if it has no phone."""
+        call = self._live(call_id)
+        if call is None:
+            return False
+        events = self._b2b.events
+
+        def answered(side: _Side) -> None:
+            self._answered_offers[(call_id, offer_id)] = side
+            events.publish(OfferAnswered(call_id, offer_id, side.ext, side.leg_id))
+            # Neither accepted nor released by a subscriber: nobody wants this phone.
+            if self._answered_offers.pop((call_id, offer_id), None) is not None:
+                self._release(side)
+
+        def failed(status: int) -> None:
+            events.publish(OfferRejected(call_id, offer_id, status))
+
+        return call.offer(
+            offer_id,
+            extension,
+            ring_timeout=ring_timeout,
+            on_answered=answered,
+            on_failed=failed,
+            display=display,
+        )
+
+    def cancel_offer(self, call_id: str, offer_id: str) -> None:
+        """Stop ringing (no event follows), or release a phone that answered the offer."""
+        side = self._answered_offers.pop((call_id, offer_id), None)
+        if side is not None:
+            self._release(side)
+            return
+        call = self._b2b.find(call_id)
+        if call is not None:
+            call.cancel_offer(offer_id)
+
+    def accept_offer(
+        self, call_id: str, offer_id: str, *, callee_first: bool = False
+    ) -> str | None:
+        """Connect the caller to the phone that answered ``offer_id``; music and tones stop,
+        other offers are cancelled. With ``callee_first`` the answering phone becomes the
+        *caller* of the connected call (a callback that rang the agent first, then the
+        customer, is recorded as customer -> agent); the call then gets a new id, returned."""
+        side = self._answered_offers.pop((call_id, offer_id), None)
+        call = self._live(call_id)
+        if side is None:
+            return None
+        if call is None:
+            self._release(side)
+            return None
+        if not callee_first:
+            call.accept(side)
+            return call.id
+        first = call.a
+        if first.moh_player is not None:
+            self._b2b.stop_music_on_hold(first.moh_player)
+            first.moh_player = None
+        self._b2b.retire(call)
+        final = self._b2b.connect(side, first, linked_id=None, callee=first.ext)
+        return final.id
+
+    def connect_to(self, call_id: str, extension: str) -> bool:
+        """Ring ``extension`` for an answered call and bridge whoever answers (the caller
+        hears ringback). :class:`ConnectFailed` if nobody does; False if it has no phone."""
+        call = self._live(call_id)
+        if call is None:
+            return False
+        events = self._b2b.events
+
+        def failed(status: int) -> None:
+            events.publish(ConnectFailed(call_id, extension, status))
+
+        return call.connect_to(extension, failed)
+
+    def continue_after_callee(self, call_id: str, kind: str, target: str) -> None:
+        """When the callee hangs up, the caller is handed to ``kind``/``target`` (a
+        post-call survey flow) in a new call linked to this one."""
+        call = self._live(call_id)
+        if call is None:
+            return
+
+        def start(new: Call, ended: Call) -> _Driven:
+            variables = (("rated_call", ended.id), ("agent", ended.callee))
+            event = CallArrived(
+                new.id,
+                kind,
+                target,
+                new.caller,
+                ended.callee,
+                variables=variables,
+                linked_id=ended.id,
+            )
+            asyncio.get_running_loop().call_soon(self._publish_arrival, new, event)
+            return _Driven()
+
+        call.after_callee = start
+        call.after_callee_label = f"survey:{target}"
+
+    def route(
+        self,
+        call_id: str,
+        kind: str,
+        target: str,
+        *,
+        priority: int | None = None,
+        skills: Sequence[str] = (),
+        variables: dict[str, str] | None = None,
+        survey: str | None = None,
+    ) -> bool:
+        """Hand an answered call to the service that serves ``kind`` (an IVR sending its
+        caller to a queue, a queue overflowing into an IVR or voicemail). False when no
+        service serves it or the call is gone."""
+        call = self._live(call_id)
+        if call is None or kind not in self._served:
+            return False
+        self.stop_music_on_hold(call_id)
+        call.app = _Driven()
+        self._b2b.events.publish(
+            CallArrived(
+                call_id,
+                kind,
+                target,
+                call.caller,
+                call.callee,
+                priority=priority,
+                skills=tuple(skills),
+                variables=tuple((variables or {}).items()),
+                survey=survey,
+                linked_id=call.linked_id,
+            )
+        )
+        return True
+
+    def hangup(self, call_id: str, cause: str = "normal_clearing") -> None:
+        """End the call from Switchboard's side (BYE to every party)."""
+        pending = self._pending.pop(call_id, None)
+        if pending is not None:
+            self._b2b.stack.send_response(make_response(pending.request, 480, to_tag=new_tag()))
+            return
+        call = self._live(call_id)
+        if call is None:
+            return
+        if call.state is CallState.ANSWERED:
+            call.hang_up_caller(cause)
+        else:
+            call.hangup(cause)
+
+    # -- calls Switchboard places itself --------------------------------------------------------
+
+    def originate(
+        self,
+        offer_id: str,
+        extension: str,
+        *,
+        caller_id: str,
+        display: str | None = None,
+        ring_timeout: float = 30.0,
+        label: str | None = None,
+    ) -> str | None:
+        """Call ``extension`` (a callback rings the agent or the customer first). On answer
+        a call with the returned id exists whose caller is that phone (its ``LegAnswered``
+        comes first, then :class:`OriginateAnswered`); else :class:`OriginateFailed`. None if
+        the extension has no phone."""
+        call_id = secrets.token_hex(8)
+        events = self._b2b.events
+        state = _Originate(label=label or caller_id)
+        self._originates[offer_id] = state
+
+        def answered(side: _Side) -> None:
+            self._originates.pop(offer_id, None)
+            if state.cancelled:
+                self._release(side)
+                return
+            call = self._b2b.continue_with_application(
+                side,
+                linked_id=None,
+                callee=state.label,
+                start=lambda c: _Driven(),
+                record_id=call_id,
+            )
+            events.publish(OriginateAnswered(offer_id, call.id, side.ext, side.leg_id))
+
+        def failed(status: int) -> None:
+            self._originates.pop(offer_id, None)
+            if not state.cancelled:
+                events.publish(OriginateFailed(offer_id, status))
+
+        state.outbound = self._b2b.originate(
+            extension,
+            caller_ext=caller_id,
+            display=display,
+            ring_timeout=ring_timeout,
+            on_answered=answered,
+            on_failed=failed,
+        )
+        if state.outbound is None:
+            self._originates.pop(offer_id, None)
+            return None
+        return call_id
+
+    def cancel_originate(self, offer_id: str) -> None:
+        state = self._originates.pop(offer_id, None)
+        if state is not None:
+            state.cancelled = True
+            if state.outbound is not None:
+                state.outbound.cancel()
+
+    # -- supervision ----------------------------------------------------------------------------
+
+    def supervise(self, supervisor_call: str, target_call: str, mode: str) -> bool:
+        """Join the supervisor's (answered) call into the target call's bridge in ``mode``:
+        listen (hears both), whisper (the agent hears the supervisor), barge (both do),
+        intercept (the supervisor takes the caller; the agent is released). The target
+        ending hangs the supervisor up. False if there is nothing to supervise."""
+        own = self._live(supervisor_call)
+        target = self._live(target_call)
+        media = self._b2b.media
+        if own is None or target is None or target.b is None or target.a.leg_id not in media:
+            return False
+        state = self._supervisions.get(supervisor_call)
+        if state is None:
+            bridge = media.bridge_of(target.a.leg_id)
+            if bridge is None:
+                return False
+            media.join(bridge, own.a.leg_id)
+            state = _Supervision(supervisor_call, target_call, bridge)
+            self._supervisions[supervisor_call] = state
+
+            def target_ended(_call: Call, _side: str, _cause: str) -> None:
+                gone = self._supervisions.pop(supervisor_call, None)
+                if gone is not None and gone.mode != "intercept":
+                    self.hangup(supervisor_call, "supervised_call_ended")
+
+            def own_ended(_call: Call, _side: str, _cause: str) -> None:
+                self._supervisions.pop(supervisor_call, None)
+
+            target.on_end.append(target_ended)
+            own.on_end.append(own_ended)
+        return self._switch(state, own, target, mode)
+
+    def _switch(self, state: _Supervision, own: Call, target: Call, mode: str) -> bool:
+        if mode == state.mode:
+            return True
+        if target.b is None:
+            return False
+        media = self._b2b.media
+        if mode == "intercept":
+            state.mode = mode
+            self._supervisions.pop(state.supervisor, None)
+            target.take_over(own.a, own)
+            return True
+        sup, caller, agent = own.a.leg_id, target.a.leg_id, target.b.leg_id
+        media.set_hears(state.bridge, caller, sup, mode == "barge")
+        media.set_hears(state.bridge, agent, sup, mode in ("whisper", "barge"))
+        state.mode = mode
+        return True
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _live(self, call_id: str) -> Call | None:
+        call = self._b2b.find(call_id)
+        return call if call is not None and not call.ended else None
+
+    def _release(self, side: _Side) -> None:
+        """Hang up a phone that answered but is not wanted (any more)."""
+        if side.dialog is not None:
+            self._b2b.send_bye(side.dialog)
+        self._b2b.media.close_leg(side.leg_id)
