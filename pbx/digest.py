@@ -69,7 +69,7 @@ import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "SUPPORTED_ALGORITHMS",
@@ -134,7 +134,11 @@ class AuthResult:
     ``username`` and ``uri`` are the values the client sent (``None`` only when MALFORMED).
     The caller should check that ``uri`` designates the Request-URI (RFC 3261 §22.4 leaves
     it to the server; RFC 2617 §3.2.2.5 answers a mismatch with 400). ``reason`` is a short
-    machine-readable word for logs; never send it to the peer.
+    machine-readable word for logs; never send it to the peer. ``nonce`` is the nonce the
+    client answered (for :meth:`DigestAuthenticator.challenge` after a FAILED check);
+    ``fingerprint`` identifies the answer itself (user, realm, nonce, nonce-count, cnonce
+    and response digest): the same fingerprint again is the same credential resent, not a
+    new guess, so a failure throttle counts it once.
     """
 
     outcome: AuthOutcome
@@ -142,6 +146,9 @@ class AuthResult:
     uri: str | None = None
     algorithm: str | None = None
     reason: str = ""
+    # What was answered, not what was decided: left out of ==.
+    nonce: str | None = field(default=None, compare=False)
+    fingerprint: str | None = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -539,22 +546,43 @@ class DigestAuthenticator:
             return None
         return int.from_bytes(head[:_NONCE_TS_LEN], "big") / 1000.0
 
+    def _is_fresh(self, nonce: str, now: float) -> bool:
+        issued_at = self._nonce_issued_at(nonce)
+        if issued_at is None:
+            return False
+        age = now - issued_at
+        return -_FUTURE_SKEW <= age <= self.nonce_lifetime
+
     # -- challenges ---------------------------------------------------------------------------
 
-    def challenge(self, now: float, *, stale: bool = False, opaque: str | None = None) -> list[str]:
+    def challenge(
+        self,
+        now: float,
+        *,
+        stale: bool = False,
+        opaque: str | None = None,
+        nonce: str | None = None,
+    ) -> list[str]:
         """WWW-Authenticate / Proxy-Authenticate values, one per algorithm, preferred first.
 
         RFC 8760 §2.4: a UAS offering several algorithms sends one challenge per algorithm
         in preference order. Each carries its own nonce. ``opaque`` defaults to a constant
         derived from the secret; it is echoed back by clients but not checked (many UAs drop
         or mangle it and it protects nothing the nonce HMAC does not).
+
+        ``nonce``: after a FAILED check, the nonce the client answered. When it is ours and
+        still fresh, every challenge carries it again: the same nonce with stale=false tells
+        the client its credential was refused (RFC 7616 §3.3), so it stops. A fresh nonce
+        reads as "nonce changed, retry" (PJSIP does, up to 3 times, with the same wrong
+        password) and one typo would cost several failures in a throttle.
         """
         op = self._default_opaque if opaque is None else opaque
+        again = nonce if nonce is not None and self._is_fresh(nonce, now) else None
         values = []
         for algorithm in self.algorithms:
             parts = [
                 f"Digest realm={quote(self.realm)}",
-                f"nonce={quote(self.make_nonce(now))}",
+                f"nonce={quote(again or self.make_nonce(now))}",
                 f"opaque={quote(op)}",
                 f"algorithm={algorithm}",
                 'qop="auth"',  # RFC 3261 §22.4: servers MUST always send qop
@@ -579,8 +607,23 @@ class DigestAuthenticator:
         except DigestError as exc:
             return AuthResult(AuthOutcome.MALFORMED, reason=f"malformed: {exc}")
 
+        fingerprint = hashlib.sha256(
+            "\x00".join(
+                (
+                    cred.username,
+                    cred.realm,
+                    cred.nonce,
+                    cred.nc or "",
+                    cred.cnonce or "",
+                    cred.response.lower(),
+                )
+            ).encode()
+        ).hexdigest()[:32]
+
         def result(outcome: AuthOutcome, reason: str) -> AuthResult:
-            return AuthResult(outcome, cred.username, cred.uri, cred.algorithm, reason)
+            return AuthResult(
+                outcome, cred.username, cred.uri, cred.algorithm, reason, cred.nonce, fingerprint
+            )
 
         if cred.realm != self.realm:
             return result(AuthOutcome.FAILED, "realm")

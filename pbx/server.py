@@ -478,6 +478,7 @@ class SipServer:
         values = req.get_all(header)
         cred = _credentials_for_realm(values, self.auth.realm)
         stale = False
+        refused_nonce: str | None = None
         if cred is not None:
             result = self.auth.verify(req.method, cred, now, self._password_of)
             if result.ok:
@@ -493,8 +494,11 @@ class SipServer:
                 )
                 return None
             else:
+                # One wrong credential counts once (the same answer resent is no new guess),
+                # and the challenge repeats its nonce so that the phone stops there.
+                refused_nonce = result.nonce
                 blocked = self.throttle is not None and self.throttle.record_failure(
-                    src.rsplit(":", 1)[0], now
+                    src.rsplit(":", 1)[0], now, result.fingerprint
                 )
                 log.info(
                     "auth_failed",
@@ -509,7 +513,8 @@ class SipServer:
                         make_response(req, 403, "Too Many Failed Attempts", to_tag=new_tag())
                     )
                     return None
-        headers = [(challenge_header, v) for v in self.auth.challenge(now, stale=stale)]
+        challenges = self.auth.challenge(now, stale=stale, nonce=refused_nonce)
+        headers = [(challenge_header, v) for v in challenges]
         self.stack.send_response(make_response(req, status, to_tag=new_tag(), headers=headers))
         return None
 

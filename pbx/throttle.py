@@ -14,6 +14,12 @@ request or answers 403 without a challenge (a 401 would invite another guess).
 NAT. STALE and MALFORMED outcomes should not count (a phone answering a stale nonce is not
 guessing).
 
+One wrong credential counts once. ``record_failure`` takes the credential's ``attempt``
+fingerprint (``pbx.digest.AuthResult.fingerprint``): the same answer again from the same
+source within the window (a UDP retransmission that outlived its transaction, a phone
+resending the header it cached) is not another guess. Each new guess has a new digest, so a
+scanner gains nothing.
+
 Memory is bounded. Failure histories live in one LRU map of at most ``max_entries``
 sources, each keeping at most ``max_failures`` timestamps; blocks live in a second map of at
 most ``max_entries`` sources, so a flood of fresh addresses (cheap with IPv6) can push out
@@ -47,21 +53,28 @@ class FailureThrottle:
         self.window = window
         self.block_seconds = block_seconds
         self.max_entries = max_entries
-        # source -> times of recent failures (oldest first); LRU order, last touched at end.
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        # source -> (time, attempt) of recent failures, oldest first; LRU order, last touched
+        # at the end.
+        self._failures: OrderedDict[str, deque[tuple[float, str | None]]] = OrderedDict()
         # source -> time its block ends; insertion order == order blocks end.
         self._blocked: OrderedDict[str, float] = OrderedDict()
 
-    def record_failure(self, source: str, now: float) -> bool:
-        """Count one failure; return True when ``source`` is (now) blocked."""
+    def record_failure(self, source: str, now: float, attempt: str | None = None) -> bool:
+        """Count one failure; return True when ``source`` is (now) blocked.
+
+        ``attempt`` identifies the credential that failed (a short fingerprint); a failure
+        with an ``attempt`` already counted for ``source`` in the window is not counted
+        again. None: always counted.
+        """
         if self.is_blocked(source, now):
             return True
         times = self._failures.pop(source, None)
         if times is None:
             times = deque(maxlen=self.max_failures)
-        while times and now - times[0] >= self.window:
+        while times and now - times[0][0] >= self.window:
             times.popleft()
-        times.append(now)
+        if attempt is None or all(seen != attempt for _, seen in times):
+            times.append((now, attempt))
         if len(times) >= self.max_failures:
             self._block(source, now)
             return True

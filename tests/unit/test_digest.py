@@ -409,6 +409,33 @@ def test_wrong_password_fails() -> None:
     )
 
 
+def test_failed_answer_fingerprint_identifies_the_answer() -> None:
+    auth = make_auth()
+    value = answer(auth, T0, password="guess")
+    first = auth.verify("REGISTER", value, T0, lookup)
+    again = auth.verify("REGISTER", value, T0 + 1, lookup)
+    assert first.fingerprint is not None and first.fingerprint == again.fingerprint
+    assert first.nonce == parse_credentials(value).nonce
+    other = auth.verify("REGISTER", answer(auth, T0, password="guess2"), T0, lookup)
+    next_nc = auth.verify("REGISTER", answer(auth, T0, password="guess", nc=2), T0, lookup)
+    assert len({first.fingerprint, other.fingerprint, next_nc.fingerprint}) == 3
+
+
+def test_refusal_challenge_repeats_a_fresh_nonce_of_ours() -> None:
+    # RFC 7616 §3.3: the same nonce with stale=false means "credential refused"; a new
+    # nonce would make PJSIP retry the same wrong password up to three times.
+    auth = make_auth(nonce_lifetime=300.0)
+    nonce = parse_challenge(auth.challenge(T0)[0]).nonce
+    again = [parse_challenge(v) for v in auth.challenge(T0 + 10, nonce=nonce)]
+    assert [c.nonce for c in again] == [nonce, nonce]
+    assert [c.algorithm for c in again] == ["SHA-256", "MD5"]
+    assert not any(c.stale for c in again)
+    # No longer fresh, not ours (another secret), or not a nonce at all: new nonces.
+    other = DigestAuthenticator(REALM, b"another secret 0123456789")
+    for checker, now, old in ((auth, T0 + 301, nonce), (other, T0, nonce), (auth, T0, "x")):
+        assert old not in {parse_challenge(v).nonce for v in checker.challenge(now, nonce=old)}
+
+
 def test_unknown_user_indistinguishable_from_wrong_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

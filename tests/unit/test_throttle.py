@@ -56,6 +56,28 @@ def test_success_resets_history_but_not_an_active_block() -> None:
     assert t.is_blocked(IP, 6.0)
 
 
+def test_same_attempt_counts_once_within_the_window() -> None:
+    # One wrong credential resent (retransmission, cached header) is one guess.
+    t = FailureThrottle(max_failures=3, window=60.0)
+    for i in range(10):
+        assert t.record_failure(IP, float(i), attempt="typo") is False
+    assert t.record_failure(IP, 10.0, attempt="other") is False
+    assert t.record_failure(IP, 11.0, attempt="third") is True
+    # Attempts are per source, and None always counts.
+    t = FailureThrottle(max_failures=2, window=60.0)
+    assert t.record_failure(IP, 0.0, attempt="typo") is False
+    assert t.record_failure("192.0.2.11", 0.0, attempt="typo") is False
+    assert t.record_failure(IP, 1.0) is True
+
+
+def test_same_attempt_counts_again_after_the_window() -> None:
+    t = FailureThrottle(max_failures=2, window=10.0)
+    assert t.record_failure(IP, 0.0, attempt="typo") is False
+    assert t.record_failure(IP, 5.0, attempt="typo") is False  # still the first one
+    assert t.record_failure(IP, 10.0, attempt="typo") is False  # first left the window
+    assert t.record_failure(IP, 12.0, attempt="other") is True
+
+
 def test_failure_histories_are_bounded() -> None:
     t = FailureThrottle(max_failures=3, max_entries=4)
     for i in range(1000):
