@@ -17,9 +17,32 @@ import pytest
 from tests.peers.audio import make_tone_wav
 from tests.peers.mutate import server_problems
 from tests.peers.phones import Phone
-from tests.peers.switchboard import Switchboard
+from tests.peers.switchboard import MEDIA_WORKERS_ENV, Switchboard
 
 _handed_out: set[int] = set()
+
+# Modules whose tests also run against media worker processes (``media: {workers: 2}``):
+# plain calls, features (hold, transfer, conference, whisper) and the ACD.
+MEDIA_WORKER_MODULES = frozenset({"test_calls", "test_features", "test_acd"})
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if module in MEDIA_WORKER_MODULES and "media_workers" in metafunc.fixturenames:
+        metafunc.parametrize("media_workers", [0, 2], ids=["inproc", "workers2"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def media_workers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Media worker processes of every server the test starts (0: RTP in the server's own
+    process). Servers read it from the environment, so tests that build ``Switchboard``
+    themselves are covered too."""
+    workers: int = getattr(request, "param", 0)
+    if workers:
+        monkeypatch.setenv(MEDIA_WORKERS_ENV, str(workers))
+    else:
+        monkeypatch.delenv(MEDIA_WORKERS_ENV, raising=False)
+    return workers
 
 
 def free_udp_port() -> int:

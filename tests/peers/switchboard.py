@@ -25,6 +25,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 _rtp_base = [40000 + (os.getpid() % 50) * 200]
 
+# Media worker processes of servers that do not say (tests/peers/conftest.py sets it to run
+# the call, feature and ACD tests with ``media: {workers: 2}`` too).
+MEDIA_WORKERS_ENV = "SWITCHBOARD_PEER_MEDIA_WORKERS"
+
 
 def next_rtp_range(size: int = 100) -> tuple[int, int]:
     """A private RTP range per server so parallel or back-to-back tests never collide."""
@@ -50,8 +54,12 @@ class Switchboard:
         auth: dict[str, Any] | None = None,
         setup: Callable[[Path], object] | None = None,
         log_level: str = "info",
+        media_workers: int | None = None,
     ) -> None:
         self.workdir = workdir
+        if media_workers is None:
+            media_workers = int(os.environ.get(MEDIA_WORKERS_ENV, "0"))
+        self.media_workers = media_workers
         self.log_level = log_level
         self.sip_port = sip_port
         self.extensions = extensions or {
@@ -77,7 +85,8 @@ class Switchboard:
             f"{auth_yaml}"
             f"rtp: {{host: 127.0.0.1, ports: [{rtp[0]}, {rtp[1]}], "
             f"inactivity_timeout: {inactivity_timeout}}}\n"
-            'store: {url: "sqlite+aiosqlite:///switchboard.db"}\n'
+            + (f"media: {{workers: {media_workers}}}\n" if media_workers else "")
+            + 'store: {url: "sqlite+aiosqlite:///switchboard.db"}\n'
             "extensions:\n"
             f"{ext_lines}"
             f"{extra_yaml}"
