@@ -438,7 +438,7 @@ class SipServer:
                     req,
                     200,
                     to_tag=new_tag(),
-                    headers=[("Allow", ALLOW), ("Accept", "application/sdp")],
+                    headers=[("Allow", f"{ALLOW}, REGISTER"), ("Accept", "application/sdp")],
                 )
             )
             return
