@@ -1,0 +1,525 @@
+"""One B2BUA call driven message by message: fake phones, fake stack, fake media.
+
+The flows follow RFC 3665 (basic call, cancel), RFC 3261 §14 (re-INVITE, glare) and
+RFC 6337 (hold); ``call_harness`` explains the fakes.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from media import PCMA, PCMU
+from pbx.b2bua import CallState
+
+from tests.unit.call_harness import MEDIA_HOST, MOH, Phone, Switchboard, settle
+
+
+@pytest.fixture
+def sb() -> Switchboard:
+    return Switchboard()
+
+
+async def connect(sb: Switchboard, alice: Phone, bob: Phone) -> tuple[str, str]:
+    """alice calls bob, bob answers, alice ACKs: the call-ids of alice's and bob's dialog."""
+    inv = alice.call(bob)
+    await settle()
+    (sent,) = bob.incoming()
+    bob.ring(sent)
+    bob.answer(sent)
+    alice.ack(inv)
+    (call,) = sb.b2b.calls
+    assert call.state is CallState.ANSWERED
+    return inv.call_id, sent.request.call_id
+
+
+# -- a basic call (RFC 3665 §3.1) -------------------------------------------------------------
+
+
+async def test_basic_call_invite_ringing_answer_ack_bye_writes_one_record(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    inv = alice.call(bob)
+    await settle()
+    (call,) = sb.b2b.calls
+    assert call.state is CallState.CALLING
+    (sent,) = bob.incoming()
+    offer = sent.request
+    assert offer.body.startswith(b"v=0")
+    assert f"c=IN IP4 {sb.stack.host_for('x')}".encode() in offer.body
+
+    bob.ring(sent)
+    assert call.state is CallState.RINGING
+    # The caller hears our ringback and gets 180 with our answer to its offer (RFC 3264 §4).
+    assert sb.stack.statuses(inv.call_id) == [180]
+    ringing = sb.stack.responses(inv.call_id)[0]
+    assert f"m=audio {sb.media.legs[call.a.leg_id].address.local_port}".encode() in ringing.body
+    assert sb.media.legs[call.a.leg_id].tone == "ringback"
+    assert sb.media.legs[call.a.leg_id].remote == (alice.host, alice.rtp_port)
+
+    bob.answer(sent)
+    assert [s.request.method for s in sb.stack.sent if s.stateless] == ["ACK"]
+    assert sb.stack.statuses(inv.call_id) == [180, 200]
+    ok = sb.stack.responses(inv.call_id)[-1]
+    assert ok.body == ringing.body  # same answer in the 200 as in the 18x
+    assert call.state is CallState.ANSWERED
+    assert call.b is not None
+    assert sb.media.legs[call.a.leg_id].tone is None
+    assert sb.media.bridged(call.a.leg_id, call.b.leg_id)
+    assert sb.media.legs[call.b.leg_id].remote == (bob.host, bob.rtp_port)
+
+    alice.ack(inv)
+    bye = alice.request("BYE")
+    assert alice.response_to(bye).status == 200
+    # The callee gets our BYE, the legs are closed, one record is written.
+    assert len(bob.requests_to_me("BYE")) == 1
+    assert call.state is CallState.ENDED
+    assert sorted(sb.media.closed) == sorted([call.a.leg_id, call.b.leg_id])
+    assert sb.b2b.calls == []
+    (cdr,) = sb.details
+    assert (cdr.caller, cdr.callee, cdr.disposition) == ("1001", "1002", "ANSWERED")
+    assert (cdr.hangup_cause, cdr.hangup_side, cdr.sip_status) == ("normal_clearing", "caller", 200)
+    assert cdr.answer is not None and cdr.record_id == call.id
+    assert (cdr.caller_mos, cdr.caller_loss, cdr.callee_jitter_ms) == (4.1, 0.02, 3.25)
+    # The dialog is gone: a late request gets no match (the server answers 481).
+    assert not alice.send(alice.dialog().create_request("BYE", "SIP/2.0/UDP x;branch=z9hG4bK1"))
+
+
+async def test_callee_hangs_up(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    a_id, b_id = await connect(sb, alice, bob)
+    bye = bob.request("BYE")
+    assert bob.response_to(bye).status == 200
+    assert len(alice.requests_to_me("BYE")) == 1
+    (cdr,) = sb.details
+    assert cdr.hangup_side == "callee"
+
+
+async def test_busy_callee_gives_486_and_a_busy_record(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    inv = alice.call(bob)
+    await settle()
+    (sent,) = bob.incoming()
+    sb.stack.respond(sent, 486, to_tag="busy")
+    assert sb.stack.statuses(inv.call_id) == [486]
+    (cdr,) = sb.details
+    assert (cdr.disposition, cdr.hangup_cause, cdr.sip_status) == ("BUSY", "user_busy", 486)
+    assert sb.media.legs == {}
+
+
+async def test_offer_without_common_codec_is_rejected_488(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    inv = alice.invite("1002", body=alice.offer(codecs=(sdp_codec_g729(),)))
+    sb.b2b.start_call(inv, alice.address, "UDP", "1001", "1002", [bob.contact], 30.0)
+    await settle()
+    assert sb.stack.statuses(inv.call_id) == [488]
+    assert bob.incoming() == []
+    assert sb.details[0].hangup_cause == "incompatible_media"
+
+
+def sdp_codec_g729():  # type: ignore[no-untyped-def]
+    from media import Codec
+
+    return Codec(18, "G729", 8000)
+
+
+# -- CANCEL (RFC 3261 §9, RFC 3665 §3.8) ------------------------------------------------------
+
+
+async def test_cancel_while_ringing_gives_487_and_cancels_the_branch(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    inv = alice.call(bob)
+    await settle()
+    (sent,) = bob.incoming()
+    bob.ring(sent)
+    alice.cancel(inv)
+    assert sb.stack.statuses(inv.call_id) == [180, 487]
+    (cancel,) = bob.requests_to_me("CANCEL")
+    assert cancel.cseq == (sent.request.cseq[0], "CANCEL")
+    assert cancel.get_list("Via")[0] == sent.request.get_list("Via")[0]  # §9.1: same branch
+    (cdr,) = sb.details
+    assert (cdr.disposition, cdr.hangup_cause, cdr.hangup_side) == (
+        "CANCELLED",
+        "originator_cancel",
+        "caller",
+    )
+    assert sb.media.legs == {}
+
+
+async def test_cancel_before_any_provisional_waits_for_one(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    inv = alice.call(bob)
+    await settle()
+    (sent,) = bob.incoming()
+    alice.cancel(inv)
+    # RFC 3261 §9.1: no CANCEL before a provisional response has arrived ...
+    assert bob.requests_to_me("CANCEL") == []
+    sb.stack.respond(sent, 100)
+    # ... and as soon as one arrives.
+    assert len(bob.requests_to_me("CANCEL")) == 1
+    assert sb.stack.statuses(inv.call_id) == [487]
+
+
+async def test_200_racing_the_cancel_gets_ack_and_bye(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    inv = alice.call(bob)
+    await settle()
+    (sent,) = bob.incoming()
+    bob.ring(sent)
+    alice.cancel(inv)
+    # The callee answered before our CANCEL reached it (§9.1: the CANCEL has no effect).
+    bob.answer(sent)
+    acks = [s for s in sb.stack.sent if s.stateless and s.request.method == "ACK"]
+    assert len(acks) == 1 and acks[0].dest == bob.address  # §13.2.2.4: every 2xx is ACKed
+    (bye,) = bob.requests_to_me("BYE")
+    assert bye.call_id == sent.request.call_id
+    # The caller's transaction ended with 487 and stays ended: no 200 after it.
+    assert sb.stack.statuses(inv.call_id) == [180, 487]
+    assert len(sb.details) == 1 and sb.details[0].disposition == "CANCELLED"
+    assert sb.media.legs == {}
+
+
+async def test_cancel_after_answer_changes_nothing(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    a_id, _ = await connect(sb, alice, bob)
+    (call,) = sb.b2b.calls
+    call.on_cancel()
+    assert call.state is CallState.ANSWERED
+    assert sb.stack.statuses(a_id) == [180, 200]
+
+
+async def test_cancel_while_media_is_being_allocated(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    inv = alice.call(bob)
+    alice.cancel(inv)  # before the setup task ran
+    await settle()
+    assert sb.stack.statuses(inv.call_id) == [487]
+    assert bob.incoming() == []
+    assert sb.media.legs == {}
+
+
+# -- hold and resume by re-INVITE (RFC 3264 §8.4, RFC 6337) -----------------------------------
+
+
+@pytest.mark.parametrize("direction", ["sendonly", "inactive"])
+async def test_hold_and_resume(sb: Switchboard, direction: str) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    a_id, b_id = await connect(sb, alice, bob)
+    (call,) = sb.b2b.calls
+    assert call.b is not None
+    a_leg, b_leg = call.a.leg_id, call.b.leg_id
+    invites_before = len(sb.stack.requests("INVITE"))
+
+    hold = bob.reinvite(direction=direction)
+    ok = bob.response_to(hold)
+    assert ok.status == 200
+    # Our answer mirrors the hold (RFC 3264 §6.1) and is a new version of our description.
+    expected = b"a=recvonly" if direction == "sendonly" else b"a=inactive"
+    assert expected in ok.body
+    assert b"o=- " in ok.body and b" 1 IN IP4" in ok.body
+    assert sb.media.legs[b_leg].direction == ("recvonly" if direction == "sendonly" else "inactive")
+    assert call.b.holding
+    # The held party hears music on hold from its own leg; nobody else is re-INVITEd:
+    # media is anchored, so the hold never reaches the other dialog.
+    assert sb.media.playing(a_leg) == [MOH]
+    assert len(sb.stack.requests("INVITE")) == invites_before
+    bob.ack_reinvite(hold)
+
+    resume = bob.reinvite()
+    ok2 = bob.response_to(resume)
+    assert ok2.status == 200 and b"a=sendrecv" in ok2.body
+    assert b" 2 IN IP4" in ok2.body
+    assert not call.b.holding
+    assert sb.media.playing(a_leg) == []
+    assert sb.media.legs[b_leg].direction == "sendrecv"
+    assert sb.media.bridged(a_leg, b_leg)
+    assert call.state is CallState.ANSWERED
+
+
+async def test_hold_by_zero_address(sb: Switchboard) -> None:
+    """RFC 2543-style hold (c=0.0.0.0) still counts as hold (RFC 3264 §8.4)."""
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    await connect(sb, alice, bob)
+    (call,) = sb.b2b.calls
+    body = alice.offer().replace(f"c=IN IP4 {alice.host}".encode(), b"c=IN IP4 0.0.0.0")
+    alice.sdp_version += 1
+    req = alice.request("INVITE", body=body)
+    assert alice.response_to(req).status == 200
+    assert call.a.holding
+    assert call.b is not None and sb.media.playing(call.b.leg_id) == [MOH]
+
+
+async def test_unchanged_reoffer_keeps_the_sdp_version(sb: Switchboard) -> None:
+    """RFC 3264 §8: a session refresh that changes nothing repeats our description."""
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    await connect(sb, alice, bob)
+    (call,) = sb.b2b.calls
+    before = call.a.last_local_sdp
+    req = alice.reinvite()
+    assert alice.response_to(req).body == before
+
+
+async def test_offerless_reinvite_gets_our_offer_in_the_200(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    await connect(sb, alice, bob)
+    (call,) = sb.b2b.calls
+    req = alice.request("INVITE")
+    ok = alice.response_to(req)
+    assert ok.status == 200 and ok.body == call.a.last_local_sdp
+
+
+async def test_hangup_while_held_stops_the_music(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    await connect(sb, alice, bob)
+    (call,) = sb.b2b.calls
+    bob.reinvite(direction="sendonly")
+    assert sb.media.players
+    bob.request("BYE")
+    assert sb.media.players == {}
+
+
+# -- a failed re-INVITE keeps the session (RFC 3261 §14.1/§14.2) ------------------------------
+
+
+async def test_reoffer_without_usable_codec_is_488_and_keeps_the_old_media(
+    sb: Switchboard,
+) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    await connect(sb, alice, bob)
+    (call,) = sb.b2b.calls
+    assert call.b is not None
+    leg = sb.media.legs[call.a.leg_id]
+    before = (leg.remote, leg.codec, leg.direction, call.a.codec, call.a.last_local_sdp)
+    commands = len(sb.media.commands)
+    req = alice.request(
+        "INVITE", body=offer_with(alice, port=6000, codecs=(sdp_codec_g729(),), version=1)
+    )
+    resp = alice.response_to(req)
+    assert resp.status == 488
+    assert resp.get("Warning") is not None
+    assert (leg.remote, leg.codec, leg.direction, call.a.codec, call.a.last_local_sdp) == before
+    assert sb.media.commands[commands:] == []
+    assert call.state is CallState.ANSWERED
+    assert sb.media.bridged(call.a.leg_id, call.b.leg_id)
+    # The next good offer is still answered.
+    ok = alice.response_to(alice.request("INVITE", body=offer_with(alice, port=6002, version=2)))
+    assert ok.status == 200
+    assert leg.remote == (alice.host, 6002)
+
+
+async def test_reoffer_keeps_the_codec_when_still_offered(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    await connect(sb, alice, bob)
+    (call,) = sb.b2b.calls
+    assert call.a.codec is not None and call.a.codec.name == "PCMU"
+    ok = alice.response_to(
+        alice.request("INVITE", body=offer_with(alice, codecs=(PCMA, PCMU), version=1))
+    )
+    assert ok.status == 200
+    assert call.a.codec.name == "PCMU"
+
+
+def offer_with(phone: Phone, *, port: int | None = None, **kw: object) -> bytes:
+    from call_harness import offer_sdp
+
+    return offer_sdp(phone.host, port or phone.rtp_port, **kw)  # type: ignore[arg-type]
+
+
+async def test_stale_cseq_is_500(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    await connect(sb, alice, bob)
+    dialog = alice.dialog()
+    req = alice.request("OPTIONS")
+    dialog.local_seq -= 2
+    stale = alice.request("OPTIONS")
+    assert alice.response_to(req).status == 200
+    assert alice.response_to(stale).status == 500
+
+
+# -- transfers (RFC 3515, RFC 3891, RFC 5589) -------------------------------------------------
+
+
+def sipfrags(phone: Phone) -> list[tuple[str, str]]:
+    """(sipfrag status line, Subscription-State) of every NOTIFY the phone got."""
+    return [
+        (n.body.decode().strip(), (n.get("Subscription-State") or "").split(";")[0])
+        for n in phone.requests_to_me("NOTIFY")
+    ]
+
+
+async def test_blind_transfer(sb: Switchboard) -> None:
+    alice, bob, carol = sb.phone("1001"), sb.phone("1002"), sb.phone("1003")
+    a_id, b_id = await connect(sb, alice, bob)
+    (call,) = sb.b2b.calls
+    a_leg = call.a.leg_id
+
+    refer = bob.request("REFER", extra=[("Refer-To", f"<sip:1003@{alice.host}>")])
+    assert bob.response_to(refer).status == 202
+    assert sipfrags(bob) == [("SIP/2.0 100 Trying", "active")]
+    notify = bob.requests_to_me("NOTIFY")[0]
+    assert notify.get("Event") == "refer"
+    assert notify.content_type == "message/sipfrag"
+    # The transferee hears ringback while the target rings.
+    assert sb.media.bridge_of(a_leg) is None
+    assert sb.media.legs[a_leg].tone == "ringback"
+    await settle()
+    (sent,) = carol.incoming()
+    assert "1001" in (sent.request.get("From") or "")  # the target sees the transferee
+    carol.ring(sent)
+    assert sipfrags(bob)[-1] == ("SIP/2.0 180 Ringing", "active")
+    bob.answer_request("NOTIFY")
+
+    carol.answer(sent)
+    assert sipfrags(bob)[-1] == ("SIP/2.0 200 OK", "terminated")
+    # The original call's record ends as transferred; a new call, linked to it, goes on.
+    (first,) = sb.details
+    assert (first.hangup_cause, first.hangup_side, first.callee) == (
+        "transferred",
+        "callee",
+        "1002",
+    )
+    (new,) = sb.b2b.calls
+    assert new.linked_id == call.id and new.id != call.id
+    assert (new.caller, new.callee, new.state) == ("1001", "1003", CallState.ANSWERED)
+    assert new.b is not None and sb.media.bridged(a_leg, new.b.leg_id)
+    assert sb.media.legs[a_leg].tone is None
+    assert call.b is not None and call.b.leg_id not in sb.media.legs  # the transferor's leg
+    # The transferor hangs up after the final NOTIFY (RFC 5589 §6.1).
+    bye = bob.request("BYE")
+    assert bob.response_to(bye).status == 200
+    assert new.state is CallState.ANSWERED and len(sb.details) == 1
+
+    # The new call ends normally with its own record, linked to the first.
+    carol.request("BYE")
+    assert len(alice.requests_to_me("BYE")) == 1
+    second = sb.details[-1]
+    assert (second.caller, second.callee, second.linked_id) == ("1001", "1003", call.id)
+    assert second.hangup_side == "callee"
+    assert sb.media.legs == {}
+
+
+async def test_blind_transfer_to_a_phone_that_is_busy_reconnects(sb: Switchboard) -> None:
+    alice, bob, carol = sb.phone("1001"), sb.phone("1002"), sb.phone("1003")
+    await connect(sb, alice, bob)
+    (call,) = sb.b2b.calls
+    assert call.b is not None
+    bob.request("REFER", extra=[("Refer-To", "<sip:1003@switchboard>")])
+    await settle()
+    (sent,) = carol.incoming()
+    sb.stack.respond(sent, 486, to_tag="busy")
+    assert sipfrags(bob)[-1] == ("SIP/2.0 486 Busy Here", "terminated")
+    assert call.state is CallState.ANSWERED and call.transfer is None
+    assert sb.media.bridged(call.a.leg_id, call.b.leg_id)
+    assert sb.media.legs[call.a.leg_id].tone is None
+    assert sb.details == []
+
+
+async def test_blind_transfer_to_an_unknown_extension(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    await connect(sb, alice, bob)
+    refer = bob.request("REFER", extra=[("Refer-To", "<sip:4711@switchboard>")])
+    assert bob.response_to(refer).status == 202
+    assert sipfrags(bob)[-1] == ("SIP/2.0 404 Not Found", "terminated")
+    (call,) = sb.b2b.calls
+    assert call.state is CallState.ANSWERED
+
+
+async def test_transferor_leaving_early_then_target_failing_ends_the_call(
+    sb: Switchboard,
+) -> None:
+    alice, bob, carol = sb.phone("1001"), sb.phone("1002"), sb.phone("1003")
+    await connect(sb, alice, bob)
+    bob.request("REFER", extra=[("Refer-To", "<sip:1003@switchboard>")])
+    bob.request("BYE")  # RFC 5589: the transferor may leave at once
+    await settle()
+    (sent,) = carol.incoming()
+    sb.stack.respond(sent, 603, to_tag="no")
+    assert len(alice.requests_to_me("BYE")) == 1
+    (cdr,) = sb.details
+    assert cdr.hangup_cause == "transfer_failed"
+    assert sb.media.legs == {}
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [
+        ([], 400),
+        ([("Refer-To", "<sip:1003@x>"), ("Refer-To", "<sip:1004@x>")], 400),
+        ([("Refer-To", "not a uri <<")], 400),
+    ],
+)
+async def test_bad_refer(sb: Switchboard, header: list[tuple[str, str]], status: int) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    await connect(sb, alice, bob)
+    refer = bob.request("REFER", extra=header)
+    assert bob.response_to(refer).status == status  # RFC 3515 §2.4.1
+
+
+async def test_second_refer_during_a_transfer_is_491(sb: Switchboard) -> None:
+    alice, bob, _carol = sb.phone("1001"), sb.phone("1002"), sb.phone("1003")
+    await connect(sb, alice, bob)
+    bob.request("REFER", extra=[("Refer-To", "<sip:1003@switchboard>")])
+    again = bob.request("REFER", extra=[("Refer-To", "<sip:1003@switchboard>")])
+    assert bob.response_to(again).status == 491
+
+
+async def test_attended_transfer_with_replaces(sb: Switchboard) -> None:
+    alice, bob, carol = sb.phone("1001"), sb.phone("1002"), sb.phone("1003")
+    a_id, b1_id = await connect(sb, alice, bob)
+    (call1,) = sb.b2b.calls
+    # bob puts alice on hold and consults carol.
+    bob.reinvite(call_id=b1_id, direction="sendonly")
+    assert sb.media.playing(call1.a.leg_id) == [MOH]
+    b2_id, c_id = await connect_more(sb, bob, carol)
+    call2 = next(c for c in sb.b2b.calls if c is not call1)
+    assert call2.b is not None
+    carol_leg = call2.b.leg_id
+
+    # REFER in the first dialog names the second (bob -> carol) with Replaces (RFC 3891 §6.1).
+    d2 = bob.dialog(b2_id)
+    replaces = f"{d2.call_id}%3Bto-tag%3D{d2.remote_tag}%3Bfrom-tag%3D{d2.local_tag}"
+    refer = bob.request(
+        "REFER",
+        b1_id,
+        extra=[("Refer-To", f"<sip:1003@switchboard?Replaces={replaces}>")],
+    )
+    assert bob.response_to(refer).status == 202
+    assert [f for f, _ in sipfrags(bob)] == ["SIP/2.0 100 Trying", "SIP/2.0 200 OK"]
+    # bob's dialog with carol ends as if carol had accepted INVITE/Replaces.
+    assert [r.call_id for r in bob.requests_to_me("BYE")] == [b2_id]
+    # Both old calls end transferred; alice and carol talk in a new call linked to the first.
+    assert sorted((d.record_id, d.hangup_cause) for d in sb.details) == sorted(
+        [(call1.id, "transferred"), (call2.id, "transferred")]
+    )
+    (new,) = sb.b2b.calls
+    assert new.linked_id == call1.id
+    assert sb.media.bridged(call1.a.leg_id, carol_leg)
+    assert sb.media.playing(call1.a.leg_id) == []  # hold music stopped
+    assert {new.a.ext, new.b.ext if new.b else None} == {"1001", "1003"}
+    assert carol.requests_to_me("BYE") == [] and alice.requests_to_me("BYE") == []
+    # alice and carol can hang up as usual.
+    alice.request("BYE", a_id)
+    assert len(carol.requests_to_me("BYE")) == 1
+    assert sb.details[-1].linked_id == call1.id
+    assert sb.media.legs == {}
+
+
+async def test_attended_transfer_to_an_unknown_dialog_fails_481(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    await connect(sb, alice, bob)
+    refer = bob.request(
+        "REFER",
+        extra=[("Refer-To", "<sip:1003@switchboard?Replaces=nope%3Bto-tag%3Da%3Bfrom-tag%3Db>")],
+    )
+    assert bob.response_to(refer).status == 202
+    assert sipfrags(bob)[-1] == ("SIP/2.0 481 Call/Transaction Does Not Exist", "terminated")
+    (call,) = sb.b2b.calls
+    assert call.state is CallState.ANSWERED
+
+
+async def connect_more(sb: Switchboard, caller: Phone, callee: Phone) -> tuple[str, str]:
+    """A second call while others are up."""
+    inv = caller.call(callee)
+    await settle()
+    (sent,) = callee.incoming()
+    callee.answer(sent)
+    caller.ack(inv)
+    return inv.call_id, sent.request.call_id
