@@ -10,8 +10,7 @@ import pytest
 
 from media import PCMA, PCMU
 from pbx.b2bua import CallState
-
-from tests.unit.call_harness import MEDIA_HOST, MOH, Phone, Switchboard, settle
+from tests.unit.call_harness import MOH, Phone, Switchboard, settle
 
 
 @pytest.fixture
@@ -85,7 +84,7 @@ async def test_basic_call_invite_ringing_answer_ack_bye_writes_one_record(sb: Sw
 
 async def test_callee_hangs_up(sb: Switchboard) -> None:
     alice, bob = sb.phone("1001"), sb.phone("1002")
-    a_id, b_id = await connect(sb, alice, bob)
+    _a_id, _b_id = await connect(sb, alice, bob)
     bye = bob.request("BYE")
     assert bob.response_to(bye).status == 200
     assert len(alice.requests_to_me("BYE")) == 1
@@ -202,7 +201,7 @@ async def test_cancel_while_media_is_being_allocated(sb: Switchboard) -> None:
 @pytest.mark.parametrize("direction", ["sendonly", "inactive"])
 async def test_hold_and_resume(sb: Switchboard, direction: str) -> None:
     alice, bob = sb.phone("1001"), sb.phone("1002")
-    a_id, b_id = await connect(sb, alice, bob)
+    _a_id, _b_id = await connect(sb, alice, bob)
     (call,) = sb.b2b.calls
     assert call.b is not None
     a_leg, b_leg = call.a.leg_id, call.b.leg_id
@@ -269,7 +268,7 @@ async def test_offerless_reinvite_gets_our_offer_in_the_200(sb: Switchboard) -> 
 async def test_hangup_while_held_stops_the_music(sb: Switchboard) -> None:
     alice, bob = sb.phone("1001"), sb.phone("1002")
     await connect(sb, alice, bob)
-    (call,) = sb.b2b.calls
+    (_call,) = sb.b2b.calls
     bob.reinvite(direction="sendonly")
     assert sb.media.players
     bob.request("BYE")
@@ -347,7 +346,7 @@ def sipfrags(phone: Phone) -> list[tuple[str, str]]:
 
 async def test_blind_transfer(sb: Switchboard) -> None:
     alice, bob, carol = sb.phone("1001"), sb.phone("1002"), sb.phone("1003")
-    a_id, b_id = await connect(sb, alice, bob)
+    _a_id, _b_id = await connect(sb, alice, bob)
     (call,) = sb.b2b.calls
     a_leg = call.a.leg_id
 
@@ -468,7 +467,7 @@ async def test_attended_transfer_with_replaces(sb: Switchboard) -> None:
     # bob puts alice on hold and consults carol.
     bob.reinvite(call_id=b1_id, direction="sendonly")
     assert sb.media.playing(call1.a.leg_id) == [MOH]
-    b2_id, c_id = await connect_more(sb, bob, carol)
+    b2_id, _c_id = await connect_more(sb, bob, carol)
     call2 = next(c for c in sb.b2b.calls if c is not call1)
     assert call2.b is not None
     carol_leg = call2.b.leg_id
