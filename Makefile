@@ -1,7 +1,7 @@
 # Switchboard — developer entry points. GNU make.
 #   make run    install into .venv and start the server with ./var/ (created on first start)
 #   make test   install test dependencies (Python and Debian packages) and run the whole suite
-#   make check  lint, format check, mypy --strict on pbx/ and media/, then the tests
+#   make check  lint, format check, mypy --strict on every package, then the tests
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -16,10 +16,10 @@ PY := $(BIN)/python
 help:
 	@echo "make run        start switchboard (config in ./var/, created on first start)"
 	@echo "make test       install test deps (pip + apt) and run the whole test suite"
-	@echo "make check      ruff, ruff format --check, mypy --strict (pbx, media), tests"
+	@echo "make check      ruff, ruff format --check, mypy --strict (every package), tests"
 	@echo "make lint       ruff check + ruff format --check"
 	@echo "make format     ruff format + ruff check --fix"
-	@echo "make typecheck  mypy --strict on pbx/ and media/"
+	@echo "make typecheck  mypy --strict on pbx media acd ivr recorder crm config cli web app"
 	@echo "make bench      run bench/*.py"
 
 venv: $(PY)
@@ -54,7 +54,7 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix .
 
 typecheck: $(VENV)/.installed-test
-	$(BIN)/mypy pbx media
+	$(BIN)/mypy pbx media acd ivr recorder crm config cli web app
 
 check: lint typecheck test
 
