@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -81,6 +81,7 @@ log = structlog.get_logger("switchboard.acd")
 SUPERVISION_DIGITS = {"4": "listen", "5": "whisper", "6": "barge", "7": "intercept"}
 CALLBACK_RING_SECONDS = 30.0
 CALLBACK_ENTRY_SECONDS = 10.0  # silence that ends the entry of a callback number
+ACK_WAIT_LIMIT = 5.0  # the longest an acknowledgement waits for the store
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +224,11 @@ class AcdHost:
         self._hanging_up: set[str] = set()
         self._dial_later: dict[str, list[DialCallback]] = {}
         self._writer: asyncio.Task[None] | None = None
+        # Group commit of the logs: every _flush with something new is one step; the writer
+        # reports the last step it committed; waiters (acknowledgements) wait for theirs.
+        self._queued_step = 0
+        self._written_step = 0
+        self._durable_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._unsubscribe = control.subscribe(self._on_event)
         control.serve("queue")
         control.claim_feature_codes("acd", self.codes.all())
@@ -348,6 +354,7 @@ class AcdHost:
                 self._leg_closed(leg_id)
             case CallEnded():
                 self._call_ended(event)
+                self._when_ended_durable(event.call_id)
             case FeatureCodeDialled():
                 self._feature(event)
             case CallAnswered(call_id=call_id) if call_id in self._supervising:
@@ -498,6 +505,42 @@ class AcdHost:
         else:
             self.acd.call_completed(acd_id, now, "agent" if event.side == "callee" else "caller")
         self._pump()
+
+    def _when_ended_durable(self, call_id: str) -> None:
+        """The phone hears the end of the call confirmed (BYE 200) only once the queue
+        events and agent states it caused are committed."""
+        if self.store is not None and self._written_step < self._queued_step:
+            self.control.hold_acknowledgement(call_id, self._durable())
+
+    def _durable(self) -> asyncio.Future[None]:
+        """Resolves once everything logged so far is committed to the store."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.store is None or self._written_step >= self._queued_step:
+            done.set_result(None)
+        else:
+            self._durable_waiters.append((self._queued_step, done))
+        return done
+
+    def _when_durable(self, then: Callable[[], object]) -> None:
+        """Run ``then`` once what is logged is committed, or after ACK_WAIT_LIMIT seconds
+        (a store that is down must not leave a phone waiting; the log stays queued)."""
+        done = self._durable()
+        if done.done():
+            then()
+            return
+        ran = False
+
+        def run(*_args: object) -> None:
+            nonlocal ran
+            if not ran:
+                ran = True
+                timer.cancel()
+                if not done.done():
+                    log.warning("acknowledged_before_commit")
+                then()
+
+        timer = asyncio.get_running_loop().call_later(ACK_WAIT_LIMIT, run)
+        done.add_done_callback(run)
 
     def _stop_waiting_state(self, call_id: str) -> None:
         waiting = self._waiting.pop(call_id, None)
@@ -832,7 +875,10 @@ class AcdHost:
             control.reject(event.call_id, 403, "Wrap-Up Continues")
             return
         log.info("agent_feature", agent=agent, code=event.code, arg=event.digits)
-        control.answer_with_tone(event.call_id, "beep")
+        # The beep confirms the new state: it sounds once that state is committed.
+        control.take(event.call_id)
+        call_id = event.call_id
+        self._when_durable(lambda: control.answer_with_tone(call_id, "beep"))
 
     def _supervisor_answered(self, call_id: str) -> None:
         state = self._supervising[call_id]
@@ -1014,8 +1060,10 @@ class AcdHost:
             self._pending_last.clear()
             self._pending_callbacks.clear()
             return
-        if self._has_pending() and (self._writer is None or self._writer.done()):
-            self._writer = asyncio.get_running_loop().create_task(self._write())
+        if self._has_pending():
+            self._queued_step += 1
+            if self._writer is None or self._writer.done():
+                self._writer = asyncio.get_running_loop().create_task(self._write())
 
     def _has_pending(self) -> bool:
         return bool(
@@ -1028,6 +1076,7 @@ class AcdHost:
     async def _write(self) -> None:
         assert self.store is not None
         while self._has_pending():
+            step = self._queued_step
             events, self._pending_events = self._pending_events, []
             states, self._pending_states = self._pending_states, []
             last, self._pending_last = self._pending_last, {}
@@ -1055,6 +1104,17 @@ class AcdHost:
                         )
                 except Exception as exc:
                     log.error("callback_request_not_stored", call=acd_id, error=repr(exc))
+            self._committed(step)
+
+    def _committed(self, step: int) -> None:
+        self._written_step = max(self._written_step, step)
+        waiting, self._durable_waiters = self._durable_waiters, []
+        for wanted, done in waiting:
+            if wanted <= self._written_step:
+                if not done.done():
+                    done.set_result(None)
+            else:
+                self._durable_waiters.append((wanted, done))
 
 
 def _log_task_error(task: asyncio.Task[None]) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,6 +167,7 @@ class CallControl:
         self._served: set[str] = set()
         self._codes: dict[str, str] = {}  # claimed feature code -> owner
         self._pending: dict[str, _PendingInvite] = {}
+        self._taken: set[str] = set()  # waiting calls a service will answer later
         self._answered_offers: dict[tuple[str, str], _Side] = {}
         self._supervisions: dict[str, _Supervision] = {}
         self._taps: dict[str, _Tap] = {}
@@ -264,14 +265,21 @@ class CallControl:
         call_id = secrets.token_hex(8)
         self._pending[call_id] = _PendingInvite(invite, source, transport, caller, dialled)
         self._b2b.events.publish(FeatureCodeDialled(call_id, caller, code, dialled[len(code) :]))
-        if call_id in self._pending:  # nobody answered it
+        if call_id in self._pending and call_id not in self._taken:  # nobody answered it
             self.reject(call_id, 480, "Feature Unavailable")
+
+    def take(self, call_id: str) -> None:
+        """From a ``FeatureCodeDialled`` handler: the service answers or rejects this call
+        later (after its own records are committed); it stays unanswered meanwhile."""
+        if call_id in self._pending:
+            self._taken.add(call_id)
 
     # -- answering and refusing -----------------------------------------------------------------
 
     def reject(self, call_id: str, status: int, reason: str | None = None) -> None:
         """Refuse a call that is not answered yet with ``status``."""
         pending = self._pending.pop(call_id, None)
+        self._taken.discard(call_id)
         if pending is not None:
             self._b2b.stack.send_response(
                 make_response(pending.request, status, reason, to_tag=new_tag())
@@ -286,6 +294,7 @@ class CallControl:
         """Answer a waiting call; :class:`CallAnswered` follows when its media is up, then
         its digits arrive as events."""
         pending = self._pending.pop(call_id, None)
+        self._taken.discard(call_id)
         if pending is None:
             return False
 
@@ -313,6 +322,7 @@ class CallControl:
     ) -> bool:
         """Answer a waiting call, play ``tone`` (a confirmation beep) and hang up."""
         pending = self._pending.pop(call_id, None)
+        self._taken.discard(call_id)
         if pending is None:
             return False
         source = ToneSource(tone, self._tone_plan(), rate=RATE)
@@ -569,9 +579,16 @@ class CallControl:
         )
         return True
 
+    def hold_acknowledgement(self, call_id: str, stored: Awaitable[None]) -> bool:
+        """From a ``CallEnded`` handler: the end of the call is confirmed to the phone (the
+        BYE's 200) only once ``stored`` is done too — a service's own records of the call
+        (queue events) are committed before anyone is told the call is over."""
+        return self._b2b.hold_acknowledgement(call_id, stored)
+
     def hangup(self, call_id: str, cause: str = "normal_clearing") -> None:
         """End the call from Switchboard's side (BYE to every party)."""
         pending = self._pending.pop(call_id, None)
+        self._taken.discard(call_id)
         if pending is not None:
             self._b2b.stack.send_response(make_response(pending.request, 480, to_tag=new_tag()))
             return

@@ -2,17 +2,23 @@
 
 Theory of operation
 -------------------
-The SIP core must never wait for the database: a REGISTER is answered from memory and a call
-ends when its BYE is answered. Changes are therefore queued in :class:`WriteBehind` and
-flushed in one transaction per interval (0.5 s by default), one flush at a time:
+Signalling never blocks on the database, but nothing a caller has seen complete may be lost:
 
-- binding changes are keyed by (AOR, contact): a refresh followed by another refresh before
-  the flush is written once, and a removal cancels a pending save;
-- call records are appended in order.
+- **Call records: group commit.** :meth:`WriteBehind.call_ended` queues the record and returns
+  a future. A flush starts on the next turn of the event loop when none is running; records
+  that arrive while one runs go together into the next, which starts as soon as it ends. The
+  future resolves when the transaction holding the record is committed, and only then does
+  the B2BUA answer the BYE (see ``B2bua.respond_when_stored``). Under load many records share
+  one commit, so the wait stays a few milliseconds; a SIGKILL at any moment loses no record
+  of a call whose end was confirmed.
+- **Bindings and extension settings** are flushed with the next batch or at the latest every
+  interval (0.5 s): a refresh followed by another before the flush is written once, a removal
+  cancels a pending save. A crash can lose the last interval of refreshes, which phones
+  repeat anyway.
 
 A flush that fails is logged and its work put back (bounded), so a database hiccup delays
-writes instead of losing them; :meth:`WriteBehind.close` flushes what is left at shutdown.
-The cost is that a crash can lose up to one interval of binding refreshes and call records.
+writes instead of losing them; waiting acknowledgements give up after a few seconds (the
+record stays queued). :meth:`WriteBehind.close` flushes what is left at shutdown.
 The :class:`Persistence` protocol is implemented by the service layer (``app``) on top of
 :mod:`crm`, so ``pbx`` never imports the store.
 """
@@ -98,6 +104,7 @@ class WriteBehind:
         self._interval = interval
         self._bindings: dict[tuple[str, str], StoredBinding | None] = {}
         self._calls: list[CallDetail] = []
+        self._waiters: list[asyncio.Future[None]] = []  # one per queued call record
         self._settings: dict[str, ExtensionSettings] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
@@ -115,12 +122,26 @@ class WriteBehind:
         self._settings[ext] = settings
         self._schedule()
 
-    def call_ended(self, detail: CallDetail) -> None:
+    def call_ended(self, detail: CallDetail) -> asyncio.Future[None]:
+        """Queue a call record; the future resolves once it is committed."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if len(self._calls) >= MAX_PENDING_CALLS:
             log.error("call_records_dropped", reason="store unavailable", count=1)
-            return
+            done.set_exception(RuntimeError("call record queue full"))
+            return done
         self._calls.append(detail)
-        self._schedule()
+        self._waiters.append(done)
+        self._commit_soon()
+        return done
+
+    def _commit_soon(self) -> None:
+        """Group commit: start a flush now unless one runs (its end starts the next)."""
+        if self._flushing is not None or self._closed:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._flushing = asyncio.get_running_loop().create_task(self._flush())
 
     @property
     def pending(self) -> int:
@@ -139,6 +160,7 @@ class WriteBehind:
     async def _flush(self) -> None:
         bindings, self._bindings = self._bindings, {}
         calls, self._calls = self._calls, []
+        waiters, self._waiters = self._waiters, []
         settings, self._settings = self._settings, {}
         saves = [b for b in bindings.values() if b is not None]
         deletes = [key for key, b in bindings.items() if b is None]
@@ -149,18 +171,30 @@ class WriteBehind:
                 await self._persistence.save_calls(calls)
             if settings:
                 await self._persistence.save_settings(settings)
-        except Exception:
+        except Exception as exc:
             log.exception("store_write_failed", bindings=len(bindings), calls=len(calls))
             # Put the work back, newer changes winning; retried at the next interval.
             for key, b in bindings.items():
                 self._bindings.setdefault(key, b)
             self._calls[:0] = calls
+            self._waiters[:0] = waiters
+            for dropped in self._waiters[MAX_PENDING_CALLS:]:
+                if not dropped.done():
+                    dropped.set_exception(exc)
             del self._calls[MAX_PENDING_CALLS:]
+            del self._waiters[MAX_PENDING_CALLS:]
             for ext, value in settings.items():
                 self._settings.setdefault(ext, value)
-        finally:
             self._flushing = None
-        if self._bindings or self._calls or self._settings:
+            self._schedule()  # retry after the interval, not in a tight loop
+            return
+        self._flushing = None
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._calls:
+            self._commit_soon()
+        elif self._bindings or self._settings:
             self._schedule()
 
     async def close(self) -> None:

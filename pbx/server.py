@@ -341,11 +341,13 @@ class SipServer:
                     )
                 )
 
-    def _on_call_ended(self, detail: CallDetail) -> None:
+    def _on_call_ended(self, detail: CallDetail) -> asyncio.Future[None] | None:
+        """Keep the record; the returned future resolves once it is committed."""
         self.call_details.append(detail)
         del self.call_details[:-1000]
-        if self.writes is not None:
-            self.writes.call_ended(detail)
+        if self.writes is None:
+            return None
+        return self.writes.call_ended(detail)
 
     # -- binding expiry ----------------------------------------------------------------
 

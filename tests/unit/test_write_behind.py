@@ -76,3 +76,56 @@ async def test_close_flushes_everything() -> None:
     wb.call_ended(detail(7))
     await wb.close()
     assert [d.call_id for batch in store.calls for d in batch] == ["call-7"]
+
+
+class SlowStore(FakeStore):
+    """A store whose commit of call records takes until the test releases it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def save_calls(self, details: list[CallDetail]) -> None:
+        await self.release.wait()
+        self.release.clear()
+        self.calls.append(details)
+
+
+async def test_a_call_record_is_acknowledged_only_after_its_commit() -> None:
+    store = SlowStore()
+    wb = WriteBehind(store, interval=60)  # no interval: call records commit at once
+    first = wb.call_ended(detail(1))
+    await asyncio.sleep(0.01)
+    assert not first.done() and store.calls == []  # the commit is still running
+    store.release.set()
+    await asyncio.wait_for(first, 1)
+    assert [d.call_id for d in store.calls[0]] == ["call-1"]
+
+
+async def test_records_arriving_during_a_commit_share_the_next_one() -> None:
+    store = SlowStore()
+    wb = WriteBehind(store, interval=60)
+    first = wb.call_ended(detail(1))
+    await asyncio.sleep(0.01)  # batch 1 is being committed
+    later = [wb.call_ended(detail(n)) for n in (2, 3, 4)]
+    store.release.set()
+    await asyncio.wait_for(first, 1)
+    assert not any(f.done() for f in later)  # they wait for their own batch
+    await asyncio.sleep(0.01)
+    store.release.set()
+    await asyncio.wait_for(asyncio.gather(*later), 1)
+    assert [[d.call_id for d in b] for b in store.calls] == [
+        ["call-1"],
+        ["call-2", "call-3", "call-4"],  # one commit for everything that waited
+    ]
+
+
+async def test_a_record_whose_commit_failed_is_acknowledged_after_the_retry() -> None:
+    store = FakeStore(fail_times=1)  # apply_bindings fails once: the whole flush fails
+    wb = WriteBehind(store, interval=0.02)
+    wb.binding_saved(binding("sip:a@h", 1))
+    done = wb.call_ended(detail(1))
+    await asyncio.sleep(0.01)
+    assert not done.done()  # the failed commit acknowledged nothing
+    await asyncio.wait_for(done, 1)
+    assert [d.call_id for batch in store.calls for d in batch] == ["call-1"]
