@@ -29,7 +29,13 @@ from app.settings import (
     settings_from_config,
 )
 from app.store import StorePersistence
-from config import ConfigError, ConfigProblem, SwitchboardConfig, config_file_path, load_config
+from config import (
+    ConfigError,
+    ConfigProblem,
+    SwitchboardConfig,
+    check_config,
+    config_file_path,
+)
 from config.schema import KnownNames, build_dialplan
 from crm import Store
 from ivr import Flow, PromptSets, check_flows, load_flows
@@ -79,9 +85,13 @@ class _PromptNames(Collection[str]):
 
 def load_all(path: Path) -> tuple[SwitchboardConfig, dict[str, Flow]]:
     """Load the config at ``path`` and its IVR flows, checking the dialplan against the flows
-    and prompts that exist. Raises ``ConfigError`` listing every problem (file:line:column)."""
-    cfg = load_config(path)
+    and prompts that exist. Raises ``ConfigError`` listing every problem (file:line:column)
+    of the config *and* of the flows in one go, even when the config itself has errors."""
+    first = check_config(path)
     folder = config_file_path(path).resolve().parent
+    if first.config is None:  # unreadable or not YAML: nothing to check the flows against
+        raise ConfigError(first.problems)
+    cfg = first.config
     flows, problems = load_flows(
         folder, time_conditions=set(cfg.dialplan.time_conditions), queues=set(cfg.queues)
     )
@@ -92,13 +102,11 @@ def load_all(path: Path) -> tuple[SwitchboardConfig, dict[str, Flow]]:
     names = set(flows) | {f.stem for f in (folder / "ivr").glob("*.yaml")}
     known = KnownNames(ivr_flows=names, prompts=_PromptNames(prompt_resolver(folder)))
     errors: list[ConfigProblem] = [p for p in problems if p.severity == "error"]
-    try:
-        cfg = load_config(path, known=known)
-    except ConfigError as err:
-        errors = [*err.problems, *errors]
-    if errors:
+    second = check_config(path, known=known)
+    errors = [*second.problems, *errors]
+    if errors or second.config is None:
         raise ConfigError(errors)
-    return cfg, flows
+    return second.config, flows
 
 
 def prompt_resolver(config_dir: Path) -> Callable[[str], str | None]:

@@ -214,6 +214,20 @@ def test_validate_checks_dialplan_against_flows_and_prompts(tmp_path: Path) -> N
     ]
 
 
+def test_validate_reports_config_and_flow_problems_in_one_run(tmp_path: Path) -> None:
+    """A config error does not hide the errors of the IVR flows: one run shows both."""
+    (tmp_path / "ivr").mkdir()
+    flow = tmp_path / "ivr" / "main.yaml"
+    flow.write_text("start: bye\nnodes:\n  bye: {type: hangup, next: nowhere}\n")
+    cfg = tmp_path / "switchboard.yaml"
+    cfg.write_text('extensions:\n  "1001": {password: x, ring_timeout: -1}\n')
+    result = runner.invoke(app, ["config", "validate", str(tmp_path)])
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert any(line.startswith(f"{cfg}:2:") and "ring_timeout" in line for line in lines)
+    assert any(line.startswith(f"{flow}:") for line in lines), lines
+
+
 def test_acd_queue_log_export(tmp_path: Path) -> None:
     import asyncio
     from datetime import UTC, datetime
