@@ -4,10 +4,13 @@ Theory of operation
 -------------------
 Three processes per step, all on loopback:
 
-* the **engine** (``--role engine``): one ``MediaEngine`` in its own process and event loop
-  (uvloop or asyncio), 2 legs per call, each pair bridged. In *relay* mode the bridge is the
+* the **engine** (``--role engine``): the media side of a server, built by the server's own
+  wiring (``app.media.build_media`` of a config with ``media: {workers: N}``) and driven only
+  through ``media.MediaInterface`` as the B2BUA drives it: 2 legs per call (the second created
+  ``near`` the first), each pair bridged. In *relay* mode the bridge is the
   fast path (PCMU both sides: header rewrite only). In *mixed* mode each bridge carries a
-  whole-mix recording tap, which forces decode → jitter buffer → mix → encode every 20 ms
+  whole-mix recording tap (a Python callback: with workers, every frame is shipped back to the
+  main process), which forces decode → jitter buffer → mix → encode every 20 ms
   for both legs (the recorder's case). It reports its CPU time (``time.process_time``) over
   the measured window, the media clock's skipped ticks and packet counters.
 * the **generator** (``--role generator``): one non-blocking UDP socket per phone (2 per
@@ -28,11 +31,12 @@ engine, so the largest *measurable* load is bounded by the generator. The engine
 call is therefore also reported, and ``capacity@80%`` extrapolates how many calls one core
 running only the engine would carry at 80 % load.
 
-``--workers N`` runs the engine role as a ``media.workers.MediaWorkerPool`` of N worker
-processes (uvloop, one ``MediaEngine`` each over a slice of the ports; a call's two legs in one
-worker, calls spread over the workers); the engine role itself only sends control messages.
-CPU is then the sum over the workers (``worker_cpu_pct`` per worker), so ``capacity@80%``
-stays *per core*. ``--compare`` runs each ladder with one engine and then with the pool;
+``--workers 0,2`` (the default) runs every ladder with each setting: 0 is ``MediaEngine`` in
+the engine process, N a ``media.workers.MediaWorkerPool`` of N worker processes (uvloop, one
+``MediaEngine`` each over a slice of the ports; a call's two legs in one worker, calls spread
+over the workers) with the engine process sending control messages and receiving the tap
+frames. CPU is then the sum over the workers plus the main process (``worker_cpu_pct`` per
+worker), so ``capacity@80%`` stays *per core*: what one core carries each way.
 ``--generators G`` splits the phones over G generator processes (whole calls each; jitter is
 the worst generator's p99) so that the generator is not the first thing to saturate.
 
@@ -44,7 +48,7 @@ Usage::
 
     python bench/media.py [--quick] [--seconds S] [--modes relay,mixed] [--loops uvloop,asyncio]
                           [--relay-calls 100,250,500,1000] [--mixed-calls 50,100,200,300]
-                          [--workers N] [--compare] [--generators G]
+                          [--workers 0,2] [--generators G]
     python bench/media.py --role tickprof [--loop uvloop|asyncio]
 """
 
@@ -88,119 +92,82 @@ def _quiet_logs() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
 
-async def _pool_main(mode: str, calls: int, phases: int, workers: int) -> None:
-    """The engine role through ``MediaWorkerPool``: this process only sends control messages."""
-    import logging
-
+async def _media_main(mode: str, calls: int, workers: int) -> None:
+    """The engine role through the server's own wiring: ``app.media.build_media`` from a
+    config with ``media: {workers: N}`` (0: ``MediaEngine`` in this process; N: a
+    ``MediaWorkerPool``), driven only through ``media.MediaInterface``, as the B2BUA does."""
+    from app.media import build_media
+    from config.schema import SwitchboardConfig
     from media import PCMU
-    from media.workers import MediaWorkerPool
 
     loop = asyncio.get_running_loop()
-    base = random.randrange(20000, 60000 - 4 * calls - 100 * workers, 2)
-    pool = MediaWorkerPool(
-        HOST,
-        base,
-        base + 4 * calls + 100 * workers - 1,
-        workers=workers,
-        inactivity_timeout=3600,
-        clock_phases=phases,
-        log_level=logging.WARNING,
+    width = 4 * calls + 100 * max(1, workers)
+    base = random.randrange(20000, 60000 - width, 2)
+    cfg = SwitchboardConfig.model_validate(
+        {
+            "rtp": {"host": HOST, "ports": [base, base + width - 1], "inactivity_timeout": 3600},
+            "media": {"workers": workers},
+        }
     )
-    await pool.start()
+    media = build_media(cfg)
+    await media.start()
     legs = []
-    for i in range(calls):  # a call's two legs share a worker; calls alternate workers
-        legs.append(await pool.create_leg(f"l{2 * i}"))
-        legs.append(await pool.create_leg(f"l{2 * i + 1}", near=f"l{2 * i}"))
+    for i in range(calls):  # as the B2BUA: the callee's leg near the caller's
+        legs.append(await media.create_leg(f"c{i}-a"))
+        legs.append(await media.create_leg(f"c{i}-b", near=f"c{i}-a"))
     print(json.dumps({"ports": [leg.local_port for leg in legs]}), flush=True)
     phones = json.loads(await loop.run_in_executor(None, sys.stdin.readline))["phones"]
     for leg, port in zip(legs, phones, strict=True):
-        pool.set_remote(leg.leg_id, HOST, port, PCMU, 101)
+        media.set_remote(leg.leg_id, HOST, port, PCMU, 101)
+    frames = [0]
+
+    def record(pcm: Any, rate: int) -> None:  # the recorder's tap: whole mix, every 20 ms
+        frames[0] += 1
+
     for i in range(calls):
-        bridge_id = await pool.bridge(f"l{2 * i}", f"l{2 * i + 1}")
+        bridge_id = media.bridge(f"c{i}-a", f"c{i}-b")
         if mode == "mixed":
-            await pool.add_tap(bridge_id, None, "null")
+            media.add_tap(bridge_id, None, record)
+    await media.stats()  # every command applied (one ordered stream per worker)
     print(json.dumps({"ready": True}), flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)  # "start"
-    before = await pool.worker_stats()
+    before = await media.stats()
     main0, wall0 = time.process_time(), time.monotonic()
     await loop.run_in_executor(None, sys.stdin.readline)  # "stop"
-    after = await pool.worker_stats()
+    after = await media.stats()
+    main_cpu = time.process_time() - main0
     wall = time.monotonic() - wall0
-    worker_cpu = [b.cpu_seconds - a.cpu_seconds for a, b in zip(before, after, strict=True)]
-    print(
-        json.dumps(
-            {
-                "cpu": sum(worker_cpu) + time.process_time() - main0,
-                "worker_cpu": worker_cpu,
-                "wall": wall,
-                "skipped_ticks": sum(
-                    b.clock_skipped - a.clock_skipped for a, b in zip(before, after, strict=True)
-                ),
-                "packets_in": sum(
-                    b.packets_in - a.packets_in for a, b in zip(before, after, strict=True)
-                ),
-                "packets_out": sum(
-                    b.packets_out - a.packets_out for a, b in zip(before, after, strict=True)
-                ),
-            }
-        ),
-        flush=True,
-    )
-    await pool.close()
-
-
-async def _engine_main(mode: str, calls: int, phases: int) -> None:
-    from media import PCMU, MediaEngine
-
-    loop = asyncio.get_running_loop()
-    base = random.randrange(20000, 60000 - 4 * calls - 100, 2)
-    engine = MediaEngine(
-        HOST, base, base + 4 * calls + 99, inactivity_timeout=3600, clock_phases=phases
-    )
-    legs = [await engine.create_leg(f"l{i}") for i in range(2 * calls)]
-    print(json.dumps({"ports": [leg.local_port for leg in legs]}), flush=True)
-    phones = json.loads(await loop.run_in_executor(None, sys.stdin.readline))["phones"]
-    for leg, port in zip(legs, phones, strict=True):
-        leg.set_remote(HOST, port, PCMU, 101)
-    for i in range(calls):
-        bridge_id = engine.bridge(f"l{2 * i}", f"l{2 * i + 1}")
-        if mode == "mixed":
-            engine.add_tap(bridge_id, None, lambda pcm, rate: None)
-    print(json.dumps({"ready": True}), flush=True)
-    await loop.run_in_executor(None, sys.stdin.readline)  # "start"
-    cpu0, wall0 = time.process_time(), time.monotonic()
-    skipped0 = engine.clock.skipped if engine.clock is not None else 0
-    await loop.run_in_executor(None, sys.stdin.readline)  # "stop"
-    cpu = time.process_time() - cpu0
-    wall = time.monotonic() - wall0
-    skipped = (engine.clock.skipped if engine.clock is not None else 0) - skipped0
-    packets_in = sum(leg.stats.packets_in for leg in legs)
-    packets_out = sum(leg.stats.packets_out for leg in legs)
+    pairs = list(zip(before, after, strict=True))
+    media_cpu = [b.cpu_seconds - a.cpu_seconds for a, b in pairs]
+    # In process, the engine's CPU *is* this process's; with workers, add the main
+    # process's share (control messages, tap frames shipped back).
+    cpu = main_cpu if not workers else sum(media_cpu) + main_cpu
     print(
         json.dumps(
             {
                 "cpu": cpu,
+                "main_cpu": main_cpu,
+                "worker_cpu": media_cpu if workers else [],
                 "wall": wall,
-                "skipped_ticks": skipped,
-                "packets_in": packets_in,
-                "packets_out": packets_out,
+                "tap_frames": frames[0],
+                "skipped_ticks": sum(b.clock_skipped - a.clock_skipped for a, b in pairs),
+                "packets_in": sum(b.packets_in - a.packets_in for a, b in pairs),
+                "packets_out": sum(b.packets_out - a.packets_out for a, b in pairs),
             }
         ),
         flush=True,
     )
-    await engine.close()
+    await media.close()
 
 
-def engine_role(mode: str, calls: int, loop_kind: str, phases: int, workers: int = 0) -> None:
+def engine_role(mode: str, calls: int, loop_kind: str, workers: int = 0) -> None:
     _quiet_logs()
     if loop_kind == "uvloop":
         import uvloop
 
         uvloop.install()
-    if workers:  # the workers always run uvloop (MediaWorkerPool's choice)
-        asyncio.run(_pool_main(mode, calls, phases, workers))
-    else:
-        asyncio.run(_engine_main(mode, calls, phases))
+    # Media workers always run uvloop (MediaWorkerPool's choice); --loop is the main process's.
+    asyncio.run(_media_main(mode, calls, workers))
 
 
 # --- in-process tick profile -----------------------------------------------------------------
@@ -427,14 +394,13 @@ def run_step(
     loop_kind: str,
     calls: int,
     seconds: float,
-    phases: int = 1,
     workers: int = 0,
     generators: int = 1,
 ) -> dict[str, Any]:
     engine = _spawn(
         [
             *("--role", "engine", "--mode", mode, "--calls", str(calls)),
-            *("--loop", loop_kind, "--phases", str(phases), "--workers", str(workers)),
+            *("--loop", loop_kind, "--workers", str(workers)),
         ]
     )
     gens: list[subprocess.Popen[str]] = []
@@ -493,7 +459,6 @@ def run_step(
         "loop": loop_kind,
         "workers": workers,
         "generators": generators,
-        "phases": phases,
         "calls": calls,
         **extra,
         "loss_pct": round(100 * loss, 3),
@@ -540,30 +505,21 @@ def main() -> int:
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument(
-        "--phases", type=int, default=1, help="MediaEngine clock_phases (1 = one pass per tick)"
-    )
-    parser.add_argument(
         "--workers",
-        type=int,
-        default=0,
-        help="run the engine as a MediaWorkerPool of N processes (0 = one MediaEngine)",
-    )
-    parser.add_argument(
-        "--compare",
-        action="store_true",
-        help="each ladder twice: one MediaEngine, then --workers N (default 2) workers",
+        default="0,2",
+        help="media.workers settings to run, comma-separated (0 = MediaEngine in process)",
     )
     parser.add_argument(
         "--generators", type=int, default=1, help="generator processes splitting the phones"
     )
     parser.add_argument("--quick", action="store_true", help="3 s steps, fewer rungs")
     parser.add_argument("--modes", default="relay,mixed")
-    parser.add_argument("--loops", default="uvloop,asyncio")
+    parser.add_argument("--loops", default="uvloop")
     parser.add_argument("--relay-calls", default="100,250,500,1000")
     parser.add_argument("--mixed-calls", default="50,100,200,300")
     args = parser.parse_args()
     if args.role == "engine":
-        engine_role(args.mode, args.calls, args.loop, args.phases, args.workers)
+        engine_role(args.mode, args.calls, args.loop, int(args.workers))
         return 0
     if args.role == "generator":
         generator_role(args.mode, args.seconds)
@@ -581,7 +537,7 @@ def main() -> int:
     rows = []
     best: dict[tuple[str, str, int], int] = {}
     deadline = time.monotonic() + 170  # keep a run under 3 minutes
-    worker_counts = [0, args.workers or 2] if args.compare else [args.workers]
+    worker_counts = [int(x) for x in args.workers.split(",")]
     for mode in args.modes.split(","):
         for loop_kind in args.loops.split(","):
             for workers in worker_counts:
@@ -589,9 +545,7 @@ def main() -> int:
                     if time.monotonic() + seconds + 10 > deadline:
                         print("time budget reached, stopping", flush=True)
                         break
-                    row = run_step(
-                        mode, loop_kind, calls, seconds, args.phases, workers, args.generators
-                    )
+                    row = run_step(mode, loop_kind, calls, seconds, workers, args.generators)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
                     if row["pass"]:
