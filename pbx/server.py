@@ -407,7 +407,7 @@ class SipServer:
             if method == "BYE":
                 status = 481
             self.stack.send_response(
-                make_response(req, status, to_tag=new_tag(), headers=[("Allow", ALLOW)])
+                make_response(req, status, to_tag=new_tag(), headers=[("Allow", SERVER_ALLOW)])
             )
             return
         if method == "INVITE" and self.b2bua.is_retransmitted_invite(req):
@@ -440,7 +440,7 @@ class SipServer:
                     req,
                     200,
                     to_tag=new_tag(),
-                    headers=[("Allow", f"{ALLOW}, REGISTER"), ("Accept", "application/sdp")],
+                    headers=[("Allow", SERVER_ALLOW), ("Accept", "application/sdp")],
                 )
             )
             return
@@ -777,8 +777,8 @@ class SipServer:
         disposition: str = "FAILED",
     ) -> None:
         self.stack.send_response(make_response(req, status, to_tag=new_tag()))
-        from datetime import UTC, datetime
-
+        # One line per call that never rang anyone, with why (an operator's first question).
+        log.info("call_failed", caller=caller, callee=callee, status=status, cause=cause)
         t = datetime.now(UTC)
         self._on_call_ended(
             CallDetail(
@@ -816,6 +816,9 @@ class SipServer:
     def _on_media_inactive(self, leg_id: str) -> None:
         self.b2bua.on_media_inactive(leg_id)
 
+
+# Out of dialogs the server also takes REGISTER (RFC 3261 §20.5: Allow lists what we accept).
+SERVER_ALLOW = f"{ALLOW}, REGISTER"
 
 # Option tags we implement (RFC 3261 §19.2); a Require naming anything else gets 420.
 # None yet: 100rel, timer and replaces come with the features that need them.

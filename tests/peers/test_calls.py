@@ -137,6 +137,12 @@ def test_unknown_and_unregistered_extensions(
     records = server.wait_call_records(2)
     assert [r["hangup_cause"] for r in records] == ["not_found", "unavailable"]
     assert all(r["disposition"] == "FAILED" for r in records)
+    # The operator's log says, at info level, which calls failed and why.
+    failed = [e for e in server.log_events() if e.get("event") == "call_failed"]
+    assert [(e["callee"], e["status"], e["cause"]) for e in failed] == [
+        ("1999", 404, "not_found"),
+        ("1003", 480, "unavailable"),
+    ]
 
 
 def test_ring_timeout(server_factory: ServerFactory, phone_factory: Callable[..., Phone]) -> None:

@@ -33,3 +33,19 @@ def test_options_allow_lists_register() -> None:
     assert reply.status == 200
     allow = {m.strip() for m in (reply.get("Allow") or "").split(",")}
     assert {"REGISTER", "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS"} <= allow
+
+
+def test_405_outside_a_dialog_lists_register_too() -> None:
+    server = SipServer(
+        ServerSettings(listen=(ListenSpec("UDP", "127.0.0.1", 5060),)),
+        {"1001": Extension("1001", "Alice", "pw")},
+    )
+    replies: list[Response] = []
+    server.stack.send_response = replies.append  # type: ignore[method-assign,assignment]
+    req = parse_message(OPTIONS.replace(b"OPTIONS", b"MESSAGE"))
+    assert isinstance(req, Request)
+    server.stack.on_request(RequestReceived(req, ("192.0.2.9", 5060), "UDP", key="k"))
+    (reply,) = replies
+    assert reply.status == 405
+    allow = {m.strip() for m in (reply.get("Allow") or "").split(",")}
+    assert {"REGISTER", "INVITE", "OPTIONS"} <= allow and "MESSAGE" not in allow
