@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 
 from config import SwitchboardConfig
-from media import MediaEngine, MediaInterface
-from media.workers import MediaWorkerPool
+from media import MediaEngine, MediaInterface, MediaWorkerPool
 
 __all__ = ["build_media", "media_workers"]
 

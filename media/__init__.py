@@ -2,6 +2,8 @@
 
 Other packages import only from here. ``media`` knows nothing about SIP: legs are addressed
 by id and configured with plain addresses and ``Codec`` values that ``pbx.sdp`` negotiates.
+Callers hold a ``MediaInterface`` (``media.interface``): ``MediaEngine`` runs RTP in this
+process, ``MediaWorkerPool`` in worker processes; ``app.media.build_media`` picks one.
 """
 
 from media.codecs.descriptor import DIRECTIONS, PCMA, PCMU, STATIC_PAYLOAD_TYPES, Codec, Direction
@@ -23,6 +25,7 @@ from media.interface import EventHub, LegAddress, LegClosed, MediaInterface, Wor
 from media.player import Playlist, load_prompt
 from media.rtp import RtpOutputStream, RtpPacket, TelephoneEvent, serial_diff
 from media.tones import TONE_PLANS, ToneGenerator, TonePlan, ToneSource
+from media.workers import MediaWorkerPool
 
 __all__ = [
     "DIRECTIONS",
@@ -45,6 +48,7 @@ __all__ = [
     "MediaError",
     "MediaEvent",
     "MediaInterface",
+    "MediaWorkerPool",
     "PlaybackFinished",
     "Playlist",
     "PortsExhausted",

@@ -167,3 +167,39 @@ async def test_engine_play_reports_to_on_done_and_subscribers(engine: MediaEngin
     assert finished == PlaybackFinished("p", player)
     assert finished in events
     assert leg.local_port > 0
+
+
+@pytest.mark.parametrize(("workers", "expected"), [(0, 0), (2, 2), ("auto", None)])
+def test_build_media_follows_the_config(workers: int | str, expected: int | None) -> None:
+    import os
+
+    from app.media import build_media, media_workers
+    from config.schema import SwitchboardConfig
+
+    cfg = SwitchboardConfig.model_validate(
+        {
+            "rtp": {"host": HOST, "ports": [30000, 30999], "inactivity_timeout": 7},
+            "media": {"workers": workers, "tone_plan": "uk"},
+        }
+    )
+    count = expected if expected is not None else (os.cpu_count() or 1)
+    assert media_workers(cfg) == count
+    media = build_media(cfg)  # not started: no process is spawned
+    if count == 0:
+        assert isinstance(media, MediaEngine)
+        assert (media.port_min, media.port_max) == (30000, 30999)
+        assert media.inactivity_timeout == 7.0 and media.tone_plan == "uk"
+    else:
+        assert isinstance(media, MediaWorkerPool)
+        assert media.workers == count and (media.port_min, media.port_max) == (30000, 30999)
+
+
+def test_media_workers_setting_is_validated() -> None:
+    from pydantic import ValidationError
+
+    from config.schema import MediaConfig
+
+    assert MediaConfig().workers == 0
+    for bad in (-1, "many", 1.5):
+        with pytest.raises(ValidationError):
+            MediaConfig.model_validate({"workers": bad})
