@@ -15,6 +15,7 @@ import os
 import signal
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import structlog
@@ -35,6 +36,7 @@ from config import (
     SwitchboardConfig,
     check_config,
     config_file_path,
+    load_config,
 )
 from config.schema import KnownNames, build_dialplan
 from crm import Store
@@ -47,6 +49,7 @@ __all__ = [
     "StorePersistence",
     "build_server",
     "load_all",
+    "queue_log_lines",
     "reload_config",
     "run",
     "settings_from_config",
@@ -153,6 +156,19 @@ async def build_server(cfg: SwitchboardConfig, config_dir: Path | None = None) -
     ivr = IvrHost(server.control, store, plan, flows, folder, callback_requests=acd.add_callback)
     await acd.start()
     return Running(server, store, ivr, acd, cfg)
+
+
+async def queue_log_lines(
+    config_path: Path, since: datetime | None = None, queue: str | None = None
+) -> list[str]:
+    """The queue event log in Asterisk queue_log format, from the store the config names.
+    Raises ``ConfigError`` for a config with errors."""
+    cfg = load_config(config_path)
+    store = await Store.open(cfg.store.url)
+    try:
+        return [e.queue_log_line() for e in await store.list_queue_events(since, queue)]
+    finally:
+        await store.close()
 
 
 PID_FILE = "switchboard.pid"

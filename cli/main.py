@@ -214,14 +214,8 @@ def queue_log(
     data...), so existing queue dashboards and report tools can read it."""
     from datetime import UTC, datetime
 
-    from config import load_config
-    from crm import Store
+    from app import queue_log_lines
 
-    try:
-        cfg = load_config(path)
-    except ConfigError as err:
-        _print_problems(err)
-        raise typer.Exit(1) from None
     start = None
     if since is not None:
         try:
@@ -231,15 +225,12 @@ def queue_log(
             raise typer.Exit(2) from None
         if start.tzinfo is None:
             start = start.replace(tzinfo=UTC)
-
-    async def export() -> list[str]:
-        store = await Store.open(cfg.store.url)
-        try:
-            return [e.queue_log_line() for e in await store.list_queue_events(start, queue)]
-        finally:
-            await store.close()
-
-    for line in asyncio.run(export()):
+    try:
+        lines = asyncio.run(queue_log_lines(path, start, queue))
+    except ConfigError as err:
+        _print_problems(err)
+        raise typer.Exit(1) from None
+    for line in lines:
         typer.echo(line)
 
 
