@@ -1,5 +1,5 @@
 """IVR: YAML flows (``<config>/ivr/*.yaml``), a validated node graph and the engine that runs a
-flow on one call through the small :class:`CallControl` interface the host implements.
+flow on one call through the small :class:`IvrCall` interface the host implements.
 
 Typical host use::
 
@@ -10,10 +10,10 @@ Typical host use::
 """
 
 from ivr.engine import (
-    CallControl,
     CallerHungUp,
     CustomerLookup,
     DigitPressed,
+    IvrCall,
     IvrEvent,
     IvrFinished,
     IvrResult,
@@ -33,11 +33,11 @@ from ivr.webhook import WebhookError, http_json
 __all__ = [
     "DEFAULT_PROMPTS_DIR",
     "LANGUAGES",
-    "CallControl",
     "CallerHungUp",
     "CustomerLookup",
     "DigitPressed",
     "Flow",
+    "IvrCall",
     "IvrEvent",
     "IvrFinished",
     "IvrProblem",

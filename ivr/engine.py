@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 An :class:`IvrSession` walks the node graph of one :class:`~ivr.model.Flow`, starting at
 ``flow.start``. Each node's handler talks to the call only through the small
-:class:`CallControl` protocol the host implements (play prompts, wait for one digit, record,
+:class:`IvrCall` protocol the host implements (play prompts, wait for one digit, record,
 transfer, hang up) and returns the name of the next node, or ``None`` when the flow ends.
 The session never reads a clock for timeouts: it passes them to ``collect_digit(timeout)``,
 so a test double can drive it with scripted digits and no waiting. Wall-clock time is only
@@ -24,7 +24,7 @@ the last failed attempt the flow goes to ``fallback`` (or hangs up if there is n
 Ending: routing nodes (``queue``, ``extension``, ``transfer``) end the session with an
 :class:`~ivr.model.Outcome` and leave the call up for the host; every other end hangs the
 call up. ``voicemail``, ``callback`` and ``survey`` record their outcome and may continue
-(``next``) with, say, a thank-you. If the caller hangs up, ``CallControl`` raises
+(``next``) with, say, a thank-you. If the caller hangs up, ``IvrCall`` raises
 :class:`CallerHungUp`; the outcome becomes ``hangup`` (by caller), or for a survey in
 progress ``survey_result: hung up without rating``.
 
@@ -76,10 +76,10 @@ from ivr.say import say
 from ivr.webhook import http_json
 
 __all__ = [
-    "CallControl",
     "CallerHungUp",
     "CustomerLookup",
     "DigitPressed",
+    "IvrCall",
     "IvrEvent",
     "IvrFinished",
     "IvrResult",
@@ -100,10 +100,10 @@ _ROUTED = ("queue", "extension", "transfer")
 
 
 class CallerHungUp(Exception):
-    """Raised by :class:`CallControl` methods when the caller has gone."""
+    """Raised by :class:`IvrCall` methods when the caller has gone."""
 
 
-class CallControl(Protocol):
+class IvrCall(Protocol):
     """What an IVR session needs from a call; the host implements it on a B2BUA leg."""
 
     @property
@@ -272,7 +272,7 @@ class IvrSession:
     def __init__(
         self,
         flow: Flow,
-        call: CallControl,
+        call: IvrCall,
         variables: Mapping[str, str] | None = None,
         now_fn: Callable[[], datetime] | None = None,
         *,

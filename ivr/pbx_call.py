@@ -1,4 +1,4 @@
-"""The IVR's :class:`~ivr.engine.CallControl` on a call, through the call-control seam.
+"""The IVR's :class:`~ivr.engine.IvrCall` on a call, through the call-control seam.
 
 Theory of operation
 -------------------
@@ -72,7 +72,7 @@ class PbxCallControl:
         log.info("ivr_transfer_failed", call=self.call_id, status=status)
         self.control.hangup(self.call_id, "transfer_failed")
 
-    # -- ivr.engine.CallControl -----------------------------------------------------------
+    # -- ivr.engine.IvrCall ---------------------------------------------------------------
 
     async def _next_digit(self) -> str:
         """The oldest unconsumed digit, waiting for one; a cancelled wait consumes none."""
