@@ -24,6 +24,7 @@ from acd.host import AcdHost
 from app.media import build_media
 from app.settings import (
     acd_settings_from_config,
+    build_dialplan,
     conferences_from_config,
     extensions_from_config,
     pbx_feature_codes,
@@ -38,7 +39,7 @@ from config import (
     config_file_path,
     load_config,
 )
-from config.schema import KnownNames, build_dialplan
+from config.schema import KnownNames
 from crm import Store
 from ivr import Flow, PromptSets, check_flows, load_flows
 from ivr.host import IvrHost

@@ -11,13 +11,16 @@ from pathlib import Path
 from acd import AgentConfig, QueueConfig, RuleStep, Strategy, WrapUpMode, parse_requirements
 from acd.host import AcdCodes, AcdSettings
 from config import SwitchboardConfig
+from pbx import dialplan as dp
 from pbx.features import Feature
 from pbx.server import DEFAULT_MUSIC_ON_HOLD, Conference, Extension, ServerSettings
 from pbx.stack import ListenSpec
+from pbx.timecond import TimeCondition
 
 __all__ = [
     "acd_from_config",
     "acd_settings_from_config",
+    "build_dialplan",
     "conferences_from_config",
     "extensions_from_config",
     "settings_from_config",
@@ -144,4 +147,53 @@ def acd_settings_from_config(cfg: SwitchboardConfig, config_dir: Path) -> AcdSet
             name: [str(config_dir / f) for f in q.music_on_hold] for name, q in cfg.queues.items()
         },
         codes=codes,
+    )
+
+
+def build_dialplan(cfg: SwitchboardConfig) -> dp.Dialplan:
+    """The runtime :class:`pbx.dialplan.Dialplan` for a validated config.
+
+    Call it on configs that passed ``config.schema.dialplan_problems`` (the loader does); it raises
+    ``ValueError`` for the problems that would make routing impossible.
+    """
+    plan = cfg.dialplan
+    conditions: dict[str, dp.TimeConditionRoute] = {}
+    for name, tc in plan.time_conditions.items():
+        holidays = [h.to_holiday() for h in tc.holidays]
+        for cal in tc.calendars:
+            holidays += [h.to_holiday() for h in plan.holidays[cal]]
+        condition = TimeCondition(
+            tc.timezone, (w.to_range() for w in tc.weekly), holidays, name=name
+        )
+        conditions[name] = dp.TimeConditionRoute(
+            condition, tc.open.to_destination(), tc.closed.to_destination()
+        )
+    rules = [
+        dp.DialRule(r.pattern, r.destination.to_destination(), r.strip, r.prepend, r.name)
+        for r in plan.internal
+    ]
+    outbound = [
+        dp.DialRule(
+            r.pattern,
+            dp.Destination(dp.DestinationKind.OUTBOUND, r.trunk),
+            r.strip,
+            r.prepend,
+            r.name,
+        )
+        for r in plan.outbound
+    ]
+    return dp.Dialplan(
+        inbound=[
+            dp.InboundRoute(r.destination.to_destination(), r.did, r.caller, r.name)
+            for r in plan.inbound
+        ],
+        regions=dp.RegionTable(plan.regions),
+        blacklist=dp.Blacklist(b.to_entry() for b in plan.blacklist),
+        internal=rules,
+        outbound=outbound,
+        time_conditions=conditions,
+        extensions=cfg.extensions,
+        conferences=cfg.conferences,
+        default=plan.default.to_destination(),
+        internal_default=plan.internal_default.to_destination(),
     )

@@ -31,7 +31,7 @@ from pydantic import (
 
 from pbx import dialplan as dp
 from pbx.patterns import compile_pattern
-from pbx.timecond import Holiday, TimeCondition, WeeklyRange, load_zone, overlapping, parse_days
+from pbx.timecond import Holiday, WeeklyRange, load_zone, overlapping, parse_days
 from pbx.timecond import parse_hours as _parse_hours
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -924,55 +924,6 @@ def _condition_cycles(plan: DialplanConfig) -> list[tuple[ProblemPath, str]]:
                     visited.add(nxt)
                     stack.append((nxt, (*trail, nxt)))
     return out
-
-
-def build_dialplan(cfg: SwitchboardConfig) -> dp.Dialplan:
-    """The runtime :class:`pbx.dialplan.Dialplan` for a validated config.
-
-    Call it on configs that passed :func:`dialplan_problems` (the loader does); it raises
-    ``ValueError`` for the problems that would make routing impossible.
-    """
-    plan = cfg.dialplan
-    conditions: dict[str, dp.TimeConditionRoute] = {}
-    for name, tc in plan.time_conditions.items():
-        holidays = [h.to_holiday() for h in tc.holidays]
-        for cal in tc.calendars:
-            holidays += [h.to_holiday() for h in plan.holidays[cal]]
-        condition = TimeCondition(
-            tc.timezone, (w.to_range() for w in tc.weekly), holidays, name=name
-        )
-        conditions[name] = dp.TimeConditionRoute(
-            condition, tc.open.to_destination(), tc.closed.to_destination()
-        )
-    rules = [
-        dp.DialRule(r.pattern, r.destination.to_destination(), r.strip, r.prepend, r.name)
-        for r in plan.internal
-    ]
-    outbound = [
-        dp.DialRule(
-            r.pattern,
-            dp.Destination(dp.DestinationKind.OUTBOUND, r.trunk),
-            r.strip,
-            r.prepend,
-            r.name,
-        )
-        for r in plan.outbound
-    ]
-    return dp.Dialplan(
-        inbound=[
-            dp.InboundRoute(r.destination.to_destination(), r.did, r.caller, r.name)
-            for r in plan.inbound
-        ],
-        regions=dp.RegionTable(plan.regions),
-        blacklist=dp.Blacklist(b.to_entry() for b in plan.blacklist),
-        internal=rules,
-        outbound=outbound,
-        time_conditions=conditions,
-        extensions=cfg.extensions,
-        conferences=cfg.conferences,
-        default=plan.default.to_destination(),
-        internal_default=plan.internal_default.to_destination(),
-    )
 
 
 class SwitchboardConfig(_Model):

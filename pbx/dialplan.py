@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-A :class:`Dialplan` is built once from a validated config (``config.schema.build_dialplan``)
+A :class:`Dialplan` is built once from a validated config (``app.settings.build_dialplan``)
 and then only answers questions; a reload builds a new one and swaps it atomically. Nothing
 here reads the clock: ``now`` (an aware ``datetime``) is passed in for time conditions.
 

@@ -317,7 +317,7 @@ dialplan:
 def test_dialplan_loads_and_routes(tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
-    from config.schema import build_dialplan
+    from app.settings import build_dialplan
     from pbx.dialplan import Destination, DestinationKind
 
     queues = "queues: {vip: {}, na: {}, uk: {}, sales: {}}\n"
@@ -349,7 +349,7 @@ def test_dialplan_loads_and_routes(tmp_path: Path) -> None:
 def test_shipped_dialplan_builds() -> None:
     from datetime import UTC, datetime
 
-    from config.schema import build_dialplan
+    from app.settings import build_dialplan
 
     plan = build_dialplan(parse_config(default_config_text(), "default.yaml"))
     assert (
