@@ -520,6 +520,24 @@ class Phone:
         _ = resp
         return dialog
 
+    def reinvites(self) -> list[Sent]:
+        """re-INVITEs the B2BUA sent us (in a dialog: the To has our tag)."""
+        return [s for s in self.sb.stack.requests("INVITE", to=self.address) if s.request.to.tag]
+
+    def answer_offer(self, sent: Sent, status: int = 200, *, port: int | None = None) -> None:
+        """Answer an offer the B2BUA sent in a dialog (re-INVITE) with ``status``."""
+        body = b""
+        if 200 <= status < 300:
+            body = sdp.negotiate_answer(
+                sent.request.body,
+                host=self.host,
+                port=port or self.rtp_port,
+                supported=(PCMU, PCMA),
+                session_id=77,
+                version=1,
+            ).answer.serialize()
+        self.sb.stack.respond(sent, status, body=body)
+
     def _tag(self, sent: Sent) -> str:
         return f"t{self.ext}{sent.request.call_id[:6]}"
 

@@ -522,3 +522,156 @@ async def connect_more(sb: Switchboard, caller: Phone, callee: Phone) -> tuple[s
     callee.answer(sent)
     caller.ack(inv)
     return inv.call_id, sent.request.call_id
+
+
+# -- Switchboard's own re-INVITE and glare (RFC 3261 §14.1/§14.2, RFC 3311 §5.2) -------------
+
+
+async def our_reoffer(sb: Switchboard, alice: Phone, bob: Phone, **kw: object) -> list[int]:
+    """Connect, then re-INVITE bob from Switchboard; the list collects the final status."""
+    await connect(sb, alice, bob)
+    (call,) = sb.b2b.calls
+    assert call.b is not None
+    done: list[int] = []
+    assert call.reoffer(call.b, on_done=done.append, **kw)  # type: ignore[arg-type]
+    return done
+
+
+async def test_our_reoffer_is_acked_and_applied(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    done = await our_reoffer(sb, alice, bob, direction="sendonly")
+    (call,) = sb.b2b.calls
+    assert call.b is not None
+    (sent,) = bob.reinvites()
+    offer = sent.request
+    assert b"a=sendonly" in offer.body and b" 1 IN IP4" in offer.body
+    assert offer.cseq[1] == "INVITE" and offer.to.tag
+    bob.answer_offer(sent, port=7000)
+    acks = [s for s in sb.stack.sent if s.stateless and s.request.method == "ACK"]
+    assert acks[-1].request.cseq == (offer.cseq[0], "ACK")  # §13.2.2.4: ACK has the same CSeq
+    assert done == [200]
+    assert sb.media.legs[call.b.leg_id].remote == (bob.host, 7000)
+    assert call.b.sdp_version == 1 and call.b.last_local_sdp == offer.body
+    assert not call.b.reoffer_pending
+
+
+async def test_failed_reoffer_keeps_the_old_media(sb: Switchboard) -> None:
+    """RFC 3261 §14.1: a non-2xx leaves the session "as if no re-INVITE had been issued"."""
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    await connect(sb, alice, bob)
+    (call,) = sb.b2b.calls
+    assert call.b is not None
+    leg = sb.media.legs[call.b.leg_id]
+    before = (leg.remote, leg.codec, leg.direction, call.b.codec, call.b.sdp_version)
+    before_sdp = call.b.last_local_sdp
+    done: list[int] = []
+    assert call.reoffer(call.b, "inactive", on_done=done.append)
+    (sent,) = bob.reinvites()
+    bob.answer_offer(sent, 488)
+    assert done == [488]
+    assert (leg.remote, leg.codec, leg.direction, call.b.codec, call.b.sdp_version) == before
+    assert call.b.last_local_sdp == before_sdp
+    assert call.state is CallState.ANSWERED
+    assert sb.media.bridged(call.a.leg_id, call.b.leg_id)
+    assert bob.requests_to_me("BYE") == []
+    # And the next offer goes out.
+    assert call.reoffer(call.b)
+
+
+async def test_reoffer_answered_481_ends_the_call(sb: Switchboard) -> None:
+    """RFC 3261 §12.2.1.2: 481 (or 408) to an in-dialog request ends the dialog."""
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    await our_reoffer(sb, alice, bob)
+    (sent,) = bob.reinvites()
+    bob.answer_offer(sent, 481)
+    assert len(alice.requests_to_me("BYE")) == 1
+    assert sb.details[0].hangup_cause == "sip_481"
+
+
+async def test_only_one_offer_of_ours_at_a_time(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    await our_reoffer(sb, alice, bob)
+    (call,) = sb.b2b.calls
+    assert call.b is not None
+    assert not call.reoffer(call.b)  # RFC 3264 §4: one offer outstanding
+    assert len(bob.reinvites()) == 1
+
+
+@pytest.mark.parametrize("method", ["INVITE", "UPDATE"])
+async def test_glare_reinvite_while_ours_is_pending_gets_491(sb: Switchboard, method: str) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    done = await our_reoffer(sb, alice, bob)
+    (call,) = sb.b2b.calls
+    assert call.b is not None
+    leg = sb.media.legs[call.b.leg_id]
+    remote = leg.remote
+    # bob offers at the same time: §14.2 (INVITE) / RFC 3311 §5.2 (UPDATE with an offer).
+    bob.sdp_version += 1
+    theirs = bob.request(method, body=bob.offer(direction="sendonly"))
+    assert bob.response_to(theirs).status == 491
+    assert leg.remote == remote and not call.b.holding
+    assert sb.media.playing(call.a.leg_id) == []
+    # Ours completes; then bob's retry is answered as usual.
+    (sent,) = bob.reinvites()
+    bob.answer_offer(sent)
+    assert done == [200]
+    bob.sdp_version += 1
+    again = bob.request(method, body=bob.offer(direction="sendonly"))
+    assert bob.response_to(again).status == 200
+    assert call.b.holding
+
+
+async def test_a_reoffer_to_the_other_party_is_no_glare(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    await our_reoffer(sb, alice, bob)
+    req = alice.reinvite(direction="sendonly")
+    assert alice.response_to(req).status == 200
+
+
+async def test_our_reoffer_answered_491_is_retried_once_after_a_delay(
+    sb: Switchboard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from pbx import reinvite
+
+    delays: list[bool] = []
+
+    def delay(owns_call_id: bool) -> float:
+        delays.append(owns_call_id)
+        return 0.01
+
+    monkeypatch.setattr(reinvite, "glare_retry_delay", delay)
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    done = await our_reoffer(sb, alice, bob)
+    (call,) = sb.b2b.calls
+    assert call.b is not None
+    (first,) = bob.reinvites()
+    bob.answer_offer(first, 491)
+    assert done == [] and delays == [True]  # we sent the INVITE that made bob's dialog
+    assert not call.b.reoffer_pending  # bob's own re-INVITE is welcome meanwhile
+    await asyncio.sleep(0.05)
+    first_again, second = bob.reinvites()
+    assert first_again is first and second.request.cseq[0] > first.request.cseq[0]
+    bob.answer_offer(second, 491)
+    assert done == [491]  # one retry only: then the caller decides
+    assert call.state is CallState.ANSWERED
+
+
+@pytest.mark.parametrize("owner", [True, False])
+def test_glare_retry_delay_ranges(owner: bool) -> None:
+    from pbx.reinvite import glare_retry_delay
+
+    values = {glare_retry_delay(owner) for _ in range(300)}
+    low, high = (2.1, 4.0) if owner else (0.0, 2.0)
+    assert all(low <= v <= high for v in values)
+    assert all(round(v * 100) == v * 100 or abs(round(v * 100) - v * 100) < 1e-6 for v in values)
+    assert len(values) > 20
+
+
+async def test_offerless_update_is_a_target_refresh_without_body(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    await connect(sb, alice, bob)
+    req = alice.request("UPDATE")
+    resp = alice.response_to(req)
+    assert resp.status == 200 and resp.body == b""

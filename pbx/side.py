@@ -1,0 +1,60 @@
+"""One party of a call, and what Switchboard offers every party.
+
+Theory of operation
+-------------------
+A B2BUA call has two *sides*, one per party (RFC 3261 §6: a back-to-back user agent is a UAS
+towards the caller and a UAC towards the callee). A :class:`Side` is one of them: the SIP
+dialog with that party (RFC 3261 §12), the id of the party's own RTP leg in the media
+interface, and what offer/answer settled with that party alone (RFC 3264): codec, DTMF
+payload type, our SDP session id and version and the description we last sent. Because media
+is anchored on Switchboard, the two sides negotiate independently; a call, a transfer or a
+queue re-pairs sides without renegotiating them.
+
+``ALLOW`` (RFC 3261 §20.5) and ``SUPPORTED_CODECS`` are what every side is offered.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from media import PCMA, PCMU, Codec
+from media.codecs import get_codec
+
+from .dialog import Dialog, Flow
+from .message import Request
+
+__all__ = ["ALLOW", "G722", "IVR_KEYS_HEADER", "SUPPORTED_CODECS", "Side"]
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY"
+G722 = Codec(9, "G722", 8000)  # RFC 3551 §4.5.2: 16 kHz audio, 8000 RTP clock
+# Offer order: wideband first when both sides can, G.711 for everyone else.
+SUPPORTED_CODECS: tuple[Codec, ...] = (
+    (G722, PCMU, PCMA) if get_codec("G722", 8000) is not None else (PCMU, PCMA)
+)
+# Carries the digits a caller pressed in the IVR to the agent's phone.
+IVR_KEYS_HEADER = "X-Switchboard-IVR-Keys"
+
+
+@dataclass(slots=True)
+class Side:
+    """One party's signalling and media state."""
+
+    label: str  # "a" (who called) or "b" (who was called), for the call record
+    ext: str
+    leg_id: str
+    flow: Flow
+    dialog: Dialog | None = None
+    codec: Codec | None = None
+    dtmf_pt: int | None = None
+    sdp_session_id: int = field(default_factory=lambda: secrets.randbelow(2**31))
+    sdp_version: int = 0
+    last_local_sdp: bytes = b""
+    info_queue: list[Request] = field(default_factory=list)
+    info_busy: bool = False
+    holding: bool = False  # this party put the other one on hold
+    moh_player: Any = None  # the music-on-hold player on this side's leg, while held
+    uac: bool = False  # we sent the INVITE that made the dialog (we own its Call-ID)
+    # Our own re-INVITE to this party, while it has no final response (RFC 3261 §14.1).
+    reoffer_pending: bool = False
