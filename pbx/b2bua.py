@@ -73,11 +73,6 @@ log = structlog.get_logger("pbx.b2bua")
 # The longest a hang-up waits for its call record's commit before it is confirmed anyway.
 ACK_WAIT_LIMIT = 5.0
 
-# Former private names, still imported by pbx.control: the parts now live in their modules.
-_Side = Side
-_Outbound = Outbound
-
-
 class B2bua:
     """Owns the live calls and routes requests to them."""
 

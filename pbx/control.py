@@ -38,7 +38,8 @@ from media import Playlist, ToneSource
 from media.interface import LegClosed as MediaLegClosed
 from media.player import load_prompt
 
-from .b2bua import B2bua, Call, CallState, _Outbound, _Side
+from .b2bua import B2bua
+from .call import Call, CallState
 from .events import (
     CallAnswered,
     CallArrived,
@@ -53,6 +54,8 @@ from .events import (
     PlaybackFinished,
 )
 from .message import Request, make_response
+from .outbound import Outbound
+from .side import Side
 from .stack import new_tag
 
 __all__ = ["SUPERVISION_MODES", "CallControl", "CallInfo"]
@@ -145,7 +148,7 @@ class _Tap:
 
 @dataclass(slots=True)
 class _Originate:
-    outbound: _Outbound | None = None
+    outbound: Outbound | None = None
     answered: bool = False
     cancelled: bool = False
     label: str = ""
@@ -168,7 +171,7 @@ class CallControl:
         self._codes: dict[str, str] = {}  # claimed feature code -> owner
         self._pending: dict[str, _PendingInvite] = {}
         self._taken: set[str] = set()  # waiting calls a service will answer later
-        self._answered_offers: dict[tuple[str, str], _Side] = {}
+        self._answered_offers: dict[tuple[str, str], Side] = {}
         self._supervisions: dict[str, _Supervision] = {}
         self._taps: dict[str, _Tap] = {}
         self._originates: dict[str, _Originate] = {}
@@ -453,7 +456,7 @@ class CallControl:
             return False
         events = self._b2b.events
 
-        def answered(side: _Side) -> None:
+        def answered(side: Side) -> None:
             self._answered_offers[(call_id, offer_id)] = side
             events.publish(OfferAnswered(call_id, offer_id, side.ext, side.leg_id))
             # Neither accepted nor released by a subscriber: nobody wants this phone.
@@ -621,7 +624,7 @@ class CallControl:
         state = _Originate(label=label or caller_id)
         self._originates[offer_id] = state
 
-        def answered(side: _Side) -> None:
+        def answered(side: Side) -> None:
             self._originates.pop(offer_id, None)
             if state.cancelled:
                 self._release(side)
@@ -716,7 +719,7 @@ class CallControl:
         call = self._b2b.find(call_id)
         return call if call is not None and not call.ended else None
 
-    def _release(self, side: _Side) -> None:
+    def _release(self, side: Side) -> None:
         """Hang up a phone that answered but is not wanted (any more)."""
         if side.dialog is not None:
             self._b2b.send_bye(side.dialog)
