@@ -39,7 +39,10 @@ from .side import Side
 if TYPE_CHECKING:
     from .call import Call
 
-__all__ = ["Transfer", "on_refer", "replaces_of"]
+__all__ = ["TRANSFEROR_BYE_AFTER", "Transfer", "on_refer", "replaces_of"]
+
+# Seconds after the final NOTIFY before a transferor that stayed gets our BYE.
+TRANSFEROR_BYE_AFTER = 2.0
 
 
 def on_refer(call: Call, me: Side, req: Request) -> None:
@@ -192,7 +195,9 @@ class Transfer:
         if not self.transferor_left and self.transferor.dialog is not None:
             # Most phones hang up after the final NOTIFY; if this one does not, we do.
             dialog = self.transferor.dialog
-            asyncio.get_running_loop().call_later(2.0, lambda: b2b.bye_if_open(dialog))
+            asyncio.get_running_loop().call_later(
+                TRANSFEROR_BYE_AFTER, lambda: b2b.bye_if_open(dialog)
+            )
         b2b.connect(keep, new, linked_id=call.linked_id or call.id, callee=callee)
 
     def _target_failed(self, status: int, ring_timeout: bool = False) -> None:

@@ -675,3 +675,175 @@ async def test_offerless_update_is_a_target_refresh_without_body(sb: Switchboard
     req = alice.request("UPDATE")
     resp = alice.response_to(req)
     assert resp.status == 200 and resp.body == b""
+
+
+async def test_transferor_that_stays_gets_a_bye(
+    sb: Switchboard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from pbx import transfer
+
+    monkeypatch.setattr(transfer, "TRANSFEROR_BYE_AFTER", 0.01)
+    alice, bob, carol = sb.phone("1001"), sb.phone("1002"), sb.phone("1003")
+    _, b_id = await connect(sb, alice, bob)
+    bob.request("REFER", extra=[("Refer-To", "<sip:1003@switchboard>")])
+    await settle()
+    (sent,) = carol.incoming()
+    carol.answer(sent)
+    assert bob.requests_to_me("BYE") == []
+    await asyncio.sleep(0.05)
+    assert [r.call_id for r in bob.requests_to_me("BYE")] == [b_id]
+    assert alice.requests_to_me("BYE") == [] and carol.requests_to_me("BYE") == []
+
+
+# -- more of a call's life ----------------------------------------------------------------
+
+
+async def test_early_media_from_the_callee_is_bridged_with_183(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    inv = alice.call(bob)
+    await settle()
+    (sent,) = bob.incoming()
+    early = sdp_answer(bob, sent)
+    bob.ring(sent, 183, body=early)
+    (call,) = sb.b2b.calls
+    assert sb.stack.statuses(inv.call_id) == [183]
+    assert sb.media.legs[call.a.leg_id].tone is None  # RFC 3960: the callee's media, no tone
+    assert call.outbound is not None
+    assert sb.media.bridged(call.a.leg_id, call.outbound.leg_id)
+
+
+def sdp_answer(phone: Phone, sent: object) -> bytes:
+    from pbx import sdp
+
+    return sdp.negotiate_answer(
+        sent.request.body,  # type: ignore[attr-defined]
+        host=phone.host,
+        port=phone.rtp_port,
+        supported=(PCMU, PCMA),
+        session_id=5,
+    ).answer.serialize()
+
+
+async def test_busy_forwards_to_the_configured_target(sb: Switchboard) -> None:
+    alice, bob, carol = sb.phone("1001"), sb.phone("1002"), sb.phone("1003")
+    sb.b2b.forward_of = lambda ext, reason: "1003" if (ext, reason) == ("1002", "busy") else None
+    inv = alice.call(bob)
+    await settle()
+    (sent,) = bob.incoming()
+    sb.stack.respond(sent, 486, to_tag="busy")
+    await settle()
+    (fwd,) = carol.incoming()
+    carol.answer(fwd)
+    alice.ack(inv)
+    (call,) = sb.b2b.calls
+    assert (call.callee, call.forwards, call.state) == ("1003", 1, CallState.ANSWERED)
+    assert sb.stack.statuses(inv.call_id) == [200]
+
+
+async def test_no_answer_ends_with_480_after_the_ring_timeout(sb: Switchboard) -> None:
+    import asyncio
+
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    inv = alice.call(bob, ring_timeout=0.02)
+    await settle()
+    (sent,) = bob.incoming()
+    bob.ring(sent)
+    await asyncio.sleep(0.05)
+    assert sb.stack.statuses(inv.call_id) == [180, 480]
+    assert len(bob.requests_to_me("CANCEL")) == 1
+    (cdr,) = sb.details
+    assert (cdr.disposition, cdr.hangup_side) == ("NO ANSWER", "system")
+
+
+async def test_media_unavailable_is_503(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    sb.media.fail_create = True
+    inv = alice.call(bob)
+    await settle()
+    assert sb.stack.statuses(inv.call_id) == [503]
+    assert sb.details[0].hangup_cause == "media_unavailable"
+
+
+async def test_info_dtmf_is_relayed_in_order_one_at_a_time(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    await connect(sb, alice, bob)
+    for digit in "12":
+        req = alice.request(
+            "INFO",
+            body=f"Signal={digit}\r\nDuration=160\r\n".encode(),
+            content_type="application/dtmf-relay",
+        )
+        assert alice.response_to(req).status == 200
+    # The second INFO waits for the first one's answer (reordered INFOs lose digits).
+    assert [i.body for i in bob.requests_to_me("INFO")] == [b"Signal=1\r\nDuration=160\r\n"]
+    bob.answer_request("INFO")
+    assert [i.body[:8] for i in bob.requests_to_me("INFO")] == [b"Signal=1", b"Signal=2"]
+
+
+async def test_call_pickup_takes_the_ringing_call(sb: Switchboard) -> None:
+    alice, bob, carol = sb.phone("1001"), sb.phone("1002"), sb.phone("1003")
+    inv = alice.call(bob)
+    await settle()
+    (sent,) = bob.incoming()
+    bob.ring(sent)
+    (ringing,) = sb.b2b.calls
+    assert sb.b2b.ringing_call(lambda ext: ext == "1002") is ringing
+    pick = carol.invite("*8")
+    sb.b2b.pickup(pick, carol.address, "UDP", "1003", ringing)
+    await settle()
+    assert sb.stack.statuses(pick.call_id) == [200]
+    assert sb.stack.statuses(inv.call_id) == [180, 200]
+    assert len(bob.requests_to_me("CANCEL")) == 1
+    (call,) = sb.b2b.calls
+    assert call is ringing and call.callee == "1003"
+    assert call.b is not None and sb.media.bridged(call.a.leg_id, call.b.leg_id)
+    assert sb.details == []  # the picker's own call disappears without a record
+
+
+# -- conference rooms -------------------------------------------------------------------
+
+
+async def test_conference_room_members_share_one_bridge(sb: Switchboard) -> None:
+    alice, bob, carol = sb.phone("1001"), sb.phone("1002"), sb.phone("1003")
+    invites = []
+    for phone in (alice, bob, carol):
+        inv = phone.invite("800")
+        sb.b2b.join_conference(inv, phone.address, "UDP", phone.ext, "800", "Room", 2)
+        invites.append(inv)
+    await settle()
+    assert [sb.stack.statuses(i.call_id)[-1] for i in invites] == [200, 200, 486]
+    room = sb.b2b.conferences.rooms["800"]
+    legs = [c.a.leg_id for c in sb.b2b.calls]
+    assert sorted(sb.media.bridges[room.bridge_id]) == sorted(legs)
+    for phone, inv in zip((alice, bob), invites, strict=False):
+        phone.ack(inv)
+    alice.request("BYE")
+    assert sb.media.bridges[room.bridge_id] == [legs[1]]
+    bob.request("BYE")
+    assert "800" not in sb.b2b.conferences.rooms
+    assert room.bridge_id not in sb.media.bridges
+
+
+def test_call_parts_use_only_public_b2bua_methods() -> None:
+    """The parts of a call reach the B2BUA through its methods, never its fields."""
+    import ast
+    import pathlib
+
+    import pbx
+
+    root = pathlib.Path(pbx.__file__).parent
+    for name in ("call", "outbound", "reinvite", "transfer", "cdr", "conference", "side"):
+        tree = ast.parse((root / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and (
+                    (isinstance(node.value, ast.Attribute) and node.value.attr == "b2b")
+                    or (isinstance(node.value, ast.Name) and node.value.id == "b2b")
+                )
+            ):
+                raise AssertionError(f"pbx/{name}.py:{node.lineno} touches b2b.{node.attr}")
