@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from media import PCMA, PCMU, Codec, LegQuality, LegStats
+from media import PCMA, PCMU, Codec, Direction, LegQuality, LegStats
 from media.interface import EventHandler, PlaybackFinished
 from pbx import sdp
 from pbx.b2bua import B2bua
@@ -390,7 +390,7 @@ def offer_sdp(
     port: int,
     codecs: tuple[Codec, ...] = (PCMU, PCMA),
     *,
-    direction: sdp.Direction = "sendrecv",
+    direction: Direction = "sendrecv",
     version: int = 0,
     session_id: int = 4242,
 ) -> bytes:

@@ -6,11 +6,20 @@ RFC 6337 (hold); ``call_harness`` explains the fakes.
 
 from __future__ import annotations
 
+import ast
+import asyncio
+import pathlib
+
 import pytest
 
-from media import PCMA, PCMU
+import pbx
+from media import PCMA, PCMU, Codec
+from media.dtmf import DtmfReceived
+from pbx import reinvite, sdp, transfer
 from pbx.b2bua import CallState
-from tests.unit.call_harness import MOH, Phone, Switchboard, settle
+from pbx.call import Call
+from pbx.side import Side
+from tests.unit.call_harness import MOH, Phone, Sent, Switchboard, offer_sdp, settle
 
 
 @pytest.fixture
@@ -46,7 +55,7 @@ async def test_basic_call_invite_ringing_answer_ack_bye_writes_one_record(sb: Sw
     assert f"c=IN IP4 {sb.stack.host_for('x')}".encode() in offer.body
 
     bob.ring(sent)
-    assert call.state is CallState.RINGING
+    assert sb.b2b.calls[0].state is CallState.RINGING
     # The caller hears our ringback and gets 180 with our answer to its offer (RFC 3264 §4).
     assert sb.stack.statuses(inv.call_id) == [180]
     ringing = sb.stack.responses(inv.call_id)[0]
@@ -59,7 +68,7 @@ async def test_basic_call_invite_ringing_answer_ack_bye_writes_one_record(sb: Sw
     assert sb.stack.statuses(inv.call_id) == [180, 200]
     ok = sb.stack.responses(inv.call_id)[-1]
     assert ok.body == ringing.body  # same answer in the 200 as in the 18x
-    assert call.state is CallState.ANSWERED
+    assert call.established
     assert call.b is not None
     assert sb.media.legs[call.a.leg_id].tone is None
     assert sb.media.bridged(call.a.leg_id, call.b.leg_id)
@@ -106,7 +115,7 @@ async def test_busy_callee_gives_486_and_a_busy_record(sb: Switchboard) -> None:
 
 async def test_offer_without_common_codec_is_rejected_488(sb: Switchboard) -> None:
     alice, bob = sb.phone("1001"), sb.phone("1002")
-    inv = alice.invite("1002", body=alice.offer(codecs=(sdp_codec_g729(),)))
+    inv = alice.invite("1002", body=alice.offer(codecs=(G729,)))
     sb.b2b.start_call(inv, alice.address, "UDP", "1001", "1002", [bob.contact], 30.0)
     await settle()
     assert sb.stack.statuses(inv.call_id) == [488]
@@ -114,10 +123,7 @@ async def test_offer_without_common_codec_is_rejected_488(sb: Switchboard) -> No
     assert sb.details[0].hangup_cause == "incompatible_media"
 
 
-def sdp_codec_g729():  # type: ignore[no-untyped-def]
-    from media import Codec
-
-    return Codec(18, "G729", 8000)
+G729 = Codec(18, "G729", 8000)  # a codec Switchboard does not have
 
 
 # -- CANCEL (RFC 3261 §9, RFC 3665 §3.8) ------------------------------------------------------
@@ -288,9 +294,7 @@ async def test_reoffer_without_usable_codec_is_488_and_keeps_the_old_media(
     leg = sb.media.legs[call.a.leg_id]
     before = (leg.remote, leg.codec, leg.direction, call.a.codec, call.a.last_local_sdp)
     commands = len(sb.media.commands)
-    req = alice.request(
-        "INVITE", body=offer_with(alice, port=6000, codecs=(sdp_codec_g729(),), version=1)
-    )
+    req = alice.request("INVITE", body=offer_with(alice, port=6000, codecs=(G729,), version=1))
     resp = alice.response_to(req)
     assert resp.status == 488
     assert resp.get("Warning") is not None
@@ -316,10 +320,14 @@ async def test_reoffer_keeps_the_codec_when_still_offered(sb: Switchboard) -> No
     assert call.a.codec.name == "PCMU"
 
 
-def offer_with(phone: Phone, *, port: int | None = None, **kw: object) -> bytes:
-    from call_harness import offer_sdp
-
-    return offer_sdp(phone.host, port or phone.rtp_port, **kw)  # type: ignore[arg-type]
+def offer_with(
+    phone: Phone,
+    *,
+    port: int | None = None,
+    codecs: tuple[Codec, ...] = (PCMU, PCMA),
+    version: int = 0,
+) -> bytes:
+    return offer_sdp(phone.host, port or phone.rtp_port, codecs, version=version)
 
 
 async def test_stale_cseq_is_500(sb: Switchboard) -> None:
@@ -631,10 +639,6 @@ async def test_a_reoffer_to_the_other_party_is_no_glare(sb: Switchboard) -> None
 async def test_our_reoffer_answered_491_is_retried_once_after_a_delay(
     sb: Switchboard, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import asyncio
-
-    from pbx import reinvite
-
     delays: list[bool] = []
 
     def delay(owns_call_id: bool) -> float:
@@ -660,9 +664,7 @@ async def test_our_reoffer_answered_491_is_retried_once_after_a_delay(
 
 @pytest.mark.parametrize("owner", [True, False])
 def test_glare_retry_delay_ranges(owner: bool) -> None:
-    from pbx.reinvite import glare_retry_delay
-
-    values = {glare_retry_delay(owner) for _ in range(300)}
+    values = {reinvite.glare_retry_delay(owner) for _ in range(300)}
     low, high = (2.1, 4.0) if owner else (0.0, 2.0)
     assert all(low <= v <= high for v in values)
     assert all(round(v * 100) == v * 100 or abs(round(v * 100) - v * 100) < 1e-6 for v in values)
@@ -680,10 +682,6 @@ async def test_offerless_update_is_a_target_refresh_without_body(sb: Switchboard
 async def test_transferor_that_stays_gets_a_bye(
     sb: Switchboard, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import asyncio
-
-    from pbx import transfer
-
     monkeypatch.setattr(transfer, "TRANSFEROR_BYE_AFTER", 0.01)
     alice, bob, carol = sb.phone("1001"), sb.phone("1002"), sb.phone("1003")
     _, b_id = await connect(sb, alice, bob)
@@ -714,11 +712,9 @@ async def test_early_media_from_the_callee_is_bridged_with_183(sb: Switchboard) 
     assert sb.media.bridged(call.a.leg_id, call.outbound.leg_id)
 
 
-def sdp_answer(phone: Phone, sent: object) -> bytes:
-    from pbx import sdp
-
+def sdp_answer(phone: Phone, sent: Sent) -> bytes:
     return sdp.negotiate_answer(
-        sent.request.body,  # type: ignore[attr-defined]
+        sent.request.body,
         host=phone.host,
         port=phone.rtp_port,
         supported=(PCMU, PCMA),
@@ -743,8 +739,6 @@ async def test_busy_forwards_to_the_configured_target(sb: Switchboard) -> None:
 
 
 async def test_no_answer_ends_with_480_after_the_ring_timeout(sb: Switchboard) -> None:
-    import asyncio
-
     alice, bob = sb.phone("1001"), sb.phone("1002")
     inv = alice.call(bob, ring_timeout=0.02)
     await settle()
@@ -828,11 +822,6 @@ async def test_conference_room_members_share_one_bridge(sb: Switchboard) -> None
 
 def test_call_parts_use_only_public_b2bua_methods() -> None:
     """The parts of a call reach the B2BUA through its methods, never its fields."""
-    import ast
-    import pathlib
-
-    import pbx
-
     root = pathlib.Path(pbx.__file__).parent
     for name in ("call", "outbound", "reinvite", "transfer", "cdr", "conference", "side"):
         tree = ast.parse((root / f"{name}.py").read_text())
@@ -847,3 +836,91 @@ def test_call_parts_use_only_public_b2bua_methods() -> None:
                 )
             ):
                 raise AssertionError(f"pbx/{name}.py:{node.lineno} touches b2b.{node.attr}")
+
+
+# -- calls Switchboard answers and offers to phones (queues, the IVR) ---------------------
+
+
+class App:
+    """A stand-in application (the IVR) driving a call Switchboard answered."""
+
+    def __init__(self) -> None:
+        self.digits: list[str] = []
+        self.hung_up = False
+
+    def on_dtmf(self, digit: str) -> None:
+        self.digits.append(digit)
+
+    def on_hangup(self) -> None:
+        self.hung_up = True
+
+
+async def answered_by_switchboard(sb: Switchboard, caller: Phone) -> tuple[Call, App]:
+    app = App()
+    inv = caller.invite("4100")
+    call = sb.b2b.start_application(inv, caller.address, "UDP", caller.ext, "4100", lambda c: app)
+    await settle()
+    assert sb.stack.statuses(inv.call_id) == [200]
+    caller.ack(inv)
+    return call, app
+
+
+async def test_queue_offers_ring_all_and_the_first_answer_is_connected(sb: Switchboard) -> None:
+    alice, agent1, agent2 = sb.phone("1001"), sb.phone("2001"), sb.phone("2002")
+    call, app = await answered_by_switchboard(sb, alice)
+    sb.b2b.on_dtmf(DtmfReceived(call.a.leg_id, "3", "rfc4733", 100, 0.0))
+    assert app.digits == ["3"] and call.ivr_keys == "3"
+    answered: list[Side] = []
+    failed: list[int] = []
+    for key, ext in (("o1", "2001"), ("o2", "2002")):
+        assert call.offer(
+            key, ext, ring_timeout=30, on_answered=answered.append, on_failed=failed.append
+        )
+    await settle()
+    (s1,), (s2,) = agent1.incoming(), agent2.incoming()
+    # The IVR key trail travels to the agent's phone.
+    assert s1.request.get("X-Switchboard-IVR-Keys") == "3"
+    agent1.ring(s1)
+    agent2.ring(s2)
+    agent1.answer(s1)
+    (side,) = answered
+    call.accept(side)
+    assert call.b is side and call.callee == "2001" and call.app is None
+    assert sb.media.bridged(call.a.leg_id, call.b.leg_id)
+    assert len(agent2.requests_to_me("CANCEL")) == 1  # the other offer is withdrawn
+    assert failed == [] and call.offers == {}
+    bye = agent1.request("BYE")
+    assert agent1.response_to(bye).status == 200
+    assert len(alice.requests_to_me("BYE")) == 1
+    assert sb.details[-1].ivr_keys == "3"
+
+
+async def test_an_offer_answered_after_the_caller_left_is_released(sb: Switchboard) -> None:
+    alice, agent = sb.phone("1001"), sb.phone("2001")
+    call, app = await answered_by_switchboard(sb, alice)
+    answered: list[Side] = []
+    assert call.offer("o1", "2001", ring_timeout=30, on_answered=answered.append, on_failed=print)
+    await settle()
+    (sent,) = agent.incoming()
+    agent.ring(sent)
+    alice.request("BYE")
+    assert app.hung_up
+    # The offer was cancelled with the call; a 200 that crossed the CANCEL is hung up.
+    assert len(agent.requests_to_me("CANCEL")) == 1
+    agent.answer(sent)
+    assert answered == []
+    assert len(agent.requests_to_me("BYE")) == 1
+    assert sb.media.legs == {}
+
+
+async def test_connect_to_an_extension_from_an_application(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    call, _app = await answered_by_switchboard(sb, alice)
+    failed: list[int] = []
+    assert call.connect_to("1002", failed.append)
+    assert sb.media.legs[call.a.leg_id].tone == "ringback"
+    await settle()
+    (sent,) = bob.incoming()
+    sb.stack.respond(sent, 480, to_tag="away")
+    assert failed == [480]
+    assert call.established and call.b is None
