@@ -79,7 +79,7 @@ async def test_basic_call_invite_ringing_answer_ack_bye_writes_one_record(sb: Sw
     assert alice.response_to(bye).status == 200
     # The callee gets our BYE, the legs are closed, one record is written.
     assert len(bob.requests_to_me("BYE")) == 1
-    assert call.state is CallState.ENDED
+    assert call.ended
     assert sorted(sb.media.closed) == sorted([call.a.leg_id, call.b.leg_id])
     assert sb.b2b.calls == []
     (cdr,) = sb.details
