@@ -1,0 +1,581 @@
+"""acd.host: the ACD carried out on calls through a fake call-control seam (no sockets).
+
+The test plays the SIP side with :class:`FakeCallControl` — a caller reaching a queue, an
+agent dialling ``*45``, a phone answering an offer — and checks the commands the host gives
+(``commands``), the ACD's state (``host.acd``) and the queue log the host writes. The host's
+clock (``time.time`` in :mod:`acd.host`) is a fake that only moves when a test advances it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import structlog
+
+import acd.host
+from acd import AgentConfig, AgentState, QueueConfig, Strategy
+from acd.host import AcdHost, AcdSettings
+from crm import Store
+from pbx.events import CallArrived
+from tests.unit.fake_control import FakeCallControl
+
+ALICE, BOB = "1001", "1002"  # the agents' phones
+SUPERVISOR = "1009"
+COLLEAGUE = "1005"  # an extension that is nobody's agent
+CUSTOMER = "5550100"
+MUSIC = "/music/support-jazz.wav"
+Logs = list[MutableMapping[str, Any]]  # structlog entries
+
+
+class Clock:
+    """Stands in for the ``time`` module in :mod:`acd.host`."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(acd.host, "time", fake)
+    return fake
+
+
+@pytest.fixture
+def logs() -> Iterator[Logs]:
+    """What the host logs. The event bus logs and swallows a subscriber's exception, so a
+    test that passed while the host raised would prove nothing: errors fail the test."""
+    with structlog.testing.capture_logs() as entries:
+        yield entries
+    errors = [e for e in entries if e["log_level"] in ("error", "critical")]
+    assert not errors, errors
+
+
+def queue_log(logs: Logs) -> list[tuple[str, str, str]]:
+    """(event, call, agent) of every queue event the host logged, in order."""
+    return [(e["kind"], e["call"], e["agent"]) for e in logs if e["event"] == "queue_event"]
+
+
+def queue_line(logs: Logs, kind: str) -> list[str]:
+    """The ``queue_log`` fields of the one event of ``kind``: time|call|queue|agent|event|data."""
+    (line,) = [e["line"] for e in logs if e["event"] == "queue_event" and e["kind"] == kind]
+    return str(line).split("|")
+
+
+def settings(config_dir: Path, **queue: Any) -> AcdSettings:
+    """Alice and Bob serve ``support``; a missed offer goes to the next agent at once."""
+    return AcdSettings(
+        agents=[AgentConfig("alice", extensions=(ALICE,)), AgentConfig("bob", extensions=(BOB,))],
+        queues=[QueueConfig("support", retry_delay=0.0, **queue)],
+        config_dir=config_dir,
+        supervisors=frozenset({SUPERVISOR}),
+        queue_music={"support": [MUSIC]},
+    )
+
+
+@pytest.fixture
+def control() -> FakeCallControl:
+    return FakeCallControl(extensions=[ALICE, BOB, SUPERVISOR, COLLEAGUE, CUSTOMER])
+
+
+def make_host(
+    control: FakeCallControl, config_dir: Path, store: Store | None = None, **queue: Any
+) -> AcdHost:
+    return AcdHost(cast(Any, control), store, settings(config_dir, **queue))
+
+
+@pytest.fixture
+def host(control: FakeCallControl, tmp_path: Path, clock: Clock, logs: list[Any]) -> AcdHost:
+    return make_host(control, tmp_path)
+
+
+async def settle() -> None:
+    """Let what the seam and the host scheduled for the next loop turns run."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for work off the loop (a store commit, a file written in a thread)."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+async def log_in(control: FakeCallControl, phone: str) -> str:
+    """The agent at ``phone`` dials *45 and hears the confirmation beep."""
+    code_call = control.dial_code(phone, "*45")
+    await until(lambda: ("answer_with_tone", code_call, "beep") in control.commands)
+    await settle()  # the beep plays, the code's call ends
+    return code_call
+
+
+def state(host: AcdHost, agent: str) -> AgentState:
+    return host.agent_states()[agent][0]
+
+
+# --- a queue call from arrival to hang-up --------------------------------------------------------
+
+
+async def test_caller_hears_queue_music_until_an_agent_logs_in_and_answers(
+    control: FakeCallControl, host: AcdHost, clock: Clock, logs: Logs
+) -> None:
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    assert control.commands == [("music_on_hold", call, [MUSIC])]
+    assert host.acd.is_waiting(call)
+
+    login = await log_in(control, ALICE)
+    # The agent's phone rings with the caller; the confirmation beep's own short call does
+    # not count as the agent being on a call (that would withdraw the offer again).
+    assert control.named("offer") == [("offer", call, "alice/1001", ALICE)]
+    assert control.named("answer_with_tone") == [("answer_with_tone", login, "beep")]
+    assert control.named("cancel_offer") == []
+    assert state(host, "alice") is AgentState.RINGING
+
+    clock.advance(12)
+    control.answer_offer(call, "alice/1001")
+    assert control.commands[-2:] == [
+        ("stop_music_on_hold", call),
+        ("accept_offer", call, "alice/1001", False),
+    ]
+    assert control.snapshot(call).callee_ext == ALICE
+    assert state(host, "alice") is AgentState.ON_CALL
+    assert not host.acd.is_waiting(call)
+    # time|call|queue|agent|CONNECT|hold seconds|call|ring seconds
+    assert queue_line(logs, "CONNECT")[1:] == [
+        call,
+        "support",
+        "alice",
+        "CONNECT",
+        "12",
+        call,
+        "12",
+    ]
+
+    clock.advance(60)
+    control.end(call, side="caller")
+    assert queue_log(logs) == [
+        ("ENTERQUEUE", call, ""),
+        ("AGENTLOGIN", "", "alice"),
+        ("CONNECT", call, "alice"),
+        ("COMPLETECALLER", call, "alice"),
+    ]
+    assert call not in host.acd.calls
+    assert state(host, "alice") is AgentState.AVAILABLE
+
+
+async def test_agent_hanging_up_completes_the_call_as_agent(
+    control: FakeCallControl, host: AcdHost, logs: Logs
+) -> None:
+    await log_in(control, ALICE)
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    control.answer_offer(call, "alice/1001")
+    control.end(call, side="callee")
+    assert queue_log(logs)[-1] == ("COMPLETEAGENT", call, "alice")
+
+
+async def test_a_refused_offer_is_missed_and_the_next_agent_rings(
+    control: FakeCallControl, host: AcdHost, clock: Clock, logs: Logs
+) -> None:
+    await log_in(control, ALICE)
+    clock.advance(1)
+    await log_in(control, BOB)
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    assert control.named("offer") == [("offer", call, "alice/1001", ALICE)]  # idle longest
+
+    clock.advance(3)
+    control.reject_offer(call, "alice/1001", 486)
+    await settle()  # the retry timer (retry_delay 0) fires
+    assert ("RINGNOANSWER", call, "alice") in queue_log(logs)
+    assert queue_line(logs, "RINGNOANSWER")[-1] == "3000"  # rang for 3000 ms
+    assert control.named("offer")[-1] == ("offer", call, "bob/1002", BOB)
+    assert state(host, "alice") is AgentState.AVAILABLE
+    assert state(host, "bob") is AgentState.RINGING
+    assert host.acd.is_waiting(call)
+
+
+async def test_ring_all_connects_the_first_agent_to_answer_and_frees_the_others(
+    control: FakeCallControl, host_factory: Callable[..., AcdHost], logs: Logs
+) -> None:
+    host = host_factory(strategy=Strategy.RING_ALL)
+    await log_in(control, ALICE)
+    await log_in(control, BOB)
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    assert control.snapshot(call).offers == ("alice/1001", "bob/1002")
+
+    control.answer_offer(call, "bob/1002")
+    assert control.named("accept_offer") == [("accept_offer", call, "bob/1002", False)]
+    assert control.snapshot(call).offers == ()
+    assert state(host, "bob") is AgentState.ON_CALL
+    assert state(host, "alice") is AgentState.AVAILABLE
+    assert queue_log(logs)[-1] == ("CONNECT", call, "bob")
+
+
+async def test_a_caller_hanging_up_while_waiting_abandons(
+    control: FakeCallControl, host: AcdHost, clock: Clock, logs: Logs
+) -> None:
+    await log_in(control, ALICE)
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    clock.advance(7)
+    control.end(call, side="caller")
+    assert queue_log(logs)[-1] == ("ABANDON", call, "")
+    # position|original position|seconds waited
+    assert queue_line(logs, "ABANDON")[-3:] == ["1", "1", "7"]
+    assert call not in host.acd.calls
+    assert state(host, "alice") is AgentState.AVAILABLE  # the offer went with the caller
+    assert control.named("accept_offer") == []
+
+
+# --- agents' other calls ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("caller", "callee", "kind"),
+    [
+        (COLLEAGUE, ALICE, "inbound"),  # somebody called Alice directly
+        (ALICE, COLLEAGUE, "internal"),  # Alice called an extension
+        (ALICE, "5550199", "outbound"),  # Alice called out
+    ],
+)
+async def test_an_agents_own_call_makes_them_busy_until_their_leg_closes(
+    control: FakeCallControl, host: AcdHost, caller: str, callee: str, kind: str
+) -> None:
+    await log_in(control, ALICE)
+    own = control.place_call(caller, callee)  # LegAnswered for both parties
+    assert host.agent_states()["alice"] == (AgentState.ON_CALL, kind)
+
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    assert control.named("offer") == []  # Alice is busy: the caller waits
+
+    control.end(own)  # LegClosed for both parties
+    assert state(host, "alice") is AgentState.RINGING
+    assert control.named("offer") == [("offer", call, "alice/1001", ALICE)]
+
+
+async def test_a_leg_closing_ends_only_the_call_it_belongs_to(
+    control: FakeCallControl, host: AcdHost
+) -> None:
+    await log_in(control, ALICE)
+    first = control.place_call(COLLEAGUE, ALICE)
+    second = control.place_call(ALICE, "5550199")  # a second line on the same phone
+    control.end(first)
+    assert state(host, "alice") is AgentState.ON_CALL  # still on the second call
+    control.end(second)
+    assert state(host, "alice") is AgentState.AVAILABLE
+
+
+async def test_an_agent_logging_in_during_a_call_is_busy_until_it_ends(
+    control: FakeCallControl, host: AcdHost
+) -> None:
+    own = control.place_call(COLLEAGUE, ALICE)  # before *45: the ACD only counts legs
+    await log_in(control, ALICE)
+    assert state(host, "alice") is AgentState.ON_CALL
+    control.end(own)
+    assert state(host, "alice") is AgentState.AVAILABLE
+
+
+async def test_an_agent_whose_phone_is_not_registered_counts_as_missed(
+    control: FakeCallControl, host: AcdHost, clock: Clock, logs: Logs
+) -> None:
+    await log_in(control, ALICE)
+    clock.advance(1)
+    await log_in(control, BOB)
+    control.extensions.discard(ALICE)  # Alice's phone went away
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    await settle()
+    assert ("RINGNOANSWER", call, "alice") in queue_log(logs)
+    assert control.snapshot(call).offers == ("bob/1002",)
+
+
+# --- feature codes ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("phone", "code", "digits", "status", "reason"),
+    [
+        (COLLEAGUE, "*45", "", 403, "Not An Agent"),
+        (BOB, "*52", ALICE, 403, "Not A Supervisor"),
+        (SUPERVISOR, "*51", ALICE, 404, "No Call To Supervise"),  # Alice is on no call
+        (ALICE, "*45", "7", 404, None),  # login takes no digits
+    ],
+)
+async def test_feature_codes_that_cannot_be_carried_out_are_refused(
+    control: FakeCallControl,
+    host: AcdHost,
+    phone: str,
+    code: str,
+    digits: str,
+    status: int,
+    reason: str | None,
+) -> None:
+    code_call = control.dial_code(phone, code, digits)
+    assert control.commands == [("reject", code_call, status, reason)]
+    assert all(s is AgentState.LOGGED_OUT for s, _ in host.agent_states().values())
+
+
+async def test_pause_with_a_reason_digit_and_unpause(
+    control: FakeCallControl, tmp_path: Path, clock: Clock, logs: list[Any]
+) -> None:
+    host = AcdHost(
+        cast(Any, control),
+        None,
+        AcdSettings(
+            agents=[AgentConfig("alice", extensions=(ALICE,))],
+            queues=[QueueConfig("support")],
+            config_dir=tmp_path,
+            pause_reasons={"2": "lunch"},
+        ),
+    )
+    await log_in(control, ALICE)
+    pause = control.dial_code(ALICE, "*47", "2")
+    await settle()
+    assert ("answer_with_tone", pause, "beep") in control.commands
+    assert host.agent_states()["alice"] == (AgentState.NOT_READY, "lunch")
+    control.dial_code(ALICE, "*48")
+    await settle()
+    assert state(host, "alice") is AgentState.AVAILABLE
+
+
+async def test_a_supervisor_listens_and_switches_to_whisper_with_5(
+    control: FakeCallControl, host: AcdHost, logs: Logs
+) -> None:
+    await log_in(control, ALICE)
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    control.answer_offer(call, "alice/1001")
+
+    listen = control.dial_code(SUPERVISOR, "*51", ALICE)
+    assert control.commands[-1] == ("answer", listen)
+    await settle()  # CallAnswered: the supervisor's media is up
+    assert control.named("supervise") == [("supervise", listen, call, "listen")]
+
+    control.press(listen, "5")
+    control.press(listen, "5")  # already whispering: nothing to do
+    control.press(listen, "9")  # not a mode
+    assert control.named("supervise") == [
+        ("supervise", listen, call, "listen"),
+        ("supervise", listen, call, "whisper"),
+    ]
+
+    supervised = [e for e in logs if e["event"] == "queue_event" and e["kind"] == "SUPERVISE"]
+    assert [e["line"].split("|")[-2:] for e in supervised] == [
+        [SUPERVISOR, "listen"],
+        [SUPERVISOR, "whisper"],
+    ]
+    # The supervisor's own call is not the agent's: Alice stays on the queue call.
+    assert host.acd.agents["alice"].on_call == call
+
+
+async def test_supervision_of_a_call_that_ended_before_the_answer_hangs_up(
+    control: FakeCallControl, host: AcdHost
+) -> None:
+    await log_in(control, ALICE)
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    control.answer_offer(call, "alice/1001")
+    listen = control.dial_code(SUPERVISOR, "*51", ALICE)
+    control.end(call)
+    await settle()
+    assert control.named("supervise") == []
+    assert ("hangup", listen, "nothing_to_supervise") in control.commands
+
+
+async def test_a_supervisor_who_intercepts_takes_the_call_and_frees_the_agent(
+    control: FakeCallControl, host: AcdHost, logs: Logs
+) -> None:
+    await log_in(control, ALICE)
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    control.answer_offer(call, "alice/1001")
+    listen = control.dial_code(SUPERVISOR, "*51", ALICE)
+    await settle()
+    control.press(listen, "7")
+    assert control.commands[-1] == ("supervise", listen, call, "intercept")
+    assert queue_log(logs)[-1] == ("COMPLETEAGENT", call, "alice")  # Alice's part is done
+    assert state(host, "alice") is AgentState.AVAILABLE
+    assert control.snapshot(call).callee_ext == SUPERVISOR
+    logged = queue_log(logs)
+    control.end(call)  # the customer and the supervisor hang up later: not the ACD's call
+    assert queue_log(logs) == logged
+    assert state(host, "alice") is AgentState.AVAILABLE
+
+
+# --- leaving the queue --------------------------------------------------------------------------
+
+
+async def test_the_exit_key_sends_the_caller_to_the_overflow_flow(
+    control: FakeCallControl, host_factory: Callable[..., AcdHost], logs: Logs
+) -> None:
+    host = host_factory(exit_key="0", overflow="ivr:after-hours")
+    control.serve("ivr")  # as the IVR host does
+    arrivals: list[CallArrived] = []
+    control.subscribe(lambda e: arrivals.append(e) if isinstance(e, CallArrived) else None)
+
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    control.press(call, "0")
+    assert control.commands[-2:] == [
+        ("stop_music_on_hold", call),
+        ("route", call, "ivr", "after-hours"),
+    ]
+    assert (arrivals[-1].kind, arrivals[-1].target) == ("ivr", "after-hours")
+    assert queue_log(logs)[-1] == ("EXITWITHKEY", call, "")
+    assert call not in host.acd.calls
+
+
+async def test_a_full_queue_overflows_into_an_ivr_flow(
+    control: FakeCallControl, host_factory: Callable[..., AcdHost], logs: Logs
+) -> None:
+    host = host_factory(join_empty=False, overflow="ivr:after-hours")
+    control.serve("ivr")
+    call = control.arrive("queue", "support", CUSTOMER, "600")  # nobody logged in
+    assert control.named("route") == [("route", call, "ivr", "after-hours")]
+    assert queue_log(logs) == [("JOINEMPTY", call, "")]
+    assert call not in host.acd.calls
+
+
+async def test_an_overflow_nobody_serves_says_goodbye_and_hangs_up(
+    control: FakeCallControl, host_factory: Callable[..., AcdHost]
+) -> None:
+    host_factory(join_empty=False, overflow="ivr:after-hours")  # and no IVR host
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    (play,) = control.named("play")
+    assert play[1] == call and Path(play[2][0]).stem == "goodbye"
+    control.finish_play(play[3])
+    assert control.commands[-1] == ("hangup", call, "queue_joinempty")
+
+
+async def test_an_overflow_to_an_extension_that_does_not_answer_hangs_up(
+    control: FakeCallControl, host_factory: Callable[..., AcdHost]
+) -> None:
+    host_factory(join_empty=False, overflow=f"extension:{COLLEAGUE}")
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    assert control.commands[-1] == ("connect_to", call, COLLEAGUE)
+    control.fail_connect(call, 480)
+    assert control.commands[-1] == ("hangup", call, "overflow_failed")
+
+
+@pytest.fixture
+def host_factory(
+    control: FakeCallControl, tmp_path: Path, clock: Clock, logs: list[Any]
+) -> Callable[..., AcdHost]:
+    """A host whose ``support`` queue has the given settings."""
+    return lambda **queue: make_host(control, tmp_path, **queue)
+
+
+# --- callbacks ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("agent_first", [True, False])
+async def test_a_callback_rings_one_party_then_offers_the_other(
+    control: FakeCallControl,
+    host_factory: Callable[..., AcdHost],
+    logs: Logs,
+    agent_first: bool,
+) -> None:
+    host = host_factory(callback_agent_first=agent_first)
+    await log_in(control, ALICE)
+    # An IVR ``callback`` node with a queue hands the request over; the caller hung up.
+    assert host.add_callback("ivr7", CUSTOMER, "support", CUSTOMER)
+    request = "cb-ivr7"
+    first, second = (ALICE, CUSTOMER) if agent_first else (CUSTOMER, ALICE)
+
+    ((_, origin, rung, caller_id),) = control.named("originate")
+    assert (rung, caller_id) == (first, CUSTOMER if agent_first else ALICE)
+    leg_call = control.answer_originate(origin)
+    assert control.commands[-2:] == [
+        ("start_tone", leg_call, "ringback"),
+        ("offer", leg_call, "callback", second),
+    ]
+
+    control.answer_offer(leg_call, "callback")
+    assert control.named("accept_offer") == [("accept_offer", leg_call, "callback", agent_first)]
+    # However it was dialled, the connected call is customer -> agent, like a queue call.
+    (connected,) = [c for c in control.calls() if not c.ended and c.callee_ext == ALICE]
+    assert connected.caller == CUSTOMER
+    assert state(host, "alice") is AgentState.ON_CALL
+    assert queue_log(logs)[-1] == ("CALLBACKCONNECT", request, "alice")
+
+    control.end(connected.call_id, side="callee")
+    assert queue_log(logs)[-1] == ("COMPLETEAGENT", request, "alice")
+    assert state(host, "alice") is AgentState.AVAILABLE
+    assert request not in host.acd.calls
+
+
+async def test_a_callback_whose_first_party_does_not_answer_is_retried_later(
+    control: FakeCallControl, host: AcdHost, logs: Logs
+) -> None:
+    await log_in(control, ALICE)
+    host.add_callback("ivr7", CUSTOMER, "support", CUSTOMER)
+    ((_, origin, _, _),) = control.named("originate")
+    control.fail_originate(origin, 480)
+    assert queue_log(logs)[-1] == ("CALLBACKRETRY", "cb-ivr7", "")
+    assert "cb-ivr7" in host.acd.calls
+    assert state(host, "alice") is AgentState.AVAILABLE
+
+
+async def test_a_waiting_caller_asks_for_a_callback_and_is_called_back_after_hanging_up(
+    control: FakeCallControl, host_factory: Callable[..., AcdHost], logs: Logs
+) -> None:
+    host_factory(callback_key="*")
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    control.press(call, "*")  # "press # to be called back on this number, or enter another"
+    control.press(call, "#")
+    assert queue_log(logs)[-1] == ("CALLBACKREQUEST", call, "")
+    (confirm,) = control.named("play")[-1:]
+    assert [Path(f).stem for f in confirm[2]] == ["callback-confirmed", "goodbye"]
+
+    await log_in(control, ALICE)
+    # The caller's phone is still hanging up: nobody is dialled yet.
+    assert control.named("originate") == []
+    control.finish_play(confirm[3])
+    assert ("hangup", call, "callback_requested") in control.commands
+    ((_, _, rung, _),) = control.named("originate")
+    assert rung == ALICE
+
+
+# --- the store ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def test_queue_events_and_agent_states_are_written_to_the_store(
+    control: FakeCallControl, tmp_path: Path, clock: Clock, store: Store, logs: list[Any]
+) -> None:
+    host = make_host(control, tmp_path, store)
+    await log_in(control, ALICE)
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    clock.advance(5)
+    control.answer_offer(call, "alice/1001")
+    clock.advance(30)
+    control.end(call, side="caller")
+    await host.drain()
+
+    events = await store.list_queue_events(queue="support")
+    assert [(e.event, e.call_id, e.agent) for e in events] == [
+        ("ENTERQUEUE", call, ""),
+        ("CONNECT", call, "alice"),
+        ("COMPLETECALLER", call, "alice"),
+    ]
+    assert events[1].data == ("5", call, "5")
+    assert events[2].time.timestamp() == clock.now
+    states = await store.list_agent_states("alice")
+    assert [(s.old_state, s.new_state) for s in states] == [
+        ("LOGGED_OUT", "AVAILABLE"),
+        ("AVAILABLE", "RINGING"),
+        ("RINGING", "ON_CALL"),
+        ("ON_CALL", "AVAILABLE"),
+    ]
