@@ -243,8 +243,9 @@ def send_reoffer(
         if done:
             return
         if resp.status < 300:
-            dialog.update_target(resp)
-            _apply_answer_to_offer(call, side, resp.body, offer, version)
+            if not call.ended and side in call.sides():  # else the leg is gone already
+                dialog.update_target(resp)
+                _apply_answer_to_offer(call, side, resp.body, offer, version)
             finished(resp.status)
             return
         # §14.1: a failed re-INVITE leaves the session unchanged.

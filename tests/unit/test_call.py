@@ -924,3 +924,17 @@ async def test_connect_to_an_extension_from_an_application(sb: Switchboard) -> N
     sb.stack.respond(sent, 480, to_tag="away")
     assert failed == [480]
     assert call.established and call.b is None
+
+
+async def test_answer_to_our_reoffer_after_the_call_ended_is_only_acked(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    done = await our_reoffer(sb, alice, bob)
+    alice.request("BYE")
+    assert len(bob.requests_to_me("BYE")) == 1
+    commands = len(sb.media.commands)
+    (sent,) = bob.reinvites()
+    bob.answer_offer(sent)
+    acks = [s for s in sb.stack.sent if s.stateless and s.request.method == "ACK"]
+    assert acks[-1].request.cseq == (sent.request.cseq[0], "ACK")
+    assert done == [200]
+    assert sb.media.commands[commands:] == []
