@@ -18,7 +18,7 @@ features are re-pairings of sides. :class:`B2bua` is the registry and the router
   number of subscribers (``pbx.control`` is the seam services use).
 
 A call reaches the registry only through the public methods here (``register_side``,
-``unregister_side``, ``track_leg``, ``absorb``, ``forget``...). The call's own concerns live
+``unregister_side``, ``track_leg``, ``retire``, ``forget``...). The call's own concerns live
 in their modules: :mod:`pbx.call` (life and state table), :mod:`pbx.outbound` (forking),
 :mod:`pbx.reinvite` (re-INVITE, hold, glare), :mod:`pbx.transfer` (REFER, Replaces),
 :mod:`pbx.conference` (rooms), :mod:`pbx.cdr` (the call record).
@@ -252,11 +252,8 @@ class B2bua:
         spawn(run())
 
     def retire(self, call: Call) -> None:
-        """Drop a call whose sides go on in another call (no call record, no hang-up)."""
-        self.absorb(call)
-
-    def absorb(self, call: Call) -> None:
-        """Retire a call whose side moved into another call (pickup): no call record."""
+        """Drop a call whose sides go on in another call (pickup, intercept, a queue's
+        callback): no call record, no hang-up, its dialogs no longer routed to it."""
         self._calls.pop(call.id, None)
         call.retired()
         for s in call.sides():

@@ -569,7 +569,7 @@ class Call:
         the callee, who is hung up; ``retire`` disappears without a call record."""
         b2b = self.b2b
         media = b2b.media
-        b2b.absorb(retire)
+        b2b.retire(retire)
         old = self.b
         if old is not None:
             if old.dialog is not None:
@@ -610,7 +610,7 @@ class Call:
             self.outbound.cancel()
         side = picker.a
         side.label = "b"
-        self.b2b.absorb(picker)
+        self.b2b.retire(picker)
         self.log.info("call_picked_up", by=side.ext, ringing=self.callee)
         self.callee = side.ext
         self._connect_callee(side)
