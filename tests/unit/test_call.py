@@ -938,3 +938,58 @@ async def test_answer_to_our_reoffer_after_the_call_ended_is_only_acked(sb: Swit
     assert acks[-1].request.cseq == (sent.request.cseq[0], "ACK")
     assert done == [200]
     assert sb.media.commands[commands:] == []
+
+
+# -- the state table ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "legal"),
+    [
+        (("calling", "ringing", "answered", "ended"), True),
+        (("calling", "answered", "ended"), True),
+        (("answered", "ended"), True),  # calls Switchboard answers itself
+        (("ended",), True),
+        (("ringing",), False),  # no provisional before the INVITEs went out
+        (("calling", "ringing", "calling"), False),
+        (("answered", "ringing"), False),
+        (("calling", "ended", "answered"), False),  # an ended call stays ended
+    ],
+)
+def test_call_state_table(path: tuple[str, ...], legal: bool) -> None:
+    from pbx.call import TRANSITIONS
+
+    state = CallState.SETUP
+    ok = True
+    for name in path:
+        new = CallState(name)
+        if new not in TRANSITIONS[state]:
+            ok = False
+            break
+        state = new
+    assert ok is legal
+
+
+async def test_an_illegal_transition_raises(sb: Switchboard) -> None:
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    await connect(sb, alice, bob)
+    (call,) = sb.b2b.calls
+    with pytest.raises(RuntimeError, match="ANSWERED -> RINGING"):
+        call._move(CallState.RINGING)
+
+
+async def test_take_over_replaces_the_callee(sb: Switchboard) -> None:
+    """Intercept: a supervisor's answered side replaces the callee, who is hung up."""
+    alice, bob, boss = sb.phone("1001"), sb.phone("1002"), sb.phone("3000")
+    _, b_id = await connect(sb, alice, bob)
+    call = sb.b2b.calls[0]
+    sup, _app = await answered_by_switchboard(sb, boss)
+    call.take_over(sup.a, sup)
+    assert [r.call_id for r in bob.requests_to_me("BYE")] == [b_id]
+    assert call.b is sup.a and call.callee == "3000"
+    assert sb.b2b.calls == [call]
+    assert sb.media.bridged(call.a.leg_id, sup.a.leg_id)
+    # The supervisor's BYE now ends the call it took over.
+    boss.request("BYE")
+    assert len(alice.requests_to_me("BYE")) == 1
+    assert [d.record_id for d in sb.details] == [call.id]
