@@ -17,9 +17,9 @@ import pytest
 import structlog
 
 import acd.host
-from acd import AgentConfig, AgentState, QueueConfig, Strategy
+from acd import AgentConfig, AgentState, QueueConfig, Strategy, WrapUpMode
 from acd.host import AcdHost, AcdSettings
-from crm import Store
+from crm import CustomerData, Store
 from pbx.events import CallArrived
 from tests.unit.fake_control import FakeCallControl
 
@@ -97,6 +97,14 @@ def make_host(
 @pytest.fixture
 def host(control: FakeCallControl, tmp_path: Path, clock: Clock, logs: list[Any]) -> AcdHost:
     return make_host(control, tmp_path)
+
+
+@pytest.fixture
+def host_factory(
+    control: FakeCallControl, tmp_path: Path, clock: Clock, logs: list[Any]
+) -> Callable[..., AcdHost]:
+    """A host whose ``support`` queue has the given settings."""
+    return lambda **queue: make_host(control, tmp_path, **queue)
 
 
 async def settle() -> None:
@@ -219,6 +227,50 @@ async def test_ring_all_connects_the_first_agent_to_answer_and_frees_the_others(
     assert state(host, "bob") is AgentState.ON_CALL
     assert state(host, "alice") is AgentState.AVAILABLE
     assert queue_log(logs)[-1] == ("CONNECT", call, "bob")
+
+
+async def test_an_agent_with_two_phones_misses_the_offer_only_when_both_refuse(
+    control: FakeCallControl, tmp_path: Path, clock: Clock, logs: Logs
+) -> None:
+    desk, softphone = ALICE, "1011"
+    control.extensions.add(softphone)
+    host = AcdHost(
+        cast(Any, control),
+        None,
+        AcdSettings(
+            agents=[AgentConfig("alice", extensions=(desk, softphone))],
+            queues=[QueueConfig("support")],
+            config_dir=tmp_path,
+        ),
+    )
+    await log_in(control, desk)
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    assert control.snapshot(call).offers == ("alice/1001", "alice/1011")
+    control.reject_offer(call, "alice/1001", 486)  # busy on the desk phone...
+    assert state(host, "alice") is AgentState.RINGING  # ...the softphone still rings
+    control.answer_offer(call, "alice/1011")
+    assert control.named("accept_offer") == [("accept_offer", call, "alice/1011", False)]
+    assert queue_log(logs)[-1] == ("CONNECT", call, "alice")
+
+
+async def test_a_transferred_queue_call_is_logged_as_a_transfer(
+    control: FakeCallControl, host: AcdHost, logs: Logs
+) -> None:
+    await log_in(control, ALICE)
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    control.answer_offer(call, "alice/1001")
+    control.end(call, side="callee", cause="transferred")
+    assert queue_log(logs)[-1] == ("TRANSFER", call, "alice")
+    assert state(host, "alice") is AgentState.AVAILABLE
+
+
+async def test_a_queue_call_with_a_survey_hands_the_caller_back_after_the_agent(
+    control: FakeCallControl, host: AcdHost
+) -> None:
+    await log_in(control, ALICE)
+    call = control.arrive("queue", "support", CUSTOMER, "600", survey="rate-us")
+    control.answer_offer(call, "alice/1001")
+    assert control.commands[-1] == ("continue_after_callee", call, "ivr", "rate-us")
 
 
 async def test_a_caller_hanging_up_while_waiting_abandons(
@@ -346,6 +398,39 @@ async def test_pause_with_a_reason_digit_and_unpause(
     assert state(host, "alice") is AgentState.AVAILABLE
 
 
+@pytest.mark.parametrize(
+    ("mode", "code", "accepted"),
+    [
+        (WrapUpMode.OPTIONAL, "", True),
+        (WrapUpMode.FORCED, "", False),  # a forced wrap-up ends only with a code
+        (WrapUpMode.FORCED, "3", True),
+        (WrapUpMode.TIMED, "3", False),  # a timed one only by its timer
+    ],
+)
+async def test_star49_ends_wrap_up_as_the_queue_allows(
+    control: FakeCallControl,
+    host_factory: Callable[..., AcdHost],
+    mode: WrapUpMode,
+    code: str,
+    accepted: bool,
+) -> None:
+    host = host_factory(wrap_up=60.0, wrap_up_mode=mode)
+    await log_in(control, ALICE)
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    control.answer_offer(call, "alice/1001")
+    control.end(call)
+    assert state(host, "alice") is AgentState.WRAP_UP
+
+    done = control.dial_code(ALICE, "*49", code)
+    await settle()
+    if accepted:
+        assert ("answer_with_tone", done, "beep") in control.commands
+        assert state(host, "alice") is AgentState.AVAILABLE
+    else:
+        assert control.commands[-1] == ("reject", done, 403, "Wrap-Up Continues")
+        assert state(host, "alice") is AgentState.WRAP_UP
+
+
 async def test_a_supervisor_listens_and_switches_to_whisper_with_5(
     control: FakeCallControl, host: AcdHost, logs: Logs
 ) -> None:
@@ -461,14 +546,6 @@ async def test_an_overflow_to_an_extension_that_does_not_answer_hangs_up(
     assert control.commands[-1] == ("hangup", call, "overflow_failed")
 
 
-@pytest.fixture
-def host_factory(
-    control: FakeCallControl, tmp_path: Path, clock: Clock, logs: list[Any]
-) -> Callable[..., AcdHost]:
-    """A host whose ``support`` queue has the given settings."""
-    return lambda **queue: make_host(control, tmp_path, **queue)
-
-
 # --- callbacks ----------------------------------------------------------------------------------
 
 
@@ -579,3 +656,17 @@ async def test_queue_events_and_agent_states_are_written_to_the_store(
         ("RINGING", "ON_CALL"),
         ("ON_CALL", "AVAILABLE"),
     ]
+
+
+async def test_a_gold_customer_is_served_before_an_earlier_caller(
+    control: FakeCallControl, tmp_path: Path, clock: Clock, store: Store, logs: Logs
+) -> None:
+    await store.add_customer(CustomerData(name="Gold Inc", phone="555 0177", grade="A"))
+    host = make_host(control, tmp_path, store, grade_priority={"A": 10})
+    first = control.arrive("queue", "support", CUSTOMER, "600")
+    clock.advance(30)
+    gold = control.arrive("queue", "support", "5550177", "600")
+    await until(lambda: gold in host.acd.calls)  # the grade is looked up in the store
+    assert host.acd.position(gold) == 1 and host.acd.position(first) == 2
+    await log_in(control, ALICE)
+    assert control.named("offer") == [("offer", gold, "alice/1001", ALICE)]
