@@ -15,7 +15,7 @@ import soundfile
 import structlog
 
 from crm import CustomerData, Store
-from ivr import IvrSession, parse_flow
+from ivr import Flow, IvrSession, parse_flow
 from ivr.host import IvrHost
 from pbx.dialplan import Dialplan
 from pbx.events import CallArrived
@@ -97,7 +97,17 @@ nodes:
   sales: {type: queue, queue: sales, priority: "3", skills: [en]}
   support: {type: extension, extension: "1002"}
 """
-PROMPTS = ("welcome", "main-menu", "invalid", "timeout", "voicemail-after-beep", "goodbye")
+PROMPTS = (
+    "welcome",
+    "main-menu",
+    "invalid",
+    "timeout",
+    "voicemail-after-beep",
+    "goodbye",
+    "survey",
+    "thank-you",
+    "enter-number",
+)
 
 
 @pytest.fixture
@@ -147,6 +157,10 @@ async def nth_play(control: FakeCallControl, n: int, name: str = "play") -> tupl
     """The ``n``-th prompt (``play``) or tone (``play_tone``) started, once it is."""
     await until(lambda: len(control.named(name)) >= n)
     return control.named(name)[n - 1]
+
+
+def plays_on(control: FakeCallControl, call: str) -> list[tuple[Any, ...]]:
+    return [c for c in control.named("play") if c[1] == call]
 
 
 def finished(logs: Logs) -> Logs:
@@ -292,3 +306,88 @@ async def test_a_caller_hanging_up_after_the_message_loses_nothing(
     await ivr.drain()
     await assert_stored(sqlite_store, call, spoken, config_dir / "voicemail")
     assert control.named("hangup") == []
+
+
+SURVEY = """\
+name: rate
+start: ask
+nodes:
+  ask: {type: survey}
+"""
+CALLBACK = """\
+name: callme
+start: number
+nodes:
+  number: {type: callback}
+"""
+CALLBACK_TO_QUEUE = """\
+name: callme-support
+start: number
+nodes:
+  number: {type: callback, queue: support}
+"""
+
+
+def flows(config_dir: Path, *texts: str) -> dict[str, Flow]:
+    out = {}
+    for text in texts:
+        flow, problems = parse_flow(text, base_dir=config_dir)
+        assert flow is not None, [str(p) for p in problems]
+        out[flow.name] = flow
+    return out
+
+
+async def test_a_survey_rating_is_stored_for_the_rated_call_and_agent(
+    control: FakeCallControl, config_dir: Path, sqlite_store: Store, logs: Logs
+) -> None:
+    ivr = IvrHost(
+        cast(Any, control), sqlite_store, Dialplan(), flows(config_dir, SURVEY), config_dir
+    )
+    # The caller is handed back after the agent hung up (continue_after_callee).
+    rated = (("rated_call", "c-queue-7"), ("agent", "1001"))
+    call = control.arrive("ivr", "rate", CUSTOMER, "1001", variables=rated)
+    await nth_play(control, 1)
+    control.press(call, "1")
+    thanks = await nth_play(control, 2)
+    assert thanks[2] == [prompt(config_dir, "thank-you")]
+    control.finish_play(thanks[3])
+    await until(lambda: control.snapshot(call).ended)
+    await ivr.drain()
+    (result,) = await sqlite_store.list_survey_results()
+    assert (result.record_id, result.survey_record_id, result.agent) == ("c-queue-7", call, "1001")
+    assert (result.result, result.digit, result.flow) == ("satisfied", "1", "rate")
+
+
+async def test_a_callback_for_a_queue_goes_to_the_acd_and_one_without_to_the_store(
+    control: FakeCallControl, config_dir: Path, sqlite_store: Store, logs: Logs
+) -> None:
+    taken: list[tuple[str, str, str, str]] = []
+
+    def acd_takes(call_id: str, caller: str, queue: str, number: str) -> bool:
+        taken.append((call_id, caller, queue, number))
+        return True
+
+    ivr = IvrHost(
+        cast(Any, control),
+        sqlite_store,
+        Dialplan(),
+        flows(config_dir, CALLBACK, CALLBACK_TO_QUEUE),
+        config_dir,
+        callback_requests=acd_takes,
+    )
+
+    async def ask_for_a_callback(flow: str) -> str:
+        call = control.arrive("ivr", flow, CUSTOMER, "4000")
+        await until(lambda: len(plays_on(control, call)) == 1)  # "enter your number"
+        control.press(call, "#")  # "#" alone: call me back on this number
+        await until(lambda: len(plays_on(control, call)) == 2)  # "thank you"
+        control.finish_play(plays_on(control, call)[-1][3])
+        await until(lambda: ("hangup", call, "normal_clearing") in control.commands)
+        return call
+
+    for_queue = await ask_for_a_callback("callme-support")
+    await ask_for_a_callback("callme")
+    await ivr.drain()
+    assert taken == [(for_queue, CUSTOMER, "support", CUSTOMER)]
+    (stored,) = await sqlite_store.list_callback_requests()
+    assert (stored.number, stored.queue, stored.status) == (CUSTOMER, None, "pending")
