@@ -597,6 +597,32 @@ async def test_a_callback_whose_first_party_does_not_answer_is_retried_later(
     assert state(host, "alice") is AgentState.AVAILABLE
 
 
+async def test_a_callback_the_customer_refuses_releases_the_agent_for_a_retry(
+    control: FakeCallControl, host: AcdHost, logs: Logs
+) -> None:
+    await log_in(control, ALICE)
+    host.add_callback("ivr7", CUSTOMER, "support", CUSTOMER)
+    ((_, origin, _, _),) = control.named("originate")
+    agent_leg = control.answer_originate(origin)  # Alice hears ringback...
+    control.reject_offer(agent_leg, "callback", 486)  # ...and the customer is busy
+    assert ("hangup", agent_leg, "callback_failed") in control.commands
+    assert queue_log(logs)[-1] == ("CALLBACKRETRY", "cb-ivr7", "")
+    assert state(host, "alice") is AgentState.AVAILABLE
+
+
+async def test_an_agent_hanging_up_before_the_customer_answers_fails_the_attempt(
+    control: FakeCallControl, host: AcdHost, logs: Logs
+) -> None:
+    await log_in(control, ALICE)
+    host.add_callback("ivr7", CUSTOMER, "support", CUSTOMER)
+    ((_, origin, _, _),) = control.named("originate")
+    agent_leg = control.answer_originate(origin)
+    control.end(agent_leg, side="caller")
+    assert queue_log(logs)[-1] == ("CALLBACKRETRY", "cb-ivr7", "")
+    assert "cb-ivr7" in host.acd.calls
+    assert state(host, "alice") is AgentState.AVAILABLE
+
+
 async def test_a_waiting_caller_asks_for_a_callback_and_is_called_back_after_hanging_up(
     control: FakeCallControl, host_factory: Callable[..., AcdHost], logs: Logs
 ) -> None:
