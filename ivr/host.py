@@ -277,7 +277,7 @@ class IvrHost:
                 number=str(data["number"]),
                 caller=call.caller,
                 created_at=now,
-                queue=data.get("queue"),
+                queue=data.get("queue") or None,
                 record_id=call.call_id,
             )
             self._spawn(self._store_callback(request))

@@ -67,11 +67,7 @@ RULES = {
 
 # Imports that break a rule today, each with why it is tolerated for now. A fixed one must
 # be removed from here (test_known_exceptions_are_still_needed says so).
-KNOWN_EXCEPTIONS = {
-    # A developer's tool (run by hand with espeak-ng to regenerate ivr/prompts/*/*.wav), not
-    # part of the running IVR; it borrows media's resampler. Belongs in scripts/.
-    ("ivr/prompts/make_prompts.py", "media.resample"),
-}
+KNOWN_EXCEPTIONS: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True, slots=True)

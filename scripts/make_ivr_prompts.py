@@ -6,7 +6,7 @@ media engine, so prompts are not resampled again when played on G.711 legs).
 
 The names are the ones :mod:`ivr.say` produces plus the prompts the default flows use. Run::
 
-    .venv/bin/python ivr/prompts/make_prompts.py [--only en|zh]
+    .venv/bin/python scripts/make_ivr_prompts.py [--only en|zh]
 
 Requires espeak-ng on the PATH (``apt-get install espeak-ng``).
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent / "ivr" / "prompts"  # where the sets live
 RATE = 8000
 SPEED_WPM = 165
 TRIM_THRESHOLD = 300  # |sample| below this (about -40 dBFS) counts as silence
