@@ -532,23 +532,20 @@ class Leg:
 
     def quality(self) -> LegQuality:
         """Reception statistics of the incoming stream and an E-model MOS."""
+        return quality_of(self.quality_inputs())
+
+    def quality_inputs(self) -> QualityInputs:
+        """What ``quality`` is computed from (cheap: no MOS estimate yet)."""
         rx = self._rtcp.receiver
         remote = self._rtcp.remote
-        rtt = remote.rtt_ms if remote is not None else None
-        loss = rx.loss_fraction
-        name = self._codec_name or "PCMU"
-        try:
-            mos = estimate_mos(name, loss, rx.jitter_ms, rtt or 0.0)
-        except ValueError:
-            mos = estimate_mos("PCMU", loss, rx.jitter_ms, rtt or 0.0)
-        return LegQuality(
-            packets_received=rx.received,
-            packets_lost=max(0, rx.lost),
-            loss_fraction=loss,
-            jitter_ms=rx.jitter_ms,
-            rtt_ms=rtt,
-            mos=mos,
-            remote_loss_fraction=remote.fraction_lost if remote is not None else None,
+        return (
+            rx.received,
+            max(0, rx.lost),
+            rx.loss_fraction,
+            rx.jitter_ms,
+            remote.rtt_ms if remote is not None else None,
+            remote.fraction_lost if remote is not None else None,
+            self._codec_name or "PCMU",
         )
 
     def housekeeping(self, now: float, inactivity_timeout: float) -> bool:
@@ -1014,6 +1011,20 @@ def _call_tap(tap: _Tap, pcm: Int16Array, rate: int) -> None:
         log.exception("media.tap_failed", tap=tap.tap_id)
 
 
+# (received, lost, loss fraction, jitter ms, rtt ms, remote loss fraction, codec name)
+QualityInputs = tuple[int, int, float, float, float | None, float | None, str]
+
+
+def quality_of(inputs: QualityInputs) -> LegQuality:
+    """``LegQuality`` with the E-model MOS (``media.quality``) of what a leg measured."""
+    received, lost, loss, jitter, rtt, remote_loss, name = inputs
+    try:
+        mos = estimate_mos(name, loss, jitter, rtt or 0.0)
+    except ValueError:  # a codec the E-model table lacks: rate it as G.711
+        mos = estimate_mos("PCMU", loss, jitter, rtt or 0.0)
+    return LegQuality(received, lost, loss, jitter, rtt, mos, remote_loss)
+
+
 def _inactive_only(on_inactive: Callable[[str], None]) -> EventHandler:
     def handler(event: MediaEvent) -> None:
         if isinstance(event, LegInactive):
@@ -1131,6 +1142,15 @@ class MediaEngine:
     def leg_ids(self) -> tuple[str, ...]:
         """Ids of the open legs."""
         return tuple(self._legs)
+
+    def leg_snapshots(self) -> list[tuple[str, tuple[Any, ...], QualityInputs]]:
+        """Every leg's counters (``LegStats`` fields in order) and quality inputs, as plain
+        tuples: what a media worker reports to the main process several times a second."""
+        fields = LegStats.__slots__
+        return [
+            (leg_id, tuple(getattr(leg.stats, name) for name in fields), leg.quality_inputs())
+            for leg_id, leg in self._legs.items()
+        ]
 
     @property
     def clock(self) -> MediaClock | None:

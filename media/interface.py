@@ -16,7 +16,7 @@ each owning a slice of the RTP port range) and forwards commands to them. Caller
   ``create_leg`` (the bound port goes into SDP), ``start``/``close`` and ``stats``. An error
   in a fire-and-forget command is logged by the pool; the engine raises it.
 * **Reads are snapshots.** ``leg_stats``/``leg_quality`` return the engine's counters; the
-  pool returns what its workers last reported (four times a second), which is what a call
+  pool returns what its workers last reported (ten times a second), which is what a call
   record needs.
 * **Events are published to any number of subscribers.** ``subscribe(handler)`` returns the
   callable that unsubscribes. Events are frozen, slotted dataclasses named as facts:

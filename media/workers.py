@@ -19,13 +19,15 @@ core and the services cannot tell them apart:
   success; a failure comes back and is logged). Replies are ``("ok", req_id, value)`` or
   ``("err", req_id, type_name, message, op)``. From the worker also come ``("ev", event)``
   (``DtmfReceived``, ``PlaybackFinished``, ``LegInactive``, ``LegClosed``), ``("t", tap_id,
-  pcm_bytes, rate)`` (one 20 ms tap frame) and ``("s", snapshots)`` (every leg's counters and
-  quality, four times a second). Both ends read with ``loop.add_reader`` (no threads). The stream
-  keeps order, so commands are applied in the order they were given.
+  pcm_bytes, rate)`` (one 20 ms tap frame), ``("log", event_dict)`` (a worker's log line,
+  written by the main process's logging, so all lines share one format and stream) and
+  ``("s", snapshots)`` (every leg's counters and quality, ten times a second). Both ends
+  read with ``loop.add_reader`` (no threads). The stream keeps order, so commands are applied
+  in the order they were given.
 * **Commands are synchronous.** Every id a command returns is made in the main process (bridge
   ids, ``play-N``, ``inj-N``, ``tap-N``); the worker maps them to its engine's ids. The pool
   keeps the bookkeeping that answers ``bridge_of``, ``bridge_legs`` and ``in`` at once, and the
-  last reported counters for ``leg_stats``/``leg_quality`` (a quarter second old at most).
+  last reported counters for ``leg_stats``/``leg_quality`` (a tenth of a second old at most).
 * **Sources.** A frame source cannot be shared by two processes: a ``Playlist`` travels as
   its items (file paths are loaded and cached by the worker, off its loop), a ``ToneSource``
   or any other picklable source as a pickled copy, which the worker plays. ``on_done`` stays
@@ -70,7 +72,7 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -79,7 +81,7 @@ import numpy as np
 import structlog
 
 from media.codecs import PCMU, Codec, Direction
-from media.engine import MediaEngine
+from media.engine import MediaEngine, QualityInputs, quality_of
 from media.interface import (
     EventHandler,
     EventHub,
@@ -96,7 +98,6 @@ from media.interface import (
     WorkerStats,
 )
 from media.player import Playlist, PlaylistItem
-from media.quality import estimate_mos
 
 __all__ = [
     "MediaWorkerPool",
@@ -116,11 +117,10 @@ _MAX_FRAME = 16 * 1024 * 1024  # a control message is tiny; anything this big is
 _READ_SIZE = 256 * 1024
 _START_TIMEOUT = 30.0  # a spawned interpreter imports numpy and the engine
 _CLOSE_TIMEOUT = 5.0
-# How old leg_stats/leg_quality may be. A call record reads them when the call ends: a second
-# was too stale (the jitter of the DTMF packets just before a hang-up had not decayed yet).
-_SNAPSHOT_INTERVAL = 0.25
-_STATS_FIELDS = LegStats.__slots__
-_QUALITY_FIELDS = LegQuality.__slots__
+# How old leg_stats/leg_quality may be. A call record reads them when the call ends; the
+# RFC 3550 jitter estimate moves by 1/16 per packet, so a value a second or even a quarter
+# second old still showed the jitter of DTMF packets sent just before the hang-up.
+_SNAPSHOT_INTERVAL = 0.1
 _LINK_PREFIX = "~xw"  # ids of link helper legs: internal, their events are not published
 _LINK_DTMF_PT = 101  # telephone-event payload type between the two helpers of a link
 
@@ -331,8 +331,18 @@ def _worker_entry(
     """Body of a worker process (spawned: a fresh interpreter)."""
     # The main process owns Ctrl-C and shuts workers down over the channel.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(log_level))
     worker = _Worker(index, sock, host, port_min, port_max, engine_kwargs)
+    # Log lines go to the main process, which writes them as it writes its own (one format,
+    # one stream: JSON lines for --log-json); below ``log_level`` they cost one call.
+    structlog.configure(
+        processors=[
+            structlog.stdlib.add_log_level,
+            structlog.processors.format_exc_info,  # a traceback cannot be pickled: text
+            worker.ship_log,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(log_level),
+        cache_logger_on_first_use=False,
+    )
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a regular dependency
@@ -416,6 +426,14 @@ class _Worker:
         assert self.chan is not None
         self.chan.send(message)
 
+    def ship_log(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
+        """structlog's last processor in a worker: the event goes to the main process."""
+        chan = self.chan
+        if chan is None or chan.closed:  # before the channel is up, or after it went
+            return " ".join(f"{key}={value!r}" for key, value in event_dict.items())
+        chan.send(("log", {key: _loggable(value) for key, value in event_dict.items()}))
+        raise structlog.DropEvent
+
     def _on_event(self, event: MediaEvent) -> None:
         if isinstance(event, PlaybackFinished):
             pool_id = self.pool_ids.pop(event.player_id, None)
@@ -427,17 +445,9 @@ class _Worker:
 
     def _snapshot(self, loop: asyncio.AbstractEventLoop) -> None:
         engine = self.engine
-        # Plain tuples: several times cheaper to pickle and unpickle than the dataclasses.
-        snapshot = [
-            (
-                leg_id,
-                tuple(getattr(stats, name) for name in _STATS_FIELDS),
-                tuple(getattr(quality, name) for name in _QUALITY_FIELDS),
-            )
-            for leg_id in engine.leg_ids()
-            if not leg_id.startswith(_LINK_PREFIX)
-            for stats, quality in ((engine.leg_stats(leg_id), engine.leg_quality(leg_id)),)
-        ]
+        # Plain tuples, no MOS estimate (the main process makes one when it is asked):
+        # several times cheaper to build and pickle than the dataclasses.
+        snapshot = [item for item in engine.leg_snapshots() if not item[0].startswith(_LINK_PREFIX)]
         if snapshot:
             self._send(("s", snapshot))
         self._snapshots = loop.call_later(_SNAPSHOT_INTERVAL, self._snapshot, loop)
@@ -597,6 +607,16 @@ class _Worker:
         self.done.set()
 
 
+def _loggable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, tuple | list) and all(
+        v is None or isinstance(v, str | int | float | bool) for v in value
+    ):
+        return value
+    return repr(value)
+
+
 def _built(source: object) -> FrameSource:
     if isinstance(source, PlaylistSpec | ToneSpec):
         return source.build()
@@ -638,7 +658,7 @@ class _LegRecord:
     codec: Codec | None = None
     bridge: str | None = None
     stats: tuple[Any, ...] = ()  # LegStats fields as the worker last reported them
-    quality: tuple[Any, ...] = ()  # LegQuality fields
+    quality: QualityInputs | None = None  # what LegQuality is computed from
 
     @property
     def worker(self) -> int:
@@ -722,7 +742,7 @@ class MediaWorkerPool:
         on_inactive: Callable[[str], None] | None = None,
         on_worker_died: Callable[[int, int | None], None] | None = None,
         start_method: str = "spawn",
-        log_level: int = logging.INFO,
+        log_level: int | None = None,
         **engine_kwargs: Any,
     ) -> None:
         count = workers if workers is not None else (os.cpu_count() or 1)
@@ -744,7 +764,8 @@ class MediaWorkerPool:
             )
         # Typed Any: typeshed's BaseContext does not declare Process (the concrete ones do).
         self._ctx: Any = multiprocessing.get_context(start_method)
-        self._log_level = log_level
+        # By default the workers log what the main process's root logger lets through.
+        self._log_level = log_level if log_level is not None else logging.getLogger().level
         self._engine_kwargs = engine_kwargs
         self._workers = [
             _WorkerHandle(i, low, high)
@@ -972,16 +993,13 @@ class MediaWorkerPool:
         return self._leg(leg_id).address
 
     def leg_stats(self, leg_id: str) -> LegStats:
-        """The leg's counters as its worker last reported them (a quarter second old at
-        most)."""
+        """The leg's counters as its worker last reported them (0.1 s old at most)."""
         return LegStats(*self._leg(leg_id).stats)
 
     def leg_quality(self, leg_id: str) -> LegQuality:
         """Reception quality as the leg's worker last reported it."""
-        quality = self._leg(leg_id).quality
-        if not quality:
-            return LegQuality(0, 0, 0.0, 0.0, None, estimate_mos("PCMU", 0.0, 0.0, 0.0))
-        return LegQuality(*quality)
+        inputs = self._leg(leg_id).quality
+        return quality_of(inputs if inputs is not None else (0, 0, 0.0, 0.0, None, None, "PCMU"))
 
     def set_remote(
         self,
@@ -1379,12 +1397,22 @@ class MediaWorkerPool:
                         error=type_name,
                         detail=text,
                     )
+            elif kind == "log":
+                self._worker_log(w, message[1])
             elif kind == "ready":
                 w.pid = message[1]
                 if w.ready is not None and not w.ready.done():
                     w.ready.set_result(None)
 
         return on_message
+
+    def _worker_log(self, w: _WorkerHandle, event_dict: dict[str, Any]) -> None:
+        level = logging.getLevelName(str(event_dict.pop("level", "info")).upper())
+        event = str(event_dict.pop("event", ""))
+        event_dict.pop("worker", None)
+        log.log(
+            level if isinstance(level, int) else logging.INFO, event, worker=w.index, **event_dict
+        )
 
     def _tap_frame(self, tap_id: str, data: bytes, rate: int) -> None:
         tap = self._taps.get(tap_id)
@@ -1395,7 +1423,7 @@ class MediaWorkerPool:
         except Exception:
             log.exception("media.tap_failed", tap=tap_id)
 
-    def _snapshot(self, snapshot: list[tuple[str, tuple[Any, ...], tuple[Any, ...]]]) -> None:
+    def _snapshot(self, snapshot: list[tuple[str, tuple[Any, ...], QualityInputs]]) -> None:
         for leg_id, stats, quality in snapshot:
             record = self._legs.get(leg_id)
             if record is not None:

@@ -402,3 +402,28 @@ async def test_close_leaves_no_processes(events: Events) -> None:
             os.kill(pid, 0)
     with pytest.raises(MediaError, match="not running"):
         await pool.create_leg("b")
+
+
+async def test_worker_log_lines_are_written_by_the_main_process(events: Events) -> None:
+    import logging
+
+    from structlog.testing import capture_logs
+
+    base = random.randrange(20000, 60000 - 400, 2)
+    pool = MediaWorkerPool(
+        HOST, base, base + 99, workers=1, inactivity_timeout=0.3, log_level=logging.INFO
+    )
+    pool.subscribe(events)
+    with capture_logs() as logs:
+        await pool.start()
+        try:
+            await pool.create_leg("quiet")
+            await pool.create_leg("other", near="quiet")
+            pool.bridge("quiet", "other")
+            assert (await events.next(LegInactive)).leg_id in ("quiet", "other")
+            await settle(pool)
+        finally:
+            await pool.close()
+    inactive = [e for e in logs if e["event"] == "media.leg_inactive"]
+    assert inactive and inactive[0]["worker"] == 0 and inactive[0]["log_level"] == "info"
+    assert inactive[0]["leg"] in ("quiet", "other")
