@@ -507,7 +507,7 @@ class Phone:
                 inv.body, host=self.host, port=self.rtp_port, supported=codecs, session_id=77
             ).answer.serialize()
         tag = self._tag(sent)
-        resp = self.sb.stack.respond(
+        self.sb.stack.respond(
             sent,
             200,
             to_tag=tag,
@@ -517,7 +517,6 @@ class Phone:
         dialog = Dialog.as_uas(inv, tag, Flow("UDP", self.address))
         dialog.update_target(inv)
         self.dialogs[inv.call_id] = dialog
-        _ = resp
         return dialog
 
     def reinvites(self) -> list[Sent]:
