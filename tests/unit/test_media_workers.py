@@ -427,3 +427,33 @@ async def test_worker_log_lines_are_written_by_the_main_process(events: Events) 
     inactive = [e for e in logs if e["event"] == "media.leg_inactive"]
     assert inactive and inactive[0]["worker"] == 0 and inactive[0]["log_level"] == "info"
     assert inactive[0]["leg"] in ("quiet", "other")
+
+
+async def test_rebridging_across_workers_moves_the_link_and_frees_helpers(
+    pool: MediaWorkerPool,
+) -> None:
+    """A transfer: a talks to b (other worker), then to c; b's link goes, c's comes."""
+    phones = [await make_phone() for _ in range(3)]
+    legs = [
+        await pool.create_leg("a", worker=0),
+        await pool.create_leg("b", worker=1),
+        await pool.create_leg("c", worker=1),
+    ]
+    for phone, leg in zip(phones, legs, strict=True):
+        pool.set_remote(leg.leg_id, HOST, phone.port, PCMU, 101)
+    first = pool.bridge("a", "b")
+    await settle(pool)
+    assert sum(s.legs for s in await pool.stats()) == 5  # a, b, c and one link's 2 helpers
+    second = pool.bridge("a", "c")
+    assert second != first and pool.bridge_of("b") is None
+    await settle(pool)
+    assert sum(s.legs for s in await pool.stats()) == 5  # b's helpers closed, c's made
+    await talk(phones[0], legs[0], 15)
+    assert await loudest(phones[2]) > 1000
+    assert await loudest(phones[1], 0.2) == 0.0
+    pool.close_leg("c")  # the bridge goes with its party, and the link with it
+    assert pool.bridge_of("a") is None
+    await settle(pool)
+    assert sum(s.legs for s in await pool.stats()) == 2
+    for phone in phones:
+        phone.close()
