@@ -510,6 +510,9 @@ def main() -> int:
         help="media.workers settings to run, comma-separated (0 = MediaEngine in process)",
     )
     parser.add_argument(
+        "--compare", action="store_true", help="also run workers 0 (the in-process engine)"
+    )
+    parser.add_argument(
         "--generators", type=int, default=1, help="generator processes splitting the phones"
     )
     parser.add_argument("--quick", action="store_true", help="3 s steps, fewer rungs")
@@ -538,6 +541,8 @@ def main() -> int:
     best: dict[tuple[str, str, int], int] = {}
     deadline = time.monotonic() + 170  # keep a run under 3 minutes
     worker_counts = [int(x) for x in args.workers.split(",")]
+    if args.compare and 0 not in worker_counts:
+        worker_counts.insert(0, 0)
     for mode in args.modes.split(","):
         for loop_kind in args.loops.split(","):
             for workers in worker_counts:
