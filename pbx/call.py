@@ -256,6 +256,16 @@ class Call:
         assert self.invite is not None
         if not await self._open_caller_media():
             return False
+        self._answer_caller()
+        self._move(CallState.ANSWERED)
+        self.answered_at = datetime.now(UTC)
+        self.b2b.register_side(self, self.a)
+        return True
+
+    def _answer_caller(self) -> None:
+        """200 to the caller's INVITE with the SDP answer we gave (the same in 18x and 200,
+        RFC 3264 §4); the caller's dialog starts here (RFC 3261 §12.1.1)."""
+        assert self.invite is not None
         self.a.dialog = Dialog.as_uas(self.invite, self.a_tag, self.a.flow)
         self.a_final_sent = True
         self.b2b.stack.send_response(
@@ -270,10 +280,6 @@ class Call:
                 body=self.a_answer_sdp,
             )
         )
-        self._move(CallState.ANSWERED)
-        self.answered_at = datetime.now(UTC)
-        self.b2b.register_side(self, self.a)
-        return True
 
     def media_host(self, flow: Flow) -> str:
         """The address our SDP gives for legs towards ``flow``'s party."""
@@ -339,20 +345,7 @@ class Call:
         media = self.b2b.media
         media.stop_tone(self.a.leg_id)
         media.bridge(self.a.leg_id, b.leg_id)
-        # Answer the caller with the same SDP the provisional carried (RFC 3264 §4).
-        ok = make_response(
-            self.invite,
-            200,
-            to_tag=self.a_tag,
-            headers=[
-                *self._contact_headers(self.a, self.callee),
-                ("Content-Type", "application/sdp"),
-            ],
-            body=self.a_answer_sdp,
-        )
-        self.a.dialog = Dialog.as_uas(self.invite, self.a_tag, self.a.flow)
-        self.a_final_sent = True
-        self.b2b.stack.send_response(ok)
+        self._answer_caller()
         self._move(CallState.ANSWERED)
         self.answered_at = datetime.now(UTC)
         self.b2b.register_side(self, self.a)
