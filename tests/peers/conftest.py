@@ -6,6 +6,7 @@ joined) at teardown, even when the test fails half-way.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 from collections.abc import Callable, Iterator
@@ -36,8 +37,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def media_workers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
     """Media worker processes of every server the test starts (0: RTP in the server's own
     process). Servers read it from the environment, so tests that build ``Switchboard``
-    themselves are covered too."""
-    workers: int = getattr(request, "param", 0)
+    themselves are covered too. Outside the parametrized modules the environment decides
+    (``SWITCHBOARD_PEER_MEDIA_WORKERS=2 pytest tests/peers/test_ivr.py`` runs those on
+    workers too)."""
+    if not hasattr(request, "param"):
+        return int(os.environ.get(MEDIA_WORKERS_ENV, "0"))
+    workers: int = request.param
     if workers:
         monkeypatch.setenv(MEDIA_WORKERS_ENV, str(workers))
     else:
