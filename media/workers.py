@@ -1184,7 +1184,10 @@ class MediaWorkerPool:
                 self._create_in(home, link.home, None), self._create_in(far, link.far, None)
             )
         except Exception as exc:
-            log.error("media_worker.link_failed", bridge=bridge_id, leg=link.leg_id, error=str(exc))
+            if not self._closed:  # a pool closing under a set-up is no failure
+                log.error(
+                    "media_worker.link_failed", bridge=bridge_id, leg=link.leg_id, error=str(exc)
+                )
             # Whichever helper was made is released; the leg stays out of the bridge's audio.
             messages = [(home.index, (0, "close_leg", (link.home,)))]
             messages.append((far.index, (0, "close_leg", (link.far,))))
@@ -1335,7 +1338,8 @@ class MediaWorkerPool:
     def _send(self, worker: int, message: Any) -> None:
         w = self._workers[worker]
         if not w.alive or w.channel is None:
-            log.warning("media_worker.command_dropped", worker=worker, op=message[1])
+            if not self._closed:  # after close, late commands (hang-ups) are expected
+                log.warning("media_worker.command_dropped", worker=worker, op=message[1])
             return
         w.channel.send(message)
 
