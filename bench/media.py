@@ -92,7 +92,7 @@ def _quiet_logs() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
 
-async def _media_main(mode: str, calls: int, workers: int) -> None:
+async def _media_main(mode: str, calls: int, workers: int, spread: bool = False) -> None:
     """The engine role through the server's own wiring: ``app.media.build_media`` from a
     config with ``media: {workers: N}`` (0: ``MediaEngine`` in this process; N: a
     ``MediaWorkerPool``), driven only through ``media.MediaInterface``, as the B2BUA does."""
@@ -101,7 +101,7 @@ async def _media_main(mode: str, calls: int, workers: int) -> None:
     from media import PCMU
 
     loop = asyncio.get_running_loop()
-    width = 4 * calls + 100 * max(1, workers)
+    width = 8 * calls + 100 * max(1, workers)  # links of --spread take 2 more legs a call
     base = random.randrange(20000, 60000 - width, 2)
     cfg = SwitchboardConfig.model_validate(
         {
@@ -114,7 +114,10 @@ async def _media_main(mode: str, calls: int, workers: int) -> None:
     legs = []
     for i in range(calls):  # as the B2BUA: the callee's leg near the caller's
         legs.append(await media.create_leg(f"c{i}-a"))
-        legs.append(await media.create_leg(f"c{i}-b", near=f"c{i}-a"))
+        # --spread: no hint, so the pool puts the second leg on the other worker and the
+        # bridge runs through a link (what a call between two workers costs).
+        near = None if spread else f"c{i}-a"
+        legs.append(await media.create_leg(f"c{i}-b", near=near))
     print(json.dumps({"ports": [leg.local_port for leg in legs]}), flush=True)
     phones = json.loads(await loop.run_in_executor(None, sys.stdin.readline))["phones"]
     for leg, port in zip(legs, phones, strict=True):
@@ -160,14 +163,16 @@ async def _media_main(mode: str, calls: int, workers: int) -> None:
     await media.close()
 
 
-def engine_role(mode: str, calls: int, loop_kind: str, workers: int = 0) -> None:
+def engine_role(
+    mode: str, calls: int, loop_kind: str, workers: int = 0, spread: bool = False
+) -> None:
     _quiet_logs()
     if loop_kind == "uvloop":
         import uvloop
 
         uvloop.install()
     # Media workers always run uvloop (MediaWorkerPool's choice); --loop is the main process's.
-    asyncio.run(_media_main(mode, calls, workers))
+    asyncio.run(_media_main(mode, calls, workers, spread))
 
 
 # --- in-process tick profile -----------------------------------------------------------------
@@ -285,7 +290,11 @@ def generator_role(mode: str, seconds: float) -> None:
                 continue
             received[i] += 1
             if relay:
-                latencies.append(now - _STAMP.unpack_from(data, 12)[0])
+                sent_at = _STAMP.unpack_from(data, 12)[0]
+                # Not one of our stamps: silence the engine generated while a bridge through
+                # a link (--spread) was still being set up, before relaying began.
+                if 0.0 < now - sent_at < 10.0:
+                    latencies.append(now - sent_at)
                 continue
             _, _, seq, ts, _ = _HDR.unpack_from(data)
             if first_seq[i] is None:
@@ -396,10 +405,12 @@ def run_step(
     seconds: float,
     workers: int = 0,
     generators: int = 1,
+    spread: bool = False,
 ) -> dict[str, Any]:
     engine = _spawn(
         [
             *("--role", "engine", "--mode", mode, "--calls", str(calls)),
+            *(["--spread"] if spread else []),
             *("--loop", loop_kind, "--workers", str(workers)),
         ]
     )
@@ -458,6 +469,7 @@ def run_step(
         "mode": mode,
         "loop": loop_kind,
         "workers": workers,
+        "spread": spread,
         "generators": generators,
         "calls": calls,
         **extra,
@@ -513,6 +525,11 @@ def main() -> int:
         "--compare", action="store_true", help="also run workers 0 (the in-process engine)"
     )
     parser.add_argument(
+        "--spread",
+        action="store_true",
+        help="put a call's two legs in different workers (bridged through a loopback link)",
+    )
+    parser.add_argument(
         "--generators", type=int, default=1, help="generator processes splitting the phones"
     )
     parser.add_argument("--quick", action="store_true", help="3 s steps, fewer rungs")
@@ -522,7 +539,7 @@ def main() -> int:
     parser.add_argument("--mixed-calls", default="50,100,200,300")
     args = parser.parse_args()
     if args.role == "engine":
-        engine_role(args.mode, args.calls, args.loop, int(args.workers))
+        engine_role(args.mode, args.calls, args.loop, int(args.workers), args.spread)
         return 0
     if args.role == "generator":
         generator_role(args.mode, args.seconds)
@@ -550,7 +567,15 @@ def main() -> int:
                     if time.monotonic() + seconds + 10 > deadline:
                         print("time budget reached, stopping", flush=True)
                         break
-                    row = run_step(mode, loop_kind, calls, seconds, workers, args.generators)
+                    row = run_step(
+                        mode,
+                        loop_kind,
+                        calls,
+                        seconds,
+                        workers,
+                        args.generators,
+                        spread=args.spread and workers > 1,
+                    )
                     rows.append(row)
                     print(json.dumps(row), flush=True)
                     if row["pass"]:
