@@ -457,3 +457,26 @@ async def test_rebridging_across_workers_moves_the_link_and_frees_helpers(
     assert sum(s.legs for s in await pool.stats()) == 2
     for phone in phones:
         phone.close()
+
+
+@pytest.mark.parametrize("split", [False, True])
+async def test_mute_and_digits_sent_to_a_phone(pool: MediaWorkerPool, split: bool) -> None:
+    phone_a, phone_b, leg_a, _leg_b = await call(pool, split=split)
+    await talk(phone_a, leg_a, 10)
+    assert await loudest(phone_b) > 1000
+    pool.mute("a", inbound=True)  # what a says goes nowhere
+    await settle(pool)
+    await drain(phone_b)
+    await talk(phone_a, leg_a, 10, seq=20)
+    assert await loudest(phone_b) < 100
+    pool.mute("a", inbound=False)
+    pool.send_dtmf("b", "7", 100)
+    events: list[TelephoneEvent] = []
+    async with asyncio.timeout(RECV_TIMEOUT):
+        while not any(e.end for e in events):
+            packet = await phone_b.recv()
+            if packet.payload_type == 101:
+                events.append(TelephoneEvent.parse(packet.payload))
+    assert {e.event for e in events} == {7}
+    phone_a.close()
+    phone_b.close()
