@@ -1340,10 +1340,13 @@ class MediaEngine:
         """
         if leg_a == leg_b:
             raise ValueError("cannot bridge a leg to itself")
-        a = self.get_leg(leg_a)
-        b = self.get_leg(leg_b)
-        if a._bridge is not None and a._bridge is b._bridge and len(a._bridge.legs) == 2:
-            return a._bridge.bridge_id
+        current = self.get_leg(leg_a).bridge_id
+        if (
+            current is not None
+            and current == self.get_leg(leg_b).bridge_id
+            and len(self._bridges[current].legs) == 2
+        ):
+            return current
         if bridge_id is None:
             bridge_id = f"~{leg_a}~{leg_b}"
             while bridge_id in self._bridges:
