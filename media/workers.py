@@ -376,6 +376,9 @@ class _Worker:
         self.pool_ids: dict[str, str] = {}  # engine player id -> pool player id
         self.pending: dict[str, str] = {}  # pool player/injection id -> leg, source loading
         self.latest_play: dict[str, str] = {}  # leg -> pool id of the newest play request
+        # Leg or bridge -> the ids above that end with it (an injection or a tap ends without
+        # an event: forgotten when its leg closes or its bridge goes, not kept forever).
+        self.owned: dict[str, set[str]] = {}
         engine = self.engine
         self.ops: dict[str, Callable[..., Any]] = {
             "create_leg": self._create_leg,
@@ -386,7 +389,7 @@ class _Worker:
             "send_dtmf": engine.send_dtmf,
             "pair": self._pair,
             "create_bridge": engine.create_bridge,
-            "destroy_bridge": engine.destroy_bridge,
+            "destroy_bridge": self._destroy_bridge,
             "join": engine.join,
             "leave": engine.leave,
             "set_hears": engine.set_hears,
@@ -441,7 +444,22 @@ class _Worker:
                 return  # not one of ours (cannot happen: every player comes from the pool)
             self.ids.pop(pool_id, None)
             event = dataclasses.replace(event, player_id=pool_id)
+        elif isinstance(event, LegClosed):
+            self._forget(event.leg_id)
+            self.latest_play.pop(event.leg_id, None)
         self._send(("ev", event))
+
+    def _own(self, owner: str, pool_id: str, engine_id: str) -> None:
+        self.ids[pool_id] = engine_id
+        self.owned.setdefault(owner, set()).add(pool_id)
+
+    def _forget(self, owner: str) -> None:
+        for pool_id in self.owned.pop(owner, ()):
+            self.ids.pop(pool_id, None)
+
+    def _destroy_bridge(self, bridge_id: str) -> None:
+        self.engine.destroy_bridge(bridge_id)
+        self._forget(bridge_id)
 
     def _snapshot(self, loop: asyncio.AbstractEventLoop) -> None:
         engine = self.engine
@@ -517,10 +535,12 @@ class _Worker:
         return ship
 
     def _add_tap(self, tap_id: str, bridge_id: str, leg_id: str | None) -> None:
-        self.ids[tap_id] = self.engine.add_tap(bridge_id, leg_id, self._tap_sender(tap_id))
+        self._own(
+            bridge_id, tap_id, self.engine.add_tap(bridge_id, leg_id, self._tap_sender(tap_id))
+        )
 
     def _add_tap_heard(self, tap_id: str, leg_id: str) -> None:
-        self.ids[tap_id] = self.engine.add_tap_heard(leg_id, self._tap_sender(tap_id))
+        self._own(leg_id, tap_id, self.engine.add_tap_heard(leg_id, self._tap_sender(tap_id)))
 
     def _remove_tap(self, tap_id: str) -> None:
         engine_id = self.ids.pop(tap_id, None)
@@ -563,7 +583,7 @@ class _Worker:
     ) -> None:
         if not play_id.startswith("play-"):
             with contextlib.suppress(KeyError):  # the leg closed meanwhile: nothing to report
-                self.ids[play_id] = self.engine.inject(leg_id, source)
+                self._own(leg_id, play_id, self.engine.inject(leg_id, source))
             return
         try:
             engine_id = self.engine.play(leg_id, source, mix=mix, interrupt_digits=interrupt_digits)
