@@ -795,7 +795,7 @@ class MediaWorkerPool:
         self._bridges: dict[str, _BridgeRecord] = {}
         self._players: dict[str, Callable[[PlaybackFinished], None] | None] = {}
         self._player_worker: dict[str, int] = {}
-        self._injections: dict[str, int] = {}  # injection id -> worker
+        self._injections: dict[str, tuple[int, str]] = {}  # injection id -> (worker, leg)
         self._taps: dict[str, _TapRecord] = {}
         self._outbox: deque[tuple[int, Any] | _Held] = deque()
         self._drained: list[asyncio.Future[None]] = []  # stats() callers waiting for it
@@ -1006,6 +1006,8 @@ class MediaWorkerPool:
         self._workers[record.worker].legs.discard(leg_id)
         for tap_id in [t for t, tap in self._taps.items() if tap.leg == leg_id]:
             del self._taps[tap_id]  # its heard taps end with it in the worker
+        for injection_id in [i for i, (_, leg) in self._injections.items() if leg == leg_id]:
+            del self._injections[injection_id]  # and its injections
         self._command(record.worker, "close_leg", leg_id)
 
     def leg_address(self, leg_id: str) -> RemoteLeg:
@@ -1322,15 +1324,15 @@ class MediaWorkerPool:
         worker = self._leg(leg_id).worker
         spec = _describe(source)
         injection_id = f"inj-{next(self._ids)}"
-        self._injections[injection_id] = worker
+        self._injections[injection_id] = (worker, leg_id)
         self._command(worker, "inject", injection_id, leg_id, spec)
         return injection_id
 
     def stop_injection(self, injection_id: str) -> None:
         """Stop an injection (idempotent)."""
-        worker = self._injections.pop(injection_id, None)
-        if worker is not None:
-            self._command(worker, "stop_injection", injection_id)
+        found = self._injections.pop(injection_id, None)
+        if found is not None:
+            self._command(found[0], "stop_injection", injection_id)
 
     # --- internals ------------------------------------------------------------------------------
 
