@@ -240,6 +240,7 @@ class Call:
             on_ringing=self._on_callee_ringing,
             on_answered=self._on_callee_answered,
             on_failed=self._on_callee_failed,
+            near=self.a.leg_id,
         )
         self.b2b.track_leg(self.outbound.leg_id, self)
         if not await self.outbound.start():
@@ -393,6 +394,7 @@ class Call:
             on_ringing=self._on_callee_ringing,
             on_answered=self._on_callee_answered,
             on_failed=self._on_callee_failed,
+            near=self.a.leg_id,
         )
         self.b2b.track_leg(self.outbound.leg_id, self)
         outbound = self.outbound
@@ -433,6 +435,7 @@ class Call:
             on_answered=self._connected,
             on_failed=lambda status, timed_out: on_failed(status),
             extra_headers=self._trail_headers(),
+            near=self.a.leg_id,
         )
         self.b2b.track_leg(self.outbound.leg_id, self)
         outbound = self.outbound
@@ -502,6 +505,7 @@ class Call:
             on_answered=lambda side: self._offer_answered(key, side, on_answered),
             on_failed=lambda status, timed_out: self._offer_failed(key, status, on_failed),
             extra_headers=self._trail_headers(),
+            near=self.a.leg_id,
         )
         self.offers[key] = outbound
         self.b2b.track_leg(outbound.leg_id, self)

@@ -82,8 +82,12 @@ class Outbound:
         on_answered: Callable[[Side], None],
         on_failed: Callable[[int, bool], None],
         extra_headers: list[tuple[str, str]] | None = None,
+        near: str | None = None,
     ) -> None:
         self.b2b = b2b
+        # Placement hint for media workers: the leg this one will be bridged to, so both
+        # land in one worker (a bridge across workers costs about twice as much).
+        self.near = near
         self.extra_headers = extra_headers or []
         self.leg_id = leg_id
         self.caller_ext = caller_ext
@@ -110,8 +114,7 @@ class Outbound:
         """Create the media leg and send the INVITEs; False if media is unavailable."""
         media = self.b2b.media
         try:
-            # Placement hint for media workers: a call's legs ({call}-a, {call}-b...) together.
-            leg = await media.create_leg(self.leg_id, near=f"{self.leg_id.rsplit('-', 1)[0]}-a")
+            leg = await media.create_leg(self.leg_id, near=self.near)
         except (MediaError, OSError) as exc:
             log.warning("media_allocation_failed", error=str(exc))
             self.done = True

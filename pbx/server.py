@@ -31,7 +31,7 @@ from pathlib import Path
 
 import structlog
 
-from media import LegInactive, MediaEngine, MediaInterface
+from media import LegInactive, MediaInterface
 from media.dtmf import DtmfReceived
 from media.engine import MediaEvent
 from media.player import Playlist, load_prompt
@@ -135,7 +135,7 @@ class SipServer:
         *,
         conferences: dict[str, Conference] | None = None,
         dialplan: Dialplan | None = None,
-        media: MediaInterface | None = None,
+        media: MediaInterface,
         prompt_path: Callable[[str], str | None] | None = None,
     ) -> None:
         self.settings = settings
@@ -182,19 +182,9 @@ class SipServer:
             max_expires=settings.max_expires,
             default_expires=settings.default_expires,
         )
-        # The application passes what app.media.build_media made of the config; a server
-        # built by hand (in-process tests) gets an in-process engine over settings.rtp_*.
-        self.media: MediaInterface = (
-            media
-            if media is not None
-            else MediaEngine(
-                settings.rtp_host,
-                settings.rtp_ports[0],
-                settings.rtp_ports[1],
-                inactivity_timeout=settings.rtp_inactivity_timeout,
-                tone_plan=settings.tone_plan,
-            )
-        )
+        # The media implementation comes from outside (app.media.build_media): in process or
+        # worker processes, the SIP core does not choose.
+        self.media: MediaInterface = media
         self.media.subscribe(self._on_media_event)
         media_host = settings.advertise_host
         if media_host is None and settings.rtp_host not in ("0.0.0.0", "::"):

@@ -128,6 +128,7 @@ class Transfer:
             on_ringing=lambda status, early: self.notify(180, "Ringing"),
             on_answered=functools.partial(self._answered, target),
             on_failed=self._target_failed,
+            near=self.other.leg_id,  # the party who will talk to the target
         )
         b2b.track_leg(self.outbound.leg_id, self.call)
         spawn(self._start())

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from media import MediaEngine
 from pbx.b2bua import Call, CallState
 from pbx.server import Extension, ServerSettings, SipServer
 from pbx.stack import ListenSpec
@@ -38,6 +39,7 @@ class InProcessServer:
                 rtp_ports=(lo, hi),
             ),
             {ext: Extension(ext, ext, pw) for ext, pw in PASSWORDS.items()},
+            media=MediaEngine("127.0.0.1", lo, hi),
         )
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

@@ -15,6 +15,7 @@ from pbx.message import Request, Response, parse_message
 from pbx.server import Extension, ServerSettings, SipServer
 from pbx.stack import ListenSpec
 from pbx.transaction import RequestReceived
+from tests.unit.call_harness import FakeMedia
 
 PHONE = ("198.51.100.7", 5060)  # one NAT address: the whole office behind it
 PJSIP_MAX_STALE_COUNT = 3
@@ -27,7 +28,9 @@ class Office:
         settings = ServerSettings(
             listen=(ListenSpec("UDP", "127.0.0.1", 5060),), max_failures=max_failures
         )
-        self.server = SipServer(settings, {"1001": Extension("1001", "Alice", "right")})
+        self.server = SipServer(
+            settings, {"1001": Extension("1001", "Alice", "right")}, media=FakeMedia()
+        )
         self.replies: list[Response] = []
         self.server.stack.send_response = self.replies.append  # type: ignore[method-assign,assignment]
 

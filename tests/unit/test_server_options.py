@@ -6,6 +6,7 @@ from pbx.message import Request, Response, parse_message
 from pbx.server import Extension, ServerSettings, SipServer
 from pbx.stack import ListenSpec
 from pbx.transaction import RequestReceived
+from tests.unit.call_harness import FakeMedia
 
 OPTIONS = (
     b"OPTIONS sip:127.0.0.1 SIP/2.0\r\n"
@@ -23,6 +24,7 @@ def test_options_allow_lists_register() -> None:
     server = SipServer(
         ServerSettings(listen=(ListenSpec("UDP", "127.0.0.1", 5060),)),
         {"1001": Extension("1001", "Alice", "pw")},
+        media=FakeMedia(),
     )
     replies: list[Response] = []
     server.stack.send_response = replies.append  # type: ignore[method-assign,assignment]
@@ -39,6 +41,7 @@ def test_405_outside_a_dialog_lists_register_too() -> None:
     server = SipServer(
         ServerSettings(listen=(ListenSpec("UDP", "127.0.0.1", 5060),)),
         {"1001": Extension("1001", "Alice", "pw")},
+        media=FakeMedia(),
     )
     replies: list[Response] = []
     server.stack.send_response = replies.append  # type: ignore[method-assign,assignment]
