@@ -212,7 +212,7 @@ async def _tick_profile(bridges: int, parties: int, ticks: int = 100) -> dict[st
         packet = _HDR.pack(0x80, 0, k & 0xFFFF, k * 160, 1234) + payload
         t0 = time.perf_counter()
         for leg in legs:
-            leg._datagram(packet, addr)
+            leg.datagram(packet, addr)
         t1 = time.perf_counter()
         engine._tick(loop.time())
         tick += time.perf_counter() - t1

@@ -14,7 +14,7 @@ something about it changes (``_refresh``):
 * **Fast path** (relay): exactly two legs whose formats are equal or both G.711, and nothing
   that needs PCM: no taps, no players, no injections, no mute, no per-pair audibility, no
   in-band DTMF detection. A packet that leg A receives is sent out of leg B's socket
-  (``Leg._datagram`` then ``Leg._relay`` on the peer), with no per-packet object beyond what
+  (``Leg.datagram`` then ``Leg.relay`` on the peer), with no per-packet object beyond what
   asyncio hands over and a few ints:
 
   1. Drop what is not RTP version 2 or whose header lengths do not add up (``malformed``);
@@ -178,7 +178,7 @@ class _RtpProtocol(asyncio.DatagramProtocol):
         self._leg = leg
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self._leg._datagram(data, addr)
+        self._leg.datagram(data, addr)
 
     def error_received(self, exc: Exception) -> None:
         self._leg.stats.send_errors += 1
@@ -189,7 +189,7 @@ class _RtcpProtocol(asyncio.DatagramProtocol):
         self._leg = leg
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self._leg._rtcp_datagram(data, addr)
+        self._leg.rtcp_datagram(data, addr)
 
     def error_received(self, exc: Exception) -> None:
         pass
@@ -299,7 +299,7 @@ class Leg:
         self.muted_inbound = False
         self.muted_outbound = False
         self._engine = engine
-        self._loop = loop
+        self.loop = loop
         self._tone_plan = tone_plan
         self._transport: asyncio.DatagramTransport | None = None
         self._rtcp_transport: asyncio.DatagramTransport | None = None
@@ -309,55 +309,55 @@ class Leg:
         self._dest: Any = None  # where we send, None when we must not send
         self._rtcp_sdp: tuple[str, int] | None = None
         self._rtcp_latched: Any = None
-        self._codec_name = ""
-        self._codec_pt = -1
-        self._peer: Leg | None = None  # fast-path relay target
-        self._bridge: Bridge | None = None
-        self._phase = 0  # phase of the frame in which the clock ticks this leg when solo
-        self._out = RtpOutputStream(
+        self.codec_name = ""
+        self.codec_pt = -1
+        self.peer: Leg | None = None  # fast-path relay target
+        self.current_bridge: Bridge | None = None
+        self.clock_phase = 0  # phase of the frame in which the clock ticks this leg when solo
+        self.out = RtpOutputStream(
             ssrc=secrets.randbits(32),
             initial_sequence=secrets.randbits(16),
             initial_timestamp=secrets.randbits(32),
         )
         self._buf = bytearray(_BUFFER_SIZE)
         self._view = memoryview(self._buf)
-        self._activity_at = loop.time()
-        self._inactive_reported = False
+        self.activity_at = loop.time()
+        self.inactive_reported = False
         self._expects_rtp = True
-        self._tone_kind: str | None = None
+        self.tone_kind: str | None = None
         self._tone_handle: asyncio.TimerHandle | None = None
-        self._tone_player: str | None = None  # tones on non-G.711 legs play through the mixer
+        self.tone_player: str | None = None  # tones on non-G.711 legs play through the mixer
         self._tone_t0 = 0.0
         self._tone_index = 0
         self._tone_seq = 0
-        self._closed = False
+        self.closed = False
         # Mixed path: codec state, jitter buffer, rate adapters, generated timeline.
         self._info: CodecInfo | None = None
         self._decoder: Decoder | None = None
         self._encoder: Encoder | None = None
         self._jb: JitterBuffer | None = None
-        self._jb_active = False
+        self.jb_active = False
         self._pcm_samples = FRAME_SAMPLES
         self._ts_step = FRAME_SAMPLES
         self._in_adapter: RateAdapter | None = None
         self._out_adapter: RateAdapter | None = None
         self._gen_seq = secrets.randbits(16)
         self._gen_ts = secrets.randbits(32)
-        self._player: _Source | None = None
-        self._injections: dict[str, _Source] = {}
-        self._heard_taps: dict[str, _Tap] = {}
-        self._detector: GoertzelDetector | None = None
+        self.player: _Source | None = None
+        self.injections: dict[str, _Source] = {}
+        self.heard_taps: dict[str, _Tap] = {}
+        self.detector: GoertzelDetector | None = None
         # RFC 4733 in and out.
         self._dtmf_rx = Rfc4733Receiver(leg_id)
         self._dtmf_poll: asyncio.TimerHandle | None = None
-        self._dtmf_queue: deque[tuple[str, int]] = deque()
+        self.dtmf_queue: deque[tuple[str, int]] = deque()
         self._dtmf_packets: list[DtmfPacket] | None = None
         self._dtmf_index = 0
         self._dtmf_elapsed = 0
         self._dtmf_ts = 0
         self._dtmf_gap = 0
         self._rtcp = RtcpSession(
-            self._out.ssrc,
+            self.out.ssrc,
             f"{leg_id}@switchboard",
             leg_id=leg_id,
             now=loop.time(),
@@ -376,7 +376,7 @@ class Leg:
     @property
     def ssrc(self) -> int:
         """SSRC of the stream this leg sends."""
-        return self._out.ssrc
+        return self.out.ssrc
 
     @property
     def remote_address(self) -> tuple[str, int] | None:
@@ -393,12 +393,12 @@ class Leg:
     @property
     def bridge_id(self) -> str | None:
         """Id of the bridge this leg is in, if any."""
-        return None if self._bridge is None else self._bridge.bridge_id
+        return None if self.current_bridge is None else self.current_bridge.bridge_id
 
     @property
     def bridged_to(self) -> str | None:
         """Id of the other leg when this leg is in a two-party bridge."""
-        bridge = self._bridge
+        bridge = self.current_bridge
         if bridge is None or len(bridge.legs) != 2:
             return None
         return next(leg_id for leg_id in bridge.legs if leg_id != self.leg_id)
@@ -406,12 +406,12 @@ class Leg:
     @property
     def mixed(self) -> bool:
         """True when this leg's audio goes through the mixer (not the fast relay)."""
-        return self._jb_active
+        return self.jb_active
 
     @property
     def tone_playing(self) -> str | None:
         """Kind of the tone being played, if any."""
-        return self._tone_kind
+        return self.tone_kind
 
     def set_remote(
         self,
@@ -446,11 +446,11 @@ class Leg:
         self._rtcp_sdp = rtcp_address if rtcp_address is not None else (host, port + 1)
         clock_changed = self.codec is None or codec.clock_rate != self.codec.clock_rate
         if clock_changed:
-            self._out.set_clock_rate(codec.clock_rate)
+            self.out.set_clock_rate(codec.clock_rate)
         format_changed = self.codec is None or not codec.same_format(self.codec)
         self.codec = codec
-        self._codec_name = codec.name.upper()
-        self._codec_pt = codec.payload_type
+        self.codec_name = codec.name.upper()
+        self.codec_pt = codec.payload_type
         self.dtmf_payload_type = dtmf_payload_type
         if format_changed:
             self._setup_codec(codec)
@@ -460,8 +460,8 @@ class Leg:
             self._rtcp.sender.clock_rate = codec.clock_rate
             self._rtcp.receiver.clock_rate = codec.clock_rate
         if direction != self.direction:
-            self._activity_at = self._loop.time()
-            self._inactive_reported = False
+            self.activity_at = self.loop.time()
+            self.inactive_reported = False
         self.direction = direction
         self._expects_rtp = direction in ("sendrecv", "recvonly")
         self._update_destination()
@@ -475,28 +475,28 @@ class Leg:
             direction=direction,
         )
         if format_changed and self._engine is not None:
-            self._engine._refresh_leg(self)
+            self._engine.refresh_leg(self)
 
     def start_tone(self, kind: str = "ringback") -> None:
         """Play a call-progress tone to this leg's phone until ``stop_tone``."""
         if kind not in TONE_PLANS[self._tone_plan]:
             raise ValueError(f"unknown tone {kind!r} in plan {self._tone_plan!r}")
-        if self._closed:
+        if self.closed:
             raise MediaError(f"leg {self.leg_id} is closed")
         self.stop_tone()
-        self._tone_kind = kind
+        self.tone_kind = kind
         engine = self._engine
-        if self._codec_name not in _G711 and self._encoder is not None and engine is not None:
+        if self.codec_name not in _G711 and self._encoder is not None and engine is not None:
             # Not G.711 (e.g. G.722): no pre-encoded cycle, so the mixer plays the tone
             # as PCM on the media clock, encoded like any other audio for this leg.
-            source = ToneSource(kind, self._tone_plan, self._sample_rate)
-            self._tone_player = engine._play(self, source, internal=True)
+            source = ToneSource(kind, self._tone_plan, self.pcm_rate)
+            self.tone_player = engine.play_on_leg(self, source, internal=True)
             log.debug("media.tone_started", leg=self.leg_id, kind=kind)
             return
-        self._out.rebase()
-        self._tone_t0 = self._loop.time()
+        self.out.rebase()
+        self._tone_t0 = self.loop.time()
         self._tone_index = 0
-        self._tone_handle = self._loop.call_at(self._tone_t0, self._tone_tick)
+        self._tone_handle = self.loop.call_at(self._tone_t0, self._tone_tick)
         log.debug("media.tone_started", leg=self.leg_id, kind=kind)
 
     def stop_tone(self) -> None:
@@ -504,14 +504,14 @@ class Leg:
         if self._tone_handle is not None:
             self._tone_handle.cancel()
             self._tone_handle = None
-        if self._tone_player is not None:
-            player, self._tone_player = self._tone_player, None
+        if self.tone_player is not None:
+            player, self.tone_player = self.tone_player, None
             if self._engine is not None:
                 self._engine.stop_play(player)
-        if self._tone_kind is not None:
-            log.debug("media.tone_stopped", leg=self.leg_id, kind=self._tone_kind)
-            self._out.rebase()
-        self._tone_kind = None
+        if self.tone_kind is not None:
+            log.debug("media.tone_stopped", leg=self.leg_id, kind=self.tone_kind)
+            self.out.rebase()
+        self.tone_kind = None
 
     def send_dtmf(self, digit: str, duration_ms: int = 100) -> None:
         """Send one digit as RFC 4733 events (§2.5.1), paced on the media clock.
@@ -524,11 +524,11 @@ class Leg:
             raise ValueError(f"DTMF duration must be positive, got {duration_ms}")
         if self.dtmf_payload_type is None:
             raise MediaError(f"leg {self.leg_id} negotiated no telephone-event payload type")
-        if self._closed:
+        if self.closed:
             raise MediaError(f"leg {self.leg_id} is closed")
-        self._dtmf_queue.append((digit, duration_ms))
+        self.dtmf_queue.append((digit, duration_ms))
         if self._engine is not None:
-            self._engine._refresh_leg(self)
+            self._engine.refresh_leg(self)
 
     def quality(self) -> LegQuality:
         """Reception statistics of the incoming stream and an E-model MOS."""
@@ -545,7 +545,7 @@ class Leg:
             rx.jitter_ms,
             remote.rtt_ms if remote is not None else None,
             remote.fraction_lost if remote is not None else None,
-            self._codec_name or "PCMU",
+            self.codec_name or "PCMU",
         )
 
     def housekeeping(self, now: float, inactivity_timeout: float) -> bool:
@@ -556,11 +556,11 @@ class Leg:
                 self._send_rtcp_report(now)
             except Exception:
                 log.exception("media.rtcp_send_failed", leg=self.leg_id)
-        if self._bridge is None or not self._expects_rtp or self._inactive_reported:
+        if self.current_bridge is None or not self._expects_rtp or self.inactive_reported:
             return False
-        if now - self._activity_at < inactivity_timeout:
+        if now - self.activity_at < inactivity_timeout:
             return False
-        self._inactive_reported = True
+        self.inactive_reported = True
         return True
 
     # --- internals: setup -----------------------------------------------------------------
@@ -578,33 +578,33 @@ class Leg:
         self._pcm_samples = info.frame_samples()
         self._ts_step = info.timestamp_increment()
         self._in_adapter = self._out_adapter = None
-        if self._detector is not None:
-            self._detector = GoertzelDetector(info.sample_rate, leg_id=self.leg_id)
+        if self.detector is not None:
+            self.detector = GoertzelDetector(info.sample_rate, leg_id=self.leg_id)
 
     @property
-    def _sample_rate(self) -> int:
+    def pcm_rate(self) -> int:
         return self._info.sample_rate if self._info is not None else 8000
 
     @property
-    def _dtmf_busy(self) -> bool:
-        return self._dtmf_packets is not None or bool(self._dtmf_queue)
+    def dtmf_busy(self) -> bool:
+        return self._dtmf_packets is not None or bool(self.dtmf_queue)
 
-    def _needs_pcm(self) -> bool:
+    def needs_pcm(self) -> bool:
         """True when this leg alone forces its bridge onto the mixed path."""
         return (
-            self._player is not None
-            or bool(self._injections)
-            or bool(self._heard_taps)
-            or self._detector is not None
+            self.player is not None
+            or bool(self.injections)
+            or bool(self.heard_taps)
+            or self.detector is not None
             or self.muted_inbound
             or self.muted_outbound
         )
 
-    def _set_jb_active(self, active: bool) -> None:
-        if active == self._jb_active:
+    def set_jb_active(self, active: bool) -> None:
+        if active == self.jb_active:
             return
-        self._jb_active = active
-        self._out.rebase()  # whichever path sends next continues the stream (RFC 3550 §5.1)
+        self.jb_active = active
+        self.out.rebase()  # whichever path sends next continues the stream (RFC 3550 §5.1)
         if active:
             if self._jb is not None:
                 self._jb.reset()
@@ -612,7 +612,7 @@ class Leg:
                 self._decoder.reset()
             self._in_adapter = self._out_adapter = None
 
-    def _attach(
+    def attach(
         self, transport: asyncio.DatagramTransport, rtcp_transport: asyncio.DatagramTransport
     ) -> None:
         self._transport = transport
@@ -620,9 +620,9 @@ class Leg:
         # Not in typeshed's DatagramTransport, but both asyncio's and uvloop's have it.
         self._queued = getattr(transport, "get_write_buffer_size", None)
 
-    def _close(self) -> None:
+    def close_sockets(self) -> None:
         self.stop_tone()
-        self._closed = True
+        self.closed = True
         if self._dtmf_poll is not None:
             self._dtmf_poll.cancel()
             self._dtmf_poll = None
@@ -630,7 +630,7 @@ class Leg:
         if self._rtcp_transport is not None and rtcp_dest is not None:
             with contextlib.suppress(Exception):  # RFC 3550 §6.6 BYE, best effort
                 self._sync_sender()
-                self._rtcp_transport.sendto(self._rtcp.build_bye(self._loop.time()), rtcp_dest)
+                self._rtcp_transport.sendto(self._rtcp.build_bye(self.loop.time()), rtcp_dest)
         for transport in (self._transport, self._rtcp_transport):
             if transport is not None:
                 transport.close()
@@ -664,7 +664,7 @@ class Leg:
 
     # --- internals: receiving -------------------------------------------------------------
 
-    def _datagram(self, data: bytes, addr: Any) -> None:
+    def datagram(self, data: bytes, addr: Any) -> None:
         stats = self.stats
         n = len(data)
         if n < RTP_HEADER_SIZE:
@@ -692,23 +692,23 @@ class Leg:
         elif addr != latched:
             stats.foreign += 1
             return
-        now = self._loop.time()
+        now = self.loop.time()
         stats.packets_in += 1
         stats.bytes_in += n
         stats.last_packet_at = now
-        self._activity_at = now
-        self._inactive_reported = False
+        self.activity_at = now
+        self.inactive_reported = False
         rx = self._rtcp_rx  # RFC 3550 §A.1/§A.8 statistics, a few integer operations
         if ssrc != rx.ssrc:
             rx.reset(ssrc)
         rx.update(seq, ts, now)
         if pt == self.dtmf_payload_type:
             self._event_packet(data, hl, ts, b1 & 0x80, now)
-        peer = self._peer
+        peer = self.peer
         if peer is not None:
-            peer._relay(data, n, pt, b1 & 0x80, self, now, seq, ts, ssrc)
+            peer.relay(data, n, pt, b1 & 0x80, self, now, seq, ts, ssrc)
             return
-        if self._jb_active and pt == self._codec_pt and self._jb is not None:
+        if self.jb_active and pt == self.codec_pt and self._jb is not None:
             end = n - data[n - 1] if b0 & 0x20 else n
             self._jb.put(seq, ts, data[hl:end], now, marker=bool(b1 & 0x80), ssrc=ssrc)
             return
@@ -727,13 +727,13 @@ class Leg:
 
     def _arm_dtmf_poll(self) -> None:
         deadline = self._dtmf_rx.next_deadline()
-        if deadline is None or self._dtmf_poll is not None or self._closed:
+        if deadline is None or self._dtmf_poll is not None or self.closed:
             return
-        self._dtmf_poll = self._loop.call_at(deadline + 0.001, self._poll_dtmf)
+        self._dtmf_poll = self.loop.call_at(deadline + 0.001, self._poll_dtmf)
 
     def _poll_dtmf(self) -> None:
         self._dtmf_poll = None
-        got = self._dtmf_rx.poll(self._loop.time())
+        got = self._dtmf_rx.poll(self.loop.time())
         if got is not None:
             self._digit(got)
         self._arm_dtmf_poll()
@@ -741,16 +741,16 @@ class Leg:
     def _digit(self, event: DtmfReceived) -> None:
         self.stats.dtmf_in += 1
         if self._engine is not None:
-            self._engine._digit_received(self, event)
+            self._engine.digit_received(self, event)
 
-    def _rtcp_datagram(self, data: bytes, addr: Any) -> None:
+    def rtcp_datagram(self, data: bytes, addr: Any) -> None:
         self.stats.rtcp_in += 1
         if self._rtcp_latched is None and self._rtcp_sdp is not None:
             self._rtcp_latched = addr  # symmetric RTCP, as for RTP (RFC 4961)
         elif self._rtcp_latched is not None and addr != self._rtcp_latched:
             return
         try:
-            self._rtcp.receive(data, self._loop.time())
+            self._rtcp.receive(data, self.loop.time())
         except ValueError:
             self.stats.malformed += 1
 
@@ -782,7 +782,7 @@ class Leg:
 
     # --- internals: fast path -------------------------------------------------------------
 
-    def _relay(
+    def relay(
         self,
         data: bytes,
         n: int,
@@ -798,7 +798,7 @@ class Leg:
         dest = self._dest
         if (
             dest is None
-            or self._codec_pt < 0
+            or self.codec_pt < 0
             or self._tone_handle is not None
             or self._dtmf_packets is not None
         ):
@@ -812,8 +812,8 @@ class Leg:
                 src.stats.dropped += 1
                 return
         else:
-            if pt == src._codec_pt:
-                name = src._codec_name
+            if pt == src.codec_pt:
+                name = src.codec_name
             else:
                 # The phone may switch to another format it offered; G.711 is recognisable
                 # by its static payload type (RFC 3551 §6).
@@ -822,12 +822,12 @@ class Leg:
                     src.stats.dropped += 1
                     return
                 name = static
-            if name != self._codec_name:
-                table = _TRANSLATE.get((name, self._codec_name))
+            if name != self.codec_name:
+                table = _TRANSLATE.get((name, self.codec_name))
                 if table is None:
                     src.stats.dropped += 1
                     return
-            out_pt = self._codec_pt
+            out_pt = self.codec_pt
         buf = self._buf
         view = self._view
         if n > len(buf):
@@ -846,7 +846,7 @@ class Leg:
                 if data[0] & 0x20:
                     pad = data[n - 1]
                     buf[n - pad : n] = data[n - pad : n]
-        self._out.rewrite(buf, ssrc, seq, ts, out_pt, marker != 0, now)
+        self.out.rewrite(buf, ssrc, seq, ts, out_pt, marker != 0, now)
         self._send(buf, view, n, dest, now)
 
     def _send(self, buf: bytearray, view: memoryview, n: int, dest: Any, now: float) -> None:
@@ -867,7 +867,7 @@ class Leg:
 
     # --- internals: mixed path ------------------------------------------------------------
 
-    def _pull(self, now: float) -> Int16Array | None:
+    def pull(self, now: float) -> Int16Array | None:
         """Decoded inbound frame for this tick at the leg's sample rate (None: silence)."""
         jb = self._jb
         decoder = self._decoder
@@ -886,14 +886,14 @@ class Leg:
             pcm = decoder.conceal(n)  # RFC 3550 loss: the codec's PLC fills the gap
         if pcm.shape[0] != n:
             pcm = _fit(pcm, n)
-        detector = self._detector
+        detector = self.detector
         if detector is not None:
             for event in detector.feed(pcm, now):
                 self._digit(event)
         return pcm
 
-    def _to_rate(self, pcm: Int16Array, rate: int) -> Int16Array:
-        src = self._sample_rate
+    def pcm_at_rate(self, pcm: Int16Array, rate: int) -> Int16Array:
+        src = self.pcm_rate
         if src == rate:
             return pcm
         adapter = self._in_adapter
@@ -901,24 +901,24 @@ class Leg:
             adapter = self._in_adapter = RateAdapter(src, rate)
         return adapter.process(pcm)
 
-    def _emit_frame(self, pcm: Int16Array, rate: int, now: float) -> None:
+    def emit_frame(self, pcm: Int16Array, rate: int, now: float) -> None:
         """Send what this leg hears this tick (``pcm`` at ``rate``)."""
-        for tap in self._heard_taps.values():
+        for tap in self.heard_taps.values():
             _call_tap(tap, pcm, rate)
-        if self._dtmf_tick(now):
+        if self.dtmf_tick(now):
             return
         dest = self._dest
         encoder = self._encoder
         if dest is None or encoder is None or self._tone_handle is not None:
             return
-        own = self._sample_rate
+        own = self.pcm_rate
         if own != rate:
             adapter = self._out_adapter
             if adapter is None or adapter.from_rate != rate or adapter.to_rate != own:
                 adapter = self._out_adapter = RateAdapter(rate, own)
             pcm = adapter.process(pcm)
         payload = encoder.encode(pcm)
-        self._send_generated(payload, self._gen_ts, self._codec_pt, False, now)
+        self._send_generated(payload, self._gen_ts, self.codec_pt, False, now)
 
     def _send_generated(self, payload: bytes, ts: int, pt: int, marker: bool, now: float) -> None:
         buf = self._buf
@@ -929,21 +929,21 @@ class Leg:
             view = memoryview(buf)
         buf[0] = 0x80
         buf[RTP_HEADER_SIZE:n] = payload
-        self._out.rewrite(buf, _GEN_SOURCE, self._gen_seq, ts, pt, marker, now)
+        self.out.rewrite(buf, _GEN_SOURCE, self._gen_seq, ts, pt, marker, now)
         self._gen_seq = (self._gen_seq + 1) & 0xFFFF
         self._send(buf, view, n, self._dest, now)
 
-    def _dtmf_tick(self, now: float) -> bool:
+    def dtmf_tick(self, now: float) -> bool:
         """Send this tick's RFC 4733 packet if a digit is being sent; True if one was."""
         packets = self._dtmf_packets
         if packets is None:
-            if not self._dtmf_queue or self.dtmf_payload_type is None:
+            if not self.dtmf_queue or self.dtmf_payload_type is None:
                 return False
             if self._dtmf_gap > 0:
                 self._dtmf_gap -= 1
                 return False
-            digit, duration = self._dtmf_queue.popleft()
-            sender = Rfc4733Sender(self.dtmf_payload_type, self._out.clock_rate)
+            digit, duration = self.dtmf_queue.popleft()
+            sender = Rfc4733Sender(self.dtmf_payload_type, self.out.clock_rate)
             packets = self._dtmf_packets = list(sender.packets(digit, duration))
             self._dtmf_index = 0
             self._dtmf_elapsed = 0
@@ -965,16 +965,16 @@ class Leg:
             self._dtmf_gap = _DTMF_GAP_TICKS
         return True
 
-    def _advance(self) -> None:
+    def advance(self) -> None:
         self._gen_ts = (self._gen_ts + self._ts_step) & 0xFFFFFFFF
 
     # --- internals: tones -----------------------------------------------------------------
 
     def _tone_tick(self) -> None:
-        kind = self._tone_kind
-        if kind is None or self._closed:
+        kind = self.tone_kind
+        if kind is None or self.closed:
             return
-        now = self._loop.time()
+        now = self.loop.time()
         index = self._tone_index
         lag = int((now - (self._tone_t0 + index * FRAME_SECONDS)) / FRAME_SECONDS)
         if lag > _MAX_TONE_LAG_FRAMES:
@@ -982,13 +982,13 @@ class Leg:
         self._send_tone_frame(kind, index, now)
         index += 1
         self._tone_index = index
-        self._tone_handle = self._loop.call_at(
+        self._tone_handle = self.loop.call_at(
             self._tone_t0 + index * FRAME_SECONDS, self._tone_tick
         )
 
     def _send_tone_frame(self, kind: str, index: int, now: float) -> None:
         dest = self._dest
-        name = self._codec_name
+        name = self.codec_name
         if dest is None or name not in _G711:
             return
         cycle = tone_cycle(kind, name, self._tone_plan)
@@ -997,8 +997,8 @@ class Leg:
         buf[0] = 0x80
         end = RTP_HEADER_SIZE + FRAME_SAMPLES
         buf[RTP_HEADER_SIZE:end] = cycle[offset : offset + FRAME_SAMPLES]
-        self._out.rewrite(
-            buf, _TONE_SOURCE, self._tone_seq, index * FRAME_SAMPLES, self._codec_pt, False, now
+        self.out.rewrite(
+            buf, _TONE_SOURCE, self._tone_seq, index * FRAME_SAMPLES, self.codec_pt, False, now
         )
         self._tone_seq = (self._tone_seq + 1) & 0xFFFF
         self._send(buf, self._view, end, dest, now)
@@ -1038,7 +1038,7 @@ def _fast_compatible(a: Leg, b: Leg) -> bool:
         return True  # nothing to send yet; re-checked when set_remote gives the format
     if a.codec.same_format(b.codec):
         return True
-    return a._codec_name in _G711 and b._codec_name in _G711
+    return a.codec_name in _G711 and b.codec_name in _G711
 
 
 class MediaEngine:
@@ -1102,7 +1102,7 @@ class MediaEngine:
         self._clock: MediaClock | None = None
         self._finished: list[_Source] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._closed = False
+        self.closed = False
 
     def __len__(self) -> int:
         return len(self._legs)
@@ -1169,7 +1169,7 @@ class MediaEngine:
         interface (one process here: every leg is near every other). Raises
         ``PortsExhausted`` when no pair is free.
         """
-        if self._closed:
+        if self.closed:
             raise MediaError("media engine is closed")
         if leg_id in self._legs:
             raise ValueError(f"leg {leg_id!r} already exists")
@@ -1182,8 +1182,8 @@ class MediaEngine:
             if socks is None:
                 continue
             leg = await self._open_leg(loop, leg_id, advertise_host or self.host, port, *socks)
-            if leg_id in self._legs or self._closed:  # lost a race while awaiting
-                leg._close()
+            if leg_id in self._legs or self.closed:  # lost a race while awaiting
+                leg.close_sockets()
                 raise ValueError(f"leg {leg_id!r} already exists")
             self._legs[leg_id] = leg
             self._ports_in_use.add(port)
@@ -1205,16 +1205,16 @@ class MediaEngine:
         if leg is None:
             return
         self._ports_in_use.discard(leg.local_port)
-        if leg._bridge is not None:
-            self._leave(leg._bridge, leg)
-        for source in [leg._player, *leg._injections.values()]:
+        if leg.current_bridge is not None:
+            self._leave(leg.current_bridge, leg)
+        for source in [leg.player, *leg.injections.values()]:
             if source is not None:
                 self._end_source(source, stopped=True)
-        for tap_id in list(leg._heard_taps):
+        for tap_id in list(leg.heard_taps):
             self._taps.pop(tap_id, None)
-        leg._heard_taps.clear()
+        leg.heard_taps.clear()
         self._solo.pop(leg_id, None)
-        leg._close()
+        leg.close_sockets()
         self._update_clock()
         self._events.publish(LegClosed(leg_id))
         log.debug(
@@ -1293,8 +1293,8 @@ class MediaEngine:
         bridge.taps.clear()
         for leg in list(bridge.legs.values()):
             bridge.legs.pop(leg.leg_id)
-            leg._bridge = None
-            leg._peer = None
+            leg.current_bridge = None
+            leg.peer = None
             self._refresh_solo(leg)
         self._mixing.pop(bridge_id, None)
         self._update_clock()
@@ -1312,15 +1312,15 @@ class MediaEngine:
         """Put a leg into a bridge (leaving the one it was in)."""
         bridge = self._get_bridge(bridge_id)
         leg = self.get_leg(leg_id)
-        if leg._bridge is bridge:
+        if leg.current_bridge is bridge:
             return
-        if leg._bridge is not None:
-            self._leave(leg._bridge, leg)
+        if leg.current_bridge is not None:
+            self._leave(leg.current_bridge, leg)
         bridge.legs[leg_id] = leg
-        leg._bridge = bridge
-        leg._activity_at = leg._loop.time()
-        leg._inactive_reported = False
-        leg._out.rebase()
+        leg.current_bridge = bridge
+        leg.activity_at = leg.loop.time()
+        leg.inactive_reported = False
+        leg.out.rebase()
         self._solo.pop(leg_id, None)
         self._refresh(bridge)
         log.debug("media.joined", bridge=bridge_id, leg=leg_id)
@@ -1329,7 +1329,7 @@ class MediaEngine:
         """Take a leg out of a bridge (no-op if it is not in it)."""
         bridge = self._get_bridge(bridge_id)
         leg = self._legs.get(leg_id)
-        if leg is not None and leg._bridge is bridge:
+        if leg is not None and leg.current_bridge is bridge:
             self._leave(bridge, leg)
 
     def bridge(self, leg_a: str, leg_b: str, *, bridge_id: str | None = None) -> str:
@@ -1362,8 +1362,8 @@ class MediaEngine:
     def unbridge(self, leg_id: str) -> None:
         """Take the leg out of its bridge (a two-party bridge from ``bridge`` goes away)."""
         leg = self.get_leg(leg_id)
-        if leg._bridge is not None:
-            self._leave(leg._bridge, leg)
+        if leg.current_bridge is not None:
+            self._leave(leg.current_bridge, leg)
 
     def set_hears(self, bridge_id: str, listener: str, speaker: str, audible: bool) -> None:
         """Whether ``listener`` hears ``speaker`` in this bridge (default: yes).
@@ -1391,7 +1391,7 @@ class MediaEngine:
             leg.muted_inbound = inbound
         if outbound is not None:
             leg.muted_outbound = outbound
-        self._refresh_leg(leg)
+        self.refresh_leg(leg)
 
     # --- taps, injection, players, detection -----------------------------------------------
 
@@ -1413,9 +1413,9 @@ class MediaEngine:
         the leg hears (bridge mix, players and injections). Returns the tap id."""
         leg = self.get_leg(leg_id)
         tap = _Tap(f"tap-{next(self._ids)}", callback, None, leg_id)
-        leg._heard_taps[tap.tap_id] = tap
+        leg.heard_taps[tap.tap_id] = tap
         self._taps[tap.tap_id] = tap
-        self._refresh_leg(leg)
+        self.refresh_leg(leg)
         return tap.tap_id
 
     def remove_tap(self, tap_id: str) -> None:
@@ -1431,17 +1431,17 @@ class MediaEngine:
         elif tap.leg_id is not None:
             leg = self._legs.get(tap.leg_id)
             if leg is not None:
-                leg._heard_taps.pop(tap_id, None)
-                self._refresh_leg(leg)
+                leg.heard_taps.pop(tap_id, None)
+                self.refresh_leg(leg)
 
     def inject(self, leg_id: str, source: FrameSource) -> str:
         """Mix ``source`` into what the leg hears (a whisper beep, a tone) until it ends or
         ``stop_injection``. Returns the injection id."""
         leg = self.get_leg(leg_id)
         src = _Source(f"inj-{next(self._ids)}", leg_id, source)
-        leg._injections[src.id] = src
+        leg.injections[src.id] = src
         self._sources[src.id] = src
-        self._refresh_leg(leg)
+        self.refresh_leg(leg)
         return src.id
 
     def stop_injection(self, injection_id: str) -> None:
@@ -1465,7 +1465,7 @@ class MediaEngine:
         ``interrupt_digits`` stops it. When it ends, ``on_done`` and the subscribers get a
         ``PlaybackFinished``. Music on hold: ``play(leg, Playlist([moh], 8000, loop=True))``.
         """
-        return self._play(
+        return self.play_on_leg(
             self.get_leg(leg_id),
             source,
             mix=mix,
@@ -1473,7 +1473,7 @@ class MediaEngine:
             on_done=on_done,
         )
 
-    def _play(
+    def play_on_leg(
         self,
         leg: Leg,
         source: FrameSource,
@@ -1484,8 +1484,8 @@ class MediaEngine:
         internal: bool = False,
     ) -> str:
         leg_id = leg.leg_id
-        if leg._player is not None:
-            self._end_source(leg._player, stopped=True)
+        if leg.player is not None:
+            self._end_source(leg.player, stopped=True)
         src = _Source(
             f"play-{next(self._ids)}",
             leg_id,
@@ -1495,9 +1495,9 @@ class MediaEngine:
             on_done=on_done,
             internal=internal,
         )
-        leg._player = src
+        leg.player = src
         self._sources[src.id] = src
-        self._refresh_leg(leg)
+        self.refresh_leg(leg)
         log.debug("media.play_started", leg=leg_id, player=src.id)
         return src.id
 
@@ -1510,15 +1510,15 @@ class MediaEngine:
     def detect_inband_dtmf(self, leg_id: str, enabled: bool = True) -> None:
         """Run a Goertzel DTMF detector on the leg's decoded audio (``source="inband"``)."""
         leg = self.get_leg(leg_id)
-        if enabled and leg._detector is None:
-            leg._detector = GoertzelDetector(leg._sample_rate, leg_id=leg_id)
+        if enabled and leg.detector is None:
+            leg.detector = GoertzelDetector(leg.pcm_rate, leg_id=leg_id)
         elif not enabled:
-            leg._detector = None
-        self._refresh_leg(leg)
+            leg.detector = None
+        self.refresh_leg(leg)
 
     async def close(self) -> None:
         """Close every leg and stop timers."""
-        self._closed = True
+        self.closed = True
         for leg_id in list(self._legs):
             self.close_leg(leg_id)
         self._bridges.clear()
@@ -1543,9 +1543,9 @@ class MediaEngine:
 
     def _leave(self, bridge: Bridge, leg: Leg) -> None:
         bridge.legs.pop(leg.leg_id, None)
-        leg._bridge = None
-        leg._peer = None
-        leg._out.rebase()
+        leg.current_bridge = None
+        leg.peer = None
+        leg.out.rebase()
         bridge.spec.deaf = {p for p in bridge.spec.deaf if leg.leg_id not in p}
         for tap_id, tap in list(bridge.taps.items()):
             if tap.leg_id == leg.leg_id:
@@ -1558,11 +1558,11 @@ class MediaEngine:
             self._refresh(bridge)
         self._refresh_solo(leg)
 
-    def _refresh_leg(self, leg: Leg) -> None:
+    def refresh_leg(self, leg: Leg) -> None:
         if leg.leg_id not in self._legs:
             return
-        if leg._bridge is not None:
-            self._refresh(leg._bridge)
+        if leg.current_bridge is not None:
+            self._refresh(leg.current_bridge)
         self._refresh_solo(leg)
 
     def _refresh(self, bridge: Bridge) -> None:
@@ -1572,25 +1572,25 @@ class MediaEngine:
             len(legs) == 2
             and not bridge.taps
             and not bridge.spec.deaf
-            and not any(leg._needs_pcm() for leg in legs)
+            and not any(leg.needs_pcm() for leg in legs)
             and _fast_compatible(legs[0], legs[1])
         )
         bridge.mixed = not fast
         bridge.spec.muted_speakers = {leg.leg_id for leg in legs if leg.muted_inbound}
         bridge.spec.deaf_listeners = {leg.leg_id for leg in legs if leg.muted_outbound}
-        bridge.rate = 16000 if any(leg._sample_rate >= 16000 for leg in legs) else 8000
+        bridge.rate = 16000 if any(leg.pcm_rate >= 16000 for leg in legs) else 8000
         if fast:
             a, b = legs
             for leg, peer in ((a, b), (b, a)):
-                if leg._peer is not peer:
-                    leg._peer = peer
-                    leg._out.rebase()
-                leg._set_jb_active(False)
+                if leg.peer is not peer:
+                    leg.peer = peer
+                    leg.out.rebase()
+                leg.set_jb_active(False)
             self._mixing.pop(bridge.bridge_id, None)
         else:
             for leg in legs:
-                leg._peer = None
-                leg._set_jb_active(True)
+                leg.peer = None
+                leg.set_jb_active(True)
             self._mixing[bridge.bridge_id] = bridge
         for leg in legs:
             self._refresh_solo(leg)
@@ -1598,15 +1598,15 @@ class MediaEngine:
 
     def _refresh_solo(self, leg: Leg) -> None:
         """A leg outside a mixed bridge is ticked alone when it plays, taps or sends DTMF."""
-        bridge = leg._bridge
+        bridge = leg.current_bridge
         if bridge is not None and bridge.mixed:
             self._solo.pop(leg.leg_id, None)
             return
         if bridge is None:
-            needs = leg._needs_pcm() or leg._dtmf_busy
-            leg._set_jb_active(needs and leg._detector is not None)
+            needs = leg.needs_pcm() or leg.dtmf_busy
+            leg.set_jb_active(needs and leg.detector is not None)
         else:
-            needs = leg._dtmf_busy  # fast path: only generated DTMF needs the clock
+            needs = leg.dtmf_busy  # fast path: only generated DTMF needs the clock
         if needs and leg.leg_id in self._legs:
             self._solo[leg.leg_id] = leg
         else:
@@ -1617,7 +1617,7 @@ class MediaEngine:
         clock = self._clock
         if clock is None:
             return
-        if (self._mixing or self._solo) and not self._closed:
+        if (self._mixing or self._solo) and not self.closed:
             clock.start()
         else:
             clock.stop()
@@ -1635,7 +1635,7 @@ class MediaEngine:
             phase = index % phases
             for bridge in [b for b in self._mixing.values() if b.phase == phase]:
                 self._tick_bridge(bridge, now)
-            for leg in [leg for leg in self._solo.values() if leg._phase == phase]:
+            for leg in [leg for leg in self._solo.values() if leg.clock_phase == phase]:
                 self._tick_solo(leg, now)
         finished, self._finished = self._finished, []
         for src in finished:
@@ -1647,8 +1647,8 @@ class MediaEngine:
         legs = bridge.legs
         frames: dict[str, Int16Array | None] = {}
         for leg_id, leg in list(legs.items()):  # a DTMF event handler may change the bridge
-            pcm = leg._pull(now)
-            frames[leg_id] = None if pcm is None else leg._to_rate(pcm, rate)
+            pcm = leg.pull(now)
+            frames[leg_id] = None if pcm is None else leg.pcm_at_rate(pcm, rate)
         if bridge.taps:
             silence = np.zeros(n, dtype=np.int16)
             muted = bridge.spec.muted_speakers
@@ -1665,34 +1665,34 @@ class MediaEngine:
             self._collect_sources(leg, rate, n, replace, extras)
         outs = mix(frames, legs, n, bridge.spec, replace=replace, extras=extras)
         for leg_id, leg in list(legs.items()):
-            leg._emit_frame(outs[leg_id], rate, now)
-            leg._advance()
+            leg.emit_frame(outs[leg_id], rate, now)
+            leg.advance()
 
     def _tick_solo(self, leg: Leg, now: float) -> None:
-        if leg._closed:
+        if leg.closed:
             self._solo.pop(leg.leg_id, None)
             return
-        if leg._bridge is not None:  # fast path: only RFC 4733 digits to send
-            leg._dtmf_tick(now)
+        if leg.current_bridge is not None:  # fast path: only RFC 4733 digits to send
+            leg.dtmf_tick(now)
         else:
-            rate = leg._sample_rate
+            rate = leg.pcm_rate
             n = frame_samples(rate)
-            if leg._jb_active:
-                leg._pull(now)  # feeds the in-band detector
+            if leg.jb_active:
+                leg.pull(now)  # feeds the in-band detector
             replace: dict[str, Int16Array] = {}
             extras: dict[str, list[Int16Array]] = {}
             self._collect_sources(leg, rate, n, replace, extras)
-            if replace or extras or leg._heard_taps:
+            if replace or extras or leg.heard_taps:
                 pcm = replace.get(leg.leg_id)
                 acc = np.zeros(n, dtype=np.int32) if pcm is None else pcm.astype(np.int32)
                 for extra in extras.get(leg.leg_id, ()):
                     acc += extra
                 np.clip(acc, -32768, 32767, out=acc)
-                leg._emit_frame(acc.astype(np.int16), rate, now)
+                leg.emit_frame(acc.astype(np.int16), rate, now)
             else:
-                leg._dtmf_tick(now)
-        leg._advance()
-        if not leg._dtmf_busy:
+                leg.dtmf_tick(now)
+        leg.advance()
+        if not leg.dtmf_busy:
             self._refresh_solo(leg)
 
     def _collect_sources(
@@ -1703,7 +1703,7 @@ class MediaEngine:
         replace: dict[str, Int16Array],
         extras: dict[str, list[Int16Array]],
     ) -> None:
-        player = leg._player
+        player = leg.player
         if player is not None:
             frame = player.frame(rate, n)
             if frame is None:
@@ -1712,7 +1712,7 @@ class MediaEngine:
                 extras.setdefault(leg.leg_id, []).append(frame)
             else:
                 replace[leg.leg_id] = frame
-        for src in leg._injections.values():
+        for src in leg.injections.values():
             frame = src.frame(rate, n)
             if frame is None:
                 self._finished.append(src)
@@ -1727,18 +1727,18 @@ class MediaEngine:
         leg = self._legs.get(src.leg_id)
         is_player = src.id.startswith("play-")
         if leg is not None:
-            if is_player and leg._player is src:
-                leg._player = None
-            leg._injections.pop(src.id, None)
+            if is_player and leg.player is src:
+                leg.player = None
+            leg.injections.pop(src.id, None)
         stop = getattr(src.source, "stop", None)
         if stopped and callable(stop):
             with contextlib.suppress(Exception):
                 stop()
         if leg is not None:
-            self._refresh_leg(leg)
-        if leg is not None and leg._tone_player == src.id:
-            leg._tone_player = None
-            leg._tone_kind = None
+            self.refresh_leg(leg)
+        if leg is not None and leg.tone_player == src.id:
+            leg.tone_player = None
+            leg.tone_kind = None
         if not is_player or src.internal:
             return
         event = PlaybackFinished(src.leg_id, src.id, interrupted_by, stopped)
@@ -1750,10 +1750,10 @@ class MediaEngine:
                 log.exception("media.on_done_failed", player=src.id)
         self._emit(event)
 
-    def _digit_received(self, leg: Leg, event: DtmfReceived) -> None:
+    def digit_received(self, leg: Leg, event: DtmfReceived) -> None:
         log.debug("media.dtmf", leg=leg.leg_id, digit=event.digit, source=event.source)
         self._emit(event)
-        player = leg._player
+        player = leg.player
         if player is not None:
             interrupt = event.digit.upper() in player.interrupt_digits
             on_dtmf = getattr(player.source, "on_dtmf", None)
@@ -1761,14 +1761,14 @@ class MediaEngine:
                 interrupt = True
             if interrupt:
                 self._end_source(player, interrupted_by=event.digit)
-        bridge = leg._bridge
+        bridge = leg.current_bridge
         if event.source == "rfc4733" and bridge is not None and bridge.mixed:
             # Mixed path: regenerate the digit towards everyone who hears this leg.
             for other in bridge.legs.values():
                 if other.dtmf_payload_type is not None and bridge.spec.hears(
                     other.leg_id, leg.leg_id
                 ):
-                    other._dtmf_queue.append((event.digit, max(40, event.duration_ms)))
+                    other.dtmf_queue.append((event.digit, max(40, event.duration_ms)))
 
     def _emit(self, event: MediaEvent) -> None:
         self._events.publish(event)
@@ -1824,7 +1824,7 @@ class MediaEngine:
         rtcp_sock: socket.socket,
     ) -> Leg:
         leg = Leg(leg_id, local_host, port, loop, self.tone_plan, self)
-        leg._phase = self._next_phase()
+        leg.clock_phase = self._next_phase()
         rtp_transport: asyncio.DatagramTransport | None = None
         try:
             rtp_transport, _ = await loop.create_datagram_endpoint(
@@ -1840,13 +1840,13 @@ class MediaEngine:
                 rtp_sock.close()
             rtcp_sock.close()
             raise
-        leg._attach(rtp_transport, rtcp_transport)
+        leg.attach(rtp_transport, rtcp_transport)
         return leg
 
     # --- internals: housekeeping (inactivity, RTCP) -----------------------------------------
 
     def _arm_timer(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._timer is None and not self._closed:
+        if self._timer is None and not self.closed:
             interval = min(1.0, max(0.05, min(self.inactivity_timeout, self.rtcp_interval) / 5))
             self._timer = loop.call_later(interval, self._housekeeping, loop, interval)
 
@@ -1858,5 +1858,5 @@ class MediaEngine:
             if leg.housekeeping(now, timeout):
                 log.info("media.leg_inactive", leg=leg.leg_id, timeout=timeout)
                 self._emit(LegInactive(leg.leg_id))
-        if not self._closed:
+        if not self.closed:
             self._timer = loop.call_later(interval, self._housekeeping, loop, interval)
