@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import signal
@@ -125,11 +124,18 @@ async def talk(phone: Phone, leg: RemoteLeg, frames: int, seq: int = 0) -> None:
 
 async def loudest(phone: Phone, wait: float = 0.6) -> float:
     """The loudest packet a phone received within ``wait`` seconds (0 if none)."""
+    # A deadline checked on every packet, not asyncio.timeout around recv()'s wait_for: on
+    # Python 3.11 wait_for can swallow the outer cancellation when a packet arrives at the
+    # same moment, and a bridge that keeps sending would then keep this loop going forever.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
     best = 0.0
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(wait):
-            while True:
-                best = max(best, level(await phone.recv()))
+    while (left := deadline - loop.time()) > 0:
+        try:
+            data = await asyncio.wait_for(phone.queue.get(), left)
+        except TimeoutError:
+            break
+        best = max(best, level(RtpPacket.parse(data)))
     return best
 
 
