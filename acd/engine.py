@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from acd.agents import AgentEvent, AgentState, AgentStateMachine, AgentTransition
-from acd.model import AgentConfig, QueueConfig, RuleStep, Strategy, WrapUpMode
+from acd.model import AgentConfig, QueueConfig, RuleStep, Strategy, WrapUpMode, required_skills
 
 __all__ = [
     "Acd",
@@ -194,6 +194,9 @@ class _Call:
     step: int = 0
     agent: str | None = None  # who is talking with the caller, once connected
     missed: dict[str, float] = field(default_factory=dict)  # agent -> when they missed it
+    # Skills the route or IVR node requires (the ``skills`` variable): an agent lacking any
+    # of them never gets this caller, whatever the queue's rules say.
+    required: tuple[str, ...] = ()
 
     def __lt__(self, other: _Call) -> bool:
         return self.key < other.key
@@ -474,6 +477,7 @@ class Acd:
             len(q.waiting) + 1,
         )
         c.key = (-priority, c.arrived, c.seq)
+        c.required = required_skills(variables)
         insort(q.waiting, c)
         c.orig_position = _position(q.waiting, c)
         self.calls[call] = c
@@ -816,7 +820,11 @@ class Acd:
             delay = max(self.queues[c.queue].cfg.retry_delay, MIN_REOFFER_DELAY)
             if now < missed + delay:
                 return False  # just missed this caller: not again right away
-        return step.holds(a.cfg.skills, c.variables)
+        skills = a.cfg.skills
+        for name in c.required:  # noqa: SIM110 - a plain loop is faster on this hot path
+            if skills.get(name, 0) <= 0:
+                return False
+        return step.holds(skills, c.variables)
 
     def _can_offer(self, c: _Call, now: float) -> bool:
         if now < c.retry_at:
@@ -1105,10 +1113,13 @@ class Acd:
     def _empty(self, q: _Queue, variables: Mapping[str, str]) -> bool:
         """No agent who could ever take this caller is logged in and not paused."""
         widest = RuleStep() if not q.cfg.skill_rules else q.cfg.skill_rules[-1]
+        required = required_skills(variables)
         pool = q.cfg.members or tuple(self.agents)
         for x in pool:
             a = self.agents[x]
             if a.sm.state in (AgentState.LOGGED_OUT, AgentState.NOT_READY):
+                continue
+            if not all(a.cfg.skills.get(name, 0) > 0 for name in required):
                 continue
             if widest.holds(a.cfg.skills, variables):
                 return False

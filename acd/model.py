@@ -99,6 +99,13 @@ def parse_requirements(text: str) -> tuple[Requirement, ...]:
     return tuple(out)
 
 
+def required_skills(variables: Mapping[str, str]) -> tuple[str, ...]:
+    """The skills a call requires: the ``skills`` variable (comma-separated, set from a
+    dialplan route's or IVR queue node's ``skills:``). Every queue enforces them, with or
+    without ``skill_rules`` (which may still ask for levels)."""
+    return tuple(s.strip() for s in variables.get("skills", "").split(",") if s.strip())
+
+
 @dataclass(frozen=True, slots=True)
 class RuleStep:
     """Requirements that apply while the caller has waited less than ``wait_under``."""

@@ -442,3 +442,49 @@ def test_agent_on_a_direct_call_is_not_offered_until_it_ends(
     answer(bob, timeout=10)  # free again: the waiting caller rings him
     one.hangup(call=cid)
     assert ("ON_CALL", "internal") in agent_states(sb, "a2")
+
+
+SKILLED_AGENTS = """agents:
+  a2: {name: Bob, extensions: ["1002"], skills: {english: 80}}
+  a3: {name: Carol, extensions: ["1003"], skills: {english: 60, chinese: 70}}
+"""
+
+CHINESE_FLOW = "start: q\nnodes:\n  q: {type: queue, queue: support, skills: [chinese]}\n"
+
+
+def test_required_skills_hold_in_a_queue_without_rules(
+    server_factory: Callable[..., Switchboard],
+    phone_factory: Callable[..., Phone],
+    tone_1k: Path,
+) -> None:
+    """A route (DID 5000) and an IVR queue node (DID 5001) both require chinese of a queue
+    with no skill rules: the call waits while only Bob (english) is free, and goes to Carol
+    (chinese) when she logs in."""
+
+    def flows(d: Path) -> None:
+        (d / "ivr").mkdir()
+        (d / "ivr" / "chinese.yaml").write_text(CHINESE_FLOW)
+
+    sb = server_factory(
+        extensions=PEOPLE,
+        extra_yaml=SKILLED_AGENTS
+        + "queues:\n  support: {strategy: longest_idle, ring_timeout: 5}\n"
+        + "dialplan:\n  inbound:\n"
+        + '    - {did: "5000", destination: {kind: queue, target: support, '
+        + "skills: [chinese]}}\n"
+        + '    - {did: "5001", destination: {kind: ivr, target: chinese}}\n',
+        setup=flows,
+    )
+    caller, bob, carol = (registered(phone_factory, sb, e) for e in ("1001", "1002", "1003"))
+    assert feature(bob, sb, "*45") == 200
+    for did in ("5000", "5001"):
+        cid = dial(caller, sb, did, tone_1k)
+        with pytest.raises(Exception, match="incoming"):
+            bob.wait_incoming(timeout=3)  # free, but without chinese: never offered
+        assert feature(carol, sb, "*45") == 200
+        c = answer(carol)
+        caller.hangup(call=cid)
+        carol.wait_disconnected(call=c, timeout=10)
+        assert feature(carol, sb, "*46") == 200  # out again for the next round
+    connects = [e for e in queue_events(sb) if e.split("|")[3] == "CONNECT"]
+    assert [e.split("|")[2] for e in connects] == ["a3", "a3"]

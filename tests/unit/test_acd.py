@@ -624,3 +624,41 @@ def test_reconfigure_keeps_state_adds_and_retires() -> None:
     assert "old" not in acd.queues and acd.state_of("a0") is AgentState.AVAILABLE
     acd.login("a1", 30)
     assert acd.state_of("a1") is AgentState.LOGGED_OUT  # removed agents cannot log in
+
+
+# --- required skills (the route's or IVR node's ``skills:``) --------------------------------------
+
+
+def test_required_skills_hold_in_a_queue_without_rules() -> None:
+    """A ``skills: [chinese]`` call waits while only agents without chinese are free, and
+    goes to the chinese agent as soon as she logs in — no ``skill_rules`` needed."""
+    ags = agents("a0", "a1", a0={"english": 90}, a1={"chinese": 40})
+    acd = acd_with([QueueConfig("q", strategy=Strategy.LONGEST_IDLE)], ags, login=False)
+    acd.login("a0", 0.0)
+    acd.drain()
+    assert acd.enqueue("c1", "q", "555", 1.0, variables={"skills": "chinese"}).joined
+    assert offers(acd) == []  # a0 is free but lacks chinese
+    acd.login("a1", 2.0)
+    assert offers(acd) == [("c1", "a1")]
+
+
+def test_every_required_skill_is_needed_and_rules_still_apply() -> None:
+    ags = agents(
+        "a0", "a1", "a2",
+        a0={"chinese": 90},
+        a1={"chinese": 20, "billing": 50},
+        a2={"chinese": 80, "billing": 60},
+    )  # fmt: skip
+    rules = (RuleStep(parse_requirements("chinese >= 50")),)
+    acd = acd_with([QueueConfig("q", strategy=Strategy.LONGEST_IDLE, skill_rules=rules)], ags)
+    acd.enqueue("c1", "q", "555", 5.0, variables={"skills": "chinese,billing"})
+    # a0 lacks billing, a1 has both but not chinese >= 50: only a2 qualifies.
+    assert offers(acd) == [("c1", "a2")]
+
+
+def test_join_empty_counts_only_agents_with_the_required_skills() -> None:
+    ags = agents("a0", a0={"english": 90})
+    acd = acd_with([QueueConfig("q", join_empty=False)], ags)
+    refused = acd.enqueue("c1", "q", "555", 1.0, variables={"skills": "chinese"})
+    assert not refused.joined and refused.reason == "joinempty"
+    assert acd.enqueue("c2", "q", "556", 1.0, variables={"skills": "english"}).joined
