@@ -821,7 +821,7 @@ class Acd:
             if now < missed + delay:
                 return False  # just missed this caller: not again right away
         skills = a.cfg.skills
-        for name in c.required:  # noqa: SIM110 - a plain loop is faster on this hot path
+        for name in c.required:  # a plain loop: this is the routing hot path
             if skills.get(name, 0) <= 0:
                 return False
         return step.holds(skills, c.variables)

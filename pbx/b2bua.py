@@ -73,6 +73,7 @@ log = structlog.get_logger("pbx.b2bua")
 # The longest a hang-up waits for its call record's commit before it is confirmed anyway.
 ACK_WAIT_LIMIT = 5.0
 
+
 class B2bua:
     """Owns the live calls and routes requests to them."""
 
