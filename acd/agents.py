@@ -55,6 +55,10 @@ class AgentEvent(Enum):
     CALL_END_WRAP = "call_end_wrap"  # a queue call ended and wrap-up starts
     WRAP_END = "wrap_end"
     AUTO_PAUSE = "auto_pause"  # after N missed offers
+    # Back after a restart or crash as the store last saw them (logged in, or paused with
+    # the same reason): their session goes on, so no new login is logged.
+    RESTORE = "restore"
+    RESTORE_PAUSED = "restore_paused"
 
 
 S, E = AgentState, AgentEvent
@@ -62,6 +66,8 @@ S, E = AgentState, AgentEvent
 # (state, event) -> next state. "AVAILABLE" targets may be redirected by a pending request.
 TRANSITIONS: dict[tuple[AgentState, AgentEvent], AgentState] = {
     (S.LOGGED_OUT, E.LOGIN): S.AVAILABLE,
+    (S.LOGGED_OUT, E.RESTORE): S.AVAILABLE,
+    (S.LOGGED_OUT, E.RESTORE_PAUSED): S.NOT_READY,
     (S.LOGGED_OUT, E.CALL_START): S.LOGGED_OUT,  # not an agent now: nothing to track
     (S.LOGGED_OUT, E.CALL_END): S.LOGGED_OUT,
     (S.AVAILABLE, E.LOGOUT): S.LOGGED_OUT,

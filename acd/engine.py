@@ -365,6 +365,24 @@ class Acd:
         self._event(now, "", "", agent, "AGENTLOGIN", (f"Local/{agent}",))
         self._agent_free(a, now)
 
+    def restore(
+        self, agent: str, now: float, *, paused: str | None = None, login_at: float | None = None
+    ) -> bool:
+        """An agent who was logged in when Switchboard stopped (the store's last state) is
+        back: available, or paused with ``paused`` as the reason. No AGENTLOGIN is logged —
+        their session goes on from ``login_at`` — only the state change (``restore``).
+        False if the agent is unknown, retired or already logged in."""
+        a = self.agents.get(agent)
+        if a is None or a.sm.state is not AgentState.LOGGED_OUT or agent in self._retired:
+            return False
+        event = AgentEvent.RESTORE_PAUSED if paused else AgentEvent.RESTORE
+        self._move(a, event, now, paused)
+        a.login_at = now if login_at is None else login_at
+        a.missed = 0
+        if not paused:
+            self._agent_free(a, now)
+        return True
+
     def logout(self, agent: str, now: float) -> None:
         a = self.agents[agent]
         if a.sm.state is AgentState.LOGGED_OUT:

@@ -270,12 +270,47 @@ class AcdHost:
         """Load the prompts and queue music off the event loop (so playing them later only
         hits the prompt cache), and restore who handled which caller last."""
         await asyncio.to_thread(self._prewarm)
+        if self.store is not None:
+            await self._restore_agents()
         days = max((q.cfg.last_agent_days for q in self.acd.queues.values()), default=0.0)
         if self.store is None or days <= 0:
             return
         since = datetime.now(UTC) - timedelta(days=days)
         for caller, (agent, at) in (await self.store.load_last_agents(since)).items():
             self.acd.last_agent[caller] = (agent, at.timestamp())
+
+    async def _restore_agents(self) -> None:
+        """Agents logged in (or paused) when Switchboard stopped or crashed are back as they
+        were, like Asterisk's persistent members: their state is the store's last row. One
+        removed from the config meanwhile is logged off (queue log and state log say so)."""
+        assert self.store is not None
+        now = time.time()
+        for agent, (last, login) in (await self.store.last_agent_states()).items():
+            if last.new_state == AgentState.LOGGED_OUT.value:
+                continue
+            login_at = login.timestamp() if login is not None else now
+            if agent not in self.acd.agents:
+                self.acd.log_event(
+                    now, "", "", agent, "AGENTLOGOFF", (f"Local/{agent}", str(int(now - login_at)))
+                )
+                self._pending_states.append(
+                    AgentStateData(
+                        datetime.fromtimestamp(now, UTC),
+                        agent,
+                        last.new_state,
+                        AgentState.LOGGED_OUT.value,
+                        "restore",
+                        "removed_from_config",
+                    )
+                )
+                log.warning("agent_logged_off", agent=agent, reason="removed_from_config")
+                continue
+            # A pause survives with its reason; any other state (a call, wrap-up) was cut
+            # by the stop, so the agent is back available.
+            paused = (last.reason or "busy") if last.new_state == "NOT_READY" else None
+            if self.acd.restore(agent, now, paused=paused, login_at=login_at):
+                log.info("agent_restored", agent=agent, state=last.new_state, paused=paused)
+        self._pump()
 
     async def drain(self) -> None:
         """Write what is still pending to the store (at shutdown)."""

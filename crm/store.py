@@ -24,7 +24,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, delete, event, select
+from sqlalchemy import Table, delete, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -601,6 +601,32 @@ class Store:
             AgentStateData(r.time, r.agent, r.old_state, r.new_state, r.event, r.reason)
             for r in rows
         ]
+
+    async def last_agent_states(self) -> dict[str, tuple[AgentStateData, datetime | None]]:
+        """Each agent's latest state row, with the time of their latest login (the last
+        row leaving LOGGED_OUT; None if there is none): what a restart restores."""
+        last_ids = select(func.max(AgentStateRow.id)).group_by(AgentStateRow.agent)
+        login_times = (
+            select(AgentStateRow.agent, func.max(AgentStateRow.time))
+            .where(AgentStateRow.old_state == "LOGGED_OUT")
+            .where(AgentStateRow.new_state != "LOGGED_OUT")
+            .group_by(AgentStateRow.agent)
+        )
+        async with self._sessions() as session:
+            rows = (
+                await session.scalars(select(AgentStateRow).where(AgentStateRow.id.in_(last_ids)))
+            ).all()
+            logins = {
+                agent: at if at.tzinfo else at.replace(tzinfo=UTC)
+                for agent, at in (await session.execute(login_times)).all()
+            }
+        return {
+            r.agent: (
+                AgentStateData(r.time, r.agent, r.old_state, r.new_state, r.event, r.reason),
+                logins.get(r.agent),
+            )
+            for r in rows
+        }
 
     async def save_last_agents(self, rows: dict[str, tuple[str, datetime]]) -> None:
         """Insert or replace the last agent of these callers."""

@@ -488,3 +488,40 @@ def test_required_skills_hold_in_a_queue_without_rules(
         assert feature(carol, sb, "*46") == 200  # out again for the next round
     connects = [e for e in queue_events(sb) if e.split("|")[3] == "CONNECT"]
     assert [e.split("|")[2] for e in connects] == ["a3", "a3"]
+
+
+@pytest.mark.parametrize("how", ["restart", "kill"])
+def test_agents_keep_their_state_across_a_restart_and_a_crash(
+    how: str,
+    server_factory: Callable[..., Switchboard],
+    phone_factory: Callable[..., Phone],
+    tone_1k: Path,
+) -> None:
+    """Bob logs in, Carol logs in and pauses for a break (*47 1). Switchboard is stopped
+    (SIGTERM) or killed (SIGKILL) and started again: the next queue call rings Bob, Carol
+    stays paused, and neither log shows a logoff."""
+    sb = start(server_factory, "queues:\n  support: {strategy: longest_idle}\n", SUPPORT_DID)
+    caller, bob, carol = (registered(phone_factory, sb, e) for e in ("1001", "1002", "1003"))
+    assert feature(carol, sb, "*45") == 200  # Carol is idle longest...
+    assert feature(bob, sb, "*45") == 200
+    assert feature(carol, sb, "*471") == 200  # ...but on a break
+    assert sb.proc is not None
+    if how == "kill":
+        sb.proc.send_signal(signal.SIGKILL)  # the beeps came after the commits
+        sb.proc.wait(5)
+        sb.proc = None
+    else:
+        sb.stop()
+    sb.start()
+    cid = dial(caller, sb, "5000", tone_1k)
+    b = answer(bob)
+    with pytest.raises(Exception, match="incoming"):
+        carol.wait_incoming(timeout=1)
+    caller.hangup(call=cid)
+    bob.wait_disconnected(call=b, timeout=10)
+    events = [e.split("|")[2:4] for e in queue_events(sb)]
+    assert ["a2", "CONNECT"] in events
+    assert not [e for e in events if e[1] == "AGENTLOGOFF"]
+    rows = sb.query("SELECT agent, new_state, event, reason FROM agent_states ORDER BY id")
+    restored = {(r["agent"], r["new_state"], r["reason"]) for r in rows if "restore" in r["event"]}
+    assert restored == {("a2", "AVAILABLE", None), ("a3", "NOT_READY", "break")}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,7 +20,7 @@ import structlog
 import acd.host
 from acd import AgentConfig, AgentState, QueueConfig, Strategy, WrapUpMode
 from acd.host import AcdHost, AcdSettings
-from crm import CustomerData, Store
+from crm import AgentStateData, CustomerData, Store
 from pbx.events import CallArrived
 from tests.unit.fake_control import FakeCallControl
 
@@ -696,3 +697,46 @@ async def test_a_gold_customer_is_served_before_an_earlier_caller(
     assert host.acd.position(gold) == 1 and host.acd.position(first) == 2
     await log_in(control, ALICE)
     assert control.named("offer") == [("offer", gold, "alice/1001", ALICE)]
+
+
+async def test_a_restart_brings_agents_back_as_the_store_last_saw_them(
+    tmp_path: Path, clock: Clock, store: Store, logs: Logs
+) -> None:
+    """Alice was logged in, Bob paused for lunch, and a removed agent was logged in when the
+    server stopped. After the restart the next caller goes to Alice, Bob stays paused for
+    lunch, and the removed agent is logged off with a reason in both logs."""
+    before = FakeCallControl(extensions=[ALICE, BOB, CUSTOMER])
+    first = make_host(before, tmp_path, store)
+    await log_in(before, ALICE)
+    await log_in(before, BOB)
+    first.pause("bob", "lunch")
+    await first.drain()
+    t0 = datetime.fromtimestamp(clock.now, UTC)
+    await store.add_acd_log(  # an agent removed from the config since
+        [], [AgentStateData(t0, "gone", "LOGGED_OUT", "AVAILABLE", "login", None)]
+    )
+
+    clock.advance(60)
+    control = FakeCallControl(extensions=[ALICE, BOB, CUSTOMER])
+    host = make_host(control, tmp_path, store)  # the process after the restart
+    await host.start()
+    assert host.agent_states()["alice"] == (AgentState.AVAILABLE, None)
+    assert host.agent_states()["bob"] == (AgentState.NOT_READY, "lunch")
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    assert control.named("offer") == [("offer", call, "alice/1001", ALICE)]
+    await host.drain()
+    assert [e for e in queue_log(logs) if e[0] == "AGENTLOGIN"] == [
+        ("AGENTLOGIN", "", "alice"),
+        ("AGENTLOGIN", "", "bob"),
+    ]  # the first run's logins only: the restored sessions go on
+    (logoff,) = [e for e in await store.list_queue_events() if e.event == "AGENTLOGOFF"]
+    assert logoff.agent == "gone" and logoff.data == ("Local/gone", "60")
+    gone = await store.list_agent_states("gone")
+    assert [(s.new_state, s.event, s.reason) for s in gone][-1] == (
+        "LOGGED_OUT",
+        "restore",
+        "removed_from_config",
+    )
+    restored = [s for s in await store.list_agent_states("bob") if s.event == "restore_paused"]
+    assert [(s.new_state, s.reason) for s in restored] == [("NOT_READY", "lunch")]
+    assert any(e["event"] == "agent_logged_off" and e["agent"] == "gone" for e in logs)
