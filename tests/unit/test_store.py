@@ -361,3 +361,23 @@ async def test_queue_events_agent_states_and_last_agents(store: Store) -> None:
     await store.save_last_agents({"5551234": ("a2", T0 + timedelta(days=1))})
     assert await store.load_last_agents(T0) == {"5551234": ("a2", T0 + timedelta(days=1))}
     assert await store.load_last_agents(T0 + timedelta(days=2)) == {}
+
+
+async def test_last_agent_states_name_each_agents_latest_row_and_login(store: Store) -> None:
+    s = timedelta(seconds=1)
+    await store.add_acd_log(
+        [],
+        [
+            AgentStateData(T0, "a1", "LOGGED_OUT", "AVAILABLE", "login"),
+            AgentStateData(T0 + 5 * s, "a1", "AVAILABLE", "NOT_READY", "pause", "lunch"),
+            AgentStateData(T0 + 6 * s, "a2", "LOGGED_OUT", "AVAILABLE", "login"),
+            AgentStateData(T0 + 7 * s, "a2", "AVAILABLE", "LOGGED_OUT", "logout"),
+            AgentStateData(T0 + 9 * s, "a2", "LOGGED_OUT", "AVAILABLE", "login"),
+            AgentStateData(T0 + 9 * s, "a2", "AVAILABLE", "RINGING", "offer"),  # same instant
+        ],
+    )
+    last = await store.last_agent_states()
+    assert {a: (row.new_state, row.reason, login) for a, (row, login) in last.items()} == {
+        "a1": ("NOT_READY", "lunch", T0),
+        "a2": ("RINGING", None, T0 + 9 * s),
+    }
