@@ -129,16 +129,23 @@ class _Waiting:
     key, make up the number to call back (``#`` ends it; ``#`` alone or silence means the
     caller's own number)."""
 
-    def __init__(self, host: AcdHost, call_id: str, caller: str) -> None:
-        self.host = host
+    def __init__(
+        self,
+        call_id: str,
+        caller: str,
+        on_digit: Callable[[_Waiting, str], None],
+        on_number: Callable[[_Waiting, str], None],
+    ) -> None:
         self.call_id = call_id
+        self._on_digit = on_digit  # a digit for the queue (exit key, callback key)
+        self._on_number = on_number  # the callback number, once entered or confirmed
         self.caller = caller
         self.number: list[str] | None = None  # digits of a callback number being entered
         self._timer: asyncio.TimerHandle | None = None
 
     def on_dtmf(self, digit: str) -> None:
         if self.number is None:
-            self.host._caller_digit(self, digit)
+            self._on_digit(self, digit)
             return
         if digit == "#":
             self._done()
@@ -159,8 +166,7 @@ class _Waiting:
     def _done(self) -> None:
         self.cancel()
         digits, self.number = "".join(self.number or ()), None
-        if self.host._waiting.get(self.call_id) is self:
-            self.host._callback_number(self.call_id, digits if len(digits) >= 3 else self.caller)
+        self._on_number(self, digits if len(digits) >= 3 else self.caller)
 
     def cancel(self) -> None:
         if self._timer is not None:
@@ -174,8 +180,6 @@ class _Dial:
 
     acd_id: str
     dial: DialCallback
-    agent_ext: str
-    first: str
     second: str
     origin_id: str
     first_call: str = ""  # the id the first leg's call gets when it answers
@@ -422,7 +426,9 @@ class AcdHost:
             log.warning("unknown_queue", call=call_id, queue=queue)
             self.control.hangup(call_id, "unknown_queue")
             return
-        self._waiting[call_id] = _Waiting(self, call_id, caller)
+        self._waiting[call_id] = _Waiting(
+            call_id, caller, self._caller_digit, self._entered_callback_number
+        )
         self._calls[call_id] = call_id
         self._acd_of[call_id] = call_id
         if survey is not None:
@@ -494,6 +500,10 @@ class AcdHost:
             return
         if self.acd.exit_with_key(call_id, digit, time.time()):
             self._pump()
+
+    def _entered_callback_number(self, waiting: _Waiting, number: str) -> None:
+        if self._waiting.get(waiting.call_id) is waiting:  # still waiting in the queue
+            self._callback_number(waiting.call_id, number)
 
     def _callback_number(self, call_id: str, number: str) -> None:
         if call_id not in self.acd.calls or not self.acd.is_waiting(call_id):
@@ -583,9 +593,8 @@ class AcdHost:
             waiting.cancel()
         self._connecting.discard(call_id)
         self._supervising.pop(call_id, None)
-        for table in (self._announcing,):
-            for play_id in [p for p, c in table.items() if c == call_id]:
-                del table[play_id]
+        for play_id in [p for p, c in self._announcing.items() if c == call_id]:
+            del self._announcing[play_id]
         for play_id in [p for p, (c, _) in self._then_hang_up.items() if c == call_id]:
             del self._then_hang_up[play_id]
 
@@ -733,7 +742,7 @@ class AcdHost:
         agent_ext = agent.extensions[0]
         first, second = (agent_ext, dial.number) if dial.agent_first else (dial.number, agent_ext)
         self._dial_seq += 1
-        state = _Dial(dial.call, dial, agent_ext, first, second, f"cb{self._dial_seq}-{dial.call}")
+        state = _Dial(dial.call, dial, second, f"cb{self._dial_seq}-{dial.call}")
         self._dials[dial.call] = state
         first_call = self.control.originate(
             state.origin_id,

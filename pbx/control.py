@@ -149,7 +149,6 @@ class _Tap:
 @dataclass(slots=True)
 class _Originate:
     outbound: Outbound | None = None
-    answered: bool = False
     cancelled: bool = False
     label: str = ""
 
@@ -223,13 +222,6 @@ class CallControl:
 
     def is_extension(self, number: str) -> bool:
         return self._is_extension(number)
-
-    def bridge_of(self, call_id: str) -> str | None:
-        call = self._live(call_id)
-        if call is None:
-            return None
-        media = self._b2b.media
-        return media.bridge_of(call.a.leg_id) if call.a.leg_id in media else None
 
     # -- what the SIP server hands over (not for services) -------------------------------------
 

@@ -263,14 +263,6 @@ class FakeCallControl:
     def calls(self) -> list[CallInfo]:
         return [i for c in list(self.calls_by_id) if (i := self.info(c)) is not None]
 
-    def bridge_of(self, call_id: str) -> str | None:
-        """The caller's bridge: there is one once the call is connected or tapped."""
-        call = self.calls_by_id.get(call_id)
-        if call is None or call.ended:
-            return None
-        tapped = any(c == call_id for c, _ in self.taps.values())
-        return f"br-{call_id}" if call.callee_leg is not None or tapped else None
-
     def is_extension(self, number: str) -> bool:
         return number in self.extensions
 
