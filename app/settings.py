@@ -67,6 +67,7 @@ def extensions_from_config(cfg: SwitchboardConfig) -> dict[str, Extension]:
             ring_timeout=float(e.ring_timeout),
             pickup_group=e.pickup_group,
             dtmf_mode=e.dtmf_mode,
+            auth_algorithms=tuple(e.auth_algorithms) if e.auth_algorithms else None,
         )
         for num, e in cfg.extensions.items()
     }

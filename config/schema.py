@@ -115,7 +115,17 @@ class RegistrationConfig(_Model):
 
 
 def _default_algorithms() -> list[DigestAlgorithm]:
-    return ["SHA-256", "MD5"]
+    # MD5 only, as Asterisk and Kamailio: clients that read only the first challenge
+    # (sipsak, SIPp, SIPVicious) or give up on any SHA-256 one (baresip 1.0) still register.
+    return ["MD5"]
+
+
+def _check_algorithms(value: list[str]) -> list[str]:
+    if not value:
+        raise ValueError("at least one digest algorithm is required")
+    if len(set(value)) != len(value):
+        raise ValueError("digest algorithms must not repeat")
+    return value
 
 
 class AuthConfig(_Model):
@@ -130,11 +140,7 @@ class AuthConfig(_Model):
     @field_validator("algorithms")
     @classmethod
     def _algorithms(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("at least one digest algorithm is required")
-        if len(set(value)) != len(value):
-            raise ValueError("digest algorithms must not repeat")
-        return value
+        return _check_algorithms(value)
 
 
 class SipConfig(_Model):
@@ -237,9 +243,16 @@ class ExtensionConfig(_Model):
 
     name: str = ""
     password: Annotated[str, Field(min_length=1)]
+    # Digest algorithms for this extension instead of sip.auth.algorithms (opt in to SHA-256).
+    auth_algorithms: list[DigestAlgorithm] | None = None
     ring_timeout: Annotated[int, Field(ge=1, le=600)] = 30
     pickup_group: str | None = None
     dtmf_mode: Literal["auto", "rfc4733", "inband", "info"] = "auto"
+
+    @field_validator("auth_algorithms")
+    @classmethod
+    def _auth_algorithms(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _check_algorithms(value)
 
     @field_validator("password")
     @classmethod

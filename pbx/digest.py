@@ -465,38 +465,46 @@ class _NonceUse:
     highest_nc: int
 
 
+def _checked_algorithms(algorithms: Sequence[str]) -> tuple[str, ...]:
+    """``algorithms`` in canonical spelling; ValueError when empty or unsupported."""
+    if not algorithms:
+        raise ValueError("at least one algorithm is required")
+    canon = tuple(_canonical_algorithm(a) for a in algorithms)
+    unknown = [a for a in canon if a not in _HASHES]
+    if unknown:
+        raise ValueError(f"unsupported digest algorithm(s): {unknown}")
+    return canon
+
+
 class DigestAuthenticator:
     """Issues Digest challenges and checks credentials for one realm.
 
     ``secret`` keys the nonce HMAC; keep it stable across restarts (config or store) or
     phones holding a nonce get one FAILED round before re-authenticating. ``algorithms`` is
-    the preference order of the challenges and also the set accepted in credentials.
+    the preference order of the challenges and also the set accepted in credentials; a caller
+    may narrow or widen both per user (``challenge(algorithms=…)``, ``verify(algorithms_of=…)``),
+    e.g. SHA-256 opted in for one extension while the realm offers MD5 only.
     """
 
     def __init__(
         self,
         realm: str,
         secret: bytes,
-        algorithms: Sequence[str] = ("SHA-256", "MD5"),
+        algorithms: Sequence[str] = ("MD5",),
         nonce_lifetime: float = 300.0,
         *,
         max_tracked_nonces: int = 10_000,
         allow_rfc2069: bool = False,
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,
     ) -> None:
-        if not algorithms:
-            raise ValueError("at least one algorithm is required")
-        canon = tuple(_canonical_algorithm(a) for a in algorithms)
-        unknown = [a for a in canon if a not in _HASHES]
-        if unknown:
-            raise ValueError(f"unsupported digest algorithm(s): {unknown}")
         if len(secret) < 16:
             raise ValueError("secret must be at least 16 bytes")
-        if nonce_lifetime <= 0 or max_tracked_nonces <= 0:
-            raise ValueError("nonce_lifetime and max_tracked_nonces must be positive")
+        if max_tracked_nonces <= 0:
+            raise ValueError("max_tracked_nonces must be positive")
         self.realm = realm
-        self.algorithms = canon
+        self.algorithms: tuple[str, ...] = ()
         self.nonce_lifetime = nonce_lifetime
+        self.configure(algorithms, nonce_lifetime)
         self.allow_rfc2069 = allow_rfc2069
         self._secret = secret
         self._random = random_bytes
@@ -515,6 +523,16 @@ class DigestAuthenticator:
         self._uses: OrderedDict[str, _NonceUse] = OrderedDict()
         # Highest issue time of a nonce forgotten while still alive (see _check_nc).
         self._evicted_watermark = float("-inf")
+
+    def configure(self, algorithms: Sequence[str], nonce_lifetime: float) -> None:
+        """Change the offered algorithms and the nonce lifetime (a config reload). Nonces
+        already issued stay valid, and their nonce-counts are kept, so replay protection
+        survives the change."""
+        canon = _checked_algorithms(algorithms)
+        if nonce_lifetime <= 0:
+            raise ValueError("nonce_lifetime must be positive")
+        self.algorithms = canon
+        self.nonce_lifetime = nonce_lifetime
 
     # -- nonces -------------------------------------------------------------------------------
 
@@ -562,6 +580,7 @@ class DigestAuthenticator:
         stale: bool = False,
         opaque: str | None = None,
         nonce: str | None = None,
+        algorithms: Sequence[str] | None = None,
     ) -> list[str]:
         """WWW-Authenticate / Proxy-Authenticate values, one per algorithm, preferred first.
 
@@ -575,11 +594,14 @@ class DigestAuthenticator:
         the client its credential was refused (RFC 7616 §3.3), so it stops. A fresh nonce
         reads as "nonce changed, retry" (PJSIP does, up to 3 times, with the same wrong
         password) and one typo would cost several failures in a throttle.
+
+        ``algorithms``: offer these instead of the realm's (a user who opted in to SHA-256).
         """
         op = self._default_opaque if opaque is None else opaque
         again = nonce if nonce is not None and self._is_fresh(nonce, now) else None
+        offered = self.algorithms if algorithms is None else _checked_algorithms(algorithms)
         values = []
-        for algorithm in self.algorithms:
+        for algorithm in offered:
             parts = [
                 f"Digest realm={quote(self.realm)}",
                 f"nonce={quote(again or self.make_nonce(now))}",
@@ -595,12 +617,21 @@ class DigestAuthenticator:
     # -- verification -------------------------------------------------------------------------
 
     def verify(
-        self, method: str, authorization_value: str, now: float, lookup: PasswordLookup
+        self,
+        method: str,
+        authorization_value: str,
+        now: float,
+        lookup: PasswordLookup,
+        *,
+        algorithms_of: Callable[[str], Sequence[str] | None] | None = None,
     ) -> AuthResult:
         """Check an Authorization / Proxy-Authorization value for a request ``method``.
 
         Never raises for bad header content (that is MALFORMED); exceptions from ``lookup``
         propagate. The nonce-count is recorded only when the result is OK.
+
+        ``algorithms_of(username)``: the algorithms that user may answer with, or None for
+        the realm's (also for unknown users, so the answer does not reveal who exists).
         """
         try:
             cred = parse_credentials(authorization_value)
@@ -627,7 +658,8 @@ class DigestAuthenticator:
 
         if cred.realm != self.realm:
             return result(AuthOutcome.FAILED, "realm")
-        if cred.algorithm not in self.algorithms:
+        allowed = algorithms_of(cred.username) if algorithms_of is not None else None
+        if cred.algorithm not in (self.algorithms if allowed is None else allowed):
             return result(AuthOutcome.FAILED, "algorithm")
         if cred.qop is None:
             if not self.allow_rfc2069:

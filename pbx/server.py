@@ -94,6 +94,9 @@ class Extension:
     # How the phone sends DTMF: "auto" listens in-band when no telephone-event was
     # negotiated; "inband" always; "rfc4733"/"info" never run the audio detector.
     dtmf_mode: str = "auto"
+    # Digest algorithms offered to and accepted from this extension, preferred first;
+    # None = the realm's (``ServerSettings.algorithms``).
+    auth_algorithms: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,7 @@ class ServerSettings:
     min_expires: int = 60
     max_expires: int = 3600
     default_expires: int = 600
-    algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    algorithms: tuple[str, ...] = ("MD5",)
     nonce_lifetime: float = 300.0
     max_failures: int = 5
     failure_window: float = 60.0
@@ -472,7 +475,9 @@ class SipServer:
         stale = False
         refused_nonce: str | None = None
         if cred is not None:
-            result = self.auth.verify(req.method, cred, now, self._password_of)
+            result = self.auth.verify(
+                req.method, cred, now, self._password_of, algorithms_of=self._algorithms_of
+            )
             if result.ok:
                 assert result.username is not None
                 if self.throttle is not None:
@@ -505,10 +510,22 @@ class SipServer:
                         make_response(req, 403, "Too Many Failed Attempts", to_tag=new_tag())
                     )
                     return None
-        challenges = self.auth.challenge(now, stale=stale, nonce=refused_nonce)
+        # The user the challenge is for: the AOR of a REGISTER (RFC 3261 §10.2), the caller
+        # of anything else. An unknown one gets the realm's algorithms like everybody.
+        try:
+            user = (req.to if is_register else req.from_).uri.user_unescaped() or ""
+        except ParseError:
+            user = ""
+        challenges = self.auth.challenge(
+            now, stale=stale, nonce=refused_nonce, algorithms=self._algorithms_of(user)
+        )
         headers = [(challenge_header, v) for v in challenges]
         self.stack.send_response(make_response(req, status, to_tag=new_tag(), headers=headers))
         return None
+
+    def _algorithms_of(self, username: str) -> tuple[str, ...] | None:
+        ext = self.extensions.get(username)
+        return None if ext is None else ext.auth_algorithms
 
     def _password_of(self, username: str, realm: str) -> str | None:
         ext = self.extensions.get(username)
@@ -537,6 +554,7 @@ class SipServer:
                 source=f"{source[0]}:{source[1]}",
                 contacts=self.location.count(user),
                 status=outcome.response.status,
+                algorithm=_auth_algorithm(req, self.auth.realm),
             )
         self._persist_changes(outcome.changes)
 
@@ -817,6 +835,15 @@ SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
 
 def _warning_text(exc: Exception) -> str:
     return str(exc)[:120].replace('"', "'").replace("\r", " ").replace("\n", " ")
+
+
+def _auth_algorithm(req: Request, realm: str) -> str | None:
+    """The digest algorithm the (already verified) REGISTER answered with, for the log."""
+    value = _credentials_for_realm(req.get_all("Authorization"), realm)
+    try:
+        return None if value is None else parse_credentials(value).algorithm
+    except DigestError:
+        return None
 
 
 def _credentials_for_realm(values: list[str], realm: str) -> str | None:

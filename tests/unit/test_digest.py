@@ -43,6 +43,7 @@ def make_auth(**kw: object) -> DigestAuthenticator:
         return next(counter).to_bytes(n, "big")
 
     kw.setdefault("random_bytes", rnd)
+    kw.setdefault("algorithms", ("SHA-256", "MD5"))  # most tests exercise both
     return DigestAuthenticator(REALM, SECRET, **kw)  # type: ignore[arg-type]
 
 
@@ -558,6 +559,48 @@ def test_algorithm_not_offered_fails_and_absent_means_md5() -> None:
     assert sha_only.verify("REGISTER", value.replace(", algorithm=MD5", ""), T0, lookup).reason == (
         "algorithm"
     )
+
+
+def test_default_offers_md5_only() -> None:
+    # Issue 15: clients that read only the first challenge, or give up on any SHA-256 one,
+    # must register with a default config, as with Asterisk and Kamailio.
+    auth = DigestAuthenticator(REALM, SECRET)
+    assert [parse_challenge(v).algorithm for v in auth.challenge(T0)] == ["MD5"]
+
+
+def test_per_user_algorithms_narrow_or_widen_the_realm() -> None:
+    md5 = make_auth(algorithms=("MD5",))
+    wide = ("SHA-256", "MD5")
+    offered = [parse_challenge(v).algorithm for v in md5.challenge(T0, algorithms=wide)]
+    assert offered == ["SHA-256", "MD5"]  # RFC 8760 §2.4: one challenge each, preferred first
+    sha = build_authorization(
+        "REGISTER", "sip:x", "1001", USERS["1001"], md5.challenge(T0, algorithms=wide)[0]
+    )
+    # The realm refuses SHA-256 unless the user opted in; the opted-in user may use either.
+    assert md5.verify("REGISTER", sha, T0, lookup).reason == "algorithm"
+    opted = {"1001": wide}
+    assert md5.verify("REGISTER", sha, T0, lookup, algorithms_of=opted.get).ok
+    plain = answer(md5, T0)
+    assert md5.verify("REGISTER", plain, T0, lookup, algorithms_of=opted.get).ok
+    # A user narrowed to SHA-256 cannot fall back to MD5.
+    narrow = {"1001": ("SHA-256",)}
+    assert md5.verify("REGISTER", answer(md5, T0), T0, lookup, algorithms_of=narrow.get).reason == (
+        "algorithm"
+    )
+    with pytest.raises(ValueError):
+        md5.challenge(T0, algorithms=("SHA-512-256",))
+
+
+def test_configure_keeps_nonce_counts() -> None:
+    auth = make_auth(algorithms=("MD5",))
+    value = answer(auth, T0)
+    assert auth.verify("REGISTER", value, T0, lookup).ok
+    auth.configure(("SHA-256", "MD5"), 600)
+    assert auth.algorithms == ("SHA-256", "MD5") and auth.nonce_lifetime == 600
+    # The same nonce-count again is still a replay after the reload.
+    assert auth.verify("REGISTER", value, T0 + 1, lookup).reason == "nc_replay"
+    with pytest.raises(ValueError):
+        auth.configure((), 600)
 
 
 def test_rfc2069_credentials_refused_unless_allowed() -> None:

@@ -131,3 +131,40 @@ async def test_refusal_repeats_the_nonce_and_right_password_then_works() -> None
     # did not use it up).
     right = build_authorization("REGISTER", "sip:127.0.0.1", "1001", "right", value)
     assert office.send(register_request("c2", 3, right)).status == 200
+
+
+def _challenge_algorithms(reply: Response) -> list[str]:
+    return [parse_challenge(v).algorithm for v in reply.get_all("WWW-Authenticate")]
+
+
+async def test_md5_by_default_and_sha256_per_extension() -> None:
+    """Issue 15: the realm offers MD5 only; an extension opted in to SHA-256 gets SHA-256
+    first (MD5 second) and may answer with either; others may not answer with SHA-256."""
+    settings = ServerSettings(listen=(ListenSpec("UDP", "127.0.0.1", 5060),))
+    exts = {
+        "1001": Extension("1001", "Alice", "right", auth_algorithms=("SHA-256", "MD5")),
+        "1002": Extension("1002", "Bob", "other"),
+    }
+    server = SipServer(settings, exts, media=FakeMedia())
+    replies: list[Response] = []
+    server.stack.send_response = replies.append  # type: ignore[method-assign,assignment]
+
+    def send(user: str, authorization: str | None) -> Response:
+        raw = register_request(secrets.token_hex(8), 1, authorization).replace(
+            b"1001@", f"{user}@".encode()
+        )
+        req = parse_message(raw)
+        assert isinstance(req, Request)
+        server.stack.on_request(RequestReceived(req, PHONE, "UDP", key="k"))
+        return replies[-1]
+
+    first = send("1001", None)
+    assert _challenge_algorithms(first) == ["SHA-256", "MD5"]
+    assert _challenge_algorithms(send("1002", None)) == ["MD5"]
+    assert _challenge_algorithms(send("9999", None)) == ["MD5"]  # unknown: the realm's
+    sha = first.get_all("WWW-Authenticate")[0]
+    ok = send("1001", build_authorization("REGISTER", "sip:127.0.0.1", "1001", "right", sha))
+    assert ok.status == 200
+    # 1002 did not opt in: a SHA-256 answer is refused even with the right password.
+    bad = send("1002", build_authorization("REGISTER", "sip:127.0.0.1", "1002", "other", sha))
+    assert bad.status == 401
