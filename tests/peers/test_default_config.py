@@ -11,8 +11,8 @@ Each server here runs ``config/default.yaml`` as ``switchboard serve`` writes it
 start (:func:`config.defaults.render_default_config`: random passwords for 1001-1005), with
 only what a test on a shared machine must change: loopback sockets on free ports, a private
 RTP range, 50 more extensions for SIPp, and one extension opted in to SHA-256 alone
-(``auth_algorithms: [SHA-256]``: PJSIP 2.15 picks the MD5 challenge whenever one is offered). The ``auth``
-section and every other value are the shipped ones. Then:
+(``auth_algorithms: [SHA-256]``: PJSIP 2.15 picks the MD5 challenge whenever one is
+offered). The ``auth`` section and every other value are the shipped ones. Then:
 
 * sipsak registers 1001 (``-U -C``: one REGISTER with digest; ``-u`` names the user, which
   sipsak 0.9.8 otherwise takes as ``1001@`` from the URI);
