@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +23,7 @@ import structlog
 
 from acd.host import AcdHost
 from app.media import build_media
+from app.reload import ReloadReport, write_report
 from app.settings import (
     acd_settings_from_config,
     build_dialplan,
@@ -46,6 +48,7 @@ from ivr.host import IvrHost
 from pbx.server import SipServer
 
 __all__ = [
+    "ReloadReport",
     "Running",
     "StorePersistence",
     "build_server",
@@ -130,13 +133,15 @@ def prompt_resolver(config_dir: Path) -> Callable[[str], str | None]:
 
 @dataclass(slots=True)
 class Running:
-    """What a running Switchboard is made of."""
+    """What a running Switchboard is made of. ``config`` is the live config (replaced by each
+    reload); ``started`` the one it started with, which keys a reload cannot apply keep."""
 
     server: SipServer
     store: Store
     ivr: IvrHost
     acd: AcdHost
     config: SwitchboardConfig
+    started: SwitchboardConfig
 
 
 async def build_server(cfg: SwitchboardConfig, config_dir: Path | None = None) -> Running:
@@ -156,7 +161,7 @@ async def build_server(cfg: SwitchboardConfig, config_dir: Path | None = None) -
     acd = AcdHost(server.control, store, acd_settings_from_config(cfg, folder))
     ivr = IvrHost(server.control, store, plan, flows, folder, callback_requests=acd.add_callback)
     await acd.start()
-    return Running(server, store, ivr, acd, cfg)
+    return Running(server, store, ivr, acd, cfg, cfg)
 
 
 async def queue_log_lines(
@@ -175,10 +180,13 @@ async def queue_log_lines(
 PID_FILE = "switchboard.pid"
 
 
-def reload_config(running: Running, config_path: Path) -> bool:
+def reload_config(running: Running, config_path: Path) -> ReloadReport:
     """Load the config and IVR flows again and swap them in; a config with errors is refused
     (every problem logged with file:line:column) and the running one keeps serving. Calls
-    already in an IVR flow finish on the flow they started with."""
+    already in an IVR flow finish on the flow they started with.
+
+    Keys only a restart applies (:mod:`app.reload`) keep their old value; the report names
+    them, and so does one warning line."""
     try:
         cfg, flows = load_all(config_path)
         folder = config_file_path(config_path).resolve().parent
@@ -186,7 +194,8 @@ def reload_config(running: Running, config_path: Path) -> bool:
     except ConfigError as err:
         for problem in err.problems:
             log.warning("config_reload_refused", problem=str(problem))
-        return False
+        return ReloadReport(ok=False, problems=[str(p) for p in err.problems])
+    report = ReloadReport.compare(running.started, running.config, cfg)
     old, running.config = running.config, cfg
     running.ivr.reconfigure(plan, flows, folder)
     if (old.agents, old.queues, old.acd, old.features) != (
@@ -202,7 +211,22 @@ def reload_config(running: Running, config_path: Path) -> bool:
         pbx_feature_codes(cfg),
         dialplan=plan,
     )
-    return True
+    if (old.sip.auth, old.sip.registration) != (cfg.sip.auth, cfg.sip.registration):
+        running.server.configure_auth(settings_from_config(cfg))
+    if report.restart_needed:
+        log.warning("config_reload_restart_needed", keys=report.restart_needed)
+    log.info("config_reload_applied", keys=report.applied)
+    return report
+
+
+def _reload_and_report(running: Running, config_path: Path, folder: Path) -> None:
+    """SIGHUP: reload, then leave the report where ``switchboard config reload`` looks."""
+    report = reload_config(running, config_path)
+    report.at = time.time()
+    try:
+        write_report(folder, report)
+    except OSError as exc:
+        log.warning("reload_report_not_written", folder=str(folder), error=str(exc))
 
 
 async def run(
@@ -224,7 +248,7 @@ async def run(
     if config_dir is not None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(
-                signal.SIGHUP, reload_config, running, config_file or config_dir
+                signal.SIGHUP, _reload_and_report, running, config_file or config_dir, config_dir
             )
         pid_file = config_dir / PID_FILE
     try:

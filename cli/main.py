@@ -176,12 +176,19 @@ def reload(
         typer.Argument(help="Config folder (holding switchboard.yaml) or YAML file."),
     ] = DEFAULT_VAR_DIR,
 ) -> None:
-    """Check the config, then tell the running server to load it (SIGHUP).
+    """Check the config, then tell the running server to load it (SIGHUP) and print what it
+    did: the keys it applied, and the keys that need a restart (those keep their old value
+    until then: sockets, RTP ports, media workers, the store, realm and identity).
 
     A config with errors is not sent: every problem is printed as file:line:column and the
-    running server keeps its current config.
+    running server keeps its current config. Exit codes: 0 reloaded (read the "needs a
+    restart" line), 1 config refused, 2 no running server, 3 signal sent but no report from
+    the server within 10 seconds (see its log).
     """
+    import time
+
     from app import load_all
+    from app.reload import read_report
 
     try:
         load_all(path)
@@ -190,13 +197,25 @@ def reload(
         raise typer.Exit(1) from None
     folder = config_file_path(path).resolve().parent
     pid_file = folder / "switchboard.pid"
+    sent = time.time()
     try:
         pid = int(pid_file.read_text().strip())
         os.kill(pid, signal.SIGHUP)
     except (OSError, ValueError) as exc:
         typer.echo(f"no running switchboard for {folder} ({exc})", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"reload sent to switchboard (pid {pid})")
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        report = read_report(folder)
+        if report is not None and report.pid == pid and report.at >= sent:
+            if not report.ok:
+                typer.echo(report.summary(), err=True)
+                raise typer.Exit(1)
+            typer.echo(report.summary())
+            return
+        time.sleep(0.05)
+    typer.echo(f"reload sent to switchboard (pid {pid}); no report within 10 s", err=True)
+    raise typer.Exit(3)
 
 
 @acd_app.command("queue-log")

@@ -238,6 +238,30 @@ class SipServer:
         self.ext_settings = {k: v for k, v in self.ext_settings.items() if k in extensions}
         log.info("config_reloaded", extensions=len(extensions), conferences=len(conferences))
 
+    def configure_auth(self, settings: ServerSettings) -> None:
+        """Apply ``settings``' digest and registration values live (``config reload``).
+
+        Nonces already issued stay valid with their nonce-counts; the throttle keeps the
+        failures it has counted and the sources it blocks, under the new limits. The other
+        fields of ``settings`` (sockets, realm, RTP) are taken at start only.
+        """
+        self.auth.configure(settings.algorithms, settings.nonce_lifetime)
+        if settings.block_seconds <= 0:
+            self.throttle = None
+        elif self.throttle is None:
+            self.throttle = FailureThrottle(
+                max_failures=settings.max_failures,
+                window=settings.failure_window,
+                block_seconds=settings.block_seconds,
+            )
+        else:
+            self.throttle.max_failures = settings.max_failures
+            self.throttle.window = settings.failure_window
+            self.throttle.block_seconds = settings.block_seconds
+        self.registrar.min_expires = settings.min_expires
+        self.registrar.max_expires = settings.max_expires
+        self.registrar.default_expires = settings.default_expires
+
     # -- media helpers -----------------------------------------------------------------
 
     def _contacts_of(self, ext: str) -> list[Contact] | None:
