@@ -33,7 +33,7 @@ import heapq
 import itertools
 import random
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from acd.agents import AgentEvent, AgentState, AgentStateMachine, AgentTransition
@@ -58,6 +58,10 @@ CALLBACK_DIAL_LIMIT = 120.0
 # An agent who missed (or refused) an offer is not offered the same caller again for at least
 # this long, even with a retry delay of 0.
 MIN_REOFFER_DELAY = 1.0
+# Average talk time assumed for a queue with no call in its history (the estimated wait).
+DEFAULT_TALK_SECONDS = 180.0
+# Weight of the newest call in a queue's average talk time (exponential smoothing).
+TALK_SMOOTHING = 0.2
 
 # --- what the host is told to do ------------------------------------------------------------
 
@@ -576,7 +580,7 @@ class Acd:
         q = self.queues[c.queue]
         talk = now - agent.call_started
         agent.talk_time += talk
-        q.avg_talk = talk if q.avg_talk == 0 else 0.8 * q.avg_talk + 0.2 * talk
+        q.avg_talk = _smoothed(q.avg_talk, talk)
         hold = agent.call_started - c.entered
         event = "COMPLETEAGENT" if by == "agent" else "COMPLETECALLER"
         self._event(
@@ -1153,13 +1157,23 @@ class Acd:
                     data = (str(pos), str(c.orig_position), str(int(now - c.entered)))
                     self._leave(c, now, "empty", None, "EXITEMPTY", data)
 
+    def seed_talk_times(self, queue: str, talks: Sequence[float]) -> None:
+        """Start ``queue``'s average talk time from stored history (oldest first): after a
+        restart the estimated wait uses the calls the store remembers, not a guess."""
+        q = self.queues.get(queue)
+        if q is None:
+            return
+        for talk in talks:
+            if talk > 0:
+                q.avg_talk = _smoothed(q.avg_talk, talk)
+
     def _estimated_wait(self, q: _Queue, position: int) -> float:
         staffed = sum(
             1
             for x in (q.cfg.members or tuple(self.agents))
             if self.agents[x].sm.state not in (AgentState.LOGGED_OUT, AgentState.NOT_READY)
         )
-        talk = q.avg_talk or 180.0
+        talk = q.avg_talk or DEFAULT_TALK_SECONDS  # no history at all yet
         return round(position * talk / max(1, staffed))
 
     # --- bookkeeping ------------------------------------------------------------------------------
@@ -1192,6 +1206,11 @@ class Acd:
         self, now: float, call: str, queue: str, agent: str, event: str, data: tuple[str, ...]
     ) -> None:
         self.events.append(QueueEvent(now, call, queue, agent, event, data))
+
+
+def _smoothed(average: float, talk: float) -> float:
+    """The queue's average talk time after one more call of ``talk`` seconds."""
+    return talk if average == 0 else (1 - TALK_SMOOTHING) * average + TALK_SMOOTHING * talk
 
 
 def _position(waiting: list[_Call], c: _Call) -> int:

@@ -82,6 +82,7 @@ SUPERVISION_DIGITS = {"4": "listen", "5": "whisper", "6": "barge", "7": "interce
 CALLBACK_RING_SECONDS = 30.0
 CALLBACK_ENTRY_SECONDS = 10.0  # silence that ends the entry of a callback number
 ACK_WAIT_LIMIT = 5.0  # the longest an acknowledgement waits for the store
+TALK_HISTORY_DAYS = 7.0  # completed queue calls whose talk time seeds the estimated wait
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +277,11 @@ class AcdHost:
         await asyncio.to_thread(self._prewarm)
         if self.store is not None:
             await self._restore_agents()
+            # The estimated wait announced to callers starts from the talk times of the last
+            # week's calls, not from a built-in guess.
+            week = datetime.now(UTC) - timedelta(days=TALK_HISTORY_DAYS)
+            for queue, talks in (await self.store.recent_talk_times(week)).items():
+                self.acd.seed_talk_times(queue, talks)
         days = max((q.cfg.last_agent_days for q in self.acd.queues.values()), default=0.0)
         if self.store is None or days <= 0:
             return

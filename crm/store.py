@@ -591,6 +591,28 @@ class Store:
             for r in rows
         ]
 
+    async def recent_talk_times(
+        self, since: datetime, per_queue: int = 50
+    ) -> dict[str, list[float]]:
+        """Talk seconds of each queue's last ``per_queue`` completed calls since ``since``,
+        oldest first: the calltime field of COMPLETEAGENT / COMPLETECALLER events."""
+        stmt = (
+            select(QueueEventRow.queue, QueueEventRow.data)
+            .where(QueueEventRow.event.in_(("COMPLETEAGENT", "COMPLETECALLER")))
+            .where(QueueEventRow.time >= _utc(since))
+            .order_by(QueueEventRow.time, QueueEventRow.id)
+        )
+        out: dict[str, list[float]] = {}
+        async with self._sessions() as session:
+            for queue, data in (await session.execute(stmt)).all():
+                fields = data.split("|")
+                try:
+                    talk = float(fields[1])
+                except (IndexError, ValueError):
+                    continue  # not written by us: skip rather than guess
+                out.setdefault(queue, []).append(talk)
+        return {q: talks[-per_queue:] for q, talks in out.items()}
+
     async def list_agent_states(self, agent: str | None = None) -> list[AgentStateData]:
         stmt = select(AgentStateRow).order_by(AgentStateRow.time, AgentStateRow.id)
         if agent is not None:

@@ -411,6 +411,28 @@ def test_position_and_periodic_announcements() -> None:
     assert got == [("c1", 1, False), ("c2", 2, False), ("c1", 1, True), ("c2", 2, True)]
 
 
+def test_estimated_wait_starts_from_seeded_talk_times() -> None:
+    """After a restart the estimate comes from stored talk times, not the 180 s guess."""
+    q = QueueConfig("q", members=("a0",), announce_position_every=30)
+    fresh = acd_with([q], agents("a0"))
+    fresh.agent_call_started("a0", 0)
+    fresh.enqueue("c1", "q", "1", 0)
+    fresh.drain()
+    run_until(fresh, 31)
+    (guess,) = [x for x in fresh.drain() if isinstance(x, Announce)]
+    assert guess.estimated_wait == 180  # no history at all
+
+    seeded = acd_with([q], agents("a0"))
+    seeded.seed_talk_times("q", [40.0, 60.0, 0.0])  # 0: not a talk time, ignored
+    seeded.seed_talk_times("gone", [10.0])  # a queue no longer configured: nothing happens
+    seeded.agent_call_started("a0", 0)
+    seeded.enqueue("c1", "q", "1", 0)
+    seeded.drain()
+    run_until(seeded, 31)
+    (announce,) = [x for x in seeded.drain() if isinstance(x, Announce)]
+    assert announce.estimated_wait == 44  # 40, then 0.8 * 40 + 0.2 * 60
+
+
 def test_returning_caller_reaches_the_agent_who_handled_them_last() -> None:
     q = QueueConfig("q", last_agent_days=7, last_agent_wait=20)
     acd = acd_with([q], agents("a0", "a1", "a2"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,7 +20,7 @@ import structlog
 import acd.host
 from acd import AgentConfig, AgentState, QueueConfig, Strategy, WrapUpMode
 from acd.host import AcdHost, AcdSettings
-from crm import AgentStateData, CustomerData, Store
+from crm import AgentStateData, CustomerData, QueueEventData, Store
 from pbx.events import CallArrived
 from tests.unit.fake_control import FakeCallControl
 
@@ -697,6 +697,47 @@ async def test_a_gold_customer_is_served_before_an_earlier_caller(
     assert host.acd.position(gold) == 1 and host.acd.position(first) == 2
     await log_in(control, ALICE)
     assert control.named("offer") == [("offer", gold, "alice/1001", ALICE)]
+
+
+async def test_a_restart_estimates_waits_from_the_stored_talk_times(
+    tmp_path: Path, clock: Clock, store: Store
+) -> None:
+    """Issue 15: after a restart the estimated wait uses the last week's completed calls of
+    the queue (the queue log's calltime), not the built-in 180 s."""
+    now = datetime.now(UTC)  # the host looks back a week from the wall clock
+    await store.add_acd_log(
+        [
+            QueueEventData(
+                now - timedelta(days=30),
+                "old",
+                "support",
+                "alice",
+                "COMPLETEAGENT",
+                ("5", "900", "1"),
+            ),  # older than a week: not used
+            QueueEventData(
+                now - timedelta(hours=2),
+                "c1",
+                "support",
+                "alice",
+                "COMPLETEAGENT",
+                ("5", "50", "1"),
+            ),
+            QueueEventData(
+                now - timedelta(hours=1),
+                "c2",
+                "support",
+                "bob",
+                "COMPLETECALLER",
+                ("5", "100", "1"),
+            ),
+        ],
+        [],
+    )
+    control = FakeCallControl(extensions=[ALICE, BOB, CUSTOMER])
+    host = make_host(control, tmp_path, store)
+    await host.start()
+    assert host.acd.queues["support"].avg_talk == pytest.approx(0.8 * 50 + 0.2 * 100)
 
 
 async def test_a_restart_brings_agents_back_as_the_store_last_saw_them(

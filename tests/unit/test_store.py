@@ -381,3 +381,21 @@ async def test_last_agent_states_name_each_agents_latest_row_and_login(store: St
         "a1": ("NOT_READY", "lunch", T0),
         "a2": ("RINGING", None, T0 + 9 * s),
     }
+
+
+async def test_recent_talk_times_per_queue_oldest_first(store: Store) -> None:
+    s = timedelta(seconds=1)
+    await store.add_acd_log(
+        [
+            QueueEventData(T0, "c0", "support", "a1", "COMPLETEAGENT", ("5", "999", "1")),
+            QueueEventData(T0 + s, "c1", "support", "a1", "COMPLETEAGENT", ("5", "60", "1")),
+            QueueEventData(T0 + 2 * s, "c2", "sales", "a2", "COMPLETECALLER", ("3", "30", "2")),
+            QueueEventData(T0 + 3 * s, "c3", "support", "a1", "COMPLETECALLER", ("2", "90", "1")),
+            QueueEventData(T0 + 4 * s, "c4", "support", "a1", "CONNECT", ("2", "c4", "1")),
+            QueueEventData(T0 + 5 * s, "c5", "support", "a1", "COMPLETEAGENT", ("x",)),
+        ],
+        [],
+    )
+    # Only completed calls since the given time; a row with no calltime field is skipped.
+    assert await store.recent_talk_times(T0 + s) == {"support": [60.0, 90.0], "sales": [30.0]}
+    assert await store.recent_talk_times(T0, per_queue=1) == {"support": [90.0], "sales": [30.0]}
