@@ -392,21 +392,20 @@ class Acd:
         if a.sm.state is AgentState.LOGGED_OUT:
             return
         t = a.sm.request(AgentEvent.LOGOUT, now)
-        if t is not None:
-            self._logged(a, t)
+        self._logged(a, t or _requested(a, AgentEvent.LOGOUT, now, None))
 
     def pause(self, agent: str, now: float, reason: str = "busy") -> None:
         a = self.agents[agent]
         if a.sm.state is AgentState.LOGGED_OUT:
             return
         t = a.sm.request(AgentEvent.PAUSE, now, reason)
-        if t is not None:
-            self._logged(a, t)
+        self._logged(a, t or _requested(a, AgentEvent.PAUSE, now, reason))
 
     def unpause(self, agent: str, now: float) -> None:
         a = self.agents[agent]
         if a.sm.pending is AgentEvent.PAUSE:
             a.sm.pending = a.sm.pending_reason = None  # changed their mind during the call
+            self._logged(a, _requested(a, AgentEvent.UNPAUSE, now, None))
             return
         if a.sm.state is not AgentState.NOT_READY:
             return
@@ -447,6 +446,7 @@ class Acd:
         self._unfree(agent)
         if state is AgentState.NOT_READY and a.sm.pending is None:
             a.sm.pending, a.sm.pending_reason = AgentEvent.PAUSE, reason
+            self._logged(a, _requested(a, AgentEvent.PAUSE, now, reason))  # back to it after
         if offered is not None:
             self._match_call(offered, now)
 
@@ -1206,6 +1206,12 @@ class Acd:
         self, now: float, call: str, queue: str, agent: str, event: str, data: tuple[str, ...]
     ) -> None:
         self.events.append(QueueEvent(now, call, queue, agent, event, data))
+
+
+def _requested(a: _Agent, event: AgentEvent, now: float, reason: str | None) -> AgentTransition:
+    """The state-log row of a request that waits for the call to end (old state == new
+    state, the request's event and reason): a restart after a crash finds it there."""
+    return AgentTransition(a.cfg.id, now, a.sm.state, a.sm.state, event, reason)
 
 
 def _smoothed(average: float, talk: float) -> float:

@@ -289,6 +289,28 @@ class AcdHost:
         for caller, (agent, at) in (await self.store.load_last_agents(since)).items():
             self.acd.last_agent[caller] = (agent, at.timestamp())
 
+    def _log_off_at_restore(
+        self, agent: str, last: AgentStateData, now: float, login_at: float, reason: str
+    ) -> None:
+        """An agent the restart does not bring back: AGENTLOGOFF in the queue log, a state
+        row with ``reason``, one log line."""
+        self.acd.log_event(
+            now, "", "", agent, "AGENTLOGOFF", (f"Local/{agent}", str(int(now - login_at)))
+        )
+        self._pending_states.append(
+            AgentStateData(
+                datetime.fromtimestamp(now, UTC),
+                agent,
+                last.new_state,
+                AgentState.LOGGED_OUT.value,
+                "restore",
+                reason,
+            )
+        )
+        (log.warning if reason == "removed_from_config" else log.info)(
+            "agent_logged_off", agent=agent, reason=reason
+        )
+
     async def _restore_agents(self) -> None:
         """Agents logged in (or paused) when Switchboard stopped or crashed are back as they
         were, like Asterisk's persistent members: their state is the store's last row. One
@@ -300,24 +322,21 @@ class AcdHost:
                 continue
             login_at = login.timestamp() if login is not None else now
             if agent not in self.acd.agents:
-                self.acd.log_event(
-                    now, "", "", agent, "AGENTLOGOFF", (f"Local/{agent}", str(int(now - login_at)))
-                )
-                self._pending_states.append(
-                    AgentStateData(
-                        datetime.fromtimestamp(now, UTC),
-                        agent,
-                        last.new_state,
-                        AgentState.LOGGED_OUT.value,
-                        "restore",
-                        "removed_from_config",
-                    )
-                )
-                log.warning("agent_logged_off", agent=agent, reason="removed_from_config")
+                self._log_off_at_restore(agent, last, now, login_at, "removed_from_config")
                 continue
             # A pause survives with its reason; any other state (a call, wrap-up) was cut
-            # by the stop, so the agent is back available.
-            paused = (last.reason or "busy") if last.new_state == "NOT_READY" else None
+            # by the stop, so the agent is back available. A row whose state did not change
+            # is a request waiting for the call to end (engine ``_requested``): a pause
+            # applies now, a logout logs the agent off.
+            pending = last.old_state == last.new_state != "NOT_READY"
+            if pending and last.event == "logout":
+                self._log_off_at_restore(agent, last, now, login_at, "pending logout")
+                continue
+            paused = (
+                (last.reason or "busy")
+                if last.new_state == "NOT_READY" or (pending and last.event == "pause")
+                else None
+            )
             if self.acd.restore(agent, now, paused=paused, login_at=login_at):
                 log.info("agent_restored", agent=agent, state=last.new_state, paused=paused)
         self._pump()

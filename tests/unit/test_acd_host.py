@@ -740,6 +740,53 @@ async def test_a_restart_estimates_waits_from_the_stored_talk_times(
     assert host.acd.queues["support"].avg_talk == pytest.approx(0.8 * 50 + 0.2 * 100)
 
 
+async def test_a_pause_or_logout_asked_for_during_a_call_survives_a_crash(
+    tmp_path: Path, clock: Clock, store: Store, logs: Logs
+) -> None:
+    """Alice asks for a lunch pause during a call; Bob, paused for training, takes a call
+    of his own; the server dies before either call ends. After the restart both are paused
+    with their reasons. Then Alice, on a call again, asks to log out, and the server dies
+    again: after that restart she is logged off (reason pending logout)."""
+    before = FakeCallControl(extensions=[ALICE, BOB, CUSTOMER, COLLEAGUE])
+    first = make_host(before, tmp_path, store)
+    await log_in(before, ALICE)
+    await log_in(before, BOB)
+    first.pause("bob", "training")
+    before.place_call(ALICE, COLLEAGUE)
+    before.place_call(BOB, COLLEAGUE)
+    first.pause("alice", "lunch")
+    assert state(first, "alice") is AgentState.ON_CALL  # the request waits for the call
+    await first.drain()  # what was committed before the crash
+
+    clock.advance(30)
+    second_control = FakeCallControl(extensions=[ALICE, BOB, CUSTOMER, COLLEAGUE])
+    second = make_host(second_control, tmp_path, store)
+    await second.start()
+    assert second.agent_states()["alice"] == (AgentState.NOT_READY, "lunch")
+    assert second.agent_states()["bob"] == (AgentState.NOT_READY, "training")
+
+    second.unpause("alice")
+    second_control.place_call(ALICE, COLLEAGUE)
+    second.logout("alice")
+    assert state(second, "alice") is AgentState.ON_CALL
+    await second.drain()
+
+    clock.advance(30)
+    third = make_host(FakeCallControl(extensions=[ALICE, BOB, CUSTOMER]), tmp_path, store)
+    await third.start()
+    assert third.agent_states()["alice"][0] is AgentState.LOGGED_OUT
+    assert third.agent_states()["bob"] == (AgentState.NOT_READY, "training")
+    await third.drain()
+    alice = await store.list_agent_states("alice")
+    assert (alice[-1].new_state, alice[-1].event, alice[-1].reason) == (
+        "LOGGED_OUT",
+        "restore",
+        "pending logout",
+    )
+    logoffs = [e.agent for e in await store.list_queue_events() if e.event == "AGENTLOGOFF"]
+    assert logoffs == ["alice"]
+
+
 async def test_a_restart_brings_agents_back_as_the_store_last_saw_them(
     tmp_path: Path, clock: Clock, store: Store, logs: Logs
 ) -> None:
