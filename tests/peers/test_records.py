@@ -32,6 +32,7 @@ dialplan:
   inbound:
     - {did: "5000", destination: {kind: queue, target: support}}
     - {did: "5001", destination: {kind: ivr, target: front}}
+    - {did: "5002", destination: {kind: ivr, target: rated}}
 """
 
 FRONT_FLOW = """name: front
@@ -42,10 +43,26 @@ nodes:
 """
 
 
+RATED_FLOW = """name: rated
+start: q
+nodes:
+  q: {type: queue, queue: support, survey: rate}
+"""
+
+SURVEY_FLOW = """name: rate
+start: ask
+nodes:
+  ask: {type: survey, timeout: 8, next: bye}
+  bye: {type: hangup, prompt: goodbye}
+"""
+
+
 def start(server_factory: Callable[..., Switchboard]) -> Switchboard:
     def flows(d: Path) -> None:
         (d / "ivr").mkdir()
         (d / "ivr" / "front.yaml").write_text(FRONT_FLOW)
+        (d / "ivr" / "rated.yaml").write_text(RATED_FLOW)
+        (d / "ivr" / "rate.yaml").write_text(SURVEY_FLOW)
 
     return server_factory(extensions=PEOPLE, extra_yaml=CONFIG, setup=flows)
 
@@ -273,3 +290,30 @@ def test_an_intercept_ends_the_agents_record_and_records_the_supervisor(
     assert (went_on["hangup_side"], went_on["hangup_cause"]) == ("caller", "normal_clearing")
     assert near(at(went_on["answer"]), t_intercept)
     assert near(went_on["billable_seconds"], t_end - t_intercept)
+
+
+def test_a_survey_after_a_queue_call_names_the_agent_id(
+    server_factory: Callable[..., Switchboard],
+    phone_factory: Callable[..., Phone],
+    tmp_path: Path,
+    tone_1k: Path,
+) -> None:
+    """An IVR queue node with a survey: Bob (agent a2) answers and hangs up; the caller
+    rates him with 1. The survey row names a2, as the queue log does, not extension 1002."""
+    sb = start(server_factory)
+    one, bob = (registered(phone_factory, sb, e) for e in ("1001", "1002"))
+    assert feature(bob, sb, "*45") == 200
+    cid = dial(one, sb, "5002", tone_1k)
+    b = answer(bob)
+    time.sleep(1.0)
+    bob.hangup(call=b)
+    bob.wait_disconnected(call=b, timeout=10)
+    one.record(tmp_path / "survey.wav", call=cid)  # keeps the phone's audio clock running
+    time.sleep(2.0)
+    one.send_dtmf("1", call=cid)
+    assert one.wait_disconnected(call=cid, timeout=15)["code"] == 200
+    (row,) = wait_for(lambda: sb.query("SELECT * FROM survey_results"), 10, "survey result")
+    assert (row["result"], row["agent"], row["caller"]) == ("satisfied", "a2", "1001")
+    rated, survey = records(sb, 2)
+    assert row["record_id"] == rated["record_id"] and rated["agent"] == "a2"
+    assert (survey["linked_id"], survey["callee"]) == (rated["record_id"], "survey:rate")
