@@ -784,6 +784,13 @@ class AcdHost:
             return
         self._own_legs.add(event.leg_id)
         state.leg_call = event.call_id
+        entry = self.acd.calls.get(state.acd_id)
+        self.control.annotate(  # a failed attempt's record still names its request
+            event.call_id,
+            queue=entry.queue if entry is not None else None,
+            queue_call_id=state.acd_id,
+            callback_id=self._callback_rows.get(state.acd_id),
+        )
         self.control.start_tone(event.call_id, "ringback")
         rang = self.control.offer(
             event.call_id,

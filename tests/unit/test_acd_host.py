@@ -622,6 +622,8 @@ async def test_a_callback_the_customer_refuses_releases_the_agent_for_a_retry(
     host.add_callback("ivr7", CUSTOMER, "support", CUSTOMER)
     ((_, origin, _, _),) = control.named("originate")
     agent_leg = control.answer_originate(origin)  # Alice hears ringback...
+    # The attempt's own record names the request (its queue-log id) and the queue.
+    assert control.notes[agent_leg] == {"queue": "support", "queue_call_id": "cb-ivr7"}
     control.reject_offer(agent_leg, "callback", 486)  # ...and the customer is busy
     assert ("hangup", agent_leg, "callback_failed") in control.commands
     assert queue_log(logs)[-1] == ("CALLBACKRETRY", "cb-ivr7", "")
