@@ -816,7 +816,7 @@ class Call:
         )
         self.log.info(
             "call_ended",
-            disposition=disposition,
+            disposition=detail.disposition,
             cause=cause,
             side=side,
             status=status,
@@ -840,7 +840,7 @@ class Call:
                 self.callee,
                 side,
                 cause,
-                disposition,
+                detail.disposition,  # as recorded: a queue call nobody answered is NO ANSWER
                 self.answered_at is not None,
             )
         )
