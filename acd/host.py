@@ -25,7 +25,10 @@ every relevant happening back, with the wall clock (``time.time()``) as the ACD'
   offers it to the other, and connects them.
 
 The queue event log and agent state log are written to the store in order by one writer
-task, and each event is also logged (``queue_event``, ``agent_state``).
+task, and each event is also logged (``queue_event``, ``agent_state``). The call's record
+says what the queue log says: ``ENTERQUEUE``, ``CONNECT`` and ``CALLBACKCONNECT`` annotate
+it (``CallControl.annotate``) with the queue, the queue log's call id, the agent id and the
+callback request (``docs/records.md``).
 """
 
 from __future__ import annotations
