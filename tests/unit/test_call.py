@@ -19,6 +19,8 @@ from media.dtmf import DtmfReceived
 from pbx import reinvite, sdp, transfer
 from pbx.b2bua import CallState
 from pbx.call import Call
+from pbx.control import CallControl
+from pbx.events import CallArrived, CallEvent
 from pbx.side import Side
 from tests.unit.call_harness import MOH, Phone, Sent, Switchboard, offer_sdp, settle
 
@@ -1083,3 +1085,41 @@ async def test_a_placed_call_is_recorded_from_the_connected_phone(sb: Switchboar
         "outbound",
         "caller",
     )
+
+
+async def test_services_annotate_a_record_through_the_seam(sb: Switchboard) -> None:
+    """``CallControl.annotate``: given values change, the first ``queued_at`` stays, an
+    unknown direction is refused, an ended call is not annotated; the post-call survey
+    rates the annotated agent id, not the extension."""
+    control = CallControl(sb.b2b, is_extension=lambda n: n in sb.phones, tone_plan=lambda: "us")
+    events: list[CallEvent] = []
+    control.subscribe(events.append)
+    alice, agent = sb.phone("1001"), sb.phone("2001")
+    call, _app = await answered_by_switchboard(sb, alice)
+    first = datetime.now(UTC) - timedelta(seconds=20)
+    assert control.annotate(call.id, queue="sales", queued_at=first, queue_call_id=call.id)
+    assert control.annotate(call.id, queue="support", queued_at=datetime.now(UTC))
+    with pytest.raises(ValueError, match="direction"):
+        control.annotate(call.id, direction="sideways")
+    answered: list[Side] = []
+    assert call.offer("o1", "2001", ring_timeout=30, on_answered=answered.append, on_failed=print)
+    await settle()
+    (sent,) = agent.incoming()
+    agent.answer(sent)
+    call.accept(answered[0])
+    assert control.annotate(call.id, agent="a7", callback_id=3)
+    control.continue_after_callee(call.id, "ivr", "rate")
+    agent.request("BYE")  # the agent hangs up: the caller goes to the survey
+    await settle()
+    rated = sb.details[-1]
+    assert (rated.queue, rated.agent, rated.callee, rated.callback_id) == (
+        "support",
+        "a7",
+        "2001",
+        3,
+    )
+    assert rated.queue_call_id == call.id and rated.wait_seconds is not None
+    assert rated.wait_seconds >= 20
+    (survey,) = [e for e in events if isinstance(e, CallArrived) and e.kind == "ivr"]
+    assert dict(survey.variables) == {"rated_call": call.id, "agent": "a7"}
+    assert not control.annotate(call.id, agent="late")  # its record is written
