@@ -25,7 +25,10 @@ every relevant happening back, with the wall clock (``time.time()``) as the ACD'
   offers it to the other, and connects them.
 
 The queue event log and agent state log are written to the store in order by one writer
-task, and each event is also logged (``queue_event``, ``agent_state``).
+task, and each event is also logged (``queue_event``, ``agent_state``). The call's record
+says what the queue log says: ``ENTERQUEUE``, ``CONNECT`` and ``CALLBACKCONNECT`` annotate
+it (``CallControl.annotate``) with the queue, the queue log's call id, the agent id and the
+callback request (``docs/records.md``).
 """
 
 from __future__ import annotations
@@ -809,6 +812,13 @@ class AcdHost:
             return
         self._own_legs.add(event.leg_id)
         state.leg_call = event.call_id
+        entry = self.acd.calls.get(state.acd_id)
+        self.control.annotate(  # a failed attempt's record still names its request
+            event.call_id,
+            queue=entry.queue if entry is not None else None,
+            queue_call_id=state.acd_id,
+            callback_id=self._callback_rows.get(state.acd_id),
+        )
         self.control.start_tone(event.call_id, "ringback")
         rang = self.control.offer(
             event.call_id,
@@ -1095,6 +1105,7 @@ class AcdHost:
             if e.event in ("CONNECT", "CALLBACKCONNECT") and e.call in self.acd.calls:
                 caller = self.acd.calls[e.call].caller
                 self._pending_last[caller] = (e.agent, at)
+            self._annotate(e.call, e.event, e.queue, e.agent, at)
             if e.event == "CALLBACKREQUEST" and e.call in self.acd.calls:
                 c = self.acd.calls[e.call]
                 self._pending_callbacks.append(
@@ -1133,6 +1144,27 @@ class AcdHost:
             self._queued_step += 1
             if self._writer is None or self._writer.done():
                 self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    def _annotate(self, acd_id: str, event: str, queue: str, agent: str, at: datetime) -> None:
+        """The call's record says what the queue log says (docs/records.md): the queue it
+        joined (the wait counts from the first), the queue log's id for it, the agent id
+        that answered, and for a callback the request it fulfils."""
+        call_id = self._calls.get(acd_id)
+        if call_id is None:
+            return
+        if event == "ENTERQUEUE":
+            self.control.annotate(call_id, queue=queue, queued_at=at, queue_call_id=acd_id)
+        elif event == "CONNECT":
+            self.control.annotate(call_id, queue=queue, agent=agent, queue_call_id=acd_id)
+        elif event == "CALLBACKCONNECT":
+            self.control.annotate(
+                call_id,
+                direction="outbound",
+                queue=queue,
+                agent=agent,
+                queue_call_id=acd_id,  # the call that asked for the callback
+                callback_id=self._callback_rows.get(acd_id),
+            )
 
     def _has_pending(self) -> bool:
         return bool(

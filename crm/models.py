@@ -94,6 +94,27 @@ class CallRecord(Base):
     callee_mos: Mapped[float | None] = mapped_column(Float, nullable=True)
     # The key trail: every digit the caller pressed in the IVR, in order.
     ivr_keys: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # What reports need (docs/records.md). All nullable: rows written before these columns
+    # existed, and calls that never met a queue, leave them empty.
+    # What the caller dialled (a DID, a queue's number, an extension), before any routing.
+    dialled: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # inbound (to a DID/IVR/queue/voicemail entry), outbound (placed by Switchboard: a
+    # callback) or internal (extension to extension, feature codes, conference rooms).
+    direction: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # When Switchboard itself answered the caller (IVR, queue, voicemail), before ``answer``
+    # (the party's answer, from which billable_seconds count).
+    system_answer: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # The queue the call was answered in (or last waited in) and the ACD agent id (as in the
+    # queue log, not an extension) who answered it.
+    queue: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    agent: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    # Seconds between joining the first queue and an agent answering (or the caller leaving).
+    wait_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The queue-log call id (queue_events.call_id) of this call's queue visit; for a callback
+    # the id of the original call that asked for it.
+    queue_call_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # For a callback's call: callback_requests.id of the request it fulfils.
+    callback_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Registration(Base):
@@ -160,7 +181,8 @@ class SurveyResult(Base):
     record_id: Mapped[str] = mapped_column(String(64), index=True)
     survey_record_id: Mapped[str] = mapped_column(String(64))
     caller: Mapped[str] = mapped_column(String(255))
-    # Who the caller talked to: the extension (or agent) that answered the rated call.
+    # Who the caller talked to: the ACD agent id (as in the queue log) for a queue call,
+    # else the extension that answered the rated call.
     agent: Mapped[str] = mapped_column(String(255), index=True)
     flow: Mapped[str] = mapped_column(String(255))
     # satisfied | neutral | unsatisfied | hung up without rating | invalid key |

@@ -48,13 +48,19 @@ _D = TypeVar("_D")
 
 
 class Disposition(StrEnum):
-    """Outcome of a call, as call-center reports name it."""
+    """Outcome of a call, as call-center reports name it (Asterisk's CDR vocabulary). A
+    queue call no agent answered (abandoned, timed out, turned into a callback) is
+    NO ANSWER although Switchboard answered the caller to play the queue (docs/records.md)."""
 
     ANSWERED = "ANSWERED"
     NO_ANSWER = "NO ANSWER"
     BUSY = "BUSY"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+
+
+# Who placed the call, seen from the call centre (docs/records.md).
+DIRECTIONS = ("inbound", "outbound", "internal")
 
 
 class HangupSide(StrEnum):
@@ -88,6 +94,9 @@ class CallRecordData:
     """A call detail record. ``duration`` and ``billable_seconds`` are derived from the times.
 
     ``duration`` = end - start; ``billable_seconds`` = end - answer, or 0 if never answered.
+    ``answer`` is when the called *party* answered (for a queue call: the agent), while
+    ``system_answer`` is when Switchboard answered the caller itself (IVR, queue). The
+    columns are described in ``docs/records.md``.
     """
 
     call_id: str
@@ -109,6 +118,14 @@ class CallRecordData:
     callee_jitter_ms: float | None = None
     callee_mos: float | None = None
     ivr_keys: str | None = None
+    dialled: str | None = None
+    direction: str | None = None  # inbound, outbound, internal (see docs/records.md)
+    system_answer: datetime | None = None
+    queue: str | None = None
+    agent: str | None = None
+    wait_seconds: float | None = None
+    queue_call_id: str | None = None
+    callback_id: int | None = None
     duration: float = field(init=False)
     billable_seconds: float = field(init=False)
     # Database id, set on records read back from the store.
@@ -124,6 +141,10 @@ class CallRecordData:
         object.__setattr__(self, "start", start)
         object.__setattr__(self, "end", end)
         object.__setattr__(self, "answer", answer)
+        if self.system_answer is not None:
+            object.__setattr__(self, "system_answer", _utc(self.system_answer))
+        if self.direction is not None and self.direction not in DIRECTIONS:
+            raise ValueError(f"unknown call direction {self.direction!r}")
         object.__setattr__(self, "disposition", Disposition(self.disposition))
         object.__setattr__(self, "hangup_side", HangupSide(self.hangup_side))
         object.__setattr__(self, "duration", (end - start).total_seconds())
@@ -322,6 +343,14 @@ _RECORD_FIELDS = (
     "callee_jitter_ms",
     "callee_mos",
     "ivr_keys",
+    "dialled",
+    "direction",
+    "system_answer",
+    "queue",
+    "agent",
+    "wait_seconds",
+    "queue_call_id",
+    "callback_id",
 )
 
 _BINDING_FIELDS = (
@@ -360,6 +389,14 @@ def _record_from_row(row: CallRecord) -> CallRecordData:
         callee_jitter_ms=row.callee_jitter_ms,
         callee_mos=row.callee_mos,
         ivr_keys=row.ivr_keys,
+        dialled=row.dialled,
+        direction=row.direction,
+        system_answer=row.system_answer,
+        queue=row.queue,
+        agent=row.agent,
+        wait_seconds=row.wait_seconds,
+        queue_call_id=row.queue_call_id,
+        callback_id=row.callback_id,
     )
 
 

@@ -123,6 +123,13 @@ class Call:
         self.state = CallState.SETUP
         self.start = datetime.now(UTC)
         self.answered_at: datetime | None = None
+        # For the record (pbx.cdr): when the callee party was connected (for a call
+        # Switchboard answered first, later than answered_at), when Switchboard itself
+        # answered the caller, whether Switchboard placed the call, and services' notes.
+        self.connected_at: datetime | None = None
+        self.system_answered_at: datetime | None = None
+        self.placed = False
+        self.notes = cdr.CallNotes(dialled=callee)
         self.a_tag = new_tag()
         self.a_answer_sdp = b""  # the answer we gave the caller (same in 18x and 200)
         self.a_final_sent = False
@@ -170,6 +177,8 @@ class Call:
         handed to an application): it starts in ANSWERED."""
         self._move(CallState.ANSWERED)
         self.answered_at = self.start
+        if self.b is not None:  # two parties from the start (a transfer's continuation)
+            self.connected_at = self.start
 
     def retired(self) -> None:
         """The call's sides went on in another call: it ends without a record."""
@@ -259,7 +268,7 @@ class Call:
             return False
         self._answer_caller()
         self._move(CallState.ANSWERED)
-        self.answered_at = datetime.now(UTC)
+        self.answered_at = self.system_answered_at = datetime.now(UTC)
         self.b2b.register_side(self, self.a)
         return True
 
@@ -348,7 +357,7 @@ class Call:
         media.bridge(self.a.leg_id, b.leg_id)
         self._answer_caller()
         self._move(CallState.ANSWERED)
-        self.answered_at = datetime.now(UTC)
+        self.answered_at = self.connected_at = datetime.now(UTC)
         self.b2b.register_side(self, self.a)
         self.b2b.register_side(self, b)
         self.log.debug("call_answered", contact=b.dialog.remote_target)
@@ -455,6 +464,7 @@ class Call:
             self.b2b.media.close_leg(b.leg_id)
             return
         self.b = b
+        self.connected_at = datetime.now(UTC)  # billable from here (pbx.cdr)
         self.b2b.listen_for_dtmf(b)
         media = self.b2b.media
         media.stop_tone(self.a.leg_id)
@@ -547,6 +557,7 @@ class Call:
         self.b = b
         b.label = "b"
         self.callee = b.ext
+        self.connected_at = datetime.now(UTC)  # billable from here (pbx.cdr)
         self.b2b.listen_for_dtmf(b)
         media = self.b2b.media
         if self.a.moh_player is not None:
@@ -561,26 +572,28 @@ class Call:
             self.cancel_offer(key)
         self.log.info("call_connected", to=b.ext)
 
-    def take_over(self, new: Side, retire: Call) -> None:
-        """Intercept: ``new`` (a supervisor's side, answered in the call ``retire``) replaces
-        the callee, who is hung up; ``retire`` disappears without a call record."""
+    def take_over(self, by: Call) -> Call:
+        """Intercept: the supervisor's call ``by`` (answered by Switchboard, listening in)
+        takes this call's caller over. The callee (the agent) is hung up and this call's
+        record ends here (cause ``intercepted``), so the agent's part is billed to the agent;
+        the supervisor's own call ends too (its record is the time spent listening); the
+        caller and the supervisor go on in a new call linked to this one, which keeps where
+        the caller came from (dialled number, queue). Returns the new call."""
         b2b = self.b2b
-        media = b2b.media
-        b2b.retire(retire)
+        sup = by.a
+        for s in (self.a, sup):
+            if s.moh_player is not None:
+                b2b.stop_music_on_hold(s.moh_player)
+                s.moh_player = None
         old = self.b
-        if old is not None:
-            if old.dialog is not None:
-                b2b.send_bye(old.dialog)
-            b2b.unregister_side(old)
-            media.close_leg(old.leg_id)
-        new.label = "b"
-        self.b = new
-        self.callee = new.ext
-        bridge_id = media.bridge(self.a.leg_id, new.leg_id)
-        for listener, speaker in ((self.a.leg_id, new.leg_id), (new.leg_id, self.a.leg_id)):
-            media.set_hears(bridge_id, listener, speaker, True)
-        b2b.register_side(self, new)
-        self.log.info("call_taken_over", by=new.ext, released=old.ext if old else None)
+        if old is not None and old.dialog is not None:
+            b2b.send_bye(old.dialog)
+        self.end("ANSWERED", "intercepted", "system", 200, keep_media=(self.a,))
+        by.end("ANSWERED", "intercepted", "caller", 200, keep_media=(sup,))
+        new = b2b.connect(self.a, sup, linked_id=self.linked_id or self.id, callee=sup.ext)
+        new.notes = self.notes.carried_over()
+        new.log.info("call_taken_over", by=sup.ext, released=old.ext if old else None)
+        return new
 
     def _hand_caller_over(self, start: Callable[[Call, Call], CallApplication]) -> None:
         """The callee hung up and the caller goes on to an application (a post-call
@@ -803,7 +816,7 @@ class Call:
         )
         self.log.info(
             "call_ended",
-            disposition=disposition,
+            disposition=detail.disposition,
             cause=cause,
             side=side,
             status=status,
@@ -827,7 +840,7 @@ class Call:
                 self.callee,
                 side,
                 cause,
-                disposition,
+                detail.disposition,  # as recorded: a queue call nobody answered is NO ANSWER
                 self.answered_at is not None,
             )
         )

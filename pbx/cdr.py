@@ -11,6 +11,23 @@ loss fraction and §A.8 interarrival jitter, with the MOS estimated from them) f
 answer (a clock step) is clamped to the answer. The disposition follows the CDR convention
 (ANSWERED, BUSY, NO ANSWER, FAILED, CANCELLED); ``sip_status`` is the final status the
 caller saw (RFC 3261 §21), 200 for answered calls.
+
+What reports need beyond SIP (``docs/records.md``): a call's :class:`CallNotes` hold the
+dialled number and direction (set by the SIP core) and what services add through
+``CallControl.annotate`` (queue, agent id, when the caller joined a queue, the queue-log
+call id, a callback request). From them:
+
+- ``answer`` is when the called *party* answered. A call Switchboard answered itself (IVR,
+  queue) and later connected to a phone (an agent, an extension) is answered when that
+  phone answered; ``system_answer`` keeps Switchboard's own answer. So billable seconds
+  (end - answer) count talk time, not IVR and queue time — as Asterisk's ``billsec`` counts
+  from the bridged party's answer.
+- A call that reached a queue and was connected to nobody has no ``answer`` and is
+  NO ANSWER, whatever the caller heard (Asterisk CDR disposition: no party answered).
+- ``wait_seconds`` runs from joining the first queue to the party's answer, or to the end.
+- A call Switchboard placed itself (a callback) and then connected to a second phone is
+  recorded from the connected phone (the agent) to the phone it dialled (the customer):
+  caller and callee, their quality figures and the hang-up side are named that way round.
 """
 
 from __future__ import annotations
@@ -27,7 +44,33 @@ from .persistence import CallDetail
 if TYPE_CHECKING:
     from .call import Call
 
-__all__ = ["Measurements", "call_detail", "measure"]
+__all__ = ["DIRECTIONS", "CallNotes", "Measurements", "call_detail", "measure"]
+
+DIRECTIONS = ("inbound", "outbound", "internal")
+
+
+@dataclass(slots=True)
+class CallNotes:
+    """What a call's record says beyond SIP; services add to it with
+    ``CallControl.annotate`` (see the module documentation)."""
+
+    dialled: str | None = None
+    direction: str = "internal"
+    queue: str | None = None
+    agent: str | None = None
+    queued_at: datetime | None = None  # when the caller joined the first queue
+    queue_call_id: str | None = None
+    callback_id: int | None = None
+
+    def carried_over(self) -> CallNotes:
+        """What a continuation of the call (after an intercept) keeps: where the caller
+        came from, not who answered."""
+        return CallNotes(
+            dialled=self.dialled,
+            direction=self.direction,
+            queue=self.queue,
+            queue_call_id=self.queue_call_id,
+        )
 
 
 @dataclass(slots=True)
@@ -69,13 +112,36 @@ def call_detail(
 ) -> CallDetail:
     """The record of ``call`` ending now (or at ``end``)."""
     end = end or datetime.now(UTC)
+    notes = call.notes
+    end = max(end, call.answered_at or end)
+    if call.connected_at is not None:
+        answer: datetime | None = call.connected_at
+    elif notes.queue is not None:
+        answer = None  # only Switchboard answered: the queue's caller reached nobody
+    else:
+        answer = call.answered_at
+    end = max(end, answer or end)
+    if answer is None and disposition == "ANSWERED":
+        disposition = "NO ANSWER"
+    wait = None
+    if notes.queued_at is not None:
+        wait = round(max(0.0, ((answer or end) - notes.queued_at).total_seconds()), 3)
+    caller, callee = call.caller, call.callee
+    if call.placed and call.b is not None:
+        # Switchboard dialled ``a`` for ``b`` (a callback): b placed the call.
+        caller, callee = call.b.ext, call.a.ext
+        side = {"caller": "callee", "callee": "caller"}.get(side, side)
+        quality = {
+            ("callee" + k[6:] if k.startswith("caller") else "caller" + k[6:]): v
+            for k, v in quality.items()
+        }
     return CallDetail(
         call_id=call.call_id,
-        caller=call.caller,
-        callee=call.callee,
+        caller=caller,
+        callee=callee,
         start=call.start,
-        answer=call.answered_at,
-        end=max(end, call.answered_at or end),
+        answer=answer,
+        end=end,
         hangup_cause=cause,
         disposition=disposition,
         hangup_side=side,
@@ -83,5 +149,13 @@ def call_detail(
         linked_id=call.linked_id,
         record_id=call.id,
         ivr_keys=call.ivr_keys or None,
+        dialled=notes.dialled,
+        direction=notes.direction,
+        system_answer=call.system_answered_at,
+        queue=notes.queue,
+        agent=notes.agent,
+        wait_seconds=wait,
+        queue_call_id=notes.queue_call_id,
+        callback_id=notes.callback_id,
         **quality,
     )

@@ -12,6 +12,8 @@ door into it for everything above ``pbx``:
   a call to an extension, originate a call, supervise (listen, whisper, barge, intercept),
   tap a call's audio, hang up, hand a call to another service.
 - **Events** (:mod:`pbx.events`) go to every subscriber of :meth:`subscribe`.
+- **Record notes**: :meth:`annotate` adds what a service knows to a call's record (queue,
+  agent id, queue-log id, callback request; see ``docs/records.md``).
 
 How calls reach a service: a service *serves* destination kinds (``queue``, ``ivr``,
 ``voicemail``) and *claims* feature codes. The SIP server answers a call routed to a kind
@@ -30,6 +32,7 @@ import asyncio
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -40,6 +43,7 @@ from media.player import load_prompt
 
 from .b2bua import B2bua
 from .call import Call, CallState
+from .cdr import DIRECTIONS
 from .events import (
     CallAnswered,
     CallArrived,
@@ -241,7 +245,9 @@ class CallControl:
             asyncio.get_running_loop().call_soon(self._publish_arrival, call, event(call.id))
             return app
 
-        self._b2b.start_application(invite, source, transport, caller, dialled, start)
+        call = self._b2b.start_application(invite, source, transport, caller, dialled, start)
+        # An IVR, queue or voicemail destination is the call centre's way in.
+        call.notes.direction = "inbound"
 
     def _publish_arrival(self, call: Call, event: CallArrived) -> None:
         if not call.ended:
@@ -500,6 +506,11 @@ class CallControl:
             first.moh_player = None
         self._b2b.retire(call)
         final = self._b2b.connect(side, first, linked_id=None, callee=first.ext)
+        # Switchboard dialled both phones: the record names the first one (the agent) as
+        # the caller of the one that answered the offer (see pbx.cdr).
+        final.placed = True
+        final.notes.direction = "outbound"
+        final.notes.dialled = side.ext
         return final.id
 
     def connect_to(self, call_id: str, extension: str) -> bool:
@@ -523,7 +534,9 @@ class CallControl:
             return
 
         def start(new: Call, ended: Call) -> _Driven:
-            variables = (("rated_call", ended.id), ("agent", ended.callee))
+            # The survey rates the agent (the ACD's id, as in the queue log) when the call
+            # was a queue call, else the extension that answered.
+            variables = (("rated_call", ended.id), ("agent", ended.notes.agent or ended.callee))
             event = CallArrived(
                 new.id,
                 kind,
@@ -572,6 +585,47 @@ class CallControl:
                 linked_id=call.linked_id,
             )
         )
+        return True
+
+    def annotate(
+        self,
+        call_id: str,
+        *,
+        dialled: str | None = None,
+        direction: str | None = None,
+        queue: str | None = None,
+        agent: str | None = None,
+        queued_at: datetime | None = None,
+        queue_call_id: str | None = None,
+        callback_id: int | None = None,
+    ) -> bool:
+        """Add what a service knows to the record of a live call (``docs/records.md``):
+        the number the caller dialled, the direction (inbound, outbound, internal), the
+        queue, the agent id that answered (the ACD's id, as in the queue log), when the
+        caller joined the first queue (the wait counts from there), the queue log's id for
+        the call and the callback request it fulfils. Only the given values change; a
+        ``queued_at`` once set stays (an overflow does not restart the wait). False if the
+        call is gone (its record is already written)."""
+        call = self._live(call_id)
+        if call is None:
+            return False
+        if direction is not None and direction not in DIRECTIONS:
+            raise ValueError(f"unknown call direction {direction!r}")
+        notes = call.notes
+        if dialled is not None:
+            notes.dialled = dialled
+        if direction is not None:
+            notes.direction = direction
+        if queue is not None:
+            notes.queue = queue
+        if agent is not None:
+            notes.agent = agent
+        if queued_at is not None and notes.queued_at is None:
+            notes.queued_at = queued_at
+        if queue_call_id is not None:
+            notes.queue_call_id = queue_call_id
+        if callback_id is not None:
+            notes.callback_id = callback_id
         return True
 
     def hold_acknowledgement(self, call_id: str, stored: Awaitable[None]) -> bool:
@@ -628,6 +682,9 @@ class CallControl:
                 start=lambda c: _Driven(),
                 record_id=call_id,
             )
+            call.placed = True
+            call.notes.direction = "outbound"
+            call.notes.dialled = extension
             events.publish(OriginateAnswered(offer_id, call.id, side.ext, side.leg_id))
 
         def failed(status: int) -> None:
@@ -673,6 +730,8 @@ class CallControl:
             if bridge is None:
                 return False
             media.join(bridge, own.a.leg_id)
+            # The supervisor's call is recorded linked to the call it supervised.
+            own.linked_id = own.linked_id or target.linked_id or target.id
             state = _Supervision(supervisor_call, target_call, bridge)
             self._supervisions[supervisor_call] = state
 
@@ -697,7 +756,7 @@ class CallControl:
         if mode == "intercept":
             state.mode = mode
             self._supervisions.pop(state.supervisor, None)
-            target.take_over(own.a, own)
+            target.take_over(own)
             return True
         sup, caller, agent = own.a.leg_id, target.a.leg_id, target.b.leg_id
         media.set_hears(state.bridge, caller, sup, mode == "barge")

@@ -64,7 +64,7 @@ class CallDetail:
     answer: datetime | None
     end: datetime
     hangup_cause: str
-    disposition: str  # ANSWERED, NO ANSWER, BUSY, FAILED, CANCELLED
+    disposition: str  # ANSWERED, NO ANSWER, BUSY, FAILED, CANCELLED (docs/records.md)
     hangup_side: str  # caller, callee, system
     sip_status: int | None
     record_id: str | None = None  # Switchboard's id of this call
@@ -77,6 +77,16 @@ class CallDetail:
     callee_jitter_ms: float | None = None
     callee_mos: float | None = None
     ivr_keys: str | None = None  # digits the caller pressed in an IVR, in order
+    # What reports need (docs/records.md): set by the SIP core or by services through
+    # ``CallControl.annotate``.
+    dialled: str | None = None  # what the caller dialled, before routing
+    direction: str | None = None  # inbound, outbound, internal
+    system_answer: datetime | None = None  # Switchboard answered the caller (IVR, queue)
+    queue: str | None = None
+    agent: str | None = None  # the ACD's agent id (as in the queue log), not an extension
+    wait_seconds: float | None = None  # from joining a queue to the agent's answer
+    queue_call_id: str | None = None  # the call id the queue log uses for this call
+    callback_id: int | None = None  # callback_requests.id this call fulfils
 
 
 class Persistence(Protocol):

@@ -12,7 +12,10 @@ which publish the events the real seam would, in the same order:
   (``LegClosed``) and then publishes ``CallEnded``;
 - an answered offer is ``OfferAnswered``; one that no subscriber accepted is released;
   ``accept_offer`` publishes ``LegAnswered`` for the phone that joins the call;
-- a feature code nobody answered, took or rejected from its handler is refused with 480.
+- a feature code nobody answered, took or rejected from its handler is refused with 480;
+- ``annotate`` keeps what services add to a call's record in ``notes`` (only while the
+  call lives, as the real seam); an intercept ends the supervised call and the
+  supervisor's, and continues caller and supervisor in a new linked call.
 """
 
 from __future__ import annotations
@@ -88,6 +91,8 @@ class FakeCallControl:
         self.originated: dict[str, tuple[str, str, str]] = {}  # offer id -> (call, ext, label)
         self.released: list[str] = []  # legs of phones that answered but were not wanted
         self.held_acks: dict[str, Awaitable[None]] = {}  # call id -> what its BYE 200 waits for
+        self.notes: dict[str, dict[str, Any]] = {}  # call id -> record notes (annotate)
+        self.intercepted: dict[str, str] = {}  # supervised call -> the call that goes on
         self._ids = itertools.count(1)
 
     # -- the SIP side, played by the test -------------------------------------------------------
@@ -452,6 +457,17 @@ class FakeCallControl:
         )
         return True
 
+    def annotate(self, call_id: str, **notes: Any) -> bool:
+        """Record notes, as the real seam: given values replace, ``queued_at`` stays. Kept
+        in ``notes``, not in ``commands`` (they change nothing a phone hears)."""
+        if self._gone(call_id):
+            return False
+        kept = self.notes.setdefault(call_id, {})
+        for name, value in notes.items():
+            if value is not None and not (name == "queued_at" and name in kept):
+                kept[name] = value
+        return True
+
     def hold_acknowledgement(self, call_id: str, stored: Awaitable[None]) -> bool:
         self.commands.append(("hold_acknowledgement", call_id))
         self.held_acks[call_id] = stored
@@ -486,8 +502,9 @@ class FakeCallControl:
         self.originated.pop(offer_id, None)
 
     def supervise(self, supervisor_call: str, target_call: str, mode: str) -> bool:
-        """``intercept``: the supervisor's phone replaces the callee, whose leg closes; the
-        supervisor's own call is retired without ending."""
+        """``intercept``: the callee's leg closes and the supervised call ends (cause
+        ``intercepted``), then the supervisor's own call; caller and supervisor go on in a
+        new call linked to the supervised one (``intercepted[target]`` is its id)."""
         self.commands.append(("supervise", supervisor_call, target_call, mode))
         target = self.calls_by_id.get(target_call)
         if self._gone(supervisor_call) or target is None or target.ended:
@@ -495,12 +512,38 @@ class FakeCallControl:
         if target.callee_ext is None or target.callee_leg is None:
             return False
         if mode == "intercept":
-            own = self.calls_by_id.pop(supervisor_call)
-            released = target.callee_leg
-            target.callee = target.callee_ext = own.caller
-            target.callee_leg = own.caller_leg
-            self.publish(LegClosed(released))
-            self.publish(LegAnswered(target_call, own.caller_leg, own.caller, "callee"))
+            own = self.calls_by_id[supervisor_call]
+            target.state = own.state = "ended"
+            self.publish(LegClosed(target.callee_leg))
+            self.publish(
+                CallEnded(
+                    target_call,
+                    target.caller,
+                    target.callee,
+                    "system",
+                    "intercepted",
+                    "ANSWERED",
+                    True,
+                )
+            )
+            self.publish(
+                CallEnded(
+                    supervisor_call,
+                    own.caller,
+                    own.callee,
+                    "caller",
+                    "intercepted",
+                    "ANSWERED",
+                    True,
+                )
+            )
+            new = self.new_call(target.caller, own.caller, caller_leg=target.caller_leg)
+            joined = self.calls_by_id[new]
+            joined.callee_ext, joined.callee_leg = own.caller, own.caller_leg
+            joined.linked_id = target.linked_id or target_call
+            self.intercepted[target_call] = new
+            self.publish(LegAnswered(new, target.caller_leg, target.caller, "caller"))
+            self.publish(LegAnswered(new, own.caller_leg, own.caller, "callee"))
         return True
 
     def _gone(self, call_id: str) -> bool:

@@ -142,6 +142,9 @@ async def test_caller_hears_queue_music_until_an_agent_logs_in_and_answers(
     call = control.arrive("queue", "support", CUSTOMER, "600")
     assert control.commands == [("music_on_hold", call, [MUSIC])]
     assert host.acd.is_waiting(call)
+    # The call's record names the queue, the queue log's id and when the wait began.
+    joined = datetime.fromtimestamp(clock.now, UTC)
+    assert control.notes[call] == {"queue": "support", "queued_at": joined, "queue_call_id": call}
 
     login = await log_in(control, ALICE)
     # The agent's phone rings with the caller; the confirmation beep's own short call does
@@ -160,6 +163,13 @@ async def test_caller_hears_queue_music_until_an_agent_logs_in_and_answers(
     assert control.snapshot(call).callee_ext == ALICE
     assert state(host, "alice") is AgentState.ON_CALL
     assert not host.acd.is_waiting(call)
+    # ...and the agent id (as in the queue log, not the extension); the wait stays.
+    assert control.notes[call] == {
+        "queue": "support",
+        "queued_at": joined,
+        "queue_call_id": call,
+        "agent": "alice",
+    }
     # time|call|queue|agent|CONNECT|hold seconds|call|ring seconds
     assert queue_line(logs, "CONNECT")[1:] == [
         call,
@@ -486,9 +496,12 @@ async def test_a_supervisor_who_intercepts_takes_the_call_and_frees_the_agent(
     assert control.commands[-1] == ("supervise", listen, call, "intercept")
     assert queue_log(logs)[-1] == ("COMPLETEAGENT", call, "alice")  # Alice's part is done
     assert state(host, "alice") is AgentState.AVAILABLE
-    assert control.snapshot(call).callee_ext == SUPERVISOR
+    assert control.snapshot(call).ended  # the agent's part of the call (and its record)
+    went_on = control.intercepted[call]
+    assert control.snapshot(went_on).callee_ext == SUPERVISOR
+    assert control.snapshot(went_on).linked_id == call
     logged = queue_log(logs)
-    control.end(call)  # the customer and the supervisor hang up later: not the ACD's call
+    control.end(went_on)  # the customer and the supervisor hang up later: not the ACD's call
     assert queue_log(logs) == logged
     assert state(host, "alice") is AgentState.AVAILABLE
 
@@ -579,6 +592,10 @@ async def test_a_callback_rings_one_party_then_offers_the_other(
     assert connected.caller == CUSTOMER
     assert state(host, "alice") is AgentState.ON_CALL
     assert queue_log(logs)[-1] == ("CALLBACKCONNECT", request, "alice")
+    # The record: an outbound call for the request's queue-log id, answered by alice.
+    notes = control.notes[connected.call_id]
+    assert (notes["direction"], notes["queue"], notes["agent"]) == ("outbound", "support", "alice")
+    assert notes["queue_call_id"] == request
 
     control.end(connected.call_id, side="callee")
     assert queue_log(logs)[-1] == ("COMPLETEAGENT", request, "alice")
@@ -605,6 +622,8 @@ async def test_a_callback_the_customer_refuses_releases_the_agent_for_a_retry(
     host.add_callback("ivr7", CUSTOMER, "support", CUSTOMER)
     ((_, origin, _, _),) = control.named("originate")
     agent_leg = control.answer_originate(origin)  # Alice hears ringback...
+    # The attempt's own record names the request (its queue-log id) and the queue.
+    assert control.notes[agent_leg] == {"queue": "support", "queue_call_id": "cb-ivr7"}
     control.reject_offer(agent_leg, "callback", 486)  # ...and the customer is busy
     assert ("hangup", agent_leg, "callback_failed") in control.commands
     assert queue_log(logs)[-1] == ("CALLBACKRETRY", "cb-ivr7", "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import pathlib
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -18,6 +19,8 @@ from media.dtmf import DtmfReceived
 from pbx import reinvite, sdp, transfer
 from pbx.b2bua import CallState
 from pbx.call import Call
+from pbx.control import CallControl
+from pbx.events import CallArrived, CallEvent
 from pbx.side import Side
 from tests.unit.call_harness import MOH, Phone, Sent, Switchboard, offer_sdp, settle
 
@@ -978,18 +981,145 @@ async def test_an_illegal_transition_raises(sb: Switchboard) -> None:
         call._move(CallState.RINGING)
 
 
-async def test_take_over_replaces_the_callee(sb: Switchboard) -> None:
-    """Intercept: a supervisor's answered side replaces the callee, who is hung up."""
+async def test_take_over_closes_the_agents_record_and_links_the_supervisors(
+    sb: Switchboard,
+) -> None:
+    """Intercept: the agent is hung up and the call's record ends there; the supervisor's
+    own (listening) call is recorded too; caller and supervisor go on in a new call linked
+    to the first, which keeps the dialled number and the queue but names no agent."""
     alice, bob, boss = sb.phone("1001"), sb.phone("1002"), sb.phone("3000")
     _, b_id = await connect(sb, alice, bob)
     call = sb.b2b.calls[0]
+    call.notes.queue, call.notes.agent, call.notes.queue_call_id = "support", "a2", "q1"
     sup, _app = await answered_by_switchboard(sb, boss)
-    call.take_over(sup.a, sup)
+    new = call.take_over(sup)
     assert [r.call_id for r in bob.requests_to_me("BYE")] == [b_id]
-    assert call.b is sup.a and call.callee == "3000"
-    assert sb.b2b.calls == [call]
-    assert sb.media.bridged(call.a.leg_id, sup.a.leg_id)
-    # The supervisor's BYE now ends the call it took over.
+    assert call.ended and sup.ended and sb.b2b.calls == [new]
+    assert new.b is sup.a and new.callee == "3000" and new.linked_id == call.id
+    assert sb.media.bridged(new.a.leg_id, sup.a.leg_id)
+    agent_part, listening = sb.details
+    assert (agent_part.record_id, agent_part.callee, agent_part.agent) == (call.id, "1002", "a2")
+    assert (agent_part.hangup_cause, agent_part.disposition) == ("intercepted", "ANSWERED")
+    assert (listening.record_id, listening.caller, listening.hangup_cause) == (
+        sup.id,
+        "3000",
+        "intercepted",
+    )
+    # The supervisor's BYE now ends the call they took over.
     boss.request("BYE")
     assert len(alice.requests_to_me("BYE")) == 1
-    assert [d.record_id for d in sb.details] == [call.id]
+    last = sb.details[-1]
+    assert (last.record_id, last.caller, last.callee, last.linked_id) == (
+        new.id,
+        "1001",
+        "3000",
+        call.id,
+    )
+    assert (last.queue, last.queue_call_id, last.agent) == ("support", "q1", None)
+    assert last.answer is not None and last.answer >= agent_part.end
+
+
+async def test_queue_call_bills_from_the_agents_answer(sb: Switchboard) -> None:
+    """A call Switchboard answered (the IVR, the queue) and connected to an agent later:
+    ``answer`` is the agent's answer, ``system_answer`` Switchboard's; the wait runs from
+    joining the queue to the agent's answer (docs/records.md)."""
+    alice, agent = sb.phone("1001"), sb.phone("2001")
+    call, _app = await answered_by_switchboard(sb, alice)
+    assert call.notes.dialled == "4100"
+    queued = datetime.now(UTC) - timedelta(seconds=30)
+    call.notes.queue, call.notes.queued_at = "support", queued
+    answered: list[Side] = []
+    assert call.offer("o1", "2001", ring_timeout=30, on_answered=answered.append, on_failed=print)
+    await settle()
+    (sent,) = agent.incoming()
+    agent.answer(sent)
+    call.accept(answered[0])
+    call.notes.agent = "a1"
+    agent.request("BYE")
+    (rec,) = sb.details
+    assert rec.system_answer == call.system_answered_at and rec.answer == call.connected_at
+    assert rec.system_answer is not None and rec.answer is not None
+    assert rec.answer > rec.system_answer
+    assert (rec.disposition, rec.callee, rec.dialled, rec.agent) == (
+        "ANSWERED",
+        "2001",
+        "4100",
+        "a1",
+    )
+    assert rec.wait_seconds is not None and 30 <= rec.wait_seconds < 31
+
+
+async def test_a_queue_call_nobody_answered_is_no_answer(sb: Switchboard) -> None:
+    """Abandoned: Switchboard answered to play the queue, but no party did."""
+    alice = sb.phone("1001")
+    call, _app = await answered_by_switchboard(sb, alice)
+    call.notes.queue, call.notes.queued_at = "support", datetime.now(UTC) - timedelta(seconds=5)
+    alice.request("BYE")
+    (rec,) = sb.details
+    assert (rec.disposition, rec.answer, rec.hangup_side) == ("NO ANSWER", None, "caller")
+    assert rec.system_answer is not None and rec.queue == "support" and rec.agent is None
+    assert rec.wait_seconds is not None and 5 <= rec.wait_seconds < 6
+    # An IVR-only call (no queue) stays answered by Switchboard, billed from its answer.
+    call2, _ = await answered_by_switchboard(sb, sb.phone("1003"))
+    call2.hang_up_caller()
+    assert (sb.details[-1].disposition, sb.details[-1].answer) == ("ANSWERED", call2.answered_at)
+
+
+async def test_a_placed_call_is_recorded_from_the_connected_phone(sb: Switchboard) -> None:
+    """A callback: Switchboard dialled the customer (side a) and connected the agent (b);
+    the record reads agent -> customer, with the quality and hang-up side swapped too."""
+    alice, agent = sb.phone("1001"), sb.phone("2001")
+    call, _app = await answered_by_switchboard(sb, alice)
+    call.placed, call.notes.direction = True, "outbound"
+    answered: list[Side] = []
+    assert call.offer("cb", "2001", ring_timeout=30, on_answered=answered.append, on_failed=print)
+    await settle()
+    (sent,) = agent.incoming()
+    agent.answer(sent)
+    call.accept(answered[0])
+    agent.request("BYE")  # the agent hangs up
+    (rec,) = sb.details
+    assert (rec.caller, rec.callee, rec.direction, rec.hangup_side) == (
+        "2001",
+        "1001",
+        "outbound",
+        "caller",
+    )
+
+
+async def test_services_annotate_a_record_through_the_seam(sb: Switchboard) -> None:
+    """``CallControl.annotate``: given values change, the first ``queued_at`` stays, an
+    unknown direction is refused, an ended call is not annotated; the post-call survey
+    rates the annotated agent id, not the extension."""
+    control = CallControl(sb.b2b, is_extension=lambda n: n in sb.phones, tone_plan=lambda: "us")
+    events: list[CallEvent] = []
+    control.subscribe(events.append)
+    alice, agent = sb.phone("1001"), sb.phone("2001")
+    call, _app = await answered_by_switchboard(sb, alice)
+    first = datetime.now(UTC) - timedelta(seconds=20)
+    assert control.annotate(call.id, queue="sales", queued_at=first, queue_call_id=call.id)
+    assert control.annotate(call.id, queue="support", queued_at=datetime.now(UTC))
+    with pytest.raises(ValueError, match="direction"):
+        control.annotate(call.id, direction="sideways")
+    answered: list[Side] = []
+    assert call.offer("o1", "2001", ring_timeout=30, on_answered=answered.append, on_failed=print)
+    await settle()
+    (sent,) = agent.incoming()
+    agent.answer(sent)
+    call.accept(answered[0])
+    assert control.annotate(call.id, agent="a7", callback_id=3)
+    control.continue_after_callee(call.id, "ivr", "rate")
+    agent.request("BYE")  # the agent hangs up: the caller goes to the survey
+    await settle()
+    rated = sb.details[-1]
+    assert (rated.queue, rated.agent, rated.callee, rated.callback_id) == (
+        "support",
+        "a7",
+        "2001",
+        3,
+    )
+    assert rated.queue_call_id == call.id and rated.wait_seconds is not None
+    assert rated.wait_seconds >= 20
+    (survey,) = [e for e in events if isinstance(e, CallArrived) and e.kind == "ivr"]
+    assert dict(survey.variables) == {"rated_call": call.id, "agent": "a7"}
+    assert not control.annotate(call.id, agent="late")  # its record is written

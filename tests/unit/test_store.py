@@ -125,6 +125,63 @@ async def test_call_record_round_trip(store: Store) -> None:
     assert await store.get_call_record("missing") is None
 
 
+async def test_queue_call_record_round_trip_with_report_columns(store: Store) -> None:
+    """A queue call: answered by the IVR at +1 s, by agent a2 at +41 s after 30 s in the
+    queue; billable time counts from the agent's answer (docs/records.md)."""
+    rec = CallRecordData(
+        call_id="q@10.0.0.1",
+        caller="1001",
+        callee="1002",
+        start=T0,
+        system_answer=T0 + timedelta(seconds=1),
+        answer=T0 + timedelta(seconds=41),
+        end=T0 + timedelta(seconds=47),
+        hangup_cause=HangupCause.NORMAL_CLEARING,
+        disposition=Disposition.ANSWERED,
+        hangup_side=HangupSide.CALLER,
+        sip_status=200,
+        record_id="r1",
+        dialled="5000",
+        direction="inbound",
+        queue="support",
+        agent="a2",
+        wait_seconds=30.0,
+        queue_call_id="r1",
+        callback_id=7,
+    )
+    await store.add_call_record(rec)
+    got = await store.get_call_record("q@10.0.0.1")
+    assert got == rec
+    assert got is not None and got.system_answer == T0 + timedelta(seconds=1)
+    assert (got.duration, got.billable_seconds, got.wait_seconds) == (47.0, 6.0, 30.0)
+    assert (got.dialled, got.direction, got.queue, got.agent) == (
+        "5000",
+        "inbound",
+        "support",
+        "a2",
+    )
+    assert (got.queue_call_id, got.callback_id) == ("r1", 7)
+    # The report columns are optional: an older-style record reads back with them empty.
+    await store.add_call_record(_answered())
+    plain = await store.get_call_record("abc@10.0.0.1")
+    assert plain is not None and (plain.direction, plain.queue, plain.agent) == (None, None, None)
+
+
+def test_call_record_rejects_an_unknown_direction() -> None:
+    with pytest.raises(ValueError, match="direction"):
+        CallRecordData(
+            call_id="x",
+            caller="1001",
+            callee="1002",
+            start=T0,
+            end=T0,
+            hangup_cause="normal_clearing",
+            disposition=Disposition.NO_ANSWER,
+            hangup_side=HangupSide.CALLER,
+            direction="sideways",
+        )
+
+
 async def test_call_record_times_are_normalised_to_utc(store: Store) -> None:
     plus2 = timezone(timedelta(hours=2))
     start = datetime(2024, 5, 1, 14, 0, 0, tzinfo=plus2)  # == T0
