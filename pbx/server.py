@@ -94,6 +94,11 @@ class Extension:
     # How the phone sends DTMF: "auto" listens in-band when no telephone-event was
     # negotiated; "inband" always; "rfc4733"/"info" never run the audio detector.
     dtmf_mode: str = "auto"
+    # Voicemail (the extension's ``voicemail:`` config): unanswered / busy calls roll to the
+    # mailbox of the same number; how its phones get message-waiting NOTIFYs (RFC 3842).
+    voicemail_on_busy: bool = False
+    voicemail_on_no_answer: bool = False
+    mwi: str = "subscribe"  # subscribe, unsolicited, off
 
 
 @dataclass(frozen=True, slots=True)
