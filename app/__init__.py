@@ -27,6 +27,8 @@ from app.settings import (
     build_dialplan,
     conferences_from_config,
     extensions_from_config,
+    mailbox_codes_from_config,
+    mailboxes_from_config,
     pbx_feature_codes,
     settings_from_config,
 )
@@ -154,7 +156,16 @@ async def build_server(cfg: SwitchboardConfig, config_dir: Path | None = None) -
         prompt_path=prompt_resolver(folder) if config_dir is not None else None,
     )
     acd = AcdHost(server.control, store, acd_settings_from_config(cfg, folder))
-    ivr = IvrHost(server.control, store, plan, flows, folder, callback_requests=acd.add_callback)
+    ivr = IvrHost(
+        server.control,
+        store,
+        plan,
+        flows,
+        folder,
+        callback_requests=acd.add_callback,
+        mailboxes=mailboxes_from_config(cfg, folder),
+        mailbox_codes=mailbox_codes_from_config(cfg),
+    )
     await acd.start()
     return Running(server, store, ivr, acd, cfg)
 
@@ -188,7 +199,13 @@ def reload_config(running: Running, config_path: Path) -> bool:
             log.warning("config_reload_refused", problem=str(problem))
         return False
     old, running.config = running.config, cfg
-    running.ivr.reconfigure(plan, flows, folder)
+    running.ivr.reconfigure(
+        plan,
+        flows,
+        folder,
+        mailboxes=mailboxes_from_config(cfg, folder),
+        mailbox_codes=mailbox_codes_from_config(cfg),
+    )
     if (old.agents, old.queues, old.acd, old.features) != (
         cfg.agents,
         cfg.queues,
@@ -229,6 +246,7 @@ async def run(
         pid_file = config_dir / PID_FILE
     try:
         await server.start()
+        await running.ivr.publish_mailbox_counts()  # message-waiting state after a restart
         if pid_file is not None:
             pid_file.write_text(f"{os.getpid()}\n")
         log.info(

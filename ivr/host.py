@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,15 +43,18 @@ from ivr import (
     PromptSets,
     parse_flow,
 )
+from ivr.mailbox import Mailbox, MailboxCodes, MailboxMenu, Message
 from ivr.pbx_call import PbxCallControl
 from pbx.control import CallControl
 from pbx.dialplan import Dialplan
 from pbx.events import (
+    CallAnswered,
     CallArrived,
     CallEnded,
     CallEvent,
     ConnectFailed,
     DtmfReceived,
+    FeatureCodeDialled,
     PlaybackFinished,
 )
 
@@ -97,15 +101,25 @@ class IvrHost:
         *,
         voicemail_dir: Path | None = None,
         callback_requests: CallbackRequests | None = None,
+        mailboxes: Mapping[str, Mailbox] | None = None,
+        mailbox_codes: MailboxCodes | None = None,
     ) -> None:
         self.control = control
         self.store = store
         self._pending: set[asyncio.Task[None]] = set()
         self._sessions: dict[str, PbxCallControl] = {}  # by call id
+        self._menus: dict[str, str | None] = {}  # answered mailbox-code calls -> mailbox
         # Who takes a ``callback`` result that names a queue: (call id, caller, queue,
         # number) -> True when it did (the ACD keeps the request in line and in the store).
         self.callback_requests = callback_requests
-        self.reconfigure(plan, flows, config_dir, voicemail_dir=voicemail_dir)
+        self.reconfigure(
+            plan,
+            flows,
+            config_dir,
+            voicemail_dir=voicemail_dir,
+            mailboxes=mailboxes,
+            mailbox_codes=mailbox_codes,
+        )
         self._unsubscribe = control.subscribe(self._on_event)
         control.serve("ivr", "voicemail")
 
@@ -116,8 +130,16 @@ class IvrHost:
         config_dir: Path,
         *,
         voicemail_dir: Path | None = None,
+        mailboxes: Mapping[str, Mailbox] | None = None,
+        mailbox_codes: MailboxCodes | None = None,
     ) -> None:
         """The flows of a new configuration; calls already in a flow finish on theirs."""
+        self.mailboxes = dict(mailboxes or {})
+        self.mailbox_codes = mailbox_codes or MailboxCodes()
+        self._mailbox_flows: dict[tuple[Path | None, float], Flow] = {}
+        if self.store is not None:
+            codes = self.mailbox_codes
+            self.control.claim_feature_codes("voicemail", [codes.own, codes.any])
         self.plan = plan
         self.flows = dict(flows)
         self.config_dir = config_dir
@@ -142,6 +164,13 @@ class IvrHost:
         match event:
             case CallArrived(kind="ivr" | "voicemail"):
                 self._arrived(event)
+            case FeatureCodeDialled(code=code) if code in (
+                self.mailbox_codes.own,
+                self.mailbox_codes.any,
+            ):
+                self._mailbox_code(event)
+            case CallAnswered(call_id=call_id) if call_id in self._menus:
+                self._open_mailbox(call_id, self._menus.pop(call_id))
             case DtmfReceived(call_id=call_id, digit=digit, role="caller"):
                 session = self._sessions.get(call_id)
                 if session is not None and not session.released:
@@ -155,6 +184,7 @@ class IvrHost:
                 if session is not None and session.released:
                     session.on_connect_failed(status)
             case CallEnded(call_id=call_id):
+                self._menus.pop(call_id, None)
                 session = self._sessions.pop(call_id, None)
                 if session is not None:
                     session.on_hangup()
@@ -166,7 +196,7 @@ class IvrHost:
         if event.kind == "voicemail":
             mailbox = event.target or event.dialled
             call.did = mailbox
-            self._run(self.voicemail_flow, call, {"mailbox": mailbox})
+            self._run(self._voicemail_flow(mailbox), call, {"mailbox": mailbox})
             return
         flow = self.flows.get(event.target)
         if flow is None:  # removed by a reload since the call was sent here
@@ -174,6 +204,88 @@ class IvrHost:
             self.control.hangup(event.call_id, "ivr_flow_missing")
             return
         self._run(flow, call, dict(event.variables))
+
+    def _voicemail_flow(self, mailbox: str) -> Flow:
+        """The message-taking flow for ``mailbox``: its own greeting and time limit, if it
+        has them."""
+        box = self.mailboxes.get(mailbox)
+        if box is None or (box.greeting is None and box.max_seconds == 120.0):
+            return self.voicemail_flow
+        key = (box.greeting, box.max_seconds)
+        flow = self._mailbox_flows.get(key)
+        if flow is None:
+            greeting = (
+                f"  greeting: {{type: play, file: {json.dumps(str(box.greeting))}, next: record}}\n"
+                if box.greeting is not None
+                else ""
+            )
+            prompt = ", prompt: null" if box.greeting is not None else ""
+            text = (
+                f"name: voicemail\nstart: {'greeting' if greeting else 'record'}\nnodes:\n"
+                f"{greeting}"
+                f'  record: {{type: voicemail, mailbox: "${{mailbox}}"{prompt}, '
+                f"max_seconds: {box.max_seconds}, next: bye}}\n"
+                "  bye: {type: hangup, prompt: goodbye}\n"
+            )
+            parsed, problems = parse_flow(
+                text,
+                f"<voicemail {mailbox}>",
+                base_dir=self.config_dir,
+                prompts=PromptSets.for_config(self.config_dir),
+            )
+            if parsed is None:
+                log.warning("voicemail_greeting_unusable", mailbox=mailbox, problems=problems)
+                return self.voicemail_flow
+            flow = self._mailbox_flows[key] = parsed
+        return flow
+
+    # -- the owner's mailbox menu --------------------------------------------------------------
+
+    def _mailbox_code(self, event: FeatureCodeDialled) -> None:
+        """``voicemail_own`` opens the caller's mailbox; ``voicemail_any`` asks which one
+        (or takes the digits dialled after it)."""
+        if event.code == self.mailbox_codes.own:
+            mailbox: str | None = event.caller
+        else:
+            mailbox = event.digits or None
+        self._menus[event.call_id] = mailbox
+        if not self.control.answer(event.call_id):
+            self._menus.pop(event.call_id, None)
+
+    def _open_mailbox(self, call_id: str, mailbox: str | None) -> None:
+        info = self.control.info(call_id)
+        if info is None or self.store is None:
+            return
+        call = PbxCallControl(self.control, call_id, caller=info.caller, did=info.callee)
+        self._sessions[call_id] = call
+        menu = MailboxMenu(
+            call,
+            _StoredMessages(self.store, self.control),
+            self.mailboxes,
+            PromptSets.for_config(self.config_dir),
+            mailbox=mailbox,
+        )
+
+        async def run() -> None:
+            ended = await menu.run()
+            log.info(
+                "mailbox_menu_ended",
+                call=call_id,
+                reason=ended.reason,
+                mailbox=ended.mailbox,
+                heard=ended.heard,
+                deleted=ended.deleted,
+            )
+
+        self._spawn(run())
+
+    async def publish_mailbox_counts(self) -> None:
+        """Tell the SIP side every mailbox's message counts (at start, so phones that
+        subscribe learn about messages left before a restart)."""
+        if self.store is None:
+            return
+        for mailbox, (new, old) in (await self.store.voicemail_counts()).items():
+            self.control.message_waiting(mailbox, new, old)
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -309,6 +421,7 @@ class IvrHost:
             log.error("voicemail_not_stored", path=str(path), error=repr(exc))
             return
         log.info("voicemail_stored", id=vm_id, mailbox=data["mailbox"], seconds=data["seconds"])
+        await _report_counts(self.store, self.control, str(data["mailbox"]))
 
     async def _store_survey(self, result: SurveyResultData) -> None:
         assert self.store is not None
@@ -327,3 +440,37 @@ class IvrHost:
             log.error("callback_request_not_stored", number=request.number, error=repr(exc))
             return
         log.info("callback_requested", id=request_id, number=request.number, new=created)
+
+
+async def _report_counts(store: Store, control: CallControl, mailbox: str) -> None:
+    """The mailbox's counts changed: the SIP side tells its phones (message-waiting)."""
+    for box, (new, old) in (await store.voicemail_counts(mailbox)).items():
+        control.message_waiting(box, new, old)
+
+
+class _StoredMessages:
+    """The mailbox menu's messages (:class:`ivr.mailbox.MessageStore`) in the store; every
+    change is reported to the SIP side for message-waiting indication."""
+
+    def __init__(self, store: Store, control: CallControl) -> None:
+        self.store = store
+        self.control = control
+
+    async def messages(self, mailbox: str) -> list[Message]:
+        return [
+            Message(vm.id, vm.caller, vm.created_at, Path(vm.path), vm.heard)
+            for vm in await self.store.mailbox_messages(mailbox)
+            if vm.id is not None
+        ]
+
+    async def mark_heard(self, mailbox: str, message_id: int) -> None:
+        if await self.store.mark_voicemail_heard(message_id):
+            await _report_counts(self.store, self.control, mailbox)
+
+    async def delete(self, mailbox: str, message_id: int) -> None:
+        gone = await self.store.delete_voicemail(message_id)
+        if gone is None:
+            return
+        await asyncio.to_thread(Path(gone.path).unlink, missing_ok=True)
+        log.info("voicemail_deleted", id=message_id, mailbox=mailbox)
+        await _report_counts(self.store, self.control, mailbox)
