@@ -155,6 +155,7 @@ class MailboxMenu:
         self._local = local_time
         self.heard = 0
         self.deleted = 0
+        self._marked: set[int] = set()  # messages marked heard in this session
 
     async def run(self) -> MenuEnded:
         """Run to the end (the call is hung up unless the caller did)."""
@@ -222,7 +223,7 @@ class MailboxMenu:
 
     async def _message(self, mailbox: str, index: int, message: Message) -> bool:
         """Play one message and act on the keys; False: the owner is done."""
-        offers = 0
+        silent = 0  # option prompts in a row that got no key
         play = True
         while True:
             if play:
@@ -230,16 +231,16 @@ class MailboxMenu:
                 digit = await self._play_message(mailbox, index, message)
             else:
                 digit = await self._option()
-                offers += 1
+                silent = silent + 1 if digit is None else 0
             if digit is None:
-                if offers >= OPTION_PROMPTS:
+                if silent >= OPTION_PROMPTS:
                     return False
                 continue
             action = KEYS.get(digit)
             if action == "repeat":
                 play = True
             elif action == "save":
-                if not message.heard:
+                if not message.heard and message.id not in self._marked:
                     await self.store.mark_heard(mailbox, message.id)
                 await self._say("vm-saved")
                 return True
@@ -271,8 +272,9 @@ class MailboxMenu:
         if digit is not None:
             return digit
         digit = await self._play([message.path])
-        if not message.heard:
+        if not message.heard and message.id not in self._marked:
             await self.store.mark_heard(mailbox, message.id)
+            self._marked.add(message.id)
             self.heard += 1
         return digit
 
