@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import signal
 from collections.abc import Callable, Collection, Iterator
@@ -42,7 +43,7 @@ from config import (
     load_config,
 )
 from config.schema import KnownNames
-from crm import Store
+from crm import Store, VoicemailData
 from ivr import Flow, PromptSets, check_flows, load_flows
 from ivr.host import IvrHost
 from pbx.server import SipServer
@@ -51,11 +52,13 @@ __all__ = [
     "Running",
     "StorePersistence",
     "build_server",
+    "export_voicemail",
     "load_all",
     "queue_log_lines",
     "reload_config",
     "run",
     "settings_from_config",
+    "voicemail_messages",
 ]
 
 log = structlog.get_logger("switchboard")
@@ -181,6 +184,34 @@ async def queue_log_lines(
         return [e.queue_log_line() for e in await store.list_queue_events(since, queue)]
     finally:
         await store.close()
+
+
+async def voicemail_messages(config_path: Path, mailbox: str | None = None) -> list[VoicemailData]:
+    """Voicemail messages (oldest first, optionally of one mailbox) from the store the config
+    names. Raises ``ConfigError`` for a config with errors."""
+    cfg = load_config(config_path)
+    store = await Store.open(cfg.store.url)
+    try:
+        return await store.list_voicemails(mailbox)
+    finally:
+        await store.close()
+
+
+async def export_voicemail(config_path: Path, vm_id: int, out: Path) -> tuple[VoicemailData, bool]:
+    """Copy message ``vm_id``'s WAV to ``out``; returns the message and whether the file
+    still matches its stored SHA-256. ``LookupError`` when there is no such message,
+    ``OSError`` when its file cannot be read or ``out`` written."""
+    cfg = load_config(config_path)
+    store = await Store.open(cfg.store.url)
+    try:
+        message = await store.get_voicemail(vm_id)
+    finally:
+        await store.close()
+    if message is None:
+        raise LookupError(f"no voicemail message {vm_id}")
+    data = await asyncio.to_thread(Path(message.path).read_bytes)
+    await asyncio.to_thread(out.write_bytes, data)
+    return message, hashlib.sha256(data).hexdigest() == message.sha256
 
 
 PID_FILE = "switchboard.pid"
