@@ -28,7 +28,6 @@ from app.settings import (
     build_dialplan,
     conferences_from_config,
     extensions_from_config,
-    mailbox_codes_from_config,
     mailboxes_from_config,
     pbx_feature_codes,
     settings_from_config,
@@ -167,7 +166,6 @@ async def build_server(cfg: SwitchboardConfig, config_dir: Path | None = None) -
         folder,
         callback_requests=acd.add_callback,
         mailboxes=mailboxes_from_config(cfg, folder),
-        mailbox_codes=mailbox_codes_from_config(cfg),
     )
     await acd.start()
     return Running(server, store, ivr, acd, cfg)
@@ -235,7 +233,6 @@ def reload_config(running: Running, config_path: Path) -> bool:
         flows,
         folder,
         mailboxes=mailboxes_from_config(cfg, folder),
-        mailbox_codes=mailbox_codes_from_config(cfg),
     )
     if (old.agents, old.queues, old.acd, old.features) != (
         cfg.agents,

@@ -12,7 +12,7 @@ from acd import AgentConfig, QueueConfig, RuleStep, Strategy, WrapUpMode, parse_
 from acd.host import AcdCodes, AcdSettings
 from config import SwitchboardConfig
 from config.schema import ExtensionConfig
-from ivr.mailbox import Mailbox, MailboxCodes
+from ivr.mailbox import Mailbox
 from pbx import dialplan as dp
 from pbx.features import Feature
 from pbx.server import DEFAULT_MUSIC_ON_HOLD, Conference, Extension, ServerSettings
@@ -25,7 +25,6 @@ __all__ = [
     "build_dialplan",
     "conferences_from_config",
     "extensions_from_config",
-    "mailbox_codes_from_config",
     "mailboxes_from_config",
     "settings_from_config",
 ]
@@ -179,10 +178,6 @@ def acd_settings_from_config(cfg: SwitchboardConfig, config_dir: Path) -> AcdSet
         },
         codes=codes,
     )
-
-
-def mailbox_codes_from_config(cfg: SwitchboardConfig) -> MailboxCodes:
-    return MailboxCodes(own=cfg.features.voicemail_own, any=cfg.features.voicemail_any)
 
 
 def build_dialplan(cfg: SwitchboardConfig) -> dp.Dialplan:

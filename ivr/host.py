@@ -43,18 +43,16 @@ from ivr import (
     PromptSets,
     parse_flow,
 )
-from ivr.mailbox import Mailbox, MailboxCodes, MailboxMenu, Message
+from ivr.mailbox import Mailbox, MailboxMenu, Message
 from ivr.pbx_call import PbxCallControl
 from pbx.control import CallControl
 from pbx.dialplan import Dialplan
 from pbx.events import (
-    CallAnswered,
     CallArrived,
     CallEnded,
     CallEvent,
     ConnectFailed,
     DtmfReceived,
-    FeatureCodeDialled,
     PlaybackFinished,
 )
 
@@ -102,13 +100,11 @@ class IvrHost:
         voicemail_dir: Path | None = None,
         callback_requests: CallbackRequests | None = None,
         mailboxes: Mapping[str, Mailbox] | None = None,
-        mailbox_codes: MailboxCodes | None = None,
     ) -> None:
         self.control = control
         self.store = store
         self._pending: set[asyncio.Task[None]] = set()
         self._sessions: dict[str, PbxCallControl] = {}  # by call id
-        self._menus: dict[str, str | None] = {}  # answered mailbox-code calls -> mailbox
         # Who takes a ``callback`` result that names a queue: (call id, caller, queue,
         # number) -> True when it did (the ACD keeps the request in line and in the store).
         self.callback_requests = callback_requests
@@ -118,10 +114,10 @@ class IvrHost:
             config_dir,
             voicemail_dir=voicemail_dir,
             mailboxes=mailboxes,
-            mailbox_codes=mailbox_codes,
         )
         self._unsubscribe = control.subscribe(self._on_event)
-        control.serve("ivr", "voicemail")
+        # ``mailbox``: the owner's menu (the SIP core's voicemail_own / voicemail_any codes).
+        control.serve("ivr", "voicemail", "mailbox")
 
     def reconfigure(
         self,
@@ -131,15 +127,10 @@ class IvrHost:
         *,
         voicemail_dir: Path | None = None,
         mailboxes: Mapping[str, Mailbox] | None = None,
-        mailbox_codes: MailboxCodes | None = None,
     ) -> None:
         """The flows of a new configuration; calls already in a flow finish on theirs."""
         self.mailboxes = dict(mailboxes or {})
-        self.mailbox_codes = mailbox_codes or MailboxCodes()
         self._mailbox_flows: dict[tuple[Path | None, float], Flow] = {}
-        if self.store is not None:
-            codes = self.mailbox_codes
-            self.control.claim_feature_codes("voicemail", [codes.own, codes.any])
         self.plan = plan
         self.flows = dict(flows)
         self.config_dir = config_dir
@@ -164,13 +155,8 @@ class IvrHost:
         match event:
             case CallArrived(kind="ivr" | "voicemail"):
                 self._arrived(event)
-            case FeatureCodeDialled(code=code) if code in (
-                self.mailbox_codes.own,
-                self.mailbox_codes.any,
-            ):
-                self._mailbox_code(event)
-            case CallAnswered(call_id=call_id) if call_id in self._menus:
-                self._open_mailbox(call_id, self._menus.pop(call_id))
+            case CallArrived(kind="mailbox", call_id=call_id, target=target, caller=caller):
+                self._open_mailbox(call_id, caller, target or None)
             case DtmfReceived(call_id=call_id, digit=digit, role="caller"):
                 session = self._sessions.get(call_id)
                 if session is not None and not session.released:
@@ -184,7 +170,6 @@ class IvrHost:
                 if session is not None and session.released:
                     session.on_connect_failed(status)
             case CallEnded(call_id=call_id):
-                self._menus.pop(call_id, None)
                 session = self._sessions.pop(call_id, None)
                 if session is not None:
                     session.on_hangup()
@@ -241,22 +226,13 @@ class IvrHost:
 
     # -- the owner's mailbox menu --------------------------------------------------------------
 
-    def _mailbox_code(self, event: FeatureCodeDialled) -> None:
-        """``voicemail_own`` opens the caller's mailbox; ``voicemail_any`` asks which one
-        (or takes the digits dialled after it)."""
-        if event.code == self.mailbox_codes.own:
-            mailbox: str | None = event.caller
-        else:
-            mailbox = event.digits or None
-        self._menus[event.call_id] = mailbox
-        if not self.control.answer(event.call_id):
-            self._menus.pop(event.call_id, None)
-
-    def _open_mailbox(self, call_id: str, mailbox: str | None) -> None:
-        info = self.control.info(call_id)
-        if info is None or self.store is None:
+    def _open_mailbox(self, call_id: str, caller: str, mailbox: str | None) -> None:
+        """The owner's menu on an answered call: ``mailbox`` (the caller's own, from
+        ``voicemail_own``), or None to ask for the number (``voicemail_any``)."""
+        if self.store is None:
+            self.control.hangup(call_id, "mailbox_unavailable")
             return
-        call = PbxCallControl(self.control, call_id, caller=info.caller, did=info.callee)
+        call = PbxCallControl(self.control, call_id, caller=caller, did=mailbox or "")
         self._sessions[call_id] = call
         menu = MailboxMenu(
             call,

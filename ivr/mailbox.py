@@ -3,9 +3,11 @@
 Theory of operation
 -------------------
 A mailbox owner dials ``voicemail_own`` (their own mailbox) or ``voicemail_any`` (asks the
-mailbox number first). :class:`MailboxMenu` then runs on the call through the same small
-:class:`~ivr.engine.IvrCall` interface as IVR flows (play, collect a digit, hang up), so a
-test drives it with scripted digits and no sockets, and the host runs it on a real call:
+mailbox number first, unless it was dialled after the code); the SIP core answers those codes
+and hands the call to the service serving ``mailbox`` (the IVR host). :class:`MailboxMenu`
+then runs on the call through the same small :class:`~ivr.engine.IvrCall` interface as IVR
+flows (play, collect a digit, hang up), so a test drives it with scripted digits and no
+sockets, and the host runs it on a real call:
 
 1. the PIN, ended by ``#`` (or the longest PIN length); :data:`MAX_PIN_ATTEMPTS` wrong
    entries → goodbye. An unknown mailbox or one without a PIN fails exactly like a wrong PIN
@@ -42,7 +44,6 @@ __all__ = [
     "KEYS",
     "MAX_PIN_ATTEMPTS",
     "Mailbox",
-    "MailboxCodes",
     "MailboxMenu",
     "MenuEnded",
     "Message",
@@ -72,14 +73,6 @@ class Mailbox:
     greeting: Path | None = None
     max_seconds: float = 120.0
     language: str = "en"
-
-
-@dataclass(frozen=True, slots=True)
-class MailboxCodes:
-    """The feature codes of the mailbox menu."""
-
-    own: str = "*97"
-    any: str = "*98"
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,6 +89,8 @@ DEFAULT_FEATURE_CODES: dict[str, str] = {
     "dnd_off": "*79",
     "pickup": "*8",
     "directed_pickup": "**",
+    "voicemail_own": "*97",
+    "voicemail_any": "*98",
 }
 
 # The track that ships with the project (media/prompts/make_moh.py made it).
@@ -764,6 +766,19 @@ class SipServer:
     ) -> None:
         """A feature code dialled from ``user``'s phone."""
         dialled = req.request_uri.user_unescaped() or ""
+        if feature.feature in (Feature.VOICEMAIL_OWN, Feature.VOICEMAIL_ANY):
+            # The mailbox menu: the service serving "mailbox" answers (target: the mailbox,
+            # or "" when it must ask for one).
+            box = user if feature.feature is Feature.VOICEMAIL_OWN else feature.argument
+            if not self.control.serves("mailbox"):
+                self._reject_call(req, user, dialled, 480, "mailbox_unavailable")
+                return
+
+            def arrived(call_id: str) -> CallArrived:
+                return CallArrived(call_id, "mailbox", box, user, dialled)
+
+            self.control.arrive(req, source, transport, user, dialled, arrived)
+            return
         if feature.feature in (Feature.PICKUP, Feature.DIRECTED_PICKUP):
             group = self.extensions[user].pickup_group
             if feature.feature is Feature.DIRECTED_PICKUP:
