@@ -874,7 +874,8 @@ class SipServer:
         dest = decision.destination
         if dest.kind is not DestinationKind.VOICEMAIL:
             return None
-        return dest.target or decision.number
+        box = dest.target or decision.number
+        return box if box in self.extensions else None  # mailboxes are extensions
 
     def _mailbox_for(self, ext: str, reason: str) -> str | None:
         """Where a call to ``ext`` that failed for ``reason`` (``busy``, ``no_answer``) is
