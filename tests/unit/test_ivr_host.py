@@ -398,7 +398,8 @@ async def test_mailbox_owner_deletes_a_message_and_phones_are_told(
     control: FakeCallControl, config_dir: Path, sqlite_store: Store, logs: Logs
 ) -> None:
     """A message is left (the SIP side hears the new count), the owner's *97 call arrives
-    for the mailbox, the owner enters the PIN, deletes the message from its envelope: row and file gone, count back to 0."""
+    for the mailbox, the owner enters the PIN, deletes the message from its envelope: row
+    and file gone, count back to 0."""
     boxes = {"2000": Mailbox("2000", "4711")}
     ivr = IvrHost(cast(Any, control), sqlite_store, Dialplan(), {}, config_dir, mailboxes=boxes)
     assert control.serves("mailbox")
@@ -438,3 +439,20 @@ async def test_mailbox_owner_deletes_a_message_and_phones_are_told(
     assert ("message_waiting", "2000", 0, 0) in control.commands
     (ended,) = [e for e in logs if e["event"] == "mailbox_menu_ended"]
     assert (ended["reason"], ended["deleted"]) == ("goodbye", 1)
+
+
+def test_a_mailbox_greeting_replaces_the_standard_prompt(tmp_path: Path) -> None:
+    soundfile.write(str(tmp_path / "hi.wav"), np.zeros(800, np.int16), 8000)
+    boxes = {
+        "1": Mailbox("1", "1234", greeting=tmp_path / "hi.wav", max_seconds=30.0),
+        "2": Mailbox("2", None, greeting=tmp_path / "missing.wav"),
+        "3": Mailbox("3", None),
+    }
+    host = IvrHost(cast(Any, FakeCallControl()), None, Dialplan(), {}, tmp_path, mailboxes=boxes)
+    flow = host._voicemail_flow("1")
+    greeting, record = flow.nodes["greeting"], flow.nodes["record"]
+    assert flow.start == "greeting" and greeting.file == str(tmp_path / "hi.wav")  # type: ignore[union-attr]
+    assert record.prompt is None and record.max_seconds == 30.0  # type: ignore[union-attr]
+    # A greeting file that is gone falls back to the standard prompt (with a warning).
+    assert host._voicemail_flow("2") is host.voicemail_flow
+    assert host._voicemail_flow("3") is host.voicemail_flow

@@ -149,3 +149,28 @@ async def test_mailbox_codes_without_a_service_are_480(monkeypatch: Any) -> None
     pbx = Pbx()
     monkeypatch.setattr(pbx.server.control, "serves", lambda kind: kind != "mailbox")
     assert (await pbx.invite("1002", "pw2", "*97")).status == 480
+
+
+def test_voicemail_settings_become_extension_and_mailbox_settings(tmp_path: Any) -> None:
+    from app.settings import mailboxes_from_config
+
+    cfg = parse_config(
+        CONFIG.replace(
+            "on_no_answer: true}",
+            "on_no_answer: true, no_answer_seconds: 7,"
+            " greeting: hi.wav, language: zh, max_message_seconds: 30}",
+        ),
+        "test.yaml",
+    )
+    ext = extensions_from_config(cfg)
+    assert (ext["1001"].ring_timeout, ext["1001"].voicemail_on_busy) == (7.0, True)
+    assert (ext["1002"].ring_timeout, ext["1002"].voicemail_on_no_answer) == (30.0, False)
+    assert not ext["1003"].voicemail_on_busy and ext["1003"].mwi == "subscribe"
+    boxes = mailboxes_from_config(cfg, tmp_path)
+    assert boxes["1001"].greeting == tmp_path / "hi.wav"
+    assert (boxes["1001"].pin, boxes["1001"].language, boxes["1001"].max_seconds) == (
+        "4711",
+        "zh",
+        30.0,
+    )
+    assert boxes["1002"].pin is None  # voicemail not enabled: nobody can listen
