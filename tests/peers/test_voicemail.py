@@ -91,3 +91,38 @@ def test_unanswered_call_to_mailbox_owner_listens_and_deletes_with_mwi(
         10,
         "a 0/0 summary",
     )
+
+
+def test_busy_call_rolls_to_the_mailbox_and_unsolicited_mwi_reaches_the_phone(
+    server_factory: Callable[..., Switchboard],
+    phone_factory: Callable[..., Phone],
+    tone_1k: Path,
+) -> None:
+    """A phone that never subscribes (``mwi: unsolicited``) learns about a message left after
+    it rejected the call as busy (486)."""
+    extensions = {
+        "1001": {
+            "name": "Alice",
+            "password": "alice-pw",
+            "voicemail": {"enabled": True, "pin": "4711", "mwi": "unsolicited"},
+        },
+        "1002": {"name": "Bob", "password": "bob-pw"},
+    }
+    sb = server_factory(extensions=extensions)
+    owner = registered(phone_factory, sb, "1001")  # no SUBSCRIBE
+    owner.wait_mwi(False, timeout=10)  # unsolicited NOTIFY on registration: nothing new
+    caller = registered(phone_factory, sb, "1002")
+    cid = caller.call(sb.uri("1001"))
+    ring = owner.wait_incoming(timeout=10)
+    owner.reject(call=ring["call"], code=486)
+    caller.wait_call_state("CONFIRMED", call=cid, timeout=10)  # the mailbox answers
+    caller.wait_media_active(call=cid, timeout=10)
+    caller.play(tone_1k, call=cid)
+    time.sleep(6.0)
+    caller.hangup(call=cid)
+    (row,) = wait_for(lambda: sb.query("SELECT * FROM voicemails"), 10, "the voicemail row")
+    assert (row["mailbox"], row["caller"]) == ("1001", "1002")
+    event = owner.wait_mwi(True, timeout=10)
+    assert "Voice-Message: 1/0" in event["body"] and not event["subscription_state"]
+    rolled = [e for e in sb.log_events() if e.get("event") == "call_to_voicemail"]
+    assert rolled and rolled[0]["reason"] == "busy", rolled
