@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import signal
 import time
@@ -29,6 +30,7 @@ from app.settings import (
     build_dialplan,
     conferences_from_config,
     extensions_from_config,
+    mailboxes_from_config,
     pbx_feature_codes,
     settings_from_config,
 )
@@ -42,7 +44,7 @@ from config import (
     load_config,
 )
 from config.schema import KnownNames
-from crm import Store
+from crm import Store, VoicemailData
 from ivr import Flow, PromptSets, check_flows, load_flows
 from ivr.host import IvrHost
 from pbx.server import SipServer
@@ -52,11 +54,13 @@ __all__ = [
     "Running",
     "StorePersistence",
     "build_server",
+    "export_voicemail",
     "load_all",
     "queue_log_lines",
     "reload_config",
     "run",
     "settings_from_config",
+    "voicemail_messages",
 ]
 
 log = structlog.get_logger("switchboard")
@@ -159,7 +163,15 @@ async def build_server(cfg: SwitchboardConfig, config_dir: Path | None = None) -
         prompt_path=prompt_resolver(folder) if config_dir is not None else None,
     )
     acd = AcdHost(server.control, store, acd_settings_from_config(cfg, folder))
-    ivr = IvrHost(server.control, store, plan, flows, folder, callback_requests=acd.add_callback)
+    ivr = IvrHost(
+        server.control,
+        store,
+        plan,
+        flows,
+        folder,
+        callback_requests=acd.add_callback,
+        mailboxes=mailboxes_from_config(cfg, folder),
+    )
     await acd.start()
     return Running(server, store, ivr, acd, cfg, cfg)
 
@@ -175,6 +187,34 @@ async def queue_log_lines(
         return [e.queue_log_line() for e in await store.list_queue_events(since, queue)]
     finally:
         await store.close()
+
+
+async def voicemail_messages(config_path: Path, mailbox: str | None = None) -> list[VoicemailData]:
+    """Voicemail messages (oldest first, optionally of one mailbox) from the store the config
+    names. Raises ``ConfigError`` for a config with errors."""
+    cfg = load_config(config_path)
+    store = await Store.open(cfg.store.url)
+    try:
+        return await store.list_voicemails(mailbox)
+    finally:
+        await store.close()
+
+
+async def export_voicemail(config_path: Path, vm_id: int, out: Path) -> tuple[VoicemailData, bool]:
+    """Copy message ``vm_id``'s WAV to ``out``; returns the message and whether the file
+    still matches its stored SHA-256. ``LookupError`` when there is no such message,
+    ``OSError`` when its file cannot be read or ``out`` written."""
+    cfg = load_config(config_path)
+    store = await Store.open(cfg.store.url)
+    try:
+        message = await store.get_voicemail(vm_id)
+    finally:
+        await store.close()
+    if message is None:
+        raise LookupError(f"no voicemail message {vm_id}")
+    data = await asyncio.to_thread(Path(message.path).read_bytes)
+    await asyncio.to_thread(out.write_bytes, data)
+    return message, hashlib.sha256(data).hexdigest() == message.sha256
 
 
 PID_FILE = "switchboard.pid"
@@ -197,7 +237,12 @@ def reload_config(running: Running, config_path: Path) -> ReloadReport:
         return ReloadReport(ok=False, problems=[str(p) for p in err.problems])
     report = ReloadReport.compare(running.started, running.config, cfg)
     old, running.config = running.config, cfg
-    running.ivr.reconfigure(plan, flows, folder)
+    running.ivr.reconfigure(
+        plan,
+        flows,
+        folder,
+        mailboxes=mailboxes_from_config(cfg, folder),
+    )
     if (old.agents, old.queues, old.acd, old.features) != (
         cfg.agents,
         cfg.queues,
@@ -253,6 +298,7 @@ async def run(
         pid_file = config_dir / PID_FILE
     try:
         await server.start()
+        await running.ivr.publish_mailbox_counts()  # message-waiting state after a restart
         if pid_file is not None:
             pid_file.write_text(f"{os.getpid()}\n")
         log.info(

@@ -11,6 +11,8 @@ from pathlib import Path
 from acd import AgentConfig, QueueConfig, RuleStep, Strategy, WrapUpMode, parse_requirements
 from acd.host import AcdCodes, AcdSettings
 from config import SwitchboardConfig
+from config.schema import ExtensionConfig
+from ivr.mailbox import Mailbox
 from pbx import dialplan as dp
 from pbx.features import Feature
 from pbx.server import DEFAULT_MUSIC_ON_HOLD, Conference, Extension, ServerSettings
@@ -23,6 +25,7 @@ __all__ = [
     "build_dialplan",
     "conferences_from_config",
     "extensions_from_config",
+    "mailboxes_from_config",
     "settings_from_config",
 ]
 
@@ -64,10 +67,37 @@ def extensions_from_config(cfg: SwitchboardConfig) -> dict[str, Extension]:
             number=num,
             name=e.name,
             password=e.password,
-            ring_timeout=float(e.ring_timeout),
+            ring_timeout=_ring_timeout(e),
             pickup_group=e.pickup_group,
             dtmf_mode=e.dtmf_mode,
             auth_algorithms=tuple(e.auth_algorithms) if e.auth_algorithms else None,
+            voicemail_on_busy=e.voicemail.enabled and e.voicemail.on_busy,
+            voicemail_on_no_answer=e.voicemail.enabled and e.voicemail.on_no_answer,
+            mwi=e.voicemail.mwi,
+        )
+        for num, e in cfg.extensions.items()
+    }
+
+
+def _ring_timeout(e: ExtensionConfig) -> float:
+    """How long the phones ring: the mailbox's ``no_answer_seconds`` when unanswered calls
+    roll to it, else ``ring_timeout``."""
+    vm = e.voicemail
+    if vm.enabled and vm.on_no_answer and vm.no_answer_seconds is not None:
+        return float(vm.no_answer_seconds)
+    return float(e.ring_timeout)
+
+
+def mailboxes_from_config(cfg: SwitchboardConfig, config_dir: Path) -> dict[str, Mailbox]:
+    """Every extension's mailbox (messages can be left in any of them; only enabled ones
+    have a PIN, so only those can be listened to)."""
+    return {
+        num: Mailbox(
+            number=num,
+            pin=e.voicemail.pin if e.voicemail.enabled else None,
+            greeting=config_dir / e.voicemail.greeting if e.voicemail.greeting else None,
+            max_seconds=float(e.voicemail.max_message_seconds),
+            language=e.voicemail.language,
         )
         for num, e in cfg.extensions.items()
     }

@@ -42,6 +42,12 @@ acd_app = typer.Typer(
     help="Queues and agents: reports from the store.", no_args_is_help=True, rich_markup_mode=None
 )
 app.add_typer(acd_app, name="acd")
+voicemail_app = typer.Typer(
+    help="Voicemail messages in the store: list and export.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(voicemail_app, name="voicemail")
 
 
 class LogLevel(StrEnum):
@@ -251,6 +257,73 @@ def queue_log(
         raise typer.Exit(1) from None
     for line in lines:
         typer.echo(line)
+
+
+ConfigPath = Annotated[
+    Path,
+    typer.Option("--config", "-c", help="Config folder (holding switchboard.yaml) or YAML file."),
+]
+
+
+@voicemail_app.command("list")
+def voicemail_list(
+    config: ConfigPath = DEFAULT_VAR_DIR,
+    mailbox: Annotated[str | None, typer.Option(help="Only this mailbox's messages.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
+) -> None:
+    """List voicemail messages, oldest first: id, mailbox, time (UTC), caller, seconds, and
+    new (not heard yet) or saved."""
+    import json
+
+    from app import voicemail_messages
+
+    try:
+        messages = asyncio.run(voicemail_messages(config, mailbox))
+    except ConfigError as err:
+        _print_problems(err)
+        raise typer.Exit(1) from None
+    rows: list[dict[str, Any]] = [
+        {
+            "id": m.id,
+            "mailbox": m.mailbox,
+            "created_at": m.created_at.isoformat(),
+            "caller": m.caller,
+            "seconds": round(m.seconds, 1),
+            "status": "saved" if m.heard else "new",
+            "path": m.path,
+        }
+        for m in messages
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        typer.echo(
+            f"{r['id']:>5}  {r['mailbox']:<8} {r['created_at'][:19]}  {r['caller']:<16} "
+            f"{r['seconds']:>6}s  {r['status']}"
+        )
+
+
+@voicemail_app.command("export")
+def voicemail_export(
+    message_id: Annotated[int, typer.Argument(help="The message id (see voicemail list).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="WAV file to write.")],
+    config: ConfigPath = DEFAULT_VAR_DIR,
+) -> None:
+    """Write one message's recording to a WAV file."""
+    from app import export_voicemail
+
+    try:
+        message, intact = asyncio.run(export_voicemail(config, message_id, output))
+    except ConfigError as err:
+        _print_problems(err)
+        raise typer.Exit(1) from None
+    except (LookupError, OSError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    if not intact:
+        typer.echo(f"warning: {message.path} no longer matches its stored SHA-256", err=True)
+    typer.echo(f"message {message_id} ({message.seconds:.1f} s) written to {output}")
 
 
 if __name__ == "__main__":

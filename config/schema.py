@@ -238,6 +238,39 @@ class StoreConfig(_Model):
         return value
 
 
+def _check_pin(value: str) -> str:
+    if not (value.isascii() and value.isdigit() and 4 <= len(value) <= 12):
+        raise ValueError("a voicemail PIN is 4 to 12 digits")
+    return value
+
+
+class VoicemailConfig(_Model):
+    """An extension's mailbox: when calls roll to it, the owner's PIN, the greeting, and
+    how its phones learn about new messages (message-waiting indication, RFC 3842)."""
+
+    # Unanswered or busy calls roll to the mailbox; the owner may dial into it (with the PIN).
+    enabled: bool = False
+    pin: Annotated[str, AfterValidator(_check_pin)] | None = None
+    on_busy: bool = True
+    on_no_answer: bool = True
+    # Ring this long before the mailbox answers; None: the extension's ring_timeout.
+    no_answer_seconds: Annotated[int, Field(ge=1, le=600)] | None = None
+    # A WAV played instead of the standard "leave a message" prompt (relative to the config).
+    greeting: str | None = None
+    max_message_seconds: Annotated[int, Field(ge=1, le=3600)] = 120
+    # The language of the owner's mailbox menu (prompts in ivr/prompts/<language>).
+    language: Literal["en", "zh"] = "en"
+    # subscribe: NOTIFY phones that SUBSCRIBE to message-summary; unsolicited: also NOTIFY
+    # the registered phones without a subscription; off: neither.
+    mwi: Literal["subscribe", "unsolicited", "off"] = "subscribe"
+
+    @model_validator(mode="after")
+    def _pin_when_enabled(self) -> VoicemailConfig:
+        if self.enabled and self.pin is None:
+            raise ValueError("voicemail.enabled needs a pin (4-12 digits) for the owner")
+        return self
+
+
 class ExtensionConfig(_Model):
     """One internal extension (a SIP account phones register with)."""
 
@@ -248,6 +281,7 @@ class ExtensionConfig(_Model):
     ring_timeout: Annotated[int, Field(ge=1, le=600)] = 30
     pickup_group: str | None = None
     dtmf_mode: Literal["auto", "rfc4733", "inband", "info"] = "auto"
+    voicemail: VoicemailConfig = Field(default_factory=VoicemailConfig)
 
     @field_validator("auth_algorithms")
     @classmethod
@@ -302,6 +336,8 @@ class FeatureCodesConfig(_Model):
     supervise_whisper: FeatureCode = "*52"
     supervise_barge: FeatureCode = "*53"
     supervise_intercept: FeatureCode = "*54"
+    voicemail_own: FeatureCode = "*97"
+    voicemail_any: FeatureCode = "*98"
 
     @model_validator(mode="after")
     def _distinct(self) -> FeatureCodesConfig:

@@ -752,6 +752,58 @@ class Store:
         async with self._sessions() as session:
             return [_voicemail_from_row(r) for r in (await session.scalars(stmt)).all()]
 
+    async def get_voicemail(self, vm_id: int) -> VoicemailData | None:
+        """One voicemail message by id."""
+        async with self._sessions() as session:
+            row = await session.get(Voicemail, vm_id)
+            return _voicemail_from_row(row) if row is not None else None
+
+    async def mailbox_messages(self, mailbox: str) -> list[VoicemailData]:
+        """A mailbox as its owner hears it: new (unheard) messages oldest first, then the
+        heard (saved) ones oldest first."""
+        stmt = (
+            select(Voicemail)
+            .where(Voicemail.mailbox == mailbox)
+            .order_by(Voicemail.heard, Voicemail.created_at, Voicemail.id)
+        )
+        async with self._sessions() as session:
+            return [_voicemail_from_row(r) for r in (await session.scalars(stmt)).all()]
+
+    async def voicemail_counts(self, mailbox: str | None = None) -> dict[str, tuple[int, int]]:
+        """(new, saved) message counts per mailbox that has messages (or of ``mailbox``,
+        (0, 0) when it has none)."""
+        stmt = select(Voicemail.mailbox, Voicemail.heard, func.count()).group_by(
+            Voicemail.mailbox, Voicemail.heard
+        )
+        if mailbox is not None:
+            stmt = stmt.where(Voicemail.mailbox == mailbox)
+        counts: dict[str, tuple[int, int]] = {} if mailbox is None else {mailbox: (0, 0)}
+        async with self._sessions() as session:
+            for box, heard, n in (await session.execute(stmt)).all():
+                new, saved = counts.get(box, (0, 0))
+                counts[box] = (new, saved + n) if heard else (new + n, saved)
+        return counts
+
+    async def mark_voicemail_heard(self, vm_id: int, heard: bool = True) -> bool:
+        """Set a message's ``heard`` flag; False when there is no such message."""
+        async with self._sessions.begin() as session:
+            row = await session.get(Voicemail, vm_id)
+            if row is None:
+                return False
+            row.heard = heard
+            return True
+
+    async def delete_voicemail(self, vm_id: int) -> VoicemailData | None:
+        """Remove a message's row and return it (its file is the caller's to remove);
+        None when there is no such message."""
+        async with self._sessions.begin() as session:
+            row = await session.get(Voicemail, vm_id)
+            if row is None:
+                return None
+            gone = _voicemail_from_row(row)
+            await session.delete(row)
+            return gone
+
     async def add_survey_result(self, res: SurveyResultData) -> int:
         """Store one survey outcome; return its id."""
         async with self._sessions.begin() as session:

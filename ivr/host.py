@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +43,7 @@ from ivr import (
     PromptSets,
     parse_flow,
 )
+from ivr.mailbox import Mailbox, MailboxMenu, Message
 from ivr.pbx_call import PbxCallControl
 from pbx.control import CallControl
 from pbx.dialplan import Dialplan
@@ -97,6 +99,7 @@ class IvrHost:
         *,
         voicemail_dir: Path | None = None,
         callback_requests: CallbackRequests | None = None,
+        mailboxes: Mapping[str, Mailbox] | None = None,
     ) -> None:
         self.control = control
         self.store = store
@@ -105,9 +108,16 @@ class IvrHost:
         # Who takes a ``callback`` result that names a queue: (call id, caller, queue,
         # number) -> True when it did (the ACD keeps the request in line and in the store).
         self.callback_requests = callback_requests
-        self.reconfigure(plan, flows, config_dir, voicemail_dir=voicemail_dir)
+        self.reconfigure(
+            plan,
+            flows,
+            config_dir,
+            voicemail_dir=voicemail_dir,
+            mailboxes=mailboxes,
+        )
         self._unsubscribe = control.subscribe(self._on_event)
-        control.serve("ivr", "voicemail")
+        # ``mailbox``: the owner's menu (the SIP core's voicemail_own / voicemail_any codes).
+        control.serve("ivr", "voicemail", "mailbox")
 
     def reconfigure(
         self,
@@ -116,8 +126,11 @@ class IvrHost:
         config_dir: Path,
         *,
         voicemail_dir: Path | None = None,
+        mailboxes: Mapping[str, Mailbox] | None = None,
     ) -> None:
         """The flows of a new configuration; calls already in a flow finish on theirs."""
+        self.mailboxes = dict(mailboxes or {})
+        self._mailbox_flows: dict[tuple[Path | None, float], Flow] = {}
         self.plan = plan
         self.flows = dict(flows)
         self.config_dir = config_dir
@@ -142,6 +155,8 @@ class IvrHost:
         match event:
             case CallArrived(kind="ivr" | "voicemail"):
                 self._arrived(event)
+            case CallArrived(kind="mailbox", call_id=call_id, target=target, caller=caller):
+                self._open_mailbox(call_id, caller, target or None)
             case DtmfReceived(call_id=call_id, digit=digit, role="caller"):
                 session = self._sessions.get(call_id)
                 if session is not None and not session.released:
@@ -166,7 +181,7 @@ class IvrHost:
         if event.kind == "voicemail":
             mailbox = event.target or event.dialled
             call.did = mailbox
-            self._run(self.voicemail_flow, call, {"mailbox": mailbox})
+            self._run(self._voicemail_flow(mailbox), call, {"mailbox": mailbox})
             return
         flow = self.flows.get(event.target)
         if flow is None:  # removed by a reload since the call was sent here
@@ -174,6 +189,79 @@ class IvrHost:
             self.control.hangup(event.call_id, "ivr_flow_missing")
             return
         self._run(flow, call, dict(event.variables))
+
+    def _voicemail_flow(self, mailbox: str) -> Flow:
+        """The message-taking flow for ``mailbox``: its own greeting and time limit, if it
+        has them."""
+        box = self.mailboxes.get(mailbox)
+        if box is None or (box.greeting is None and box.max_seconds == 120.0):
+            return self.voicemail_flow
+        key = (box.greeting, box.max_seconds)
+        flow = self._mailbox_flows.get(key)
+        if flow is None:
+            greeting = (
+                f"  greeting: {{type: play, file: {json.dumps(str(box.greeting))}, next: record}}\n"
+                if box.greeting is not None
+                else ""
+            )
+            prompt = ", prompt: null" if box.greeting is not None else ""
+            text = (
+                f"name: voicemail\nstart: {'greeting' if greeting else 'record'}\nnodes:\n"
+                f"{greeting}"
+                f'  record: {{type: voicemail, mailbox: "${{mailbox}}"{prompt}, '
+                f"max_seconds: {box.max_seconds}, next: bye}}\n"
+                "  bye: {type: hangup, prompt: goodbye}\n"
+            )
+            parsed, problems = parse_flow(
+                text,
+                f"<voicemail {mailbox}>",
+                base_dir=self.config_dir,
+                prompts=PromptSets.for_config(self.config_dir),
+            )
+            if parsed is None:
+                log.warning("voicemail_greeting_unusable", mailbox=mailbox, problems=problems)
+                return self.voicemail_flow
+            flow = self._mailbox_flows[key] = parsed
+        return flow
+
+    # -- the owner's mailbox menu --------------------------------------------------------------
+
+    def _open_mailbox(self, call_id: str, caller: str, mailbox: str | None) -> None:
+        """The owner's menu on an answered call: ``mailbox`` (the caller's own, from
+        ``voicemail_own``), or None to ask for the number (``voicemail_any``)."""
+        if self.store is None:
+            self.control.hangup(call_id, "mailbox_unavailable")
+            return
+        call = PbxCallControl(self.control, call_id, caller=caller, did=mailbox or "")
+        self._sessions[call_id] = call
+        menu = MailboxMenu(
+            call,
+            _StoredMessages(self.store, self.control),
+            self.mailboxes,
+            PromptSets.for_config(self.config_dir),
+            mailbox=mailbox,
+        )
+
+        async def run() -> None:
+            ended = await menu.run()
+            log.info(
+                "mailbox_menu_ended",
+                call=call_id,
+                reason=ended.reason,
+                mailbox=ended.mailbox,
+                heard=ended.heard,
+                deleted=ended.deleted,
+            )
+
+        self._spawn(run())
+
+    async def publish_mailbox_counts(self) -> None:
+        """Tell the SIP side every mailbox's message counts (at start, so phones that
+        subscribe learn about messages left before a restart)."""
+        if self.store is None:
+            return
+        for mailbox, (new, old) in (await self.store.voicemail_counts()).items():
+            self.control.message_waiting(mailbox, new, old)
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -309,6 +397,7 @@ class IvrHost:
             log.error("voicemail_not_stored", path=str(path), error=repr(exc))
             return
         log.info("voicemail_stored", id=vm_id, mailbox=data["mailbox"], seconds=data["seconds"])
+        await _report_counts(self.store, self.control, str(data["mailbox"]))
 
     async def _store_survey(self, result: SurveyResultData) -> None:
         assert self.store is not None
@@ -327,3 +416,37 @@ class IvrHost:
             log.error("callback_request_not_stored", number=request.number, error=repr(exc))
             return
         log.info("callback_requested", id=request_id, number=request.number, new=created)
+
+
+async def _report_counts(store: Store, control: CallControl, mailbox: str) -> None:
+    """The mailbox's counts changed: the SIP side tells its phones (message-waiting)."""
+    for box, (new, old) in (await store.voicemail_counts(mailbox)).items():
+        control.message_waiting(box, new, old)
+
+
+class _StoredMessages:
+    """The mailbox menu's messages (:class:`ivr.mailbox.MessageStore`) in the store; every
+    change is reported to the SIP side for message-waiting indication."""
+
+    def __init__(self, store: Store, control: CallControl) -> None:
+        self.store = store
+        self.control = control
+
+    async def messages(self, mailbox: str) -> list[Message]:
+        return [
+            Message(vm.id, vm.caller, vm.created_at, Path(vm.path), vm.heard)
+            for vm in await self.store.mailbox_messages(mailbox)
+            if vm.id is not None
+        ]
+
+    async def mark_heard(self, mailbox: str, message_id: int) -> None:
+        if await self.store.mark_voicemail_heard(message_id):
+            await _report_counts(self.store, self.control, mailbox)
+
+    async def delete(self, mailbox: str, message_id: int) -> None:
+        gone = await self.store.delete_voicemail(message_id)
+        if gone is None:
+            return
+        await asyncio.to_thread(Path(gone.path).unlink, missing_ok=True)
+        log.info("voicemail_deleted", id=message_id, mailbox=mailbox)
+        await _report_counts(self.store, self.control, mailbox)

@@ -87,6 +87,7 @@ class B2bua:
         contacts_of: Callable[[str], list[Contact] | None] = lambda ext: None,
         ring_timeout_of: Callable[[str], float] = lambda ext: 30.0,
         forward_of: Callable[[str, str], str | None] = lambda ext, reason: None,
+        divert: Callable[[Call, str], bool] = lambda call, reason: False,
         dtmf_mode_of: Callable[[str], str] = lambda ext: "auto",
         music_on_hold: Callable[[str], Any] | None = None,
         stop_music: Callable[[Any], None] | None = None,
@@ -98,6 +99,8 @@ class B2bua:
         self.contacts_of = contacts_of
         self.ring_timeout_of = ring_timeout_of
         self.forward_of = forward_of
+        # A busy / unanswered call's last resort (the callee's mailbox): True if it took it.
+        self.divert = divert
         self.dtmf_mode_of = dtmf_mode_of
         self._music_on_hold = music_on_hold
         self._stop_music = stop_music

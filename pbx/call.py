@@ -370,6 +370,8 @@ class Call:
         )
         if reason is not None and self._forward(reason):
             return
+        if reason is not None and self.b2b.divert(self, reason):
+            return  # the callee's mailbox answers instead
         if status in (486, 600, 603):
             self._fail_a(486 if status == 486 else status, None, "BUSY", "user_busy", "callee")
         elif status in (408, 480):
@@ -414,6 +416,23 @@ class Call:
 
         spawn(start())
         return True
+
+    def answer_for_application(self, start: Callable[[Call], CallApplication]) -> None:
+        """The callee was busy or did not answer, and a service (the callee's mailbox) takes
+        the caller instead: answer the caller ourselves, from the leg we already negotiated,
+        and hand the call to the application ``start`` returns."""
+        assert self.invite is not None and not self.a_final_sent
+        if self.outbound is not None and not self.outbound.done:
+            self.outbound.cancel()
+        media = self.b2b.media
+        if self.a.leg_id in media:
+            media.stop_tone(self.a.leg_id)
+        self.ringback = False
+        self._answer_caller()
+        self._move(CallState.ANSWERED)
+        self.answered_at = datetime.now(UTC)
+        self.b2b.register_side(self, self.a)
+        self.app = start(self)
 
     def _trail_headers(self) -> list[tuple[str, str]]:
         """The IVR key trail travels to the phone that takes the call (RFC 3261 §8.1.1.10

@@ -166,8 +166,10 @@ class CallControl:
         *,
         is_extension: Callable[[str], bool],
         tone_plan: Callable[[], str],
+        message_waiting: Callable[[str, int, int], None] = lambda box, new, old: None,
     ) -> None:
         self._b2b = b2bua
+        self._message_waiting = message_waiting
         self._is_extension = is_extension
         self._tone_plan = tone_plan
         self._served: set[str] = set()
@@ -252,6 +254,22 @@ class CallControl:
     def _publish_arrival(self, call: Call, event: CallArrived) -> None:
         if not call.ended:
             self._b2b.events.publish(event)
+
+    def divert(self, call_id: str, kind: str, target: str) -> bool:
+        """An unanswered call whose callee is busy or did not answer goes to the service
+        serving ``kind`` (the callee's mailbox): answered from our side, then
+        :class:`CallArrived`. False when nobody serves ``kind`` or the call is gone."""
+        call = self._live(call_id)
+        if call is None or kind not in self._served or call.a_final_sent:
+            return False
+
+        def start(c: Call) -> _Driven:
+            event = CallArrived(c.id, kind, target, c.caller, c.callee, linked_id=c.linked_id)
+            asyncio.get_running_loop().call_soon(self._publish_arrival, c, event)
+            return _Driven()
+
+        call.answer_for_application(start)
+        return True
 
     def feature_dialled(
         self,
@@ -648,6 +666,13 @@ class CallControl:
             call.hang_up_caller(cause)
         else:
             call.hangup(cause)
+
+    # -- mailboxes ------------------------------------------------------------------------------
+
+    def message_waiting(self, mailbox: str, new: int, old: int) -> None:
+        """The voicemail service says ``mailbox`` now holds ``new`` unheard and ``old``
+        heard messages; the SIP side tells the mailbox's phones (RFC 3842 NOTIFY)."""
+        self._message_waiting(mailbox, new, old)
 
     # -- calls Switchboard places itself --------------------------------------------------------
 

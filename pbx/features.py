@@ -45,6 +45,8 @@ class Feature(Enum):
     DND_OFF = "dnd_off"
     PICKUP = "pickup"
     DIRECTED_PICKUP = "directed_pickup"
+    VOICEMAIL_OWN = "voicemail_own"  # the caller's own mailbox (the voicemail service answers)
+    VOICEMAIL_ANY = "voicemail_any"  # any mailbox: its number follows, or is asked for
 
 
 # Features that take the digits dialled after the code (a target number).
@@ -54,6 +56,7 @@ _WITH_ARGUMENT = frozenset(
         Feature.FORWARD_BUSY_ON,
         Feature.FORWARD_NO_ANSWER_ON,
         Feature.DIRECTED_PICKUP,
+        Feature.VOICEMAIL_ANY,
     }
 )
 
@@ -100,7 +103,8 @@ class ExtensionSettings:
     forward_no_answer: str | None = None
 
     def apply(self, request: FeatureRequest) -> ExtensionSettings:
-        """These settings after a feature request (pickup requests change nothing)."""
+        """These settings after a feature request (pickup and mailbox requests change
+        nothing)."""
         arg = request.argument or None
         match request.feature:
             case Feature.FORWARD_ALL_ON:

@@ -37,8 +37,9 @@ from media.engine import MediaEvent
 from media.player import Playlist, load_prompt
 from media.tones import ToneSource
 
-from .b2bua import ALLOW, B2bua
+from .b2bua import ALLOW, B2bua, Call
 from .control import CallControl
+from .dialog import Dialog, Flow
 from .dialplan import DestinationKind, Dialplan, RouteDecision
 from .digest import AuthOutcome, DigestAuthenticator, DigestError, parse_credentials
 from .events import CallArrived
@@ -53,9 +54,19 @@ from .location import Contact, LocationStore
 from .message import (
     ParseError,
     Request,
+    Response,
     make_response,
     unsupported_extensions,
     validate_for_uas,
+)
+from .mwi import CONTENT_TYPE as MWI_CONTENT_TYPE
+from .mwi import EVENT_PACKAGE as MWI_EVENT
+from .mwi import (
+    MessageSummary,
+    Subscription,
+    SubscriptionEvent,
+    Subscriptions,
+    decide_subscribe,
 )
 from .persistence import CallDetail, Persistence, StoredBinding, WriteBehind
 from .registrar import BindingChange, Registrar
@@ -78,6 +89,8 @@ DEFAULT_FEATURE_CODES: dict[str, str] = {
     "dnd_off": "*79",
     "pickup": "*8",
     "directed_pickup": "**",
+    "voicemail_own": "*97",
+    "voicemail_any": "*98",
 }
 
 # The track that ships with the project (media/prompts/make_moh.py made it).
@@ -97,6 +110,11 @@ class Extension:
     # Digest algorithms offered to and accepted from this extension, preferred first;
     # None = the realm's (``ServerSettings.algorithms``).
     auth_algorithms: tuple[str, ...] | None = None
+    # Voicemail (the extension's ``voicemail:`` config): unanswered / busy calls roll to the
+    # mailbox of the same number; how its phones get message-waiting NOTIFYs (RFC 3842).
+    voicemail_on_busy: bool = False
+    voicemail_on_no_answer: bool = False
+    mwi: str = "subscribe"  # subscribe, unsolicited, off
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +220,7 @@ class SipServer:
             music_on_hold=self._start_music_on_hold,
             stop_music=self._stop_music_on_hold,
             forward_of=self._forward_of,
+            divert=self._divert,
             dtmf_mode_of=lambda ext: e.dtmf_mode if (e := self.extensions.get(ext)) else "auto",
         )
         # The call-control seam: services (ACD, IVR, ...) drive calls only through this.
@@ -209,7 +228,11 @@ class SipServer:
             self.b2bua,
             is_extension=lambda number: number in self.extensions,
             tone_plan=lambda: self.settings.tone_plan,
+            message_waiting=self.message_waiting,
         )
+        # Message-waiting indication (RFC 3842): subscriptions and their dialogs.
+        self.mwi = Subscriptions()
+        self._mwi_dialogs: dict[tuple[str, str, str], Dialog] = {}
         self.stack.on_request = self._on_request
         self.stack.on_ack_not_received = self._on_ack_not_received
         self.writes = WriteBehind(persistence) if persistence is not None else None
@@ -374,6 +397,7 @@ class SipServer:
 
     def _expire_bindings(self) -> None:
         now = asyncio.get_running_loop().time()
+        self._expire_subscriptions(now)
         gone = self.location.expire(now)
         if gone:
             log.info("bindings_expired", count=len(gone))
@@ -397,6 +421,8 @@ class SipServer:
             self.stack.send_response(make_response(req, 400, to_tag=new_tag()))
             return
         if to_tag:
+            if req.method == "SUBSCRIBE" and self._on_subscribe_in_dialog(req):
+                return
             if not self.b2bua.handle_in_dialog(req, source, ev.transport):
                 self.stack.send_response(make_response(req, 481))
             return
@@ -404,7 +430,7 @@ class SipServer:
         if method == "CANCEL":
             self._on_cancel(req)
             return
-        if method not in ("REGISTER", "INVITE", "OPTIONS"):
+        if method not in ("REGISTER", "INVITE", "OPTIONS", "SUBSCRIBE"):
             status = (
                 405
                 if method
@@ -473,6 +499,20 @@ class SipServer:
             # left, so it is probably looping.
             self.stack.send_response(make_response(req, 483, to_tag=new_tag()))
             return
+        if method == "SUBSCRIBE":
+            # RFC 6665 §4.2.1.1: the event package and interval are checked first (489, 423).
+            decision = decide_subscribe(req.get("Event"), req.get("Expires"))
+            if decision.status != 200:
+                self.stack.send_response(
+                    make_response(
+                        req,
+                        decision.status,
+                        decision.reason,
+                        to_tag=new_tag(),
+                        headers=list(decision.headers),
+                    )
+                )
+                return
         if self.throttle is not None and self.throttle.is_blocked(source[0], now):
             # Only new REGISTERs and calls are refused: calls already up from the same
             # address (another phone behind the same NAT) keep working.
@@ -485,6 +525,8 @@ class SipServer:
             return
         if method == "REGISTER":
             self._on_register(req, user, ev.source, ev.transport)
+        elif method == "SUBSCRIBE":
+            self._on_subscribe(req, user, ev.source, ev.transport)
         else:
             self._on_invite(req, user, ev.source, ev.transport)
 
@@ -581,6 +623,13 @@ class SipServer:
                 algorithm=_auth_algorithm(req, self.auth.realm),
             )
         self._persist_changes(outcome.changes)
+        ext = self.extensions.get(user)
+        if (
+            ext is not None
+            and ext.mwi == "unsolicited"
+            and any(not ch.removed and ch.contact.uri not in before for ch in outcome.changes)
+        ):
+            self._notify_unsolicited(user)
 
     def _on_invite(self, req: Request, user: str, source: tuple[str, int], transport: str) -> None:
         from_user = req.from_.uri.user_unescaped()
@@ -661,11 +710,19 @@ class SipServer:
         if where.busy:
             busy_to = self._forward_of(target, "busy")
             if busy_to is None or busy_to not in self.extensions:
+                mailbox = self._mailbox_for(target, "busy")
+                if mailbox is not None:
+                    self._to_mailbox(req, source, transport, user, target, mailbox)
+                    return
                 self._reject_call(req, user, target, 486, "do_not_disturb", "BUSY")
                 return
             target = busy_to
         ext = self.extensions.get(target)
         if ext is None:
+            mailbox = self._mailbox_number(target, user) if where.hops else None
+            if mailbox is not None:  # forwarded (*72) to a mailbox number
+                self._to_mailbox(req, source, transport, user, target, mailbox)
+                return
             self._reject_call(req, user, target, 404, "not_found")
             return
         contacts = self.location.lookup(target, asyncio.get_running_loop().time())
@@ -677,6 +734,11 @@ class SipServer:
                 else []
             )
             if not contacts:
+                # No phone registered: the mailbox takes it as unanswered (if configured).
+                mailbox = self._mailbox_for(target, "no_answer")
+                if mailbox is not None:
+                    self._to_mailbox(req, source, transport, user, target, mailbox)
+                    return
                 self._reject_call(req, user, target, 480, "unavailable")
                 return
             assert unavailable_to is not None
@@ -746,6 +808,19 @@ class SipServer:
     ) -> None:
         """A feature code dialled from ``user``'s phone."""
         dialled = req.request_uri.user_unescaped() or ""
+        if feature.feature in (Feature.VOICEMAIL_OWN, Feature.VOICEMAIL_ANY):
+            # The mailbox menu: the service serving "mailbox" answers (target: the mailbox,
+            # or "" when it must ask for one).
+            box = user if feature.feature is Feature.VOICEMAIL_OWN else feature.argument
+            if not self.control.serves("mailbox"):
+                self._reject_call(req, user, dialled, 480, "mailbox_unavailable")
+                return
+
+            def arrived(call_id: str) -> CallArrived:
+                return CallArrived(call_id, "mailbox", box, user, dialled)
+
+            self.control.arrive(req, source, transport, user, dialled, arrived)
+            return
         if feature.feature in (Feature.PICKUP, Feature.DIRECTED_PICKUP):
             group = self.extensions[user].pickup_group
             if feature.feature is Feature.DIRECTED_PICKUP:
@@ -780,7 +855,10 @@ class SipServer:
         if needs_target and not feature.argument:
             self.stack.send_response(make_response(req, 484, to_tag=new_tag()))
             return
-        if needs_target and (feature.argument not in self.extensions or feature.argument == user):
+        if needs_target and (
+            (feature.argument not in self.extensions or feature.argument == user)
+            and self._mailbox_number(feature.argument, user) is None  # forward to voicemail
+        ):
             self.stack.send_response(
                 make_response(req, 404, "No Such Forward Target", to_tag=new_tag())
             )
@@ -827,6 +905,204 @@ class SipServer:
             )
         )
 
+    # -- voicemail: where busy and unanswered calls go -----------------------------------
+
+    def _mailbox_number(self, number: str, caller: str) -> str | None:
+        """The mailbox ``number`` reaches when the dialplan sends it to voicemail (``7001``
+        with the shipped rules), else None."""
+        if self.dialplan is None or number in self.extensions:
+            return None
+        decision = self._route(number, caller)
+        dest = decision.destination
+        if dest.kind is not DestinationKind.VOICEMAIL:
+            return None
+        box = dest.target or decision.number
+        return box if box in self.extensions else None  # mailboxes are extensions
+
+    def _mailbox_for(self, ext: str, reason: str) -> str | None:
+        """Where a call to ``ext`` that failed for ``reason`` (``busy``, ``no_answer``) is
+        left as a message: a forward target set from the phone that is a mailbox number,
+        else the extension's own mailbox when its ``voicemail`` settings say so."""
+        if not self.control.serves("voicemail"):
+            return None
+        forward = self._forward_of(ext, reason)
+        box = self._mailbox_number(forward, ext) if forward is not None else None
+        if box is not None:
+            return box
+        e = self.extensions.get(ext)
+        if e is None:
+            return None
+        wanted = e.voicemail_on_busy if reason == "busy" else e.voicemail_on_no_answer
+        return ext if wanted else None
+
+    def _divert(self, call: Call, reason: str) -> bool:
+        """The B2BUA's last resort for a busy / unanswered call: the callee's mailbox."""
+        mailbox = self._mailbox_for(call.callee, reason)
+        if mailbox is None:
+            return False
+        log.info("call_to_voicemail", caller=call.caller, callee=call.callee, reason=reason)
+        return self.control.divert(call.id, "voicemail", mailbox)
+
+    def _to_mailbox(
+        self,
+        req: Request,
+        source: tuple[str, int],
+        transport: str,
+        caller: str,
+        dialled: str,
+        mailbox: str,
+    ) -> None:
+        """Answer a call that cannot ring anyone (do-not-disturb, no phone, forwarded to a
+        mailbox) with the mailbox."""
+        log.info("call_to_voicemail", caller=caller, callee=dialled, mailbox=mailbox)
+
+        def arrived(call_id: str) -> CallArrived:
+            return CallArrived(call_id, "voicemail", mailbox, caller, dialled)
+
+        self.control.arrive(req, source, transport, caller, dialled, arrived)
+
+    # -- message-waiting indication (RFC 3842 over RFC 6665; sans-IO part in pbx.mwi) ----
+
+    def message_waiting(self, mailbox: str, new: int, old: int) -> None:
+        """A mailbox now holds ``new`` unheard and ``old`` heard messages (services say so
+        through :meth:`CallControl.message_waiting`): phones are told when that changed
+        (RFC 3842 §3.5 for subscribers; unsolicited NOTIFY where configured)."""
+        if not self.mwi.set_counts(mailbox, new, old):
+            return
+        log.info("message_waiting", mailbox=mailbox, new=new, old=old)
+        now = asyncio.get_running_loop().time()
+        for sub in self.mwi.of_mailbox(mailbox):
+            self._send_mwi_notify(sub, now)
+        ext = self.extensions.get(mailbox)
+        if ext is not None and ext.mwi == "unsolicited":
+            self._notify_unsolicited(mailbox)
+
+    def _summary(self, mailbox: str, dest_host: str) -> MessageSummary:
+        new, old = self.mwi.counts(mailbox)
+        return MessageSummary(f"sip:{mailbox}@{self.stack.host_for(dest_host)}", new, old)
+
+    def _on_subscribe(
+        self, req: Request, user: str, source: tuple[str, int], transport: str
+    ) -> None:
+        """An authenticated SUBSCRIBE outside a dialog (its Event and Expires were checked):
+        a phone may watch only its own extension's mailbox."""
+        mailbox = req.request_uri.user_unescaped() or req.to.uri.user_unescaped() or ""
+        ext = self.extensions.get(mailbox)
+        if mailbox != user or ext is None or ext.mwi == "off":
+            self.stack.send_response(make_response(req, 403, "Not Your Mailbox", to_tag=new_tag()))
+            return
+        expires = decide_subscribe(req.get("Event"), req.get("Expires")).expires
+        dialog = Dialog.as_uas(req, new_tag(), Flow(transport, source))
+        self._answer_subscribe(req, dialog, expires)
+        now = asyncio.get_running_loop().time()
+        sub = self.mwi.add(dialog.key, mailbox, expires, now)
+        if expires == 0:
+            # A fetch (RFC 6665 §4.4.3): one NOTIFY with the state, then terminated.
+            sub = self.mwi.end(dialog.key, SubscriptionEvent.UNSUBSCRIBED) or sub
+        else:
+            self._mwi_dialogs[dialog.key] = dialog
+        log.info("mwi_subscribed", mailbox=mailbox, expires=expires)
+        self._send_mwi_notify(sub, now, dialog)
+
+    def _answer_subscribe(self, req: Request, dialog: Dialog, expires: int) -> None:
+        flow = dialog.flow
+        self.stack.send_response(
+            make_response(
+                req,
+                200,
+                to_tag=dialog.local_tag,
+                headers=[
+                    ("Expires", str(expires)),
+                    ("Contact", self.stack.contact_for(flow.transport, flow.address[0])),
+                    ("Allow-Events", MWI_EVENT),
+                ],
+            )
+        )
+
+    def _on_subscribe_in_dialog(self, req: Request) -> bool:
+        """A refresh or an unsubscribe (RFC 6665 §4.1.2.2, §4.1.2.3); False: not ours."""
+        key = (req.call_id, req.to.tag or "", req.from_.tag or "")
+        dialog = self._mwi_dialogs.get(key)
+        if dialog is None:
+            return False
+        if not dialog.check_remote_cseq(req):
+            self.stack.send_response(make_response(req, 500, "CSeq Out Of Order"))
+            return True
+        decision = decide_subscribe(req.get("Event"), req.get("Expires"))
+        if decision.status != 200:
+            self.stack.send_response(
+                make_response(req, decision.status, decision.reason, headers=list(decision.headers))
+            )
+            return True
+        self._answer_subscribe(req, dialog, decision.expires)
+        now = asyncio.get_running_loop().time()
+        sub = self.mwi.refresh(key, decision.expires, now)
+        if sub is not None:
+            if decision.expires == 0:
+                self._mwi_dialogs.pop(key, None)
+                log.info("mwi_unsubscribed", mailbox=sub.mailbox)
+            self._send_mwi_notify(sub, now, dialog)
+        return True
+
+    def _expire_subscriptions(self, now: float) -> None:
+        for sub in self.mwi.expire(now):
+            dialog = self._mwi_dialogs.pop(sub.key, None)
+            log.info("mwi_subscription_expired", mailbox=sub.mailbox)
+            if dialog is not None:
+                self._send_mwi_notify(sub, now, dialog)
+
+    def _send_mwi_notify(self, sub: Subscription, now: float, dialog: Dialog | None = None) -> None:
+        """NOTIFY in the subscription's dialog (RFC 6665 §4.2.2) with the mailbox's state."""
+        dialog = dialog or self._mwi_dialogs.get(sub.key)
+        if dialog is None:
+            return
+        flow = dialog.flow
+        notify = dialog.create_request(
+            "NOTIFY",
+            self.stack.via_for(flow.transport, flow.address[0]),
+            self.stack.contact_for(flow.transport, flow.address[0]),
+            body=self._summary(sub.mailbox, flow.address[0]).body(),
+            content_type=MWI_CONTENT_TYPE,
+            extra=[("Event", MWI_EVENT), ("Subscription-State", sub.state_header(now))],
+        )
+        key = sub.key
+
+        def answered(resp: Response) -> None:
+            # RFC 6665 §4.1.3: 481 (or no answer) means the subscriber is gone.
+            if resp.status == 481 or resp.status >= 500:
+                failed()
+
+        def failed() -> None:
+            if self.mwi.end(key, SubscriptionEvent.NOTIFY_FAILED) is not None:
+                self._mwi_dialogs.pop(key, None)
+                log.info("mwi_subscription_dropped", mailbox=sub.mailbox)
+
+        self.stack.send_request(
+            notify, flow.address, flow.transport, on_response=answered, on_timeout=failed
+        )
+
+    def _notify_unsolicited(self, ext: str) -> None:
+        """NOTIFY outside any dialog to every registered phone of ``ext`` (no RFC; what
+        phones without subscriptions understand, like Asterisk's unsolicited MWI)."""
+        now = asyncio.get_running_loop().time()
+        for contact in self.location.lookup(ext, now):
+            transport, address = self.stack.flow_to(contact.transport, contact.source, contact.uri)
+            host = self.stack.host_for(address[0])
+            headers = [
+                ("Via", self.stack.via_for(transport, address[0])),
+                ("Max-Forwards", "70"),
+                ("From", f"<sip:{ext}@{host}>;tag={new_tag()}"),
+                ("To", f"<sip:{ext}@{host}>"),
+                ("Call-ID", f"mwi-{new_tag()}@{host}"),
+                ("CSeq", "1 NOTIFY"),
+                ("Contact", self.stack.contact_for(transport, address[0])),
+                ("Event", MWI_EVENT),
+                ("Content-Type", MWI_CONTENT_TYPE),
+            ]
+            body = self._summary(ext, address[0]).body()
+            notify = Request("NOTIFY", contact.uri, headers, body)
+            self.stack.send_request(notify, address, transport, on_response=lambda r: None)
+
     def _on_cancel(self, req: Request) -> None:
         call = self.b2bua.find_by_invite(req.call_id, req.from_.tag or "")
         if call is None:
@@ -849,8 +1125,9 @@ class SipServer:
         self.b2bua.on_media_inactive(leg_id)
 
 
-# Out of dialogs the server also takes REGISTER (RFC 3261 §20.5: Allow lists what we accept).
-SERVER_ALLOW = f"{ALLOW}, REGISTER"
+# Out of dialogs the server also takes REGISTER and SUBSCRIBE (RFC 3261 §20.5: Allow lists
+# what we accept).
+SERVER_ALLOW = f"{ALLOW}, REGISTER, SUBSCRIBE"
 
 # Option tags we implement (RFC 3261 §19.2); a Require naming anything else gets 420.
 # None yet: 100rel, timer and replaces come with the features that need them.

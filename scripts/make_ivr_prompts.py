@@ -124,6 +124,26 @@ FLOW_PROMPTS = {
             "Press pound to be called back on this number, or enter another number "
             "followed by pound."
         ),
+        # The mailbox owner's menu (ivr/mailbox.py).
+        "vm-enter-mailbox": "Please enter your mailbox number, followed by the pound key.",
+        "vm-enter-pin": "Please enter your PIN, followed by the pound key.",
+        "vm-wrong-pin": "That PIN is not correct.",
+        "vm-no-messages": "You have no messages.",
+        "vm-you-have": "You have",
+        "vm-new-messages": "new messages",
+        "vm-and": "and",
+        "vm-saved-messages": "saved messages.",
+        "vm-message": "Message",
+        "vm-received": "received",
+        "vm-from": "from",
+        "vm-unknown-caller": "an unknown caller",
+        "vm-options": (
+            "Press 1 to repeat, 2 to save, 3 for the next message, 7 to delete, pound to exit."
+        ),
+        "vm-saved": "Saved.",
+        "vm-deleted": "Deleted.",
+        "vm-no-more": "No more messages.",
+        "oclock": "o'clock",
     },
     "zh": {
         "welcome": "欢迎致电。",
@@ -143,6 +163,24 @@ FLOW_PROMPTS = {
         "queue-callback": "如需回电并保留您的排队位置，请按五。",
         "callback-confirmed": "谢谢，我们会给您回电。",
         "callback-number": "回拨本号码请按井号键，或输入其他号码并以井号键结束。",
+        "vm-enter-mailbox": "请输入您的信箱号码，以井号键结束。",
+        "vm-enter-pin": "请输入密码，以井号键结束。",
+        "vm-wrong-pin": "密码不正确。",
+        "vm-no-messages": "您没有留言。",
+        "vm-you-have": "您有",
+        "vm-new-messages": "条新留言",
+        "vm-and": "和",
+        "vm-saved-messages": "条已保存的留言。",
+        "vm-message": "第",
+        "vm-received": "条留言，时间",
+        "vm-from": "来电号码",
+        "vm-unknown-caller": "未知号码",
+        "vm-options": "重听请按一，保存请按二，下一条请按三，删除请按七，退出请按井号键。",
+        "vm-saved": "已保存。",
+        "vm-deleted": "已删除。",
+        "vm-no-more": "没有更多留言了。",
+        "dian": "点",
+        "fen": "分",
     },
 }
 
@@ -199,6 +237,9 @@ def synthesize(text: str, voice: str, out: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=("en", "zh"))
+    parser.add_argument(
+        "--names", nargs="+", metavar="NAME", help="regenerate only these prompts (e.g. new ones)"
+    )
     args = parser.parse_args()
     voices = {"en": "en", "zh": "cmn"}
     for language, voice in voices.items():
@@ -206,9 +247,12 @@ def main() -> int:
             continue
         folder = HERE / language
         folder.mkdir(exist_ok=True)
-        for name, text in prompt_texts(language).items():
+        texts = prompt_texts(language)
+        if args.names:
+            texts = {name: text for name, text in texts.items() if name in args.names}
+        for name, text in texts.items():
             synthesize(text, voice, folder / f"{name}.wav")
-        print(f"{language}: {len(prompt_texts(language))} prompts in {folder}")
+        print(f"{language}: {len(texts)} prompts in {folder}")
     return 0
 
 

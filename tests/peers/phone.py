@@ -231,6 +231,25 @@ class PhoneAccount(pj.Account):  # type: ignore[misc]
         except Exception:
             log("onIncomingCall failed\n" + traceback.format_exc())
 
+    def onMwiInfo(self, prm: pj.OnMwiInfoParam) -> None:
+        """A message-summary NOTIFY (RFC 3842), subscribed or unsolicited."""
+        try:
+            whole = prm.rdata.wholeMsg
+            head, _, body = whole.partition("\r\n\r\n")
+            waiting = None
+            for line in body.splitlines():
+                name, sep, value = line.partition(":")
+                if sep and name.strip().lower() == "messages-waiting":
+                    waiting = value.strip().lower() == "yes"
+            state = ""
+            for line in head.split("\r\n"):
+                name, sep, value = line.partition(":")
+                if sep and name.strip().lower() == "subscription-state":
+                    state = value.strip()
+            emit({"event": "mwi", "waiting": waiting, "body": body, "subscription_state": state})
+        except Exception:
+            log("onMwiInfo failed\n" + traceback.format_exc())
+
     def onRegState(self, prm: pj.OnRegStateParam) -> None:
         try:
             ai = self.getInfo()
@@ -301,6 +320,7 @@ class Phone:
         expires: int = 300,
         proxy: str | None = None,
         tcp: bool = False,
+        mwi: bool = False,
     ) -> PhoneAccount:
         ac = pj.AccountConfig()
         ac.idUri = id_uri
@@ -314,6 +334,9 @@ class Phone:
             ac.regConfig.registerOnAdd = False
         if proxy:
             ac.sipConfig.proxies.append(proxy)
+        if mwi:  # SUBSCRIBE to message-summary for the account's own mailbox
+            ac.mwiConfig.enabled = True
+            ac.mwiConfig.expirationSec = 600
         # Pin the contact and SDP to loopback; no NAT tricks, no ICE.
         ac.sipConfig.transportId = self.tcp_tid if tcp else self.tid
         ac.natConfig.iceEnabled = False
@@ -406,6 +429,7 @@ class Phone:
             expires=int(msg.get("expires", 300)),
             proxy=msg.get("proxy", f"{reg_uri};lr" if msg.get("use_proxy", True) else None),
             tcp=msg.get("transport", "udp").lower() == "tcp",
+            mwi=bool(msg.get("mwi", False)),
         )
         self.acc = self.reg_acc
         return {"aor": f"sip:{user}@{domain}"}

@@ -229,6 +229,7 @@ class Phone:
         transport: str = "udp",
         wait: bool = True,
         timeout: float = 10.0,
+        mwi: bool = False,
     ) -> Event | None:
         """Create an account registering ``sip:user@domain`` at ``registrar`` ("host:port").
         Later calls go through the registrar as outbound proxy (``use_proxy``). With ``wait``
@@ -244,10 +245,16 @@ class Phone:
         }
         if domain is not None:
             params["domain"] = domain
+        if mwi:  # also SUBSCRIBE to message-summary (message-waiting indication)
+            params["mwi"] = True
         self.command("register", **params)
         if wait:
             return self.wait_event(event="reg_state", timeout=timeout)
         return None
+
+    def wait_mwi(self, waiting: bool, timeout: float = 10.0) -> Event:
+        """The next message-summary NOTIFY saying ``Messages-Waiting: yes`` (or ``no``)."""
+        return self.wait_event(event="mwi", waiting=waiting, timeout=timeout)
 
     def unregister(self, wait: bool = True, timeout: float = 10.0) -> Event | None:
         self.command("unregister")

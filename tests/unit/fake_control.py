@@ -473,6 +473,9 @@ class FakeCallControl:
         self.held_acks[call_id] = stored
         return True
 
+    def message_waiting(self, mailbox: str, new: int, old: int) -> None:
+        self.commands.append(("message_waiting", mailbox, new, old))
+
     def hangup(self, call_id: str, cause: str = "normal_clearing") -> None:
         self.commands.append(("hangup", call_id, cause))
         if self.pending.pop(call_id, None) is not None:

@@ -1123,3 +1123,39 @@ async def test_services_annotate_a_record_through_the_seam(sb: Switchboard) -> N
     (survey,) = [e for e in events if isinstance(e, CallArrived) and e.kind == "ivr"]
     assert dict(survey.variables) == {"rated_call": call.id, "agent": "a7"}
     assert not control.annotate(call.id, agent="late")  # its record is written
+    assert [d.record_id for d in sb.details] == [call.id]
+
+
+@pytest.mark.parametrize(("status", "reason"), [(486, "busy"), (480, "no_answer")])
+async def test_a_busy_or_unanswered_callee_rolls_to_the_mailbox(
+    sb: Switchboard, status: int, reason: str
+) -> None:
+    """The callee's mailbox takes the call: the caller's INVITE is answered 200 from our leg
+    (ringback stops) and the voicemail service gets CallArrived."""
+    from pbx.control import CallControl
+    from pbx.events import CallArrived
+
+    control = CallControl(sb.b2b, is_extension=lambda n: True, tone_plan=lambda: "us")
+    control.serve("voicemail")
+    arrived: list[CallEvent] = []
+    control.subscribe(lambda e: arrived.append(e) if isinstance(e, CallArrived) else None)
+    seen: list[str] = []
+
+    def divert(call: Call, why: str) -> bool:
+        seen.append(why)
+        return control.divert(call.id, "voicemail", call.callee)
+
+    sb.b2b.divert = divert
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    inv = alice.call(bob)
+    await settle()
+    (sent,) = bob.incoming()
+    sb.stack.respond(sent, 180)
+    sb.stack.respond(sent, status, to_tag="x")
+    await settle()
+    assert seen == [reason]
+    assert sb.stack.statuses(inv.call_id)[-1] == 200
+    (call,) = sb.b2b.calls
+    assert call.state is CallState.ANSWERED and call.app is not None
+    assert [(e.kind, e.target, e.caller) for e in arrived] == [("voicemail", "1002", "1001")]  # type: ignore[attr-defined]
+    assert not sb.media.legs[call.a.leg_id].tone

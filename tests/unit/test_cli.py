@@ -282,3 +282,57 @@ def test_serve_on_a_busy_port_prints_one_line(tmp_path: Path) -> None:
         f"another process is using udp 127.0.0.1:{port}: stop it or change sip.listen in {cfg}"
     ]
     assert "Traceback" not in result.output
+
+
+def test_voicemail_list_and_export(tmp_path: Path) -> None:
+    import asyncio
+    import hashlib
+    import json
+    from datetime import UTC, datetime
+
+    from crm import Store, VoicemailData
+
+    cfg = tmp_path / "switchboard.yaml"
+    cfg.write_text(f'store: {{url: "sqlite+aiosqlite:///{tmp_path}/sb.db"}}\n')
+    wav = tmp_path / "m.wav"
+    wav.write_bytes(b"RIFF-not-really")
+    t0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+    async def fill() -> list[int]:
+        store = await Store.open(f"sqlite+aiosqlite:///{tmp_path}/sb.db")
+        ids = [
+            await store.add_voicemail(
+                VoicemailData(
+                    f"r{n}",
+                    box,
+                    "5551234",
+                    str(wav),
+                    hashlib.sha256(wav.read_bytes()).hexdigest(),
+                    2.0,
+                    t0,
+                )
+            )
+            for n, box in enumerate(("1001", "1002"))
+        ]
+        await store.mark_voicemail_heard(ids[0])
+        await store.close()
+        return ids
+
+    ids = asyncio.run(fill())
+    listed = runner.invoke(app, ["voicemail", "list", "-c", str(tmp_path), "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.output)
+    assert [(r["id"], r["mailbox"], r["status"]) for r in rows] == [
+        (ids[0], "1001", "saved"),
+        (ids[1], "1002", "new"),
+    ]
+    one = runner.invoke(app, ["voicemail", "list", "-c", str(tmp_path), "--mailbox", "1002"])
+    assert one.exit_code == 0 and len(one.output.splitlines()) == 1 and "new" in one.output
+    out = tmp_path / "out.wav"
+    exported = runner.invoke(
+        app, ["voicemail", "export", str(ids[1]), "-o", str(out), "-c", str(tmp_path)]
+    )
+    assert exported.exit_code == 0, exported.output
+    assert out.read_bytes() == wav.read_bytes()
+    missing = runner.invoke(app, ["voicemail", "export", "999", "-o", str(out), "-c", str(cfg)])
+    assert missing.exit_code == 1 and "no voicemail message 999" in missing.stderr

@@ -639,3 +639,21 @@ def test_check_config_returns_the_valid_parts_with_the_problems(tmp_path: Path) 
     assert check_config(tmp_path / "missing.yaml").config is None
     good = check_config(_write(tmp_path, VALID))
     assert good.problems == [] and good.config == load_config(tmp_path)
+
+
+def test_voicemail_settings_defaults_and_checks() -> None:
+    from config.schema import VoicemailConfig
+
+    shipped = parse_config(default_config_text(), "default.yaml")
+    assert shipped.extensions["1001"].voicemail == VoicemailConfig()  # the documented defaults
+    assert shipped.features.voicemail_own == "*97" and shipped.features.voicemail_any == "*98"
+    cfg = parse_config(
+        'extensions:\n  "1001":\n    password: pw\n'
+        '    voicemail: {enabled: true, pin: "0042", no_answer_seconds: 12, mwi: unsolicited}\n',
+        "x.yaml",
+    )
+    vm = cfg.extensions["1001"].voicemail
+    assert (vm.enabled, vm.pin, vm.no_answer_seconds, vm.mwi) == (True, "0042", 12, "unsolicited")
+    for bad in ("{enabled: true}", '{pin: "12"}', '{pin: "12ab"}', "{mwi: sometimes}"):
+        with pytest.raises(ConfigError):
+            parse_config(f'extensions:\n  "1001": {{password: pw, voicemail: {bad}}}\n', "x.yaml")

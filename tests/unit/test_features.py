@@ -66,3 +66,13 @@ def test_route_follows_unconditional_forwarding_and_detects_loops() -> None:
     assert route("1004", settings).target == "1004"
     settings["1003"] = ExtensionSettings(forward_all="1001")
     assert route("1001", settings).loop
+
+
+def test_mailbox_codes_are_recognised() -> None:
+    codes = FeatureCodes({"voicemail_own": "*97", "voicemail_any": "*98", "pickup": "*8"})
+    assert codes.parse("*97") == FeatureRequest(Feature.VOICEMAIL_OWN)
+    assert codes.parse("*98") == FeatureRequest(Feature.VOICEMAIL_ANY)
+    assert codes.parse("*981002") == FeatureRequest(Feature.VOICEMAIL_ANY, "1002")
+    assert codes.parse("*971") is None
+    settings = ExtensionSettings(dnd=True)
+    assert settings.apply(FeatureRequest(Feature.VOICEMAIL_OWN)) == settings

@@ -17,6 +17,7 @@ import structlog
 from crm import CustomerData, Store
 from ivr import Flow, IvrSession, parse_flow
 from ivr.host import IvrHost
+from ivr.mailbox import Mailbox
 from pbx.dialplan import Dialplan
 from pbx.events import CallArrived
 from tests.unit.fake_control import FakeCallControl
@@ -391,3 +392,67 @@ async def test_a_callback_for_a_queue_goes_to_the_acd_and_one_without_to_the_sto
     assert taken == [(for_queue, CUSTOMER, "support", CUSTOMER)]
     (stored,) = await sqlite_store.list_callback_requests()
     assert (stored.number, stored.queue, stored.status) == (CUSTOMER, None, "pending")
+
+
+async def test_mailbox_owner_deletes_a_message_and_phones_are_told(
+    control: FakeCallControl, config_dir: Path, sqlite_store: Store, logs: Logs
+) -> None:
+    """A message is left (the SIP side hears the new count), the owner's *97 call arrives
+    for the mailbox, the owner enters the PIN, deletes the message from its envelope: row
+    and file gone, count back to 0."""
+    boxes = {"2000": Mailbox("2000", "4711")}
+    ivr = IvrHost(cast(Any, control), sqlite_store, Dialplan(), {}, config_dir, mailboxes=boxes)
+    assert control.serves("mailbox")
+    call = control.arrive("voicemail", "2000", CUSTOMER, "2000")
+    await record_message(control, call, config_dir)
+    control.press(call, "#")
+    goodbye = await nth_play(control, 2)
+    control.finish_play(goodbye[3])
+    await until(lambda: ("message_waiting", "2000", 1, 0) in control.commands)
+    (message,) = await sqlite_store.list_voicemails("2000")
+
+    owner = control.arrive("mailbox", "2000", "2000", "*97")  # the SIP core answered *97
+    ask_pin = await nth_play(control, 3)
+    assert ask_pin[1] == owner and Path(ask_pin[2][0]).stem == "vm-enter-pin"
+    for digit in "4711#":
+        control.press(owner, digit)
+    counts = await nth_play(control, 4)
+    assert [Path(p).stem for p in counts[2]] == [
+        "vm-you-have",
+        "1",
+        "vm-new-messages",
+        "vm-and",
+        "0",
+        "vm-saved-messages",
+    ]
+    control.finish_play(counts[3])
+    envelope = await nth_play(control, 5)
+    assert Path(envelope[2][0]).stem == "vm-message"
+    control.press(owner, "7")  # delete, during the envelope
+    for n in (6, 7):  # "deleted", then "no more messages, goodbye"
+        played = await nth_play(control, n)
+        control.finish_play(played[3])
+    await until(lambda: control.snapshot(owner).ended)
+    await ivr.drain()
+    assert await sqlite_store.list_voicemails("2000") == []
+    assert not Path(message.path).exists()
+    assert ("message_waiting", "2000", 0, 0) in control.commands
+    (ended,) = [e for e in logs if e["event"] == "mailbox_menu_ended"]
+    assert (ended["reason"], ended["deleted"]) == ("goodbye", 1)
+
+
+def test_a_mailbox_greeting_replaces_the_standard_prompt(tmp_path: Path) -> None:
+    soundfile.write(str(tmp_path / "hi.wav"), np.zeros(800, np.int16), 8000)
+    boxes = {
+        "1": Mailbox("1", "1234", greeting=tmp_path / "hi.wav", max_seconds=30.0),
+        "2": Mailbox("2", None, greeting=tmp_path / "missing.wav"),
+        "3": Mailbox("3", None),
+    }
+    host = IvrHost(cast(Any, FakeCallControl()), None, Dialplan(), {}, tmp_path, mailboxes=boxes)
+    flow = host._voicemail_flow("1")
+    greeting, record = flow.nodes["greeting"], flow.nodes["record"]
+    assert flow.start == "greeting" and greeting.file == str(tmp_path / "hi.wav")  # type: ignore[union-attr]
+    assert record.prompt is None and record.max_seconds == 30.0  # type: ignore[union-attr]
+    # A greeting file that is gone falls back to the standard prompt (with a warning).
+    assert host._voicemail_flow("2") is host.voicemail_flow
+    assert host._voicemail_flow("3") is host.voicemail_flow

@@ -333,6 +333,38 @@ async def test_voicemail_round_trip_by_mailbox(store: Store) -> None:
     assert len(await store.list_voicemails()) == 3
 
 
+async def test_mailbox_messages_counts_heard_and_delete(store: Store) -> None:
+    ids = []
+    for box, n in (("1002", 1), ("1002", 2), ("1003", 3), ("1002", 4)):
+        ids.append(
+            await store.add_voicemail(
+                VoicemailData(
+                    record_id=f"rec{n}",
+                    mailbox=box,
+                    caller="1001",
+                    path=f"/var/vm/{n}.wav",
+                    sha256="ab" * 32,
+                    seconds=2.0,
+                    created_at=T0 + timedelta(seconds=n),
+                )
+            )
+        )
+    assert await store.voicemail_counts() == {"1002": (3, 0), "1003": (1, 0)}
+    assert await store.mark_voicemail_heard(ids[0])
+    assert not await store.mark_voicemail_heard(9999)
+    # New first (oldest first), then the heard ones.
+    assert [v.record_id for v in await store.mailbox_messages("1002")] == ["rec2", "rec4", "rec1"]
+    assert await store.voicemail_counts("1002") == {"1002": (2, 1)}
+    assert await store.voicemail_counts("1009") == {"1009": (0, 0)}
+    gone = await store.delete_voicemail(ids[1])
+    assert gone is not None and gone.record_id == "rec2" and gone.id == ids[1]
+    assert await store.delete_voicemail(ids[1]) is None
+    assert await store.get_voicemail(ids[1]) is None
+    got = await store.get_voicemail(ids[0])
+    assert got is not None and got.heard and got.created_at == T0 + timedelta(seconds=1)
+    assert await store.voicemail_counts() == {"1002": (1, 1), "1003": (1, 0)}
+
+
 async def test_survey_results_round_trip_and_validation(store: Store) -> None:
     await store.add_survey_result(
         SurveyResultData(
