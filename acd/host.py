@@ -921,6 +921,8 @@ class AcdHost:
     def _feature(self, event: FeatureCodeDialled) -> None:
         """An ACD feature code dialled from ``event.caller``'s phone."""
         control, codes, user = self.control, self.codes, event.caller
+        if event.code not in codes.all():
+            return  # another service's code: every service sees every FeatureCodeDialled
         mode = codes.supervision().get(event.code)
         if mode is not None:
             agent = self._agent_of_ext.get(event.digits)

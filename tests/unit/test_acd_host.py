@@ -363,6 +363,17 @@ async def test_an_agent_whose_phone_is_not_registered_counts_as_missed(
 # --- feature codes ------------------------------------------------------------------------------
 
 
+async def test_another_services_feature_code_is_left_alone(
+    control: FakeCallControl, host: AcdHost
+) -> None:
+    """Codes are dialled to every subscriber; the ACD answers only its own (a voicemail or
+    any later service's code from a non-agent is not refused with 403 Not An Agent)."""
+    control.claim_feature_codes("voicemail", ["*97"])
+    call = control.dial_code(COLLEAGUE, "*97", "")
+    # Nobody in this test serves *97: the seam's own refusal, not the ACD's 403.
+    assert control.commands == [("reject", call, 480, "Feature Unavailable")]
+
+
 @pytest.mark.parametrize(
     ("phone", "code", "digits", "status", "reason"),
     [
