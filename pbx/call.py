@@ -430,7 +430,7 @@ class Call:
         self.ringback = False
         self._answer_caller()
         self._move(CallState.ANSWERED)
-        self.answered_at = datetime.now(UTC)
+        self.answered_at = self.system_answered_at = datetime.now(UTC)
         self.b2b.register_side(self, self.a)
         self.app = start(self)
 

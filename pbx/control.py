@@ -239,8 +239,12 @@ class CallControl:
         caller: str,
         dialled: str,
         event: Callable[[str], CallArrived],
+        direction: str = "inbound",
     ) -> None:
-        """Answer ``invite`` and publish ``event(call_id)`` once its media is up."""
+        """Answer ``invite`` and publish ``event(call_id)`` once its media is up. An IVR,
+        queue or voicemail destination of the dialplan is the call centre's way in
+        (``inbound``); a phone reaching its own mailbox menu, or a mailbox standing in for
+        an extension, is ``internal`` (docs/records.md)."""
 
         def start(call: Call) -> _Driven:
             app = _Driven()
@@ -248,8 +252,7 @@ class CallControl:
             return app
 
         call = self._b2b.start_application(invite, source, transport, caller, dialled, start)
-        # An IVR, queue or voicemail destination is the call centre's way in.
-        call.notes.direction = "inbound"
+        call.notes.direction = direction
 
     def _publish_arrival(self, call: Call, event: CallArrived) -> None:
         if not call.ended:

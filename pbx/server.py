@@ -819,7 +819,7 @@ class SipServer:
             def arrived(call_id: str) -> CallArrived:
                 return CallArrived(call_id, "mailbox", box, user, dialled)
 
-            self.control.arrive(req, source, transport, user, dialled, arrived)
+            self.control.arrive(req, source, transport, user, dialled, arrived, "internal")
             return
         if feature.feature in (Feature.PICKUP, Feature.DIRECTED_PICKUP):
             group = self.extensions[user].pickup_group
@@ -959,7 +959,8 @@ class SipServer:
         def arrived(call_id: str) -> CallArrived:
             return CallArrived(call_id, "voicemail", mailbox, caller, dialled)
 
-        self.control.arrive(req, source, transport, caller, dialled, arrived)
+        # An extension's mailbox standing in for it: still a call between extensions.
+        self.control.arrive(req, source, transport, caller, dialled, arrived, "internal")
 
     # -- message-waiting indication (RFC 3842 over RFC 6665; sans-IO part in pbx.mwi) ----
 

@@ -91,6 +91,16 @@ def test_unanswered_call_to_mailbox_owner_listens_and_deletes_with_mwi(
         10,
         "a 0/0 summary",
     )
+    # The records (docs/records.md): the rolled call is one internal row answered by the
+    # mailbox (billed from there, the ringing only in its duration); the menu call is a
+    # feature-code call, internal too.
+    rolled, menu = sb.wait_call_records(2)
+    assert (rolled["caller"], rolled["callee"], rolled["dialled"]) == ("1002", "1001", "1001")
+    assert (rolled["direction"], rolled["disposition"]) == ("internal", "ANSWERED")
+    assert rolled["answer"] == rolled["system_answer"] is not None
+    assert rolled["duration"] - rolled["billable_seconds"] >= NO_ANSWER_SECONDS - 0.5, rolled
+    assert (menu["caller"], menu["callee"], menu["direction"]) == ("1001", "*97", "internal")
+    assert menu["disposition"] == "ANSWERED"
 
 
 def test_busy_call_rolls_to_the_mailbox_and_unsolicited_mwi_reaches_the_phone(
