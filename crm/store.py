@@ -24,7 +24,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, delete, event, func, select
+import structlog
+from sqlalchemy import Connection, Table, delete, event, func, inspect, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -45,6 +46,8 @@ from crm.models import (
 )
 
 _D = TypeVar("_D")
+
+log = structlog.get_logger("crm.store")
 
 
 class Disposition(StrEnum):
@@ -400,6 +403,33 @@ def _record_from_row(row: CallRecord) -> CallRecordData:
     )
 
 
+def _add_missing_nullable_columns(conn: Connection) -> list[tuple[str, str]]:
+    """Bring a database made by an older version up to the model where that is safe: add
+    the nullable columns a table lacks (``ALTER TABLE … ADD COLUMN``, SQLite and
+    PostgreSQL). Without this a database from before a new column would refuse every
+    call record. Other changes need a real migration. Returns the columns added."""
+    inspector = inspect(conn)
+    existing_tables = set(inspector.get_table_names())
+    added: list[tuple[str, str]] = []
+    for table in Base.metadata.sorted_tables:
+        if table.name not in existing_tables:
+            continue
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have or not column.nullable:
+                continue
+            kind = column.type.compile(conn.dialect)
+            conn.execute(
+                text(f"ALTER TABLE {_quoted(table.name)} ADD COLUMN {_quoted(column.name)} {kind}")
+            )
+            added.append((table.name, column.name))
+    return added
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _binding_from_row(row: Registration) -> BindingData:
     return BindingData(**{name: getattr(row, name) for name in _BINDING_FIELDS})
 
@@ -434,6 +464,9 @@ class Store:
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         async with engine.begin() as conn:
             await conn.run_sync(Base.metadata.create_all)
+            added = await conn.run_sync(_add_missing_nullable_columns)
+        for table, column in added:
+            log.info("store_column_added", table=table, column=column)
         return cls(engine)
 
     async def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -488,3 +489,47 @@ async def test_recent_talk_times_per_queue_oldest_first(store: Store) -> None:
     # Only completed calls since the given time; a row with no calltime field is skipped.
     assert await store.recent_talk_times(T0 + s) == {"support": [60.0, 90.0], "sales": [30.0]}
     assert await store.recent_talk_times(T0, per_queue=1) == {"support": [90.0], "sales": [30.0]}
+
+
+async def test_a_database_from_before_new_columns_gets_them_and_keeps_its_rows(
+    store_url: str,
+) -> None:
+    """An upgrade must not refuse every call record because the table predates a column:
+    the missing nullable columns are added at open (until real migrations exist)."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(store_url)
+    serial = "SERIAL" if engine.dialect.name == "postgresql" else "INTEGER"
+    async with engine.begin() as conn:  # call_records as an older version created it
+        await conn.execute(
+            text(
+                f"CREATE TABLE call_records (id {serial} PRIMARY KEY,"
+                " call_id VARCHAR(255) NOT NULL, caller VARCHAR(255) NOT NULL,"
+                " callee VARCHAR(255) NOT NULL,"
+                ' start TIMESTAMP NOT NULL, answer TIMESTAMP, "end" TIMESTAMP NOT NULL,'
+                " duration FLOAT NOT NULL, billable_seconds FLOAT NOT NULL,"
+                " hangup_cause VARCHAR(64) NOT NULL, disposition VARCHAR(16) NOT NULL,"
+                " hangup_side VARCHAR(16) NOT NULL, sip_status INTEGER)"
+            )
+        )
+        await conn.execute(
+            text(
+                'INSERT INTO call_records (call_id, caller, callee, start, "end", duration,'
+                " billable_seconds, hangup_cause, disposition, hangup_side) VALUES ('old',"
+                " '1001', '1002', '2024-05-01 12:00:00', '2024-05-01 12:01:00', 60, 0,"
+                " 'no_answer', 'NO ANSWER', 'caller')"
+            )
+        )
+    await engine.dispose()
+    store = await Store.open(store_url)
+    try:
+        new = replace(_answered("new"), queue="support", agent="a1", direction="inbound")
+        await store.add_call_record(new)
+        rows = await store.list_call_records()
+        assert sorted((r.call_id, r.queue, r.agent) for r in rows) == [
+            ("new", "support", "a1"),
+            ("old", None, None),
+        ]
+    finally:
+        await store.close()
