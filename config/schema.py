@@ -509,17 +509,82 @@ class DialRuleConfig(_Model):
 
 
 class OutboundRuleConfig(_Model):
-    """An outbound dialling rule: numbers matching ``pattern`` leave through a trunk."""
+    """An outbound dialling rule: numbers matching ``pattern`` leave through the first of
+    ``trunks`` that takes the call (``trunk``: shorthand for one)."""
 
     name: str = ""
     pattern: DialPatternText
     strip: Annotated[int, Field(ge=0)] = 0
     prepend: Annotated[str, AfterValidator(_check_prepend)] = ""
     trunk: str = ""
+    trunks: list[Name] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _strip_fits(self) -> OutboundRuleConfig:
         _check_strip(self.pattern, self.strip)
+        if self.trunk and self.trunks:
+            raise ValueError("give `trunk` or `trunks`, not both")
+        if len(set(self.trunks)) != len(self.trunks):
+            raise ValueError("a trunk is listed twice in `trunks`")
+        return self
+
+    @property
+    def trunk_order(self) -> list[str]:
+        """The trunks to try, in order."""
+        return [self.trunk] if self.trunk else list(self.trunks)
+
+
+def _check_network(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an address or CIDR network (e.g. 192.0.2.0/24)"
+        ) from None
+    return value
+
+
+Network = Annotated[str, AfterValidator(_check_network)]
+
+
+class TrunkConfig(_Model):
+    """A carrier account: where its proxy is, how we authenticate, what it may deliver."""
+
+    host: Annotated[str, AfterValidator(_check_host)]
+    port: Port = 5060
+    transport: Transport = "udp"
+    # Digest credentials for REGISTER and for challenged requests (INVITE, BYE).
+    username: str | None = None
+    password: str | None = None
+    # true: we register to the carrier (calls arrive on that flow); false: IP-authenticated.
+    # (``register`` in YAML; the attribute name would shadow pydantic's ABC ``register``.)
+    registers: bool = Field(default=False, alias="register")
+    expires: Annotated[int, Field(ge=60, le=86400)] = 3600
+    retry_interval: Annotated[int, Field(ge=5, le=3600)] = 60
+    max_channels: Annotated[int, Field(ge=0)] = 0
+    # Further source networks accepted as this trunk (any port).
+    acl: list[Network] = Field(default_factory=list)
+    # Where the called number of an inbound call is read.
+    did_from: Literal["request_uri", "to"] = "request_uri"
+    country_code: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,2}$")] | None = None
+    national_prefix: Annotated[str, Field(pattern=r"^[0-9]*$")] = "0"
+    international_prefix: Annotated[str, Field(pattern=r"^[0-9]*$")] = "00"
+    # Numbers this trunk owns: the only caller IDs it may send.
+    dids: list[PhoneNumber] = Field(default_factory=list)
+    caller_id: PhoneNumber | None = None
+    from_user: str | None = None
+    # Seconds between OPTIONS pings (0: off); failures in a row before the trunk is down.
+    qualify: Annotated[int, Field(ge=0, le=3600)] = 60
+    qualify_failures: Annotated[int, Field(ge=1, le=100)] = 3
+
+    @model_validator(mode="after")
+    def _credentials(self) -> TrunkConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both username and password, or neither")
+        if self.registers and self.username is None:
+            raise ValueError("register: true needs username and password")
+        if self.caller_id is not None and self.dids and self.caller_id not in self.dids:
+            raise ValueError(f"caller_id {self.caller_id!r} is not one of this trunk's dids")
         return self
 
 
@@ -752,6 +817,7 @@ class DeclaredNames:
     queues: Collection[str]
     time_conditions: Collection[str]
     holidays: Collection[str]
+    trunks: Collection[str] = ()
 
     @classmethod
     def of(cls, cfg: SwitchboardConfig) -> DeclaredNames:
@@ -764,6 +830,7 @@ class DeclaredNames:
             set(cfg.queues),
             set(plan.time_conditions),
             set(plan.holidays),
+            set(cfg.trunks),
         )
 
     @classmethod
@@ -783,6 +850,7 @@ class DeclaredNames:
             keys(data, "queues"),
             keys(data, "dialplan", "time_conditions"),
             keys(data, "dialplan", "holidays"),
+            keys(data, "trunks"),
         )
 
 
@@ -835,6 +903,8 @@ def dialplan_problems(
             out.append(((*path, "target"), f"unknown IVR flow {t!r}"))
         elif d.kind == "queue" and known.queues is not None and t not in known.queues:
             out.append(((*path, "target"), f"unknown queue {t!r}"))
+        elif d.kind == "outbound" and t and t not in names.trunks:
+            out.append(((*path, "target"), f"unknown trunk {t!r}"))
         check_prompt((*path, "prompt"), d.prompt)
 
     for i, b in enumerate(plan.blacklist):
@@ -871,6 +941,15 @@ def dialplan_problems(
             patterns.add(rule.pattern)
             if isinstance(rule, DialRuleConfig):
                 check_dest((*base, section, i, "destination"), rule.destination, dialled=True)
+            else:
+                refs: list[tuple[ProblemPath, str]] = (
+                    [((*base, section, i, "trunk"), rule.trunk)]
+                    if rule.trunk
+                    else [((*base, section, i, "trunks", n), t) for n, t in enumerate(rule.trunks)]
+                )
+                for where, trunk in refs:
+                    if trunk not in names.trunks:
+                        out.append((where, f"unknown trunk {trunk!r}"))
     check_dest((*base, "internal_default"), plan.internal_default)
 
     for name, tc in plan.time_conditions.items():
@@ -989,6 +1068,7 @@ class SwitchboardConfig(_Model):
     acd: AcdYaml = Field(default_factory=AcdYaml)
     agents: dict[Name, AgentYaml] = Field(default_factory=dict)
     queues: dict[Name, QueueYaml] = Field(default_factory=dict)
+    trunks: dict[Name, TrunkConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _numbers_unique(self) -> SwitchboardConfig:

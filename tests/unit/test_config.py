@@ -311,6 +311,8 @@ dialplan:
   holidays:
     cn:
       - {date: "01-01", name: New Year}
+trunks:
+  carrier: {host: 127.0.0.1, port: 5062}
 """
 
 
