@@ -6,7 +6,11 @@ pydantic models to configure a part, so a setting is converted once, here, and t
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from pathlib import Path
+
+import structlog
 
 from acd import AgentConfig, QueueConfig, RuleStep, Strategy, WrapUpMode, parse_requirements
 from acd.host import AcdCodes, AcdSettings
@@ -18,6 +22,9 @@ from pbx.features import Feature
 from pbx.server import DEFAULT_MUSIC_ON_HOLD, Conference, Extension, ServerSettings
 from pbx.stack import ListenSpec
 from pbx.timecond import TimeCondition
+from pbx.trunk_inbound import InboundTrunk
+
+log = structlog.get_logger("switchboard")
 
 __all__ = [
     "acd_from_config",
@@ -228,3 +235,38 @@ def build_dialplan(cfg: SwitchboardConfig) -> dp.Dialplan:
         default=plan.default.to_destination(),
         internal_default=plan.internal_default.to_destination(),
     )
+
+
+def inbound_trunks_from_config(cfg: SwitchboardConfig) -> list[InboundTrunk]:
+    """The trunks as the SIP core matches inbound requests to them. A ``host`` that is a
+    name is resolved here, once (at start): a carrier is trusted by the addresses it had
+    then."""
+    out = []
+    for name, t in cfg.trunks.items():
+        out.append(
+            InboundTrunk(
+                name=name,
+                addresses=_addresses(t.host, t.port),
+                port=t.port,
+                acl=tuple(t.acl),
+                did_from=t.did_from,
+                country_code=t.country_code,
+                national_prefix=t.national_prefix,
+                international_prefix=t.international_prefix,
+            )
+        )
+    return out
+
+
+def _addresses(host: str, port: int) -> tuple[str, ...]:
+    try:
+        ipaddress.ip_address(host)
+        return (host,)
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_UDP)
+    except OSError as exc:
+        log.warning("trunk_host_unresolved", host=host, error=str(exc))
+        return ()
+    return tuple(dict.fromkeys(str(info[4][0]) for info in infos))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,6 +73,7 @@ from .registrar import BindingChange, Registrar
 from .stack import ListenSpec, SipStack, new_tag
 from .throttle import FailureThrottle
 from .transaction import AckNotReceived, RequestReceived, Timers
+from .trunk_inbound import InboundTrunk, TrunkMatcher
 
 __all__ = ["Extension", "Persistence", "ServerSettings", "SipServer", "StoredBinding"]
 
@@ -158,8 +159,11 @@ class SipServer:
         dialplan: Dialplan | None = None,
         media: MediaInterface,
         prompt_path: Callable[[str], str | None] | None = None,
+        inbound_trunks: Sequence[InboundTrunk] = (),
     ) -> None:
         self.settings = settings
+        # Carriers trusted by source address and port (or acl network) for their calls.
+        self.trunk_matcher = TrunkMatcher(inbound_trunks)
         self.extensions = extensions
         self.conferences = conferences or {}
         self.dialplan = dialplan
@@ -247,6 +251,7 @@ class SipServer:
         conferences: dict[str, Conference],
         feature_codes: tuple[tuple[str, str], ...] = (),
         dialplan: Dialplan | None = None,
+        inbound_trunks: Sequence[InboundTrunk] | None = None,
     ) -> None:
         """Swap the routing configuration atomically (``config reload`` / SIGHUP).
 
@@ -258,6 +263,8 @@ class SipServer:
         self.conferences = conferences
         self.feature_codes = FeatureCodes(dict(feature_codes) or DEFAULT_FEATURE_CODES)
         self.dialplan = dialplan
+        if inbound_trunks is not None:
+            self.trunk_matcher = TrunkMatcher(inbound_trunks)
         self.ext_settings = {k: v for k, v in self.ext_settings.items() if k in extensions}
         log.info("config_reloaded", extensions=len(extensions), conferences=len(conferences))
 
@@ -513,6 +520,11 @@ class SipServer:
                     )
                 )
                 return
+        if method == "INVITE":
+            trunk = self.trunk_matcher.match(source)
+            if trunk is not None:  # a carrier: trusted by its address and port, no digest
+                self._on_trunk_invite(req, trunk, source, ev.transport)
+                return
         if self.throttle is not None and self.throttle.is_blocked(source[0], now):
             # Only new REGISTERs and calls are refused: calls already up from the same
             # address (another phone behind the same NAT) keep working.
@@ -645,8 +657,50 @@ class SipServer:
         if code is not None:  # a service's code (the ACD's agent and supervisor codes)
             self.control.feature_dialled(req, source, transport, user, callee, code)
             return
-        if self.dialplan is not None:
-            decision = self._route(callee, user)
+        decision = self._route(callee, user) if self.dialplan is not None else None
+        self._place(req, user, callee, source, transport, decision)
+
+    def _on_trunk_invite(
+        self, req: Request, trunk: InboundTrunk, source: tuple[str, int], transport: str
+    ) -> None:
+        """A call a carrier delivers: the DID (Request-URI or To user, normalised per trunk)
+        goes through the dialplan's inbound routes only. Nothing a trunk sends may leave
+        through another trunk or reach a feature code (toll fraud, issue 16)."""
+        uri = req.to.uri if trunk.did_from == "to" else req.request_uri
+        did = trunk.normalise(uri.user_unescaped() or "")
+        caller = trunk.normalise(req.from_.uri.user_unescaped() or "") or "anonymous"
+        if self.dialplan is None:
+            self._reject_call(req, caller, did, 404, "not_found")
+            return
+        decision = self.dialplan.route_inbound(did, caller, datetime.now(UTC))
+        log.info(
+            "trunk_call",
+            trunk=trunk.name,
+            caller=caller,
+            did=did,
+            kind=decision.destination.kind.value,
+            target=decision.destination.target or decision.number,
+        )
+        if decision.destination.kind is DestinationKind.OUTBOUND:
+            self._reject_call(req, caller, did, 403, "trunk_to_trunk_refused")
+            return
+        self._place(req, caller, did, source, transport, decision, trunk)
+
+    def _place(
+        self,
+        req: Request,
+        user: str,
+        callee: str,
+        source: tuple[str, int],
+        transport: str,
+        decision: RouteDecision | None,
+        trunk: InboundTrunk | None = None,
+    ) -> None:
+        """Connect a call from ``user`` (an extension, or the caller of a ``trunk`` call) to
+        ``callee`` as the routing ``decision`` says (None: no dialplan, ``callee`` is an
+        extension or a conference room number)."""
+        dialled = callee
+        if decision is not None:
             dest = decision.destination
             number = dest.target or decision.number
             log.debug(
@@ -757,7 +811,12 @@ class SipServer:
                 )
             )
             return
-        self.b2bua.start_call(req, source, transport, user, callee, contacts, ext.ring_timeout)
+        call = self.b2bua.start_call(
+            req, source, transport, user, callee, contacts, ext.ring_timeout
+        )
+        call.notes.dialled = dialled  # before routing and forwarding (docs/records.md)
+        if trunk is not None:
+            call.notes.direction = "inbound"
 
     def _announce_and_hang_up(
         self,
