@@ -32,6 +32,7 @@ from app.settings import (
     extensions_from_config,
     inbound_trunks_from_config,
     mailboxes_from_config,
+    outbound_trunks_from_config,
     pbx_feature_codes,
     settings_from_config,
 )
@@ -163,6 +164,7 @@ async def build_server(cfg: SwitchboardConfig, config_dir: Path | None = None) -
         media=build_media(cfg),
         prompt_path=prompt_resolver(folder) if config_dir is not None else None,
         inbound_trunks=inbound_trunks_from_config(cfg),
+        outbound_trunks=outbound_trunks_from_config(cfg),
     )
     acd = AcdHost(server.control, store, acd_settings_from_config(cfg, folder))
     ivr = IvrHost(

@@ -23,6 +23,7 @@ from pbx.server import DEFAULT_MUSIC_ON_HOLD, Conference, Extension, ServerSetti
 from pbx.stack import ListenSpec
 from pbx.timecond import TimeCondition
 from pbx.trunk_inbound import InboundTrunk
+from pbx.trunk_outbound import OutboundTrunk
 
 log = structlog.get_logger("switchboard")
 
@@ -213,7 +214,7 @@ def build_dialplan(cfg: SwitchboardConfig) -> dp.Dialplan:
     outbound = [
         dp.DialRule(
             r.pattern,
-            dp.Destination(dp.DestinationKind.OUTBOUND, r.trunk),
+            dp.Destination(dp.DestinationKind.OUTBOUND, r.trunk, trunks=tuple(r.trunk_order)),
             r.strip,
             r.prepend,
             r.name,
@@ -270,3 +271,26 @@ def _addresses(host: str, port: int) -> tuple[str, ...]:
         log.warning("trunk_host_unresolved", host=host, error=str(exc))
         return ()
     return tuple(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def outbound_trunks_from_config(cfg: SwitchboardConfig) -> list[OutboundTrunk]:
+    """The trunks as outbound calls use them, in the order of the config."""
+    out = []
+    for name, t in cfg.trunks.items():
+        addresses = _addresses(t.host, t.port)
+        out.append(
+            OutboundTrunk(
+                name=name,
+                host=t.host,
+                port=t.port,
+                address=addresses[0] if addresses else t.host,
+                transport=t.transport.upper(),
+                username=t.username,
+                password=t.password,
+                dids=tuple(t.dids),
+                caller_id=t.caller_id,
+                from_user=t.from_user,
+                max_channels=t.max_channels,
+            )
+        )
+    return out

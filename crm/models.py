@@ -115,6 +115,10 @@ class CallRecord(Base):
     queue_call_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     # For a callback's call: callback_requests.id of the request it fulfils.
     callback_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The trunk the call left or arrived through, and the trunks tried before it with their
+    # final status ("carrier:503,backup:408").
+    trunk: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    trunk_attempts: Mapped[str | None] = mapped_column(String(1024), nullable=True)
 
 
 class Registration(Base):

@@ -129,6 +129,8 @@ class CallRecordData:
     wait_seconds: float | None = None
     queue_call_id: str | None = None
     callback_id: int | None = None
+    trunk: str | None = None
+    trunk_attempts: str | None = None
     duration: float = field(init=False)
     billable_seconds: float = field(init=False)
     # Database id, set on records read back from the store.
@@ -354,6 +356,8 @@ _RECORD_FIELDS = (
     "wait_seconds",
     "queue_call_id",
     "callback_id",
+    "trunk",
+    "trunk_attempts",
 )
 
 _BINDING_FIELDS = (
@@ -400,6 +404,8 @@ def _record_from_row(row: CallRecord) -> CallRecordData:
         wait_seconds=row.wait_seconds,
         queue_call_id=row.queue_call_id,
         callback_id=row.callback_id,
+        trunk=row.trunk,
+        trunk_attempts=row.trunk_attempts,
     )
 
 

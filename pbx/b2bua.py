@@ -50,6 +50,7 @@ from .persistence import CallDetail
 from .side import ALLOW, IVR_KEYS_HEADER, SUPPORTED_CODECS, Side
 from .stack import SipStack, new_tag
 from .transfer import Transfer
+from .trunk_outbound import OutboundTrunk
 
 __all__ = [
     "ALLOW",
@@ -135,6 +136,28 @@ class B2bua:
         self._by_invite[(invite.call_id, invite.from_.tag or "")] = call
         self._by_leg[a.leg_id] = call
         spawn(call.setup(contacts, ring_timeout))
+        return call
+
+    def start_trunk_call(
+        self,
+        invite: Request,
+        source: tuple[str, int],
+        transport: str,
+        caller: str,
+        number: str,
+        trunks: list[OutboundTrunk],
+        ring_timeout: float,
+    ) -> Call:
+        """A call from ``caller`` to ``number`` through the first of ``trunks`` that takes
+        it (see :mod:`pbx.trunk_outbound`)."""
+        a = Side(label="a", ext=caller, leg_id="", flow=Flow(transport, source))
+        call = Call(self, a, caller=caller, callee=number, call_id=invite.call_id, invite=invite)
+        a.leg_id = f"{call.id}-a"
+        call.notes.direction = "outbound"
+        self._calls[call.id] = call
+        self._by_invite[(invite.call_id, invite.from_.tag or "")] = call
+        self._by_leg[a.leg_id] = call
+        spawn(call.setup_trunks(trunks, ring_timeout))
         return call
 
     def _local_call(

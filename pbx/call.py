@@ -57,6 +57,7 @@ from .outbound import Outbound, spawn
 from .side import ALLOW, IVR_KEYS_HEADER, SUPPORTED_CODECS, Side
 from .stack import new_tag
 from .transfer import Transfer
+from .trunk_outbound import OutboundTrunk, should_fail_over
 
 if TYPE_CHECKING:
     from .b2bua import B2bua
@@ -135,6 +136,9 @@ class Call:
         self.a_final_sent = False
         self.ringback = False
         self.outbound: Outbound | None = None  # the callee being rung
+        # A call leaving through trunks: the ones not tried yet (None: not a trunk call).
+        self.trunk_plan: list[OutboundTrunk] | None = None
+        self._trunk_ring_timeout = 0.0
         self.transfer: Transfer | None = None  # a transfer in progress
         self.room: ConferenceRoom | None = None  # the conference room this caller is in
         self.app: CallApplication | None = None  # an application (IVR) driving this call
@@ -261,6 +265,78 @@ class Call:
         self._move(CallState.CALLING)
         self.log.debug("call_forked", branches=len(self.outbound.branches))
 
+    async def setup_trunks(self, trunks: list[OutboundTrunk], ring_timeout: float) -> None:
+        """Allocate media, answer the caller's offer, and send the call to the first of
+        ``trunks`` that has a free channel (``self.callee`` is the number to dial);
+        :meth:`_on_callee_failed` moves on to the next when the trunk failed."""
+        assert self.invite is not None
+        if not await self._open_caller_media():
+            return
+        self.trunk_plan = list(trunks)
+        self._trunk_ring_timeout = ring_timeout
+        if not self._next_trunk():
+            self._fail_a(503, "No Trunk Available", "FAILED", "no_trunk_available", "system")
+
+    def _next_trunk(self) -> bool:
+        """Start the attempt on the next trunk with a free channel; False if none is left."""
+        assert self.invite is not None and self.trunk_plan is not None
+        while self.trunk_plan:
+            trunk = self.trunk_plan.pop(0)
+            if trunk.max_channels and self._trunk_load(trunk.name) >= trunk.max_channels:
+                self.notes.trunk_attempts.append((trunk.name, 503))
+                self.log.info("trunk_full", trunk=trunk.name, channels=trunk.max_channels)
+                continue
+            break
+        else:
+            return False
+        number = self.callee
+        caller_id = trunk.caller_id_for(self.caller)
+        contact = Contact(
+            trunk.uri(number), (trunk.address, trunk.port), trunk.transport, float("inf"), "", 0
+        )
+        self.notes.trunk = trunk.name
+        attempt = len(self.notes.trunk_attempts)
+        host = self.b2b.stack.host_for(trunk.address)
+        self.outbound = Outbound(
+            self.b2b,
+            leg_id=f"{self.id}-t{attempt}",
+            caller_ext=trunk.from_user or caller_id,
+            caller_display=None,
+            callee=number,
+            contacts=[contact],
+            first_codec=self.a.codec,
+            ring_timeout=self._trunk_ring_timeout,
+            on_ringing=self._on_callee_ringing,
+            on_answered=self._on_callee_answered,
+            on_failed=self._on_callee_failed,
+            # RFC 3325 §9.1: the identity the carrier shows, asserted by its customer.
+            extra_headers=[("P-Asserted-Identity", f"<sip:{caller_id}@{host}>")],
+            near=self.a.leg_id,
+            credentials=trunk.credentials,
+            to_uri=trunk.uri(number),
+        )
+        self.b2b.track_leg(self.outbound.leg_id, self)
+        self.log.info("trunk_attempt", trunk=trunk.name, number=number, caller_id=caller_id)
+        outbound = self.outbound
+
+        async def start() -> None:
+            if not await outbound.start() and not self.ended:
+                self._fail_a(503, "Media Unavailable", "FAILED", "media_unavailable", "system")
+                return
+            if self.ended:
+                outbound.cancel()
+                return
+            if self.state is CallState.SETUP:
+                self._move(CallState.CALLING)
+
+        spawn(start())
+        return True
+
+    def _trunk_load(self, name: str) -> int:
+        return sum(
+            1 for c in self.b2b.calls if c is not self and not c.ended and c.notes.trunk == name
+        )
+
     async def answer_locally(self) -> bool:
         """Answer the caller ourselves (200 + SDP): conference rooms and feature codes."""
         assert self.invite is not None
@@ -365,6 +441,15 @@ class Call:
     def _on_callee_failed(self, status: int, ring_timeout: bool) -> None:
         if self.ended:
             return
+        if self.trunk_plan is not None:
+            # The trunk failed (not the callee): the next trunk, same caller, same number.
+            if should_fail_over(status, ring_timeout) and self.notes.trunk is not None:
+                self.log.info("trunk_failed", trunk=self.notes.trunk, status=status)
+                self.notes.trunk_attempts.append((self.notes.trunk, status))
+                if self._next_trunk():
+                    return
+            self._fail_trunk_call(status, ring_timeout)
+            return
         reason = (
             "busy" if status in (486, 600, 603) else "no_answer" if status in (408, 480) else None
         )
@@ -377,6 +462,18 @@ class Call:
         elif status in (408, 480):
             side = "system" if ring_timeout else "callee"
             self._fail_a(480, None, "NO ANSWER", "no_answer", side)
+        else:
+            self._fail_a(status, None, "FAILED", f"sip_{status}", "callee")
+
+    def _fail_trunk_call(self, status: int, ring_timeout: bool) -> None:
+        """The last trunk attempt failed: the caller hears the callee's answer (busy, not
+        found...) or, when every trunk failed, the last trunk's status."""
+        if status in (486, 600, 603):
+            self._fail_a(486 if status == 486 else status, None, "BUSY", "user_busy", "callee")
+        elif status == 480 or ring_timeout:
+            self._fail_a(
+                480, None, "NO ANSWER", "no_answer", "system" if ring_timeout else "callee"
+            )
         else:
             self._fail_a(status, None, "FAILED", f"sip_{status}", "callee")
 

@@ -61,6 +61,9 @@ class CallNotes:
     queued_at: datetime | None = None  # when the caller joined the first queue
     queue_call_id: str | None = None
     callback_id: int | None = None
+    trunk: str | None = None  # the trunk the call left or arrived through
+    # Trunks tried before the one that carried the call, with their final status.
+    trunk_attempts: list[tuple[str, int]] = field(default_factory=list)
 
     def carried_over(self) -> CallNotes:
         """What a continuation of the call (after an intercept) keeps: where the caller
@@ -157,5 +160,9 @@ def call_detail(
         wait_seconds=wait,
         queue_call_id=notes.queue_call_id,
         callback_id=notes.callback_id,
+        trunk=notes.trunk,
+        trunk_attempts=(
+            ",".join(f"{name}:{status}" for name, status in notes.trunk_attempts) or None
+        ),
         **quality,
     )

@@ -91,6 +91,8 @@ class Destination:
     status: int | None = None
     priority: int | None = None
     skills: tuple[str, ...] = ()
+    # ``outbound``: the trunks to try in order (``target`` alone is the one-trunk shorthand).
+    trunks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from media import Codec, MediaError
 
 from . import sdp
 from .dialog import Dialog, Flow
+from .digest import DigestError, build_authorization, choose_challenge
 from .location import Contact
 from .message import Request, Response
 from .side import ALLOW, SUPPORTED_CODECS, Side
@@ -55,6 +56,7 @@ class _Branch:
     cancel_wanted: bool = False
     cancel_sent: bool = False
     dialog: Dialog | None = None
+    challenges: int = 0  # 401/407 answered with credentials on this branch
 
 
 class Outbound:
@@ -83,8 +85,14 @@ class Outbound:
         on_failed: Callable[[int, bool], None],
         extra_headers: list[tuple[str, str]] | None = None,
         near: str | None = None,
+        credentials: tuple[str, str] | None = None,
+        to_uri: str | None = None,
     ) -> None:
         self.b2b = b2b
+        # A trunk's digest account: a 401/407 to the INVITE is answered once with it.
+        self.credentials = credentials
+        # The To of the INVITE: a trunk's ``sip:number@carrier`` (default: ours).
+        self.to_uri = to_uri
         # Placement hint for media workers: the leg this one will be bridged to, so both
         # land in one worker (a bridge across workers costs about twice as much).
         self.near = near
@@ -162,7 +170,7 @@ class Outbound:
             ("Via", stack.via_for(flow.transport, flow.address[0])),
             ("Max-Forwards", "70"),
             ("From", f"{display}<sip:{self.caller_ext}@{host}>;tag={self.from_tag}"),
-            ("To", f"<sip:{self.callee}@{host}>"),
+            ("To", f"<{self.to_uri or f'sip:{self.callee}@{host}'}>"),
             ("Call-ID", self.call_id),
             ("CSeq", "1 INVITE"),
             ("Contact", stack.contact_for(flow.transport, flow.address[0], self.caller_ext)),
@@ -190,9 +198,51 @@ class Outbound:
         if status < 300:
             self._on_answered(branch, resp)
             return
+        if status in (401, 407) and self._answer_challenge(branch, resp):
+            return
         if branch.final is None:
             branch.final = status
         self._check_all_failed()
+
+    def _answer_challenge(self, branch: _Branch, resp: Response) -> bool:
+        """RFC 3261 §22.2: the carrier challenged the INVITE; send it again, same Call-ID
+        and From tag, next CSeq, new branch, with credentials. Once per branch: a second
+        challenge means the credentials are refused (the caller gets the 401/407 as a
+        failure). False when there is nothing to answer with."""
+        if self.credentials is None or self.done or branch.challenges >= 1 or branch.cancel_wanted:
+            return False
+        header = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
+        try:
+            challenge = choose_challenge(resp.get_all(header))
+            user, password = self.credentials
+            answer = build_authorization("INVITE", branch.request.uri, user, password, challenge)
+        except DigestError as exc:
+            log.info("trunk_challenge_unanswerable", callee=self.callee, error=str(exc))
+            return False
+        old = branch.request
+        stack = self.b2b.stack
+        headers = [
+            (name, value)
+            for name, value in old.headers
+            if name.lower() not in ("via", "cseq", "authorization", "proxy-authorization")
+        ]
+        headers = [
+            ("Via", stack.via_for(branch.flow.transport, branch.flow.address[0])),
+            ("CSeq", f"{old.cseq[0] + 1} INVITE"),
+            ("Authorization" if resp.status == 401 else "Proxy-Authorization", answer),
+            *headers,
+        ]
+        branch.request = Request("INVITE", old.uri, headers, old.body)
+        branch.challenges += 1
+        branch.provisional = False
+        branch.key = stack.send_request(
+            branch.request,
+            branch.flow.address,
+            branch.flow.transport,
+            on_response=functools.partial(self._on_response, branch),
+            on_timeout=functools.partial(self._on_timeout, branch),
+        )
+        return True
 
     def _apply_answer(self, body: bytes) -> bool:
         try:

@@ -87,6 +87,8 @@ class CallDetail:
     wait_seconds: float | None = None  # from joining a queue to the agent's answer
     queue_call_id: str | None = None  # the call id the queue log uses for this call
     callback_id: int | None = None  # callback_requests.id this call fulfils
+    trunk: str | None = None  # the trunk the call left or arrived through
+    trunk_attempts: str | None = None  # failed trunks before it: "carrier:503,backup:408"
 
 
 class Persistence(Protocol):

@@ -40,7 +40,7 @@ from media.tones import ToneSource
 from .b2bua import ALLOW, B2bua, Call
 from .control import CallControl
 from .dialog import Dialog, Flow
-from .dialplan import DestinationKind, Dialplan, RouteDecision
+from .dialplan import Destination, DestinationKind, Dialplan, RouteDecision
 from .digest import AuthOutcome, DigestAuthenticator, DigestError, parse_credentials
 from .events import CallArrived
 from .features import (
@@ -74,6 +74,7 @@ from .stack import ListenSpec, SipStack, new_tag
 from .throttle import FailureThrottle
 from .transaction import AckNotReceived, RequestReceived, Timers
 from .trunk_inbound import InboundTrunk, TrunkMatcher
+from .trunk_outbound import OutboundTrunk
 
 __all__ = ["Extension", "Persistence", "ServerSettings", "SipServer", "StoredBinding"]
 
@@ -96,6 +97,9 @@ DEFAULT_FEATURE_CODES: dict[str, str] = {
 
 # The track that ships with the project (media/prompts/make_moh.py made it).
 DEFAULT_MUSIC_ON_HOLD = Path(__file__).resolve().parent.parent / "media" / "prompts" / "moh.wav"
+# Seconds a call to an outside number may ring before we give up (the carrier usually ends
+# it earlier with its own no-answer treatment).
+TRUNK_RING_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +164,11 @@ class SipServer:
         media: MediaInterface,
         prompt_path: Callable[[str], str | None] | None = None,
         inbound_trunks: Sequence[InboundTrunk] = (),
+        outbound_trunks: Sequence[OutboundTrunk] = (),
     ) -> None:
         self.settings = settings
+        # Where calls to outside numbers go, by trunk name (config order kept).
+        self.outbound_trunks: dict[str, OutboundTrunk] = {t.name: t for t in outbound_trunks}
         # Carriers trusted by source address and port (or acl network) for their calls.
         self.trunk_matcher = TrunkMatcher(inbound_trunks)
         self.extensions = extensions
@@ -739,6 +746,9 @@ class SipServer:
             if dest.kind is DestinationKind.PLAY_HANGUP:
                 self._announce_and_hang_up(req, source, transport, user, callee, dest.prompt)
                 return
+            if dest.kind is DestinationKind.OUTBOUND and trunk is None:
+                self._to_trunks(req, source, transport, user, decision.number, dest)
+                return
             if dest.kind not in (DestinationKind.EXTENSION, DestinationKind.CONFERENCE):
                 # Outbound trunks come with their issue.
                 self._reject_call(req, user, callee, 480, f"{dest.kind.value}_unavailable")
@@ -817,6 +827,38 @@ class SipServer:
         call.notes.dialled = dialled  # before routing and forwarding (docs/records.md)
         if trunk is not None:
             call.notes.direction = "inbound"
+
+    def _to_trunks(
+        self,
+        req: Request,
+        source: tuple[str, int],
+        transport: str,
+        caller: str,
+        number: str,
+        dest: Destination,
+    ) -> None:
+        """An extension's call to an outside ``number``: through the rule's trunks, in
+        order (a rule naming none: every trunk, in the order of the config)."""
+        names = dest.trunks or ((dest.target,) if dest.target else tuple(self.outbound_trunks))
+        trunks = [self.outbound_trunks[n] for n in names if n in self.outbound_trunks]
+        if not trunks:
+            log.warning("no_trunk_for_call", caller=caller, number=number, trunks=list(names))
+            self._reject_call(req, caller, number, 480, "no_trunk")
+            return
+        if not req.body or req.content_type != "application/sdp":
+            self.stack.send_response(
+                make_response(
+                    req,
+                    488,
+                    to_tag=new_tag(),
+                    headers=[("Warning", '399 switchboard "INVITE without SDP offer"')],
+                )
+            )
+            return
+        call = self.b2bua.start_trunk_call(
+            req, source, transport, caller, number, trunks, TRUNK_RING_TIMEOUT
+        )
+        call.notes.dialled = req.request_uri.user_unescaped() or number
 
     def _announce_and_hang_up(
         self,

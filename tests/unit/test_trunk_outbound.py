@@ -1,0 +1,245 @@
+"""Extensions calling outside numbers through trunks (issue 16): the INVITE a carrier gets,
+its digest challenge answered, failover only when the trunk failed, channel limits."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from app.settings import (
+    build_dialplan,
+    extensions_from_config,
+    inbound_trunks_from_config,
+    outbound_trunks_from_config,
+)
+from config.loader import parse_config
+from pbx.digest import DigestAuthenticator
+from pbx.message import Request, Response, make_response, parse_message
+from pbx.server import ServerSettings, SipServer
+from pbx.stack import ListenSpec, new_tag
+from pbx.transaction import RequestReceived
+from pbx.trunk_outbound import OutboundTrunk, should_fail_over
+from tests.unit.call_harness import FakeMedia, offer_sdp
+
+PHONE = ("192.0.2.10", 5060)
+CONFIG = """
+extensions:
+  "1001": {password: pw1}
+trunks:
+  carrier:
+    {host: 203.0.113.5, port: 5062, username: sbtrunk, password: trunkpw,
+     dids: ["+862088880000", "+862088880001"], caller_id: "+862088880000"}
+  backup: {host: 203.0.113.6, port: 5064, max_channels: 1}
+dialplan:
+  outbound:
+    - {pattern: "_9.", strip: 1, trunks: [carrier, backup]}
+    - {pattern: "_8.", strip: 1, trunk: backup}
+"""
+
+
+@dataclass
+class Sent:
+    request: Request
+    dest: tuple[str, int]
+    on_response: Callable[[Response], None]
+    on_timeout: Callable[[], None] | None
+
+
+class Pbx:
+    def __init__(self) -> None:
+        cfg = parse_config(CONFIG, "test.yaml")
+        self.server = SipServer(
+            ServerSettings(listen=(ListenSpec("UDP", "127.0.0.1", 5060),)),
+            extensions_from_config(cfg),
+            media=FakeMedia(),
+            dialplan=build_dialplan(cfg),
+            inbound_trunks=inbound_trunks_from_config(cfg),
+            outbound_trunks=outbound_trunks_from_config(cfg),
+        )
+        self.replies: list[Response] = []
+        self.sent: list[Sent] = []
+        stack = self.server.stack
+        stack.send_response = self.replies.append  # type: ignore[method-assign,assignment]
+        stack.local_address = lambda transport="UDP": ("127.0.0.1", 5060)  # type: ignore[method-assign]
+
+        def send_request(
+            request: Request, dest: tuple[str, int], transport: str, on_response: Any,
+            on_timeout: Any = None,
+        ) -> str:  # fmt: skip
+            self.sent.append(Sent(request, dest, on_response, on_timeout))
+            return secrets.token_hex(4)
+
+        stack.send_request = send_request  # type: ignore[method-assign,assignment]
+        self.server.auth.verify = lambda *a, **kw: _ok("1001")  # type: ignore[method-assign]
+
+    async def dial(self, number: str) -> None:
+        body = offer_sdp(PHONE[0], 4000)
+        lines = [
+            f"INVITE sip:{number}@127.0.0.1 SIP/2.0",
+            f"Via: SIP/2.0/UDP {PHONE[0]}:{PHONE[1]};branch=z9hG4bK{secrets.token_hex(5)}",
+            "Max-Forwards: 70",
+            "From: <sip:1001@127.0.0.1>;tag=c1",
+            f"To: <sip:{number}@127.0.0.1>",
+            f"Call-ID: {secrets.token_hex(6)}",
+            "CSeq: 1 INVITE",
+            f"Contact: <sip:1001@{PHONE[0]}:{PHONE[1]}>",
+            'Proxy-Authorization: Digest username="1001", realm="switchboard", nonce="n", '
+            'uri="sip:x", response="00"',
+            "Content-Type: application/sdp",
+        ]
+        raw = ("\r\n".join(lines) + f"\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        req = parse_message(raw + body)
+        assert isinstance(req, Request)
+        self.server.stack.on_request(RequestReceived(req, PHONE, "UDP", key="k"))
+        await self.invites(1)
+
+    async def invites(self, count: int) -> list[Sent]:
+        async with asyncio.timeout(2):
+            while len(self.sent_invites()) < count:
+                await asyncio.sleep(0.01)
+        return self.sent_invites()
+
+    def sent_invites(self) -> list[Sent]:
+        return [s for s in self.sent if s.request.method == "INVITE"]
+
+    def final_to_caller(self) -> int | None:
+        finals = [r.status for r in self.replies if r.status >= 300]
+        return finals[-1] if finals else None
+
+    def answer(self, sent: Sent, status: int, headers: list[tuple[str, str]] | None = None) -> None:
+        sent.on_response(
+            make_response(sent.request, status, to_tag=new_tag(), headers=headers or [])
+        )
+
+
+def _ok(user: str) -> Any:
+    from pbx.digest import AuthOutcome, AuthResult
+
+    return AuthResult(AuthOutcome.OK, user, "sip:x", "MD5", "")
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0.01)
+
+
+async def test_a_call_goes_to_the_first_trunk_as_the_carrier_expects() -> None:
+    pbx = Pbx()
+    await pbx.dial("900442079460000")
+    (first,) = pbx.sent_invites()
+    req = first.request
+    assert first.dest == ("203.0.113.5", 5062)
+    assert req.uri == "sip:00442079460000@203.0.113.5:5062"
+    assert "<sip:00442079460000@203.0.113.5:5062>" in (req.get("To") or "")
+    # The caller ID is one of the trunk's DIDs (1001 is not), in From and in PAI.
+    assert "sip:+862088880000@" in (req.get("From") or "")
+    assert "sip:+862088880000@" in (req.get("P-Asserted-Identity") or "")
+    call = pbx.server.b2bua.calls[0]
+    assert (call.notes.direction, call.notes.trunk, call.notes.dialled) == (
+        "outbound",
+        "carrier",
+        "900442079460000",
+    )
+
+
+async def test_a_challenge_is_answered_with_the_trunks_credentials() -> None:
+    pbx = Pbx()
+    await pbx.dial("95551234")
+    (first,) = pbx.sent_invites()
+    carrier = DigestAuthenticator("carrier.example", b"0123456789abcdef0123")
+    challenge = carrier.challenge(0.0)[0]
+    pbx.answer(first, 407, [("Proxy-Authenticate", challenge)])
+    first_again, second = await pbx.invites(2)
+    assert first_again is first
+    req = second.request
+    assert req.call_id == first.request.call_id and req.cseq[0] == first.request.cseq[0] + 1
+    assert req.get_list("Via")[0] != first.request.get_list("Via")[0]  # a new transaction
+    auth = req.get("Proxy-Authorization") or ""
+    lookup = {"sbtrunk": "trunkpw"}.get
+    assert carrier.verify("INVITE", auth, 1.0, lambda u, r: lookup(u)).ok
+    # A second challenge means the credentials are refused: no third INVITE, failover to
+    # the next trunk is not the answer either (4xx).
+    pbx.answer(second, 407, [("Proxy-Authenticate", challenge)])
+    await settle()
+    assert len(pbx.sent_invites()) == 2 and pbx.final_to_caller() == 407
+
+
+@pytest.mark.parametrize("status", [503, 500, 408])
+async def test_the_next_trunk_takes_the_call_when_the_first_fails(status: int) -> None:
+    pbx = Pbx()
+    await pbx.dial("95551234")
+    (first,) = pbx.sent_invites()
+    pbx.answer(first, status)
+    _, second = await pbx.invites(2)
+    assert second.dest == ("203.0.113.6", 5064)
+    # backup owns no DIDs: the caller's own number goes out.
+    assert "sip:1001@" in (second.request.get("From") or "")
+    call = pbx.server.b2bua.calls[0]
+    assert call.notes.trunk == "backup" and call.notes.trunk_attempts == [("carrier", status)]
+    assert pbx.final_to_caller() is None  # still ringing on backup
+
+
+async def test_a_timeout_fails_over_too() -> None:
+    pbx = Pbx()
+    await pbx.dial("95551234")
+    (first,) = pbx.sent_invites()
+    assert first.on_timeout is not None
+    first.on_timeout()
+    _, second = await pbx.invites(2)
+    assert second.dest == ("203.0.113.6", 5064)
+
+
+@pytest.mark.parametrize("status", [486, 404, 484, 603])
+async def test_the_callees_answer_does_not_fail_over(status: int) -> None:
+    pbx = Pbx()
+    await pbx.dial("95551234")
+    (first,) = pbx.sent_invites()
+    pbx.answer(first, status)
+    await settle()
+    assert len(pbx.sent_invites()) == 1
+    assert pbx.final_to_caller() == (486 if status == 486 else status)
+
+
+async def test_every_trunk_failing_ends_with_the_last_status() -> None:
+    pbx = Pbx()
+    await pbx.dial("95551234")
+    pbx.answer(pbx.sent_invites()[0], 503)
+    _, second = await pbx.invites(2)
+    pbx.answer(second, 502)
+    await settle()
+    assert pbx.final_to_caller() == 502
+
+
+async def test_a_full_trunk_is_skipped() -> None:
+    pbx = Pbx()
+    await pbx.dial("85551234")  # backup only, max_channels 1: this call holds it
+    await pbx.dial("85559999")
+    await settle()
+    assert len(pbx.sent_invites()) == 1
+    assert pbx.final_to_caller() == 503
+    # The refused call is gone; the first still holds the channel.
+    (holding,) = pbx.server.b2bua.calls
+    assert holding.notes.trunk == "backup" and holding.notes.dialled == "85551234"
+
+
+def test_failover_statuses() -> None:
+    assert [s for s in (408, 480, 486, 500, 503, 599, 600, 603) if should_fail_over(s, False)] == [
+        408,
+        500,
+        503,
+        599,
+    ]
+    assert not should_fail_over(408, True)  # the callee let it ring: not the trunk's fault
+
+
+def test_caller_id_only_from_the_trunks_dids() -> None:
+    t = OutboundTrunk("t", "h", dids=("+1555000", "+1555001"), caller_id="+1555001")
+    assert t.caller_id_for("+1555000") == "+1555000"
+    assert t.caller_id_for("1001") == "+1555001"
+    assert OutboundTrunk("t", "h", dids=("+1555000",)).caller_id_for("1001") == "+1555000"
+    assert OutboundTrunk("t", "h").caller_id_for("1001") == "1001"
