@@ -1,0 +1,171 @@
+"""Calls through trunks with real peers (issue 16): SIPp plays the carriers.
+
+Theory of operation
+-------------------
+* Outbound failover: extension 1001 (a PJSUA2 phone) dials ``9`` + a number; the rule's
+  first trunk is a SIPp UAS answering 503, the second a SIPp UAS that answers and echoes RTP.
+  The call connects on the second, the phone hears its own tone back through Switchboard's
+  relay (FFT), and the record names the trunk, the failed attempt and direction outbound.
+  The same with 486 from the first trunk ends the call busy: the second never sees it.
+* Inbound from an IP-authenticated trunk: a SIPp UAC sending from the trunk's host *and
+  port* calls DID 4100, routed to extension 1002 (PJSUA2, auto-answer), which hears the
+  UAC's tone. The same INVITE from another port of the same address is challenged (407)
+  and rings nobody.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.peers.audio import describe, dominant_frequency
+from tests.peers.phones import Phone
+from tests.peers.sipp import SippProcess, prepare_tone_pcap, run_sipp, scenario
+from tests.peers.switchboard import Switchboard, wait_for
+
+pytestmark = pytest.mark.peers
+
+ServerFactory = Callable[..., Switchboard]
+EXTENSIONS = {
+    "1001": {"name": "Caller", "password": "pw-1001"},
+    "1002": {"name": "Desk", "password": "pw-1002"},
+}
+
+
+def _trunk_yaml(first: int, second: int) -> str:
+    return (
+        "trunks:\n"
+        f"  first: {{host: 127.0.0.1, port: {first}, qualify: 0}}\n"
+        f"  second: {{host: 127.0.0.1, port: {second}, qualify: 0}}\n"
+        "dialplan:\n"
+        "  inbound:\n"
+        '    - {did: "4100", destination: {kind: extension, target: "1002"}}\n'
+        "  outbound:\n"
+        '    - {pattern: "_9.", strip: 1, trunks: [first, second]}\n'
+    )
+
+
+@pytest.mark.timeout(90)
+def test_outbound_call_fails_over_from_503_to_the_next_trunk(
+    server_factory: ServerFactory,
+    phone_factory: Callable[..., Phone],
+    sipp_workdir: Path,
+    free_port: Callable[[], int],
+    tone_1k: Path,
+    tmp_path: Path,
+) -> None:
+    first, second, media = free_port(), free_port(), free_port()
+    sb = server_factory(extensions=EXTENSIONS, extra_yaml=_trunk_yaml(first, second))
+    with (
+        SippProcess(
+            ["-sf", str(scenario("uas_503")),
+             "-i", "127.0.0.1", "-p", str(first)],
+            workdir=sipp_workdir, timeout=60, name="carrier503",
+        ) as refusing,
+        SippProcess(
+            ["-sf", str(scenario("uas")), "-i", "127.0.0.1", "-p", str(second),
+             "-mi", "127.0.0.1", "-mp", str(media), "-rtp_echo"],
+            workdir=sipp_workdir, timeout=60, name="carrier_ok",
+        ) as answering,
+    ):  # fmt: skip
+        time.sleep(0.3)
+        caller = phone_factory("ext1001", user="1001")
+        caller.set_codecs(["PCMU"])
+        assert caller.register(sb.address, password=sb.password("1001"))["code"] == 200
+        cid = caller.call(sb.uri("95551234"))
+        caller.wait_call_state("CONFIRMED", call=cid, timeout=20)
+        caller.wait_media_active(call=cid, timeout=10)
+        caller.play(tone_1k, call=cid)
+        heard = tmp_path / "echo.wav"
+        caller.record(heard, call=cid)
+        time.sleep(2.5)
+        caller.stop_record(call=cid)
+        caller.hangup(cid)
+        caller.wait_disconnected(call=cid, timeout=10)
+        assert refusing.wait(15).successful == 1
+        assert answering.wait(15).successful == 1
+    assert abs(dominant_frequency(heard) - 1000) < 20, describe(heard)
+    (rec,) = sb.wait_call_records(1)
+    assert (rec["caller"], rec["callee"], rec["dialled"]) == ("1001", "5551234", "95551234")
+    assert (rec["direction"], rec["disposition"]) == ("outbound", "ANSWERED")
+    assert (rec["trunk"], rec["trunk_attempts"]) == ("second", "first:503")
+
+
+@pytest.mark.timeout(60)
+def test_a_busy_callee_on_the_first_trunk_does_not_fail_over(
+    server_factory: ServerFactory,
+    phone_factory: Callable[..., Phone],
+    sipp_workdir: Path,
+    free_port: Callable[[], int],
+) -> None:
+    first, second = free_port(), free_port()
+    sb = server_factory(extensions=EXTENSIONS, extra_yaml=_trunk_yaml(first, second))
+    with SippProcess(
+        ["-sf", str(scenario("uas_486")),
+         "-i", "127.0.0.1", "-p", str(first)],
+        workdir=sipp_workdir, timeout=40, name="busy",
+    ) as busy:  # fmt: skip
+        time.sleep(0.3)
+        caller = phone_factory("ext1001", user="1001")
+        assert caller.register(sb.address, password=sb.password("1001"))["code"] == 200
+        cid = caller.call(sb.uri("95551234"))
+        assert caller.wait_disconnected(call=cid, timeout=15)["code"] == 486
+        assert busy.wait(10).successful == 1
+    (rec,) = sb.wait_call_records(1)
+    assert (rec["disposition"], rec["trunk"], rec["trunk_attempts"]) == ("BUSY", "first", None)
+    attempts = [e for e in sb.log_events() if e.get("event") == "trunk_attempt"]
+    assert [e["trunk"] for e in attempts] == ["first"]  # second was never tried
+
+
+@pytest.mark.timeout(90)
+def test_an_ip_trunk_delivers_a_did_and_another_port_is_challenged(
+    server_factory: ServerFactory,
+    phone_factory: Callable[..., Phone],
+    sipp_workdir: Path,
+    free_port: Callable[[], int],
+    tmp_path: Path,
+) -> None:
+    carrier, other, unused = free_port(), free_port(), free_port()
+    sb = server_factory(extensions=EXTENSIONS, extra_yaml=_trunk_yaml(carrier, unused))
+    desk = phone_factory("ext1002", user="1002", auto_answer=200)
+    desk.set_codecs(["PCMU"])
+    assert desk.register(sb.address, password=sb.password("1002"))["code"] == 200
+    prepare_tone_pcap(sipp_workdir)
+    heard = tmp_path / "desk.wav"
+
+    def record_when_answered() -> bool:
+        calls = desk.events(event="call_state")
+        confirmed = [e for e in calls if e.get("state") == "CONFIRMED"]
+        if confirmed:
+            desk.record(heard, call=confirmed[0]["call"])
+        return bool(confirmed)
+
+    with SippProcess(
+        ["-sf", str(scenario("uac_pcap")), "-s", "4100", "-i", "127.0.0.1",
+         "-p", str(carrier), "-mi", "127.0.0.1", "-mp", str(free_port()), "-d", "4000"],
+        workdir=sipp_workdir, target=sb.address, timeout=40, name="carrier_uac",
+    ) as uac:  # fmt: skip
+        wait_for(record_when_answered, 15, "the desk phone answering the DID")
+        result = uac.wait(30)
+    assert result.successful == 1 and result.failed == 0, result.summary()
+    desk.stop_record()
+    assert abs(dominant_frequency(heard) - 1000) < 20, describe(heard)
+    (rec,) = sb.wait_call_records(1)
+    assert (rec["callee"], rec["dialled"], rec["direction"]) == ("1002", "4100", "inbound")
+    assert any(
+        e.get("event") == "trunk_call" and e.get("trunk") == "first" for e in sb.log_events()
+    )
+
+    # The same call from another port of the same address: not the trunk, so challenged.
+    refused = run_sipp(
+        ["-sf", str(scenario("uac_pcap")), "-s", "4100", "-i", "127.0.0.1",
+         "-p", str(other), "-mi", "127.0.0.1", "-mp", str(free_port())],
+        timeout=20, workdir=sipp_workdir, target=sb.address, name="impostor",
+        recv_timeout="5s",
+    )  # fmt: skip
+    assert refused.successful == 0
+    assert "407" in (sipp_workdir / "impostor_errors.log").read_text(errors="replace")
+    assert len(desk.events(event="incoming_call")) == 1  # the desk rang once, not twice
