@@ -32,6 +32,7 @@ from app.settings import (
     extensions_from_config,
     inbound_trunks_from_config,
     mailboxes_from_config,
+    outbound_policy_from_config,
     outbound_trunks_from_config,
     pbx_feature_codes,
     settings_from_config,
@@ -165,6 +166,7 @@ async def build_server(cfg: SwitchboardConfig, config_dir: Path | None = None) -
         prompt_path=prompt_resolver(folder) if config_dir is not None else None,
         inbound_trunks=inbound_trunks_from_config(cfg),
         outbound_trunks=outbound_trunks_from_config(cfg),
+        outbound_policy=outbound_policy_from_config(cfg),
     )
     acd = AcdHost(server.control, store, acd_settings_from_config(cfg, folder))
     ivr = IvrHost(
@@ -259,6 +261,7 @@ def reload_config(running: Running, config_path: Path) -> ReloadReport:
         conferences_from_config(cfg),
         pbx_feature_codes(cfg),
         dialplan=plan,
+        outbound_policy=outbound_policy_from_config(cfg),
     )
     if (old.sip.auth, old.sip.registration) != (cfg.sip.auth, cfg.sip.registration):
         running.server.configure_auth(settings_from_config(cfg))

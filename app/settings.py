@@ -23,7 +23,7 @@ from pbx.server import DEFAULT_MUSIC_ON_HOLD, Conference, Extension, ServerSetti
 from pbx.stack import ListenSpec
 from pbx.timecond import TimeCondition
 from pbx.trunk_inbound import InboundTrunk
-from pbx.trunk_outbound import OutboundTrunk
+from pbx.trunk_outbound import ExtensionLimits, NumberClasses, OutboundPolicy, OutboundTrunk
 
 log = structlog.get_logger("switchboard")
 
@@ -294,3 +294,21 @@ def outbound_trunks_from_config(cfg: SwitchboardConfig) -> list[OutboundTrunk]:
             )
         )
     return out
+
+
+def outbound_policy_from_config(cfg: SwitchboardConfig) -> OutboundPolicy:
+    """Classes of service and outbound caps per extension, and the number classes."""
+    nc = cfg.dialplan.number_classes
+    classes = NumberClasses(
+        {
+            "emergency": nc.emergency,
+            "premium": nc.premium,
+            "international": nc.international,
+            "national": nc.national,
+        }
+    )
+    limits = {
+        num: ExtensionLimits(e.class_of_service, e.max_outbound_per_minute, e.max_outbound_calls)
+        for num, e in cfg.extensions.items()
+    }
+    return OutboundPolicy(classes, limits)

@@ -42,6 +42,8 @@ Seconds = Annotated[int, Field(ge=1)]
 DigestAlgorithm = Literal["SHA-256", "MD5"]
 # TLS (RFC 3261 §26) is planned; until it exists a config asking for it is an error.
 Transport = Literal["udp", "tcp"]
+# How far an extension may call out (each class allows the ones before it).
+ClassOfService = Literal["internal", "local", "national", "international", "premium"]
 
 # The smallest RTP range that makes sense: one even RTP port and its RTCP neighbour per leg,
 # and a B2BUA call needs two legs.
@@ -278,6 +280,11 @@ class ExtensionConfig(_Model):
     password: Annotated[str, Field(min_length=1)]
     # Digest algorithms for this extension instead of sip.auth.algorithms (opt in to SHA-256).
     auth_algorithms: list[DigestAlgorithm] | None = None
+    # Toll-fraud guards for calls through trunks: the farthest number class it may call,
+    # and caps on outbound calls per minute and at once (0: no cap).
+    class_of_service: ClassOfService = "national"
+    max_outbound_per_minute: Annotated[int, Field(ge=0)] = 10
+    max_outbound_calls: Annotated[int, Field(ge=0)] = 2
     ring_timeout: Annotated[int, Field(ge=1, le=600)] = 30
     pickup_group: str | None = None
     dtmf_mode: Literal["auto", "rfc4733", "inband", "info"] = "auto"
@@ -508,6 +515,32 @@ class DialRuleConfig(_Model):
         return self
 
 
+def _default_emergency() -> list[str]:
+    return ["112", "911", "999", "110", "119", "120", "122"]
+
+
+def _default_premium() -> list[str]:
+    return ["_1900.", "_+1900."]
+
+
+def _default_international() -> list[str]:
+    return ["_00.", "_+."]
+
+
+def _default_national() -> list[str]:
+    return ["_0."]
+
+
+class NumberClassesConfig(_Model):
+    """Which outside numbers are emergency, premium, international or national (patterns
+    tried in that order on the number a rule sends out); the rest are local."""
+
+    emergency: list[DialPatternText] = Field(default_factory=_default_emergency)
+    premium: list[DialPatternText] = Field(default_factory=_default_premium)
+    international: list[DialPatternText] = Field(default_factory=_default_international)
+    national: list[DialPatternText] = Field(default_factory=_default_national)
+
+
 class OutboundRuleConfig(_Model):
     """An outbound dialling rule: numbers matching ``pattern`` leave through the first of
     ``trunks`` that takes the call (``trunk``: shorthand for one)."""
@@ -663,6 +696,7 @@ class DialplanConfig(_Model):
     default: DestinationConfig = Field(default_factory=_not_found)
     internal: list[DialRuleConfig] = Field(default_factory=list)
     outbound: list[OutboundRuleConfig] = Field(default_factory=list)
+    number_classes: NumberClassesConfig = Field(default_factory=NumberClassesConfig)
     internal_default: DestinationConfig = Field(default_factory=_not_found)
     time_conditions: dict[Name, TimeConditionConfig] = Field(default_factory=dict)
     holidays: dict[Name, list[HolidayConfig]] = Field(default_factory=dict)

@@ -74,7 +74,7 @@ from .stack import ListenSpec, SipStack, new_tag
 from .throttle import FailureThrottle
 from .transaction import AckNotReceived, RequestReceived, Timers
 from .trunk_inbound import InboundTrunk, TrunkMatcher
-from .trunk_outbound import OutboundTrunk
+from .trunk_outbound import OutboundPolicy, OutboundTrunk
 
 __all__ = ["Extension", "Persistence", "ServerSettings", "SipServer", "StoredBinding"]
 
@@ -165,8 +165,11 @@ class SipServer:
         prompt_path: Callable[[str], str | None] | None = None,
         inbound_trunks: Sequence[InboundTrunk] = (),
         outbound_trunks: Sequence[OutboundTrunk] = (),
+        outbound_policy: OutboundPolicy | None = None,
     ) -> None:
         self.settings = settings
+        # Toll-fraud guards checked before any trunk is used (None: every call allowed).
+        self.outbound_policy = outbound_policy
         # Where calls to outside numbers go, by trunk name (config order kept).
         self.outbound_trunks: dict[str, OutboundTrunk] = {t.name: t for t in outbound_trunks}
         # Carriers trusted by source address and port (or acl network) for their calls.
@@ -259,6 +262,7 @@ class SipServer:
         feature_codes: tuple[tuple[str, str], ...] = (),
         dialplan: Dialplan | None = None,
         inbound_trunks: Sequence[InboundTrunk] | None = None,
+        outbound_policy: OutboundPolicy | None = None,
     ) -> None:
         """Swap the routing configuration atomically (``config reload`` / SIGHUP).
 
@@ -272,6 +276,13 @@ class SipServer:
         self.dialplan = dialplan
         if inbound_trunks is not None:
             self.trunk_matcher = TrunkMatcher(inbound_trunks)
+        if outbound_policy is not None:
+            old = self.outbound_policy
+            self.outbound_policy = (
+                old.reconfigured(outbound_policy.classes, outbound_policy.limits)
+                if old is not None
+                else outbound_policy
+            )
         self.ext_settings = {k: v for k, v in self.ext_settings.items() if k in extensions}
         log.info("config_reloaded", extensions=len(extensions), conferences=len(conferences))
 
@@ -839,6 +850,19 @@ class SipServer:
     ) -> None:
         """An extension's call to an outside ``number``: through the rule's trunks, in
         order (a rule naming none: every trunk, in the order of the config)."""
+        if self.outbound_policy is not None:
+            active = sum(
+                1
+                for c in self.b2bua.calls
+                if c.caller == caller and c.notes.direction == "outbound" and not c.ended
+            )
+            kind, refused = self.outbound_policy.check(caller, number, active)
+            if refused is not None:
+                log.warning(
+                    "outbound_refused", caller=caller, number=number, kind=kind, cause=refused
+                )
+                self._reject_call(req, caller, number, 403, refused)
+                return
         names = dest.trunks or ((dest.target,) if dest.target else tuple(self.outbound_trunks))
         trunks = [self.outbound_trunks[n] for n in names if n in self.outbound_trunks]
         if not trunks:

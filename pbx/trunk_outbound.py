@@ -14,13 +14,37 @@ The caller ID is the trunk's to give: a trunk with ``dids`` only sends one of th
 calling extension's own number when the trunk owns it, else the trunk's ``caller_id``, else
 its first DID); it goes in From (or the carrier's required ``from_user``) and in
 P-Asserted-Identity (RFC 3325 §9.1), which a carrier trusts from its customer's trunk.
+
+Toll-fraud guards come first, before any trunk is used (:class:`OutboundPolicy`): the number
+(after the rule's strip/prepend) gets a class by the configured patterns — ``emergency``,
+``premium``, ``international``, ``national``, else ``local`` — and the calling extension's
+class of service must reach it (internal < local < national < international < premium).
+Emergency numbers are always allowed, never counted against a limit and never wait for a
+PIN. Per-extension caps on outbound calls per minute and at once stop a hijacked phone from
+dialling out in bulk. Each refusal is one log line and a call record with its cause.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
-__all__ = ["FAILOVER_STATUSES", "OutboundTrunk", "should_fail_over"]
+from .patterns import DialPattern, compile_pattern
+
+__all__ = [
+    "CLASS_ORDER",
+    "FAILOVER_STATUSES",
+    "ExtensionLimits",
+    "NumberClasses",
+    "OutboundPolicy",
+    "OutboundTrunk",
+    "should_fail_over",
+]
+
+# Classes of service, each allowing the number classes up to itself.
+CLASS_ORDER = ("internal", "local", "national", "international", "premium")
 
 # Final statuses after which the next trunk is tried (plus a transaction timeout, 408).
 FAILOVER_STATUSES = frozenset({408}) | frozenset(range(500, 600))
@@ -68,3 +92,68 @@ class OutboundTrunk:
         if caller in self.dids:
             return caller
         return self.caller_id or self.dids[0]
+
+
+class NumberClasses:
+    """The class of a number, by ordered pattern lists (``pbx.patterns`` syntax): emergency
+    first, then premium, international, national; anything else is local."""
+
+    ORDER = ("emergency", "premium", "international", "national")
+
+    def __init__(self, patterns: Mapping[str, Iterable[str]]) -> None:
+        self._tables: list[tuple[str, list[DialPattern]]] = [
+            (name, [compile_pattern(p) for p in patterns.get(name, ())]) for name in self.ORDER
+        ]
+
+    def classify(self, number: str) -> str:
+        for name, table in self._tables:
+            if any(p.matches(number) for p in table):
+                return name
+        return "local"
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionLimits:
+    """One extension's outbound rights: its class of service and its caps (0: no cap)."""
+
+    class_of_service: str = "national"
+    per_minute: int = 0
+    concurrent: int = 0
+
+
+@dataclass(slots=True)
+class OutboundPolicy:
+    """Decides whether an extension may call a number out, before any trunk is used."""
+
+    classes: NumberClasses
+    limits: Mapping[str, ExtensionLimits]
+    clock: Callable[[], float] = time.monotonic
+    _recent: dict[str, deque[float]] = field(default_factory=dict)
+
+    def reconfigured(
+        self, classes: NumberClasses, limits: Mapping[str, ExtensionLimits]
+    ) -> OutboundPolicy:
+        """The same policy with new settings (a reload), keeping the per-minute history."""
+        return OutboundPolicy(classes, limits, self.clock, self._recent)
+
+    def check(self, ext: str, number: str, active_calls: int) -> tuple[str, str | None]:
+        """(number class, None) when allowed, else (number class, refusal cause). An allowed
+        non-emergency call is counted against the extension's per-minute cap."""
+        kind = self.classes.classify(number)
+        if kind == "emergency":
+            return kind, None
+        lim = self.limits.get(ext, ExtensionLimits())
+        cos = lim.class_of_service
+        if CLASS_ORDER.index(cos) < CLASS_ORDER.index(kind):
+            return kind, "class_of_service"
+        if lim.concurrent and active_calls >= lim.concurrent:
+            return kind, "outbound_concurrent_limit"
+        if lim.per_minute:
+            now = self.clock()
+            recent = self._recent.setdefault(ext, deque())
+            while recent and now - recent[0] >= 60.0:
+                recent.popleft()
+            if len(recent) >= lim.per_minute:
+                return kind, "outbound_rate_limit"
+            recent.append(now)
+        return kind, None

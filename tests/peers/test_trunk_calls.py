@@ -169,3 +169,37 @@ def test_an_ip_trunk_delivers_a_did_and_another_port_is_challenged(
     assert refused.successful == 0
     assert "407" in (sipp_workdir / "impostor_errors.log").read_text(errors="replace")
     assert len(desk.events(event="incoming_call")) == 1  # the desk rang once, not twice
+
+
+@pytest.mark.timeout(60)
+def test_an_international_number_from_a_national_phone_reaches_no_trunk(
+    server_factory: ServerFactory,
+    phone_factory: Callable[..., Phone],
+    sipp_workdir: Path,
+    free_port: Callable[[], int],
+) -> None:
+    first, second = free_port(), free_port()
+    sb = server_factory(extensions=EXTENSIONS, extra_yaml=_trunk_yaml(first, second))
+    with SippProcess(
+        ["-sf", str(scenario("uas")), "-i", "127.0.0.1", "-p", str(first),
+         "-trace_msg", "-message_file", str(sipp_workdir / "carrier_messages.log")],
+        workdir=sipp_workdir, timeout=40, name="carrier",
+    ) as carrier:  # fmt: skip
+        time.sleep(0.3)
+        phone = phone_factory("ext1002", user="1002")  # class_of_service: national (default)
+        assert phone.register(sb.address, password=sb.password("1002"))["code"] == 200
+        cid = phone.call(sb.uri("90044207946000"))
+        assert phone.wait_disconnected(call=cid, timeout=10)["code"] == 403
+        time.sleep(0.5)
+        stopped = carrier.stop()
+    assert stopped.successful == 0
+    log = sipp_workdir / "carrier_messages.log"
+    assert not log.exists() or "INVITE" not in log.read_text(errors="replace")
+    (rec,) = sb.wait_call_records(1)
+    assert (rec["caller"], rec["hangup_cause"], rec["sip_status"]) == (
+        "1002",
+        "class_of_service",
+        403,
+    )
+    refused = [e for e in sb.log_events() if e.get("event") == "outbound_refused"]
+    assert [(e["kind"], e["cause"]) for e in refused] == [("international", "class_of_service")]

@@ -15,6 +15,7 @@ from app.settings import (
     build_dialplan,
     extensions_from_config,
     inbound_trunks_from_config,
+    outbound_policy_from_config,
     outbound_trunks_from_config,
 )
 from config.loader import parse_config
@@ -23,13 +24,21 @@ from pbx.message import Request, Response, make_response, parse_message
 from pbx.server import ServerSettings, SipServer
 from pbx.stack import ListenSpec, new_tag
 from pbx.transaction import RequestReceived
-from pbx.trunk_outbound import OutboundTrunk, should_fail_over
+from pbx.trunk_outbound import (
+    ExtensionLimits,
+    NumberClasses,
+    OutboundPolicy,
+    OutboundTrunk,
+    should_fail_over,
+)
 from tests.unit.call_harness import FakeMedia, offer_sdp
 
 PHONE = ("192.0.2.10", 5060)
 CONFIG = """
 extensions:
-  "1001": {password: pw1}
+  "1001": {password: pw1, class_of_service: international, max_outbound_per_minute: 0}
+  "1002": {password: pw2, max_outbound_per_minute: 2, max_outbound_calls: 0}
+  "1003": {password: pw3, class_of_service: internal}
 trunks:
   carrier:
     {host: 203.0.113.5, port: 5062, username: sbtrunk, password: trunkpw,
@@ -60,6 +69,7 @@ class Pbx:
             dialplan=build_dialplan(cfg),
             inbound_trunks=inbound_trunks_from_config(cfg),
             outbound_trunks=outbound_trunks_from_config(cfg),
+            outbound_policy=outbound_policy_from_config(cfg),
         )
         self.replies: list[Response] = []
         self.sent: list[Sent] = []
@@ -75,19 +85,21 @@ class Pbx:
             return secrets.token_hex(4)
 
         stack.send_request = send_request  # type: ignore[method-assign,assignment]
-        self.server.auth.verify = lambda *a, **kw: _ok("1001")  # type: ignore[method-assign]
+        self.user = "1001"
+        self.server.auth.verify = lambda *a, **kw: _ok(self.user)  # type: ignore[method-assign]
 
-    async def dial(self, number: str) -> None:
+    async def dial(self, number: str, user: str = "1001", sent: int = 1) -> None:
+        self.user = user
         body = offer_sdp(PHONE[0], 4000)
         lines = [
             f"INVITE sip:{number}@127.0.0.1 SIP/2.0",
             f"Via: SIP/2.0/UDP {PHONE[0]}:{PHONE[1]};branch=z9hG4bK{secrets.token_hex(5)}",
             "Max-Forwards: 70",
-            "From: <sip:1001@127.0.0.1>;tag=c1",
+            f"From: <sip:{user}@127.0.0.1>;tag=c1",
             f"To: <sip:{number}@127.0.0.1>",
             f"Call-ID: {secrets.token_hex(6)}",
             "CSeq: 1 INVITE",
-            f"Contact: <sip:1001@{PHONE[0]}:{PHONE[1]}>",
+            f"Contact: <sip:{user}@{PHONE[0]}:{PHONE[1]}>",
             'Proxy-Authorization: Digest username="1001", realm="switchboard", nonce="n", '
             'uri="sip:x", response="00"',
             "Content-Type: application/sdp",
@@ -96,7 +108,10 @@ class Pbx:
         req = parse_message(raw + body)
         assert isinstance(req, Request)
         self.server.stack.on_request(RequestReceived(req, PHONE, "UDP", key="k"))
-        await self.invites(1)
+        if sent:
+            await self.invites(sent)
+        else:
+            await settle()
 
     async def invites(self, count: int) -> list[Sent]:
         async with asyncio.timeout(2):
@@ -243,3 +258,76 @@ def test_caller_id_only_from_the_trunks_dids() -> None:
     assert t.caller_id_for("1001") == "+1555001"
     assert OutboundTrunk("t", "h", dids=("+1555000",)).caller_id_for("1001") == "+1555000"
     assert OutboundTrunk("t", "h").caller_id_for("1001") == "1001"
+
+
+# --- toll-fraud guards --------------------------------------------------------------------
+
+
+def test_number_classes_and_classes_of_service() -> None:
+    classes = NumberClasses(
+        {
+            "emergency": ["112", "911"],
+            "premium": ["_1900."],
+            "international": ["_00.", "_+."],
+            "national": ["_0."],
+        }
+    )
+    got = {
+        n: classes.classify(n) for n in ("112", "19005551", "0044207", "+44207", "020888", "5551")
+    }
+    assert got == {
+        "112": "emergency",
+        "19005551": "premium",
+        "0044207": "international",
+        "+44207": "international",
+        "020888": "national",
+        "5551": "local",
+    }
+    policy = OutboundPolicy(
+        classes,
+        {
+            "1001": ExtensionLimits("national"),
+            "1002": ExtensionLimits("internal"),
+            "1003": ExtensionLimits("premium"),
+        },
+    )
+    assert policy.check("1001", "020888", 0) == ("national", None)
+    assert policy.check("1001", "0044207", 0) == ("international", "class_of_service")
+    assert policy.check("1002", "5551", 0) == ("local", "class_of_service")
+    assert policy.check("1002", "112", 0) == ("emergency", None)  # always allowed
+    assert policy.check("1003", "19005551", 0) == ("premium", None)
+    assert policy.check("9999", "0044207", 0)[1] == "class_of_service"  # unknown: national
+
+
+def test_outbound_caps_per_minute_and_at_once() -> None:
+    now = [0.0]
+    policy = OutboundPolicy(
+        NumberClasses({"emergency": ["112"]}),
+        {"1001": ExtensionLimits("national", per_minute=2, concurrent=1)},
+        clock=lambda: now[0],
+    )
+    assert policy.check("1001", "5551", 0)[1] is None
+    assert policy.check("1001", "5552", 1)[1] == "outbound_concurrent_limit"
+    assert policy.check("1001", "5553", 0)[1] is None
+    assert policy.check("1001", "5554", 0)[1] == "outbound_rate_limit"
+    assert policy.check("1001", "112", 5)[1] is None  # emergency: never capped
+    now[0] = 61.0
+    assert policy.check("1001", "5555", 0)[1] is None  # a minute later
+
+
+async def test_a_refused_number_reaches_no_trunk_and_says_why() -> None:
+    pbx = Pbx()
+    # 1002 is national by default: international is refused with 403, no INVITE leaves.
+    await pbx.dial("900442079460000", user="1002", sent=0)
+    assert pbx.sent_invites() == [] and pbx.final_to_caller() == 403
+    # 1003 is internal only, but an emergency number always goes out.
+    await pbx.dial("9112", user="1003")
+    assert pbx.sent_invites()[0].request.uri.startswith("sip:112@")
+
+
+async def test_the_per_minute_cap_stops_bulk_dialling() -> None:
+    pbx = Pbx()
+    await pbx.dial("95551001", user="1002")
+    await pbx.dial("95551002", user="1002", sent=2)
+    await pbx.dial("95551003", user="1002", sent=0)
+    assert len(pbx.sent_invites()) == 2 and pbx.final_to_caller() == 403
