@@ -133,6 +133,8 @@ class Call:
         self.notes = cdr.CallNotes(dialled=callee)
         self.a_tag = new_tag()
         self.a_answer_sdp = b""  # the answer we gave the caller (same in 18x and 200)
+        # The caller's INVITE had no SDP: a_answer_sdp is our offer, sent in the 200 only.
+        self.a_late_offer = False
         self.a_final_sent = False
         self.ringback = False
         self.outbound: Outbound | None = None  # the callee being rung
@@ -213,6 +215,22 @@ class Call:
         if self.ended:  # cancelled while we were binding sockets: _end ran before the leg
             media.close_leg(self.a.leg_id)
             return False
+        if not self.invite.body:
+            # Late offer (RFC 3261 §13.2.1, RFC 3264 §5): the INVITE carried no SDP, so the
+            # offer is ours, in the 200 OK (our first reliable response; provisionals carry
+            # none), and the caller's answer comes in the ACK (reinvite.apply_ack_answer).
+            self.a_late_offer = True
+            offer = sdp.build_offer(
+                leg.local_host,
+                leg.local_port,
+                SUPPORTED_CODECS,
+                dtmf_pt=101,
+                session_id=self.a.sdp_session_id,
+                version=self.a.sdp_version,
+            )
+            self.a_answer_sdp = self.a.last_local_sdp = offer.serialize()
+            self.b2b.listen_for_dtmf(self.a)
+            return True
         try:
             neg = sdp.negotiate_answer(
                 self.invite.body,
@@ -396,6 +414,15 @@ class Call:
         if status in self._relayed_provisional or self.a_final_sent or self.invite is None:
             return
         self._relayed_provisional.add(status)
+        if self.a_late_offer:  # no offer in an unreliable provisional (RFC 3261 §13.2.1)
+            resp = make_response(
+                self.invite,
+                status,
+                to_tag=self.a_tag,
+                headers=self._contact_headers(self.a, self.callee),
+            )
+            self.b2b.stack.send_response(resp)
+            return
         resp = make_response(
             self.invite,
             status,
@@ -776,6 +803,9 @@ class Call:
         if req.method == "ACK":
             if req.body and req.content_type == "application/sdp":
                 reinvite.apply_ack_answer(self, me, req.body)
+            elif me is self.a and self.a_late_offer and me.codec is None:
+                # RFC 3261 §13.2.1: the answer to an offer in a 2xx must be in the ACK.
+                self.log.info("late_offer_unanswered")
             return
         if not dialog.check_remote_cseq(req):
             stack.send_response(make_response(req, 500, "CSeq Out Of Order"))

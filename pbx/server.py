@@ -820,9 +820,9 @@ class SipServer:
             target = unavailable_to
             ext = self.extensions[target]
         callee = target
-        if not req.body or req.content_type != "application/sdp":
-            # TODO(late offer): an INVITE without SDP needs us to offer first; no phone we
-            # test sends one, so it is refused clearly instead of half-supported.
+        if req.body and req.content_type != "application/sdp":
+            # No body is a late offer (we offer in the 200, Call._open_caller_media); a body
+            # that is not SDP is no offer we can answer.
             self.stack.send_response(
                 make_response(
                     req,
@@ -869,7 +869,7 @@ class SipServer:
             log.warning("no_trunk_for_call", caller=caller, number=number, trunks=list(names))
             self._reject_call(req, caller, number, 480, "no_trunk")
             return
-        if not req.body or req.content_type != "application/sdp":
+        if req.body and req.content_type != "application/sdp":
             self.stack.send_response(
                 make_response(
                     req,

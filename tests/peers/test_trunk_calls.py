@@ -9,8 +9,9 @@ Theory of operation
   The same with 486 from the first trunk ends the call busy: the second never sees it.
 * Inbound from an IP-authenticated trunk: a SIPp UAC sending from the trunk's host *and
   port* calls DID 4100, routed to extension 1002 (PJSUA2, auto-answer), which hears the
-  UAC's tone. The same INVITE from another port of the same address is challenged (407)
-  and rings nobody.
+  UAC's tone — with an SDP offer in the INVITE, and with a late offer (no SDP: Switchboard
+  offers in the 200, SIPp answers in the ACK). The same INVITE from another port of the
+  same address is challenged (407) and rings nobody.
 """
 
 from __future__ import annotations
@@ -121,7 +122,9 @@ def test_a_busy_callee_on_the_first_trunk_does_not_fail_over(
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("uac_scenario", ["uac_pcap", "uac_late_offer"])
 def test_an_ip_trunk_delivers_a_did_and_another_port_is_challenged(
+    uac_scenario: str,
     server_factory: ServerFactory,
     phone_factory: Callable[..., Phone],
     sipp_workdir: Path,
@@ -144,7 +147,7 @@ def test_an_ip_trunk_delivers_a_did_and_another_port_is_challenged(
         return bool(confirmed)
 
     with SippProcess(
-        ["-sf", str(scenario("uac_pcap")), "-s", "4100", "-i", "127.0.0.1",
+        ["-sf", str(scenario(uac_scenario)), "-s", "4100", "-i", "127.0.0.1",
          "-p", str(carrier), "-mi", "127.0.0.1", "-mp", str(free_port()), "-d", "4000"],
         workdir=sipp_workdir, target=sb.address, timeout=40, name="carrier_uac",
     ) as uac:  # fmt: skip
@@ -161,7 +164,7 @@ def test_an_ip_trunk_delivers_a_did_and_another_port_is_challenged(
 
     # The same call from another port of the same address: not the trunk, so challenged.
     refused = run_sipp(
-        ["-sf", str(scenario("uac_pcap")), "-s", "4100", "-i", "127.0.0.1",
+        ["-sf", str(scenario(uac_scenario)), "-s", "4100", "-i", "127.0.0.1",
          "-p", str(other), "-mi", "127.0.0.1", "-mp", str(free_port())],
         timeout=20, workdir=sipp_workdir, target=sb.address, name="impostor",
         recv_timeout="5s",

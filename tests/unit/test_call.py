@@ -20,8 +20,9 @@ from pbx import reinvite, sdp, transfer
 from pbx.b2bua import CallState
 from pbx.call import Call
 from pbx.control import CallControl
+from pbx.dialog import Dialog, Flow
 from pbx.events import CallArrived, CallEvent
-from pbx.side import Side
+from pbx.side import SUPPORTED_CODECS, Side
 from tests.unit.call_harness import MOH, Phone, Sent, Switchboard, offer_sdp, settle
 
 
@@ -1159,3 +1160,37 @@ async def test_a_busy_or_unanswered_callee_rolls_to_the_mailbox(
     assert call.state is CallState.ANSWERED and call.app is not None
     assert [(e.kind, e.target, e.caller) for e in arrived] == [("voicemail", "1002", "1001")]  # type: ignore[attr-defined]
     assert not sb.media.legs[call.a.leg_id].tone
+
+
+async def test_a_late_offer_gets_our_offer_in_the_200_and_the_answer_from_the_ack(
+    sb: Switchboard,
+) -> None:
+    """RFC 3261 §13.2.1 / RFC 3264: an INVITE without SDP (carriers often send one) is
+    answered with our offer in the 200 OK only (the 180 carries none), and the caller's
+    answer comes in the ACK."""
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    inv = alice.invite("1002", body=b"")
+    sb.b2b.start_call(inv, alice.address, "UDP", "1001", "1002", [bob.contact], 30.0)
+    await settle()
+    (sent,) = bob.incoming()
+    assert sent.request.body  # the callee still gets our offer for its own leg
+    bob.ring(sent)
+    ringing = [r for r in sb.stack.responses(inv.call_id, "INVITE") if r.status == 180]
+    assert ringing and not ringing[0].body  # no offer in an unreliable provisional
+    bob.answer(sent)
+    ok = alice.final_to(inv)
+    assert ok.status == 200 and ok.content_type == "application/sdp"
+    offer = sdp.parse_answer(ok.body, SUPPORTED_CODECS)  # our offer, read as a description
+    call = sb.b2b.calls[0]
+    assert (call.a.codec, sb.media.legs[call.a.leg_id].remote) == (None, None)
+    answer = sdp.negotiate_answer(
+        ok.body, host=alice.host, port=alice.rtp_port, supported=(PCMU,), session_id=9
+    ).answer.serialize()
+    dialog = Dialog.as_uac(inv, ok, Flow("UDP", alice.address))
+    ack = dialog.create_request(
+        "ACK", alice._via(), cseq=inv.cseq[0], body=answer, content_type="application/sdp"
+    )
+    alice.send(ack)
+    assert offer.codec is not None
+    assert call.a.codec == PCMU
+    assert sb.media.legs[call.a.leg_id].remote == (alice.host, alice.rtp_port)
