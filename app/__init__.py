@@ -33,6 +33,7 @@ from app.settings import (
     mailboxes_from_config,
     pbx_feature_codes,
     settings_from_config,
+    trunks_from_config,
 )
 from app.store import StorePersistence
 from config import (
@@ -161,6 +162,7 @@ async def build_server(cfg: SwitchboardConfig, config_dir: Path | None = None) -
         dialplan=plan,
         media=build_media(cfg),
         prompt_path=prompt_resolver(folder) if config_dir is not None else None,
+        trunks=trunks_from_config(cfg),
     )
     acd = AcdHost(server.control, store, acd_settings_from_config(cfg, folder))
     ivr = IvrHost(

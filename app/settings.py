@@ -18,6 +18,7 @@ from pbx.features import Feature
 from pbx.server import DEFAULT_MUSIC_ON_HOLD, Conference, Extension, ServerSettings
 from pbx.stack import ListenSpec
 from pbx.timecond import TimeCondition
+from pbx.trunks import Trunk
 
 __all__ = [
     "acd_from_config",
@@ -27,6 +28,7 @@ __all__ = [
     "extensions_from_config",
     "mailboxes_from_config",
     "settings_from_config",
+    "trunks_from_config",
 ]
 
 # Feature codes the SIP core carries out itself; the rest belong to services (the ACD).
@@ -59,6 +61,36 @@ def settings_from_config(cfg: SwitchboardConfig) -> ServerSettings:
         tone_plan=cfg.media.tone_plan,
         feature_codes=pbx_feature_codes(cfg),
     )
+
+
+def trunks_from_config(cfg: SwitchboardConfig) -> dict[str, Trunk]:
+    """The ``trunks:`` section as domain settings, by name (YAML ``register`` is
+    ``registers``)."""
+    return {
+        name: Trunk(
+            name=name,
+            host=t.host,
+            port=t.port,
+            transport=t.transport,
+            username=t.username,
+            password=t.password,
+            registers=t.registers,
+            expires=t.expires,
+            retry_interval=t.retry_interval,
+            max_channels=t.max_channels,
+            acl=tuple(t.acl),
+            did_from=t.did_from,
+            country_code=t.country_code,
+            national_prefix=t.national_prefix,
+            international_prefix=t.international_prefix,
+            dids=tuple(t.dids),
+            caller_id=t.caller_id,
+            from_user=t.from_user,
+            qualify=t.qualify,
+            qualify_failures=t.qualify_failures,
+        )
+        for name, t in cfg.trunks.items()
+    }
 
 
 def extensions_from_config(cfg: SwitchboardConfig) -> dict[str, Extension]:

@@ -73,6 +73,8 @@ from .registrar import BindingChange, Registrar
 from .stack import ListenSpec, SipStack, new_tag
 from .throttle import FailureThrottle
 from .transaction import AckNotReceived, RequestReceived, Timers
+from .trunk_driver import TrunkDriver
+from .trunks import Trunk, TrunkStatus
 
 __all__ = ["Extension", "Persistence", "ServerSettings", "SipServer", "StoredBinding"]
 
@@ -158,6 +160,7 @@ class SipServer:
         dialplan: Dialplan | None = None,
         media: MediaInterface,
         prompt_path: Callable[[str], str | None] | None = None,
+        trunks: dict[str, Trunk] | None = None,
     ) -> None:
         self.settings = settings
         self.extensions = extensions
@@ -238,6 +241,13 @@ class SipServer:
         self.writes = WriteBehind(persistence) if persistence is not None else None
         self._expiry_handle: asyncio.TimerHandle | None = None
         self.call_details: list[CallDetail] = []  # recent CDRs, for tests and the CLI
+        # Trunk registration and qualify (issue 16); trunks are read at start only.
+        self.trunks: dict[str, Trunk] = dict(trunks or {})
+        self.trunk_driver = TrunkDriver(self.stack, self.trunks.values())
+
+    def trunk_states(self) -> dict[str, TrunkStatus]:
+        """Registration and qualify state of every trunk, by name (a snapshot)."""
+        return self.trunk_driver.states()
 
     # -- reconfiguration ---------------------------------------------------------------
 
@@ -321,12 +331,14 @@ class SipServer:
             }
         await self.stack.listen(list(self.settings.listen))
         self._schedule_expiry()
+        self.trunk_driver.start()
 
     async def stop(self) -> None:
         self.b2bua.hangup_all()
         await asyncio.sleep(0.05)  # let the BYEs leave
         if self._expiry_handle is not None:
             self._expiry_handle.cancel()
+        await self.trunk_driver.stop()  # unregisters from the carriers
         await self.stack.close()
         await self.media.close()
         if self.writes is not None:
