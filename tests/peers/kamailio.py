@@ -73,7 +73,7 @@ class CarrierConfig:
     def render(self, ctl_socket: Path) -> str:
         users = {self.trunk_user: self.trunk_password, **self.extra_users}
         seed = "\n".join(f'    $sht(creds=>{u}) = "{p}";' for u, p in users.items())
-        forbidden = " || ".join(f'$au == "{u}"' for u in self.forbidden_users) or "0"
+        forbidden = " || ".join(f'$au == "{u}"' for u in self.forbidden_users) or '$au == ""'
         trunk_aor = f"sip:{self.trunk_user}@{self.host}"
         return f"""#!KAMAILIO
 debug=2
@@ -162,7 +162,10 @@ request_route {{
 }}
 
 route[REGISTRAR] {{
-    $var(authlen) = $(hdr(Authorization){{s.len}});
+    $var(authlen) = 0;
+    if (is_present_hf("Authorization")) {{
+        $var(authlen) = $(hdr(Authorization){{s.len}});
+    }}
     xlog("L_NOTICE", "SBT REGISTER user=$fU cseq=$cs expires=$hdr(Expires) auth=$var(authlen)\\n");
     if (!is_present_hf("Authorization")) {{
         www_challenge("{self.realm}", "1");
@@ -179,7 +182,8 @@ route[REGISTRAR] {{
     }} else if ($sht(creds=>$au) != $null) {{
         $var(pw) = $sht(creds=>$au);
     }}
-    $var(rc) = pv_www_authenticate("{self.realm}", "$var(pw)", "1");
+    # flags 0: $var(pw) is the plain password (1 would mean an HA1 hash)
+    $var(rc) = pv_www_authenticate("{self.realm}", "$var(pw)", "0");
     if ($var(rc) < 0) {{
         xlog("L_NOTICE", "SBT AUTH FAILED user=$au rc=$var(rc)\\n");
         www_challenge("{self.realm}", "1");
@@ -334,7 +338,7 @@ class Kamailio:
         current: str | None = None
         for line in out.splitlines():
             s = line.strip()
-            if s.startswith("AOR:"):
+            if s.lower().startswith("aor:"):
                 current = s.split(":", 1)[1].strip()
             elif s.startswith("Address:") and current == user:
                 contacts.append(s.split(":", 1)[1].strip())
