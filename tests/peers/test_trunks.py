@@ -6,7 +6,9 @@ Switchboard's trunk ``carrier`` registers as ``sbtrunk`` with digest; Kamailio g
 
 from __future__ import annotations
 
+import socket
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,8 @@ def test_trunk_registers_with_digest_and_refreshes(
     # needed (the nonce is reused with the next nonce-count).
     carrier.wait_log(r"SBT SAVED aor=sip:sbtrunk@", timeout=12, at_least=3)
     assert carrier.count(r"SBT AUTH FAILED") == 0
+    # Only the first REGISTER went without credentials: refreshes answer the cached nonce.
+    assert carrier.count(r"SBT REGISTER user=sbtrunk .*auth=0$") == 1
     wait_for(lambda: events(sb, "trunk_up"), 5, "trunk_up (OPTIONS qualify)")
     assert events(sb, "trunk_registration_failed") == []
     sb.stop()
@@ -136,3 +140,50 @@ def test_registration_survives_a_carrier_restart(
     assert took <= RETRY + 5
     contacts = carrier.registered_contacts("sbtrunk")
     assert any(f"127.0.0.1:{sb.sip_port}" in c for c in contacts), contacts
+
+
+def _invite_through_carrier(carrier: Kamailio, did: str) -> int | None:
+    """Send an INVITE for ``did`` to the carrier; the first final status that comes back."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(5)
+        port = s.getsockname()[1]
+        branch = "z9hG4bK" + uuid.uuid4().hex[:16]
+        msg = (
+            f"INVITE sip:{did}@{carrier.address} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch={branch};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:5550001@127.0.0.1>;tag={uuid.uuid4().hex[:8]}\r\n"
+            f"To: <sip:{did}@127.0.0.1>\r\n"
+            f"Call-ID: {uuid.uuid4().hex}\r\n"
+            "CSeq: 1 INVITE\r\n"
+            f"Contact: <sip:5550001@127.0.0.1:{port}>\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        s.sendto(msg.encode(), ("127.0.0.1", carrier.config.port))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                data = s.recv(65535)
+            except TimeoutError:
+                return None
+            status = int(data.split(b" ", 2)[1])
+            if status >= 200:
+                return status
+    return None
+
+
+def test_carrier_relays_a_did_to_the_registered_trunk(
+    carrier_factory: Callable[..., Kamailio], server_factory: Callable[..., Switchboard]
+) -> None:
+    """The carrier template's DID route (for the inbound-call tests): 480 while the trunk is
+    not registered; once it is, the INVITE reaches Switchboard at its registered contact
+    (which, without inbound trunk routing yet, challenges it: 407 relayed back)."""
+    carrier = carrier_factory()
+    assert _invite_through_carrier(carrier, "4100") == 480
+    server_factory(extra_yaml=trunk_yaml(carrier.config.port))
+    carrier.wait_log(r"SBT SAVED aor=sip:sbtrunk@", timeout=10)
+    status = _invite_through_carrier(carrier, "4100")
+    relayed = carrier.lines(r"SBT RELAY ruri=")
+    assert relayed and "sip:4100@127.0.0.1:" in relayed[-1], relayed
+    assert status is not None and status != 480
