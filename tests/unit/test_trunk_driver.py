@@ -186,3 +186,20 @@ def test_trunks_from_config(tmp_path: Path) -> None:
     assert trunks["backup"].registers is False and trunks["backup"].registrar_uri == (
         "sip:sip.example.net"
     )
+
+
+async def test_host_name_is_resolved_off_the_loop() -> None:
+    carrier, port = await _carrier()
+    stack = SipStack()
+    await stack.listen([ListenSpec("UDP", "127.0.0.1", 0)])
+    driver = TrunkDriver(stack, [_trunk(port, host="localhost", qualify=0)])
+    driver.start()
+    try:
+        await _wait(lambda: driver.states()["carrier"].registration is RegistrationState.REGISTERED)
+        assert driver.address_of("carrier") == ("127.0.0.1", port)
+        assert str(carrier.registers[0].to.uri) == "sip:sbtrunk@localhost"
+    finally:
+        await driver.stop()
+        await stack.close()
+    assert carrier.transport is not None
+    carrier.transport.close()

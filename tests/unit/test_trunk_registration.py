@@ -560,3 +560,16 @@ def test_registration_never_breaks_its_table(statuses: list[int]) -> None:
         core.receive_response(resp, now)
         assert core.pending or core.get_timer() is not None
     events(core)
+
+
+def test_200_that_drops_our_binding_is_a_failure() -> None:
+    core = registration()
+    core.start(0.0)
+    fire(core, 0.0)
+    [req] = core.requests_to_send()
+    ok = make_response(wire(req), 200, to_tag="x")
+    ok.add("Contact", f"{CONTACT};expires=0")
+    ok.add("Contact", "<sip:sbtrunk@192.0.2.1>;expires=300")
+    core.receive_response(ok, 0.0)
+    assert core.state is RegistrationState.FAILED
+    assert core.cause == "binding not granted"
