@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable
@@ -214,7 +215,8 @@ class TrunkDriver:
         reg, q = e.registration, e.qualify
         if reg is not None:
             for req in reg.requests_to_send():
-                self._send(e, req, transport, reg.receive_response, reg.timed_out)
+                timed_out = functools.partial(_registration_timed_out, reg, req.cseq[0])
+                self._send(e, req, transport, reg.receive_response, timed_out)
         if q is not None:
             for req in q.requests_to_send():
                 self._send(e, req, transport, q.receive_response, q.timed_out)
@@ -247,6 +249,10 @@ class TrunkDriver:
             e.wake.set()
 
         self.stack.send_request(req, e.address, transport, answered, timed_out)
+
+
+def _registration_timed_out(reg: TrunkRegistration, cseq: int, now: float) -> None:
+    reg.timed_out(now, cseq)
 
 
 def _log_event(ev: TrunkEvent, e: _Entry) -> None:

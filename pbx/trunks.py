@@ -410,9 +410,10 @@ class TrunkRegistration:
             retry_after = _int_or_none(response.get("Retry-After"))
             self._fail(now, status, response.reason or str(status), retry_after=retry_after)
 
-    def timed_out(self, now: float) -> None:
-        """The REGISTER got no final response (RFC 3261 §17.1.2.2, Timer F)."""
-        if self._attempt is None:
+    def timed_out(self, now: float, cseq: int | None = None) -> None:
+        """The REGISTER got no final response (RFC 3261 §17.1.2.2, Timer F). ``cseq``
+        names the request that timed out; a superseded one is ignored."""
+        if self._attempt is None or (cseq is not None and cseq != self._attempt.cseq):
             return
         self._attempt = None
         if not self._stopping:

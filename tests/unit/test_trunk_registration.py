@@ -573,3 +573,16 @@ def test_200_that_drops_our_binding_is_a_failure() -> None:
     core.receive_response(ok, 0.0)
     assert core.state is RegistrationState.FAILED
     assert core.cause == "binding not granted"
+
+
+def test_timeout_of_a_superseded_register_is_ignored() -> None:
+    core = registration()
+    core.start(0.0)
+    fire(core, 0.0)
+    [first] = core.requests_to_send()
+    core.stop(1.0)  # the unregister (CSeq 2) supersedes the first REGISTER
+    core.timed_out(32.0, first.cseq[0])
+    assert core.pending
+    core.timed_out(33.0, 2)
+    assert not core.pending
+    assert core.state is RegistrationState.UNREGISTERED
