@@ -36,6 +36,7 @@ from app.settings import (
     outbound_trunks_from_config,
     pbx_feature_codes,
     settings_from_config,
+    trunks_from_config,
 )
 from app.store import StorePersistence
 from config import (
@@ -167,6 +168,7 @@ async def build_server(cfg: SwitchboardConfig, config_dir: Path | None = None) -
         inbound_trunks=inbound_trunks_from_config(cfg),
         outbound_trunks=outbound_trunks_from_config(cfg),
         outbound_policy=outbound_policy_from_config(cfg),
+        trunks=trunks_from_config(cfg),
     )
     acd = AcdHost(server.control, store, acd_settings_from_config(cfg, folder))
     ivr = IvrHost(

@@ -5,8 +5,8 @@ Theory of operation
 ``switchboard config reload`` (SIGHUP) swaps in the routing tables live: extensions,
 conferences, dialplan, feature codes, the ACD's agents, queues and settings, IVR flows, and
 the SIP server's digest and registration settings (``sip.auth``, ``sip.registration``).
-Sockets, the RTP range, the media workers, the store and the server's identity (realm,
-advertised host, User-Agent) are taken at start: a change to them keeps serving with the old
+Sockets, the RTP range, the media workers, the store, the trunks and the server's identity
+(realm, advertised host, User-Agent) are taken at start: a change to them keeps serving with the old
 value until the next start, and every reload names those keys until then.
 
 :func:`changed_keys` diffs two configs into dotted keys (``rtp.ports``,

@@ -24,6 +24,7 @@ from pbx.stack import ListenSpec
 from pbx.timecond import TimeCondition
 from pbx.trunk_inbound import InboundTrunk
 from pbx.trunk_outbound import ExtensionLimits, NumberClasses, OutboundPolicy, OutboundTrunk
+from pbx.trunks import Trunk
 
 log = structlog.get_logger("switchboard")
 
@@ -35,6 +36,7 @@ __all__ = [
     "extensions_from_config",
     "mailboxes_from_config",
     "settings_from_config",
+    "trunks_from_config",
 ]
 
 # Feature codes the SIP core carries out itself; the rest belong to services (the ACD).
@@ -67,6 +69,36 @@ def settings_from_config(cfg: SwitchboardConfig) -> ServerSettings:
         tone_plan=cfg.media.tone_plan,
         feature_codes=pbx_feature_codes(cfg),
     )
+
+
+def trunks_from_config(cfg: SwitchboardConfig) -> dict[str, Trunk]:
+    """The ``trunks:`` section as domain settings, by name (YAML ``register`` is
+    ``registers``)."""
+    return {
+        name: Trunk(
+            name=name,
+            host=t.host,
+            port=t.port,
+            transport=t.transport,
+            username=t.username,
+            password=t.password,
+            registers=t.registers,
+            expires=t.expires,
+            retry_interval=t.retry_interval,
+            max_channels=t.max_channels,
+            acl=tuple(t.acl),
+            did_from=t.did_from,
+            country_code=t.country_code,
+            national_prefix=t.national_prefix,
+            international_prefix=t.international_prefix,
+            dids=tuple(t.dids),
+            caller_id=t.caller_id,
+            from_user=t.from_user,
+            qualify=t.qualify,
+            qualify_failures=t.qualify_failures,
+        )
+        for name, t in cfg.trunks.items()
+    }
 
 
 def extensions_from_config(cfg: SwitchboardConfig) -> dict[str, Extension]:
@@ -242,21 +274,19 @@ def inbound_trunks_from_config(cfg: SwitchboardConfig) -> list[InboundTrunk]:
     """The trunks as the SIP core matches inbound requests to them. A ``host`` that is a
     name is resolved here, once (at start): a carrier is trusted by the addresses it had
     then."""
-    out = []
-    for name, t in cfg.trunks.items():
-        out.append(
-            InboundTrunk(
-                name=name,
-                addresses=_addresses(t.host, t.port),
-                port=t.port,
-                acl=tuple(t.acl),
-                did_from=t.did_from,
-                country_code=t.country_code,
-                national_prefix=t.national_prefix,
-                international_prefix=t.international_prefix,
-            )
+    return [
+        InboundTrunk(
+            name=t.name,
+            addresses=_addresses(t.host, t.port),
+            port=t.port,
+            acl=t.acl,
+            did_from=t.did_from,
+            country_code=t.country_code,
+            national_prefix=t.national_prefix,
+            international_prefix=t.international_prefix,
         )
-    return out
+        for t in trunks_from_config(cfg).values()
+    ]
 
 
 def _addresses(host: str, port: int) -> tuple[str, ...]:
@@ -276,18 +306,18 @@ def _addresses(host: str, port: int) -> tuple[str, ...]:
 def outbound_trunks_from_config(cfg: SwitchboardConfig) -> list[OutboundTrunk]:
     """The trunks as outbound calls use them, in the order of the config."""
     out = []
-    for name, t in cfg.trunks.items():
+    for t in trunks_from_config(cfg).values():
         addresses = _addresses(t.host, t.port)
         out.append(
             OutboundTrunk(
-                name=name,
+                name=t.name,
                 host=t.host,
                 port=t.port,
                 address=addresses[0] if addresses else t.host,
                 transport=t.transport.upper(),
                 username=t.username,
                 password=t.password,
-                dids=tuple(t.dids),
+                dids=t.dids,
                 caller_id=t.caller_id,
                 from_user=t.from_user,
                 max_channels=t.max_channels,

@@ -73,8 +73,10 @@ from .registrar import BindingChange, Registrar
 from .stack import ListenSpec, SipStack, new_tag
 from .throttle import FailureThrottle
 from .transaction import AckNotReceived, RequestReceived, Timers
+from .trunk_driver import TrunkDriver
 from .trunk_inbound import InboundTrunk, TrunkMatcher
 from .trunk_outbound import OutboundPolicy, OutboundTrunk
+from .trunks import Trunk, TrunkStatus
 
 __all__ = ["Extension", "Persistence", "ServerSettings", "SipServer", "StoredBinding"]
 
@@ -166,6 +168,7 @@ class SipServer:
         inbound_trunks: Sequence[InboundTrunk] = (),
         outbound_trunks: Sequence[OutboundTrunk] = (),
         outbound_policy: OutboundPolicy | None = None,
+        trunks: dict[str, Trunk] | None = None,
     ) -> None:
         self.settings = settings
         # Toll-fraud guards checked before any trunk is used (None: every call allowed).
@@ -252,6 +255,13 @@ class SipServer:
         self.writes = WriteBehind(persistence) if persistence is not None else None
         self._expiry_handle: asyncio.TimerHandle | None = None
         self.call_details: list[CallDetail] = []  # recent CDRs, for tests and the CLI
+        # Trunk registration and qualify (issue 16); trunks are read at start only.
+        self.trunks: dict[str, Trunk] = dict(trunks or {})
+        self.trunk_driver = TrunkDriver(self.stack, self.trunks.values())
+
+    def trunk_states(self) -> dict[str, TrunkStatus]:
+        """Registration and qualify state of every trunk, by name (a snapshot)."""
+        return self.trunk_driver.states()
 
     # -- reconfiguration ---------------------------------------------------------------
 
@@ -346,12 +356,14 @@ class SipServer:
             }
         await self.stack.listen(list(self.settings.listen))
         self._schedule_expiry()
+        self.trunk_driver.start()
 
     async def stop(self) -> None:
         self.b2bua.hangup_all()
         await asyncio.sleep(0.05)  # let the BYEs leave
         if self._expiry_handle is not None:
             self._expiry_handle.cancel()
+        await self.trunk_driver.stop()  # unregisters from the carriers
         await self.stack.close()
         await self.media.close()
         if self.writes is not None:
