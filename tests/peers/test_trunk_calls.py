@@ -206,3 +206,92 @@ def test_an_international_number_from_a_national_phone_reaches_no_trunk(
     )
     refused = [e for e in sb.log_events() if e.get("event") == "outbound_refused"]
     assert [(e["kind"], e["cause"]) for e in refused] == [("international", "class_of_service")]
+
+
+@pytest.mark.timeout(120)
+def test_kamailio_carrier_pstn_phone_calls_a_did_and_an_extension_calls_out(
+    server_factory: ServerFactory,
+    phone_factory: Callable[..., Phone],
+    free_port: Callable[[], int],
+    tone_1k: Path,
+    tone_2k: Path,
+    tmp_path: Path,
+) -> None:
+    """The carrier of issue 16: Kamailio registers Switchboard's trunk account and the PSTN
+    phones. A PSTN phone dials DID 4100 and talks with extension 1002 (each hears the other's
+    tone); 1001 dials 9 + the PSTN number, the PSTN phone rings with the trunk's caller ID
+    (a DID it owns), answers and hangs up."""
+    from tests.peers.kamailio import CarrierConfig, Kamailio
+
+    carrier = Kamailio(tmp_path / "kamailio", CarrierConfig(port=free_port(), max_expires=60))
+    carrier.start()
+    try:
+        port = carrier.config.port
+        sb = server_factory(
+            extensions=EXTENSIONS,
+            extra_yaml=(
+                "trunks:\n"
+                "  carrier:\n"
+                f"    {{host: 127.0.0.1, port: {port}, username: sbtrunk, password: trunkpw,\n"
+                '     register: true, expires: 60, dids: ["4100"], caller_id: "4100"}\n'
+                "dialplan:\n"
+                "  inbound:\n"
+                '    - {did: "4100", destination: {kind: extension, target: "1002"}}\n'
+                "  outbound:\n"
+                '    - {pattern: "_9.", strip: 1, trunks: [carrier]}\n'
+            ),
+        )
+        carrier.wait_log(r"SBT SAVED aor=sip:sbtrunk@", timeout=15)
+        pstn = phone_factory("pstn", user="5550001", auto_answer=200)
+        pstn.set_codecs(["PCMU"])
+        ev = pstn.register(f"127.0.0.1:{port}", password="pstnpw", use_proxy=True)
+        assert ev is not None and ev["code"] == 200, ev
+        desk = phone_factory("ext1002", user="1002", auto_answer=200)
+        desk.set_codecs(["PCMU"])
+        assert desk.register(sb.address, password=sb.password("1002"))["code"] == 200
+
+        # In: PSTN -> carrier -> trunk -> DID 4100 -> extension 1002, audio both ways.
+        cid = pstn.call(f"sip:4100@127.0.0.1:{port}")
+        pstn.wait_call_state("CONFIRMED", call=cid, timeout=15)
+        ring = desk.wait_incoming(timeout=10)
+        desk.wait_call_state("CONFIRMED", call=ring["call"], timeout=10)
+        pstn.wait_media_active(call=cid, timeout=10)
+        desk.wait_media_active(call=ring["call"], timeout=10)
+        pstn.play(tone_1k, call=cid)
+        desk.play(tone_2k, call=ring["call"])
+        at_pstn, at_desk = tmp_path / "pstn.wav", tmp_path / "desk.wav"
+        pstn.record(at_pstn, call=cid)
+        desk.record(at_desk, call=ring["call"])
+        time.sleep(2.5)
+        pstn.stop_record(call=cid)
+        desk.stop_record(call=ring["call"])
+        pstn.hangup(cid)  # BYE from the PSTN side
+        desk.wait_disconnected(call=ring["call"], timeout=10)
+        assert abs(dominant_frequency(at_desk) - 1000) < 20, describe(at_desk)
+        assert abs(dominant_frequency(at_pstn) - 2000) < 40, describe(at_pstn)
+
+        # Out: 1001 dials 9 + the PSTN number; the PSTN phone sees the trunk's DID.
+        caller = phone_factory("ext1001", user="1001")
+        assert caller.register(sb.address, password=sb.password("1001"))["code"] == 200
+        out = caller.call(sb.uri("95550001"))
+        incoming = pstn.wait_incoming(timeout=15)
+        assert "sip:4100@" in incoming["remote_uri"], incoming
+        caller.wait_call_state("CONFIRMED", call=out, timeout=15)
+        pstn.hangup(incoming["call"])  # BYE from the PSTN side again, through the carrier
+        caller.wait_disconnected(call=out, timeout=10)
+
+        records = sb.wait_call_records(2)
+        inbound, outbound = records[0], records[1]
+        assert (inbound["direction"], inbound["dialled"], inbound["callee"]) == (
+            "inbound",
+            "4100",
+            "1002",
+        )
+        assert (outbound["direction"], outbound["trunk"], outbound["callee"]) == (
+            "outbound",
+            "carrier",
+            "5550001",
+        )
+        assert outbound["disposition"] == "ANSWERED"
+    finally:
+        carrier.stop()
