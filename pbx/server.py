@@ -832,18 +832,8 @@ class SipServer:
             target = unavailable_to
             ext = self.extensions[target]
         callee = target
-        if req.body and req.content_type != "application/sdp":
-            # No body is a late offer (we offer in the 200, Call._open_caller_media); a body
-            # that is not SDP is no offer we can answer.
-            self.stack.send_response(
-                make_response(
-                    req,
-                    488,
-                    to_tag=new_tag(),
-                    headers=[("Warning", '399 switchboard "INVITE without SDP offer"')],
-                )
-            )
-            return
+        # A body that is not SDP got 415 on arrival; no body is a late offer (we offer in
+        # the 200, Call._open_caller_media).
         call = self.b2bua.start_call(
             req, source, transport, user, callee, contacts, ext.ring_timeout
         )
@@ -880,16 +870,6 @@ class SipServer:
         if not trunks:
             log.warning("no_trunk_for_call", caller=caller, number=number, trunks=list(names))
             self._reject_call(req, caller, number, 480, "no_trunk")
-            return
-        if req.body and req.content_type != "application/sdp":
-            self.stack.send_response(
-                make_response(
-                    req,
-                    488,
-                    to_tag=new_tag(),
-                    headers=[("Warning", '399 switchboard "INVITE without SDP offer"')],
-                )
-            )
             return
         call = self.b2bua.start_trunk_call(
             req, source, transport, caller, number, trunks, TRUNK_RING_TIMEOUT

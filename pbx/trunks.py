@@ -310,7 +310,28 @@ class _Attempt:
     retried_423: bool = False
 
 
-class TrunkRegistration:
+class _Outputs:
+    """The outputs every sans-IO machine here shares: requests to send, events, the next
+    timer (the driver reads them after each input)."""
+
+    __slots__ = ()
+    _out: deque[Request]
+    _events: deque[TrunkEvent]
+    _timer: float | None
+
+    def requests_to_send(self) -> list[Request]:
+        out = list(self._out)
+        self._out.clear()
+        return out
+
+    def next_event(self) -> TrunkEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        return self._timer
+
+
+class TrunkRegistration(_Outputs):
     """The registration of one trunk at its carrier (see the module docstring).
 
     ``contact`` is our Contact for this trunk, with angle brackets
@@ -342,17 +363,6 @@ class TrunkRegistration:
         self._events: deque[TrunkEvent] = deque()
 
     # -- outputs -----------------------------------------------------------------------
-
-    def requests_to_send(self) -> list[Request]:
-        out = list(self._out)
-        self._out.clear()
-        return out
-
-    def next_event(self) -> TrunkEvent | None:
-        return self._events.popleft() if self._events else None
-
-    def get_timer(self) -> float | None:
-        return self._timer
 
     @property
     def pending(self) -> bool:
@@ -606,7 +616,7 @@ def _uri_key_safe(uri: Uri) -> tuple[str, str, str, int, str] | None:
 
 
 @dataclass(slots=True)
-class TrunkQualify:
+class TrunkQualify(_Outputs):
     """OPTIONS pings to one trunk (see the module docstring).
 
     ``from_host`` is our address as the carrier sees it (for From). Inputs: :meth:`start`,
@@ -625,17 +635,6 @@ class TrunkQualify:
     _call_id: str = ""
     _out: deque[Request] = field(default_factory=deque)
     _events: deque[TrunkEvent] = field(default_factory=deque)
-
-    def requests_to_send(self) -> list[Request]:
-        out = list(self._out)
-        self._out.clear()
-        return out
-
-    def next_event(self) -> TrunkEvent | None:
-        return self._events.popleft() if self._events else None
-
-    def get_timer(self) -> float | None:
-        return self._timer
 
     @property
     def pending(self) -> bool:

@@ -10,16 +10,15 @@ from typing import Any
 
 import pytest
 
-from app.settings import build_dialplan, extensions_from_config
+from app.settings import extensions_from_config
 from config.loader import parse_config
 from pbx.digest import build_authorization, choose_challenge
 from pbx.events import CallArrived, CallEvent
 from pbx.location import Contact
 from pbx.message import Request, Response, parse_message
-from pbx.server import ServerSettings, SipServer
-from pbx.stack import ListenSpec
 from pbx.transaction import RequestReceived
-from tests.unit.call_harness import FakeMedia, offer_sdp
+from tests.unit.call_harness import offer_sdp
+from tests.unit.server_harness import server_from_config
 
 PHONE = ("198.51.100.7", 5062)
 CONFIG = """
@@ -39,18 +38,7 @@ dialplan:
 
 class Pbx:
     def __init__(self) -> None:
-        cfg = parse_config(CONFIG, "test.yaml")
-        self.server = SipServer(
-            ServerSettings(listen=(ListenSpec("UDP", "127.0.0.1", 5060),)),
-            extensions_from_config(cfg),
-            media=FakeMedia(),
-            dialplan=build_dialplan(cfg),
-        )
-        self.replies: list[Response] = []
-        stack = self.server.stack
-        stack.send_response = self.replies.append  # type: ignore[method-assign,assignment]
-        stack.local_address = lambda transport="UDP": ("127.0.0.1", 5060)  # type: ignore[method-assign]
-        stack.send_request = lambda *a, **kw: "k"  # type: ignore[method-assign,assignment]
+        self.server, self.replies = server_from_config(CONFIG)
         self.arrived: list[CallArrived] = []
 
         def seen(event: CallEvent) -> None:

@@ -13,16 +13,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.settings import build_dialplan, extensions_from_config, inbound_trunks_from_config
-from config.loader import parse_config
 from pbx.events import CallArrived, CallEvent
 from pbx.location import Contact
 from pbx.message import Request, Response, parse_message
-from pbx.server import ServerSettings, SipServer
-from pbx.stack import ListenSpec
 from pbx.transaction import RequestReceived
 from pbx.trunk_inbound import InboundTrunk, TrunkMatcher, normalise_number
-from tests.unit.call_harness import FakeMedia, offer_sdp
+from tests.unit.call_harness import offer_sdp
+from tests.unit.server_harness import server_from_config
 
 CARRIER = ("203.0.113.5", 5062)
 CONFIG = """
@@ -88,19 +85,7 @@ def test_address_alone_never_makes_a_trunk() -> None:
 
 class Pbx:
     def __init__(self) -> None:
-        cfg = parse_config(CONFIG, "test.yaml")
-        self.server = SipServer(
-            ServerSettings(listen=(ListenSpec("UDP", "127.0.0.1", 5060),)),
-            extensions_from_config(cfg),
-            media=FakeMedia(),
-            dialplan=build_dialplan(cfg),
-            inbound_trunks=inbound_trunks_from_config(cfg),
-        )
-        self.replies: list[Response] = []
-        stack = self.server.stack
-        stack.send_response = self.replies.append  # type: ignore[method-assign,assignment]
-        stack.local_address = lambda transport="UDP": ("127.0.0.1", 5060)  # type: ignore[method-assign]
-        stack.send_request = lambda *a, **kw: "k"  # type: ignore[method-assign,assignment]
+        self.server, self.replies = server_from_config(CONFIG)
         self.arrived: list[CallArrived] = []
 
         def seen(event: CallEvent) -> None:

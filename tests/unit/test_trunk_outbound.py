@@ -11,18 +11,9 @@ from typing import Any
 
 import pytest
 
-from app.settings import (
-    build_dialplan,
-    extensions_from_config,
-    inbound_trunks_from_config,
-    outbound_policy_from_config,
-    outbound_trunks_from_config,
-)
-from config.loader import parse_config
 from pbx.digest import DigestAuthenticator
 from pbx.message import Request, Response, make_response, parse_message
-from pbx.server import ServerSettings, SipServer
-from pbx.stack import ListenSpec, new_tag
+from pbx.stack import new_tag
 from pbx.transaction import RequestReceived
 from pbx.trunk_outbound import (
     ExtensionLimits,
@@ -31,7 +22,8 @@ from pbx.trunk_outbound import (
     OutboundTrunk,
     should_fail_over,
 )
-from tests.unit.call_harness import FakeMedia, offer_sdp
+from tests.unit.call_harness import offer_sdp
+from tests.unit.server_harness import server_from_config
 
 PHONE = ("192.0.2.10", 5060)
 CONFIG = """
@@ -61,21 +53,7 @@ class Sent:
 
 class Pbx:
     def __init__(self) -> None:
-        cfg = parse_config(CONFIG, "test.yaml")
-        self.server = SipServer(
-            ServerSettings(listen=(ListenSpec("UDP", "127.0.0.1", 5060),)),
-            extensions_from_config(cfg),
-            media=FakeMedia(),
-            dialplan=build_dialplan(cfg),
-            inbound_trunks=inbound_trunks_from_config(cfg),
-            outbound_trunks=outbound_trunks_from_config(cfg),
-            outbound_policy=outbound_policy_from_config(cfg),
-        )
-        self.replies: list[Response] = []
         self.sent: list[Sent] = []
-        stack = self.server.stack
-        stack.send_response = self.replies.append  # type: ignore[method-assign,assignment]
-        stack.local_address = lambda transport="UDP": ("127.0.0.1", 5060)  # type: ignore[method-assign]
 
         def send_request(
             request: Request, dest: tuple[str, int], transport: str, on_response: Any,
@@ -84,7 +62,7 @@ class Pbx:
             self.sent.append(Sent(request, dest, on_response, on_timeout))
             return secrets.token_hex(4)
 
-        stack.send_request = send_request  # type: ignore[method-assign,assignment]
+        self.server, self.replies = server_from_config(CONFIG, send_request)
         self.user = "1001"
         self.server.auth.verify = lambda *a, **kw: _ok(self.user)  # type: ignore[method-assign]
 
