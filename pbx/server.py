@@ -799,7 +799,9 @@ class SipServer:
             if busy_to is None or busy_to not in self.extensions:
                 mailbox = self._mailbox_for(target, "busy")
                 if mailbox is not None:
-                    self._to_mailbox(req, source, transport, user, target, mailbox)
+                    self._to_mailbox(
+                        req, source, transport, user, target, mailbox, trunk is not None
+                    )
                     return
                 self._reject_call(req, user, target, 486, "do_not_disturb", "BUSY")
                 return
@@ -808,7 +810,7 @@ class SipServer:
         if ext is None:
             mailbox = self._mailbox_number(target, user) if where.hops else None
             if mailbox is not None:  # forwarded (*72) to a mailbox number
-                self._to_mailbox(req, source, transport, user, target, mailbox)
+                self._to_mailbox(req, source, transport, user, target, mailbox, trunk is not None)
                 return
             self._reject_call(req, user, target, 404, "not_found")
             return
@@ -824,7 +826,9 @@ class SipServer:
                 # No phone registered: the mailbox takes it as unanswered (if configured).
                 mailbox = self._mailbox_for(target, "no_answer")
                 if mailbox is not None:
-                    self._to_mailbox(req, source, transport, user, target, mailbox)
+                    self._to_mailbox(
+                        req, source, transport, user, target, mailbox, trunk is not None
+                    )
                     return
                 self._reject_call(req, user, target, 480, "unavailable")
                 return
@@ -1068,6 +1072,7 @@ class SipServer:
         caller: str,
         dialled: str,
         mailbox: str,
+        from_trunk: bool = False,
     ) -> None:
         """Answer a call that cannot ring anyone (do-not-disturb, no phone, forwarded to a
         mailbox) with the mailbox."""
@@ -1076,8 +1081,10 @@ class SipServer:
         def arrived(call_id: str) -> CallArrived:
             return CallArrived(call_id, "voicemail", mailbox, caller, dialled)
 
-        # An extension's mailbox standing in for it: still a call between extensions.
-        self.control.arrive(req, source, transport, caller, dialled, arrived, "internal")
+        # An extension's mailbox standing in for it: still a call between extensions, unless
+        # a carrier delivered it.
+        direction = "inbound" if from_trunk else "internal"
+        self.control.arrive(req, source, transport, caller, dialled, arrived, direction)
 
     # -- message-waiting indication (RFC 3842 over RFC 6665; sans-IO part in pbx.mwi) ----
 

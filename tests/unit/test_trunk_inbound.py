@@ -25,6 +25,9 @@ CARRIER = ("203.0.113.5", 5062)
 CONFIG = """
 extensions:
   "1001": {password: pw1}
+  "1002":
+    password: pw2
+    voicemail: {enabled: true, pin: "4711"}
 trunks:
   carrier: {host: 203.0.113.5, port: 5062, country_code: "86"}
   wholesale: {host: 198.51.100.1, acl: [198.51.100.0/28], did_from: to}
@@ -36,6 +39,7 @@ dialplan:
     - {did: "+861088884000", destination: {kind: queue, target: support}}
     - {did: "4200", destination: {kind: outbound, target: carrier}}
     - {did: "4300", destination: {kind: extension, target: "1001"}}
+    - {did: "4400", destination: {kind: extension, target: "1002"}}
   outbound:
     - {pattern: "_9.", strip: 1, trunk: carrier}
 """
@@ -93,7 +97,7 @@ class Pbx:
                 self.arrived.append(event)
 
         self.server.control.subscribe(seen)
-        self.server.control.serve("queue")
+        self.server.control.serve("queue", "voicemail")
 
     async def invite(
         self,
@@ -172,3 +176,12 @@ async def test_a_did_routed_to_an_extension_rings_it_as_an_inbound_call() -> Non
     (call,) = pbx.server.b2bua.calls
     assert (call.caller, call.callee) == ("+8613900001111", "1001")
     assert (call.notes.dialled, call.notes.direction) == ("4300", "inbound")
+
+
+async def test_a_did_to_an_absent_extension_rolls_to_its_mailbox_as_an_inbound_call() -> None:
+    pbx = Pbx()
+    assert (await pbx.invite(CARRIER, "4400", "4400", "013900001111")).status == 200
+    (arrived,) = pbx.arrived
+    assert (arrived.kind, arrived.target, arrived.caller) == ("voicemail", "1002", "+8613900001111")
+    (call,) = pbx.server.b2bua.calls
+    assert call.notes.direction == "inbound"
