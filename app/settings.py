@@ -284,6 +284,7 @@ def inbound_trunks_from_config(cfg: SwitchboardConfig) -> list[InboundTrunk]:
             country_code=t.country_code,
             national_prefix=t.national_prefix,
             international_prefix=t.international_prefix,
+            max_channels=t.max_channels,
         )
         for t in trunks_from_config(cfg).values()
     ]

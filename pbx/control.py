@@ -240,11 +240,13 @@ class CallControl:
         dialled: str,
         event: Callable[[str], CallArrived],
         direction: str = "inbound",
+        trunk: str | None = None,
     ) -> None:
         """Answer ``invite`` and publish ``event(call_id)`` once its media is up. An IVR,
         queue or voicemail destination of the dialplan is the call centre's way in
         (``inbound``); a phone reaching its own mailbox menu, or a mailbox standing in for
-        an extension, is ``internal`` (docs/records.md)."""
+        an extension, is ``internal`` (docs/records.md). ``trunk``: the carrier that
+        delivered the call."""
 
         def start(call: Call) -> _Driven:
             app = _Driven()
@@ -253,6 +255,7 @@ class CallControl:
 
         call = self._b2b.start_application(invite, source, transport, caller, dialled, start)
         call.notes.direction = direction
+        call.notes.trunk = trunk
 
     def _publish_arrival(self, call: Call, event: CallArrived) -> None:
         if not call.ended:

@@ -690,6 +690,10 @@ class SipServer:
         decision = self._route(callee, user) if self.dialplan is not None else None
         self._place(req, user, callee, source, transport, decision)
 
+    def trunk_load(self, name: str) -> int:
+        """Calls up or being set up through trunk ``name``, both directions."""
+        return sum(1 for c in self.b2bua.calls if not c.ended and c.notes.trunk == name)
+
     def _on_trunk_invite(
         self, req: Request, trunk: InboundTrunk, source: tuple[str, int], transport: str
     ) -> None:
@@ -701,6 +705,11 @@ class SipServer:
         caller = trunk.normalise(req.from_.uri.user_unescaped() or "") or "anonymous"
         if self.dialplan is None:
             self._reject_call(req, caller, did, 404, "not_found")
+            return
+        if trunk.max_channels and self.trunk_load(trunk.name) >= trunk.max_channels:
+            # The trunk's channels are shared by both directions (max_channels).
+            log.warning("trunk_full", trunk=trunk.name, channels=trunk.max_channels, did=did)
+            self._reject_call(req, caller, did, 503, "trunk_full")
             return
         decision = self.dialplan.route_inbound(did, caller, datetime.now(UTC))
         log.info(
@@ -764,7 +773,15 @@ class SipServer:
                         skills=tuple(dest.skills),
                     )
 
-                self.control.arrive(req, source, transport, user, callee, arrived)
+                self.control.arrive(
+                    req,
+                    source,
+                    transport,
+                    user,
+                    callee,
+                    arrived,
+                    trunk=trunk.name if trunk else None,
+                )
                 return
             if dest.kind is DestinationKind.PLAY_HANGUP:
                 self._announce_and_hang_up(req, source, transport, user, callee, dest.prompt)
@@ -799,9 +816,7 @@ class SipServer:
             if busy_to is None or busy_to not in self.extensions:
                 mailbox = self._mailbox_for(target, "busy")
                 if mailbox is not None:
-                    self._to_mailbox(
-                        req, source, transport, user, target, mailbox, trunk is not None
-                    )
+                    self._to_mailbox(req, source, transport, user, target, mailbox, trunk)
                     return
                 self._reject_call(req, user, target, 486, "do_not_disturb", "BUSY")
                 return
@@ -810,7 +825,7 @@ class SipServer:
         if ext is None:
             mailbox = self._mailbox_number(target, user) if where.hops else None
             if mailbox is not None:  # forwarded (*72) to a mailbox number
-                self._to_mailbox(req, source, transport, user, target, mailbox, trunk is not None)
+                self._to_mailbox(req, source, transport, user, target, mailbox, trunk)
                 return
             self._reject_call(req, user, target, 404, "not_found")
             return
@@ -826,9 +841,7 @@ class SipServer:
                 # No phone registered: the mailbox takes it as unanswered (if configured).
                 mailbox = self._mailbox_for(target, "no_answer")
                 if mailbox is not None:
-                    self._to_mailbox(
-                        req, source, transport, user, target, mailbox, trunk is not None
-                    )
+                    self._to_mailbox(req, source, transport, user, target, mailbox, trunk)
                     return
                 self._reject_call(req, user, target, 480, "unavailable")
                 return
@@ -843,7 +856,7 @@ class SipServer:
         )
         call.notes.dialled = dialled  # before routing and forwarding (docs/records.md)
         if trunk is not None:
-            call.notes.direction = "inbound"
+            call.notes.direction, call.notes.trunk = "inbound", trunk.name
 
     def _to_trunks(
         self,
@@ -1072,7 +1085,7 @@ class SipServer:
         caller: str,
         dialled: str,
         mailbox: str,
-        from_trunk: bool = False,
+        trunk: InboundTrunk | None = None,
     ) -> None:
         """Answer a call that cannot ring anyone (do-not-disturb, no phone, forwarded to a
         mailbox) with the mailbox."""
@@ -1083,8 +1096,17 @@ class SipServer:
 
         # An extension's mailbox standing in for it: still a call between extensions, unless
         # a carrier delivered it.
-        direction = "inbound" if from_trunk else "internal"
-        self.control.arrive(req, source, transport, caller, dialled, arrived, direction)
+        direction = "inbound" if trunk is not None else "internal"
+        self.control.arrive(
+            req,
+            source,
+            transport,
+            caller,
+            dialled,
+            arrived,
+            direction,
+            trunk.name if trunk else None,
+        )
 
     # -- message-waiting indication (RFC 3842 over RFC 6665; sans-IO part in pbx.mwi) ----
 

@@ -45,6 +45,7 @@ class InboundTrunk:
     country_code: str | None = None
     national_prefix: str = "0"
     international_prefix: str = "00"
+    max_channels: int = 0  # calls at once through this trunk, both directions (0: no cap)
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         init=False, repr=False, compare=False
     )

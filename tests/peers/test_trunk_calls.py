@@ -158,6 +158,7 @@ def test_an_ip_trunk_delivers_a_did_and_another_port_is_challenged(
     assert abs(dominant_frequency(heard) - 1000) < 20, describe(heard)
     (rec,) = sb.wait_call_records(1)
     assert (rec["callee"], rec["dialled"], rec["direction"]) == ("1002", "4100", "inbound")
+    assert rec["trunk"] == "first"
     assert any(
         e.get("event") == "trunk_call" and e.get("trunk") == "first" for e in sb.log_events()
     )
@@ -287,6 +288,7 @@ def test_kamailio_carrier_pstn_phone_calls_a_did_and_an_extension_calls_out(
             "4100",
             "1002",
         )
+        assert (inbound["trunk"], inbound["caller"]) == ("carrier", "5550001")
         assert (outbound["direction"], outbound["trunk"], outbound["callee"]) == (
             "outbound",
             "carrier",

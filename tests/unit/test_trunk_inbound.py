@@ -30,7 +30,7 @@ extensions:
     voicemail: {enabled: true, pin: "4711"}
 trunks:
   carrier: {host: 203.0.113.5, port: 5062, country_code: "86"}
-  wholesale: {host: 198.51.100.1, acl: [198.51.100.0/28], did_from: to}
+  wholesale: {host: 198.51.100.1, acl: [198.51.100.0/28], did_from: to, max_channels: 1}
 queues:
   support: {}
 dialplan:
@@ -176,6 +176,7 @@ async def test_a_did_routed_to_an_extension_rings_it_as_an_inbound_call() -> Non
     (call,) = pbx.server.b2bua.calls
     assert (call.caller, call.callee) == ("+8613900001111", "1001")
     assert (call.notes.dialled, call.notes.direction) == ("4300", "inbound")
+    assert call.notes.trunk == "carrier"
 
 
 async def test_a_did_to_an_absent_extension_rolls_to_its_mailbox_as_an_inbound_call() -> None:
@@ -185,3 +186,17 @@ async def test_a_did_to_an_absent_extension_rolls_to_its_mailbox_as_an_inbound_c
     assert (arrived.kind, arrived.target, arrived.caller) == ("voicemail", "1002", "+8613900001111")
     (call,) = pbx.server.b2bua.calls
     assert call.notes.direction == "inbound"
+
+
+async def test_trunk_calls_name_their_trunk_and_respect_its_channels() -> None:
+    pbx = Pbx()
+    assert (await pbx.invite(("198.51.100.9", 41234), "sbtrunk", "4100", "5551234")).status == 200
+    (first,) = pbx.server.b2bua.calls
+    assert (first.notes.trunk, first.notes.direction) == ("wholesale", "inbound")
+    # max_channels 1: a second call while the first is up is refused, and says so.
+    reply = await pbx.invite(("198.51.100.10", 41234), "sbtrunk", "4100", "5559999")
+    assert reply.status == 503 and len(pbx.arrived) == 1
+    assert pbx.server.trunk_load("wholesale") == 1
+    # Another trunk is not affected.
+    assert (await pbx.invite(CARRIER, "4100", "4100", "013900001111")).status == 200
+    assert pbx.server.trunk_load("carrier") == 1
