@@ -157,6 +157,10 @@ async def build_server(cfg: SwitchboardConfig, config_dir: Path | None = None) -
     folder = config_dir or Path.cwd()
     plan = build_dialplan(cfg)
     store = await Store.open(cfg.store.url)
+    # Trunk host names are resolved here (getaddrinfo): off the event loop.
+    inbound_trunks, outbound_trunks = await asyncio.to_thread(
+        lambda: (inbound_trunks_from_config(cfg), outbound_trunks_from_config(cfg))
+    )
     server = SipServer(
         settings_from_config(cfg),
         extensions_from_config(cfg),
@@ -165,8 +169,8 @@ async def build_server(cfg: SwitchboardConfig, config_dir: Path | None = None) -
         dialplan=plan,
         media=build_media(cfg),
         prompt_path=prompt_resolver(folder) if config_dir is not None else None,
-        inbound_trunks=inbound_trunks_from_config(cfg),
-        outbound_trunks=outbound_trunks_from_config(cfg),
+        inbound_trunks=inbound_trunks,
+        outbound_trunks=outbound_trunks,
         outbound_policy=outbound_policy_from_config(cfg),
         trunks=trunks_from_config(cfg),
     )

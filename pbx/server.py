@@ -875,7 +875,9 @@ class SipServer:
                 for c in self.b2bua.calls
                 if c.caller == caller and c.notes.direction == "outbound" and not c.ended
             )
-            kind, refused = self.outbound_policy.check(caller, number, active)
+            kind, refused = self.outbound_policy.check(
+                caller, number, active, asyncio.get_running_loop().time()
+            )
             if refused is not None:
                 log.warning(
                     "outbound_refused", caller=caller, number=number, kind=kind, cause=refused

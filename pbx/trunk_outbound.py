@@ -26,9 +26,8 @@ dialling out in bulk. Each refusal is one log line and a call record with its ca
 
 from __future__ import annotations
 
-import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .patterns import DialPattern, compile_pattern
@@ -127,18 +126,18 @@ class OutboundPolicy:
 
     classes: NumberClasses
     limits: Mapping[str, ExtensionLimits]
-    clock: Callable[[], float] = time.monotonic
     _recent: dict[str, deque[float]] = field(default_factory=dict)
 
     def reconfigured(
         self, classes: NumberClasses, limits: Mapping[str, ExtensionLimits]
     ) -> OutboundPolicy:
         """The same policy with new settings (a reload), keeping the per-minute history."""
-        return OutboundPolicy(classes, limits, self.clock, self._recent)
+        return OutboundPolicy(classes, limits, self._recent)
 
-    def check(self, ext: str, number: str, active_calls: int) -> tuple[str, str | None]:
+    def check(self, ext: str, number: str, active_calls: int, now: float) -> tuple[str, str | None]:
         """(number class, None) when allowed, else (number class, refusal cause). An allowed
-        non-emergency call is counted against the extension's per-minute cap."""
+        non-emergency call is counted against the extension's per-minute cap; ``now`` is
+        any monotonic clock in seconds (the caller's: this core reads none)."""
         kind = self.classes.classify(number)
         if kind == "emergency":
             return kind, None
@@ -149,7 +148,6 @@ class OutboundPolicy:
         if lim.concurrent and active_calls >= lim.concurrent:
             return kind, "outbound_concurrent_limit"
         if lim.per_minute:
-            now = self.clock()
             recent = self._recent.setdefault(ext, deque())
             while recent and now - recent[0] >= 60.0:
                 recent.popleft()

@@ -269,12 +269,12 @@ def test_number_classes_and_classes_of_service() -> None:
             "1003": ExtensionLimits("premium"),
         },
     )
-    assert policy.check("1001", "020888", 0) == ("national", None)
-    assert policy.check("1001", "0044207", 0) == ("international", "class_of_service")
-    assert policy.check("1002", "5551", 0) == ("local", "class_of_service")
-    assert policy.check("1002", "112", 0) == ("emergency", None)  # always allowed
-    assert policy.check("1003", "19005551", 0) == ("premium", None)
-    assert policy.check("9999", "0044207", 0)[1] == "class_of_service"  # unknown: national
+    assert policy.check("1001", "020888", 0, 0.0) == ("national", None)
+    assert policy.check("1001", "0044207", 0, 0.0) == ("international", "class_of_service")
+    assert policy.check("1002", "5551", 0, 0.0) == ("local", "class_of_service")
+    assert policy.check("1002", "112", 0, 0.0) == ("emergency", None)  # always allowed
+    assert policy.check("1003", "19005551", 0, 0.0) == ("premium", None)
+    assert policy.check("9999", "0044207", 0, 0.0)[1] == "class_of_service"  # unknown: national
 
 
 def test_outbound_caps_per_minute_and_at_once() -> None:
@@ -282,15 +282,14 @@ def test_outbound_caps_per_minute_and_at_once() -> None:
     policy = OutboundPolicy(
         NumberClasses({"emergency": ["112"]}),
         {"1001": ExtensionLimits("national", per_minute=2, concurrent=1)},
-        clock=lambda: now[0],
     )
-    assert policy.check("1001", "5551", 0)[1] is None
-    assert policy.check("1001", "5552", 1)[1] == "outbound_concurrent_limit"
-    assert policy.check("1001", "5553", 0)[1] is None
-    assert policy.check("1001", "5554", 0)[1] == "outbound_rate_limit"
-    assert policy.check("1001", "112", 5)[1] is None  # emergency: never capped
+    assert policy.check("1001", "5551", 0, now[0])[1] is None
+    assert policy.check("1001", "5552", 1, now[0])[1] == "outbound_concurrent_limit"
+    assert policy.check("1001", "5553", 0, now[0])[1] is None
+    assert policy.check("1001", "5554", 0, now[0])[1] == "outbound_rate_limit"
+    assert policy.check("1001", "112", 5, now[0])[1] is None  # emergency: never capped
     now[0] = 61.0
-    assert policy.check("1001", "5555", 0)[1] is None  # a minute later
+    assert policy.check("1001", "5555", 0, now[0])[1] is None  # a minute later
 
 
 async def test_a_refused_number_reaches_no_trunk_and_says_why() -> None:
