@@ -49,6 +49,7 @@ from acd import (
     Action,
     AgentConfig,
     AgentState,
+    AgentTransition,
     Announce,
     CancelOffer,
     DialCallback,
@@ -744,7 +745,8 @@ class AcdHost:
             )
         elif kind in ("voicemail", "ivr") and self.control.route(call_id, kind, target):
             return
-        elif kind == "extension":
+        elif kind in ("extension", "number"):
+            # An outside number leaves through the trunks of its outbound rule.
             if self.control.connect_to(call_id, target):
                 self._connecting.add(call_id)
             else:
@@ -779,6 +781,9 @@ class AcdHost:
             display=f"Callback {dial.number}" if dial.agent_first else None,
             ring_timeout=CALLBACK_RING_SECONDS,
             label=second,
+            # The customer's number leaves through a trunk as the agent's call (the
+            # agent's class of service and caller ID).
+            on_behalf_of=agent_ext,
         )
         if first_call is None:
             asyncio.get_running_loop().call_soon(self._dial_failed, state, "unreachable")
@@ -820,12 +825,14 @@ class AcdHost:
             callback_id=self._callback_rows.get(state.acd_id),
         )
         self.control.start_tone(event.call_id, "ringback")
+        agent = self.acd.agents[state.dial.agent].cfg
         rang = self.control.offer(
             event.call_id,
             "callback",
             state.second,
             ring_timeout=CALLBACK_RING_SECONDS,
             display=None if state.dial.agent_first else f"Callback {state.dial.number}",
+            on_behalf_of=agent.extensions[0] if agent.extensions else "",
         )
         if not rang:
             self._second_failed(event.call_id, 404)
@@ -1095,6 +1102,21 @@ class AcdHost:
         self.acd.tick(time.time())
         self._pump()
 
+    def _apply_class_of_service(self, t: AgentTransition) -> None:
+        """An agent with their own class of service lends it to their extensions while
+        logged in (the extension's own class applies again after logout)."""
+        agent = self.acd.agents.get(t.agent)
+        if agent is None or agent.cfg.class_of_service is None:
+            return
+        if t.new is AgentState.LOGGED_OUT:
+            cos = None
+        elif t.old is AgentState.LOGGED_OUT:
+            cos = agent.cfg.class_of_service
+        else:
+            return
+        for ext in agent.cfg.extensions:
+            self.control.set_class_of_service(ext, cos)
+
     def _flush(self) -> None:
         for e in self.acd.drain_events():
             at = datetime.fromtimestamp(e.time, UTC)
@@ -1118,6 +1140,7 @@ class AcdHost:
             elif e.event == "CALLBACKFAILED":
                 self._pending_callbacks.append(("done", e.call, ("failed", e.data[2], e.data[1])))
         for t in self.acd.drain_agent_log():
+            self._apply_class_of_service(t)
             log.info(
                 "agent_state",
                 agent=t.agent,

@@ -136,6 +136,9 @@ class AgentConfig:
     extensions: tuple[str, ...] = ()
     skills: Mapping[str, int] = field(default_factory=dict)
     wrap_up: float | None = None  # overrides the queue's wrap-up seconds
+    # While logged in, the class of service of calls out from the agent's extensions
+    # (None: each extension's own).
+    class_of_service: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

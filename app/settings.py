@@ -172,7 +172,14 @@ _SAME_QUEUE_SETTINGS = (
 def acd_from_config(cfg: SwitchboardConfig) -> tuple[list[AgentConfig], list[QueueConfig]]:
     """The ACD's agents and queues from ``agents:`` and ``queues:`` of the config."""
     agents = [
-        AgentConfig(agent_id, a.name, tuple(a.extensions), dict(a.skills), a.wrap_up)
+        AgentConfig(
+            agent_id,
+            a.name,
+            tuple(a.extensions),
+            dict(a.skills),
+            a.wrap_up,
+            class_of_service=a.class_of_service,
+        )
         for agent_id, a in cfg.agents.items()
     ]
     queues = []
@@ -246,7 +253,13 @@ def build_dialplan(cfg: SwitchboardConfig) -> dp.Dialplan:
     outbound = [
         dp.DialRule(
             r.pattern,
-            dp.Destination(dp.DestinationKind.OUTBOUND, r.trunk, trunks=tuple(r.trunk_order)),
+            dp.Destination(
+                dp.DestinationKind.OUTBOUND,
+                r.trunk,
+                trunks=tuple(r.trunk_order),
+                caller_id=r.caller_id,
+                privacy=r.privacy,
+            ),
             r.strip,
             r.prepend,
             r.name,
@@ -339,7 +352,14 @@ def outbound_policy_from_config(cfg: SwitchboardConfig) -> OutboundPolicy:
         }
     )
     limits = {
-        num: ExtensionLimits(e.class_of_service, e.max_outbound_per_minute, e.max_outbound_calls)
+        num: ExtensionLimits(
+            e.class_of_service,
+            e.max_outbound_per_minute,
+            e.max_outbound_calls,
+            caller_id=e.caller_id,
+            hide_caller_id=e.hide_caller_id,
+        )
         for num, e in cfg.extensions.items()
     }
-    return OutboundPolicy(classes, limits)
+    system = ExtensionLimits(cfg.dialplan.system_class_of_service)
+    return OutboundPolicy(classes, limits, system)

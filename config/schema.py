@@ -285,6 +285,10 @@ class ExtensionConfig(_Model):
     class_of_service: ClassOfService = "national"
     max_outbound_per_minute: Annotated[int, Field(ge=0)] = 10
     max_outbound_calls: Annotated[int, Field(ge=0)] = 2
+    # The outside number its calls through trunks present (used when the trunk owns it),
+    # and whether they withhold the caller ID (From anonymous, Privacy: id).
+    caller_id: PhoneNumber | None = None
+    hide_caller_id: bool = False
     ring_timeout: Annotated[int, Field(ge=1, le=600)] = 30
     pickup_group: str | None = None
     dtmf_mode: Literal["auto", "rfc4733", "inband", "info"] = "auto"
@@ -551,6 +555,8 @@ class OutboundRuleConfig(_Model):
     prepend: Annotated[str, AfterValidator(_check_prepend)] = ""
     trunk: str = ""
     trunks: list[Name] = Field(default_factory=list)
+    caller_id: PhoneNumber | None = None
+    privacy: bool = False
 
     @model_validator(mode="after")
     def _strip_fits(self) -> OutboundRuleConfig:
@@ -697,6 +703,9 @@ class DialplanConfig(_Model):
     internal: list[DialRuleConfig] = Field(default_factory=list)
     outbound: list[OutboundRuleConfig] = Field(default_factory=list)
     number_classes: NumberClassesConfig = Field(default_factory=NumberClassesConfig)
+    # The class of service of calls Switchboard places itself (an IVR transfer or a queue
+    # overflow to an outside number, a callback when no agent's extension dials it).
+    system_class_of_service: ClassOfService = "national"
     internal_default: DestinationConfig = Field(default_factory=_not_found)
     time_conditions: dict[Name, TimeConditionConfig] = Field(default_factory=dict)
     holidays: dict[Name, list[HolidayConfig]] = Field(default_factory=dict)
@@ -706,7 +715,9 @@ class DialplanConfig(_Model):
 
 SkillLevel = Annotated[int, Field(ge=0, le=100)]
 DtmfKey = Literal["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "#"]
-_QUEUE_DESTINATION = re.compile(r"(queue|ivr|voicemail|extension):\S+|callback|hangup")
+_QUEUE_DESTINATION = re.compile(
+    r"(queue|ivr|voicemail|extension):\S+|number:\+?[0-9*#]+|callback|hangup"
+)
 
 
 def _check_requirements(value: str) -> str:
@@ -720,7 +731,7 @@ def _check_queue_destination(value: str) -> str:
     if _QUEUE_DESTINATION.fullmatch(value) is None:
         raise ValueError(
             f"{value!r} must be queue:<name>, ivr:<flow>, voicemail:<box>, "
-            "extension:<number>, callback or hangup"
+            "extension:<number>, number:<outside number>, callback or hangup"
         )
     return value
 
@@ -735,6 +746,9 @@ class AgentYaml(_Model):
     extensions: Annotated[list[ExtensionNumber], Field(min_length=1)]
     skills: dict[Name, SkillLevel] = Field(default_factory=dict)
     wrap_up: Annotated[float, Field(ge=0, le=3600)] | None = None
+    # While logged in, the agent's extensions call out with this class of service instead
+    # of their own (None: the extension's).
+    class_of_service: ClassOfService | None = None
 
 
 class SkillRuleYaml(_Model):
@@ -1042,6 +1056,10 @@ def _acd_problems(
                 out.append((path, f"unknown extension {value!r}"))
             elif kind == "ivr" and known.ivr_flows is not None and value not in known.ivr_flows:
                 out.append((path, f"unknown IVR flow {value!r}"))
+            elif kind == "number" and not any(
+                compile_pattern(r.pattern).matches(value) for r in cfg.dialplan.outbound
+            ):
+                out.append((path, f"no dialplan.outbound rule dials {value!r}"))
     return out
 
 

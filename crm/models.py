@@ -119,6 +119,8 @@ class CallRecord(Base):
     # final status ("carrier:503,backup:408").
     trunk: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
     trunk_attempts: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    # The caller ID presented to the carrier on a call that left through a trunk.
+    caller_id_sent: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Registration(Base):

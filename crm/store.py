@@ -131,6 +131,7 @@ class CallRecordData:
     callback_id: int | None = None
     trunk: str | None = None
     trunk_attempts: str | None = None
+    caller_id_sent: str | None = None
     duration: float = field(init=False)
     billable_seconds: float = field(init=False)
     # Database id, set on records read back from the store.
@@ -358,6 +359,7 @@ _RECORD_FIELDS = (
     "callback_id",
     "trunk",
     "trunk_attempts",
+    "caller_id_sent",
 )
 
 _BINDING_FIELDS = (
@@ -406,6 +408,7 @@ def _record_from_row(row: CallRecord) -> CallRecordData:
         callback_id=row.callback_id,
         trunk=row.trunk,
         trunk_attempts=row.trunk_attempts,
+        caller_id_sent=row.caller_id_sent,
     )
 
 

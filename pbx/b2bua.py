@@ -35,7 +35,7 @@ from typing import Any
 
 import structlog
 
-from media import MediaInterface
+from media import Codec, MediaInterface
 from media.dtmf import DtmfReceived
 
 from .call import MAX_FORWARDS, Call, CallApplication, CallState
@@ -50,7 +50,8 @@ from .persistence import CallDetail
 from .side import ALLOW, IVR_KEYS_HEADER, SUPPORTED_CODECS, Side
 from .stack import SipStack, new_tag
 from .transfer import Transfer
-from .trunk_outbound import OutboundTrunk
+from .trunk_dial import OUTSIDE_RING_TIMEOUT, TrunkDial
+from .trunk_outbound import OutsideRoute
 
 __all__ = [
     "ALLOW",
@@ -89,6 +90,7 @@ class B2bua:
         ring_timeout_of: Callable[[str], float] = lambda ext: 30.0,
         forward_of: Callable[[str, str], str | None] = lambda ext, reason: None,
         divert: Callable[[Call, str], bool] = lambda call, reason: False,
+        outside: Callable[[str, str], OutsideRoute | str] = lambda number, ext: "no_route",
         dtmf_mode_of: Callable[[str], str] = lambda ext: "auto",
         music_on_hold: Callable[[str], Any] | None = None,
         stop_music: Callable[[Any], None] | None = None,
@@ -102,6 +104,9 @@ class B2bua:
         self.forward_of = forward_of
         # A busy / unanswered call's last resort (the callee's mailbox): True if it took it.
         self.divert = divert
+        # Where a number that is no extension leaves, dialled for an extension ("" for
+        # Switchboard itself): the route, or the cause it is refused (pbx.trunk_outbound).
+        self.outside = outside
         self.dtmf_mode_of = dtmf_mode_of
         self._music_on_hold = music_on_hold
         self._stop_music = stop_music
@@ -144,20 +149,21 @@ class B2bua:
         source: tuple[str, int],
         transport: str,
         caller: str,
-        number: str,
-        trunks: list[OutboundTrunk],
-        ring_timeout: float,
+        route: OutsideRoute,
+        ring_timeout: float = OUTSIDE_RING_TIMEOUT,
     ) -> Call:
-        """A call from ``caller`` to ``number`` through the first of ``trunks`` that takes
-        it (see :mod:`pbx.trunk_outbound`)."""
+        """A call from ``caller`` to an outside number through the first of the route's
+        trunks that takes it (see :mod:`pbx.trunk_dial`)."""
         a = Side(label="a", ext=caller, leg_id="", flow=Flow(transport, source))
-        call = Call(self, a, caller=caller, callee=number, call_id=invite.call_id, invite=invite)
+        call = Call(
+            self, a, caller=caller, callee=route.number, call_id=invite.call_id, invite=invite
+        )
         a.leg_id = f"{call.id}-a"
         call.notes.direction = "outbound"
         self._calls[call.id] = call
         self._by_invite[(invite.call_id, invite.from_.tag or "")] = call
         self._by_leg[a.leg_id] = call
-        spawn(call.setup_trunks(trunks, ring_timeout))
+        spawn(call.setup_trunks(route, ring_timeout))
         return call
 
     def _local_call(
@@ -302,6 +308,7 @@ class B2bua:
         call.mark_answered()
         self._calls[call.id] = call
         for s in (a, b):
+            call.note_trunk_of(s)
             self.register_side(call, s)
         for s in (a, b):
             if s.leg_id in self.media:
@@ -334,6 +341,7 @@ class B2bua:
             record_id=record_id,
         )
         call.mark_answered()
+        call.note_trunk_of(a)
         self._calls[call.id] = call
         self.register_side(call, a)
         if a.leg_id in self.media:
@@ -514,6 +522,84 @@ class B2bua:
             LegAnswered(call.id, side.leg_id, side.ext, "caller" if side is call.a else "callee")
         )
 
+    def trunk_load(self, name: str) -> int:
+        """Calls up or being set up through trunk ``name`` (both directions)."""
+        return sum(1 for c in self._calls.values() if not c.ended and c.notes.trunk == name)
+
+    def ringer(
+        self,
+        target: str,
+        *,
+        on_behalf_of: str,
+        leg_id: str,
+        caller_ext: str,
+        caller_display: str | None,
+        first_codec: Codec | None,
+        ring_timeout: float | None,
+        on_ringing: Callable[[int, bool], None],
+        on_answered: Callable[[Side], None],
+        on_failed: Callable[[int, bool], None],
+        extra_headers: list[tuple[str, str]] | None = None,
+        near: str | None = None,
+        owner: Call | None = None,
+    ) -> Outbound | TrunkDial | None:
+        """What rings ``target``: its phones if it is an extension, else the outside number
+        through the trunks of its outbound rule, dialled for ``on_behalf_of`` (whose class
+        of service and caller ID apply; "" = Switchboard itself). Not started yet. None
+        when an extension has no phone, or the number has no route or is refused (logged).
+        An ``owner`` call gets each trunk attempt's leg tracked and its trunk recorded."""
+        contacts = self.contacts_of(target)
+        if contacts is not None:
+            if not contacts:
+                return None
+            return Outbound(
+                self,
+                leg_id=leg_id,
+                caller_ext=caller_ext,
+                caller_display=caller_display,
+                callee=target,
+                contacts=contacts,
+                first_codec=first_codec,
+                ring_timeout=ring_timeout or self.ring_timeout_of(target),
+                on_ringing=on_ringing,
+                on_answered=on_answered,
+                on_failed=on_failed,
+                extra_headers=extra_headers,
+                near=near,
+            )
+        route = self.outside(target, on_behalf_of)
+        if isinstance(route, str):
+            log.warning(
+                "outside_call_refused",
+                number=target,
+                for_=on_behalf_of or "switchboard",
+                cause=route,
+            )
+            return None
+
+        def attempt(trunk: str, leg: str) -> None:
+            if owner is not None:
+                owner.notes.trunk = trunk
+                owner.notes.trunk_attempts = list(dial.attempts)
+                self.track_leg(leg, owner)
+
+        dial = TrunkDial(
+            self,
+            leg_prefix=leg_id,
+            route=route,
+            caller_display=caller_display,
+            first_codec=first_codec,
+            ring_timeout=ring_timeout or OUTSIDE_RING_TIMEOUT,
+            on_ringing=on_ringing,
+            on_answered=on_answered,
+            on_failed=on_failed,
+            load=self.trunk_load,
+            on_attempt=attempt,
+            extra_headers=extra_headers,
+            near=near,
+        )
+        return dial
+
     def originate(
         self,
         ext: str,
@@ -523,26 +609,26 @@ class B2bua:
         ring_timeout: float,
         on_answered: Callable[[Side], None],
         on_failed: Callable[[int], None],
-    ) -> Outbound | None:
+        on_behalf_of: str = "",
+    ) -> Outbound | TrunkDial | None:
         """Call ``ext`` from Switchboard itself (a queue callback rings the agent, then the
         customer); ``on_answered`` gets the answered side, to :meth:`connect` with another.
-        None if ``ext`` has no phone."""
-        contacts = self.contacts_of(ext)
-        if not contacts:
-            return None
-        outbound = Outbound(
-            self,
+        An outside number is dialled through its trunks for ``on_behalf_of`` (see
+        :meth:`ringer`). None if ``ext`` has no phone or the number cannot be dialled."""
+        outbound = self.ringer(
+            ext,
+            on_behalf_of=on_behalf_of,
             leg_id=f"orig-{secrets.token_hex(6)}",
             caller_ext=caller_ext,
             caller_display=display,
-            callee=ext,
-            contacts=contacts,
             first_codec=None,
             ring_timeout=ring_timeout,
             on_ringing=lambda status, early: None,
             on_answered=on_answered,
             on_failed=lambda status, timed_out: on_failed(status),
         )
+        if outbound is None:
+            return None
 
         async def start() -> None:
             if not await outbound.start():

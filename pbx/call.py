@@ -57,7 +57,8 @@ from .outbound import Outbound, spawn
 from .side import ALLOW, IVR_KEYS_HEADER, SUPPORTED_CODECS, Side
 from .stack import new_tag
 from .transfer import Transfer
-from .trunk_outbound import OutboundTrunk, should_fail_over
+from .trunk_dial import TrunkDial
+from .trunk_outbound import OutsideRoute
 
 if TYPE_CHECKING:
     from .b2bua import B2bua
@@ -137,10 +138,9 @@ class Call:
         self.a_late_offer = False
         self.a_final_sent = False
         self.ringback = False
-        self.outbound: Outbound | None = None  # the callee being rung
-        # A call leaving through trunks: the ones not tried yet (None: not a trunk call).
-        self.trunk_plan: list[OutboundTrunk] | None = None
-        self._trunk_ring_timeout = 0.0
+        self.outbound: Outbound | TrunkDial | None = None  # the callee being rung
+        # A phone's call to an outside number: its trunk dial (None: not such a call).
+        self.dial_out: TrunkDial | None = None
         self.transfer: Transfer | None = None  # a transfer in progress
         self.room: ConferenceRoom | None = None  # the conference room this caller is in
         self.app: CallApplication | None = None  # an application (IVR) driving this call
@@ -150,7 +150,7 @@ class Call:
         self.after_callee: Callable[[Call, Call], CallApplication] | None = None
         self.after_callee_label = ""
         # Offers of this call to other phones (queue agents), by the offerer's key.
-        self.offers: dict[str, Outbound] = {}
+        self.offers: dict[str, Outbound | TrunkDial] = {}
         # Called once when the call ends, with who ended it ("caller", "callee", "system")
         # and the cause ("normal_clearing", "transferred", ...).
         self.on_end: list[Callable[[Call, str, str], None]] = []
@@ -283,77 +283,44 @@ class Call:
         self._move(CallState.CALLING)
         self.log.debug("call_forked", branches=len(self.outbound.branches))
 
-    async def setup_trunks(self, trunks: list[OutboundTrunk], ring_timeout: float) -> None:
-        """Allocate media, answer the caller's offer, and send the call to the first of
-        ``trunks`` that has a free channel (``self.callee`` is the number to dial);
-        :meth:`_on_callee_failed` moves on to the next when the trunk failed."""
+    async def setup_trunks(self, route: OutsideRoute, ring_timeout: float) -> None:
+        """Allocate media, answer the caller's offer, and dial ``route.number`` through the
+        route's trunks (:class:`pbx.trunk_dial.TrunkDial` fails over between them)."""
         assert self.invite is not None
         if not await self._open_caller_media():
             return
-        self.trunk_plan = list(trunks)
-        self._trunk_ring_timeout = ring_timeout
-        if not self._next_trunk():
-            self._fail_a(503, "No Trunk Available", "FAILED", "no_trunk_available", "system")
+        dial = self._dial_out(route, ring_timeout)
+        if not await dial.start() and not self.ended:
+            self._fail_a(503, "Media Unavailable", "FAILED", "media_unavailable", "system")
+            return
+        if self.ended:
+            dial.cancel()
+            return
+        if self.state is CallState.SETUP:
+            self._move(CallState.CALLING)
 
-    def _next_trunk(self) -> bool:
-        """Start the attempt on the next trunk with a free channel; False if none is left."""
-        assert self.invite is not None and self.trunk_plan is not None
-        while self.trunk_plan:
-            trunk = self.trunk_plan.pop(0)
-            if trunk.max_channels and self._trunk_load(trunk.name) >= trunk.max_channels:
-                self.notes.trunk_attempts.append((trunk.name, 503))
-                self.log.info("trunk_full", trunk=trunk.name, channels=trunk.max_channels)
-                continue
-            break
-        else:
-            return False
-        number = self.callee
-        caller_id = trunk.caller_id_for(self.caller)
-        contact = Contact(
-            trunk.uri(number), (trunk.address, trunk.port), trunk.transport, float("inf"), "", 0
-        )
-        self.notes.trunk = trunk.name
-        attempt = len(self.notes.trunk_attempts)
-        host = self.b2b.stack.host_for(trunk.address)
-        self.outbound = Outbound(
+    def _dial_out(self, route: OutsideRoute, ring_timeout: float) -> TrunkDial:
+        def attempt(trunk: str, leg: str) -> None:
+            self.notes.trunk = trunk
+            self.notes.trunk_attempts = list(dial.attempts)
+            self.b2b.track_leg(leg, self)
+
+        dial = TrunkDial(
             self.b2b,
-            leg_id=f"{self.id}-t{attempt}",
-            caller_ext=trunk.from_user or caller_id,
+            leg_prefix=f"{self.id}-b",
+            route=route,
             caller_display=None,
-            callee=number,
-            contacts=[contact],
             first_codec=self.a.codec,
-            ring_timeout=self._trunk_ring_timeout,
+            ring_timeout=ring_timeout,
             on_ringing=self._on_callee_ringing,
             on_answered=self._on_callee_answered,
             on_failed=self._on_callee_failed,
-            # RFC 3325 §9.1: the identity the carrier shows, asserted by its customer.
-            extra_headers=[("P-Asserted-Identity", f"<sip:{caller_id}@{host}>")],
+            load=self.b2b.trunk_load,
+            on_attempt=attempt,
             near=self.a.leg_id,
-            credentials=trunk.credentials,
-            to_uri=trunk.uri(number),
         )
-        self.b2b.track_leg(self.outbound.leg_id, self)
-        self.log.info("trunk_attempt", trunk=trunk.name, number=number, caller_id=caller_id)
-        outbound = self.outbound
-
-        async def start() -> None:
-            if not await outbound.start() and not self.ended:
-                self._fail_a(503, "Media Unavailable", "FAILED", "media_unavailable", "system")
-                return
-            if self.ended:
-                outbound.cancel()
-                return
-            if self.state is CallState.SETUP:
-                self._move(CallState.CALLING)
-
-        spawn(start())
-        return True
-
-    def _trunk_load(self, name: str) -> int:
-        return sum(
-            1 for c in self.b2b.calls if c is not self and not c.ended and c.notes.trunk == name
-        )
+        self.outbound = self.dial_out = dial
+        return dial
 
     async def answer_locally(self) -> bool:
         """Answer the caller ourselves (200 + SDP): conference rooms and feature codes."""
@@ -443,8 +410,23 @@ class Call:
             ("Allow", ALLOW),
         ]
 
+    def _note_trunk_dial(self, dial: TrunkDial) -> None:
+        """The record names the trunk that carried (or last tried) the call, the trunks
+        that failed before it, and the caller ID the carrier was given (docs/records.md)."""
+        self.notes.trunk = dial.trunk
+        self.notes.trunk_attempts = list(dial.attempts)
+        self.notes.caller_id_sent = dial.caller_id
+
+    def note_trunk_of(self, side: Side) -> None:
+        """``side`` was reached through a trunk: the record says which, and how."""
+        if side.trunk is not None:
+            self.notes.trunk = side.trunk
+            self.notes.trunk_attempts = list(side.trunk_attempts)
+            self.notes.caller_id_sent = side.caller_id_sent
+
     def _on_callee_answered(self, b: Side) -> None:
         assert self.invite is not None and b.dialog is not None
+        self.note_trunk_of(b)
         if self.ended:
             self.b2b.send_bye(b.dialog)
             self.b2b.media.close_leg(b.leg_id)
@@ -468,15 +450,12 @@ class Call:
     def _on_callee_failed(self, status: int, ring_timeout: bool) -> None:
         if self.ended:
             return
-        if self.trunk_plan is not None:
-            # The trunk failed (not the callee): the next trunk, same caller, same number.
-            if should_fail_over(status, ring_timeout) and self.notes.trunk is not None:
-                self.log.info("trunk_failed", trunk=self.notes.trunk, status=status)
-                self.notes.trunk_attempts.append((self.notes.trunk, status))
-                if self._next_trunk():
-                    return
-            self._fail_trunk_call(status, ring_timeout)
-            return
+        if isinstance(self.outbound, TrunkDial):
+            # Every trunk that could take the call was tried (pbx.trunk_dial).
+            self._note_trunk_dial(self.outbound)
+            if self.outbound is self.dial_out:
+                self._fail_trunk_call(status, ring_timeout)
+                return
         reason = (
             "busy" if status in (486, 600, 603) else "no_answer" if status in (408, 480) else None
         )
@@ -505,34 +484,39 @@ class Call:
             self._fail_a(status, None, "FAILED", f"sip_{status}", "callee")
 
     def _forward(self, reason: str) -> bool:
-        """Call forwarding on busy / no answer: ring the target instead. False if none."""
+        """Call forwarding on busy / no answer: ring the target instead (an extension, or
+        an outside number through the trunks, dialled for the forwarding extension, whose
+        class of service and caller ID apply). False if there is none or it cannot ring."""
         target = self.b2b.forward_of(self.callee, reason)
         if target is None or self.forwards >= MAX_FORWARDS or target in self.tried:
             return False
-        contacts = self.b2b.contacts_of(target)
-        if not contacts:
-            return False
         assert self.invite is not None
-        self.log.info("call_forwarded", reason=reason, frm=self.callee, to=target)
-        self.forwards += 1
-        self.tried.add(target)
-        self.callee = target
-        self.outbound = Outbound(
-            self.b2b,
-            leg_id=f"{self.id}-b{self.forwards}",
+        forwarder = self.callee
+        outbound = self.b2b.ringer(
+            target,
+            on_behalf_of=forwarder,
+            leg_id=f"{self.id}-b{self.forwards + 1}",
             caller_ext=self.caller,
             caller_display=self.invite.from_.display,
-            callee=target,
-            contacts=contacts,
             first_codec=self.a.codec,
-            ring_timeout=self.b2b.ring_timeout_of(target),
+            ring_timeout=None,
             on_ringing=self._on_callee_ringing,
             on_answered=self._on_callee_answered,
             on_failed=self._on_callee_failed,
             near=self.a.leg_id,
+            owner=self,
         )
-        self.b2b.track_leg(self.outbound.leg_id, self)
-        outbound = self.outbound
+        if outbound is None:
+            return False
+        self.log.info("call_forwarded", reason=reason, frm=forwarder, to=target)
+        self.forwards += 1
+        self.tried.add(target)
+        self.callee = target
+        self.outbound = outbound
+        if isinstance(outbound, Outbound):
+            self.b2b.track_leg(outbound.leg_id, self)
+        else:
+            self.notes.direction = "outbound"  # it leaves through a trunk
 
         async def start() -> None:
             if not await outbound.start() and not self.ended:
@@ -565,32 +549,36 @@ class Call:
 
     def connect_to(self, ext: str, on_failed: Callable[[int], None]) -> bool:
         """Ring ``ext`` for a call we answered ourselves (an IVR sending the caller to an
-        extension); the caller hears ringback, then is bridged to whoever answers.
-        ``on_failed(status)`` is called if nobody does. False if the extension has no phone."""
-        contacts = self.b2b.contacts_of(ext)
-        if not contacts or self.ended or self.b is not None:
+        extension, a queue overflowing to one); the caller hears ringback, then is bridged
+        to whoever answers. An outside number is dialled through its trunks for
+        Switchboard itself. ``on_failed(status)`` is called if nobody answers. False if the
+        extension has no phone or the number cannot be dialled."""
+        if self.ended or self.b is not None:
             return False
-        media = self.b2b.media
-        media.start_tone(self.a.leg_id, "ringback")
-        self.callee = ext
-        self.log.info("call_connecting", to=ext)
-        self.outbound = Outbound(
-            self.b2b,
+        outbound = self.b2b.ringer(
+            ext,
+            on_behalf_of="",
             leg_id=f"{self.id}-b{self.forwards}x",
             caller_ext=self.caller,
             caller_display=None,
-            callee=ext,
-            contacts=contacts,
             first_codec=self.a.codec,
-            ring_timeout=self.b2b.ring_timeout_of(ext),
+            ring_timeout=None,
             on_ringing=lambda status, early: None,
             on_answered=self._connected,
             on_failed=lambda status, timed_out: on_failed(status),
             extra_headers=self._trail_headers(),
             near=self.a.leg_id,
+            owner=self,
         )
-        self.b2b.track_leg(self.outbound.leg_id, self)
-        outbound = self.outbound
+        if outbound is None:
+            return False
+        media = self.b2b.media
+        media.start_tone(self.a.leg_id, "ringback")
+        self.callee = ext
+        self.log.info("call_connecting", to=ext)
+        self.outbound = outbound
+        if isinstance(outbound, Outbound):
+            self.b2b.track_leg(outbound.leg_id, self)
 
         async def start() -> None:
             if not await outbound.start() and not self.ended:
@@ -600,8 +588,9 @@ class Call:
         return True
 
     def _connected(self, b: Side) -> None:
-        """The extension rung by :meth:`connect_to` answered."""
+        """The extension (or number) rung by :meth:`connect_to` answered."""
         assert b.dialog is not None
+        self.note_trunk_of(b)
         if self.ended:
             self.b2b.send_bye(b.dialog)
             self.b2b.media.close_leg(b.leg_id)
@@ -636,22 +625,22 @@ class Call:
         on_answered: Callable[[Side], None],
         on_failed: Callable[[int], None],
         display: str | None = None,
+        on_behalf_of: str = "",
     ) -> bool:
         """Ring ``ext`` with this (answered) call without connecting it yet: a queue offering
-        the caller to an agent. Several offers may ring at once (ring all); ``on_answered``
-        gets the agent's side (connect it with :meth:`accept`, or hang it up), ``on_failed``
-        the final status. False if ``ext`` has no phone."""
-        contacts = self.b2b.contacts_of(ext)
-        if not contacts or self.ended or key in self.offers:
+        the caller to an agent, or a callback's second party (an outside number, dialled
+        for ``on_behalf_of``). Several offers may ring at once (ring all); ``on_answered``
+        gets the answered side (connect it with :meth:`accept`, or hang it up),
+        ``on_failed`` the final status. False if ``ext`` has no phone or the number cannot
+        be dialled."""
+        if self.ended or key in self.offers:
             return False
-        self.forwards += 1
-        outbound = Outbound(
-            self.b2b,
-            leg_id=f"{self.id}-o{self.forwards}",
+        outbound = self.b2b.ringer(
+            ext,
+            on_behalf_of=on_behalf_of,
+            leg_id=f"{self.id}-o{self.forwards + 1}",
             caller_ext=self.caller,
             caller_display=display,
-            callee=ext,
-            contacts=contacts,
             first_codec=self.a.codec,
             ring_timeout=ring_timeout,
             on_ringing=lambda status, early: None,
@@ -660,8 +649,14 @@ class Call:
             extra_headers=self._trail_headers(),
             near=self.a.leg_id,
         )
+        if outbound is None:
+            return False
+        self.forwards += 1
         self.offers[key] = outbound
-        self.b2b.track_leg(outbound.leg_id, self)
+        if isinstance(outbound, Outbound):
+            self.b2b.track_leg(outbound.leg_id, self)
+        else:
+            outbound.on_attempt = lambda trunk, leg: self.b2b.track_leg(leg, self)
 
         async def start() -> None:
             if not await outbound.start():

@@ -64,6 +64,7 @@ class CallNotes:
     trunk: str | None = None  # the trunk the call left or arrived through
     # Trunks tried before the one that carried the call, with their final status.
     trunk_attempts: list[tuple[str, int]] = field(default_factory=list)
+    caller_id_sent: str | None = None  # the caller ID a trunk was given (outbound)
 
     def carried_over(self) -> CallNotes:
         """What a continuation of the call (after an intercept) keeps: where the caller
@@ -164,5 +165,6 @@ def call_detail(
         trunk_attempts=(
             ",".join(f"{name}:{status}" for name, status in notes.trunk_attempts) or None
         ),
+        caller_id_sent=notes.caller_id_sent,
         **quality,
     )

@@ -61,6 +61,7 @@ from .message import Request, make_response
 from .outbound import Outbound
 from .side import Side
 from .stack import new_tag
+from .trunk_dial import TrunkDial
 
 __all__ = ["SUPERVISION_MODES", "CallControl", "CallInfo"]
 
@@ -152,7 +153,7 @@ class _Tap:
 
 @dataclass(slots=True)
 class _Originate:
-    outbound: Outbound | None = None
+    outbound: Outbound | TrunkDial | None = None
     cancelled: bool = False
     label: str = ""
 
@@ -167,9 +168,11 @@ class CallControl:
         is_extension: Callable[[str], bool],
         tone_plan: Callable[[], str],
         message_waiting: Callable[[str, int, int], None] = lambda box, new, old: None,
+        set_class_of_service: Callable[[str, str | None], None] = lambda ext, cos: None,
     ) -> None:
         self._b2b = b2bua
         self._message_waiting = message_waiting
+        self._set_class_of_service = set_class_of_service
         self._is_extension = is_extension
         self._tone_plan = tone_plan
         self._served: set[str] = set()
@@ -470,9 +473,12 @@ class CallControl:
         *,
         ring_timeout: float,
         display: str | None = None,
+        on_behalf_of: str = "",
     ) -> bool:
         """Ring ``extension`` with this answered call without connecting it: the outcome is
-        :class:`OfferAnswered` or :class:`OfferRejected`. False if it has no phone."""
+        :class:`OfferAnswered` or :class:`OfferRejected`. A number that is no extension is
+        dialled outside for ``on_behalf_of`` (its class of service and caller ID; "" =
+        Switchboard's). False if it has no phone or the number cannot be dialled."""
         call = self._live(call_id)
         if call is None:
             return False
@@ -495,6 +501,7 @@ class CallControl:
             on_answered=answered,
             on_failed=failed,
             display=display,
+            on_behalf_of=on_behalf_of,
         )
 
     def cancel_offer(self, call_id: str, offer_id: str) -> None:
@@ -539,7 +546,10 @@ class CallControl:
 
     def connect_to(self, call_id: str, extension: str) -> bool:
         """Ring ``extension`` for an answered call and bridge whoever answers (the caller
-        hears ringback). :class:`ConnectFailed` if nobody does; False if it has no phone."""
+        hears ringback). A number that is no extension is dialled outside, through the
+        trunks of its outbound rule with the system class of service (an IVR transfer or a
+        queue overflow to a mobile). :class:`ConnectFailed` if nobody answers; False if the
+        extension has no phone or the number cannot be dialled."""
         call = self._live(call_id)
         if call is None:
             return False
@@ -673,6 +683,13 @@ class CallControl:
         else:
             call.hangup(cause)
 
+    # -- outbound rights ------------------------------------------------------------------------
+
+    def set_class_of_service(self, extension: str, class_of_service: str | None) -> None:
+        """Calls from ``extension`` to outside numbers get ``class_of_service`` (an agent
+        with their own class logged in there) until set back with None."""
+        self._set_class_of_service(extension, class_of_service)
+
     # -- mailboxes ------------------------------------------------------------------------------
 
     def message_waiting(self, mailbox: str, new: int, old: int) -> None:
@@ -691,11 +708,14 @@ class CallControl:
         display: str | None = None,
         ring_timeout: float = 30.0,
         label: str | None = None,
+        on_behalf_of: str = "",
     ) -> str | None:
         """Call ``extension`` (a callback rings the agent or the customer first). On answer
         a call with the returned id exists whose caller is that phone (its ``LegAnswered``
-        comes first, then :class:`OriginateAnswered`); else :class:`OriginateFailed`. None if
-        the extension has no phone."""
+        comes first, then :class:`OriginateAnswered`); else :class:`OriginateFailed`. A
+        number that is no extension is dialled outside for ``on_behalf_of`` (its class of
+        service and caller ID; "" = Switchboard's). None if the extension has no phone or
+        the number cannot be dialled."""
         call_id = secrets.token_hex(8)
         events = self._b2b.events
         state = _Originate(label=label or caller_id)
@@ -730,6 +750,7 @@ class CallControl:
             ring_timeout=ring_timeout,
             on_answered=answered,
             on_failed=failed,
+            on_behalf_of=on_behalf_of,
         )
         if state.outbound is None:
             self._originates.pop(offer_id, None)

@@ -91,8 +91,11 @@ class Destination:
     status: int | None = None
     priority: int | None = None
     skills: tuple[str, ...] = ()
-    # ``outbound``: the trunks to try in order (``target`` alone is the one-trunk shorthand).
+    # ``outbound``: the trunks to try in order (``target`` alone is the one-trunk shorthand),
+    # the caller ID the rule presents (if the trunk owns it) and whether it withholds it.
     trunks: tuple[str, ...] = ()
+    caller_id: str | None = None
+    privacy: bool = False
 
 
 @dataclass(frozen=True, slots=True)

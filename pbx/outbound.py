@@ -87,8 +87,11 @@ class Outbound:
         near: str | None = None,
         credentials: tuple[str, str] | None = None,
         to_uri: str | None = None,
+        from_uri: str | None = None,
     ) -> None:
         self.b2b = b2b
+        # The From URI instead of ``sip:<caller_ext>@<us>`` (an anonymous caller, RFC 3323).
+        self.from_uri = from_uri
         # A trunk's digest account: a 401/407 to the INVITE is answered once with it.
         self.credentials = credentials
         # The To of the INVITE: a trunk's ``sip:number@carrier`` (default: ours).
@@ -166,10 +169,11 @@ class Outbound:
         stack = self.b2b.stack
         host = stack.host_for(flow.address[0])
         display = f'"{self.caller_display}" ' if self.caller_display else ""
+        from_uri = self.from_uri or f"sip:{self.caller_ext}@{host}"
         headers = [
             ("Via", stack.via_for(flow.transport, flow.address[0])),
             ("Max-Forwards", "70"),
-            ("From", f"{display}<sip:{self.caller_ext}@{host}>;tag={self.from_tag}"),
+            ("From", f"{display}<{from_uri}>;tag={self.from_tag}"),
             ("To", f"<{self.to_uri or f'sip:{self.callee}@{host}'}>"),
             ("Call-ID", self.call_id),
             ("CSeq", "1 INVITE"),

@@ -89,6 +89,7 @@ class CallDetail:
     callback_id: int | None = None  # callback_requests.id this call fulfils
     trunk: str | None = None  # the trunk the call left or arrived through
     trunk_attempts: str | None = None  # failed trunks before it: "carrier:503,backup:408"
+    caller_id_sent: str | None = None  # the caller ID presented to the carrier
 
 
 class Persistence(Protocol):

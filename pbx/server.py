@@ -75,7 +75,7 @@ from .throttle import FailureThrottle
 from .transaction import AckNotReceived, RequestReceived, Timers
 from .trunk_driver import TrunkDriver
 from .trunk_inbound import InboundTrunk, TrunkMatcher
-from .trunk_outbound import OutboundPolicy, OutboundTrunk
+from .trunk_outbound import ExtensionLimits, OutboundPolicy, OutboundTrunk, OutsideRoute
 from .trunks import Trunk, TrunkStatus
 
 __all__ = ["Extension", "Persistence", "ServerSettings", "SipServer", "StoredBinding"]
@@ -99,9 +99,6 @@ DEFAULT_FEATURE_CODES: dict[str, str] = {
 
 # The track that ships with the project (media/prompts/make_moh.py made it).
 DEFAULT_MUSIC_ON_HOLD = Path(__file__).resolve().parent.parent / "media" / "prompts" / "moh.wav"
-# Seconds a call to an outside number may ring before we give up (the carrier usually ends
-# it earlier with its own no-answer treatment).
-TRUNK_RING_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +235,7 @@ class SipServer:
             stop_music=self._stop_music_on_hold,
             forward_of=self._forward_of,
             divert=self._divert,
+            outside=lambda number, ext: self.outside_route(number, ext),
             dtmf_mode_of=lambda ext: e.dtmf_mode if (e := self.extensions.get(ext)) else "auto",
         )
         # The call-control seam: services (ACD, IVR, ...) drive calls only through this.
@@ -246,6 +244,7 @@ class SipServer:
             is_extension=lambda number: number in self.extensions,
             tone_plan=lambda: self.settings.tone_plan,
             message_waiting=self.message_waiting,
+            set_class_of_service=self._set_class_of_service,
         )
         # Message-waiting indication (RFC 3842): subscriptions and their dialogs.
         self.mwi = Subscriptions()
@@ -289,7 +288,9 @@ class SipServer:
         if outbound_policy is not None:
             old = self.outbound_policy
             self.outbound_policy = (
-                old.reconfigured(outbound_policy.classes, outbound_policy.limits)
+                old.reconfigured(
+                    outbound_policy.classes, outbound_policy.limits, outbound_policy.system
+                )
                 if old is not None
                 else outbound_policy
             )
@@ -321,6 +322,11 @@ class SipServer:
         self.registrar.default_expires = settings.default_expires
 
     # -- media helpers -----------------------------------------------------------------
+
+    def _set_class_of_service(self, ext: str, class_of_service: str | None) -> None:
+        if self.outbound_policy is not None:
+            self.outbound_policy.set_class_of_service(ext, class_of_service)
+            log.info("class_of_service_set", ext=ext, class_of_service=class_of_service)
 
     def _contacts_of(self, ext: str) -> list[Contact] | None:
         """Registered contacts of ``ext``; None when the extension does not exist."""
@@ -692,7 +698,7 @@ class SipServer:
 
     def trunk_load(self, name: str) -> int:
         """Calls up or being set up through trunk ``name``, both directions."""
-        return sum(1 for c in self.b2bua.calls if not c.ended and c.notes.trunk == name)
+        return self.b2bua.trunk_load(name)
 
     def _on_trunk_invite(
         self, req: Request, trunk: InboundTrunk, source: tuple[str, int], transport: str
@@ -813,6 +819,10 @@ class SipServer:
         target = where.target
         if where.busy:
             busy_to = self._forward_of(target, "busy")
+            if busy_to is not None and self._forward_out(
+                req, source, transport, user, dialled, target, busy_to, "busy", trunk
+            ):
+                return
             if busy_to is None or busy_to not in self.extensions:
                 mailbox = self._mailbox_for(target, "busy")
                 if mailbox is not None:
@@ -827,11 +837,39 @@ class SipServer:
             if mailbox is not None:  # forwarded (*72) to a mailbox number
                 self._to_mailbox(req, source, transport, user, target, mailbox, trunk)
                 return
+            if where.hops and self._forward_out(
+                req,
+                source,
+                transport,
+                user,
+                dialled,
+                where.hops[-1],
+                target,
+                "unconditional",
+                trunk,
+            ):
+                return
             self._reject_call(req, user, target, 404, "not_found")
             return
         contacts = self.location.lookup(target, asyncio.get_running_loop().time())
         if not contacts:
             unavailable_to = self._forward_of(target, "no_answer")
+            if (
+                unavailable_to is not None
+                and unavailable_to not in self.extensions
+                and self._forward_out(
+                    req,
+                    source,
+                    transport,
+                    user,
+                    dialled,
+                    target,
+                    unavailable_to,
+                    "unavailable",
+                    trunk,
+                )
+            ):
+                return
             contacts = (
                 self.location.lookup(unavailable_to, asyncio.get_running_loop().time())
                 if unavailable_to in self.extensions
@@ -858,6 +896,90 @@ class SipServer:
         if trunk is not None:
             call.notes.direction, call.notes.trunk = "inbound", trunk.name
 
+    def _forward_out(
+        self,
+        req: Request,
+        source: tuple[str, int],
+        transport: str,
+        caller: str,
+        dialled: str,
+        forwarder: str,
+        number: str,
+        reason: str,
+        trunk: InboundTrunk | None,
+    ) -> bool:
+        """``forwarder`` forwards its calls to an outside ``number`` (a mobile): the call
+        leaves through the trunks, with the forwarder's class of service and caller ID. A
+        customer's call (from ``trunk``) stays ``inbound`` in the record; its ``trunk`` is
+        the one it left through. False when ``number`` is an extension, has no route or
+        is refused (logged)."""
+        if number in self.extensions or self.conferences.get(number) is not None:
+            return False
+        route = self.outside_route(number, forwarder)
+        if isinstance(route, str):
+            return False
+        log.info("call_forwarded", reason=reason, frm=forwarder, to=number, outside=True)
+        call = self.b2bua.start_trunk_call(req, source, transport, caller, route)
+        call.notes.dialled = dialled
+        if trunk is not None:
+            call.notes.direction = "inbound"
+        call.tried.add(forwarder)
+        return True
+
+    def outside_route(self, dialled: str, ext: str, *, count: bool = True) -> OutsideRoute | str:
+        """Where ``dialled`` leaves when ``ext`` dials it ("" = Switchboard itself: an IVR
+        transfer, a queue overflow or callback without an agent): the outbound rule that
+        matches it, after the toll-fraud guards; else the cause it is refused. ``count``
+        False checks without counting the call against the per-minute cap."""
+        if self.dialplan is None:
+            return "no_route"
+        decision = self.dialplan.route_internal(dialled, ext, datetime.now(UTC))
+        if decision.destination.kind is not DestinationKind.OUTBOUND:
+            return "no_route"
+        return self._checked_route(ext, decision.number, decision.destination, count=count)
+
+    def _checked_route(
+        self, ext: str, number: str, dest: Destination, *, count: bool = True
+    ) -> OutsideRoute | str:
+        """The outside route of ``number`` by the outbound rule ``dest`` for ``ext``, if the
+        policy allows it (one warning line when it does not)."""
+        policy = self.outbound_policy
+        kind = "local"
+        limits = ExtensionLimits()
+        if policy is not None:
+            active = sum(
+                1
+                for c in self.b2bua.calls
+                if c.caller == ext and c.notes.direction == "outbound" and not c.ended
+            )
+            kind, refused = policy.check(
+                ext, number, active, asyncio.get_running_loop().time(), count=count
+            )
+            if refused is not None:
+                log.warning(
+                    "outbound_refused",
+                    caller=ext or "switchboard",
+                    number=number,
+                    kind=kind,
+                    cause=refused,
+                )
+                return refused
+            limits = policy.limits_of(ext)
+        names = dest.trunks or ((dest.target,) if dest.target else tuple(self.outbound_trunks))
+        trunks = tuple(self.outbound_trunks[n] for n in names if n in self.outbound_trunks)
+        if not trunks:
+            log.warning("no_trunk_for_call", caller=ext, number=number, trunks=list(names))
+            return "no_trunk"
+        wanted = tuple(n for n in (limits.caller_id, dest.caller_id) if n)
+        return OutsideRoute(
+            number,
+            trunks,
+            on_behalf_of=ext,
+            number_class=kind,
+            wanted_caller_ids=wanted,
+            private=limits.hide_caller_id or dest.privacy,
+        )
+
     def _to_trunks(
         self,
         req: Request,
@@ -869,30 +991,12 @@ class SipServer:
     ) -> None:
         """An extension's call to an outside ``number``: through the rule's trunks, in
         order (a rule naming none: every trunk, in the order of the config)."""
-        if self.outbound_policy is not None:
-            active = sum(
-                1
-                for c in self.b2bua.calls
-                if c.caller == caller and c.notes.direction == "outbound" and not c.ended
-            )
-            kind, refused = self.outbound_policy.check(
-                caller, number, active, asyncio.get_running_loop().time()
-            )
-            if refused is not None:
-                log.warning(
-                    "outbound_refused", caller=caller, number=number, kind=kind, cause=refused
-                )
-                self._reject_call(req, caller, number, 403, refused)
-                return
-        names = dest.trunks or ((dest.target,) if dest.target else tuple(self.outbound_trunks))
-        trunks = [self.outbound_trunks[n] for n in names if n in self.outbound_trunks]
-        if not trunks:
-            log.warning("no_trunk_for_call", caller=caller, number=number, trunks=list(names))
-            self._reject_call(req, caller, number, 480, "no_trunk")
+        route = self._checked_route(caller, number, dest)
+        if isinstance(route, str):
+            status = 480 if route == "no_trunk" else 403
+            self._reject_call(req, caller, number, status, route)
             return
-        call = self.b2bua.start_trunk_call(
-            req, source, transport, caller, number, trunks, TRUNK_RING_TIMEOUT
-        )
+        call = self.b2bua.start_trunk_call(req, source, transport, caller, route)
         call.notes.dialled = req.request_uri.user_unescaped() or number
 
     def _announce_and_hang_up(
@@ -994,6 +1098,8 @@ class SipServer:
         if needs_target and (
             (feature.argument not in self.extensions or feature.argument == user)
             and self._mailbox_number(feature.argument, user) is None  # forward to voicemail
+            # A mobile: an outside number the extension's class of service may call.
+            and isinstance(self.outside_route(feature.argument, user, count=False), str)
         ):
             self.stack.send_response(
                 make_response(req, 404, "No Such Forward Target", to_tag=new_tag())

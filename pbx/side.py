@@ -58,3 +58,8 @@ class Side:
     uac: bool = False  # we sent the INVITE that made the dialog (we own its Call-ID)
     # Our own re-INVITE to this party, while it has no final response (RFC 3261 §14.1).
     reoffer_pending: bool = False
+    # A party reached through a trunk (pbx.trunk_dial): the trunk, the trunks that failed
+    # before it with their status, and the caller ID it was given — for the call record.
+    trunk: str | None = None
+    trunk_attempts: tuple[tuple[str, int], ...] = ()
+    caller_id_sent: str | None = None

@@ -10,10 +10,19 @@ fails *because of the trunk* — no answer to the request at all (timeout), 408,
 callee's answer (486 busy, 404, 484, 603, a ring timeout) ends the call, because another
 carrier would reach the same person. A trunk at its ``max_channels`` is skipped.
 
-The caller ID is the trunk's to give: a trunk with ``dids`` only sends one of them (the
-calling extension's own number when the trunk owns it, else the trunk's ``caller_id``, else
-its first DID); it goes in From (or the carrier's required ``from_user``) and in
-P-Asserted-Identity (RFC 3325 §9.1), which a carrier trusts from its customer's trunk.
+The caller ID is the trunk's to give: a trunk with ``dids`` only sends one of them — the
+first the trunk owns of the calling extension's ``caller_id``, the rule's ``caller_id`` and
+the extension's own number, else the trunk's ``caller_id``, else its first DID; a trunk
+without ``dids`` sends the first of those that is set. It goes in From (or the carrier's
+required ``from_user``) and in P-Asserted-Identity (RFC 3325 §9.1), which a carrier trusts
+from its customer's trunk. A withheld caller ID (the extension's ``hide_caller_id`` or the
+rule's ``privacy``) still asserts the identity to the carrier, but From is anonymous and
+``Privacy: id`` asks the carrier not to pass it on (RFC 3323 §4.1.1.3, RFC 3325 §9.3).
+
+Every number Switchboard dials outside — an extension's call, a forward to a mobile, a
+queue callback or overflow, an IVR transfer — is resolved the same way (an
+:class:`OutsideRoute`: the outbound rule's trunks, after the policy check) and dialled by
+:class:`pbx.trunk_dial.TrunkDial`.
 
 Toll-fraud guards come first, before any trunk is used (:class:`OutboundPolicy`): the number
 (after the rule's strip/prepend) gets a class by the configured patterns — ``emergency``,
@@ -39,6 +48,7 @@ __all__ = [
     "NumberClasses",
     "OutboundPolicy",
     "OutboundTrunk",
+    "OutsideRoute",
     "should_fail_over",
 ]
 
@@ -84,13 +94,34 @@ class OutboundTrunk:
             return None
         return self.username, self.password
 
-    def caller_id_for(self, caller: str) -> str:
-        """The number this trunk may present for ``caller`` (an extension or a number)."""
+    def caller_id_for(self, caller: str, wanted: Iterable[str | None] = ()) -> str:
+        """The number this trunk may present for ``caller`` (an extension or a number):
+        the first of ``wanted`` (the extension's and the rule's caller IDs) and ``caller``
+        the trunk owns, else its own ``caller_id`` or first DID (see the module doc)."""
+        candidates = [w for w in wanted if w] + [caller]
         if not self.dids:
-            return self.caller_id or caller
-        if caller in self.dids:
-            return caller
+            first = next((w for w in wanted if w), None)
+            return first or self.caller_id or caller
+        for number in candidates:
+            if number in self.dids:
+                return number
         return self.caller_id or self.dids[0]
+
+
+@dataclass(frozen=True, slots=True)
+class OutsideRoute:
+    """Where a number dialled outside goes: ``number`` as the carrier gets it (after the
+    rule's strip/prepend), the ``trunks`` to try in order, whose identity is presented
+    (``on_behalf_of``: the extension, or "" for Switchboard itself) and how."""
+
+    number: str
+    trunks: tuple[OutboundTrunk, ...]
+    on_behalf_of: str = ""
+    number_class: str = "local"
+    # The caller IDs wanted, best first (the extension's, then the rule's): each trunk
+    # presents the first it owns (OutboundTrunk.caller_id_for).
+    wanted_caller_ids: tuple[str, ...] = ()
+    private: bool = False  # withhold the caller ID from the callee (Privacy: id)
 
 
 class NumberClasses:
@@ -118,31 +149,64 @@ class ExtensionLimits:
     class_of_service: str = "national"
     per_minute: int = 0
     concurrent: int = 0
+    caller_id: str | None = None  # the outside number it presents, if the trunk owns it
+    hide_caller_id: bool = False  # From anonymous and Privacy: id on its outside calls
 
 
 @dataclass(slots=True)
 class OutboundPolicy:
-    """Decides whether an extension may call a number out, before any trunk is used."""
+    """Decides whether an extension may call a number out, before any trunk is used.
+
+    ``system`` are the rights of calls Switchboard places for itself (an IVR transfer or a
+    queue overflow to a number: ``ext`` ""). While an agent with their own class of service
+    is logged in at an extension, that class applies to the extension's calls instead
+    (:meth:`set_class_of_service`, told by the ACD through the call-control seam).
+    """
 
     classes: NumberClasses
     limits: Mapping[str, ExtensionLimits]
+    system: ExtensionLimits = field(default_factory=ExtensionLimits)
     _recent: dict[str, deque[float]] = field(default_factory=dict)
+    _overrides: dict[str, str] = field(default_factory=dict)
 
     def reconfigured(
-        self, classes: NumberClasses, limits: Mapping[str, ExtensionLimits]
+        self,
+        classes: NumberClasses,
+        limits: Mapping[str, ExtensionLimits],
+        system: ExtensionLimits | None = None,
     ) -> OutboundPolicy:
-        """The same policy with new settings (a reload), keeping the per-minute history."""
-        return OutboundPolicy(classes, limits, self._recent)
+        """The same policy with new settings (a reload), keeping the per-minute history and
+        the classes of the agents logged in."""
+        return OutboundPolicy(classes, limits, system or self.system, self._recent, self._overrides)
 
-    def check(self, ext: str, number: str, active_calls: int, now: float) -> tuple[str, str | None]:
+    def set_class_of_service(self, ext: str, class_of_service: str | None) -> None:
+        """``ext`` calls with ``class_of_service`` from now on (None: its own again)."""
+        if class_of_service is None:
+            self._overrides.pop(ext, None)
+        elif class_of_service in CLASS_ORDER:
+            self._overrides[ext] = class_of_service
+        else:
+            raise ValueError(f"unknown class of service {class_of_service!r}")
+
+    def limits_of(self, ext: str) -> ExtensionLimits:
+        """The rights and identity of ``ext`` ("" = Switchboard itself)."""
+        return self.system if not ext else self.limits.get(ext, ExtensionLimits())
+
+    def class_of_service(self, ext: str) -> str:
+        return self._overrides.get(ext) or self.limits_of(ext).class_of_service
+
+    def check(
+        self, ext: str, number: str, active_calls: int, now: float, *, count: bool = True
+    ) -> tuple[str, str | None]:
         """(number class, None) when allowed, else (number class, refusal cause). An allowed
-        non-emergency call is counted against the extension's per-minute cap; ``now`` is
-        any monotonic clock in seconds (the caller's: this core reads none)."""
+        non-emergency call is counted against the extension's per-minute cap (unless
+        ``count`` is False: a forward target being checked, not dialled); ``now`` is any
+        monotonic clock in seconds (the caller's: this core reads none)."""
         kind = self.classes.classify(number)
         if kind == "emergency":
             return kind, None
-        lim = self.limits.get(ext, ExtensionLimits())
-        cos = lim.class_of_service
+        lim = self.limits_of(ext)
+        cos = self.class_of_service(ext)
         if CLASS_ORDER.index(cos) < CLASS_ORDER.index(kind):
             return kind, "class_of_service"
         if lim.concurrent and active_calls >= lim.concurrent:
@@ -153,5 +217,6 @@ class OutboundPolicy:
                 recent.popleft()
             if len(recent) >= lim.per_minute:
                 return kind, "outbound_rate_limit"
-            recent.append(now)
+            if count:
+                recent.append(now)
         return kind, None

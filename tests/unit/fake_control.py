@@ -89,6 +89,8 @@ class FakeCallControl:
         self.answered_offers: dict[tuple[str, str], tuple[str, str]] = {}  # -> (ext, leg)
         self.connecting: dict[str, str] = {}  # call id -> extension being rung
         self.originated: dict[str, tuple[str, str, str]] = {}  # offer id -> (call, ext, label)
+        # (offer id, number) -> the extension it was dialled for ("" = Switchboard itself).
+        self.dialled_for: dict[tuple[str, str], str] = {}
         self.released: list[str] = []  # legs of phones that answered but were not wanted
         self.held_acks: dict[str, Awaitable[None]] = {}  # call id -> what its BYE 200 waits for
         self.notes: dict[str, dict[str, Any]] = {}  # call id -> record notes (annotate)
@@ -365,8 +367,10 @@ class FakeCallControl:
         *,
         ring_timeout: float,
         display: str | None = None,
+        on_behalf_of: str = "",
     ) -> bool:
         self.commands.append(("offer", call_id, offer_id, extension))
+        self.dialled_for[(offer_id, extension)] = on_behalf_of
         call = self.calls_by_id.get(call_id)
         if call is None or call.ended or offer_id in call.offers:
             return False
@@ -473,6 +477,9 @@ class FakeCallControl:
         self.held_acks[call_id] = stored
         return True
 
+    def set_class_of_service(self, extension: str, class_of_service: str | None) -> None:
+        self.commands.append(("set_class_of_service", extension, class_of_service))
+
     def message_waiting(self, mailbox: str, new: int, old: int) -> None:
         self.commands.append(("message_waiting", mailbox, new, old))
 
@@ -492,8 +499,10 @@ class FakeCallControl:
         display: str | None = None,
         ring_timeout: float = 30.0,
         label: str | None = None,
+        on_behalf_of: str = "",
     ) -> str | None:
         self.commands.append(("originate", offer_id, extension, caller_id))
+        self.dialled_for[(offer_id, extension)] = on_behalf_of
         if extension not in self.extensions:
             return None
         call_id = f"c{next(self._ids)}"
