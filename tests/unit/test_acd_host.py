@@ -571,6 +571,44 @@ async def test_an_overflow_to_an_extension_that_does_not_answer_hangs_up(
     assert control.commands[-1] == ("hangup", call, "overflow_failed")
 
 
+async def test_an_overflow_to_an_outside_number_asks_the_seam_to_dial_it(
+    control: FakeCallControl, host_factory: Callable[..., AcdHost]
+) -> None:
+    """``number:`` overflow: the seam dials it through the trunks (issue 16); the fake knows
+    the number as reachable, as a trunk route would make it."""
+    control.extensions.add("95550199")
+    host_factory(join_empty=False, overflow="number:95550199")
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    assert control.commands[-1] == ("connect_to", call, "95550199")
+    control.fail_connect(call, 503)
+    assert control.commands[-1] == ("hangup", call, "overflow_failed")
+
+
+async def test_an_agent_lends_their_class_of_service_to_their_phone_while_logged_in(
+    control: FakeCallControl, tmp_path: Path, clock: Clock, logs: Logs
+) -> None:
+    cfg = AcdSettings(
+        agents=[
+            AgentConfig("alice", extensions=(ALICE,), class_of_service="international"),
+            AgentConfig("bob", extensions=(BOB,)),
+        ],
+        queues=[QueueConfig("support", retry_delay=0.0)],
+        config_dir=tmp_path,
+        supervisors=frozenset(),
+        queue_music={},
+    )
+    AcdHost(cast(Any, control), None, cfg)
+    await log_in(control, ALICE)
+    await log_in(control, BOB)  # no class of its own: the extension's stays
+    await settle()
+    assert control.named("set_class_of_service") == [
+        ("set_class_of_service", ALICE, "international")
+    ]
+    control.dial_code(ALICE, "*46")
+    await until(lambda: len(control.named("set_class_of_service")) == 2)
+    assert control.named("set_class_of_service")[-1] == ("set_class_of_service", ALICE, None)
+
+
 # --- callbacks ----------------------------------------------------------------------------------
 
 
@@ -590,6 +628,9 @@ async def test_a_callback_rings_one_party_then_offers_the_other(
 
     ((_, origin, rung, caller_id),) = control.named("originate")
     assert (rung, caller_id) == (first, CUSTOMER if agent_first else ALICE)
+    # The customer's number is dialled as the agent's call (their class of service and
+    # caller ID at the trunk), whichever party rings first.
+    assert control.dialled_for[(origin, first)] == ALICE
     leg_call = control.answer_originate(origin)
     assert control.commands[-2:] == [
         ("start_tone", leg_call, "ringback"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,3 +91,40 @@ def test_trunk_and_trunks_together_are_refused(tmp_path: Path) -> None:
     text = EXAMPLE.replace("trunks: [carrier, backup]", "trunk: carrier, trunks: [backup]")
     problems = _problems(tmp_path, text)
     assert len(problems) == 1 and "not both" in problems[0], problems
+
+
+def test_a_queue_may_overflow_to_a_number_an_outbound_rule_dials(tmp_path: Path) -> None:
+    cfg = _load(
+        tmp_path,
+        EXAMPLE.replace("  support: {}", '  support: {overflow: "number:90612345678"}'),
+    )
+    assert cfg.queues["support"].overflow == "number:90612345678"  # type: ignore[attr-defined]
+
+
+def test_a_queue_overflow_to_a_number_no_rule_dials_is_refused(tmp_path: Path) -> None:
+    text = EXAMPLE.replace("  support: {}", '  support: {overflow: "number:0612345678"}')
+    with pytest.raises(ConfigError, match=r"no dialplan\.outbound rule dials '0612345678'"):
+        _load(tmp_path, text)
+
+
+def test_caller_id_privacy_and_agent_class_keys_load(tmp_path: Path) -> None:
+    text = EXAMPLE.replace(
+        '    - {pattern: "_9.", strip: 1, trunks: [carrier, backup]}',
+        '    - {pattern: "_9.", strip: 1, trunks: [carrier, backup], caller_id: "4100",'
+        " privacy: true}\n  system_class_of_service: local",
+    )
+    text += (
+        "extensions:\n"
+        '  "1001": {password: pw1, caller_id: "4100", hide_caller_id: true}\n'
+        "agents:\n"
+        '  alice: {extensions: ["1001"], class_of_service: international}\n'
+    )
+    cfg: Any = _load(tmp_path, text)
+    rule = cfg.dialplan.outbound[0]
+    assert (rule.caller_id, rule.privacy) == ("4100", True)
+    assert cfg.dialplan.system_class_of_service == "local"
+    ext = cfg.extensions["1001"]
+    assert (ext.caller_id, ext.hide_caller_id) == ("4100", True)
+    assert cfg.agents["alice"].class_of_service == "international"
+    with pytest.raises(ConfigError, match="class_of_service"):
+        _load(tmp_path, text.replace("class_of_service: international", "class_of_service: x"))
