@@ -383,12 +383,14 @@ DestinationKindName = Literal[
     "play_hangup",
     "time_condition",
     "outbound",
+    "number",
 ]
 # Kinds that need a target, and what the target names (for messages).
 _TARGET_NEEDED = {
     "ivr": "an IVR flow name",
     "queue": "a queue name",
     "time_condition": "a time condition name",
+    "number": "an outside number, as a phone dials it (e.g. 90612345678)",
 }
 _NUMBER = re.compile(r"\+?[0-9*#]+")
 SipStatus = Annotated[int, Field(ge=400, le=699)]
@@ -464,6 +466,8 @@ class DestinationConfig(_Model):
         need = _TARGET_NEEDED.get(self.kind)
         if need is not None and not self.target.strip():
             raise ValueError(f"a {self.kind} destination needs target: {need}")
+        if self.kind == "number":
+            _check_number(self.target)
         if self.kind in ("hangup", "play_hangup") and self.target:
             raise ValueError(f"a {self.kind} destination takes no target")
         if self.kind == "play_hangup" and not self.prompt:
@@ -953,6 +957,10 @@ def dialplan_problems(
             out.append(((*path, "target"), f"unknown queue {t!r}"))
         elif d.kind == "outbound" and t and t not in names.trunks:
             out.append(((*path, "target"), f"unknown trunk {t!r}"))
+        elif d.kind == "number" and not any(
+            compile_pattern(r.pattern).matches(t) for r in plan.outbound
+        ):
+            out.append(((*path, "target"), f"no dialplan.outbound rule dials {t!r}"))
         check_prompt((*path, "prompt"), d.prompt)
 
     for i, b in enumerate(plan.blacklist):

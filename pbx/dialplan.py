@@ -72,6 +72,7 @@ class DestinationKind(StrEnum):
     PLAY_HANGUP = "play_hangup"
     TIME_CONDITION = "time_condition"
     OUTBOUND = "outbound"
+    NUMBER = "number"  # an outside number, dialled through the outbound rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,8 @@ class Destination:
     ``target`` is the extension, IVR flow, queue, voicemail box (an extension), conference
     number, time-condition name or (``outbound``) trunk name; empty means "the dialled number
     after strip/prepend" for extension/voicemail/conference and "any trunk" for outbound.
+    ``number``: an outside number (a mobile), dialled as a phone would through the outbound
+    rules, with the system class of service (an after-hours forward configured by the admin).
     ``status`` is the SIP final response for ``hangup``; ``prompt`` is what ``play_hangup``
     plays (and an optional greeting elsewhere); ``priority`` and ``skills`` are for queues.
     """

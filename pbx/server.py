@@ -795,6 +795,18 @@ class SipServer:
             if dest.kind is DestinationKind.OUTBOUND and trunk is None:
                 self._to_trunks(req, source, transport, user, decision.number, dest)
                 return
+            if dest.kind is DestinationKind.NUMBER:
+                # The admin's forward to an outside number (after hours, to a mobile):
+                # Switchboard's own call, so the system class of service applies.
+                out = self.outside_route(dest.target, "")
+                if isinstance(out, str):
+                    status = 480 if out in ("no_trunk", "no_route") else 403
+                    self._reject_call(req, user, callee, status, out)
+                    return
+                call = self.b2bua.start_trunk_call(req, source, transport, user, out)
+                call.notes.dialled = callee
+                call.notes.direction = "inbound" if trunk is not None else "outbound"
+                return
             if dest.kind not in (DestinationKind.EXTENSION, DestinationKind.CONFERENCE):
                 # Outbound trunks come with their issue.
                 self._reject_call(req, user, callee, 480, f"{dest.kind.value}_unavailable")

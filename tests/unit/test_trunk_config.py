@@ -128,3 +128,13 @@ def test_caller_id_privacy_and_agent_class_keys_load(tmp_path: Path) -> None:
     assert cfg.agents["alice"].class_of_service == "international"
     with pytest.raises(ConfigError, match="class_of_service"):
         _load(tmp_path, text.replace("class_of_service: international", "class_of_service: x"))
+
+
+def test_a_number_destination_needs_a_rule_that_dials_it(tmp_path: Path) -> None:
+    ok = EXAMPLE.replace("{kind: queue, target: support}", '{kind: number, target: "90612345678"}')
+    cfg: Any = _load(tmp_path, ok)
+    assert cfg.dialplan.inbound[0].destination.target == "90612345678"
+    with pytest.raises(ConfigError, match=r"no dialplan\.outbound rule dials '0612345678'"):
+        _load(tmp_path, ok.replace('"90612345678"', '"0612345678"'))
+    with pytest.raises(ConfigError, match="must be digits"):
+        _load(tmp_path, ok.replace('"90612345678"', '"mobile"'))

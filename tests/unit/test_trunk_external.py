@@ -30,6 +30,9 @@ trunks:
 dialplan:
   number_classes:
     international: ["_00."]
+  inbound:
+    - {did: "4200", destination: {kind: number, target: "90612345678"}}
+    - {did: "4300", destination: {kind: number, target: "900442079460000"}}
   outbound:
     - {pattern: "_9.", strip: 1, trunks: [carrier, backup]}
     - {pattern: "_7.", strip: 1, trunk: carrier, caller_id: "+862088880002", privacy: true}
@@ -230,3 +233,18 @@ async def test_a_number_without_an_outbound_rule_is_not_dialled() -> None:
     assert p.server.control.originate("o1", "5550123", caller_id="x") is None
     await settle()
     assert p.sent_invites() == []
+
+
+async def test_a_route_to_an_outside_number_dials_it_as_switchboard() -> None:
+    """``{kind: number}``: the admin's forward (a mobile after hours) leaves through the
+    outbound rule with the trunk's own caller ID and the system class of service."""
+    p = pbx()
+    await p.dial("4200", user="1002")
+    (invite,) = p.sent_invites()
+    assert invite.request.uri == "sip:0612345678@203.0.113.5:5062"
+    assert "sip:+862088880000@" in header(invite, "P-Asserted-Identity")
+    call = p.server.b2bua.calls[0]
+    assert (call.notes.dialled, call.notes.trunk) == ("4200", "carrier")
+    # International is beyond the system's class (national): refused, no trunk used.
+    await p.dial("4300", user="1001", sent=0)
+    assert len(p.sent_invites()) == 1 and p.final_to_caller() == 403
