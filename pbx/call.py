@@ -875,15 +875,15 @@ class Call:
             content_type=src.get("Content-Type"),
         )
 
-        def done(_resp: Response | None = None) -> None:
-            if _resp is not None and _resp.status < 200:
-                return
+        def answered(resp: Response, _sent: Request) -> None:
+            if resp.status >= 200:
+                done()
+
+        def done() -> None:
             side.info_busy = False
             self._pump_info(side)
 
-        stack.send_request(
-            req, side.flow.address, side.flow.transport, on_response=done, on_timeout=done
-        )
+        self.b2b.send_in_dialog(side.dialog, req, answered, done, flow=side.flow)
 
     # -- hanging up ----------------------------------------------------------------------
 

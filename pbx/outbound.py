@@ -259,6 +259,8 @@ class Outbound:
     def _on_answered(self, branch: _Branch, resp: Response) -> None:
         if branch.dialog is None:
             branch.dialog = Dialog.as_uac(branch.request, resp, branch.flow)
+            # A carrier challenges our BYE and re-INVITEs too (RFC 3261 §22.2).
+            branch.dialog.credentials = self.credentials
         # Every 2xx (and its retransmissions) gets an ACK (RFC 3261 §13.2.2.4).
         self._send_ack(branch)
         if self.winner is branch:
@@ -295,10 +297,16 @@ class Outbound:
     def _send_ack(self, branch: _Branch) -> None:
         assert branch.dialog is not None
         stack = self.b2b.stack
+        # §13.2.2.4: the ACK carries the CSeq number and the credentials of the INVITE.
         ack = branch.dialog.create_request(
             "ACK",
             stack.via_for(branch.flow.transport, branch.flow.address[0]),
             cseq=branch.request.cseq[0],
+            extra=[
+                (name, value)
+                for name, value in branch.request.headers
+                if name.lower() in ("authorization", "proxy-authorization")
+            ],
         )
         stack.send_stateless(ack, branch.flow.address, branch.flow.transport)
 
