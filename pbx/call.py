@@ -332,6 +332,7 @@ class Call:
             near=self.a.leg_id,
             credentials=trunk.credentials,
             to_uri=trunk.uri(number),
+            trunk=trunk,
         )
         self.b2b.track_leg(self.outbound.leg_id, self)
         self.log.info("trunk_attempt", trunk=trunk.name, number=number, caller_id=caller_id)

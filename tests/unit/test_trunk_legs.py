@@ -1,5 +1,6 @@
 """A trunk call after the INVITE (issue 16): the carrier challenges our BYE and re-INVITE
-(RFC 3261 §22.2, §8.1.3.5)."""
+(RFC 3261 §22.2, §8.1.3.5), and a carrier that never answers is left after
+``invite_timeout`` (a 408, so the next trunk is tried)."""
 
 from __future__ import annotations
 
@@ -186,3 +187,52 @@ def test_authorized_retry_answers_once_and_only_with_credentials() -> None:
     assert retry.get_list("Via") == [via] and _credentials_ok(retry, "Proxy-Authorization")
     again = make_response(retry, 407, headers=[("Proxy-Authenticate", REALM.challenge(0.0)[0])])
     assert dialog.authorized_retry(retry, again, via) is None  # answered once
+
+
+# -- a carrier that never answers ------------------------------------------------------------------
+
+SHORT = CONFIG.replace(
+    'caller_id: "+862088880000"}', 'caller_id: "+862088880000",\n     invite_timeout: 0.05}'
+)
+
+
+async def test_a_silent_carrier_times_out_and_the_next_trunk_takes_the_call() -> None:
+    assert "invite_timeout: 0.05" in SHORT
+    pbx = Pbx(SHORT)
+    await pbx.dial("95551234")
+    first, second = await pbx.invites(2)
+    assert (first.dest, second.dest) == (CARRIER, BACKUP)
+    (call,) = pbx.server.b2bua.calls
+    assert call.notes.trunk == "backup" and call.notes.trunk_attempts == [("carrier", 408)]
+    assert _sent(pbx, "CANCEL") == []  # §9.1: no CANCEL before a provisional
+    # The abandoned carrier wakes up: its late 100 gets the CANCEL, the call stays on backup.
+    _answer(first, 100)
+    (cancel,) = _sent(pbx, "CANCEL")
+    assert cancel.request.call_id == first.request.call_id
+    assert call.notes.trunk == "backup" and pbx.final_to_caller() is None
+
+
+async def test_a_carrier_that_answered_100_is_not_left() -> None:
+    pbx = Pbx(SHORT)
+    await pbx.dial("95551234")
+    (first,) = pbx.sent_invites()
+    _answer(first, 100)
+    await settle()
+    await settle()
+    assert len(pbx.sent_invites()) == 1 and pbx.server.b2bua.calls[0].notes.trunk_attempts == []
+
+
+async def test_the_timeout_restarts_for_the_invite_with_credentials() -> None:
+    pbx = Pbx(SHORT)
+    await pbx.dial("95551234")
+    (first,) = pbx.sent_invites()
+    _challenge(first, 407)
+    _, with_credentials, backup = await pbx.invites(3)
+    assert (with_credentials.dest, backup.dest) == (CARRIER, BACKUP)
+    assert pbx.server.b2bua.calls[0].notes.trunk_attempts == [("carrier", 408)]
+
+
+def test_invite_timeout_is_read_from_the_config() -> None:
+    pbx = Pbx(SHORT)
+    trunks = pbx.server.outbound_trunks
+    assert trunks["carrier"].invite_timeout == 0.05 and trunks["backup"].invite_timeout == 5
