@@ -337,6 +337,7 @@ class Outbound:
             sdp_session_id=self._sdp_session_id,
             last_local_sdp=branch.request.body,
             uac=True,
+            trunk=self.trunk.name if self.trunk is not None else None,
         )
         self.on_answered(self.side)
 

@@ -58,3 +58,5 @@ class Side:
     uac: bool = False  # we sent the INVITE that made the dialog (we own its Call-ID)
     # Our own re-INVITE to this party, while it has no final response (RFC 3261 §14.1).
     reoffer_pending: bool = False
+    # The trunk this party was reached through (we called a carrier), else None.
+    trunk: str | None = None

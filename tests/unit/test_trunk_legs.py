@@ -1,6 +1,7 @@
 """A trunk call after the INVITE (issue 16): the carrier challenges our BYE and re-INVITE
-(RFC 3261 §22.2, §8.1.3.5), and a carrier that never answers is left after
-``invite_timeout`` (a 408, so the next trunk is tried)."""
+(RFC 3261 §22.2, §8.1.3.5), a carrier that never answers is left after ``invite_timeout``
+(a 408, so the next trunk is tried), and a phone's SIP INFO digits reach the carrier as
+RFC 4733 events on the trunk leg."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ class Answered:
         ).serialize()
         _answer(invite, 200, body=body)
         (self.call,) = pbx.server.b2bua.calls
-        assert self.call.b is not None
+        assert self.call.b is not None and self.call.b.trunk == "carrier"
         ok = [r for r in pbx.replies if r.status == 200 and r.cseq[1] == "INVITE"]
         self.to_phone = ok[-1]
         self.cseq = 1
@@ -236,3 +237,32 @@ def test_invite_timeout_is_read_from_the_config() -> None:
     pbx = Pbx(SHORT)
     trunks = pbx.server.outbound_trunks
     assert trunks["carrier"].invite_timeout == 0.05 and trunks["backup"].invite_timeout == 5
+
+
+# -- SIP INFO digits to a carrier ------------------------------------------------------------
+
+DTMF_RELAY = b"Signal=5\r\nDuration=160\r\n"
+
+
+async def test_info_digits_reach_the_carrier_as_rfc4733_events() -> None:
+    pbx = Pbx()
+    await pbx.dial("95551234")
+    call = Answered(pbx)
+    call.from_phone("INFO", DTMF_RELAY, "application/dtmf-relay")
+    await settle()
+    b = call.call.b
+    assert b is not None
+    assert ("send_dtmf", b.leg_id, "5") in call.media.commands
+    assert _sent(pbx, "INFO") == []  # no INFO to the carrier
+    assert [r.status for r in pbx.replies if r.cseq[1] == "INFO"] == [200]
+
+
+async def test_info_is_relayed_to_a_carrier_without_telephone_event() -> None:
+    pbx = Pbx()
+    await pbx.dial("95551234")
+    call = Answered(pbx, telephone_event=False)
+    call.from_phone("INFO", DTMF_RELAY, "application/dtmf-relay")
+    await settle()
+    assert not any(c[0] == "send_dtmf" for c in call.media.commands)
+    (info,) = _sent(pbx, "INFO")
+    assert info.request.body == DTMF_RELAY
