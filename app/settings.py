@@ -335,6 +335,7 @@ def outbound_trunks_from_config(cfg: SwitchboardConfig) -> list[OutboundTrunk]:
                 caller_id=t.caller_id,
                 from_user=t.from_user,
                 max_channels=t.max_channels,
+                invite_timeout=cfg.trunks[t.name].invite_timeout,
             )
         )
     return out

@@ -605,6 +605,9 @@ class TrunkConfig(_Model):
     expires: Annotated[int, Field(ge=60, le=86400)] = 3600
     retry_interval: Annotated[int, Field(ge=5, le=3600)] = 60
     max_channels: Annotated[int, Field(ge=0)] = 0
+    # Seconds for the carrier's first response to an INVITE (even 100 Trying); none in time:
+    # the attempt is a timeout (408) and the next trunk is tried. 0: Timer B (32 s) only.
+    invite_timeout: Annotated[float, Field(ge=0, le=32)] = 5
     # Further source networks accepted as this trunk (any port).
     acl: list[Network] = Field(default_factory=list)
     # Where the called number of an inbound call is read.

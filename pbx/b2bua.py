@@ -44,7 +44,7 @@ from .dialog import Dialog, Flow
 from .events import DtmfReceived as CallDtmf
 from .events import EventBus, LegAnswered
 from .location import Contact
-from .message import ParseError, Request, make_response
+from .message import ParseError, Request, Response, make_response
 from .outbound import Outbound, spawn
 from .persistence import CallDetail
 from .side import ALLOW, IVR_KEYS_HEADER, SUPPORTED_CODECS, Side
@@ -424,12 +424,53 @@ class B2bua:
         return True
 
     def send_bye(self, dialog: Dialog) -> None:
+        """End ``dialog`` (RFC 3261 §15.1.1). Fire and forget: the call has already ended
+        locally whatever the peer answers; a challenge is answered once with the dialog's
+        credentials (a carrier challenging BYE) and a refusal is only logged."""
         bye = dialog.create_request(
             "BYE", self.stack.via_for(dialog.flow.transport, dialog.flow.address[0])
         )
-        self.stack.send_request(
-            bye, dialog.flow.address, dialog.flow.transport, on_response=lambda r: None
-        )
+
+        def answered(resp: Response, sent: Request) -> None:
+            if resp.status >= 300:
+                log.info("bye_refused", call_id=dialog.call_id, status=resp.status)
+
+        self.send_in_dialog(dialog, bye, answered)
+
+    def send_in_dialog(
+        self,
+        dialog: Dialog,
+        request: Request,
+        on_response: Callable[[Response, Request], None],
+        on_timeout: Callable[[], None] | None = None,
+        *,
+        flow: Flow | None = None,
+    ) -> None:
+        """Send ``request`` (built by ``dialog``) to the peer at ``flow`` (default: the
+        dialog's). A 401/407 is answered once with the dialog's credentials (RFC 3261 §22.2,
+        §8.1.3.5: the same request, next CSeq, new branch), and ``on_response`` then sees the
+        retry's responses; it gets each response with the request it answers (an ACK to a
+        2xx carries that request's CSeq and credentials, §13.2.2.4)."""
+        to = flow or dialog.flow
+        stack = self.stack
+
+        def relay(resp: Response) -> None:
+            if resp.status in (401, 407):
+                retry = dialog.authorized_retry(
+                    request, resp, stack.via_for(to.transport, to.address[0])
+                )
+                if retry is not None:
+                    log.info(
+                        "in_dialog_challenge_answered",
+                        call_id=dialog.call_id,
+                        method=request.method,
+                        status=resp.status,
+                    )
+                    self.send_in_dialog(dialog, retry, on_response, on_timeout, flow=to)
+                    return
+            on_response(resp, request)
+
+        stack.send_request(request, to.address, to.transport, relay, on_timeout)
 
     def bye_if_open(self, dialog: Dialog) -> None:
         """BYE a dialog we still track (a transferor that did not hang up by itself)."""

@@ -845,6 +845,8 @@ class Call:
                     )
                 )
             if other is not None and other.dialog is not None and req.body:
+                if info is not None and other.trunk is not None and self._dtmf_as_rtp(other, info):
+                    return
                 other.info_queue.append(req)
                 self._pump_info(other)
             return
@@ -855,6 +857,23 @@ class Call:
             stack.send_response(make_response(req, 200))
             return
         stack.send_response(make_response(req, 501, headers=[("Allow", ALLOW)]))
+
+    def _dtmf_as_rtp(self, side: Side, info: tuple[str, int]) -> bool:
+        """A digit a phone sent by SIP INFO (RFC 6086; its DTMF bodies are a convention,
+        not a standard) goes to a carrier as RFC 4733 events on the trunk leg: carriers take
+        telephone-events in RTP (§2), rarely INFO. False when the carrier negotiated no
+        telephone-event (the INFO is relayed as it came)."""
+        digit, duration_ms = info
+        if side.dtmf_pt is None:
+            self.log.info("dtmf_info_relayed", trunk=side.trunk, reason="no telephone-event")
+            return False
+        try:
+            self.b2b.media.send_dtmf(side.leg_id, digit, duration_ms)
+        except (MediaError, ValueError, KeyError) as exc:
+            self.log.info("dtmf_info_relayed", trunk=side.trunk, reason=str(exc))
+            return False
+        self.log.debug("dtmf_info_to_rfc4733", trunk=side.trunk, digit=digit)
+        return True
 
     def _pump_info(self, side: Side) -> None:
         """Relay INFO in order, one at a time (PEERS.md: reordered INFOs lose digits)."""
@@ -870,15 +889,15 @@ class Call:
             content_type=src.get("Content-Type"),
         )
 
-        def done(_resp: Response | None = None) -> None:
-            if _resp is not None and _resp.status < 200:
-                return
+        def answered(resp: Response, _sent: Request) -> None:
+            if resp.status >= 200:
+                done()
+
+        def done() -> None:
             side.info_busy = False
             self._pump_info(side)
 
-        stack.send_request(
-            req, side.flow.address, side.flow.transport, on_response=done, on_timeout=done
-        )
+        self.b2b.send_in_dialog(side.dialog, req, answered, done, flow=side.flow)
 
     # -- hanging up ----------------------------------------------------------------------
 

@@ -11,13 +11,21 @@ means out of order → 500).
 Where requests go is not derived from the Request-URI: a B2BUA talks to phones that may be
 behind NAT, so every dialog keeps the ``flow`` (transport and source address) it learned
 from the peer and sends there (RFC 3581 in spirit, RFC 5626 §5.3 for registered flows).
+
+A peer may challenge a request we send inside the dialog (a carrier challenges BYE and
+re-INVITE as it challenged the INVITE). A dialog made through a trunk keeps that trunk's
+digest account (``credentials``), and :meth:`Dialog.authorized_retry` builds the same request
+again with an Authorization / Proxy-Authorization, the next CSeq and a new Via branch (RFC
+3261 §22.2, §8.1.3.5) — once: a request that already carried credentials and is challenged
+again was refused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .message import NameAddr, Request, Response
+from .digest import DigestError, build_authorization, choose_challenge
+from .message import NameAddr, Request, Response, canonical_name
 
 __all__ = ["Dialog", "Flow"]
 
@@ -51,6 +59,8 @@ class Dialog:
     local_seq: int = 0
     remote_seq: int | None = None
     route_set: list[str] = field(default_factory=list)
+    # Digest account (user, password) answering a 401/407 to our requests in this dialog.
+    credentials: tuple[str, str] | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -105,6 +115,41 @@ class Dialog:
         contacts = msg.contacts
         if contacts and not contacts[0].wildcard:
             self.remote_target = str(contacts[0].uri)
+
+    def authorized_retry(self, request: Request, response: Response, via: str) -> Request | None:
+        """``request`` (ours, in this dialog) answered with credentials for the challenge in
+        ``response`` (RFC 3261 §22.2, §8.1.3.5): same method, Request-URI, headers and body,
+        the next CSeq of this dialog, ``via`` (a new branch) and an Authorization (401) or
+        Proxy-Authorization (407). None when there is nothing to answer: no credentials, not
+        a 401/407, no usable Digest challenge, or ``request`` already carried credentials
+        (answered once; a second challenge means they were refused)."""
+        if self.credentials is None or response.status not in (401, 407):
+            return None
+        if request.get("Authorization") is not None:
+            return None
+        if request.get("Proxy-Authorization") is not None:
+            return None
+        proxy = response.status == 407
+        try:
+            challenge = choose_challenge(
+                response.get_all("Proxy-Authenticate" if proxy else "WWW-Authenticate")
+            )
+            user, password = self.credentials
+            answer = build_authorization(request.method, request.uri, user, password, challenge)
+        except DigestError:
+            return None
+        # §8.1.3.5: a new request — next CSeq (§12.2.1.1), a new transaction (new branch).
+        self.local_seq += 1
+        headers: list[tuple[str, str]] = [("Via", via)]
+        for name, value in request.headers:
+            canonical = canonical_name(name)
+            if canonical == "Via":
+                continue
+            if canonical == "CSeq":
+                value = f"{self.local_seq} {request.method}"
+            headers.append((name, value))
+        headers.append(("Proxy-Authorization" if proxy else "Authorization", answer))
+        return Request(request.method, request.uri, headers, request.body)
 
     def check_remote_cseq(self, request: Request) -> bool:
         """RFC 3261 §12.2.2: accept a request only if its CSeq is not lower than the last."""

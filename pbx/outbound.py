@@ -12,6 +12,14 @@ media from the first SDP seen, RFC 3960); the first 2xx wins, is ACKed (RFC 3261
 held back until its branch has sent a provisional (§9.1). When every branch failed, the
 best failure is reported (:func:`best_failure`, §16.7 step 6 simplified); the ring timeout
 reports 480.
+
+Through a trunk, a carrier that sends no response at all to an INVITE (not even 100 Trying)
+within the trunk's ``invite_timeout`` counts as 408 at once, so the next trunk is tried
+without waiting for Timer B (RFC 3261 §17.1.1.2: 64·T1 = 32 s; like Kamailio's fr_timer).
+The branch is abandoned, not forgotten: its transaction runs on to Timer B, a late
+provisional is CANCELled (§9.1) and a late 2xx is ACKed and hung up. A carrier that answers
+100 and then rings forever is bounded by the ring timeout. The answered side's dialog keeps
+the trunk's credentials, so a BYE or re-INVITE the carrier challenges is answered too.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from .stack import new_tag
 
 if TYPE_CHECKING:
     from .b2bua import B2bua
+    from .trunk_outbound import OutboundTrunk
 
 __all__ = ["Outbound", "best_failure", "spawn"]
 
@@ -57,6 +66,8 @@ class _Branch:
     cancel_sent: bool = False
     dialog: Dialog | None = None
     challenges: int = 0  # 401/407 answered with credentials on this branch
+    # Fires when the INVITE got no response at all within the trunk's invite_timeout.
+    silence_timer: asyncio.TimerHandle | None = None
 
 
 class Outbound:
@@ -88,10 +99,13 @@ class Outbound:
         credentials: tuple[str, str] | None = None,
         to_uri: str | None = None,
         from_uri: str | None = None,
+        trunk: OutboundTrunk | None = None,
     ) -> None:
         self.b2b = b2b
         # The From URI instead of ``sip:<caller_ext>@<us>`` (an anonymous caller, RFC 3323).
         self.from_uri = from_uri
+        # The trunk this attempt goes through: its invite_timeout, its name on the side.
+        self.trunk = trunk
         # A trunk's digest account: a 401/407 to the INVITE is answered once with it.
         self.credentials = credentials
         # The To of the INVITE: a trunk's ``sip:number@carrier`` (default: ours).
@@ -160,6 +174,7 @@ class Outbound:
                 on_response=functools.partial(self._on_response, branch),
                 on_timeout=functools.partial(self._on_timeout, branch),
             )
+            self._arm_silence_timer(branch)
         self._ring_timer = asyncio.get_running_loop().call_later(
             self.ring_timeout, self._on_ring_timeout
         )
@@ -184,7 +199,37 @@ class Outbound:
         ]
         return Request("INVITE", contact.uri, headers, offer)
 
+    def _arm_silence_timer(self, branch: _Branch) -> None:
+        timeout = self.trunk.invite_timeout if self.trunk is not None else 0.0
+        if timeout > 0:
+            branch.silence_timer = asyncio.get_running_loop().call_later(
+                timeout, self._on_silence, branch
+            )
+
+    def _stop_silence_timer(self, branch: _Branch) -> None:
+        if branch.silence_timer is not None:
+            branch.silence_timer.cancel()
+            branch.silence_timer = None
+
+    def _on_silence(self, branch: _Branch) -> None:
+        """No response at all to the INVITE within the trunk's invite_timeout: the carrier
+        is not there; a timeout (408) without waiting for Timer B (§17.1.1.2)."""
+        branch.silence_timer = None
+        if branch.final is not None or branch.provisional or self.done:
+            return
+        log.info(
+            "trunk_no_response",
+            callee=self.callee,
+            trunk=self.trunk.name if self.trunk else None,
+            seconds=self.trunk.invite_timeout if self.trunk else None,
+        )
+        # Abandon the branch: a late provisional gets its CANCEL (§9.1), a late 2xx a BYE.
+        branch.cancel_wanted = True
+        branch.final = 408
+        self._check_all_failed()
+
     def _on_response(self, branch: _Branch, resp: Response) -> None:
+        self._stop_silence_timer(branch)
         status = resp.status
         if status < 200:
             # Any provisional, 100 included, allows a CANCEL (RFC 3261 §9.1).
@@ -246,6 +291,7 @@ class Outbound:
             on_response=functools.partial(self._on_response, branch),
             on_timeout=functools.partial(self._on_timeout, branch),
         )
+        self._arm_silence_timer(branch)
         return True
 
     def _apply_answer(self, body: bytes) -> bool:
@@ -263,6 +309,8 @@ class Outbound:
     def _on_answered(self, branch: _Branch, resp: Response) -> None:
         if branch.dialog is None:
             branch.dialog = Dialog.as_uac(branch.request, resp, branch.flow)
+            # A carrier challenges our BYE and re-INVITEs too (RFC 3261 §22.2).
+            branch.dialog.credentials = self.credentials
         # Every 2xx (and its retransmissions) gets an ACK (RFC 3261 §13.2.2.4).
         self._send_ack(branch)
         if self.winner is branch:
@@ -293,20 +341,28 @@ class Outbound:
             sdp_session_id=self._sdp_session_id,
             last_local_sdp=branch.request.body,
             uac=True,
+            trunk=self.trunk.name if self.trunk is not None else None,
         )
         self.on_answered(self.side)
 
     def _send_ack(self, branch: _Branch) -> None:
         assert branch.dialog is not None
         stack = self.b2b.stack
+        # §13.2.2.4: the ACK carries the CSeq number and the credentials of the INVITE.
         ack = branch.dialog.create_request(
             "ACK",
             stack.via_for(branch.flow.transport, branch.flow.address[0]),
             cseq=branch.request.cseq[0],
+            extra=[
+                (name, value)
+                for name, value in branch.request.headers
+                if name.lower() in ("authorization", "proxy-authorization")
+            ],
         )
         stack.send_stateless(ack, branch.flow.address, branch.flow.transport)
 
     def _on_timeout(self, branch: _Branch) -> None:
+        self._stop_silence_timer(branch)
         if branch.final is None:
             branch.final = 408
         self._check_all_failed()
@@ -333,6 +389,7 @@ class Outbound:
         self.done = True
         self._cancel_ring_timer()
         for branch in self.branches:
+            self._stop_silence_timer(branch)
             self._cancel_branch(branch)
         self.b2b.media.close_leg(self.leg_id)
 

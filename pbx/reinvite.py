@@ -26,6 +26,8 @@ new version of its description (a refresh, or ``sendonly``/``inactive`` to hold 
 from our side). Only one offer is outstanding per dialog (RFC 3264 §4). A non-2xx final
 response leaves the session as it was — codec, remote address, our SDP version — "as if no
 re-INVITE had been issued" (§14.1); 481 or 408 ends the dialog (§12.2.1.2), so the call ends.
+A 401/407 (a carrier challenging our re-INVITE) is answered once with the dialog's
+credentials by ``B2bua.send_in_dialog`` (§22.2) before it counts as a failure.
 
 *Glare* (§14.1/§14.2, RFC 3311 §5.2): a re-INVITE, or an UPDATE with an offer, that arrives
 while our own re-INVITE to that party has no final response is answered 491 Request
@@ -230,14 +232,19 @@ def send_reoffer(
         if on_done is not None:
             on_done(status)
 
-    def on_response(resp: Response) -> None:
+    def on_response(resp: Response, sent: Request) -> None:
         nonlocal done
         if resp.status < 200:
             return
         if resp.status < 300:
-            # Every 2xx is ACKed, retransmissions too (§13.2.2.4).
+            # Every 2xx is ACKed, retransmissions too, with the CSeq number and the
+            # credentials of the INVITE it answers (§13.2.2.4; a challenged re-INVITE was
+            # sent again with a new CSeq, §22.2).
             ack = dialog.create_request(
-                "ACK", stack.via_for(flow.transport, flow.address[0]), cseq=req.cseq[0]
+                "ACK",
+                stack.via_for(flow.transport, flow.address[0]),
+                cseq=sent.cseq[0],
+                extra=_credentials_of(sent),
             )
             stack.send_stateless(ack, flow.address, flow.transport)
         if done:
@@ -273,8 +280,16 @@ def send_reoffer(
             finished(408)
             call.hangup("sip_408")
 
-    stack.send_request(req, flow.address, flow.transport, on_response, on_timeout)
+    b2b.send_in_dialog(dialog, req, on_response, on_timeout, flow=flow)
     return True
+
+
+def _credentials_of(request: Request) -> list[tuple[str, str]]:
+    return [
+        (name, value)
+        for name, value in request.headers
+        if name.lower() in ("authorization", "proxy-authorization")
+    ]
 
 
 def _apply_answer_to_offer(call: Call, side: Side, body: bytes, offer: bytes, version: int) -> None:

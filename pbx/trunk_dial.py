@@ -158,6 +158,7 @@ class TrunkDial:
             credentials=trunk.credentials,
             to_uri=uri,
             from_uri=ANONYMOUS_URI if route.private else None,
+            trunk=trunk,
         )
         self.current = outbound
         log.info(

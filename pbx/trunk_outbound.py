@@ -5,8 +5,9 @@ Theory of operation
 An outbound rule names its trunks in order. The call goes to the first (``sip:<number>@
 <host>:<port>``); a carrier that challenges the INVITE (401/407) gets the trunk's digest
 credentials (RFC 3261 §22.2, answered by :class:`pbx.outbound.Outbound`). When the attempt
-fails *because of the trunk* — no answer to the request at all (timeout), 408, or any 5xx
-(503 included) — the next trunk is tried with the same caller; a failure that is the
+fails *because of the trunk* — no answer to the request at all (timeout: nothing within the
+trunk's ``invite_timeout``, or Timer B), 408, or any 5xx (503 included) — the next trunk is
+tried with the same caller; a failure that is the
 callee's answer (486 busy, 404, 484, 603, a ring timeout) ends the call, because another
 carrier would reach the same person. A trunk at its ``max_channels`` is skipped.
 
@@ -79,6 +80,9 @@ class OutboundTrunk:
     caller_id: str | None = None
     from_user: str | None = None
     max_channels: int = 0
+    # Seconds to wait for any response to an INVITE (even 100 Trying) before the attempt
+    # counts as a timeout (408) and the next trunk is tried; 0: Timer B (32 s) only.
+    invite_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         if not self.address:

@@ -12,6 +12,13 @@ Theory of operation
   UAC's tone — with an SDP offer in the INVITE, and with a late offer (no SDP: Switchboard
   offers in the 200, SIPp answers in the ACK). The same INVITE from another port of the
   same address is challenged (407) and rings nobody.
+* A carrier that never answers (a SIPp UAS that takes the INVITE and says nothing, not even
+  100) is left after the trunk's ``invite_timeout``: the call connects on the second trunk
+  long before Timer B, and the record reads ``first:408``.
+* A carrier that challenges our BYE (407): Switchboard sends it again with the trunk's
+  credentials (the SIPp UAS fails the call when Proxy-Authorization is missing).
+* DTMF to a carrier: the caller sends digits by RFC 4733 and by SIP INFO; the carrier (a
+  PJSUA2 phone as the trunk's far end) receives every digit as RFC 4733 and no INFO.
 """
 
 from __future__ import annotations
@@ -36,10 +43,10 @@ EXTENSIONS = {
 }
 
 
-def _trunk_yaml(first: int, second: int) -> str:
+def _trunk_yaml(first: int, second: int, first_extra: str = "") -> str:
     return (
         "trunks:\n"
-        f"  first: {{host: 127.0.0.1, port: {first}, qualify: 0}}\n"
+        f"  first: {{host: 127.0.0.1, port: {first}, qualify: 0{first_extra}}}\n"
         f"  second: {{host: 127.0.0.1, port: {second}, qualify: 0}}\n"
         "dialplan:\n"
         "  inbound:\n"
@@ -93,6 +100,132 @@ def test_outbound_call_fails_over_from_503_to_the_next_trunk(
     assert (rec["caller"], rec["callee"], rec["dialled"]) == ("1001", "5551234", "95551234")
     assert (rec["direction"], rec["disposition"]) == ("outbound", "ANSWERED")
     assert (rec["trunk"], rec["trunk_attempts"]) == ("second", "first:503")
+
+
+@pytest.mark.timeout(90)
+def test_outbound_call_fails_over_from_a_carrier_that_never_answers(
+    server_factory: ServerFactory,
+    phone_factory: Callable[..., Phone],
+    sipp_workdir: Path,
+    free_port: Callable[[], int],
+    tone_1k: Path,
+    tmp_path: Path,
+) -> None:
+    first, second, media = free_port(), free_port(), free_port()
+    sb = server_factory(
+        extensions=EXTENSIONS,
+        extra_yaml=_trunk_yaml(first, second, ", invite_timeout: 2"),
+    )
+    with (
+        SippProcess(
+            ["-sf", str(scenario("uas_silent")),
+             "-i", "127.0.0.1", "-p", str(first)],
+            workdir=sipp_workdir, timeout=60, name="carrier_silent",
+        ) as silent,
+        SippProcess(
+            ["-sf", str(scenario("uas")), "-i", "127.0.0.1", "-p", str(second),
+             "-mi", "127.0.0.1", "-mp", str(media), "-rtp_echo"],
+            workdir=sipp_workdir, timeout=60, name="carrier_ok",
+        ) as answering,
+    ):  # fmt: skip
+        time.sleep(0.3)
+        caller = phone_factory("ext1001", user="1001")
+        caller.set_codecs(["PCMU"])
+        assert caller.register(sb.address, password=sb.password("1001"))["code"] == 200
+        dialled = time.monotonic()
+        cid = caller.call(sb.uri("95551234"))
+        caller.wait_call_state("CONFIRMED", call=cid, timeout=20)
+        # invite_timeout (2 s), not Timer B (32 s), decided when the second trunk was tried.
+        assert time.monotonic() - dialled < 10
+        caller.wait_media_active(call=cid, timeout=10)
+        caller.play(tone_1k, call=cid)
+        heard = tmp_path / "echo.wav"
+        caller.record(heard, call=cid)
+        time.sleep(2.5)
+        caller.stop_record(call=cid)
+        caller.hangup(cid)
+        caller.wait_disconnected(call=cid, timeout=10)
+        assert answering.wait(15).successful == 1
+        assert silent.wait(20).successful == 1  # it did get the INVITE
+    assert abs(dominant_frequency(heard) - 1000) < 20, describe(heard)
+    (rec,) = sb.wait_call_records(1)
+    assert (rec["direction"], rec["disposition"]) == ("outbound", "ANSWERED")
+    assert (rec["trunk"], rec["trunk_attempts"]) == ("second", "first:408")
+    silences = [e for e in sb.log_events() if e.get("event") == "trunk_no_response"]
+    assert [e["trunk"] for e in silences] == ["first"]
+
+
+@pytest.mark.timeout(60)
+def test_a_carrier_that_challenges_our_bye_gets_the_trunk_credentials(
+    server_factory: ServerFactory,
+    phone_factory: Callable[..., Phone],
+    sipp_workdir: Path,
+    free_port: Callable[[], int],
+) -> None:
+    first, second, media = free_port(), free_port(), free_port()
+    credentials = ", username: sbtrunk, password: trunkpw"
+    sb = server_factory(extensions=EXTENSIONS, extra_yaml=_trunk_yaml(first, second, credentials))
+    with SippProcess(
+        ["-sf", str(scenario("uas_challenge_bye")), "-i", "127.0.0.1", "-p", str(first),
+         "-mi", "127.0.0.1", "-mp", str(media), "-rtp_echo"],
+        workdir=sipp_workdir, timeout=40, name="carrier_bye_auth",
+    ) as carrier:  # fmt: skip
+        time.sleep(0.3)
+        caller = phone_factory("ext1001", user="1001")
+        caller.set_codecs(["PCMU"])
+        assert caller.register(sb.address, password=sb.password("1001"))["code"] == 200
+        cid = caller.call(sb.uri("95551234"))
+        caller.wait_call_state("CONFIRMED", call=cid, timeout=15)
+        time.sleep(3)
+        caller.hangup(cid)
+        caller.wait_disconnected(call=cid, timeout=10)
+        result = carrier.wait(20)
+    assert result.successful == 1 and result.failed == 0, result.summary()
+    (rec,) = sb.wait_call_records(1)
+    assert (rec["trunk"], rec["disposition"], rec["hangup_side"]) == (
+        "first",
+        "ANSWERED",
+        "caller",
+    )
+    answered = [e for e in sb.log_events() if e.get("event") == "in_dialog_challenge_answered"]
+    assert [(e["method"], e["status"]) for e in answered] == [("BYE", 407)]
+
+
+@pytest.mark.timeout(90)
+def test_info_digits_reach_the_carrier_as_rfc4733(
+    server_factory: ServerFactory,
+    phone_factory: Callable[..., Phone],
+    free_port: Callable[[], int],
+) -> None:
+    """The carrier here is a PJSUA2 phone answering at the trunk's address: it reports how
+    each digit arrived (RFC 4733 in RTP, or SIP INFO)."""
+    pstn = phone_factory("pstn", user="5550001", auto_answer=200)
+    pstn.set_codecs(["PCMU"])
+    sb = server_factory(extensions=EXTENSIONS, extra_yaml=_trunk_yaml(pstn.port, free_port()))
+    caller = phone_factory("ext1001", user="1001")
+    caller.set_codecs(["PCMU"])
+    assert caller.register(sb.address, password=sb.password("1001"))["code"] == 200
+    cid = caller.call(sb.uri("95550001"))
+    incoming = pstn.wait_incoming(timeout=15)
+    caller.wait_call_state("CONFIRMED", call=cid, timeout=15)
+    caller.wait_media_active(call=cid, timeout=10)
+    pstn.wait_media_active(call=incoming["call"], timeout=10)
+    caller.send_dtmf("12", call=cid, method="rfc4733")
+    assert pstn.wait_dtmf(2, timeout=10) == "12"
+    caller.send_dtmf("5#", call=cid, method="info")
+    assert pstn.wait_dtmf(4, timeout=10) == "125#"
+    time.sleep(0.5)  # a late INFO would show here
+    digits = pstn.events(event="dtmf")
+    assert [(e["digit"], e["method"]) for e in digits] == [
+        ("1", "rfc4733"),
+        ("2", "rfc4733"),
+        ("5", "rfc4733"),
+        ("#", "rfc4733"),
+    ]
+    caller.hangup(cid)
+    pstn.wait_disconnected(call=incoming["call"], timeout=10)
+    (rec,) = sb.wait_call_records(1)
+    assert (rec["trunk"], rec["disposition"]) == ("first", "ANSWERED")
 
 
 @pytest.mark.timeout(60)

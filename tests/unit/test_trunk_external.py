@@ -40,14 +40,7 @@ dialplan:
 
 
 def pbx() -> Pbx:
-    import tests.unit.test_trunk_outbound as base
-
-    saved = base.CONFIG
-    base.CONFIG = CONFIG
-    try:
-        return Pbx()
-    finally:
-        base.CONFIG = saved
+    return Pbx(CONFIG)
 
 
 def header(sent: Sent, name: str) -> str:

@@ -52,7 +52,7 @@ class Sent:
 
 
 class Pbx:
-    def __init__(self) -> None:
+    def __init__(self, config: str = CONFIG) -> None:
         self.sent: list[Sent] = []
 
         def send_request(
@@ -62,7 +62,7 @@ class Pbx:
             self.sent.append(Sent(request, dest, on_response, on_timeout))
             return secrets.token_hex(4)
 
-        self.server, self.replies = server_from_config(CONFIG, send_request)
+        self.server, self.replies = server_from_config(config, send_request)
         self.user = "1001"
         self.server.auth.verify = lambda *a, **kw: _ok(self.user)  # type: ignore[method-assign]
 
