@@ -298,6 +298,11 @@ def inbound_trunks_from_config(cfg: SwitchboardConfig) -> list[InboundTrunk]:
             national_prefix=t.national_prefix,
             international_prefix=t.international_prefix,
             max_channels=t.max_channels,
+            credentials=(
+                (t.username, t.password)
+                if t.username is not None and t.password is not None
+                else None
+            ),
         )
         for t in trunks_from_config(cfg).values()
     ]

@@ -338,6 +338,7 @@ class Call:
         RFC 3264 §4); the caller's dialog starts here (RFC 3261 §12.1.1)."""
         assert self.invite is not None
         self.a.dialog = Dialog.as_uas(self.invite, self.a_tag, self.a.flow)
+        self.a.dialog.credentials = self.a.credentials  # a carrier's (inbound trunk calls)
         self.a_final_sent = True
         self.b2b.stack.send_response(
             make_response(

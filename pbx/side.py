@@ -61,5 +61,7 @@ class Side:
     # A party reached through a trunk (pbx.trunk_dial): the trunk, the trunks that failed
     # before it with their status, and the caller ID it was given — for the call record.
     trunk: str | None = None
+    # A carrier's digest account for requests we send this party (its dialog's credentials).
+    credentials: tuple[str, str] | None = None
     trunk_attempts: tuple[tuple[str, int], ...] = ()
     caller_id_sent: str | None = None

@@ -46,6 +46,9 @@ class InboundTrunk:
     national_prefix: str = "0"
     international_prefix: str = "00"
     max_channels: int = 0  # calls at once through this trunk, both directions (0: no cap)
+    # The trunk's digest account: a BYE or re-INVITE we send on its calls and the carrier
+    # challenges is answered with it (RFC 3261 §22.2).
+    credentials: tuple[str, str] | None = None
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         init=False, repr=False, compare=False
     )

@@ -266,3 +266,56 @@ async def test_info_is_relayed_to_a_carrier_without_telephone_event() -> None:
     assert not any(c[0] == "send_dtmf" for c in call.media.commands)
     (info,) = _sent(pbx, "INFO")
     assert info.request.body == DTMF_RELAY
+
+
+# -- calls a carrier delivers ---------------------------------------------------------------
+
+INBOUND_CONFIG = """
+extensions:
+  "1001": {password: pw1}
+trunks:
+  carrier: {host: 203.0.113.5, port: 5062, register: false, username: sbtrunk,
+            password: trunkpw}
+  backup: {host: 203.0.113.6, port: 5064, register: false}
+dialplan:
+  inbound:
+    - {did: "4200", destination: {kind: number, target: "95550000"}}
+  outbound:
+    - {pattern: "_9.", strip: 1, trunk: backup}
+"""
+
+
+async def test_a_carrier_challenging_our_bye_on_its_own_call_gets_the_trunk_credentials() -> None:
+    """The carrier's side of a call it delivered is a trunk side too: our BYE (here: the
+    call hung up by Switchboard) answers its challenge with the trunk's account."""
+    pbx = Pbx(INBOUND_CONFIG)
+    body = sdp.build_offer("203.0.113.60", 31000, dtmf_pt=101, session_id=5).serialize()
+    lines = [
+        "INVITE sip:4200@127.0.0.1 SIP/2.0",
+        f"Via: SIP/2.0/UDP {CARRIER[0]}:{CARRIER[1]};branch=z9hG4bK{secrets.token_hex(5)}",
+        "Max-Forwards: 70",
+        "From: <sip:+8613800000000@203.0.113.5>;tag=pstn1",
+        "To: <sip:4200@127.0.0.1>",
+        f"Call-ID: {secrets.token_hex(6)}",
+        "CSeq: 1 INVITE",
+        f"Contact: <sip:pstn@{CARRIER[0]}:{CARRIER[1]}>",
+        "Content-Type: application/sdp",
+    ]
+    raw = ("\r\n".join(lines) + f"\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    req = parse_message(raw + body)
+    assert isinstance(req, Request)
+    pbx.server.stack.on_request(RequestReceived(req, CARRIER, "UDP", key="in1"))
+    (out,) = await pbx.invites(1)
+    assert out.dest == BACKUP
+    answer = sdp.build_offer("203.0.113.70", 32000, dtmf_pt=101, session_id=6).serialize()
+    _answer(out, 200, body=answer)
+    await settle()
+    (call,) = pbx.server.b2bua.calls
+    assert call.a.trunk == "carrier"
+    pbx.server.control.hangup(call.id)
+    await settle()
+    (bye,) = _sent(pbx, "BYE", CARRIER)
+    _challenge(bye, 401)
+    _, again = _sent(pbx, "BYE", CARRIER)
+    assert again.request.cseq == (bye.request.cseq[0] + 1, "BYE")
+    assert _credentials_ok(again.request, "Authorization")
