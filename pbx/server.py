@@ -72,6 +72,7 @@ from .persistence import CallDetail, Persistence, StoredBinding, WriteBehind
 from .registrar import BindingChange, Registrar
 from .stack import ListenSpec, SipStack, new_tag
 from .throttle import FailureThrottle
+from .tls import TlsSettings
 from .transaction import AckNotReceived, RequestReceived, Timers
 from .trunk_driver import TrunkDriver
 from .trunk_inbound import InboundTrunk, TrunkMatcher
@@ -152,6 +153,7 @@ class ServerSettings:
     music_on_hold: tuple[str, ...] = (str(DEFAULT_MUSIC_ON_HOLD),)
     tone_plan: str = "us"
     feature_codes: tuple[tuple[str, str], ...] = ()  # (feature name, code); () = defaults
+    tls: TlsSettings | None = None  # certificate, key and carriers' contexts (pbx.tls)
 
 
 class SipServer:
@@ -189,6 +191,7 @@ class SipServer:
             timers=settings.timers,
             advertise_host=settings.advertise_host,
             user_agent=settings.user_agent,
+            tls=settings.tls,
         )
         # The nonce key is derived from the credentials so it survives restarts (phones
         # holding a nonce keep working) and changes when passwords change.
