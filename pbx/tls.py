@@ -25,12 +25,16 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 
+from .location import Contact
+
 __all__ = [
     "DEFAULT_TLS_PORT",
     "TlsPeer",
     "TlsSettings",
     "client_context",
+    "secure_only",
     "server_context",
+    "sips_refusal",
     "verify_failure",
 ]
 
@@ -110,3 +114,26 @@ def verify_failure(exc: BaseException) -> str | None:
         reason = exc.verify_message or exc.reason or str(exc)
         return f"certificate verify failed: {reason}"
     return None
+
+
+# -- SIPS (RFC 5630) ------------------------------------------------------------------------
+#
+# A sips Request-URI asks for TLS on every hop to the resource (RFC 3261 §19.1, §26.2.2;
+# RFC 5630 §3.1.3). We are the end of the caller's hop and start the callee's: the request
+# must have come over TLS, and only contacts registered over TLS may be rung.
+
+
+def sips_refusal(request_uri_scheme: str, transport: str) -> int | None:
+    """The status to refuse a request with: 416 (Unsupported URI Scheme) for a sips
+    Request-URI that did not arrive over TLS, else None."""
+    if request_uri_scheme.lower() == "sips" and transport.upper() != "TLS":
+        return 416
+    return None
+
+
+def secure_only(request_uri_scheme: str, contacts: list[Contact]) -> list[Contact]:
+    """``contacts`` reachable as a sips request needs: those registered over TLS, when the
+    Request-URI is sips (none left: the caller gets 480, RFC 5630 §3.1.3)."""
+    if request_uri_scheme.lower() != "sips":
+        return contacts
+    return [c for c in contacts if c.transport.upper() == "TLS"]
