@@ -36,8 +36,8 @@ What the generated config does (PEERS.md, "Kamailio as a carrier"), no database 
 Each REGISTER is logged as ``SBT REGISTER user=… cseq=… expires=… auth=yes|no``, each
 failed check as ``SBT AUTH FAILED user=… rc=…``, each stored binding as ``SBT SAVED aor=…
 contact=… proto=udp|tls``, each relayed call as ``SBT RELAY ruri=…`` — count them with
-:meth:`count` or wait for them with :meth:`wait_log`. ``kamcmd`` talks to the ``ctl`` module over a unix
-socket in the work folder (:meth:`kamcmd`, :meth:`registered_contacts`).
+:meth:`count` or wait for them with :meth:`wait_log`. ``kamcmd`` talks to the ``ctl``
+module over a unix socket in the work folder (:meth:`kamcmd`, :meth:`registered_contacts`).
 
 Restarting on the same port (``stop()`` then ``start()``) is a carrier restart: the location
 table is memory-only, so every binding is gone and the nonce secret changes.
