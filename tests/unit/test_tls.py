@@ -17,6 +17,7 @@ from app.settings import tls_settings_from_config
 from config import ConfigError, load_config, parse_config
 from pbx.location import Contact
 from pbx.message import Request, Response, make_response, parse_message
+from pbx.server import Extension, ServerSettings, SipServer
 from pbx.stack import ListenSpec, SipStack
 from pbx.tls import (
     TlsPeer,
@@ -30,6 +31,7 @@ from pbx.transaction import RequestReceived
 from pbx.trunk_driver import TrunkDriver
 from pbx.trunks import RegistrationState, Trunk
 from tests.certs import TestCa
+from tests.unit.call_harness import FakeMedia
 
 # -- the self-signed pair ---------------------------------------------------------------
 
@@ -253,3 +255,28 @@ async def test_carrier_certificate_from_another_ca_fails_the_trunk(tmp_path: Pat
         await driver.stop()
         await client.close()
         await server.close()
+
+
+def test_server_refuses_a_sips_invite_that_did_not_come_over_tls() -> None:
+    server = SipServer(
+        ServerSettings(listen=(ListenSpec("UDP", "127.0.0.1", 5060),)),
+        {"1001": Extension("1001", "Alice", "pw"), "1002": Extension("1002", "Bob", "pw")},
+        media=FakeMedia(),
+    )
+    replies: list[Response] = []
+    server.stack.send_response = replies.append  # type: ignore[method-assign,assignment]
+    req = parse_message(
+        b"INVITE sips:1002@127.0.0.1 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bKsips1\r\n"
+        b"Max-Forwards: 70\r\n"
+        b"From: <sip:1001@127.0.0.1>;tag=a1\r\n"
+        b"To: <sips:1002@127.0.0.1>\r\n"
+        b"Call-ID: sips-1\r\n"
+        b"CSeq: 1 INVITE\r\n"
+        b"Contact: <sip:1001@192.0.2.9>\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    assert isinstance(req, Request)
+    server.stack.on_request(RequestReceived(req, ("192.0.2.9", 5060), "UDP", key="k"))
+    (reply,) = replies
+    assert reply.status == 416  # before any challenge: no TLS hop, no sips call
