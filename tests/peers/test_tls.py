@@ -174,3 +174,47 @@ def test_trunk_refuses_a_carrier_certificate_from_another_ca(
     time.sleep(1.0)
     assert carrier.count(r"SBT REGISTER") == 0  # not one request over the untrusted session
     assert not events(sb, "trunk_registered")
+
+
+@pytest.mark.timeout(120)
+def test_outbound_call_through_the_tls_trunk(
+    tls_carrier: Callable[..., Kamailio],
+    server_factory: Callable[..., Switchboard],
+    phone_factory: Callable[..., Phone],
+    free_port: Callable[[], int],
+    tmp_path: Path,
+    tone_1k: Path,
+) -> None:
+    ca = TestCa(tmp_path / "ca")
+    carrier = tls_carrier(ca)
+    assert carrier.config.tls_port is not None
+    dialplan = 'dialplan:\n  outbound:\n    - {pattern: "_9.", strip: 1, trunks: [carrier]}\n'
+    sb = server_factory(
+        tls_port=free_port(),
+        extra_yaml=tls_trunk_yaml(carrier.config.tls_port, ca.path) + dialplan,
+    )
+    carrier.wait_log(r"SBT SAVED aor=sip:sbtrunk@127\.0\.0\.1.* proto=tls", timeout=15)
+    pstn = phone_factory("pstn", user="5551234", auto_answer=200)
+    ev = pstn.register(carrier.address, password=carrier.config.pstn_password)
+    assert ev is not None and ev["code"] == 200, ev
+    caller = registered(phone_factory, sb, "1001")
+    cid = caller.call(sb.uri("95551234"))
+    caller.wait_call_state("CONFIRMED", call=cid, timeout=20)
+    caller.wait_media_active(call=cid, timeout=10)
+    inc = pstn.wait_call_state("CONFIRMED", timeout=10)
+    caller.play(tone_1k, call=cid)
+    heard = tmp_path / "pstn_hears.wav"
+    pstn.record(heard, call=inc["call"])
+    time.sleep(2.0)
+    pstn.stop_record(call=inc["call"])
+    assert abs(dominant_frequency(heard) - 1000) < 20
+    # The INVITE reached the carrier over TLS (its relay line), and the dialog ends cleanly.
+    assert carrier.count(r"SBT RELAY ruri=sip:5551234@") == 1
+    caller.hangup(call=cid)
+    assert pstn.wait_disconnected(timeout=10)
+    (rec,) = sb.wait_call_records(1)
+    assert (rec["direction"], rec["trunk"], rec["disposition"]) == (
+        "outbound",
+        "carrier",
+        "ANSWERED",
+    )
