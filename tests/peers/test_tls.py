@@ -8,6 +8,9 @@
   a CA this test makes: the trunk, given that CA as ``ca_file``, verifies the certificate
   and registers over TLS; with a certificate from another CA it refuses the connection,
   says why in one warning line, and nothing reaches the carrier.
+* Calls through that trunk: out to a phone registered at the carrier, and a DID the carrier
+  delivers over its own TLS connection to our Contact (trusted by ``acl``: it comes from
+  another port than the carrier's), audio checked by FFT.
 """
 
 from __future__ import annotations
@@ -218,3 +221,49 @@ def test_outbound_call_through_the_tls_trunk(
         "carrier",
         "ANSWERED",
     )
+
+
+@pytest.mark.timeout(120)
+def test_inbound_did_over_the_tls_trunk(
+    tls_carrier: Callable[..., Kamailio],
+    server_factory: Callable[..., Switchboard],
+    phone_factory: Callable[..., Phone],
+    free_port: Callable[[], int],
+    tmp_path: Path,
+    tone_1k: Path,
+) -> None:
+    ca = TestCa(tmp_path / "ca")
+    carrier = tls_carrier(ca)
+    assert carrier.config.tls_port is not None
+    dialplan = (
+        "dialplan:\n  inbound:\n"
+        '    - {did: "4100", destination: {kind: extension, target: "1002"}}\n'
+    )
+    # Kamailio opens its own TLS connection to our Contact for the call (from a port of its
+    # own, not the one it listens on): the carrier's address is trusted through `acl`.
+    sb = server_factory(
+        tls_port=free_port(),
+        extra_yaml=tls_trunk_yaml(carrier.config.tls_port, ca.path)
+        + "    acl: [127.0.0.1/32]\n"
+        + dialplan,
+    )
+    carrier.wait_log(r"SBT SAVED aor=sip:sbtrunk@127\.0\.0\.1.* proto=tls", timeout=15)
+    desk = phone_factory("ext1002", user="1002", auto_answer=200)
+    assert desk.register(sb.address, password=sb.password("1002"))["code"] == 200
+    pstn = phone_factory("pstn", user="5551234")
+    ev = pstn.register(carrier.address, password=carrier.config.pstn_password)
+    assert ev is not None and ev["code"] == 200, ev
+    cid = pstn.call(f"sip:4100@{carrier.address}")
+    pstn.wait_call_state("CONFIRMED", call=cid, timeout=20)
+    pstn.wait_media_active(call=cid, timeout=10)
+    inc = desk.wait_call_state("CONFIRMED", timeout=10)
+    pstn.play(tone_1k, call=cid)
+    heard = tmp_path / "desk_hears.wav"
+    desk.record(heard, call=inc["call"])
+    time.sleep(2.0)
+    desk.stop_record(call=inc["call"])
+    assert abs(dominant_frequency(heard) - 1000) < 20
+    pstn.hangup(call=cid)
+    assert desk.wait_disconnected(timeout=10)
+    (rec,) = sb.wait_call_records(1)
+    assert (rec["direction"], rec["trunk"], rec["callee"]) == ("inbound", "carrier", "1002")
