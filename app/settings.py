@@ -352,16 +352,19 @@ def tls_settings_from_config(cfg: SwitchboardConfig, config_dir: Path) -> TlsSet
         cert_path, key_path = ensure_self_signed(config_dir / TLS_FOLDER, hosts)
         certificate, key = str(cert_path), str(key_path)
     peers: dict[tuple[str, int], TlsPeer] = {}
+    by_host: dict[str, TlsPeer] = {}
     for t in tls_trunks.values():
         context = client_context(
             verify=t.verify, ca_file=t.ca_file, certificate=certificate, key=key
         )
+        by_host[t.host] = peer = TlsPeer(t.host, context)
         for address in _addresses(t.host, t.port):
-            peers[(address, t.port)] = TlsPeer(t.host, context)
+            peers[(address, t.port)] = peer
     return TlsSettings(
         server=server_context(certificate, key) if listens and certificate and key else None,
         default_client=client_context(verify=False, certificate=certificate, key=key),
         peers=peers,
+        by_host=by_host,
     )
 
 

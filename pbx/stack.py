@@ -179,6 +179,12 @@ class SipStack:
         pool = pools.get(transport.upper()) or self._udp or self._tcp or self._tls
         return pool[0].local
 
+    def learn_tls_peer(self, host: str, address: Address) -> None:
+        """A carrier's ``host`` resolved to ``address``: TLS connections to it are verified
+        as that carrier's (see :class:`~pbx.tls.TlsSettings`)."""
+        if self._tls_settings is not None:
+            self._tls_settings.learn(host, address)
+
     def _stream(self, transport: str) -> TcpTransport | None:
         """The stream transport that sends for ``transport`` (None for UDP)."""
         transport = transport.upper()

@@ -61,10 +61,20 @@ class TlsSettings:
     server: ssl.SSLContext | None
     default_client: ssl.SSLContext
     peers: dict[Address, TlsPeer] = field(default_factory=dict)
+    # The carriers by host name, for addresses learnt after start (a name that did not
+    # resolve then): never reach a carrier with the phones' unverified context.
+    by_host: dict[str, TlsPeer] = field(default_factory=dict)
+
+    def learn(self, host: str, address: Address) -> None:
+        """``host`` (a carrier's configured name) now resolves to ``address``."""
+        peer = self.by_host.get(host)
+        if peer is not None:
+            self.peers.setdefault(address, peer)
 
     def client_for(self, dest: Address) -> tuple[ssl.SSLContext, str | None]:
         """The context and server name for a new connection to ``dest``."""
-        peer = self.peers.get(dest)
+        # A destination still named by host (it did not resolve at start) is that carrier.
+        peer = self.peers.get(dest) or self.by_host.get(dest[0])
         if peer is None:
             return self.default_client, None
         return peer.context, peer.server_name

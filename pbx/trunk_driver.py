@@ -152,6 +152,8 @@ class TrunkDriver:
         loop = self._loop
         t = e.trunk
         e.address = await self._resolve(e)
+        if t.transport == "tls":
+            self.stack.learn_tls_peer(t.host, e.address)
         host = e.address[0]
         if t.registers:
             user = t.username

@@ -84,6 +84,11 @@ def test_trunk_contexts_verify_by_default(tmp_path: Path) -> None:
     assert tls.peers[("127.0.0.2", 5061)].context.verify_mode is ssl.CERT_REQUIRED
     assert tls.peers[("127.0.0.3", 5071)].context.verify_mode is ssl.CERT_NONE
     assert tls.client_for(("192.0.2.9", 5061))[0].verify_mode is ssl.CERT_NONE  # phones
+    # A carrier's name learnt late (or still unresolved) is never reached unverified.
+    assert tls.peers.get(("192.0.2.7", 5061)) is None
+    tls.learn("127.0.0.1", ("192.0.2.7", 5061))
+    assert tls.client_for(("192.0.2.7", 5061)) == (carrier.context, "127.0.0.1")
+    assert tls.client_for(("127.0.0.1", 9999))[0] is carrier.context
 
 
 # -- config checks ----------------------------------------------------------------------
