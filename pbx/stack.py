@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import structlog
 
 from .message import ParseError, Request, Response, parse_message, parse_uri, reason_phrase
-from .tls import TlsSettings
+from .tls import DEFAULT_TLS_PORT, TlsSettings, wants_tls
 from .transaction import (
     AckNotReceived,
     RequestReceived,
@@ -246,8 +246,15 @@ class SipStack:
     def flow_to(self, transport: str, source: Address, contact_uri: str) -> tuple[str, Address]:
         """Where to reach a registered contact: over the connection or from the source address
         its REGISTER came from (NAT-friendly, RFC 5626 §5.3 in spirit); for TCP and TLS, when
-        that connection is gone, a new connection to the address in its Contact URI."""
+        that connection is gone, a new connection to the address in its Contact URI. A contact
+        that asks for TLS (a sips URI or ``transport=tls``, RFC 3261 §19.1.4 / §26.2.2) but
+        registered over another transport is reached over TLS at its Contact's address."""
         transport = transport.upper()
+        if transport != "TLS" and self._stream("TLS") is not None and wants_tls(contact_uri):
+            try:
+                return "TLS", parse_uri(contact_uri).host_port(DEFAULT_TLS_PORT)
+            except ParseError:
+                pass
         stream = self._stream(transport)
         if stream is not None and not stream.has_connection(source):
             try:

@@ -36,6 +36,7 @@ __all__ = [
     "server_context",
     "sips_refusal",
     "verify_failure",
+    "wants_tls",
 ]
 
 # RFC 3261 §19.1.2: the default port of a sips URI (and of the TLS transport).
@@ -141,9 +142,16 @@ def sips_refusal(request_uri_scheme: str, transport: str) -> int | None:
     return None
 
 
+def wants_tls(contact_uri: str) -> bool:
+    """Whether a Contact URI asks to be reached over TLS: a sips URI, or a sip URI with
+    ``transport=tls`` (RFC 3261 §19.1.4, RFC 5630 §3.1.2)."""
+    low = contact_uri.strip().lstrip("<").lower()
+    return low.startswith("sips:") or ";transport=tls" in low
+
+
 def secure_only(request_uri_scheme: str, contacts: list[Contact]) -> list[Contact]:
-    """``contacts`` reachable as a sips request needs: those registered over TLS, when the
-    Request-URI is sips (none left: the caller gets 480, RFC 5630 §3.1.3)."""
+    """``contacts`` reachable as a sips request needs: those registered over TLS or asking
+    for it, when the Request-URI is sips (none left: the caller gets 480, RFC 5630 §3.1.3)."""
     if request_uri_scheme.lower() != "sips":
         return contacts
-    return [c for c in contacts if c.transport.upper() == "TLS"]
+    return [c for c in contacts if c.transport.upper() == "TLS" or wants_tls(c.uri)]

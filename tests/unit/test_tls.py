@@ -26,6 +26,7 @@ from pbx.tls import (
     secure_only,
     server_context,
     sips_refusal,
+    wants_tls,
 )
 from pbx.transaction import RequestReceived
 from pbx.trunk_driver import TrunkDriver
@@ -155,6 +156,10 @@ def test_sips_needs_tls_in_and_out() -> None:
     assert secure_only("sips", [udp, tls]) == [tls]
     assert secure_only("sip", [udp, tls]) == [udp, tls]
     assert secure_only("sips", [udp]) == []
+    asks = Contact("sips:1002@192.0.2.3", ("192.0.2.3", 5060), "UDP", 0.0, "c3", 1)
+    assert secure_only("sips", [udp, asks]) == [asks]
+    assert wants_tls("<sip:a@h;transport=TLS>") and wants_tls("sips:a@h")
+    assert not wants_tls("sip:a@h;transport=tcp")
 
 
 # -- two stacks over TLS on loopback ----------------------------------------------------
@@ -220,6 +225,18 @@ async def test_request_and_response_over_one_tls_connection(tmp_path: Path) -> N
         # The server answered over the connection the request came on (RFC 3261 §18.2.2):
         # the client opened exactly one, and the server holds it by the client's address.
         assert server.flow_to("TLS", ev.source, "sip:c@192.0.2.1:9")[1] == ev.source
+        # A phone that registered over UDP with a TLS contact is reached over TLS there.
+        assert server.flow_to("UDP", ("192.0.2.1", 5060), "sips:c@192.0.2.1") == (
+            "TLS",
+            ("192.0.2.1", 5061),
+        )
+        assert client.flow_to("UDP", ("192.0.2.1", 5060), "sip:c@192.0.2.1;transport=tls")[0] == (
+            "TLS"
+        )
+        assert server.flow_to("UDP", ("192.0.2.1", 5060), "sip:c@192.0.2.1") == (
+            "UDP",
+            ("192.0.2.1", 5060),
+        )
     finally:
         await client.close()
         await server.close()
