@@ -836,7 +836,7 @@ class SipServer:
                 return
             self._reject_call(req, user, target, 404, "not_found")
             return
-        # RFC 5630: a sips call rings only the phones registered over TLS.
+        # RFC 5630: a sips call rings only the phones reached over TLS.
         scheme = req.request_uri.scheme
         contacts = secure_only(
             scheme, self.location.lookup(target, asyncio.get_running_loop().time())
