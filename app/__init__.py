@@ -16,7 +16,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from app.settings import (
     outbound_trunks_from_config,
     pbx_feature_codes,
     settings_from_config,
+    tls_settings_from_config,
     trunks_from_config,
 )
 from app.store import StorePersistence
@@ -157,12 +158,17 @@ async def build_server(cfg: SwitchboardConfig, config_dir: Path | None = None) -
     folder = config_dir or Path.cwd()
     plan = build_dialplan(cfg)
     store = await Store.open(cfg.store.url)
-    # Trunk host names are resolved here (getaddrinfo): off the event loop.
-    inbound_trunks, outbound_trunks = await asyncio.to_thread(
-        lambda: (inbound_trunks_from_config(cfg), outbound_trunks_from_config(cfg))
+    # Trunk host names are resolved here (getaddrinfo), TLS files read (a self-signed pair
+    # made on first start): off the event loop.
+    inbound_trunks, outbound_trunks, tls = await asyncio.to_thread(
+        lambda: (
+            inbound_trunks_from_config(cfg),
+            outbound_trunks_from_config(cfg),
+            tls_settings_from_config(cfg, folder),
+        )
     )
     server = SipServer(
-        settings_from_config(cfg),
+        replace(settings_from_config(cfg), tls=tls),
         extensions_from_config(cfg),
         StorePersistence(store),
         conferences=conferences_from_config(cfg),

@@ -22,6 +22,7 @@ from pbx.features import Feature
 from pbx.server import DEFAULT_MUSIC_ON_HOLD, Conference, Extension, ServerSettings
 from pbx.stack import ListenSpec
 from pbx.timecond import TimeCondition
+from pbx.tls import TlsPeer, TlsSettings, client_context, server_context
 from pbx.trunk_inbound import InboundTrunk
 from pbx.trunk_outbound import ExtensionLimits, NumberClasses, OutboundPolicy, OutboundTrunk
 from pbx.trunks import Trunk
@@ -36,8 +37,12 @@ __all__ = [
     "extensions_from_config",
     "mailboxes_from_config",
     "settings_from_config",
+    "tls_settings_from_config",
     "trunks_from_config",
 ]
+
+# Where the self-signed pair goes, in the config folder (app.certs).
+TLS_FOLDER = "tls"
 
 # Feature codes the SIP core carries out itself; the rest belong to services (the ACD).
 _PBX_FEATURES = frozenset(f.value for f in Feature)
@@ -344,6 +349,42 @@ def outbound_trunks_from_config(cfg: SwitchboardConfig) -> list[OutboundTrunk]:
             )
         )
     return out
+
+
+def tls_settings_from_config(cfg: SwitchboardConfig, config_dir: Path) -> TlsSettings | None:
+    """The TLS transport's contexts (RFC 3261 §26.2.1), or None when nothing uses TLS.
+
+    Reads files (and generates the self-signed pair on first start): call it off the event
+    loop. Our certificate is ``sip.tls``'s, else the self-signed one in ``config_dir/tls/``
+    when a ``sip.listen`` entry is TLS. Each ``transport: tls`` trunk is verified with its own
+    context (``verify``, ``ca_file``; the name checked and sent as SNI is its ``host``), by
+    every address its host resolves to."""
+    listens = any(x.transport == "tls" for x in cfg.sip.listen)
+    tls_trunks = {name: t for name, t in cfg.trunks.items() if t.transport == "tls"}
+    if not listens and not tls_trunks:
+        return None
+    certificate, key = cfg.sip.tls.certificate, cfg.sip.tls.key
+    if certificate is None and listens:
+        from app.certs import ensure_self_signed  # cryptography: only when it is needed
+
+        hosts = tuple(h for h in (cfg.sip.advertise_host,) if h)
+        cert_path, key_path = ensure_self_signed(config_dir / TLS_FOLDER, hosts)
+        certificate, key = str(cert_path), str(key_path)
+    peers: dict[tuple[str, int], TlsPeer] = {}
+    by_host: dict[str, TlsPeer] = {}
+    for t in tls_trunks.values():
+        context = client_context(
+            verify=t.verify, ca_file=t.ca_file, certificate=certificate, key=key
+        )
+        by_host[t.host] = peer = TlsPeer(t.host, context)
+        for address in _addresses(t.host, t.port):
+            peers[(address, t.port)] = peer
+    return TlsSettings(
+        server=server_context(certificate, key) if listens and certificate and key else None,
+        default_client=client_context(verify=False, certificate=certificate, key=key),
+        peers=peers,
+        by_host=by_host,
+    )
 
 
 def outbound_policy_from_config(cfg: SwitchboardConfig) -> OutboundPolicy:

@@ -13,11 +13,15 @@ Theory of operation:
 4. All problems of every step are reported together, sorted by position: fixing one set
    must not reveal the next. Only a file that cannot be read or parsed stops at step 1.
 5. Relative SQLite paths in ``store.url`` are resolved against the config file's folder, so a
-   config behaves the same whatever the working directory of ``switchboard serve`` is.
+   config behaves the same whatever the working directory of ``switchboard serve`` is. So are
+   the TLS files (``sip.tls.certificate``/``key``, a trunk's ``ca_file``); a config read from
+   a file then has those files loaded once as TLS would load them, so a missing file, a key
+   that does not match its certificate or a CA file that is not PEM is a problem at its key.
 """
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,7 +91,44 @@ def check_config(path: str | Path, *, known: KnownNames | None = None) -> Config
     check = _check_text(text, name, known)
     if check.config is None:
         return check
-    return ConfigCheck(resolve_relative_paths(check.config, file.parent), check.problems)
+    config = resolve_relative_paths(check.config, file.parent)
+    problems = check.problems
+    files = _tls_file_problems(config)
+    if files:
+        _, index = plain_tree(YAML(typ="rt").load(text))
+        for where, message in files:
+            line, column = value_position(where, index)
+            problems.append(ConfigProblem(name, line, column, f"{dotted(where)}: {message}"))
+        problems = sorted(dict.fromkeys(problems), key=lambda p: (p.line, p.column))
+    return ConfigCheck(config, problems)
+
+
+def _tls_file_problems(config: SwitchboardConfig) -> list[tuple[PathKey, str]]:
+    """Load the TLS files the config names as the server will (RFC 3261 §26.2.1 needs a
+    usable certificate and key before the first connection, not at it)."""
+    out: list[tuple[PathKey, str]] = []
+    tls = config.sip.tls
+    if tls.certificate is not None and tls.key is not None:
+        for key in ("certificate", "key"):
+            if not Path(getattr(tls, key)).is_file():
+                out.append((("sip", "tls", key), f"no such file {getattr(tls, key)}"))
+        if not out:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(tls.certificate, tls.key)
+            except (OSError, ssl.SSLError) as exc:
+                out.append((("sip", "tls", "certificate"), f"cannot load with its key: {exc}"))
+    for name, trunk in config.trunks.items():
+        if trunk.ca_file is None:
+            continue
+        path: PathKey = ("trunks", name, "ca_file")
+        if not Path(trunk.ca_file).is_file():
+            out.append((path, f"no such file {trunk.ca_file}"))
+            continue
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=trunk.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            out.append((path, f"not a PEM CA certificate file: {exc}"))
+    return out
 
 
 def load_config(path: str | Path, *, known: KnownNames | None = None) -> SwitchboardConfig:
@@ -263,9 +304,23 @@ def _original_path(path: PathKey, renumbered: dict[PathKey, list[int]]) -> PathK
 
 
 def resolve_relative_paths(config: SwitchboardConfig, base_dir: Path) -> SwitchboardConfig:
-    """Make relative paths (SQLite database, music-on-hold files) absolute, relative to
-    ``base_dir``, the folder holding the config file."""
+    """Make relative paths (SQLite database, music-on-hold files, TLS files) absolute,
+    relative to ``base_dir``, the folder holding the config file."""
     from sqlalchemy.engine import make_url
+
+    tls = config.sip.tls
+    if tls.certificate is not None and tls.key is not None:
+        paths = {k: str((base_dir / getattr(tls, k)).resolve()) for k in ("certificate", "key")}
+        sip = config.sip.model_copy(update={"tls": tls.model_copy(update=paths)})
+        config = config.model_copy(update={"sip": sip})
+    if any(t.ca_file is not None for t in config.trunks.values()):
+        trunks = {
+            name: t
+            if t.ca_file is None
+            else t.model_copy(update={"ca_file": str((base_dir / t.ca_file).resolve())})
+            for name, t in config.trunks.items()
+        }
+        config = config.model_copy(update={"trunks": trunks})
 
     moh = [str((base_dir / p).resolve()) for p in config.media.music_on_hold]
     if moh != config.media.music_on_hold:

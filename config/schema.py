@@ -40,8 +40,10 @@ Seconds = Annotated[int, Field(ge=1)]
 # Digest algorithms we can compute (RFC 7616 §3.2, RFC 8760). Kept as a Literal so a typo is a
 # schema error rather than a runtime surprise at the first REGISTER.
 DigestAlgorithm = Literal["SHA-256", "MD5"]
-# TLS (RFC 3261 §26) is planned; until it exists a config asking for it is an error.
-Transport = Literal["udp", "tcp"]
+# SIP transports (RFC 3261 §18; tls: §26.2.1, SIP over TLS over TCP).
+Transport = Literal["udp", "tcp", "tls"]
+# RFC 3261 §19.1.2: the default port of SIP over TLS, 5060 for the others.
+TLS_PORT = 5061
 # How far an extension may call out (each class allows the ones before it).
 ClassOfService = Literal["internal", "local", "national", "international", "premium"]
 
@@ -86,6 +88,13 @@ def _check_extension_number(value: str) -> str:
 ExtensionNumber = Annotated[str, AfterValidator(_check_extension_number)]
 
 
+def _tls_default_port(data: object) -> object:
+    """``port`` left out of a ``transport: tls`` entry is 5061 (RFC 3261 §19.1.2)."""
+    if isinstance(data, dict) and data.get("transport") == "tls" and "port" not in data:
+        return {**data, "port": TLS_PORT}
+    return data
+
+
 class ListenConfig(_Model):
     """One SIP listening socket."""
 
@@ -93,10 +102,39 @@ class ListenConfig(_Model):
     host: str = "0.0.0.0"
     port: Port = 5060
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_port(cls, data: object) -> object:
+        return _tls_default_port(data)
+
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
         return _check_host(value)
+
+
+def _check_file_name(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise ValueError("a file name must not be empty (null = none)")
+    return value
+
+
+FileName = Annotated[str | None, AfterValidator(_check_file_name)]
+
+
+class TlsConfig(_Model):
+    """Our certificate for SIP over TLS (RFC 3261 §26.2.1): what TLS listeners present, and
+    what trunk connections show a carrier that asks for a client certificate. Both null:
+    a self-signed pair is generated on first start (``tls/`` in the config folder)."""
+
+    certificate: FileName = None
+    key: FileName = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.certificate is None) != (self.key is None):
+            raise ValueError("give both certificate and key, or neither (self-signed)")
+        return self
 
 
 class RegistrationConfig(_Model):
@@ -149,8 +187,13 @@ class SipConfig(_Model):
     """SIP signalling: sockets, identity, registrar and authentication."""
 
     listen: list[ListenConfig] = Field(
-        default_factory=lambda: [ListenConfig(transport="udp"), ListenConfig(transport="tcp")]
+        default_factory=lambda: [
+            ListenConfig(transport="udp"),
+            ListenConfig(transport="tcp"),
+            ListenConfig(transport="tls", port=TLS_PORT),
+        ]
     )
+    tls: TlsConfig = Field(default_factory=TlsConfig)
     realm: Annotated[str, Field(min_length=1)] = "switchboard"
     advertise_host: str | None = None
     user_agent: Annotated[str, Field(min_length=1)] = "Switchboard"
@@ -594,8 +637,12 @@ class TrunkConfig(_Model):
     """A carrier account: where its proxy is, how we authenticate, what it may deliver."""
 
     host: Annotated[str, AfterValidator(_check_host)]
-    port: Port = 5060
+    port: Port = 5060  # 5061 when transport is tls
     transport: Transport = "udp"
+    # transport: tls only: check the carrier's certificate (chain and host name) against
+    # ca_file, or the system's CA store when ca_file is null.
+    verify: bool = True
+    ca_file: FileName = None
     # Digest credentials for REGISTER and for challenged requests (INVITE, BYE).
     username: str | None = None
     password: str | None = None
@@ -623,8 +670,15 @@ class TrunkConfig(_Model):
     qualify: Annotated[int, Field(ge=0, le=3600)] = 60
     qualify_failures: Annotated[int, Field(ge=1, le=100)] = 3
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_port(cls, data: object) -> object:
+        return _tls_default_port(data)
+
     @model_validator(mode="after")
     def _credentials(self) -> TrunkConfig:
+        if self.transport != "tls" and (self.ca_file is not None or not self.verify):
+            raise ValueError("ca_file and verify apply to transport: tls only")
         if (self.username is None) != (self.password is None):
             raise ValueError("give both username and password, or neither")
         if self.registers and self.username is None:

@@ -72,6 +72,7 @@ from .persistence import CallDetail, Persistence, StoredBinding, WriteBehind
 from .registrar import BindingChange, Registrar
 from .stack import ListenSpec, SipStack, new_tag
 from .throttle import FailureThrottle
+from .tls import TlsSettings, secure_only, sips_refusal
 from .transaction import AckNotReceived, RequestReceived, Timers
 from .trunk_driver import TrunkDriver
 from .trunk_inbound import InboundTrunk, TrunkMatcher
@@ -149,6 +150,7 @@ class ServerSettings:
     music_on_hold: tuple[str, ...] = (str(DEFAULT_MUSIC_ON_HOLD),)
     tone_plan: str = "us"
     feature_codes: tuple[tuple[str, str], ...] = ()  # (feature name, code); () = defaults
+    tls: TlsSettings | None = None  # certificate, key and carriers' contexts (pbx.tls)
 
 
 class SipServer:
@@ -186,6 +188,7 @@ class SipServer:
             timers=settings.timers,
             advertise_host=settings.advertise_host,
             user_agent=settings.user_agent,
+            tls=settings.tls,
         )
         # The nonce key is derived from the credentials so it survives restarts (phones
         # holding a nonce keep working) and changes when passwords change.
@@ -557,6 +560,10 @@ class SipServer:
                 )
                 return
         if method == "INVITE":
+            refusal = sips_refusal(req.request_uri.scheme, ev.transport)
+            if refusal is not None:  # RFC 5630: a sips request must arrive over TLS
+                self.stack.send_response(make_response(req, refusal, to_tag=new_tag()))
+                return
             trunk = self.trunk_matcher.match(source)
             if trunk is not None:  # a carrier: trusted by its address and port, no digest
                 self._on_trunk_invite(req, trunk, source, ev.transport)
@@ -868,7 +875,11 @@ class SipServer:
                 return
             self._reject_call(req, user, target, 404, "not_found")
             return
-        contacts = self.location.lookup(target, asyncio.get_running_loop().time())
+        # RFC 5630: a sips call rings only the phones reached over TLS.
+        scheme = req.request_uri.scheme
+        contacts = secure_only(
+            scheme, self.location.lookup(target, asyncio.get_running_loop().time())
+        )
         if not contacts:
             unavailable_to = self._forward_of(target, "no_answer")
             if (
@@ -888,7 +899,9 @@ class SipServer:
             ):
                 return
             contacts = (
-                self.location.lookup(unavailable_to, asyncio.get_running_loop().time())
+                secure_only(
+                    scheme, self.location.lookup(unavailable_to, asyncio.get_running_loop().time())
+                )
                 if unavailable_to in self.extensions
                 else []
             )

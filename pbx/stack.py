@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import structlog
 
 from .message import ParseError, Request, Response, parse_message, parse_uri, reason_phrase
+from .tls import DEFAULT_TLS_PORT, TlsSettings, wants_tls
 from .transaction import (
     AckNotReceived,
     RequestReceived,
@@ -35,8 +36,9 @@ from .transaction import (
     TransactionLayer,
     TransactionTerminated,
     TransactionTimedOut,
+    TransportFailed,
 )
-from .transport import Address, TcpTransport, UdpTransport
+from .transport import Address, TcpTransport, TlsTransport, UdpTransport
 
 __all__ = [
     "ListenError",
@@ -51,6 +53,10 @@ log = structlog.get_logger("pbx.stack")
 
 ResponseCallback = Callable[[Response], None]
 TimeoutCallback = Callable[[], None]
+# The cause of a transport failure ("connection refused", "certificate verify failed: …").
+TransportErrorCallback = Callable[[str], None]
+# The stream transports, by name; each a listener plus connections (RFC 3261 §18).
+STREAM_TRANSPORTS = ("TCP", "TLS")
 
 
 def new_tag() -> str:
@@ -59,7 +65,7 @@ def new_tag() -> str:
 
 @dataclass(frozen=True, slots=True)
 class ListenSpec:
-    transport: str  # "UDP" or "TCP"
+    transport: str  # "UDP", "TCP" or "TLS"
     host: str
     port: int
 
@@ -100,15 +106,23 @@ class SipStack:
         timers: Timers | None = None,
         advertise_host: str | None = None,
         user_agent: str = "Switchboard",
+        tls: TlsSettings | None = None,
     ) -> None:
         self.layer = TransactionLayer(timers or Timers())
         self.user_agent = user_agent
         self._advertise_host = advertise_host
+        self._tls_settings = tls
         self._udp: list[UdpTransport] = []
         self._tcp: list[TcpTransport] = []
+        self._tls: list[TlsTransport] = []
+        # A TLS transport without a listener, for trunks when no TLS socket is configured.
+        self._tls_client: TlsTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._callbacks: dict[str, tuple[ResponseCallback, TimeoutCallback | None]] = {}
+        self._callbacks: dict[
+            str, tuple[ResponseCallback, TimeoutCallback | None, TransportErrorCallback | None]
+        ] = {}
+        self._failure_cause = ""
         self._local_ip_cache: dict[str, str] = {}
         self.on_request: Callable[[RequestReceived], None] = lambda ev: None
         self.on_stray_response: Callable[[Response], None] = lambda resp: None
@@ -127,8 +141,21 @@ class SipStack:
                     udp = await UdpTransport.listen(spec.host, spec.port, self._datagram)
                     self._udp.append(udp)
                 elif spec.transport.upper() == "TCP":
-                    tcp = await TcpTransport.listen(spec.host, spec.port, self._message)
+                    tcp = await TcpTransport.listen(
+                        spec.host, spec.port, self._message, self._transport_failed
+                    )
                     self._tcp.append(tcp)
+                elif spec.transport.upper() == "TLS":
+                    if self._tls_settings is None:
+                        raise ValueError("a TLS listen socket needs TLS settings")
+                    tls = await TlsTransport.listen_tls(
+                        spec.host,
+                        spec.port,
+                        self._message,
+                        self._tls_settings,
+                        self._transport_failed,
+                    )
+                    self._tls.append(tls)
                 else:
                     raise ValueError(f"unsupported transport {spec.transport}")
             except OSError as exc:
@@ -136,24 +163,47 @@ class SipStack:
             log.info(
                 "sip_listening", transport=spec.transport.upper(), host=spec.host, port=spec.port
             )
+        if self._tls_settings is not None and not self._tls:
+            self._tls_client = TlsTransport(
+                self._message, self._tls_settings, self._transport_failed
+            )
 
     def local_address(self, transport: str = "UDP") -> Address:
-        """The bound address of the first listener of ``transport``."""
-        pool: list[UdpTransport] | list[TcpTransport] = (
-            self._udp if transport.upper() == "UDP" else self._tcp
-        )
-        if not pool:
-            pool = self._udp or self._tcp
+        """The bound address of the first listener of ``transport`` (of another transport
+        when there is none)."""
+        pools: dict[str, list[UdpTransport] | list[TcpTransport] | list[TlsTransport]] = {
+            "UDP": self._udp,
+            "TCP": self._tcp,
+            "TLS": self._tls,
+        }
+        pool = pools.get(transport.upper()) or self._udp or self._tcp or self._tls
         return pool[0].local
+
+    def learn_tls_peer(self, host: str, address: Address) -> None:
+        """A carrier's ``host`` resolved to ``address``: TLS connections to it are verified
+        as that carrier's (see :class:`~pbx.tls.TlsSettings`)."""
+        if self._tls_settings is not None:
+            self._tls_settings.learn(host, address)
+
+    def _stream(self, transport: str) -> TcpTransport | None:
+        """The stream transport that sends for ``transport`` (None for UDP)."""
+        transport = transport.upper()
+        if transport == "TCP":
+            return self._tcp[0] if self._tcp else None
+        if transport == "TLS":
+            return self._tls[0] if self._tls else self._tls_client
+        return None
 
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
         for u in self._udp:
             u.close()
-        for t in self._tcp:
+        for t in [*self._tcp, *self._tls]:
             t.close()
             await t.wait_closed()
+        if self._tls_client is not None:
+            self._tls_client.close()
 
     # -- addresses -------------------------------------------------------------------
 
@@ -188,17 +238,28 @@ class SipStack:
     def contact_for(self, transport: str, dest_host: str, user: str | None = None) -> str:
         port = self.local_address(transport)[1]
         at = f"{user}@" if user else ""
-        tp = ";transport=tcp" if transport.upper() == "TCP" else ""
+        # RFC 3261 §19.1.4: no transport parameter means UDP; TLS is transport=tls (a sip
+        # URI reached over TLS, RFC 5630 §3.1.2), not a sips URI.
+        tp = "" if transport.upper() == "UDP" else f";transport={transport.lower()}"
         return f"<sip:{at}{self.host_for(dest_host)}:{port}{tp}>"
 
     def flow_to(self, transport: str, source: Address, contact_uri: str) -> tuple[str, Address]:
         """Where to reach a registered contact: over the connection or from the source address
-        its REGISTER came from (NAT-friendly, RFC 5626 §5.3 in spirit); for TCP, when that
-        connection is gone, a new connection to the address in its Contact URI."""
+        its REGISTER came from (NAT-friendly, RFC 5626 §5.3 in spirit); for TCP and TLS, when
+        that connection is gone, a new connection to the address in its Contact URI. A contact
+        that asks for TLS (a sips URI or ``transport=tls``, RFC 3261 §19.1.4 / §26.2.2) but
+        registered over another transport is reached over TLS at its Contact's address."""
         transport = transport.upper()
-        if transport == "TCP" and self._tcp and not self._tcp[0].has_connection(source):
+        if transport != "TLS" and self._stream("TLS") is not None and wants_tls(contact_uri):
             try:
-                host, port = parse_uri(contact_uri).host_port()
+                return "TLS", parse_uri(contact_uri).host_port(DEFAULT_TLS_PORT)
+            except ParseError:
+                pass
+        stream = self._stream(transport)
+        if stream is not None and not stream.has_connection(source):
+            try:
+                uri = parse_uri(contact_uri)
+                host, port = uri.host_port(5061 if transport == "TLS" else 5060)
             except ParseError:
                 return transport, source
             return transport, (host, port)
@@ -253,12 +314,15 @@ class SipStack:
         transport: str,
         on_response: ResponseCallback,
         on_timeout: TimeoutCallback | None = None,
+        on_transport_error: TransportErrorCallback | None = None,
     ) -> str:
-        """Start a client transaction; ``on_response`` gets every response to it."""
+        """Start a client transaction; ``on_response`` gets every response to it. When the
+        transport cannot reach ``dest`` (RFC 3261 §8.1.3.1: treated as no answer),
+        ``on_transport_error`` gets the cause, or else ``on_timeout`` is called."""
         if request.get("User-Agent") is None:
             request.add("User-Agent", self.user_agent)
         key = self.layer.send_request(request, dest, transport.upper(), self._now())
-        self._callbacks[key] = (on_response, on_timeout)
+        self._callbacks[key] = (on_response, on_timeout, on_transport_error)
         self._pump()
         return key
 
@@ -273,10 +337,26 @@ class SipStack:
         self._send_bytes(msg.serialize(), dest, transport)
 
     def _send_bytes(self, data: bytes, dest: Address, transport: str) -> None:
-        if transport.upper() == "TCP" and self._tcp:
-            self._tcp[0].send(data, dest)
+        stream = self._stream(transport)
+        if stream is not None:
+            stream.send(data, dest)
+        elif transport.upper() == "TLS":
+            # Never fall back to a cleartext transport for a TLS flow (RFC 3261 §26.2.2).
+            log.info("tls_not_configured", dest=f"{dest[0]}:{dest[1]}")
         elif self._udp:
             self._udp[0].send(data, dest)
+
+    def _transport_failed(self, dest: Address, transport: str, cause: str) -> None:
+        """A connection to ``dest`` could not be opened: every transaction with that peer
+        ends now instead of at Timer B/F (RFC 3261 §17.1.4, §18.4)."""
+        if self._loop is None:
+            return
+        self._failure_cause = cause
+        try:
+            self.layer.report_transport_error(dest, transport, self._now())
+            self._pump()
+        finally:
+            self._failure_cause = ""
 
     def _pump(self) -> None:
         layer = self.layer
@@ -307,6 +387,12 @@ class SipStack:
         elif isinstance(ev, TransactionTimedOut):
             cb = self._callbacks.pop(ev.key, None)
             if cb is not None and cb[1] is not None:
+                cb[1]()
+        elif isinstance(ev, TransportFailed):
+            cb = self._callbacks.pop(ev.key, None)
+            if cb is not None and cb[2] is not None:
+                cb[2](self._failure_cause or "transport error")
+            elif cb is not None and cb[1] is not None:
                 cb[1]()
         elif isinstance(ev, AckNotReceived):
             self.on_ack_not_received(ev)

@@ -1,4 +1,4 @@
-"""SIP transports: the asyncio adapters for UDP and TCP (RFC 3261 §18).
+"""SIP transports: the asyncio adapters for UDP, TCP and TLS (RFC 3261 §18, §26).
 
 Theory of operation
 -------------------
@@ -8,7 +8,12 @@ stream with :class:`~pbx.message.StreamParser` and hands complete messages to th
 of callback. Sending over TCP reuses a connection to (or from) the destination address when
 there is one (RFC 3261 §18.2.2: responses go back over the connection the request came on;
 phones that registered over TCP are reached over the connection they keep open) and opens a
-new one otherwise.
+new one otherwise. A :class:`TlsTransport` is the same stream transport with a TLS session
+on every connection (RFC 3261 §26.2.1: TLS is used like TCP, one message stream per
+connection); the contexts and the name to verify per destination come from
+:class:`~pbx.tls.TlsSettings`. A connection that cannot be opened (refused, timed out, a
+certificate that fails verification) is reported to the ``on_failure`` callback with a cause,
+so the transactions waiting on it end at once (RFC 3261 §18.4, §17.1.4).
 
 Parsing happens in the stack (:mod:`pbx.stack`), not here, except for stream framing, which
 only the transport can do.
@@ -18,20 +23,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Callable
 from typing import cast
 
 import structlog
 
 from .message import ParseError, Request, Response, StreamParser
+from .tls import TlsSettings, verify_failure
 
-__all__ = ["Address", "TcpTransport", "UdpTransport"]
+__all__ = ["Address", "TcpTransport", "TlsTransport", "UdpTransport"]
 
 log = structlog.get_logger("pbx.transport")
 
 Address = tuple[str, int]
 DatagramHandler = Callable[[bytes, Address, str], None]
 MessageHandler = Callable[["Request | Response | ParseError", Address, str], None]
+# (destination, transport name, cause): a connection to the destination could not be opened.
+FailureHandler = Callable[[Address, str, str], None]
 
 
 class UdpTransport(asyncio.DatagramProtocol):
@@ -101,7 +110,7 @@ class _TcpConnection(asyncio.Protocol):
             return
         for msg in messages:
             try:
-                self._owner._on_message(msg, self.peer, "TCP")
+                self._owner._on_message(msg, self.peer, self._owner.name)
             except Exception:
                 log.exception("tcp_handler_failed", peer=f"{self.peer[0]}:{self.peer[1]}")
         lost = self._parser.framing_lost
@@ -125,23 +134,45 @@ class TcpTransport:
 
     name = "TCP"
 
-    def __init__(self, on_message: MessageHandler) -> None:
+    def __init__(
+        self, on_message: MessageHandler, on_failure: FailureHandler | None = None
+    ) -> None:
         self._on_message = on_message
+        self._on_failure = on_failure
         self._server: asyncio.Server | None = None
         self._conns: dict[Address, _TcpConnection] = {}
         self._pending: dict[Address, list[bytes]] = {}
         self.local: Address = ("0.0.0.0", 0)
 
     @classmethod
-    async def listen(cls, host: str, port: int, on_message: MessageHandler) -> TcpTransport:
-        self = cls(on_message)
+    async def listen(
+        cls,
+        host: str,
+        port: int,
+        on_message: MessageHandler,
+        on_failure: FailureHandler | None = None,
+    ) -> TcpTransport:
+        self = cls(on_message, on_failure)
+        await self._start(host, port)
+        return self
+
+    async def _start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _TcpConnection(self), host=host, port=port, reuse_address=True
+            lambda: _TcpConnection(self),
+            host=host,
+            port=port,
+            reuse_address=True,
+            ssl=self._server_ssl(),
         )
         sock = self._server.sockets[0].getsockname()
         self.local = (sock[0], sock[1])
-        return self
+
+    def _server_ssl(self) -> ssl.SSLContext | None:
+        return None
+
+    def _client_ssl(self, dest: Address) -> tuple[ssl.SSLContext | None, str | None]:
+        return None, None
 
     def _register(self, conn: _TcpConnection) -> None:
         self._conns[conn.peer] = conn
@@ -167,13 +198,31 @@ class TcpTransport:
 
     async def _connect(self, dest: Address) -> None:
         loop = asyncio.get_running_loop()
+        context, server_name = self._client_ssl(dest)
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _TcpConnection(self), dest[0], dest[1]), 10.0
-            )
+            if context is None:
+                opening = loop.create_connection(lambda: _TcpConnection(self), dest[0], dest[1])
+            else:
+                # RFC 3261 §26.3.1: the name the peer's certificate must carry (also SNI).
+                opening = loop.create_connection(
+                    lambda: _TcpConnection(self),
+                    dest[0],
+                    dest[1],
+                    ssl=context,
+                    server_hostname=server_name or dest[0],
+                )
+            _, conn = await asyncio.wait_for(opening, 10.0)
         except (OSError, TimeoutError) as exc:
-            log.info("tcp_connect_failed", dest=f"{dest[0]}:{dest[1]}", error=str(exc))
+            cause = verify_failure(exc) or str(exc) or type(exc).__name__
+            log.info(
+                "tls_connect_failed" if context is not None else "tcp_connect_failed",
+                dest=f"{dest[0]}:{dest[1]}",
+                server_name=server_name,
+                error=cause,
+            )
             self._pending.pop(dest, None)
+            if self._on_failure is not None:
+                self._on_failure(dest, self.name, cause)
             return
         for data in self._pending.pop(dest, []):
             conn.send(data)
@@ -190,3 +239,40 @@ class TcpTransport:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
+
+
+class TlsTransport(TcpTransport):
+    """SIP over TLS (RFC 3261 §26.2.1): TCP's framing and connection reuse, every connection
+    a TLS session. Without a server context it only opens connections (no listener)."""
+
+    name = "TLS"
+
+    def __init__(
+        self,
+        on_message: MessageHandler,
+        tls: TlsSettings,
+        on_failure: FailureHandler | None = None,
+    ) -> None:
+        super().__init__(on_message, on_failure)
+        self._tls = tls
+
+    @classmethod
+    async def listen_tls(
+        cls,
+        host: str,
+        port: int,
+        on_message: MessageHandler,
+        tls: TlsSettings,
+        on_failure: FailureHandler | None = None,
+    ) -> TlsTransport:
+        if tls.server is None:
+            raise ValueError("a TLS listener needs a certificate and key")
+        self = cls(on_message, tls, on_failure)
+        await self._start(host, port)
+        return self
+
+    def _server_ssl(self) -> ssl.SSLContext | None:
+        return self._tls.server
+
+    def _client_ssl(self, dest: Address) -> tuple[ssl.SSLContext | None, str | None]:
+        return self._tls.client_for(dest)

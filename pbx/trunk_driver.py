@@ -50,6 +50,7 @@ log = structlog.get_logger("pbx.trunks")
 
 _ResponseInput = Callable[[Response, float], None]
 _TimeoutInput = Callable[[float], None]
+_FailureInput = Callable[[float, str], None]
 
 # How long stop() waits for the unregister (and one challenge round) to be answered.
 UNREGISTER_WAIT = 2.0
@@ -151,6 +152,8 @@ class TrunkDriver:
         loop = self._loop
         t = e.trunk
         e.address = await self._resolve(e)
+        if t.transport == "tls":
+            self.stack.learn_tls_peer(t.host, e.address)
         host = e.address[0]
         if t.registers:
             user = t.username
@@ -216,7 +219,8 @@ class TrunkDriver:
         if reg is not None:
             for req in reg.requests_to_send():
                 timed_out = functools.partial(_registration_timed_out, reg, req.cseq[0])
-                self._send(e, req, transport, reg.receive_response, timed_out)
+                failed = functools.partial(_registration_failed, reg, req.cseq[0])
+                self._send(e, req, transport, reg.receive_response, timed_out, failed)
         if q is not None:
             for req in q.requests_to_send():
                 self._send(e, req, transport, q.receive_response, q.timed_out)
@@ -233,6 +237,7 @@ class TrunkDriver:
         transport: str,
         on_response: _ResponseInput,
         on_timeout: _TimeoutInput,
+        on_failure: _FailureInput | None = None,
     ) -> None:
         assert self._loop is not None and e.address is not None
         loop = self._loop
@@ -248,11 +253,27 @@ class TrunkDriver:
             self._pump(e)
             e.wake.set()
 
-        self.stack.send_request(req, e.address, transport, answered, timed_out)
+        def transport_failed(cause: str) -> None:
+            # The connection could not be opened (a TLS carrier whose certificate failed
+            # verification, a refused TCP connection): the cause goes into the status.
+            if on_failure is None:
+                on_timeout(loop.time())
+            else:
+                on_failure(loop.time(), cause)
+            self._pump(e)
+            e.wake.set()
+
+        self.stack.send_request(
+            req, e.address, transport, answered, timed_out, on_transport_error=transport_failed
+        )
 
 
 def _registration_timed_out(reg: TrunkRegistration, cseq: int, now: float) -> None:
     reg.timed_out(now, cseq)
+
+
+def _registration_failed(reg: TrunkRegistration, cseq: int, now: float, cause: str) -> None:
+    reg.timed_out(now, cseq, cause)
 
 
 def _log_event(ev: TrunkEvent, e: _Entry) -> None:

@@ -89,7 +89,7 @@ class OutboundTrunk:
             object.__setattr__(self, "address", self.host)
 
     def uri(self, number: str) -> str:
-        suffix = ";transport=tcp" if self.transport.upper() == "TCP" else ""
+        suffix = "" if self.transport.upper() == "UDP" else f";transport={self.transport.lower()}"
         return f"sip:{number}@{self.host}:{self.port}{suffix}"
 
     @property

@@ -122,7 +122,7 @@ class Trunk:
     def registrar_uri(self) -> str:
         """The REGISTER Request-URI: the registrar's domain, no user part (RFC 3261 §10.2)."""
         port = "" if self.port == 5060 else f":{self.port}"
-        tp = ";transport=tcp" if self.transport == "tcp" else ""
+        tp = "" if self.transport == "udp" else f";transport={self.transport}"
         return f"sip:{self.host}{port}{tp}"
 
     @property
@@ -420,14 +420,16 @@ class TrunkRegistration(_Outputs):
             retry_after = _int_or_none(response.get("Retry-After"))
             self._fail(now, status, response.reason or str(status), retry_after=retry_after)
 
-    def timed_out(self, now: float, cseq: int | None = None) -> None:
-        """The REGISTER got no final response (RFC 3261 §17.1.2.2, Timer F). ``cseq``
-        names the request that timed out; a superseded one is ignored."""
+    def timed_out(self, now: float, cseq: int | None = None, cause: str = "timeout") -> None:
+        """The REGISTER got no final response (RFC 3261 §17.1.2.2, Timer F), or the
+        transport could not deliver it (§8.1.3.1; ``cause`` says why, e.g. a carrier
+        certificate that failed verification). ``cseq`` names the request that timed out;
+        a superseded one is ignored."""
         if self._attempt is None or (cseq is not None and cseq != self._attempt.cseq):
             return
         self._attempt = None
         if not self._stopping:
-            self._fail(now, None, "timeout")
+            self._fail(now, None, cause)
 
     def stop(self, now: float) -> None:
         """Remove our binding (``Expires: 0``, RFC 3261 §10.2.2) and stop refreshing."""

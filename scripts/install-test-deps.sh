@@ -9,6 +9,7 @@ PACKAGES=(
   libopus0        # Opus codec (media/opus.py loads it with ctypes when present)
   baresip-core    # a real softphone
   kamailio        # SIP edge proxy (dispatcher in front of Switchboard nodes)
+  kamailio-tls-modules  # Kamailio's tls module: a carrier reached over SIP over TLS
   sipsak          # SIP swiss-army knife (OPTIONS pings, quick REGISTERs)
   sipvicious      # SIP scanner: brute-force protection tests
   sox             # audio generation and analysis

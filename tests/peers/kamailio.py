@@ -29,12 +29,15 @@ What the generated config does (PEERS.md, "Kamailio as a carrier"), no database 
   registered).
 * **PSTN numbers** ``^555[0-9]+$``: ordinary ``lookup("location")`` and relay.
 * In-dialog requests follow Record-Route; OPTIONS to the carrier itself get 200.
+* With ``tls_port`` (and ``tls_certificate``/``tls_key``, PEM files), it also listens for
+  SIP over TLS there (the ``tls`` module, package ``kamailio-tls-modules``); it asks no
+  client certificate. A carrier reached over TLS answers on the connection it was reached on.
 
 Each REGISTER is logged as ``SBT REGISTER user=… cseq=… expires=… auth=yes|no``, each
 failed check as ``SBT AUTH FAILED user=… rc=…``, each stored binding as ``SBT SAVED aor=…
-contact=…``, each relayed call as ``SBT RELAY ruri=…`` — count them with :meth:`count` or
-wait for them with :meth:`wait_log`. ``kamcmd`` talks to the ``ctl`` module over a unix
-socket in the work folder (:meth:`kamcmd`, :meth:`registered_contacts`).
+contact=… proto=udp|tls``, each relayed call as ``SBT RELAY ruri=…`` — count them with
+:meth:`count` or wait for them with :meth:`wait_log`. ``kamcmd`` talks to the ``ctl``
+module over a unix socket in the work folder (:meth:`kamcmd`, :meth:`registered_contacts`).
 
 Restarting on the same port (``stop()`` then ``start()``) is a carrier restart: the location
 table is memory-only, so every binding is gone and the nonce secret changes.
@@ -69,22 +72,40 @@ class CarrierConfig:
     min_expires: int = 5
     forbidden_users: list[str] = field(default_factory=list)
     extra_users: dict[str, str] = field(default_factory=dict)  # more htable accounts
+    tls_port: int | None = None  # also listen for SIP over TLS here
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
 
     def render(self, ctl_socket: Path) -> str:
         users = {self.trunk_user: self.trunk_password, **self.extra_users}
         seed = "\n".join(f'    $sht(creds=>{u}) = "{p}";' for u, p in users.items())
         forbidden = " || ".join(f'$au == "{u}"' for u in self.forbidden_users) or '$au == ""'
         trunk_aor = f"sip:{self.trunk_user}@{self.host}"
+        tls_globals = tls_modules = ""
+        if self.tls_port is not None:
+            tls_globals = (
+                "enable_tls=yes\n"
+                f"listen=tls:{self.host}:{self.tls_port}\n"
+                f"alias={self.host}:{self.tls_port}\n"
+            )
+            tls_modules = (
+                'loadmodule "tls.so"\n'
+                'modparam("tls", "tls_method", "TLSv1.2+")\n'
+                f'modparam("tls", "certificate", "{self.tls_certificate}")\n'
+                f'modparam("tls", "private_key", "{self.tls_key}")\n'
+                'modparam("tls", "verify_certificate", 0)\n'
+                'modparam("tls", "require_certificate", 0)\n'
+            )
         return f"""#!KAMAILIO
 debug=2
 log_stderror=yes
 log_prefix=""
 children=2
-disable_tcp=yes
+disable_tcp={"no" if self.tls_port is not None else "yes"}
 auto_aliases=no
 listen=udp:{self.host}:{self.port}
 alias={self.host}:{self.port}
-mpath="{MODULES}/"
+{tls_globals}mpath="{MODULES}/"
 
 loadmodule "kex.so"
 loadmodule "corex.so"
@@ -102,7 +123,7 @@ loadmodule "xlog.so"
 loadmodule "htable.so"
 loadmodule "auth.so"
 loadmodule "ctl.so"
-
+{tls_modules}
 modparam("ctl", "binrpc", "unix:{ctl_socket}")
 modparam("htable", "htable", "creds=>size=6;")
 modparam("usrloc", "db_mode", 0)
@@ -194,7 +215,7 @@ route[REGISTRAR] {{
         sl_reply_error();
         exit;
     }}
-    xlog("L_NOTICE", "SBT SAVED aor=$tu contact=$ct\\n");
+    xlog("L_NOTICE", "SBT SAVED aor=$tu contact=$ct proto=$pr\\n");
 }}
 
 route[DID] {{

@@ -295,6 +295,8 @@ class Phone:
         self.tcp_tid = self.ep.transportCreate(pj.PJSIP_TRANSPORT_TCP, tcp_cfg)
         self.ep.libStart()
         self.port = int(self.ep.transportGetInfo(self.tid).localName.rsplit(":", 1)[1])
+        # SIP over TLS (RFC 3261 §26), made when a test registers over it.
+        self.tls_tid: int | None = None
 
         self.calls: dict[int, PhoneCall] = {}
         self.accounts: list[PhoneAccount] = []
@@ -321,6 +323,7 @@ class Phone:
         proxy: str | None = None,
         tcp: bool = False,
         mwi: bool = False,
+        tls: bool = False,
     ) -> PhoneAccount:
         ac = pj.AccountConfig()
         ac.idUri = id_uri
@@ -339,6 +342,8 @@ class Phone:
             ac.mwiConfig.expirationSec = 600
         # Pin the contact and SDP to loopback; no NAT tricks, no ICE.
         ac.sipConfig.transportId = self.tcp_tid if tcp else self.tid
+        if tls:
+            ac.sipConfig.transportId = self._tls_transport()
         ac.natConfig.iceEnabled = False
         ac.natConfig.sdpNatRewriteUse = 0
         ac.natConfig.viaRewriteUse = 0
@@ -352,6 +357,18 @@ class Phone:
         acc.create(ac, True)
         self.accounts.append(acc)
         return acc
+
+    def _tls_transport(self) -> int:
+        """A TLS transport on loopback; the server's certificate is not verified (a PBX's
+        self-signed one, as a desk phone set to trust it)."""
+        if self.tls_tid is None:
+            tls_cfg = pj.TransportConfig()
+            tls_cfg.boundAddress = "127.0.0.1"
+            tls_cfg.publicAddress = "127.0.0.1"
+            tls_cfg.tlsConfig.verifyServer = False
+            tls_cfg.tlsConfig.method = pj.PJSIP_TLSV1_2_METHOD
+            self.tls_tid = self.ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tls_cfg)
+        return self.tls_tid
 
     # -- events from pjsua2 --
     def on_incoming_call(self, acc: PhoneAccount, prm: pj.OnIncomingCallParam) -> None:
@@ -415,8 +432,9 @@ class Phone:
         user = msg["user"]
         domain = msg.get("domain", registrar)
         reg_uri = registrar if registrar.startswith("sip:") else f"sip:{registrar}"
-        if msg.get("transport", "udp").lower() == "tcp":
-            reg_uri += ";transport=tcp"
+        transport = msg.get("transport", "udp").lower()
+        if transport in ("tcp", "tls"):
+            reg_uri += f";transport={transport}"
         if self.reg_acc is not None:
             self.reg_acc.shutdown()
             self.reg_acc = None
@@ -428,8 +446,9 @@ class Phone:
             realm=msg.get("realm", "*"),
             expires=int(msg.get("expires", 300)),
             proxy=msg.get("proxy", f"{reg_uri};lr" if msg.get("use_proxy", True) else None),
-            tcp=msg.get("transport", "udp").lower() == "tcp",
+            tcp=transport == "tcp",
             mwi=bool(msg.get("mwi", False)),
+            tls=transport == "tls",
         )
         self.acc = self.reg_acc
         return {"aor": f"sip:{user}@{domain}"}

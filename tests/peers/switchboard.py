@@ -55,6 +55,7 @@ class Switchboard:
         setup: Callable[[Path], object] | None = None,
         log_level: str = "info",
         media_workers: int | None = None,
+        tls_port: int | None = None,
     ) -> None:
         self.workdir = workdir
         if media_workers is None:
@@ -62,6 +63,8 @@ class Switchboard:
         self.media_workers = media_workers
         self.log_level = log_level
         self.sip_port = sip_port
+        # SIP over TLS on this port too (the certificate: self-signed, made on first start).
+        self.tls_port = tls_port
         self.extensions = extensions or {
             "1001": {"name": "Alice", "password": "alice-pw"},
             "1002": {"name": "Bob", "password": "bob-pw"},
@@ -81,7 +84,8 @@ class Switchboard:
             "  listen:\n"
             f"    - {{transport: udp, host: 127.0.0.1, port: {sip_port}}}\n"
             f"    - {{transport: tcp, host: 127.0.0.1, port: {sip_port}}}\n"
-            "  realm: switchboard\n"
+            + (f"    - {{transport: tls, host: 127.0.0.1, port: {tls_port}}}\n" if tls_port else "")
+            + "  realm: switchboard\n"
             f"{auth_yaml}"
             f"rtp: {{host: 127.0.0.1, ports: [{rtp[0]}, {rtp[1]}], "
             f"inactivity_timeout: {inactivity_timeout}}}\n"

@@ -81,7 +81,7 @@ def test_folder_path_loads_switchboard_yaml(tmp_path: Path) -> None:
 def test_empty_file_means_defaults(tmp_path: Path) -> None:
     cfg = load_config(_write(tmp_path, ""))
     assert cfg.sip.realm == "switchboard"
-    assert [x.transport for x in cfg.sip.listen] == ["udp", "tcp"]
+    assert [x.transport for x in cfg.sip.listen] == ["udp", "tcp", "tls"]
     assert cfg.rtp.ports == (10000, 20000)
     assert cfg.extensions == {}
 
@@ -157,7 +157,7 @@ def test_all_problems_reported_in_file_order(tmp_path: Path) -> None:
     )
     assert _problems(path) == [
         f"{path}:2:11: sip.listen: at least one listen socket is required",
-        f"{path}:3:3: sip.transport: unknown key 'transport' (allowed: listen, realm, "
+        f"{path}:3:3: sip.transport: unknown key 'transport' (allowed: listen, tls, realm, "
         "advertise_host, user_agent, registration, auth)",
         f"{path}:5:10: rtp.ports: the first RTP port must be even (RFC 3550 §11), got 10001",
         f"{path}:7:3: extensions.10a1: extension '10a1' must be digits only, e.g. '1001'",
@@ -188,7 +188,7 @@ def test_rtp_port_range_checks(rtp: str, fragment: str) -> None:
         ("sip:\n  auth: {algorithms: []}\n", "at least one digest algorithm"),
         ("sip:\n  auth: {algorithms: [SHA-512]}\n", "'SHA-256' or 'MD5'"),
         ("sip:\n  advertise_host: 0.0.0.0\n", "not 0.0.0.0"),
-        ("sip:\n  listen: [{transport: sctp}]\n", "'udp' or 'tcp'"),
+        ("sip:\n  listen: [{transport: sctp}]\n", "'udp', 'tcp' or 'tls'"),
         ("sip:\n  listen: [{port: 5060}, {port: 5060}]\n", "duplicate listen socket"),
         ("sip:\n  listen: [{host: 'http://x'}]\n", "neither an IP address"),
         ("store: {url: 'mysql://x/y'}\n", "unsupported driver"),
