@@ -216,6 +216,8 @@ class AcdHost:
         self._announcing: dict[str, str] = {}  # play id -> call id (music resumes after)
         self._then_hang_up: dict[str, tuple[str, str]] = {}  # play id -> (call id, cause)
         self._connecting: set[str] = set()  # calls overflowing to an extension
+        # Agents' classes of service lent to their extensions: agent -> those extensions.
+        self._lent_class: dict[str, tuple[str, ...]] = {}
         self._supervising: dict[str, _Supervising] = {}  # supervisor's call id -> state
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -260,6 +262,13 @@ class AcdHost:
         callers and calls in progress carry on (see :meth:`acd.Acd.reconfigure`)."""
         self.acd.reconfigure(settings.agents, settings.queues, time.time())
         self._apply(settings)
+        states = self.agent_states()
+        for agent_id in [a for a in self._lent_class if a not in states]:
+            self._lend_class_of_service(agent_id, False)  # an agent the reload removed
+        for agent_id, (state, _reason) in states.items():
+            # A changed (or removed) class of service applies to the agents logged in now.
+            if state is not AgentState.LOGGED_OUT or agent_id in self._lent_class:
+                self._lend_class_of_service(agent_id, state is not AgentState.LOGGED_OUT)
         self.control.claim_feature_codes("acd", self.codes.all())
         log.info("acd_reconfigured", agents=len(settings.agents), queues=len(settings.queues))
         self._pump()
@@ -746,8 +755,8 @@ class AcdHost:
         elif kind in ("voicemail", "ivr") and self.control.route(call_id, kind, target):
             return
         elif kind in ("extension", "number"):
-            # An outside number leaves through the trunks of its outbound rule.
-            if self.control.connect_to(call_id, target):
+            # number: an outside number (the admin's) through the trunks of its rule.
+            if self.control.connect_to(call_id, target, outside=kind == "number"):
                 self._connecting.add(call_id)
             else:
                 self.control.hangup(call_id, "overflow_failed")
@@ -1105,17 +1114,22 @@ class AcdHost:
     def _apply_class_of_service(self, t: AgentTransition) -> None:
         """An agent with their own class of service lends it to their extensions while
         logged in (the extension's own class applies again after logout)."""
-        agent = self.acd.agents.get(t.agent)
-        if agent is None or agent.cfg.class_of_service is None:
-            return
         if t.new is AgentState.LOGGED_OUT:
-            cos = None
+            self._lend_class_of_service(t.agent, False)
         elif t.old is AgentState.LOGGED_OUT:
-            cos = agent.cfg.class_of_service
-        else:
+            self._lend_class_of_service(t.agent, True)
+
+    def _lend_class_of_service(self, agent_id: str, logged_in: bool) -> None:
+        """Take back what the agent lent before (the extensions it was lent to, even if a
+        reload changed them), then lend the configured class if ``logged_in``."""
+        for ext in self._lent_class.pop(agent_id, ()):
+            self.control.set_class_of_service(ext, None)
+        agent = self.acd.agents.get(agent_id)
+        if not logged_in or agent is None or agent.cfg.class_of_service is None:
             return
         for ext in agent.cfg.extensions:
-            self.control.set_class_of_service(ext, cos)
+            self.control.set_class_of_service(ext, agent.cfg.class_of_service)
+        self._lent_class[agent_id] = agent.cfg.extensions
 
     def _flush(self) -> None:
         for e in self.acd.drain_events():

@@ -408,5 +408,8 @@ def outbound_policy_from_config(cfg: SwitchboardConfig) -> OutboundPolicy:
         )
         for num, e in cfg.extensions.items()
     }
-    system = ExtensionLimits(cfg.dialplan.system_class_of_service)
+    system = ExtensionLimits(
+        cfg.dialplan.system_class_of_service,
+        concurrent=cfg.dialplan.system_max_outbound_calls,
+    )
     return OutboundPolicy(classes, limits, system)

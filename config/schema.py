@@ -767,6 +767,8 @@ class DialplanConfig(_Model):
     # The class of service of calls Switchboard places itself (an IVR transfer or a queue
     # overflow to an outside number, a callback when no agent's extension dials it).
     system_class_of_service: ClassOfService = "national"
+    # Outside calls of Switchboard's own up or ringing at once (0: no cap).
+    system_max_outbound_calls: Annotated[int, Field(ge=0)] = 10
     internal_default: DestinationConfig = Field(default_factory=_not_found)
     time_conditions: dict[Name, TimeConditionConfig] = Field(default_factory=dict)
     holidays: dict[Name, list[HolidayConfig]] = Field(default_factory=dict)

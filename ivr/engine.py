@@ -549,7 +549,7 @@ class IvrSession:
 
     async def _node_extension(self, node: ExtensionNode) -> str | None:
         await self._play(self._prompts(node.prompt), False)
-        extension = self._expand(node.extension)
+        extension = self._expand(node.extension).removeprefix("number:")
         await self.call.transfer(extension, node.survey)
         self.outcome = Outcome("extension", _with_survey({"extension": extension}, node.survey))
         return None
@@ -557,6 +557,13 @@ class IvrSession:
     async def _node_transfer(self, node: TransferNode) -> str | None:
         await self._play(self._prompts(node.prompt), False)
         destination = self._expand(node.destination)
+        if destination.startswith("number:") and (
+            "${" in node.destination or not node.destination.startswith("number:")
+        ):
+            # Toll fraud: only a number written in the flow dials outside, never one made
+            # of the caller's digits or a variable's value.
+            log.warning("ivr_outside_transfer_refused", destination=destination)
+            destination = ""
         await self.call.transfer(destination, node.survey)
         self.outcome = Outcome("transfer", _with_survey({"destination": destination}, node.survey))
         return None

@@ -350,7 +350,8 @@ class ExtensionNode(_RoutingNode):
 
 
 class TransferNode(_RoutingNode):
-    """Transfer the caller to any destination the host's dialplan understands."""
+    """Transfer the caller to an extension, or with ``number:<digits>`` written in the flow
+    (no ``${...}`` in it: toll fraud) to an outside number through the outbound rules."""
 
     type: Literal["transfer"]
     destination: Text

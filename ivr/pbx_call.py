@@ -184,7 +184,11 @@ class PbxCallControl:
         if survey is not None:
             # When the callee hangs up, the caller is handed to the survey flow.
             self.control.continue_after_callee(self.call_id, "ivr", survey)
-        if not self.control.connect_to(self.call_id, destination):
+        # ``number:<digits>``: an outside number the flow's author wrote (the engine lets no
+        # caller input or variable make one); anything else is an extension only.
+        outside = destination.startswith("number:")
+        target = destination.removeprefix("number:")
+        if not self.control.connect_to(self.call_id, target, outside=outside):
             self.on_connect_failed(480)
             return
         self.released = True

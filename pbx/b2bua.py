@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import structlog
@@ -115,6 +115,8 @@ class B2bua:
         self._dialogs: dict[tuple[str, str, str], tuple[Call, Side]] = {}
         self._by_leg: dict[str, Call] = {}
         self.conferences = Conferences(media)
+        # Trunk dials with an attempt ringing (pbx.trunk_dial): channels in use.
+        self.dialling: set[TrunkDial] = set()
         # Every call event goes out here, to every subscriber (pbx.control is the seam).
         self.events = EventBus()
         # Per call while its CallEnded is published: what acknowledging its end waits for.
@@ -563,9 +565,24 @@ class B2bua:
             LegAnswered(call.id, side.leg_id, side.ext, "caller" if side is call.a else "callee")
         )
 
+    def _live_sides(self) -> Iterator[Side]:
+        for c in self._calls.values():
+            if not c.ended:
+                yield c.a
+                if c.b is not None:
+                    yield c.b
+
     def trunk_load(self, name: str) -> int:
-        """Calls up or being set up through trunk ``name`` (both directions)."""
-        return sum(1 for c in self._calls.values() if not c.ended and c.notes.trunk == name)
+        """Channels of trunk ``name`` in use, both directions: parties of live calls reached
+        through it or arrived from it, and attempts ringing on it (a call in through one
+        trunk and out through another counts on both)."""
+        up = sum(1 for s in self._live_sides() if s.trunk == name)
+        return up + sum(1 for d in self.dialling if d.trunk == name)
+
+    def outside_calls_for(self, ext: str) -> int:
+        """Outside parties dialled for ``ext`` ("" = Switchboard) that ring or are up."""
+        up = sum(1 for s in self._live_sides() if s.outside_for == ext)
+        return up + sum(1 for d in self.dialling if d.route.on_behalf_of == ext)
 
     def ringer(
         self,
@@ -583,13 +600,19 @@ class B2bua:
         extra_headers: list[tuple[str, str]] | None = None,
         near: str | None = None,
         owner: Call | None = None,
+        on_attempt: Callable[[str, str], None] | None = None,
+        outside: bool = True,
     ) -> Outbound | TrunkDial | None:
         """What rings ``target``: its phones if it is an extension, else the outside number
         through the trunks of its outbound rule, dialled for ``on_behalf_of`` (whose class
         of service and caller ID apply; "" = Switchboard itself). Not started yet. None
         when an extension has no phone, or the number has no route or is refused (logged).
-        An ``owner`` call gets each trunk attempt's leg tracked and its trunk recorded."""
+        An ``owner`` call gets each trunk attempt's leg tracked and its trunk recorded;
+        ``on_attempt(trunk, leg_id)`` is told of each attempt instead when given. Without
+        ``outside``, only an extension is rung."""
         contacts = self.contacts_of(target)
+        if contacts is None and not outside:
+            return None
         if contacts is not None:
             if not contacts:
                 return None
@@ -619,7 +642,9 @@ class B2bua:
             return None
 
         def attempt(trunk: str, leg: str) -> None:
-            if owner is not None:
+            if on_attempt is not None:
+                on_attempt(trunk, leg)
+            elif owner is not None:
                 owner.notes.trunk = trunk
                 owner.notes.trunk_attempts = list(dial.attempts)
                 self.track_leg(leg, owner)

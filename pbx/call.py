@@ -454,6 +454,10 @@ class Call:
         if isinstance(self.outbound, TrunkDial):
             # Every trunk that could take the call was tried (pbx.trunk_dial).
             self._note_trunk_dial(self.outbound)
+            if self.outbound is self.dial_out and self.outbound.no_trunk:
+                # Every trunk was at its max_channels: no carrier was asked.
+                self._fail_a(503, "No Trunk Available", "FAILED", "no_trunk_available", "system")
+                return
             if self.outbound is self.dial_out:
                 self._fail_trunk_call(status, ring_timeout)
                 return
@@ -516,8 +520,8 @@ class Call:
         self.outbound = outbound
         if isinstance(outbound, Outbound):
             self.b2b.track_leg(outbound.leg_id, self)
-        else:
-            self.notes.direction = "outbound"  # it leaves through a trunk
+        elif self.notes.direction == "internal":
+            self.notes.direction = "outbound"  # a phone's call now leaves through a trunk
 
         async def start() -> None:
             if not await outbound.start() and not self.ended:
@@ -548,10 +552,12 @@ class Call:
         allows extension headers; phones and CTI tools show or log it)."""
         return [(IVR_KEYS_HEADER, self.ivr_keys)] if self.ivr_keys else []
 
-    def connect_to(self, ext: str, on_failed: Callable[[int], None]) -> bool:
+    def connect_to(
+        self, ext: str, on_failed: Callable[[int], None], *, outside: bool = False
+    ) -> bool:
         """Ring ``ext`` for a call we answered ourselves (an IVR sending the caller to an
         extension, a queue overflowing to one); the caller hears ringback, then is bridged
-        to whoever answers. An outside number is dialled through its trunks for
+        to whoever answers. With ``outside``, a number is dialled through its trunks for
         Switchboard itself. ``on_failed(status)`` is called if nobody answers. False if the
         extension has no phone or the number cannot be dialled."""
         if self.ended or self.b is not None:
@@ -566,10 +572,11 @@ class Call:
             ring_timeout=None,
             on_ringing=lambda status, early: None,
             on_answered=self._connected,
-            on_failed=lambda status, timed_out: on_failed(status),
+            on_failed=lambda status, timed_out: self._connect_failed(status, on_failed),
             extra_headers=self._trail_headers(),
             near=self.a.leg_id,
             owner=self,
+            outside=outside,
         )
         if outbound is None:
             return False
@@ -587,6 +594,11 @@ class Call:
 
         spawn(start())
         return True
+
+    def _connect_failed(self, status: int, on_failed: Callable[[int], None]) -> None:
+        if isinstance(self.outbound, TrunkDial):
+            self._note_trunk_dial(self.outbound)  # the record says which trunks failed
+        on_failed(status)
 
     def _connected(self, b: Side) -> None:
         """The extension (or number) rung by :meth:`connect_to` answered."""
@@ -649,6 +661,8 @@ class Call:
             on_failed=lambda status, timed_out: self._offer_failed(key, status, on_failed),
             extra_headers=self._trail_headers(),
             near=self.a.leg_id,
+            # The call's own record keeps its trunk: only the attempt's leg is tracked.
+            on_attempt=lambda trunk, leg: self.b2b.track_leg(leg, self),
         )
         if outbound is None:
             return False
@@ -656,8 +670,6 @@ class Call:
         self.offers[key] = outbound
         if isinstance(outbound, Outbound):
             self.b2b.track_leg(outbound.leg_id, self)
-        else:
-            outbound.on_attempt = lambda trunk, leg: self.b2b.track_leg(leg, self)
 
         async def start() -> None:
             if not await outbound.start():
@@ -696,6 +708,7 @@ class Call:
         self.b = b
         b.label = "b"
         self.callee = b.ext
+        self.note_trunk_of(b)
         self.connected_at = datetime.now(UTC)  # billable from here (pbx.cdr)
         self.b2b.listen_for_dtmf(b)
         media = self.b2b.media

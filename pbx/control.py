@@ -544,12 +544,14 @@ class CallControl:
         final.notes.dialled = side.ext
         return final.id
 
-    def connect_to(self, call_id: str, extension: str) -> bool:
+    def connect_to(self, call_id: str, extension: str, *, outside: bool = False) -> bool:
         """Ring ``extension`` for an answered call and bridge whoever answers (the caller
-        hears ringback). A number that is no extension is dialled outside, through the
-        trunks of its outbound rule with the system class of service (an IVR transfer or a
-        queue overflow to a mobile). :class:`ConnectFailed` if nobody answers; False if the
-        extension has no phone or the number cannot be dialled."""
+        hears ringback). With ``outside`` (only for a number the admin wrote: a queue's
+        ``number:`` overflow, an IVR flow's literal ``number:`` transfer — never digits a
+        caller entered), a number that is no extension is dialled through the trunks of
+        its outbound rule with the system class of service. :class:`ConnectFailed` if
+        nobody answers; False if the extension has no phone or the number cannot be
+        dialled."""
         call = self._live(call_id)
         if call is None:
             return False
@@ -558,7 +560,7 @@ class CallControl:
         def failed(status: int) -> None:
             events.publish(ConnectFailed(call_id, extension, status))
 
-        return call.connect_to(extension, failed)
+        return call.connect_to(extension, failed, outside=outside)
 
     def continue_after_callee(self, call_id: str, kind: str, target: str) -> None:
         """When the callee hangs up, the caller is handed to ``kind``/``target`` (a

@@ -711,8 +711,11 @@ class SipServer:
         self, req: Request, trunk: InboundTrunk, source: tuple[str, int], transport: str
     ) -> None:
         """A call a carrier delivers: the DID (Request-URI or To user, normalised per trunk)
-        goes through the dialplan's inbound routes only. Nothing a trunk sends may leave
-        through another trunk or reach a feature code (toll fraud, issue 16)."""
+        goes through the dialplan's inbound routes only. It never reaches an outbound rule
+        or a feature code (toll fraud, issue 16); it leaves through a trunk again only where
+        the admin or the callee chose so — a ``number`` destination, a queue's ``number:``
+        overflow, an IVR flow's ``number:`` transfer, a phone's forward to a mobile — each
+        under its class of service and caps."""
         uri = req.to.uri if trunk.did_from == "to" else req.request_uri
         did = trunk.normalise(uri.user_unescaped() or "")
         caller = trunk.normalise(req.from_.uri.user_unescaped() or "") or "anonymous"
@@ -977,11 +980,9 @@ class SipServer:
         kind = "local"
         limits = ExtensionLimits()
         if policy is not None:
-            active = sum(
-                1
-                for c in self.b2bua.calls
-                if c.caller == ext and c.notes.direction == "outbound" and not c.ended
-            )
+            # Outside parties dialled for ``ext`` (its own calls, its forwards, callbacks
+            # its agent places), ringing or up.
+            active = self.b2bua.outside_calls_for(ext)
             kind, refused = policy.check(
                 ext, number, active, asyncio.get_running_loop().time(), count=count
             )

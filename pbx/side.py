@@ -65,3 +65,6 @@ class Side:
     credentials: tuple[str, str] | None = None
     trunk_attempts: tuple[tuple[str, int], ...] = ()
     caller_id_sent: str | None = None
+    # An outside party dialled for this extension ("" = for Switchboard itself), counted
+    # against its concurrent outbound cap while the call is up.
+    outside_for: str | None = None

@@ -110,37 +110,54 @@ class TrunkDial:
     def branches(self) -> list[object]:
         return list(self.current.branches) if self.current is not None else []
 
+    @property
+    def no_trunk(self) -> bool:
+        """No attempt was made: every trunk was at its ``max_channels``."""
+        return self.current is None
+
     async def start(self) -> bool:
-        """Start the first attempt. False only when media is unavailable; no trunk with a
-        free channel is reported as ``on_failed(503)``."""
+        """Start the first attempt. False when media is unavailable or the dial was
+        cancelled meanwhile; no trunk with a free channel is ``on_failed(503)``, with
+        :attr:`no_trunk` set."""
         return await self._next()
 
     def cancel(self) -> None:
-        """Stop ringing (no callback follows)."""
+        """Stop ringing; no callback follows (a side that answers after this is hung up)."""
         self.cancelled = True
-        self.done = True
+        self._finish()
         if self.current is not None and not self.current.done:
             self.current.cancel()
 
+    def _finish(self) -> None:
+        self.done = True
+        self.b2b.dialling.discard(self)
+
     async def _next(self) -> bool:
+        if self.cancelled:
+            return False
         trunk = self._take_trunk()
         if trunk is None:
-            self.done = True
-            asyncio.get_running_loop().call_soon(self.on_failed, 503, False)
+            self._finish()
+            asyncio.get_running_loop().call_soon(self._fail_unless_cancelled, 503, False)
             return True
         route = self.route
         caller = route.on_behalf_of
         caller_id = trunk.caller_id_for(caller, route.wanted_caller_ids)
+        # Nothing configured to present (Switchboard's own call on a trunk with neither
+        # `dids` nor `caller_id`): an anonymous caller (RFC 3323) rather than an empty user.
+        private = route.private or not caller_id
+        caller_id = caller_id or "anonymous"
         host = self.b2b.stack.host_for(trunk.address)
         leg_id = f"{self.leg_prefix}-t{len(self.attempts)}"
         self.leg_id, self.trunk, self.caller_id = leg_id, trunk.name, caller_id
+        self.b2b.dialling.add(self)  # counted against the trunk's channels while it rings
         self.on_attempt(trunk.name, leg_id)
         uri = trunk.uri(route.number)
         outbound = Outbound(
             self.b2b,
             leg_id=leg_id,
             caller_ext=trunk.from_user or caller_id,
-            caller_display="Anonymous" if route.private else self.caller_display,
+            caller_display="Anonymous" if private else self.caller_display,
             callee=route.number,
             contacts=[
                 Contact(uri, (trunk.address, trunk.port), trunk.transport, float("inf"), "", 0)
@@ -151,13 +168,13 @@ class TrunkDial:
             on_answered=self._answered,
             on_failed=self._failed,
             extra_headers=[
-                *identity_headers(caller_id, host, route.private),
+                *identity_headers(caller_id, host, private),
                 *self.extra_headers,
             ],
             near=self.near,
             credentials=trunk.credentials,
             to_uri=uri,
-            from_uri=ANONYMOUS_URI if route.private else None,
+            from_uri=ANONYMOUS_URI if private else None,
             trunk=trunk,
         )
         self.current = outbound
@@ -166,7 +183,7 @@ class TrunkDial:
             trunk=trunk.name,
             number=route.number,
             caller_id=caller_id,
-            private=route.private,
+            private=private,
             for_=caller or "switchboard",
         )
         return await outbound.start()
@@ -187,10 +204,20 @@ class TrunkDial:
             self.on_ringing(status, early)
 
     def _answered(self, side: Side) -> None:
-        self.done = True
+        self._finish()
         side.trunk, side.caller_id_sent = self.trunk, self.caller_id
         side.trunk_attempts = tuple(self.attempts)
+        side.outside_for = self.route.on_behalf_of
+        if self.cancelled:  # answered as the dial was given up: nobody wants this party
+            if side.dialog is not None:
+                self.b2b.send_bye(side.dialog)
+            self.b2b.media.close_leg(side.leg_id)
+            return
         self.on_answered(side)
+
+    def _fail_unless_cancelled(self, status: int, ring_timeout: bool) -> None:
+        if not self.cancelled:
+            self.on_failed(status, ring_timeout)
 
     def _failed(self, status: int, ring_timeout: bool) -> None:
         if self.cancelled:
@@ -202,12 +229,12 @@ class TrunkDial:
 
             async def again() -> None:
                 if not await self._next() and not self.cancelled:
-                    self.done = True
+                    self._finish()
                     self.on_failed(503, False)
 
             spawn(again())
             return
         if should_fail_over(status, ring_timeout) and self.trunk is not None:
             self.attempts.append((self.trunk, status))
-        self.done = True
+        self._finish()
         self.on_failed(status, ring_timeout)

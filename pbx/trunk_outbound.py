@@ -14,7 +14,9 @@ carrier would reach the same person. A trunk at its ``max_channels`` is skipped.
 The caller ID is the trunk's to give: a trunk with ``dids`` only sends one of them — the
 first the trunk owns of the calling extension's ``caller_id``, the rule's ``caller_id`` and
 the extension's own number, else the trunk's ``caller_id``, else its first DID; a trunk
-without ``dids`` sends the first of those that is set. It goes in From (or the carrier's
+without ``dids`` sends the extension's or the rule's ``caller_id``, else its own
+``caller_id``, else the extension's number (nothing at all: anonymous, see
+:mod:`pbx.trunk_dial`). It goes in From (or the carrier's
 required ``from_user``) and in P-Asserted-Identity (RFC 3325 §9.1), which a carrier trusts
 from its customer's trunk. A withheld caller ID (the extension's ``hide_caller_id`` or the
 rule's ``privacy``) still asserts the identity to the carrier, but From is anonymous and

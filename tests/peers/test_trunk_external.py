@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.peers.audio import describe, dominant_frequency
+from tests.peers.calls import hears_own_tone_back
 from tests.peers.phones import Phone
 from tests.peers.sipp import SippProcess, scenario
 from tests.peers.switchboard import Switchboard
@@ -60,17 +61,6 @@ def _echo_carrier(workdir: Path, port: int, media: int, messages: Path) -> SippP
     )  # fmt: skip
 
 
-def _hear_echo(caller: Phone, cid: int, tone: Path, out: Path) -> None:
-    caller.wait_call_state("CONFIRMED", call=cid, timeout=20)
-    caller.wait_media_active(call=cid, timeout=10)
-    caller.play(tone, call=cid)
-    caller.record(out, call=cid)
-    time.sleep(2.5)
-    caller.stop_record(call=cid)
-    caller.hangup(cid)
-    caller.wait_disconnected(call=cid, timeout=10)
-
-
 def _invite_to_carrier(messages: Path) -> str:
     text = messages.read_text(errors="replace")
     match = re.search(r"INVITE sip:[^\n]*\n(?:[^\n]+\n)*", text)
@@ -100,7 +90,7 @@ def test_a_phone_forwarded_to_a_mobile_rings_it_through_the_trunk(
         caller.set_codecs(["PCMU"])
         assert caller.register(sb.address, password=sb.password("1001"))["code"] == 200
         heard = tmp_path / "echo.wav"
-        _hear_echo(caller, caller.call(sb.uri("1002")), tone_1k, heard)
+        hears_own_tone_back(caller, caller.call(sb.uri("1002")), tone_1k, heard)
         assert carrier.wait(15).successful == 1
     assert abs(dominant_frequency(heard) - 1000) < 20, describe(heard)
     invite = _invite_to_carrier(messages)
@@ -130,7 +120,7 @@ def test_a_queue_overflows_to_a_mobile_through_the_trunk(
         caller.set_codecs(["PCMU"])
         assert caller.register(sb.address, password=sb.password("1001"))["code"] == 200
         heard = tmp_path / "echo.wav"
-        _hear_echo(caller, caller.call(sb.uri("4100")), tone_1k, heard)
+        hears_own_tone_back(caller, caller.call(sb.uri("4100")), tone_1k, heard)
         assert carrier.wait(15).successful == 1
     assert abs(dominant_frequency(heard) - 1000) < 20, describe(heard)
     invite = _invite_to_carrier(messages)

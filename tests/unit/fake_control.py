@@ -91,6 +91,7 @@ class FakeCallControl:
         self.originated: dict[str, tuple[str, str, str]] = {}  # offer id -> (call, ext, label)
         # (offer id, number) -> the extension it was dialled for ("" = Switchboard itself).
         self.dialled_for: dict[tuple[str, str], str] = {}
+        self.connected_outside: dict[str, bool] = {}  # call id -> connect_to(outside=...)
         self.released: list[str] = []  # legs of phones that answered but were not wanted
         self.held_acks: dict[str, Awaitable[None]] = {}  # call id -> what its BYE 200 waits for
         self.notes: dict[str, dict[str, Any]] = {}  # call id -> record notes (annotate)
@@ -419,8 +420,9 @@ class FakeCallControl:
         self.publish(LegAnswered(final, call.caller_leg, call.caller, "callee"))
         return final
 
-    def connect_to(self, call_id: str, extension: str) -> bool:
+    def connect_to(self, call_id: str, extension: str, *, outside: bool = False) -> bool:
         self.commands.append(("connect_to", call_id, extension))
+        self.connected_outside[call_id] = outside
         if self._gone(call_id) or extension not in self.extensions:
             return False
         self.connecting[call_id] = extension

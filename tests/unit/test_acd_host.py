@@ -567,6 +567,7 @@ async def test_an_overflow_to_an_extension_that_does_not_answer_hangs_up(
     host_factory(join_empty=False, overflow=f"extension:{COLLEAGUE}")
     call = control.arrive("queue", "support", CUSTOMER, "600")
     assert control.commands[-1] == ("connect_to", call, COLLEAGUE)
+    assert control.connected_outside[call] is False  # an extension only, never outside
     control.fail_connect(call, 480)
     assert control.commands[-1] == ("hangup", call, "overflow_failed")
 
@@ -580,6 +581,7 @@ async def test_an_overflow_to_an_outside_number_asks_the_seam_to_dial_it(
     host_factory(join_empty=False, overflow="number:95550199")
     call = control.arrive("queue", "support", CUSTOMER, "600")
     assert control.commands[-1] == ("connect_to", call, "95550199")
+    assert control.connected_outside[call] is True  # the admin's number may leave
     control.fail_connect(call, 503)
     assert control.commands[-1] == ("hangup", call, "overflow_failed")
 
@@ -607,6 +609,29 @@ async def test_an_agent_lends_their_class_of_service_to_their_phone_while_logged
     control.dial_code(ALICE, "*46")
     await until(lambda: len(control.named("set_class_of_service")) == 2)
     assert control.named("set_class_of_service")[-1] == ("set_class_of_service", ALICE, None)
+
+
+async def test_a_reload_that_revokes_an_agents_class_takes_it_back_at_once(
+    control: FakeCallControl, tmp_path: Path, clock: Clock, logs: Logs
+) -> None:
+    def cfg(cos: str | None) -> AcdSettings:
+        return AcdSettings(
+            agents=[AgentConfig("alice", extensions=(ALICE,), class_of_service=cos)],
+            queues=[QueueConfig("support", retry_delay=0.0)],
+            config_dir=tmp_path,
+            supervisors=frozenset(),
+            queue_music={},
+        )
+
+    host = AcdHost(cast(Any, control), None, cfg("international"))
+    await log_in(control, ALICE)
+    await settle()
+    host.reconfigure(cfg(None))  # the admin removed alice's class while she is logged in
+    await settle()
+    assert control.named("set_class_of_service")[-1] == ("set_class_of_service", ALICE, None)
+    host.reconfigure(cfg("local"))
+    await settle()
+    assert control.named("set_class_of_service")[-1] == ("set_class_of_service", ALICE, "local")
 
 
 # --- callbacks ----------------------------------------------------------------------------------

@@ -613,3 +613,34 @@ async def test_tts_cache_runs_espeak_once(tmp_path: Path) -> None:
     second = await tts.synthesize("hello", "en")
     assert first == second and first.stat().st_size > 1000
     assert second.stat().st_mtime_ns == stamp
+
+
+DIAL_BY_NUMBER = """\
+name: dial
+start: ask
+nodes:
+  ask:
+    type: collect
+    prompt: enter-number
+    variable: target
+    min_digits: 3
+    max_digits: 12
+    next: go
+  go: {type: transfer, destination: "number:${target}"}
+"""
+
+
+async def test_an_outside_number_is_only_dialled_where_the_flow_writes_it() -> None:
+    """Toll fraud: ``number:`` (an outside number through the trunks) must be written in
+    the flow; one built from the caller's digits is refused (an empty destination, which
+    connects nowhere), as is an extension node given one."""
+    literal = DIAL_BY_NUMBER.replace('"number:${target}"', '"number:90612345678"')
+    _, call, _ = await run(literal, ["1", "2", "3", "#"])
+    assert call.transfers == ["number:90612345678"]
+    _, call, _ = await run(DIAL_BY_NUMBER, ["9", "0", "0", "4", "4", "#"])
+    assert call.transfers == [""]
+    as_extension = DIAL_BY_NUMBER.replace(
+        'type: transfer, destination: "number:${target}"', 'type: extension, extension: "${target}"'
+    )
+    _, call, _ = await run(as_extension, ["9", "0", "0", "#"])
+    assert call.transfers == ["900"]  # an extension only: pbx_call never dials it outside

@@ -5,12 +5,16 @@ toll-fraud guards. The SIP side is the server built from a config; INVITEs are c
 
 from __future__ import annotations
 
+import secrets
+from typing import Any
+
 import pytest
 
 from pbx.events import CallEvent, OriginateAnswered, OriginateFailed
 from pbx.features import ExtensionSettings
-from pbx.message import make_response
+from pbx.message import Request, make_response, parse_message
 from pbx.stack import new_tag
+from pbx.transaction import RequestReceived
 from tests.unit.call_harness import offer_sdp
 from tests.unit.test_trunk_outbound import Pbx, Sent, settle
 
@@ -241,3 +245,102 @@ async def test_a_route_to_an_outside_number_dials_it_as_switchboard() -> None:
     # International is beyond the system's class (national): refused, no trunk used.
     await p.dial("4300", user="1001", sent=0)
     assert len(p.sent_invites()) == 1 and p.final_to_caller() == 403
+
+
+# --- the guards around them ------------------------------------------------------------------
+
+
+async def test_only_an_admins_number_is_connected_outside() -> None:
+    """``connect_to`` (an IVR extension node, an ``extension:`` overflow) rings extensions
+    only; the outside path needs ``outside`` (the admin's ``number:``)."""
+    p = pbx()
+    kwargs: dict[str, Any] = {
+        "on_behalf_of": "",
+        "leg_id": "x",
+        "caller_ext": "1001",
+        "caller_display": None,
+        "first_codec": None,
+        "ring_timeout": None,
+        "on_ringing": lambda s, e: None,
+        "on_answered": lambda side: None,
+        "on_failed": lambda s, t: None,
+    }
+    assert p.server.b2bua.ringer("95550123", outside=False, **kwargs) is None
+    assert p.server.b2bua.ringer("95550123", **kwargs) is not None
+
+
+async def test_a_cancelled_dial_does_not_ring_the_next_trunk() -> None:
+    p = pbx()
+    control = p.server.control
+    control.originate("cb1", "95550123", caller_id="1001", on_behalf_of="1001")
+    (first,) = await p.invites(1)
+    p.answer(first, 503)  # failover is under way ...
+    control.cancel_originate("cb1")  # ... and the callback is given up in the same turn
+    await settle()
+    assert len(p.sent_invites()) == 1
+    assert p.server.b2bua.dialling == set()
+
+
+CAPPED = """
+extensions:
+  "1001": {password: pw1}
+  "1002": {password: pw2, max_outbound_calls: 1, max_outbound_per_minute: 0}
+trunks:
+  carrier: {host: 203.0.113.5, port: 5062, register: false, max_channels: 1}
+  backup: {host: 203.0.113.6, port: 5064, register: false}
+dialplan:
+  inbound:
+    - {did: "4200", destination: {kind: number, target: "95550000"}}
+  outbound:
+    - {pattern: "_9.", strip: 1, trunk: backup}
+"""
+
+
+async def test_a_forwarders_outbound_cap_counts_its_forwards() -> None:
+    """1002 forwards to a mobile and may have one outside call at once: a second caller's
+    forward is not dialled while the first rings (whoever the callers are)."""
+    p = Pbx(CAPPED)
+    p.server.ext_settings["1002"] = ExtensionSettings(forward_all="95550000")
+    await p.dial("1002", user="1001")
+    assert p.server.b2bua.outside_calls_for("1002") == 1
+    await p.dial("1002", user="1001", sent=0)
+    assert len(p.sent_invites()) == 1 and p.final_to_caller() == 404
+
+
+async def test_a_call_in_on_one_trunk_and_out_on_another_holds_a_channel_on_each() -> None:
+    p = Pbx(CAPPED)
+
+    def from_carrier(tag: str) -> None:
+        body = offer_sdp("203.0.113.60", 31000)
+        lines = [
+            "INVITE sip:4200@127.0.0.1 SIP/2.0",
+            f"Via: SIP/2.0/UDP 203.0.113.5:5062;branch=z9hG4bK{secrets.token_hex(5)}",
+            "Max-Forwards: 70",
+            f"From: <sip:+8613800000000@203.0.113.5>;tag={tag}",
+            "To: <sip:4200@127.0.0.1>",
+            f"Call-ID: {secrets.token_hex(6)}",
+            "CSeq: 1 INVITE",
+            "Contact: <sip:pstn@203.0.113.5:5062>",
+            "Content-Type: application/sdp",
+        ]
+        raw = ("\r\n".join(lines) + f"\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        req = parse_message(raw + body)
+        assert isinstance(req, Request)
+        p.server.stack.on_request(RequestReceived(req, ("203.0.113.5", 5062), "UDP", key=tag))
+
+    from_carrier("in1")
+    (out,) = await p.invites(1)
+    assert out.dest == ("203.0.113.6", 5064)
+    assert (p.server.trunk_load("carrier"), p.server.trunk_load("backup")) == (1, 1)
+    from_carrier("in2")  # carrier's one channel is taken by the first call
+    await settle()
+    assert len(p.sent_invites()) == 1 and p.final_to_caller() == 503
+
+
+async def test_switchboards_own_call_without_a_caller_id_goes_out_anonymous() -> None:
+    p = Pbx(CAPPED)
+    await p.dial("4200", user="1001")
+    (invite,) = p.sent_invites()
+    assert "sip:anonymous@anonymous.invalid" in header(invite, "From")
+    assert header(invite, "Privacy") == "id"
+    assert "sip:anonymous@" in header(invite, "P-Asserted-Identity")
