@@ -43,11 +43,15 @@ def hears(p: Phone, path: Path, call: int | None = None, seconds: float = 1.6) -
     return path
 
 
-def hears_own_tone_back(caller: Phone, cid: int, tone: Path, out: Path) -> Path:
+def hears_own_tone_back(
+    caller: Phone, cid: int, tone: Path, out: Path, *, confirmed: bool = False
+) -> Path:
     """``caller``'s call ``cid`` reaches an echo (a SIPp UAS with ``-rtp_echo``, e.g. a
-    carrier): once confirmed, play ``tone``, record ``out`` for 2.5 s, then hang up and wait
-    for the end. The caller hearing its own tone proves the far leg carried audio."""
-    caller.wait_call_state("CONFIRMED", call=cid, timeout=20)
+    carrier): once confirmed (waited for here unless the test already saw it), play
+    ``tone``, record ``out`` for 2.5 s, then hang up and wait for the end. The caller
+    hearing its own tone proves the far leg carried audio."""
+    if not confirmed:
+        caller.wait_call_state("CONFIRMED", call=cid, timeout=20)
     caller.wait_media_active(call=cid, timeout=10)
     caller.play(tone, call=cid)
     hears(caller, out, call=cid, seconds=2.5)

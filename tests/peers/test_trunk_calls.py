@@ -99,7 +99,7 @@ def test_outbound_call_fails_over_to_the_next_trunk(
         cid = caller.call(sb.uri("95551234"))
         caller.wait_call_state("CONFIRMED", call=cid, timeout=20)
         assert time.monotonic() - dialled < 10
-        heard = hears_own_tone_back(caller, cid, tone_1k, tmp_path / "echo.wav")
+        heard = hears_own_tone_back(caller, cid, tone_1k, tmp_path / "echo.wav", confirmed=True)
         assert answering.wait(15).successful == 1
         assert failing.wait(20).successful == 1  # it did get the INVITE
     assert abs(dominant_frequency(heard) - 1000) < 20, describe(heard)
