@@ -982,9 +982,12 @@ class SipServer:
         if policy is not None:
             # Outside parties dialled for ``ext`` (its own calls, its forwards, callbacks
             # its agent places), ringing or up.
-            active = self.b2bua.outside_calls_for(ext)
             kind, refused = policy.check(
-                ext, number, active, asyncio.get_running_loop().time(), count=count
+                ext,
+                number,
+                lambda: self.b2bua.outside_calls_for(ext),
+                asyncio.get_running_loop().time(),
+                count=count,
             )
             if refused is not None:
                 log.warning(

@@ -39,7 +39,7 @@ dialling out in bulk. Each refusal is one log line and a call record with its ca
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .patterns import DialPattern, compile_pattern
@@ -202,7 +202,13 @@ class OutboundPolicy:
         return self._overrides.get(ext) or self.limits_of(ext).class_of_service
 
     def check(
-        self, ext: str, number: str, active_calls: int, now: float, *, count: bool = True
+        self,
+        ext: str,
+        number: str,
+        active_calls: int | Callable[[], int],
+        now: float,
+        *,
+        count: bool = True,
     ) -> tuple[str, str | None]:
         """(number class, None) when allowed, else (number class, refusal cause). An allowed
         non-emergency call is counted against the extension's per-minute cap (unless
@@ -215,7 +221,12 @@ class OutboundPolicy:
         cos = self.class_of_service(ext)
         if CLASS_ORDER.index(cos) < CLASS_ORDER.index(kind):
             return kind, "class_of_service"
-        if lim.concurrent and active_calls >= lim.concurrent:
+        # ``active_calls`` may be a function: counting live calls is only worth it (once
+        # per call, over every live call) for an extension that has a cap.
+        if (
+            lim.concurrent
+            and (active_calls() if callable(active_calls) else active_calls) >= lim.concurrent
+        ):
             return kind, "outbound_concurrent_limit"
         if lim.per_minute:
             recent = self._recent.setdefault(ext, deque())
