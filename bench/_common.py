@@ -40,6 +40,8 @@ if str(REPO_ROOT) not in sys.path:
 from tests.peers.sipp import SippProcess, SippResult  # noqa: E402
 from tests.peers.switchboard import Switchboard  # noqa: E402
 
+BENCH = Path(__file__).resolve().parent
+
 __all__ = [
     "REPO_ROOT",
     "Kamailio",
@@ -502,3 +504,54 @@ def settle(port: int, *, quick_ms: float = 20.0, limit: float = 20.0) -> float:
         good = good + 1 if status is not None and time.monotonic() - t < quick_ms / 1000 else 0
         time.sleep(0.1)
     return time.monotonic() - t0
+
+
+class AuthCallSteps:
+    """Steps of the authenticated UAC scenario (``bench/scenarios/uac_auth_rtp.xml``:
+    INVITE, 407, INVITE with credentials, 200, RTP from a tone pcap, BYE) from ``caller``
+    to a number, each in its own folder under ``workdir``; after each step the server at
+    ``target`` is given time to settle (:func:`settle`), noted when it took over 2 s."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        target: str,
+        caller: tuple[str, str],
+        *,
+        seconds: float,
+        hold: float,
+        pcap: float,
+    ) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.target = target
+        self.caller, self.password = caller
+        self.seconds, self.hold, self.pcap = seconds, hold, pcap
+        self.count = 0
+
+    def to(self, dialled: str) -> Callable[[float], Step]:
+        """The step function (rate -> :class:`Step`) for calls to ``dialled``."""
+        return lambda rate: self.step(dialled, rate)
+
+    def step(self, dialled: str, rate: float) -> Step:
+        from tests.peers.sipp import prepare_tone_pcap
+
+        self.count += 1
+        name = f"uac_{self.count:02d}_{dialled}_{int(rate)}"
+        (self.workdir / name).mkdir(parents=True, exist_ok=True)
+        prepare_tone_pcap(self.workdir / name, seconds=self.pcap)
+        scenario = BENCH / "scenarios" / "uac_auth_rtp.xml"
+        s = run_step(
+            ["-sf", str(scenario), "-s", dialled, "-au", self.caller, "-ap", self.password,
+             "-key", "caller", self.caller,
+             "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mi", "127.0.0.1",
+             "-mp", str(free_udp_port(pair=True)), "-d", str(int(self.hold * 1000))],
+            target=self.target, rate=rate, seconds=self.seconds, workdir=self.workdir,
+            name=name, hold_seconds=self.hold, trace_rtt=True,
+        )  # fmt: skip
+        # Let the UAS finish its timewait and Switchboard close the legs.
+        pause(1.5)
+        waited = settle(int(self.target.rsplit(":", 1)[1]))
+        if waited > 2:
+            s.note = f"settled {waited:.0f} s after"
+        return s

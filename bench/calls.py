@@ -39,30 +39,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import (
     STEP_HEADER,
+    AuthCallSteps,
     RateSearch,
     SetupError,
     SippProcess,
     Step,
     free_port_range,
     free_udp_port,
-    pause,
     percentile,
     print_table,
     require,
-    run_step,
-    settle,
     start_switchboard,
     uvloop_installed,
 )
 from tests.peers.sipp import (
-    prepare_tone_pcap,
     run_sipp,
     scenario,
     write_auth_injection,
 )
 
-BENCH = Path(__file__).resolve().parent
-UAC_SCENARIO = BENCH / "scenarios" / "uac_auth_rtp.xml"
 CALLER, CALLER_PW = "1001", "pw-1001"
 CALLEE, CALLEE_PW = "2001", "pw-2001"
 
@@ -135,33 +130,18 @@ def main() -> int:
         time.sleep(0.5)
         if uas.proc.poll() is not None:
             raise SetupError(f"SIPp UAS exited early:\n{uas.stop().summary()}")
-        uac_dir = tmp / "uac"
-        uac_dir.mkdir()
-        counter = [0]
-
-        def step(rate: float) -> Step:
-            counter[0] += 1
-            name = f"uac_{counter[0]:02d}_{int(rate)}"
-            (uac_dir / name).mkdir(parents=True, exist_ok=True)
-            prepare_tone_pcap(uac_dir / name, seconds=args.pcap)
-            s = run_step(
-                ["-sf", str(UAC_SCENARIO), "-s", CALLEE, "-au", CALLER, "-ap", CALLER_PW,
-                 "-key", "caller", CALLER,
-                 "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mi", "127.0.0.1",
-                 "-mp", str(free_udp_port(pair=True)), "-d", str(int(args.hold * 1000))],
-                target=target, rate=rate, seconds=seconds, workdir=uac_dir, name=name,
-                hold_seconds=args.hold, trace_rtt=True,
-            )  # fmt: skip
-            # Let the UAS finish its timewait and Switchboard close the legs.
-            pause(1.5)
-            waited = settle(int(target.rsplit(":", 1)[1]))
-            if waited > 2:
-                s.note = f"settled {waited:.0f} s after"
-            return s
+        calls = AuthCallSteps(
+            tmp / "uac",
+            target,
+            (CALLER, CALLER_PW),
+            seconds=seconds,
+            hold=args.hold,
+            pcap=args.pcap,
+        )
 
         print(f"calls: rate search ({seconds:g} s per step; media: {media})", flush=True)
         rs = RateSearch(start=args.start, factor=1.5, refine=2, budget_seconds=budget)
-        peak = rs.run(step)
+        peak = rs.run(calls.to(CALLEE))
         steps = rs.steps
     except SetupError as exc:
         print(f"setup error: {exc}", file=sys.stderr)

@@ -44,23 +44,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import (
     STEP_HEADER,
+    AuthCallSteps,
     SetupError,
     SippProcess,
     Step,
     free_port_range,
     free_udp_port,
-    pause,
     print_table,
     require,
-    run_step,
-    settle,
     start_switchboard,
     uvloop_installed,
 )
-from tests.peers.sipp import prepare_tone_pcap, run_sipp, scenario, write_auth_injection
+from tests.peers.sipp import run_sipp, scenario, write_auth_injection
 
-BENCH = Path(__file__).resolve().parent
-UAC_SCENARIO = BENCH / "scenarios" / "uac_auth_rtp.xml"
 CALLER, CALLER_PW = "1001", "pw-1001"
 CALLEE, CALLEE_PW = "2001", "pw-2001"
 OUTSIDE = "95551234"
@@ -134,44 +130,27 @@ def main() -> int:
         for uas in uases:
             if uas.proc.poll() is not None:
                 raise SetupError(f"SIPp UAS exited early:\n{uas.stop().summary()}")
-        uac_dir = tmp / "uac"
-        uac_dir.mkdir()
-        counter = [0]
-
-        def stepper(dialled: str) -> object:
-            def step(rate: float) -> Step:
-                counter[0] += 1
-                name = f"uac_{counter[0]:02d}_{dialled}_{int(rate)}"
-                (uac_dir / name).mkdir(parents=True, exist_ok=True)
-                prepare_tone_pcap(uac_dir / name, seconds=args.pcap)
-                s = run_step(
-                    ["-sf", str(UAC_SCENARIO), "-s", dialled, "-au", CALLER, "-ap", CALLER_PW,
-                     "-key", "caller", CALLER,
-                     "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mi", "127.0.0.1",
-                     "-mp", str(free_udp_port(pair=True)), "-d", str(int(args.hold * 1000))],
-                    target=target, rate=rate, seconds=seconds, workdir=uac_dir, name=name,
-                    hold_seconds=args.hold, trace_rtt=True,
-                )  # fmt: skip
-                pause(1.5)
-                waited = settle(int(target.rsplit(":", 1)[1]))
-                if waited > 2:
-                    s.note = f"settled {waited:.0f} s after"
-                return s
-
-            return step
+        calls = AuthCallSteps(
+            tmp / "uac",
+            target,
+            (CALLER, CALLER_PW),
+            seconds=seconds,
+            hold=args.hold,
+            pcap=args.pcap,
+        )
 
         assert sb.proc is not None
         pid = sb.proc.pid
         for label, dialled in (("extension", CALLEE), ("trunk", OUTSIDE)) * 2:
             before = _cpu_seconds(pid)
-            s = stepper(dialled)(args.cpu_rate)  # type: ignore[operator]
+            s = calls.step(dialled, args.cpu_rate)
             used = _cpu_seconds(pid) - before
             if s.successful:
                 ms = 1000.0 * used / s.successful
                 cpu[label] = min(cpu.get(label, ms), ms)
         print(f"paired rate search ({seconds:g} s per step)", flush=True)
         results = paired_search(
-            {"extension": stepper(CALLEE), "trunk": stepper(OUTSIDE)},  # type: ignore[dict-item]
+            {"extension": calls.to(CALLEE), "trunk": calls.to(OUTSIDE)},
             start=args.start,
             budget=2 * budget,
         )

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
@@ -411,19 +411,23 @@ class Call:
             ("Allow", ALLOW),
         ]
 
-    def _note_trunk_dial(self, dial: TrunkDial) -> None:
+    def _note_trunk(
+        self, trunk: str | None, attempts: Sequence[tuple[str, int]], caller_id: str | None
+    ) -> None:
         """The record names the trunk that carried (or last tried) the call, the trunks
         that failed before it, and the caller ID the carrier was given (docs/records.md)."""
-        self.notes.trunk = dial.trunk
-        self.notes.trunk_attempts = list(dial.attempts)
-        self.notes.caller_id_sent = dial.caller_id
+        self.notes.trunk = trunk
+        self.notes.trunk_attempts = list(attempts)
+        self.notes.caller_id_sent = caller_id
+
+    def _note_trunk_dial(self, dial: TrunkDial) -> None:
+        """A dial that failed: the trunks it tried."""
+        self._note_trunk(dial.trunk, dial.attempts, dial.caller_id)
 
     def note_trunk_of(self, side: Side) -> None:
         """``side`` was reached through a trunk: the record says which, and how."""
         if side.trunk is not None:
-            self.notes.trunk = side.trunk
-            self.notes.trunk_attempts = list(side.trunk_attempts)
-            self.notes.caller_id_sent = side.caller_id_sent
+            self._note_trunk(side.trunk, side.trunk_attempts, side.caller_id_sent)
 
     def _on_callee_answered(self, b: Side) -> None:
         assert self.invite is not None and b.dialog is not None

@@ -815,15 +815,13 @@ class SipServer:
                 # Switchboard's own call, so the system class of service applies.
                 out = self.outside_route(dest.target, "")
                 if isinstance(out, str):
-                    status = 480 if out in ("no_trunk", "no_route") else 403
-                    self._reject_call(req, user, callee, status, out)
+                    self._reject_call(req, user, callee, _refusal_status(out), out)
                     return
-                call = self.b2bua.start_trunk_call(req, source, transport, user, out)
-                call.notes.dialled = callee
-                call.notes.direction = "inbound" if trunk is not None else "outbound"
+                self._start_outside(req, source, transport, user, out, callee, trunk)
                 return
             if dest.kind not in (DestinationKind.EXTENSION, DestinationKind.CONFERENCE):
-                # Outbound trunks come with their issue.
+                # An outbound rule reached by a carrier's call (refused above) or a kind
+                # no service serves.
                 self._reject_call(req, user, callee, 480, f"{dest.kind.value}_unavailable")
                 return
             callee = number
@@ -952,12 +950,27 @@ class SipServer:
         if isinstance(route, str):
             return False
         log.info("call_forwarded", reason=reason, frm=forwarder, to=number, outside=True)
+        call = self._start_outside(req, source, transport, caller, route, dialled, trunk)
+        call.tried.add(forwarder)
+        return True
+
+    def _start_outside(
+        self,
+        req: Request,
+        source: tuple[str, int],
+        transport: str,
+        caller: str,
+        route: OutsideRoute,
+        dialled: str,
+        trunk: InboundTrunk | None,
+    ) -> Call:
+        """The call leaves through ``route``'s trunks; a customer's call (from ``trunk``)
+        stays ``inbound`` in the record, a phone's is ``outbound``."""
         call = self.b2bua.start_trunk_call(req, source, transport, caller, route)
         call.notes.dialled = dialled
         if trunk is not None:
             call.notes.direction = "inbound"
-        call.tried.add(forwarder)
-        return True
+        return call
 
     def outside_route(self, dialled: str, ext: str, *, count: bool = True) -> OutsideRoute | str:
         """Where ``dialled`` leaves when ``ext`` dials it ("" = Switchboard itself: an IVR
@@ -1027,11 +1040,10 @@ class SipServer:
         order (a rule naming none: every trunk, in the order of the config)."""
         route = self._checked_route(caller, number, dest)
         if isinstance(route, str):
-            status = 480 if route == "no_trunk" else 403
-            self._reject_call(req, caller, number, status, route)
+            self._reject_call(req, caller, number, _refusal_status(route), route)
             return
-        call = self.b2bua.start_trunk_call(req, source, transport, caller, route)
-        call.notes.dialled = req.request_uri.user_unescaped() or number
+        dialled = req.request_uri.user_unescaped() or number
+        self._start_outside(req, source, transport, caller, route, dialled, None)
 
     def _announce_and_hang_up(
         self,
@@ -1448,3 +1460,9 @@ def _credentials_for_realm(values: list[str], realm: str) -> str | None:
     # Credentials in a scheme we do not know are ignored: the client gets a fresh challenge
     # (RFC 4475 §3.3.7); a malformed Digest value is still looked at (and answered 400).
     return digest[0] if digest else None
+
+
+def _refusal_status(cause: str) -> int:
+    """The SIP status of an outside call refused with ``cause``: no route or no trunk is
+    480 (temporarily unavailable), a toll-fraud guard's refusal 403."""
+    return 480 if cause in ("no_trunk", "no_route") else 403
