@@ -22,14 +22,34 @@ from tests.peers.switchboard import MEDIA_WORKERS_ENV, Switchboard
 
 _handed_out: set[int] = set()
 
-# Modules whose tests also run against media worker processes (``media: {workers: 2}``):
-# plain calls, features (hold, transfer, conference, whisper) and the ACD.
-MEDIA_WORKER_MODULES = frozenset({"test_calls", "test_features", "test_acd"})
+# Tests that also run against media worker processes (``media: {workers: 2}``): the ones
+# whose media path differs there (relay, transcoding, mixing, taps, tones, in-band DTMF,
+# media timeouts). Signalling-only tests (busy, cancel, forwards, reload, restarts) run
+# in-process only: a second pass would test the same SIP code again and cost minutes.
+MEDIA_WORKER_TESTS = frozenset(
+    {
+        "test_call_audio_both_ways_dtmf_and_caller_hangs_up",
+        "test_media_timeout_hangs_up",
+        "test_session_refresh_keeps_media",
+        "test_ringback_then_early_media",
+        "test_hold_plays_music_and_unhold_restores_audio",
+        "test_blind_transfer",
+        "test_attended_transfer",
+        "test_conference_room_three_parties",
+        "test_g722_wideband_and_transcoding_to_pcmu",
+        "test_inband_dtmf_all_sixteen_digits",
+        "test_three_way_conference_from_a_phone",
+        "test_callback_keeps_its_place_and_connects_agent_and_customer",
+        "test_supervisor_listen_whisper_barge_and_intercept",
+        "test_waiting_caller_hears_the_queue_music_then_the_agent",
+    }
+)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    module = metafunc.module.__name__.rsplit(".", 1)[-1]
-    if module in MEDIA_WORKER_MODULES and "media_workers" in metafunc.fixturenames:
+    if metafunc.function.__name__ in MEDIA_WORKER_TESTS and "media_workers" in (
+        metafunc.fixturenames
+    ):
         metafunc.parametrize("media_workers", [0, 2], ids=["inproc", "workers2"], indirect=True)
 
 
@@ -37,7 +57,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def media_workers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
     """Media worker processes of every server the test starts (0: RTP in the server's own
     process). Servers read it from the environment, so tests that build ``Switchboard``
-    themselves are covered too. Outside the parametrized modules the environment decides
+    themselves are covered too. Outside MEDIA_WORKER_TESTS the environment decides
     (``SWITCHBOARD_PEER_MEDIA_WORKERS=2 pytest tests/peers/test_ivr.py`` runs those on
     workers too)."""
     if not hasattr(request, "param"):
