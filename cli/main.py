@@ -14,13 +14,16 @@ import os
 import signal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 import typer
 
+from cli.commands import register as register_live_commands
 from cli.logging_setup import configure_logging
-from config import ConfigError, config_file_path, ensure_default_config
+
+if TYPE_CHECKING:
+    from config import ConfigError
 
 DEFAULT_VAR_DIR = Path("var")
 
@@ -30,7 +33,7 @@ app = typer.Typer(
     name="switchboard",
     help="Switchboard: a softswitch and call-center engine.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -107,6 +110,10 @@ def serve(
     configure_logging(json=log_json, level=log_level.value)
     log = structlog.get_logger("switchboard.cli")
 
+    # Imported here: the config schema imports pbx's dialplan helpers, and `--help` and the
+    # live commands need none of that.
+    from config import ConfigError, config_file_path, ensure_default_config
+
     if config is None:
         config_path, passwords = ensure_default_config(DEFAULT_VAR_DIR)
         if passwords is not None:
@@ -166,6 +173,7 @@ def validate(
     """Check a config and its IVR flows; print every problem as file:line:column: message
     (exit 1) or OK."""
     from app import load_all
+    from config import ConfigError
 
     try:
         load_all(path)
@@ -195,6 +203,7 @@ def reload(
 
     from app import load_all
     from app.reload import read_report
+    from config import ConfigError, config_file_path
 
     try:
         load_all(path)
@@ -240,6 +249,7 @@ def queue_log(
     from datetime import UTC, datetime
 
     from app import queue_log_lines
+    from config import ConfigError
 
     start = None
     if since is not None:
@@ -276,6 +286,7 @@ def voicemail_list(
     import json
 
     from app import voicemail_messages
+    from config import ConfigError
 
     try:
         messages = asyncio.run(voicemail_messages(config, mailbox))
@@ -312,6 +323,7 @@ def voicemail_export(
 ) -> None:
     """Write one message's recording to a WAV file."""
     from app import export_voicemail
+    from config import ConfigError
 
     try:
         message, intact = asyncio.run(export_voicemail(config, message_id, output))
@@ -324,6 +336,10 @@ def voicemail_export(
     if not intact:
         typer.echo(f"warning: {message.path} no longer matches its stored SHA-256", err=True)
     typer.echo(f"message {message_id} ({message.seconds:.1f} s) written to {output}")
+
+
+# The live commands over the running server's HTTP API (cli/commands.py).
+register_live_commands(app)
 
 
 if __name__ == "__main__":
