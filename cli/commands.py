@@ -134,7 +134,10 @@ def _table(items: Sequence[dict[str, Any]], columns: Sequence[Column], empty: st
         table.add_column(header, overflow="fold")
     for item in items:
         table.add_row(*(fmt(item) for _, fmt in columns))
-    Console(soft_wrap=False).print(table)
+    console = Console(soft_wrap=False)
+    if not console.is_terminal:
+        console.width = 10_000  # piped: one line per row, nothing folded, for grep and awk
+    console.print(table)
 
 
 def _fields(item: dict[str, Any], skip: Sequence[str] = ()) -> None:
