@@ -412,7 +412,7 @@ def queue_stats(
     config: ConfigOpt = DEFAULT_CONFIG,
     as_json: JsonOpt = False,
 ) -> None:
-    """Today's numbers for one queue (UTC day): offered, answered, abandoned, service level,
+    """Today's numbers for one queue: offered, answered, abandoned, service level,
     average speed of answer; and now: waiting, longest wait, agents by state."""
     queue = _queue(config, name)
     today = queue.get("today") or {}
@@ -420,15 +420,17 @@ def queue_stats(
         _print_json({"name": queue.get("name", name), **today, "waiting": queue.get("waiting")})
         return
     level = today.get("service_level")
+    asa = today.get("asa_seconds")
     typer.echo(f"queue {queue.get('name', name)} today")
-    typer.echo(f"  offered    {_text(today.get('offered'))}")
-    typer.echo(f"  answered   {_text(today.get('answered'))}")
-    typer.echo(f"  abandoned  {_text(today.get('abandoned'))}")
+    typer.echo(f"  offered        {_text(today.get('offered'))}")
+    typer.echo(f"  answered       {_text(today.get('answered'))}")
+    typer.echo(f"  abandoned      {_text(today.get('abandoned'))}")
+    shown = "-" if level is None else f"{100 * float(level):.1f}%"
     typer.echo(
-        f"  service level {'' if level is None else f'{100 * float(level):.1f}%'} "
-        f"within {_seconds(today.get('service_level_seconds'))}".rstrip()
+        f"  service level  {shown} (answered within "
+        f"{_seconds(today.get('service_level_seconds')) or '?'})"
     )
-    typer.echo(f"  ASA        {_seconds(today.get('asa_seconds'))}")
+    typer.echo(f"  ASA            {'-' if asa is None else _seconds(asa)}")
     typer.echo(
         f"now: {_text(queue.get('waiting'))} waiting, longest "
         f"{_seconds(queue.get('longest_wait_seconds')) or '0s'}; "

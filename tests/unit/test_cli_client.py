@@ -466,11 +466,29 @@ def test_queue_show_and_stats(config_dir: Path, server: FakeServer) -> None:
 
     stats = run(config_dir, "queue", "stats", "support")
     assert stats.exit_code == 0
-    assert "service level 75.0% within 20s" in stats.stdout
-    assert "ASA        10s" in stats.stdout
+    assert "  service level  75.0% (answered within 20s)\n" in stats.stdout
+    assert "  ASA            10s\n" in stats.stdout
     assert "now: 1 waiting, longest 12s; agents AVAILABLE 2, NOT_READY 1" in stats.stdout
     as_json = json.loads(run(config_dir, "queue", "stats", "support", "--json").stdout)
     assert as_json == {"name": "support", **queue["today"], "waiting": 1}  # type: ignore[dict-item]
+
+
+def test_queue_stats_before_any_call(config_dir: Path, server: FakeServer) -> None:
+    today = {
+        "offered": 0,
+        "answered": 0,
+        "abandoned": 0,
+        "service_level": None,
+        "service_level_seconds": 20,
+        "asa_seconds": None,
+    }
+    queue = {"name": "sales", "waiting": 0, "longest_wait_seconds": 0, "agents": {}, "today": today}
+    server.routes["GET", "/api/queues/sales"] = (200, queue)
+    stats = run(config_dir, "queue", "stats", "sales")
+    assert stats.stdout.splitlines()[4:6] == [
+        "  service level  - (answered within 20s)",
+        "  ASA            -",
+    ]
 
 
 def test_agent_actions(config_dir: Path, server: FakeServer) -> None:
