@@ -240,7 +240,8 @@ def test_users_tokens_and_extensions_from_the_cli(
     added = ok(sb, "ext", "add", "1010", "--name", "New desk")
     password = added.rsplit(" ", 1)[1].strip()
     phone = phone_factory("ext1010", user="1010")
-    assert phone.register(sb.address, password=password)["code"] == 200
+    registration = phone.register(sb.address, password=password)
+    assert registration is not None and registration["code"] == 200, registration
     assert ok(sb, "ext", "passwd", "1010", "--password", "pw-1010-new") == (
         "extension 1010 password pw-1010-new\n"
     )
