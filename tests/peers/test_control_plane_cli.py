@@ -70,7 +70,8 @@ def test_reg_and_call_commands_with_real_phones(
     server_factory: Callable[..., Switchboard], phone_factory: Callable[..., Phone]
 ) -> None:
     """`reg list --json` shows the phones; `call list --json` the live call with its id;
-    `call hangup ID` ends it: both PJSUA2 phones get a BYE without hanging up themselves."""
+    `call hangup ID` ends it: both PJSUA2 phones get a BYE without hanging up themselves;
+    `cdr search` finds its record."""
     sb = server_factory(extensions=PEOPLE)
     alice = registered(phone_factory, sb, "1001")
     bob = registered(phone_factory, sb, "1002")
@@ -106,6 +107,30 @@ def test_reg_and_call_commands_with_real_phones(
         lambda: ok_json(sb, "cdr", "search", "--number", "1002"), 10, "the call record"
     )
     assert record["disposition"] == "ANSWERED" and record["caller"]
+    assert ok_json(sb, "cdr", "search", "--disposition", "no-answer") == []
+    assert ok_json(sb, "cdr", "search", "--since", "2099-01-01") == []
+
+
+def test_call_originate_rings_the_extension_then_the_number(
+    server_factory: Callable[..., Switchboard], phone_factory: Callable[..., Phone]
+) -> None:
+    sb = server_factory(extensions=PEOPLE)
+    alice = registered(phone_factory, sb, "1001")
+    bob = registered(phone_factory, sb, "1002")
+    out = ok(sb, "call", "originate", "--extension", "1001", "1002")
+    assert out.startswith("ringing 1001, then dialling 1002 (originate id ")
+    first = alice.wait_incoming(timeout=10)  # Alice's phone rings first
+    alice.answer(call=first["call"])
+    second = bob.wait_incoming(timeout=10)  # then the number is dialled for her
+    bob.answer(call=second["call"])
+    bob.wait_media_active(call=second["call"], timeout=10)
+    (call,) = ok_json(sb, "call", "list")
+    assert (call["caller_ext"], call["callee_ext"]) == ("1001", "1002")
+    ok(sb, "call", "hangup", call["id"])
+    bob.wait_disconnected(call=second["call"], timeout=10)
+    # 1003 has no phone registered: refused, one line.
+    refused = cli(sb, "call", "originate", "--extension", "1003", "1002")
+    assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1, refused.stderr
 
 
 def test_agent_pause_changes_what_the_acd_offers(
