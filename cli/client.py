@@ -76,9 +76,11 @@ class Target:
 def locate(config: Path, env: Mapping[str, str] | None = None) -> Target:
     """The server's URL and the token for ``config`` (a folder or a YAML file)."""
     env = os.environ if env is None else env
-    from config import config_file_path
+    from config import CONFIG_FILENAME, config_file_path
 
     config_file = config_file_path(config)
+    if not config.exists() and config.suffix not in (".yaml", ".yml"):
+        config_file = config / CONFIG_FILENAME  # a folder not made yet (the default var/)
     url = env.get(URL_ENV, "").strip().rstrip("/")
     if not url:
         host, port = http_address(config_file)
@@ -89,8 +91,10 @@ def locate(config: Path, env: Mapping[str, str] | None = None) -> Target:
     token_path = config_file.parent / TOKEN_FILE
     try:
         token = token_path.read_text().strip() or None
-    except OSError:
+    except FileNotFoundError:
         token = None
+    except OSError as exc:  # e.g. mode 0600 and another user: say so on a 401
+        return Target(url, None, f"{token_path} ({exc.strerror or exc})")
     return Target(url, token, str(token_path))
 
 
@@ -279,7 +283,7 @@ class ApiClient:
         text = _error_text(response)
         if status in (401, 403):
             if status == 401 and not self.target.token:
-                text = f"no token: {self.target.token_source} is missing or empty"
+                text = f"no token: {self.target.token_source} is missing, empty or unreadable"
             elif status == 401:
                 text = f"{text} (token from {self.target.token_source})"
             raise ApiError(f"not authorised: {text}", EXIT_UNAUTHORISED, status)

@@ -136,6 +136,18 @@ def test_locate_http_section_and_wildcard_hosts(tmp_path: Path) -> None:
     assert locate(config, env={}).token_source == str(tmp_path / "admin.token")
 
 
+def test_locate_default_folder_not_made_yet(tmp_path: Path) -> None:
+    target = locate(tmp_path / "var", env={})
+    assert target == Target("http://127.0.0.1:8080", None, str(tmp_path / "var" / "admin.token"))
+
+
+def test_locate_unreadable_token(config_dir: Path) -> None:
+    (config_dir / "admin.token").unlink()
+    (config_dir / "admin.token").mkdir()  # reading it fails (as a 0600 file of another user)
+    target = locate(config_dir, env={})
+    assert target.token is None and target.token_source.startswith(f"{config_dir}/admin.token (")
+
+
 def test_locate_env_overrides(config_dir: Path) -> None:
     env = {"SWITCHBOARD_URL": "http://example.test:1234/", "SWITCHBOARD_TOKEN": "sbt_x"}
     assert locate(config_dir, env=env) == Target(
@@ -702,7 +714,7 @@ def test_missing_token_file_says_so(config_dir: Path, server: FakeServer) -> Non
     result = run(config_dir, "call", "list")
     assert result.exit_code == 3
     assert result.stderr == (
-        f"not authorised: no token: {config_dir}/admin.token is missing or empty\n"
+        f"not authorised: no token: {config_dir}/admin.token is missing, empty or unreadable\n"
     )
     assert "authorization" not in server.last.headers
 
