@@ -213,7 +213,8 @@ def event_line(event: dict[str, Any]) -> str:
     elif kind == "call":
         text = f"{e.pop('event', '?')} {e.pop('caller', '?')} -> {e.pop('callee', '?')}"
     elif kind == "queue":
-        text = f"{e.pop('queue', '?')} {e.pop('event', '?')}"
+        # Agent-wide entries (AGENTLOGIN, PAUSE) name no queue.
+        text = " ".join(str(p) for p in (e.pop("queue", None), e.pop("event", "?")) if p)
     elif kind == "registration":
         text = f"{e.pop('event', '?')} {e.pop('aor', '?')}"
     else:

@@ -672,6 +672,8 @@ def test_event_line_other_types() -> None:
         )
         == "2026-12-06 17:00:00 queue support ENTERQUEUE call_id=q1 data=, 1"
     )
+    agent_wide = {"type": "queue", "queue": "", "event": "PAUSE", "agent": "bob", "data": ["lunch"]}
+    assert event_line(agent_wide) == "queue PAUSE agent=bob data=lunch"
     assert event_line({"type": "registration", "aor": "1001", "event": "added"}) == (
         "registration added 1001"
     )
