@@ -240,6 +240,8 @@ class AcdHost:
         self._queued_step = 0
         self._written_step = 0
         self._durable_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # Listeners of the queue event log and agent state changes (the API's event stream).
+        self._listeners: list[Callable[[QueueEventData | AgentStateData], None]] = []
         self._unsubscribe = control.subscribe(self._on_event)
         control.serve("queue")
         control.claim_feature_codes("acd", self.codes.all())
@@ -385,6 +387,27 @@ class AcdHost:
         done = self.acd.end_wrap_up(agent, time.time(), code)
         self._pump()
         return done
+
+    def subscribe(
+        self, handler: Callable[[QueueEventData | AgentStateData], None]
+    ) -> Callable[[], None]:
+        """Call ``handler`` with every queue event and agent state change as it is logged
+        (before it is committed); the returned function unsubscribes. A handler that raises
+        is logged and stays subscribed."""
+        self._listeners.append(handler)
+
+        def unsubscribe() -> None:
+            if handler in self._listeners:
+                self._listeners.remove(handler)
+
+        return unsubscribe
+
+    def _tell(self, item: QueueEventData | AgentStateData) -> None:
+        for handler in tuple(self._listeners):
+            try:
+                handler(item)
+            except Exception:
+                log.exception("acd_listener_failed", kind=type(item).__name__)
 
     def agent_states(self) -> dict[str, tuple[AgentState, str | None]]:
         return {a: (x.sm.state, x.sm.reason) for a, x in self.acd.agents.items()}
@@ -594,6 +617,11 @@ class AcdHost:
         events and agent states it caused are committed."""
         if self.store is not None and self._written_step < self._queued_step:
             self.control.hold_acknowledgement(call_id, self._durable())
+
+    def durable(self) -> asyncio.Future[None]:
+        """Resolves once every queue event and agent state logged so far is committed (the
+        API answers an agent's state change only then)."""
+        return self._durable()
 
     def _durable(self) -> asyncio.Future[None]:
         """Resolves once everything logged so far is committed to the store."""
@@ -1137,9 +1165,9 @@ class AcdHost:
             log.info(
                 "queue_event", line=e.queue_log_line(), kind=e.event, call=e.call, agent=e.agent
             )
-            self._pending_events.append(
-                QueueEventData(at, e.call, e.queue, e.agent, e.event, e.data)
-            )
+            event = QueueEventData(at, e.call, e.queue, e.agent, e.event, e.data)
+            self._pending_events.append(event)
+            self._tell(event)
             if e.event in ("CONNECT", "CALLBACKCONNECT") and e.call in self.acd.calls:
                 caller = self.acd.calls[e.call].caller
                 self._pending_last[caller] = (e.agent, at)
@@ -1163,16 +1191,16 @@ class AcdHost:
                 trigger=t.event.value,
                 reason=t.reason,
             )
-            self._pending_states.append(
-                AgentStateData(
-                    datetime.fromtimestamp(t.at, UTC),
-                    t.agent,
-                    t.old.value,
-                    t.new.value,
-                    t.event.value,
-                    t.reason,
-                )
+            state = AgentStateData(
+                datetime.fromtimestamp(t.at, UTC),
+                t.agent,
+                t.old.value,
+                t.new.value,
+                t.event.value,
+                t.reason,
             )
+            self._pending_states.append(state)
+            self._tell(state)
         if self.store is None:
             self._pending_events.clear()
             self._pending_states.clear()

@@ -136,7 +136,8 @@ def serve(
         if getattr(exc, "socket", None) is None:
             raise
         advice = "stop it or change" if exc.errno == errno.EADDRINUSE else "change"
-        typer.echo(f"{exc}: {advice} sip.listen in {config_path}", err=True)
+        setting = getattr(exc, "setting", "sip.listen")
+        typer.echo(f"{exc}: {advice} {setting} in {config_path}", err=True)
         raise typer.Exit(1) from None
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "CallArrived",
     "CallEnded",
     "CallEvent",
+    "CallStarted",
     "ConnectFailed",
     "DtmfReceived",
     "EventBus",
@@ -38,6 +39,7 @@ __all__ = [
     "OriginateAnswered",
     "OriginateFailed",
     "PlaybackFinished",
+    "RegistrationChanged",
 ]
 
 log = structlog.get_logger("pbx.events")
@@ -178,8 +180,35 @@ class CallEnded:
     answered: bool
 
 
+@dataclass(frozen=True, slots=True)
+class CallStarted:
+    """Switchboard holds a new call (a phone's or a trunk's INVITE, or a call made anew
+    after a transfer or for an application): the web panel and metrics see every call,
+    not only those a service serves (``CallArrived``)."""
+
+    call_id: str
+    caller: str
+    callee: str
+    caller_ext: str
+    linked_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationChanged:
+    """A binding of ``aor`` was ``added``, ``refreshed``, ``removed`` (by the phone) or
+    ``expired`` (RFC 3261 §10.2.4 / §10.3)."""
+
+    aor: str
+    contact: str
+    event: str
+    source: str
+    user_agent: str = ""
+
+
 CallEvent = (
     CallArrived
+    | CallStarted
+    | RegistrationChanged
     | FeatureCodeDialled
     | CallAnswered
     | LegAnswered

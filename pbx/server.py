@@ -42,7 +42,7 @@ from .control import CallControl
 from .dialog import Dialog, Flow
 from .dialplan import Destination, DestinationKind, Dialplan, RouteDecision
 from .digest import AuthOutcome, DigestAuthenticator, DigestError, parse_credentials
-from .events import CallArrived
+from .events import CallArrived, RegistrationChanged
 from .features import (
     ExtensionSettings,
     Feature,
@@ -261,6 +261,14 @@ class SipServer:
         self.trunks: dict[str, Trunk] = dict(trunks or {})
         self.trunk_driver = TrunkDriver(self.stack, self.trunks.values())
 
+    def registrations(self) -> list[tuple[str, Contact, int]]:
+        """Every live binding: (AOR, contact, seconds until it expires), by AOR."""
+        now = asyncio.get_running_loop().time()
+        return sorted(
+            ((aor, c, c.remaining(now)) for aor, c in self.location.all()),
+            key=lambda r: (r[0], r[1].uri),
+        )
+
     def trunk_states(self) -> dict[str, TrunkStatus]:
         """Registration and qualify state of every trunk, by name (a snapshot)."""
         return self.trunk_driver.states()
@@ -404,6 +412,21 @@ class SipServer:
 
     # -- background writes -----------------------------------------------------------
 
+    def _publish_bindings(
+        self, changes: list[BindingChange], before: set[str], *, expired: bool = False
+    ) -> None:
+        for ch in changes:
+            c = ch.contact
+            if ch.removed:
+                event = "expired" if expired else "removed"
+            else:
+                event = "refreshed" if c.uri in before else "added"
+            self.b2bua.events.publish(
+                RegistrationChanged(
+                    ch.aor, c.uri, event, f"{c.source[0]}:{c.source[1]}", c.user_agent
+                )
+            )
+
     def _persist_changes(self, changes: list[BindingChange]) -> None:
         if self.writes is None or not changes:
             return
@@ -447,7 +470,9 @@ class SipServer:
         gone = self.location.expire(now)
         if gone:
             log.info("bindings_expired", count=len(gone))
-            self._persist_changes([BindingChange(aor, c, removed=True) for aor, c in gone])
+            changes = [BindingChange(aor, c, removed=True) for aor, c in gone]
+            self._publish_bindings(changes, set(), expired=True)
+            self._persist_changes(changes)
         self._schedule_expiry()
 
     # -- request dispatch --------------------------------------------------------------
@@ -677,6 +702,7 @@ class SipServer:
                 status=outcome.response.status,
                 algorithm=_auth_algorithm(req, self.auth.realm),
             )
+        self._publish_bindings(outcome.changes, before)
         self._persist_changes(outcome.changes)
         ext = self.extensions.get(user)
         if (
