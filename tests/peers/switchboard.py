@@ -96,7 +96,7 @@ class Switchboard:
             + (f"media: {{workers: {media_workers}}}\n" if media_workers else "")
             + 'store: {url: "sqlite+aiosqlite:///switchboard.db"}\n'
             + http_yaml
-            "extensions:\n"
+            + "extensions:\n"
             f"{ext_lines}"
             f"{extra_yaml}"
         )
@@ -179,16 +179,12 @@ class Switchboard:
             return False
         return (self.workdir / "admin.token").exists()
 
-    def api(
-        self, method: str, path: str, *, token: str | None = None, **kwargs: Any
-    ) -> Any:
+    def api(self, method: str, path: str, *, token: str | None = None, **kwargs: Any) -> Any:
         """One API request as the local admin (or with ``token``): an ``httpx.Response``."""
         import httpx
 
         headers = {"Authorization": f"Bearer {token or self.admin_token()}"}
-        return httpx.request(
-            method, self.api_url + path, headers=headers, timeout=10.0, **kwargs
-        )
+        return httpx.request(method, self.api_url + path, headers=headers, timeout=10.0, **kwargs)
 
     def log_text(self) -> str:
         try:

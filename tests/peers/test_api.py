@@ -113,9 +113,10 @@ def test_click_to_call_rings_the_phone_then_the_number(
     bob.wait_media_active(call=second["call"], timeout=10)
     calls = sb.api("GET", "/api/calls").json()["items"]
     assert [(c["caller_ext"], c["callee_ext"]) for c in calls] == [("1001", "1002")]
-    assert sb.api(
-        "POST", "/api/calls", json={"extension": "1003", "number": "1002"}
-    ).status_code == 409  # no phone registered as 1003
+    assert (
+        sb.api("POST", "/api/calls", json={"extension": "1003", "number": "1002"}).status_code
+        == 409
+    )  # no phone registered as 1003
 
 
 def test_extension_added_by_the_api_registers_and_removal_refuses_it(
@@ -157,7 +158,9 @@ def test_roles_csrf_throttling_and_tokens(
     for path in ("/api/calls", "/api/registrations", "/api/users", "/api/cdrs", "/api/me"):
         r = httpx.get(url + path)
         assert r.status_code == 401 and "error" in r.json(), path
-    assert httpx.get(url + "/api/calls", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert (
+        httpx.get(url + "/api/calls", headers={"Authorization": "Bearer nope"}).status_code == 401
+    )
 
     bob_pw = _user(sb, "bob", "agent", agent="bob")
     _user(sb, "sue", "supervisor")
@@ -178,9 +181,10 @@ def test_roles_csrf_throttling_and_tokens(
         r = client.post(f"/api/calls/{call_id}/hangup", headers={"X-CSRF-Token": csrf})
         assert r.status_code == 403 and r.json()["error"] == "not your call"
         assert client.get("/api/users").status_code == 403
-        assert client.post(
-            "/api/agents/carol/pause", headers={"X-CSRF-Token": csrf}
-        ).status_code == 403
+        assert (
+            client.post("/api/agents/carol/pause", headers={"X-CSRF-Token": csrf}).status_code
+            == 403
+        )
         r = client.post("/api/agents/bob/login", headers={"X-CSRF-Token": csrf})
         assert r.status_code == 200 and r.json()["state"] == "AVAILABLE", r.text
         assert client.post("/api/logout", headers={"X-CSRF-Token": csrf}).status_code == 200
@@ -200,7 +204,9 @@ def test_roles_csrf_throttling_and_tokens(
     assert me.json()["user"] == "bob"
     token_id = sb.api("GET", "/api/tokens").json()["items"][-1]["id"]
     assert sb.api("DELETE", f"/api/tokens/{token_id}").status_code == 200
-    assert httpx.get(url + "/api/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert (
+        httpx.get(url + "/api/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    )
     actions = {a["action"] for a in sb.api("GET", "/api/audit").json()["items"]}
     assert {"user.add", "login", "agent.login", "token.create", "token.revoke"} <= actions
 
@@ -256,7 +262,12 @@ def test_event_stream_delivers_agent_states_to_whom_may_see_them(
     seen = asyncio.run(scenario())
     bob_states = [e["new_state"] for _, e in seen["bob"] if e["type"] == "agent_state"]
     assert bob_states == [
-        "AVAILABLE", "NOT_READY", "AVAILABLE", "NOT_READY", "AVAILABLE", "LOGGED_OUT"
+        "AVAILABLE",
+        "NOT_READY",
+        "AVAILABLE",
+        "NOT_READY",
+        "AVAILABLE",
+        "LOGGED_OUT",
     ]
     sue_states = [e["new_state"] for _, e in seen["sue"] if e["type"] == "agent_state"]
     assert sue_states == bob_states  # a supervisor sees every agent

@@ -21,7 +21,9 @@ PUBLIC = {("get", "/api/health"), ("post", "/api/login"), ("get", "/metrics")}
 STREAMS = {"/api/events"}  # endless responses: checked by test_api.py
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 TEXT = st.text(
@@ -71,8 +73,7 @@ def test_fuzzed_requests_never_crash_and_never_leak(
     server_factory: Callable[..., Switchboard],
 ) -> None:
     sb = server_factory(
-        extra_yaml="agents:\n  bob: {extensions: ['1002']}\n"
-        "queues:\n  support: {members: [bob]}\n"
+        extra_yaml="agents:\n  bob: {extensions: ['1002']}\nqueues:\n  support: {members: [bob]}\n"
     )
     doc = httpx.get(sb.api_url + "/api/openapi.json").json()
     components = doc["components"]["schemas"]

@@ -46,8 +46,12 @@ async def test_agents_see_their_own_state_calls_and_queues_only() -> None:
     hub.on_acd_item(QueueEventData(AT, "q1", "support", "bob", "CONNECT", ("3",)))
     hub.on_call_event(CallStarted("c1", "1001", "1002", "1001"))
     hub.on_call_event(LegAnswered("c1", "c1-b", "1002", "callee"))
-    hub.on_call_event(CallEnded("c1", "1001", "1002", "caller", "normal_clearing", "answered", True))
-    hub.on_call_event(RegistrationChanged("1002", "sip:1002@127.0.0.1:5062", "added", "127.0.0.1:5062"))
+    hub.on_call_event(
+        CallEnded("c1", "1001", "1002", "caller", "normal_clearing", "answered", True)
+    )
+    hub.on_call_event(
+        RegistrationChanged("1002", "sip:1002@127.0.0.1:5062", "added", "127.0.0.1:5062")
+    )
 
     bob_seen = _texts(bob)
     assert [(e["type"], e.get("event")) for e in bob_seen] == [
