@@ -126,6 +126,10 @@ class B2bua:
     def calls(self) -> list[Call]:
         return list(self._calls.values())
 
+    def call_count(self) -> int:
+        """Calls in progress (set up, ringing or up), without building a list."""
+        return len(self._calls)
+
     def start_call(
         self,
         invite: Request,
