@@ -37,7 +37,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from acd import (
     Acd,
     Action,
     AgentConfig,
+    AgentSnapshot,
     AgentState,
     AgentTransition,
     Announce,
@@ -57,6 +58,7 @@ from acd import (
     Offer,
     OfferCallback,
     QueueConfig,
+    QueueSnapshot,
 )
 from crm import AgentStateData, CallbackRequestData, QueueEventData, Store
 from ivr import LANGUAGES, PromptSets, say_number
@@ -202,7 +204,7 @@ class AcdHost:
     """The ACD of one Switchboard process; see the module documentation."""
 
     def __init__(self, control: CallControl, store: Store | None, settings: AcdSettings) -> None:
-        self.acd = Acd(settings.agents, settings.queues)
+        self.acd = Acd(settings.agents, settings.queues, now=time.time())
         self.control = control
         self.store = store
         self._apply(settings)
@@ -211,6 +213,7 @@ class AcdHost:
         self._waiting: dict[str, _Waiting] = {}  # by call id: callers whose digits we take
         self._surveys: dict[str, str] = {}  # ACD call id -> post-call survey flow
         self._legs: dict[str, str] = {}  # leg id -> agent, for every agent party up on a call
+        self._leg_calls: dict[str, str] = {}  # the same legs -> the call each is on
         self._busy: Counter[str] = Counter()
         self._own_legs: set[str] = set()  # callback legs: the ACD already knows about them
         self._announcing: dict[str, str] = {}  # play id -> call id (music resumes after)
@@ -411,6 +414,25 @@ class AcdHost:
 
     def agent_states(self) -> dict[str, tuple[AgentState, str | None]]:
         return {a: (x.sm.state, x.sm.reason) for a, x in self.acd.agents.items()}
+
+    def queue_snapshots(self, now: float | None = None) -> list[QueueSnapshot]:
+        """Every queue now (or at ``now``, epoch seconds): waiting callers, the longest
+        wait, members by state (read-only; for the API and metrics)."""
+        return self.acd.queue_snapshots(time.time() if now is None else now)
+
+    def agent_snapshots(self) -> list[AgentSnapshot]:
+        """Every agent now, with the call they are on: their queue call, else the last
+        other call one of their phones is up on (read-only; for the API and metrics)."""
+        on_calls: dict[str, str] = {}
+        for leg_id, agent in self._legs.items():
+            on_calls[agent] = self._leg_calls[leg_id]
+        out = []
+        for snap in self.acd.agent_snapshots():
+            current = snap.current_call
+            call = self._calls.get(current) if current is not None else None
+            call = call or on_calls.get(snap.id)
+            out.append(replace(snap, current_call=call) if call != current else snap)
+        return out
 
     def add_callback(self, call_id: str, caller: str, queue: str, number: str) -> bool:
         """An IVR ``callback`` node with a queue: the request takes its place in that queue
@@ -942,6 +964,7 @@ class AcdHost:
         if callee[:1] in ("*", "#") and not callee.startswith(self._supervise_codes):
             return  # a feature code's beep is not a call
         self._legs[leg_id] = agent
+        self._leg_calls[leg_id] = event.call_id
         self._busy[agent] += 1  # per agent: an agent with two phones is busy on either
         if self._busy[agent] == 1:
             if event.role == "callee":
@@ -954,6 +977,7 @@ class AcdHost:
     def _leg_closed(self, leg_id: str) -> None:
         self._own_legs.discard(leg_id)
         agent = self._legs.pop(leg_id, None)
+        self._leg_calls.pop(leg_id, None)
         if agent is None:
             return
         self._busy[agent] -= 1

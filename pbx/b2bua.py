@@ -132,6 +132,10 @@ class B2bua:
             CallStarted(call.id, call.caller, call.callee, call.a.ext, call.linked_id)
         )
 
+    def call_count(self) -> int:
+        """Calls in progress (set up, ringing or up), without building a list."""
+        return len(self._calls)
+
     def start_call(
         self,
         invite: Request,

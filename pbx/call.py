@@ -1026,6 +1026,9 @@ class Call:
                 cause,
                 detail.disposition,  # as recorded: a queue call nobody answered is NO ANSWER
                 self.answered_at is not None,
+                direction=self.notes.direction,
+                caller_loss=detail.caller_loss,
+                callee_loss=detail.callee_loss,
             )
         )
         self.stored = self.b2b.end_acknowledgement(self.id, waits)

@@ -169,7 +169,9 @@ class PlaybackFinished:
 class CallEnded:
     """The call is over: ``side`` hung up (``caller``, ``callee``, ``system``) with
     ``cause`` (``normal_clearing``, ``transferred``, ...). ``callee`` is who the caller was
-    talking to last."""
+    talking to last. ``direction`` (``inbound``, ``outbound``, ``internal``), ``disposition``
+    and the RTCP loss fractions (0..1; None when a leg received no media) are the call
+    record's (:class:`pbx.persistence.CallDetail`)."""
 
     call_id: str
     caller: str
@@ -178,6 +180,9 @@ class CallEnded:
     cause: str
     disposition: str
     answered: bool
+    direction: str = "internal"
+    caller_loss: float | None = None
+    callee_loss: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

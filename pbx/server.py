@@ -273,6 +273,25 @@ class SipServer:
         """Registration and qualify state of every trunk, by name (a snapshot)."""
         return self.trunk_driver.states()
 
+    # -- figures for metrics and the API (read-only; call them on the event loop) ----------
+
+    def sip_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Requests received by method (unknown methods as ``OTHER``; retransmissions
+        included) and responses sent by status code as text (each once), since start.
+        Copies: the counting itself is a dict increment per message in the transaction
+        layer (:attr:`pbx.transaction.TransactionLayer.requests_received`)."""
+        layer = self.stack.layer
+        responses = {str(code): n for code, n in layer.responses_sent.items()}
+        return dict(layer.requests_received), responses
+
+    def registration_count(self) -> int:
+        """Registered contacts now (every unexpired binding of every extension)."""
+        return self.location.active_count(asyncio.get_running_loop().time())
+
+    def call_count(self) -> int:
+        """Calls in progress: being set up, ringing or up."""
+        return self.b2bua.call_count()
+
     # -- reconfiguration ---------------------------------------------------------------
 
     def reconfigure(
