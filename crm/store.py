@@ -1145,7 +1145,7 @@ class Store:
             found = (await session.execute(stmt)).first()
         if found is None:
             return None
-        token, user = found.tuple()
+        token, user = found
         if token.revoked or user.disabled:
             return None
         stale = moment - timedelta(seconds=TOKEN_TOUCH_SECONDS)
@@ -1224,7 +1224,7 @@ class Store:
             found = (await session.execute(stmt)).first()
         if found is None:
             return None
-        row, user = found.tuple()
+        row, user = found
         if user.disabled:
             return None
         return SessionData(
