@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import pytest
 from argon2 import PasswordHasher
@@ -111,6 +112,30 @@ async def test_check_password(store: Store) -> None:
     assert await store.check_password("alice", "") is None
     assert await store.check_password("nobody", PASSWORD) is None
     assert await store.check_password("ALICE", PASSWORD) is None
+
+
+class _CountingHasher(PasswordHasher):
+    """A real (cheap) Argon2 hasher that counts verifications."""
+
+    verified = 0
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+        self.verified += 1
+        return super().verify(hash, password)
+
+
+async def test_unknown_user_costs_a_verification(store_url: str) -> None:
+    hasher = _CountingHasher(time_cost=1, memory_cost=8, parallelism=1)
+    store = await Store.open(store_url, hasher=hasher)
+    try:
+        await store.add_user("alice", "agent", PASSWORD)
+        assert await store.check_password("nobody", PASSWORD) is None
+        assert hasher.verified == 1
+        assert await store.check_password("nobody", "") is None
+        assert await store.check_password("alice", "wrong password") is None
+        assert hasher.verified == 3
+    finally:
+        await store.close()
 
 
 async def test_disabled_user_cannot_log_in(store: Store) -> None:
