@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from web.metrics import Metrics
 
 from acd.dialer import ClickToCall
 from config import ConfigError, config_file_path
@@ -29,6 +28,7 @@ from config.edit import (
 from web.app import HttpServer, create_app
 from web.auth import Authenticator
 from web.hub import EventHub
+from web.metrics import Metrics
 from web.services import OperationError, Services
 
 if TYPE_CHECKING:
@@ -216,9 +216,7 @@ class ControlPlane:
         return frozenset(), frozenset()
 
     def service_level_thresholds(self) -> dict[str, float]:
-        return {
-            name: float(q.service_level) for name, q in self.running.config.queues.items()
-        }
+        return {name: float(q.service_level) for name, q in self.running.config.queues.items()}
 
     def metrics(self) -> tuple[bytes, str]:
         return self.metrics_source.render()

@@ -14,14 +14,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import structlog
-from crm.users import ROLES, AuditEntry, UserExistsError
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.websockets import WebSocketDisconnect
 
 from crm import AgentStateData, CallRecordData, Disposition, QueueEventData
-from web.auth import COOKIE, CSRF_HEADER, AuthError, Principal
+from crm.users import ROLES, AuditEntry, UserExistsError
+from web.auth import COOKIE, CSRF_HEADER, LOCAL_ADMIN, AuthError, Principal
 from web.services import OperationError, Services
 
 __all__ = ["build_router"]
@@ -140,18 +140,23 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
+async def who(request: Request) -> Principal:
+    """The authenticated caller (a FastAPI dependency); :class:`AuthError` otherwise."""
+    services: Services = request.app.state.services
+    return await services.auth.principal(
+        authorization=request.headers.get("authorization"),
+        cookie=request.cookies.get(COOKIE),
+        method=request.method,
+        csrf=request.headers.get(CSRF_HEADER),
+    )
+
+
+Who = Annotated[Principal, Depends(who)]
+
+
 def build_router(s: Services) -> APIRouter:
+    """Every route of docs/api.md; the app must hold ``s`` as ``app.state.services``."""
     router = APIRouter()
-
-    async def who(request: Request) -> Principal:
-        return await s.auth.principal(
-            authorization=request.headers.get("authorization"),
-            cookie=request.cookies.get(COOKIE),
-            method=request.method,
-            csrf=request.headers.get(CSRF_HEADER),
-        )
-
-    Who = Annotated[Principal, Depends(who)]
 
     async def audit(
         request: Request, p: Principal, action: str, target: str, **detail: Any
@@ -525,6 +530,8 @@ def build_router(s: Services) -> APIRouter:
     @router.post("/api/users", tags=["users"], status_code=201)
     async def add_user(p: Who, body: UserBody, request: Request) -> dict[str, Any]:
         p.require("admin")
+        if body.name == LOCAL_ADMIN:
+            raise ApiError(409, f"{LOCAL_ADMIN} is the name of the local admin token")
         check_agent(body.role, body.agent)
         try:
             user = await s.store.add_user(body.name, body.role, body.password, body.agent)

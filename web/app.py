@@ -29,6 +29,7 @@ def create_app(services: Services) -> FastAPI:
         docs_url="/api/docs",
         redoc_url=None,
     )
+    app.state.services = services
     install_error_handlers(app)
     app.include_router(build_router(services))
     return app

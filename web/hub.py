@@ -34,7 +34,7 @@ MAX_BACKLOG = 1000
 SCOPE_TTL = 5.0  # seconds an agent's extensions and queues are cached
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # compared (and hashed) by identity: one per connection
 class Listener:
     """One connected client: its principal and its queue of JSON texts (None: cut off)."""
 
