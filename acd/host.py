@@ -233,6 +233,7 @@ class AcdHost:
         self._callback_rows: dict[str, int] = {}  # ACD call id -> callback_requests id
         self._dials: dict[str, _Dial] = {}  # callbacks being dialled, by ACD call id
         self._dial_seq = 0
+        self._origins: set[str] = set()  # the originate ids of our dials not answered yet
         # Callers who asked for a callback and are still hearing the confirmation, and the
         # dials that wait for them to be gone.
         self._hanging_up: set[str] = set()
@@ -833,6 +834,7 @@ class AcdHost:
         self._dial_seq += 1
         state = _Dial(dial.call, dial, second, f"cb{self._dial_seq}-{dial.call}")
         self._dials[dial.call] = state
+        self._origins.add(state.origin_id)
         first_call = self.control.originate(
             state.origin_id,
             first,
@@ -863,6 +865,9 @@ class AcdHost:
             self._callback_failed(state.acd_id, reason)
 
     def _originate_result(self, event: OriginateAnswered | OriginateFailed) -> None:
+        if event.offer_id not in self._origins:
+            return  # another service's call (a click-to-call): not ours to judge
+        self._origins.discard(event.offer_id)
         state = next((d for d in self._dials.values() if d.origin_id == event.offer_id), None)
         if state is None:
             if isinstance(event, OriginateAnswered):
@@ -941,6 +946,7 @@ class AcdHost:
             self.control.hangup(leg_call, "callback_cancelled")
         else:
             self.control.cancel_originate(state.origin_id)
+            self._origins.discard(state.origin_id)  # a cancelled originate reports nothing
 
     def _callback_failed(self, acd_id: str, reason: str) -> None:
         log.info("callback_attempt_failed", call=acd_id, reason=reason)
