@@ -171,9 +171,21 @@ async def pg_url(pg_server: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A database URL for store tests: a SQLite file, then a fresh PostgreSQL database."""
+def empty_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database for store tests: a SQLite file, then a fresh PostgreSQL database."""
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
     url: str = request.getfixturevalue("pg_url")
     return url
+
+
+@pytest.fixture
+async def store_url(empty_store_url: str) -> str:
+    """A database for store tests that ``Store.open`` accepts: on PostgreSQL upgraded to this
+    release's revision first (what ``switchboard db upgrade`` does; ``Store.open`` refuses an
+    empty one), on SQLite still empty (``Store.open`` upgrades it)."""
+    if empty_store_url.startswith("postgresql"):
+        from crm.migrate import upgrade
+
+        await upgrade(empty_store_url)
+    return empty_store_url
