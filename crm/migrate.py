@@ -69,10 +69,13 @@ def head_revision() -> str:
     return head
 
 
-def _baseline_module() -> ModuleType:
+def baseline_metadata() -> MetaData:
+    """The tables of revision 0001 (release 0.1.0's schema), as that revision froze them."""
     script = ScriptDirectory.from_config(alembic_config()).get_revision(BASELINE)
     assert script is not None
-    return script.module
+    module: ModuleType = script.module
+    metadata: MetaData = module.metadata()
+    return metadata
 
 
 def add_missing_nullable_columns(conn: Connection, metadata: MetaData) -> list[tuple[str, str]]:
@@ -109,7 +112,7 @@ def _current(conn: Connection) -> str | None:
 def _adopt_pre_alembic(conn: Connection) -> bool:
     """A database with the store's tables and no ``alembic_version``: bring it to exactly
     revision 0001 and stamp it. False when the database is empty (nothing to adopt)."""
-    baseline: MetaData = _baseline_module().metadata()
+    baseline = baseline_metadata()
     tables = set(inspect(conn).get_table_names())
     if not tables & set(baseline.tables):
         return False

@@ -22,7 +22,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -153,13 +153,14 @@ def pg_server() -> Iterator[str]:
 
 
 @pytest.fixture
-async def pg_url(pg_server: str) -> AsyncIterator[str]:
-    """URL of a fresh, empty PostgreSQL database, dropped after the test."""
+async def new_pg_database(pg_server: str) -> AsyncIterator[Callable[[], Awaitable[str]]]:
+    """A maker of fresh, empty PostgreSQL databases (their URLs), all dropped after the
+    test."""
     import asyncpg
     from sqlalchemy.engine import make_url
 
     base = make_url(pg_server)
-    name = f"t_{uuid.uuid4().hex[:16]}"
+    made: list[str] = []
 
     async def admin() -> asyncpg.Connection:
         host = base.query.get("host", base.host)
@@ -172,19 +173,32 @@ async def pg_url(pg_server: str) -> AsyncIterator[str]:
             timeout=30,
         )
 
-    conn = await admin()
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
+    async def make() -> str:
+        name = f"t_{uuid.uuid4().hex[:16]}"
         conn = await admin()
         try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{name}"')
         finally:
             await conn.close()
+        made.append(name)
+        return base.set(database=name).render_as_string(hide_password=False)
+
+    try:
+        yield make
+    finally:
+        if made:
+            conn = await admin()
+            try:
+                for name in made:
+                    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await conn.close()
+
+
+@pytest.fixture
+async def pg_url(new_pg_database: Callable[[], Awaitable[str]]) -> str:
+    """URL of a fresh, empty PostgreSQL database, dropped after the test."""
+    return await new_pg_database()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
