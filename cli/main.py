@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import structlog
 import typer
 
+from cli.db import db_app
 from cli.logging_setup import configure_logging
 from config import ConfigError, config_file_path, ensure_default_config
 
@@ -48,6 +49,7 @@ voicemail_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(voicemail_app, name="voicemail")
+app.add_typer(db_app, name="db")
 
 
 class LogLevel(StrEnum):
