@@ -43,6 +43,7 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=True,
         compare_type=True,
+        user_module_prefix="",  # UtcDateTime(), imported by script.py.mako
         on_version_apply=on_apply,
     )
     with context.begin_transaction():

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
+from crm.models import UtcDateTime  # autogenerate writes our datetime columns as UtcDateTime()
 ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}
