@@ -127,11 +127,15 @@ def serve(
 
     # Imported lazily: the SIP core is heavy and the other commands must not need it.
     from app import run
+    from app.db import StoreNeedsUpgrade
 
     try:
         _run_server(run, cfg, config_dir, config_path.resolve())
     except KeyboardInterrupt:
         log.info("server_interrupted")
+    except StoreNeedsUpgrade as exc:  # a PostgreSQL store is only upgraded by `db upgrade`
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
     except OSError as exc:
         # pbx.stack.ListenError names the SIP socket it could not open (cli does not import
         # pbx, hence the attribute): one line and what to do, not a traceback.

@@ -153,3 +153,13 @@ async def test_a_failing_pg_dump_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(BackupError, match=r"pg_dump failed: .*"):
         await backup_database("postgresql+asyncpg://nobody@127.0.0.1:1/none", tmp_path / "x.dump")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_serve_refuses_a_postgresql_store_that_needs_db_upgrade(
+    pg_url: str, tmp_path: Path
+) -> None:
+    cfg = _config(tmp_path / "var", pg_url)
+    result = runner.invoke(app, ["serve", "--config", str(cfg)])
+    assert result.exit_code == 1, result.output
+    assert "is empty; this release needs revision" in result.output
+    assert "run `switchboard db upgrade`" in result.output
