@@ -127,7 +127,7 @@ def serve(
 
     # Imported lazily: the SIP core is heavy and the other commands must not need it.
     from app import run
-    from app.db import StoreNeedsUpgrade
+    from crm.migrate import StoreNeedsUpgrade
 
     try:
         _run_server(run, cfg, config_dir, config_path.resolve())
