@@ -36,6 +36,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Connection, MetaData, inspect, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 log = structlog.get_logger("crm.migrate")
@@ -152,7 +153,9 @@ async def upgrade_engine(engine: AsyncEngine, target: str = "head") -> list[str]
 async def upgrade(url: str, target: str = "head") -> list[str]:
     """Upgrade the store at ``url`` to ``target`` (default: this release's head); return the
     revisions applied, in order (empty when it already was there)."""
-    engine = create_async_engine(url)
+    # SQLite: wait for a running server's write to finish instead of "database is locked".
+    sqlite = make_url(url).get_backend_name() == "sqlite"
+    engine = create_async_engine(url, connect_args={"timeout": 30} if sqlite else {})
     try:
         return await upgrade_engine(engine, target)
     finally:
