@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import structlog
 import typer
 
+from cli.db import db_app
 from cli.logging_setup import configure_logging
 from config import ConfigError, config_file_path, ensure_default_config
 
@@ -48,6 +49,7 @@ voicemail_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(voicemail_app, name="voicemail")
+app.add_typer(db_app, name="db")
 
 
 class LogLevel(StrEnum):
@@ -125,11 +127,15 @@ def serve(
 
     # Imported lazily: the SIP core is heavy and the other commands must not need it.
     from app import run
+    from crm.migrate import StoreNeedsUpgrade
 
     try:
         _run_server(run, cfg, config_dir, config_path.resolve())
     except KeyboardInterrupt:
         log.info("server_interrupted")
+    except StoreNeedsUpgrade as exc:  # a PostgreSQL store is only upgraded by `db upgrade`
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
     except OSError as exc:
         # pbx.stack.ListenError names the SIP socket it could not open (cli does not import
         # pbx, hence the attribute): one line and what to do, not a traceback.

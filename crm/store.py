@@ -1,12 +1,12 @@
 """The store: one database behind an async SQLAlchemy engine.
 
 Theory of operation: :meth:`Store.open` builds an async engine (aiosqlite for SQLite, asyncpg
-for PostgreSQL), creates missing tables with ``metadata.create_all`` and returns a
-:class:`Store`. Every method opens a short session, does one unit of work and commits, so the
-event loop is never blocked: aiosqlite runs SQLite in its own thread and asyncpg is natively
-async. Callers pass and receive frozen dataclasses (:class:`CallRecordData`,
-:class:`BindingData`), never ORM objects, so no lazy load can ever hit the database from the
-wrong place.
+for PostgreSQL), checks or brings the schema to this release's Alembic revision
+(:mod:`crm.migrate`) and returns a :class:`Store`. Every method opens a short session, does
+one unit of work and commits, so the event loop is never blocked: aiosqlite runs SQLite in its
+own thread and asyncpg is natively async. Callers pass and receive frozen dataclasses
+(:class:`CallRecordData`, :class:`BindingData`), never ORM objects, so no lazy load can ever
+hit the database from the wrong place.
 
 SQLite is opened in WAL mode (readers do not block the writer) with ``synchronous=NORMAL``
 (durable across process crashes; the last transactions may be lost on power failure, which is
@@ -33,16 +33,13 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import (
     ColumnElement,
-    Connection,
     Table,
     delete,
     event,
     false,
     func,
-    inspect,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -50,6 +47,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from crm.migrate import require_head, upgrade_engine
 from crm.models import (
     AgentStateRow,
     ApiTokenRow,
@@ -451,33 +449,6 @@ def _record_from_row(row: CallRecord) -> CallRecordData:
     )
 
 
-def _add_missing_nullable_columns(conn: Connection) -> list[tuple[str, str]]:
-    """Bring a database made by an older version up to the model where that is safe: add
-    the nullable columns a table lacks (``ALTER TABLE … ADD COLUMN``, SQLite and
-    PostgreSQL). Without this a database from before a new column would refuse every
-    call record. Other changes need a real migration. Returns the columns added."""
-    inspector = inspect(conn)
-    existing_tables = set(inspector.get_table_names())
-    added: list[tuple[str, str]] = []
-    for table in Base.metadata.sorted_tables:
-        if table.name not in existing_tables:
-            continue
-        have = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in have or not column.nullable:
-                continue
-            kind = column.type.compile(conn.dialect)
-            conn.execute(
-                text(f"ALTER TABLE {_quoted(table.name)} ADD COLUMN {_quoted(column.name)} {kind}")
-            )
-            added.append((table.name, column.name))
-    return added
-
-
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _binding_from_row(row: Registration) -> BindingData:
     return BindingData(**{name: getattr(row, name) for name in _BINDING_FIELDS})
 
@@ -499,9 +470,14 @@ class Store:
 
     @classmethod
     async def open(cls, url: str, *, hasher: PasswordHasher | None = None) -> Store:
-        """Connect to ``url`` (``sqlite+aiosqlite://...`` or ``postgresql+asyncpg://...``)
-        and create missing tables. ``hasher`` hashes user passwords (default:
-        ``PasswordHasher()``, argon2-cffi's recommended cost)."""
+        """Connect to ``url`` (``sqlite+aiosqlite://...`` or ``postgresql+asyncpg://...``).
+        ``hasher`` hashes user passwords (default: ``PasswordHasher()``, argon2-cffi's
+        recommended cost).
+
+        A SQLite store is created or upgraded to this release's schema here (an embedded
+        store has one user). A PostgreSQL store must already be at this release's revision:
+        :class:`~crm.migrate.StoreNeedsUpgrade` otherwise — it is only changed by the
+        explicit ``switchboard db upgrade`` (:func:`crm.migrate.upgrade`)."""
         parsed = make_url(url)
         kwargs: dict[str, Any] = {}
         if parsed.get_backend_name() == "postgresql":
@@ -512,13 +488,15 @@ class Store:
                 # A fresh install points at var/switchboard.db: create the folder, not the user.
                 Path(db).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, **kwargs)
-        if engine.dialect.name == "sqlite":
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        async with engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
-            added = await conn.run_sync(_add_missing_nullable_columns)
-        for table, column in added:
-            log.info("store_column_added", table=table, column=column)
+        try:
+            if engine.dialect.name == "sqlite":
+                event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+                await upgrade_engine(engine)
+            else:
+                await require_head(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
         return cls(engine, hasher)
 
     async def close(self) -> None:

@@ -745,8 +745,9 @@ async def test_a_waiting_caller_asks_for_a_callback_and_is_called_back_after_han
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+async def store(store_url: str) -> AsyncIterator[Store]:
+    """The ACD's log and restore on SQLite and PostgreSQL (tests/conftest.py)."""
+    s = await Store.open(store_url)
     try:
         yield s
     finally:
