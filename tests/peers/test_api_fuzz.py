@@ -21,7 +21,11 @@ pytestmark = pytest.mark.peers
 PUBLIC = {("get", "/api/health"), ("post", "/api/login"), ("get", "/metrics")}
 STREAMS = {"/api/events"}  # endless responses: checked by test_api.py
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
     lambda inner: (
         st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
     ),
