@@ -6,6 +6,7 @@ from acd.agents import AgentEvent, AgentState, AgentStateMachine, AgentTransitio
 from acd.engine import (
     Acd,
     Action,
+    AgentSnapshot,
     Announce,
     CancelOffer,
     DialCallback,
@@ -14,6 +15,7 @@ from acd.engine import (
     Offer,
     OfferCallback,
     QueueEvent,
+    QueueSnapshot,
 )
 from acd.model import (
     AgentConfig,
@@ -30,6 +32,7 @@ __all__ = [
     "Action",
     "AgentConfig",
     "AgentEvent",
+    "AgentSnapshot",
     "AgentState",
     "AgentStateMachine",
     "AgentTransition",
@@ -43,6 +46,7 @@ __all__ = [
     "OfferCallback",
     "QueueConfig",
     "QueueEvent",
+    "QueueSnapshot",
     "Requirement",
     "RuleStep",
     "Strategy",

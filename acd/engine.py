@@ -33,6 +33,7 @@ import heapq
 import itertools
 import random
 from bisect import bisect_left, insort
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -42,6 +43,7 @@ from acd.model import AgentConfig, QueueConfig, RuleStep, Strategy, WrapUpMode, 
 __all__ = [
     "Acd",
     "Action",
+    "AgentSnapshot",
     "Announce",
     "CancelOffer",
     "DialCallback",
@@ -50,6 +52,7 @@ __all__ = [
     "Offer",
     "OfferCallback",
     "QueueEvent",
+    "QueueSnapshot",
 ]
 
 
@@ -153,6 +156,37 @@ class JoinResult:
     reason: str | None = None  # full | joinempty | unknown_queue | duplicate
 
 
+@dataclass(frozen=True, slots=True)
+class QueueSnapshot:
+    """A queue now, for the API and metrics: ``agents`` counts the queue's members by
+    :class:`AgentState` value (logged-out members too); ``waiting`` counts callers on hold
+    (callback requests keep their place but are not callers waiting on the line)."""
+
+    name: str
+    strategy: str
+    waiting: int
+    longest_wait_seconds: float
+    agents: dict[str, int]
+    members: tuple[str, ...]
+    service_level_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSnapshot:
+    """An agent now: ``since`` is the epoch time of their last state change, ``reason`` the
+    NOT_READY reason or the ON_CALL kind, ``current_call`` the call they talk on (set by the
+    host, which knows the calls; the ACD's own id of a queue call otherwise)."""
+
+    id: str
+    name: str
+    extensions: tuple[str, ...]
+    state: str
+    reason: str | None
+    since: float
+    queues: tuple[str, ...]
+    current_call: str | None = None
+
+
 # --- state ----------------------------------------------------------------------------------
 
 
@@ -225,10 +259,11 @@ class Acd:
         queues: Iterable[QueueConfig],
         *,
         seed: int = 0,
+        now: float = 0.0,
     ) -> None:
         self.agents: dict[str, _Agent] = {}
         for i, cfg in enumerate(agents):
-            self.agents[cfg.id] = _Agent(cfg, AgentStateMachine(cfg.id), i)
+            self.agents[cfg.id] = _Agent(cfg, AgentStateMachine(cfg.id, now), i)
         self.queues: dict[str, _Queue] = {q.name: _Queue(q) for q in queues}
         self._check_members()
         self._retired: set[str] = set()  # agents and queues dropped by reconfigure, draining
@@ -350,6 +385,51 @@ class Acd:
     ) -> None:
         """Add a line to the queue event log (e.g. supervision, which the host carries out)."""
         self._event(now, call, queue, agent, event, data)
+
+    def members_of(self, queue: str) -> tuple[str, ...]:
+        """Who serves ``queue``: its configured members, or (a queue without a member list)
+        every agent whose skills the queue's rules accept, in configuration order."""
+        q = self.queues[queue]
+        if q.cfg.members:
+            return q.cfg.members
+        return tuple(a.cfg.id for a in self.agents.values() if queue in a.queues)
+
+    def queue_snapshots(self, now: float) -> list[QueueSnapshot]:
+        """Every queue as it is at ``now`` (see :class:`QueueSnapshot`)."""
+        out = []
+        for name, q in self.queues.items():
+            members = self.members_of(name)
+            states = Counter(self.agents[m].sm.state.value for m in members if m in self.agents)
+            callers = [c for c in q.waiting if c.callback is None]
+            longest = max((now - c.entered for c in callers), default=0.0)
+            out.append(
+                QueueSnapshot(
+                    name=name,
+                    strategy=q.cfg.strategy.value,
+                    waiting=len(callers),
+                    longest_wait_seconds=max(0.0, longest),
+                    agents=dict(states),
+                    members=members,
+                    service_level_seconds=q.cfg.service_level,
+                )
+            )
+        return out
+
+    def agent_snapshots(self) -> list[AgentSnapshot]:
+        """Every agent as they are now (``current_call``: the ACD id of their queue call)."""
+        return [
+            AgentSnapshot(
+                id=a.cfg.id,
+                name=a.cfg.name,
+                extensions=a.cfg.extensions,
+                state=a.sm.state.value,
+                reason=a.sm.reason,
+                since=a.sm.since,
+                queues=tuple(a.queues),
+                current_call=a.on_call,
+            )
+            for a in self.agents.values()
+        ]
 
     def agent_for_extension(self, extension: str) -> str | None:
         for a in self.agents.values():

@@ -37,7 +37,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from acd import (
     Acd,
     Action,
     AgentConfig,
+    AgentSnapshot,
     AgentState,
     AgentTransition,
     Announce,
@@ -57,6 +58,7 @@ from acd import (
     Offer,
     OfferCallback,
     QueueConfig,
+    QueueSnapshot,
 )
 from crm import AgentStateData, CallbackRequestData, QueueEventData, Store
 from ivr import LANGUAGES, PromptSets, say_number
@@ -202,7 +204,7 @@ class AcdHost:
     """The ACD of one Switchboard process; see the module documentation."""
 
     def __init__(self, control: CallControl, store: Store | None, settings: AcdSettings) -> None:
-        self.acd = Acd(settings.agents, settings.queues)
+        self.acd = Acd(settings.agents, settings.queues, now=time.time())
         self.control = control
         self.store = store
         self._apply(settings)
@@ -211,6 +213,7 @@ class AcdHost:
         self._waiting: dict[str, _Waiting] = {}  # by call id: callers whose digits we take
         self._surveys: dict[str, str] = {}  # ACD call id -> post-call survey flow
         self._legs: dict[str, str] = {}  # leg id -> agent, for every agent party up on a call
+        self._leg_calls: dict[str, str] = {}  # the same legs -> the call each is on
         self._busy: Counter[str] = Counter()
         self._own_legs: set[str] = set()  # callback legs: the ACD already knows about them
         self._announcing: dict[str, str] = {}  # play id -> call id (music resumes after)
@@ -230,6 +233,7 @@ class AcdHost:
         self._callback_rows: dict[str, int] = {}  # ACD call id -> callback_requests id
         self._dials: dict[str, _Dial] = {}  # callbacks being dialled, by ACD call id
         self._dial_seq = 0
+        self._origins: set[str] = set()  # the originate ids of our dials not answered yet
         # Callers who asked for a callback and are still hearing the confirmation, and the
         # dials that wait for them to be gone.
         self._hanging_up: set[str] = set()
@@ -240,6 +244,8 @@ class AcdHost:
         self._queued_step = 0
         self._written_step = 0
         self._durable_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # Listeners of the queue event log and agent state changes (the API's event stream).
+        self._listeners: list[Callable[[QueueEventData | AgentStateData], None]] = []
         self._unsubscribe = control.subscribe(self._on_event)
         control.serve("queue")
         control.claim_feature_codes("acd", self.codes.all())
@@ -386,8 +392,48 @@ class AcdHost:
         self._pump()
         return done
 
+    def subscribe(
+        self, handler: Callable[[QueueEventData | AgentStateData], None]
+    ) -> Callable[[], None]:
+        """Call ``handler`` with every queue event and agent state change as it is logged
+        (before it is committed); the returned function unsubscribes. A handler that raises
+        is logged and stays subscribed."""
+        self._listeners.append(handler)
+
+        def unsubscribe() -> None:
+            if handler in self._listeners:
+                self._listeners.remove(handler)
+
+        return unsubscribe
+
+    def _tell(self, item: QueueEventData | AgentStateData) -> None:
+        for handler in tuple(self._listeners):
+            try:
+                handler(item)
+            except Exception:
+                log.exception("acd_listener_failed", kind=type(item).__name__)
+
     def agent_states(self) -> dict[str, tuple[AgentState, str | None]]:
         return {a: (x.sm.state, x.sm.reason) for a, x in self.acd.agents.items()}
+
+    def queue_snapshots(self, now: float | None = None) -> list[QueueSnapshot]:
+        """Every queue now (or at ``now``, epoch seconds): waiting callers, the longest
+        wait, members by state (read-only; for the API and metrics)."""
+        return self.acd.queue_snapshots(time.time() if now is None else now)
+
+    def agent_snapshots(self) -> list[AgentSnapshot]:
+        """Every agent now, with the call they are on: their queue call, else the last
+        other call one of their phones is up on (read-only; for the API and metrics)."""
+        on_calls: dict[str, str] = {}
+        for leg_id, agent in self._legs.items():
+            on_calls[agent] = self._leg_calls[leg_id]
+        out = []
+        for snap in self.acd.agent_snapshots():
+            current = snap.current_call
+            call = self._calls.get(current) if current is not None else None
+            call = call or on_calls.get(snap.id)
+            out.append(replace(snap, current_call=call) if call != current else snap)
+        return out
 
     def add_callback(self, call_id: str, caller: str, queue: str, number: str) -> bool:
         """An IVR ``callback`` node with a queue: the request takes its place in that queue
@@ -595,6 +641,11 @@ class AcdHost:
         if self.store is not None and self._written_step < self._queued_step:
             self.control.hold_acknowledgement(call_id, self._durable())
 
+    def durable(self) -> asyncio.Future[None]:
+        """Resolves once every queue event and agent state logged so far is committed (the
+        API answers an agent's state change only then)."""
+        return self._durable()
+
     def _durable(self) -> asyncio.Future[None]:
         """Resolves once everything logged so far is committed to the store."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -783,6 +834,7 @@ class AcdHost:
         self._dial_seq += 1
         state = _Dial(dial.call, dial, second, f"cb{self._dial_seq}-{dial.call}")
         self._dials[dial.call] = state
+        self._origins.add(state.origin_id)
         first_call = self.control.originate(
             state.origin_id,
             first,
@@ -813,6 +865,9 @@ class AcdHost:
             self._callback_failed(state.acd_id, reason)
 
     def _originate_result(self, event: OriginateAnswered | OriginateFailed) -> None:
+        if event.offer_id not in self._origins:
+            return  # another service's call (a click-to-call): not ours to judge
+        self._origins.discard(event.offer_id)
         state = next((d for d in self._dials.values() if d.origin_id == event.offer_id), None)
         if state is None:
             if isinstance(event, OriginateAnswered):
@@ -891,6 +946,7 @@ class AcdHost:
             self.control.hangup(leg_call, "callback_cancelled")
         else:
             self.control.cancel_originate(state.origin_id)
+            self._origins.discard(state.origin_id)  # a cancelled originate reports nothing
 
     def _callback_failed(self, acd_id: str, reason: str) -> None:
         log.info("callback_attempt_failed", call=acd_id, reason=reason)
@@ -914,6 +970,7 @@ class AcdHost:
         if callee[:1] in ("*", "#") and not callee.startswith(self._supervise_codes):
             return  # a feature code's beep is not a call
         self._legs[leg_id] = agent
+        self._leg_calls[leg_id] = event.call_id
         self._busy[agent] += 1  # per agent: an agent with two phones is busy on either
         if self._busy[agent] == 1:
             if event.role == "callee":
@@ -926,6 +983,7 @@ class AcdHost:
     def _leg_closed(self, leg_id: str) -> None:
         self._own_legs.discard(leg_id)
         agent = self._legs.pop(leg_id, None)
+        self._leg_calls.pop(leg_id, None)
         if agent is None:
             return
         self._busy[agent] -= 1
@@ -1137,9 +1195,9 @@ class AcdHost:
             log.info(
                 "queue_event", line=e.queue_log_line(), kind=e.event, call=e.call, agent=e.agent
             )
-            self._pending_events.append(
-                QueueEventData(at, e.call, e.queue, e.agent, e.event, e.data)
-            )
+            event = QueueEventData(at, e.call, e.queue, e.agent, e.event, e.data)
+            self._pending_events.append(event)
+            self._tell(event)
             if e.event in ("CONNECT", "CALLBACKCONNECT") and e.call in self.acd.calls:
                 caller = self.acd.calls[e.call].caller
                 self._pending_last[caller] = (e.agent, at)
@@ -1163,16 +1221,16 @@ class AcdHost:
                 trigger=t.event.value,
                 reason=t.reason,
             )
-            self._pending_states.append(
-                AgentStateData(
-                    datetime.fromtimestamp(t.at, UTC),
-                    t.agent,
-                    t.old.value,
-                    t.new.value,
-                    t.event.value,
-                    t.reason,
-                )
+            state = AgentStateData(
+                datetime.fromtimestamp(t.at, UTC),
+                t.agent,
+                t.old.value,
+                t.new.value,
+                t.event.value,
+                t.reason,
             )
+            self._pending_states.append(state)
+            self._tell(state)
         if self.store is None:
             self._pending_events.clear()
             self._pending_states.clear()

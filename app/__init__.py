@@ -315,9 +315,22 @@ async def run(
                 signal.SIGHUP, _reload_and_report, running, config_file or config_dir, config_dir
             )
         pid_file = config_dir / PID_FILE
+    control_plane = None
     try:
         await server.start()
         await running.ivr.publish_mailbox_counts()  # message-waiting state after a restart
+        if cfg.http.enabled and config_dir is not None:
+            from app.http import ControlPlane
+
+            def reload_now() -> ReloadReport:
+                report = reload_config(running, config_file or config_dir)
+                report.at = time.time()
+                with contextlib.suppress(OSError):
+                    write_report(config_dir, report)
+                return report
+
+            control_plane = ControlPlane(running, config_dir, config_file, reload_now)
+            await control_plane.start()
         if pid_file is not None:
             pid_file.write_text(f"{os.getpid()}\n")
         log.info(
@@ -328,6 +341,8 @@ async def run(
         await stop.wait()
     finally:
         log.info("switchboard_stopping")
+        if control_plane is not None:
+            await control_plane.stop()
         await server.stop()
         await running.ivr.drain()
         await running.acd.drain()

@@ -20,6 +20,7 @@ import structlog
 import typer
 
 from cli.commands import register as register_live_commands
+from cli.db import db_app
 from cli.logging_setup import configure_logging
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ voicemail_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(voicemail_app, name="voicemail")
+app.add_typer(db_app, name="db")
 
 
 class LogLevel(StrEnum):
@@ -132,18 +134,23 @@ def serve(
 
     # Imported lazily: the SIP core is heavy and the other commands must not need it.
     from app import run
+    from crm.migrate import StoreNeedsUpgrade
 
     try:
         _run_server(run, cfg, config_dir, config_path.resolve())
     except KeyboardInterrupt:
         log.info("server_interrupted")
+    except StoreNeedsUpgrade as exc:  # a PostgreSQL store is only upgraded by `db upgrade`
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
     except OSError as exc:
         # pbx.stack.ListenError names the SIP socket it could not open (cli does not import
         # pbx, hence the attribute): one line and what to do, not a traceback.
         if getattr(exc, "socket", None) is None:
             raise
         advice = "stop it or change" if exc.errno == errno.EADDRINUSE else "change"
-        typer.echo(f"{exc}: {advice} sip.listen in {config_path}", err=True)
+        setting = getattr(exc, "setting", "sip.listen")
+        typer.echo(f"{exc}: {advice} {setting} in {config_path}", err=True)
         raise typer.Exit(1) from None
 
 

@@ -13,6 +13,7 @@ from config.problems import ConfigError, ConfigProblem, validation_problems
 from config.schema import (
     AuthConfig,
     ExtensionConfig,
+    HttpConfig,
     ListenConfig,
     RegistrationConfig,
     RtpConfig,
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "ExtensionConfig",
+    "HttpConfig",
     "ListenConfig",
     "RegistrationConfig",
     "RtpConfig",

@@ -283,6 +283,17 @@ class StoreConfig(_Model):
         return value
 
 
+class HttpConfig(_Model):
+    """The HTTP API, event stream, metrics and (later) the web panel: served by the same
+    process and event loop as SIP (docs/api.md)."""
+
+    enabled: bool = True
+    host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    session_minutes: Annotated[int, Field(ge=1, le=10080)] = 480
+    secure_cookie: bool = False
+
+
 def _check_pin(value: str) -> str:
     if not (value.isascii() and value.isdigit() and 4 <= len(value) <= 12):
         raise ValueError("a voicemail PIN is 4 to 12 digits")
@@ -1179,6 +1190,7 @@ class SwitchboardConfig(_Model):
     sip: SipConfig = Field(default_factory=SipConfig)
     rtp: RtpConfig = Field(default_factory=RtpConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     media: MediaConfig = Field(default_factory=MediaConfig)
     features: FeatureCodesConfig = Field(default_factory=FeatureCodesConfig)
     extensions: dict[ExtensionNumber, ExtensionConfig] = Field(default_factory=dict)

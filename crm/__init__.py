@@ -17,10 +17,22 @@ from crm.store import (
     SurveyResultData,
     VoicemailData,
 )
+from crm.users import (
+    ROLES,
+    AuditEntry,
+    QueueDayStats,
+    SessionData,
+    TokenData,
+    UserData,
+    UserExistsError,
+    role_rank,
+)
 
 __all__ = [
+    "ROLES",
     "SURVEY_RESULTS",
     "AgentStateData",
+    "AuditEntry",
     "Base",
     "BindingData",
     "CallRecordData",
@@ -30,8 +42,14 @@ __all__ = [
     "ExtensionSettingsData",
     "HangupCause",
     "HangupSide",
+    "QueueDayStats",
     "QueueEventData",
+    "SessionData",
     "Store",
     "SurveyResultData",
+    "TokenData",
+    "UserData",
+    "UserExistsError",
     "VoicemailData",
+    "role_rank",
 ]

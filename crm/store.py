@@ -1,12 +1,12 @@
 """The store: one database behind an async SQLAlchemy engine.
 
 Theory of operation: :meth:`Store.open` builds an async engine (aiosqlite for SQLite, asyncpg
-for PostgreSQL), creates missing tables with ``metadata.create_all`` and returns a
-:class:`Store`. Every method opens a short session, does one unit of work and commits, so the
-event loop is never blocked: aiosqlite runs SQLite in its own thread and asyncpg is natively
-async. Callers pass and receive frozen dataclasses (:class:`CallRecordData`,
-:class:`BindingData`), never ORM objects, so no lazy load can ever hit the database from the
-wrong place.
+for PostgreSQL), checks or brings the schema to this release's Alembic revision
+(:mod:`crm.migrate`) and returns a :class:`Store`. Every method opens a short session, does
+one unit of work and commits, so the event loop is never blocked: aiosqlite runs SQLite in its
+own thread and asyncpg is natively async. Callers pass and receive frozen dataclasses
+(:class:`CallRecordData`, :class:`BindingData`), never ORM objects, so no lazy load can ever
+hit the database from the wrong place.
 
 SQLite is opened in WAL mode (readers do not block the writer) with ``synchronous=NORMAL``
 (durable across process crashes; the last transactions may be lost on power failure, which is
@@ -18,21 +18,40 @@ contact updates the binding — with the backend's native ``INSERT ... ON CONFLI
 
 from __future__ import annotations
 
+import asyncio
+import json
+import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import structlog
-from sqlalchemy import Connection, Table, delete, event, func, inspect, select, text
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    delete,
+    event,
+    false,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from crm.migrate import require_head, upgrade_engine
 from crm.models import (
     AgentStateRow,
+    ApiTokenRow,
+    AuditRow,
     Base,
     CallbackRequest,
     CallRecord,
@@ -41,11 +60,29 @@ from crm.models import (
     LastAgent,
     QueueEventRow,
     Registration,
+    SessionRow,
     SurveyResult,
+    UserRow,
     Voicemail,
+)
+from crm.users import (
+    DEFAULT_SERVICE_LEVEL_SECONDS,
+    TOKEN_TOUCH_SECONDS,
+    AuditEntry,
+    QueueDayStats,
+    SessionData,
+    TokenData,
+    UserData,
+    UserExistsError,
+    check_password_rules,
+    check_user_name,
+    new_token_secret,
+    role_rank,
+    secret_hash,
 )
 
 _D = TypeVar("_D")
+_M = TypeVar("_M", bound=Base)
 
 log = structlog.get_logger("crm.store")
 
@@ -412,33 +449,6 @@ def _record_from_row(row: CallRecord) -> CallRecordData:
     )
 
 
-def _add_missing_nullable_columns(conn: Connection) -> list[tuple[str, str]]:
-    """Bring a database made by an older version up to the model where that is safe: add
-    the nullable columns a table lacks (``ALTER TABLE … ADD COLUMN``, SQLite and
-    PostgreSQL). Without this a database from before a new column would refuse every
-    call record. Other changes need a real migration. Returns the columns added."""
-    inspector = inspect(conn)
-    existing_tables = set(inspector.get_table_names())
-    added: list[tuple[str, str]] = []
-    for table in Base.metadata.sorted_tables:
-        if table.name not in existing_tables:
-            continue
-        have = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in have or not column.nullable:
-                continue
-            kind = column.type.compile(conn.dialect)
-            conn.execute(
-                text(f"ALTER TABLE {_quoted(table.name)} ADD COLUMN {_quoted(column.name)} {kind}")
-            )
-            added.append((table.name, column.name))
-    return added
-
-
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _binding_from_row(row: Registration) -> BindingData:
     return BindingData(**{name: getattr(row, name) for name in _BINDING_FIELDS})
 
@@ -446,9 +456,12 @@ def _binding_from_row(row: Registration) -> BindingData:
 class Store:
     """Async access to the database. Create with ``await Store.open(url)``."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, hasher: PasswordHasher | None = None) -> None:
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # Argon2id with argon2-cffi's defaults in production; tests pass a cheap one.
+        self._hasher = hasher if hasher is not None else PasswordHasher()
+        self._dummy_hash: str | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -456,9 +469,15 @@ class Store:
         return self._engine
 
     @classmethod
-    async def open(cls, url: str) -> Store:
-        """Connect to ``url`` (``sqlite+aiosqlite://...`` or ``postgresql+asyncpg://...``)
-        and create missing tables."""
+    async def open(cls, url: str, *, hasher: PasswordHasher | None = None) -> Store:
+        """Connect to ``url`` (``sqlite+aiosqlite://...`` or ``postgresql+asyncpg://...``).
+        ``hasher`` hashes user passwords (default: ``PasswordHasher()``, argon2-cffi's
+        recommended cost).
+
+        A SQLite store is created or upgraded to this release's schema here (an embedded
+        store has one user). A PostgreSQL store must already be at this release's revision:
+        :class:`~crm.migrate.StoreNeedsUpgrade` otherwise — it is only changed by the
+        explicit ``switchboard db upgrade`` (:func:`crm.migrate.upgrade`)."""
         parsed = make_url(url)
         kwargs: dict[str, Any] = {}
         if parsed.get_backend_name() == "postgresql":
@@ -469,14 +488,16 @@ class Store:
                 # A fresh install points at var/switchboard.db: create the folder, not the user.
                 Path(db).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, **kwargs)
-        if engine.dialect.name == "sqlite":
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        async with engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
-            added = await conn.run_sync(_add_missing_nullable_columns)
-        for table, column in added:
-            log.info("store_column_added", table=table, column=column)
-        return cls(engine)
+        try:
+            if engine.dialect.name == "sqlite":
+                event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+                await upgrade_engine(engine)
+            else:
+                await require_head(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(engine, hasher)
 
     async def close(self) -> None:
         """Release every connection."""
@@ -947,6 +968,506 @@ class Store:
             )
         return int(getattr(result, "rowcount", 0) or 0)
 
+    # --- users, API tokens, sessions (docs/api.md "Who may call it") -----------------------
+
+    async def _hash_password(self, password: str) -> str:
+        return await asyncio.to_thread(self._hasher.hash, password)
+
+    async def _verify_password(self, password_hash: str, password: str) -> bool:
+        try:
+            return await asyncio.to_thread(self._hasher.verify, password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False  # VerifyMismatchError is a VerificationError
+
+    async def _dummy_password_hash(self) -> str:
+        # A hash with this store's parameters to verify against when the user does not
+        # exist, so a wrong name costs as long as a wrong password.
+        if self._dummy_hash is None:
+            self._dummy_hash = await self._hash_password(secrets.token_urlsafe(16))
+        return self._dummy_hash
+
+    async def add_user(
+        self, name: str, role: str, password: str, agent: str | None = None
+    ) -> UserData:
+        """Create a user. ValueError: bad name (1-64 of ``A-Z a-z 0-9 . _ @ -``), unknown
+        role, password shorter than 8; :class:`UserExistsError` when the name is taken."""
+        check_user_name(name)
+        role_rank(role)
+        check_password_rules(password)
+        password_hash = await self._hash_password(password)
+        try:
+            async with self._sessions.begin() as session:
+                row = UserRow(
+                    name=name,
+                    role=role,
+                    agent=agent,
+                    password_hash=password_hash,
+                    created_at=datetime.now(UTC),
+                    disabled=False,
+                )
+                session.add(row)
+                await session.flush()
+                return _user_from_row(row)
+        except IntegrityError:
+            raise UserExistsError(f"user {name!r} already exists") from None
+
+    async def get_user(self, name: str) -> UserData | None:
+        async with self._sessions() as session:
+            row = (await session.scalars(select(UserRow).where(UserRow.name == name))).first()
+        return _user_from_row(row) if row is not None else None
+
+    async def list_users(self) -> list[UserData]:
+        """Every user, by name."""
+        async with self._sessions() as session:
+            rows = (await session.scalars(select(UserRow).order_by(UserRow.name))).all()
+        return [_user_from_row(r) for r in rows]
+
+    async def check_password(self, name: str, password: str) -> UserData | None:
+        """The user if ``password`` is theirs and they are enabled, else None. Takes about
+        as long for an unknown name (a dummy hash is verified). A hash made with older
+        parameters is replaced by one with the current parameters."""
+        async with self._sessions() as session:
+            row = (await session.scalars(select(UserRow).where(UserRow.name == name))).first()
+        if row is None:
+            await self._verify_password(await self._dummy_password_hash(), password)
+            return None
+        if not await self._verify_password(row.password_hash, password):
+            return None
+        if row.disabled:
+            return None
+        if self._hasher.check_needs_rehash(row.password_hash):
+            new_hash = await self._hash_password(password)
+            async with self._sessions.begin() as session:
+                await session.execute(
+                    update(UserRow)
+                    .where(UserRow.id == row.id, UserRow.password_hash == row.password_hash)
+                    .values(password_hash=new_hash)
+                )
+            log.info("user_password_rehashed", user=name)
+        return _user_from_row(row)
+
+    async def set_password(self, name: str, password: str) -> bool:
+        """Give ``name`` a new password and end their sessions (tokens stay). False when
+        there is no such user; ValueError for a password shorter than 8."""
+        check_password_rules(password)
+        password_hash = await self._hash_password(password)
+        return await self._update_user(name, password_hash=password_hash)
+
+    async def set_role(self, name: str, role: str, agent: str | None = None) -> bool:
+        """Set ``name``'s role and linked agent (None clears it) and end their sessions.
+        False when there is no such user; ValueError for an unknown role."""
+        role_rank(role)
+        return await self._update_user(name, role=role, agent=agent)
+
+    async def set_disabled(self, name: str, disabled: bool = True) -> bool:
+        """Disable (or enable again) ``name``: a disabled user cannot log in and their
+        tokens and sessions stop working; their sessions are ended. False: no such user."""
+        return await self._update_user(name, disabled=disabled)
+
+    async def _update_user(self, name: str, **values: Any) -> bool:
+        async with self._sessions.begin() as session:
+            user_id = (
+                await session.scalars(select(UserRow.id).where(UserRow.name == name))
+            ).first()
+            if user_id is None:
+                return False
+            await session.execute(update(UserRow).where(UserRow.id == user_id).values(**values))
+            await session.execute(delete(SessionRow).where(SessionRow.user_id == user_id))
+            return True
+
+    async def has_admin(self) -> bool:
+        """Whether an enabled admin user exists."""
+        stmt = (
+            select(UserRow.id).where(UserRow.role == "admin", UserRow.disabled.is_(False)).limit(1)
+        )
+        async with self._sessions() as session:
+            return (await session.scalars(stmt)).first() is not None
+
+    async def create_token(
+        self, user: str, name: str = "", now: datetime | None = None
+    ) -> tuple[TokenData, str]:
+        """A new API token for ``user``: its data and its secret (shown once; only the
+        secret's SHA-256 is stored). LookupError when there is no such user."""
+        moment = _utc(now) if now is not None else datetime.now(UTC)
+        secret = new_token_secret()
+        async with self._sessions.begin() as session:
+            user_id = (
+                await session.scalars(select(UserRow.id).where(UserRow.name == user))
+            ).first()
+            if user_id is None:
+                raise LookupError(f"no user {user!r}")
+            row = ApiTokenRow(
+                token_hash=secret_hash(secret),
+                user_id=user_id,
+                name=name,
+                created_at=moment,
+                last_used_at=None,
+                revoked=False,
+            )
+            session.add(row)
+            await session.flush()
+            token = TokenData(row.id, user, name, row.created_at, None, False)
+        return token, secret
+
+    async def token_user(self, secret: str, now: datetime | None = None) -> UserData | None:
+        """The user a token secret belongs to; None when the token is unknown or revoked
+        or the user is disabled. Records the use (``last_used_at``) at most once a minute
+        per token, so a busy script does not cost a write per request."""
+        moment = _utc(now) if now is not None else datetime.now(UTC)
+        stmt = (
+            select(ApiTokenRow, UserRow)
+            .join(UserRow, ApiTokenRow.user_id == UserRow.id)
+            .where(ApiTokenRow.token_hash == secret_hash(secret))
+        )
+        async with self._sessions() as session:
+            found = (await session.execute(stmt)).first()
+        if found is None:
+            return None
+        token, user = found
+        if token.revoked or user.disabled:
+            return None
+        stale = moment - timedelta(seconds=TOKEN_TOUCH_SECONDS)
+        if token.last_used_at is None or token.last_used_at <= stale:
+            async with self._sessions.begin() as session:
+                # Guarded: of concurrent requests, one writes.
+                await session.execute(
+                    update(ApiTokenRow)
+                    .where(ApiTokenRow.id == token.id)
+                    .where(
+                        or_(ApiTokenRow.last_used_at.is_(None), ApiTokenRow.last_used_at <= stale)
+                    )
+                    .values(last_used_at=moment)
+                )
+        return _user_from_row(user)
+
+    async def list_tokens(self) -> list[TokenData]:
+        """Every token (revoked ones too), oldest first."""
+        stmt = (
+            select(ApiTokenRow, UserRow.name)
+            .join(UserRow, ApiTokenRow.user_id == UserRow.id)
+            .order_by(ApiTokenRow.id)
+        )
+        async with self._sessions() as session:
+            rows = (await session.execute(stmt)).all()
+        return [
+            TokenData(t.id, user, t.name, t.created_at, t.last_used_at, bool(t.revoked))
+            for t, user in rows
+        ]
+
+    async def revoke_token(self, token_id: int) -> bool:
+        """Revoke a token (for good). False when there is no such token; True when it is
+        revoked now or was already."""
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                update(ApiTokenRow).where(ApiTokenRow.id == token_id).values(revoked=True)
+            )
+        return int(getattr(result, "rowcount", 0) or 0) > 0
+
+    async def create_session(
+        self, user_name: str, minutes: float, now: datetime | None = None
+    ) -> SessionData:
+        """A new browser session for ``user_name`` lasting ``minutes``. The id and the CSRF
+        token are 32 random bytes each; only the id's SHA-256 is stored. LookupError when
+        there is no such user or the user is disabled."""
+        moment = _utc(now) if now is not None else datetime.now(UTC)
+        session_id = secrets.token_urlsafe(32)
+        csrf_token = secrets.token_urlsafe(32)
+        async with self._sessions.begin() as session:
+            user = (await session.scalars(select(UserRow).where(UserRow.name == user_name))).first()
+            if user is None or user.disabled:
+                raise LookupError(f"no enabled user {user_name!r}")
+            row = SessionRow(
+                id=secret_hash(session_id),
+                user_id=user.id,
+                csrf_token=csrf_token,
+                created_at=moment,
+                expires_at=moment + timedelta(minutes=minutes),
+            )
+            session.add(row)
+            await session.flush()
+            return SessionData(
+                session_id, _user_from_row(user), csrf_token, row.created_at, row.expires_at
+            )
+
+    async def get_session(self, session_id: str, now: datetime | None = None) -> SessionData | None:
+        """The session, with its user as they are now (a role change applies at once);
+        None when unknown, expired at ``now`` or the user is disabled."""
+        moment = _utc(now) if now is not None else datetime.now(UTC)
+        stmt = (
+            select(SessionRow, UserRow)
+            .join(UserRow, SessionRow.user_id == UserRow.id)
+            .where(SessionRow.id == secret_hash(session_id), SessionRow.expires_at > moment)
+        )
+        async with self._sessions() as session:
+            found = (await session.execute(stmt)).first()
+        if found is None:
+            return None
+        row, user = found
+        if user.disabled:
+            return None
+        return SessionData(
+            session_id, _user_from_row(user), row.csrf_token, row.created_at, row.expires_at
+        )
+
+    async def delete_session(self, session_id: str) -> None:
+        """End a session (logout); nothing happens for an unknown id."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                delete(SessionRow).where(SessionRow.id == secret_hash(session_id))
+            )
+
+    async def purge_expired_sessions(self, now: datetime | None = None) -> int:
+        """Delete sessions expired at ``now``; return how many were removed."""
+        moment = _utc(now) if now is not None else datetime.now(UTC)
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                delete(SessionRow).where(SessionRow.expires_at <= moment)
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    # --- the audit log ----------------------------------------------------------------------
+
+    async def add_audit(self, entry: AuditEntry) -> int:
+        """Append an audit entry; return its id."""
+        async with self._sessions.begin() as session:
+            row = AuditRow(
+                time=entry.time,
+                user=entry.user,
+                address=entry.address,
+                action=entry.action,
+                target=entry.target,
+                detail=json.dumps(entry.detail, default=str, separators=(",", ":")),
+            )
+            session.add(row)
+            await session.flush()
+            return row.id
+
+    async def list_audit(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        user: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[AuditEntry], int]:
+        """Audit entries with ``since <= time < until`` (of ``user``), newest first: one
+        page and the number of all matching entries."""
+        conds: list[ColumnElement[bool]] = _time_range(AuditRow.time, since, until)
+        if user is not None:
+            conds.append(AuditRow.user == user)
+        order = (AuditRow.time.desc(), AuditRow.id.desc())
+        rows, total = await self._page(AuditRow, conds, order, offset, limit)
+        return [
+            AuditEntry(
+                id=r.id,
+                time=r.time,
+                user=r.user,
+                address=r.address,
+                action=r.action,
+                target=r.target,
+                detail=json.loads(r.detail) if r.detail else {},
+            )
+            for r in rows
+        ], total
+
+    async def _page(
+        self,
+        model: type[_M],
+        conds: list[ColumnElement[bool]],
+        order: tuple[Any, ...],
+        offset: int,
+        limit: int,
+    ) -> tuple[Sequence[_M], int]:
+        if offset < 0 or limit < 0:
+            raise ValueError("offset and limit must not be negative")
+        stmt = select(model).where(*conds).order_by(*order).offset(offset).limit(limit)
+        count = select(func.count()).select_from(model).where(*conds)
+        async with self._sessions() as session:
+            total = (await session.scalar(count)) or 0
+            rows = (await session.scalars(stmt)).all() if limit else []
+        return rows, int(total)
+
+    # --- searches for the API --------------------------------------------------------------
+
+    async def search_call_records(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        number: str | None = None,
+        agent: str | None = None,
+        queue: str | None = None,
+        disposition: str | None = None,
+        extensions: Sequence[str] | None = None,
+        own_agent: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[CallRecordData], int]:
+        """Call records with ``since <= start < until``, newest first: one page and the
+        number of all matching records.
+
+        ``number``: a substring of caller, callee or dialled. ``agent``, ``queue``,
+        ``disposition`` (a :class:`Disposition` value; ValueError otherwise): equal.
+        ``extensions`` / ``own_agent`` restrict to an agent user's own calls: caller or
+        callee is one of ``extensions`` OR the record's agent is ``own_agent``; when either
+        is given and nothing matches them (no extensions and no agent), nothing is found.
+        """
+        conds = _time_range(CallRecord.start, since, until)
+        if number:
+            conds.append(
+                or_(
+                    CallRecord.caller.contains(number, autoescape=True),
+                    CallRecord.callee.contains(number, autoescape=True),
+                    CallRecord.dialled.contains(number, autoescape=True),
+                )
+            )
+        if agent is not None:
+            conds.append(CallRecord.agent == agent)
+        if queue is not None:
+            conds.append(CallRecord.queue == queue)
+        if disposition is not None:
+            conds.append(CallRecord.disposition == Disposition(disposition).value)
+        if extensions is not None or own_agent is not None:
+            own: list[ColumnElement[bool]] = []
+            if extensions:
+                own += [CallRecord.caller.in_(extensions), CallRecord.callee.in_(extensions)]
+            if own_agent is not None:
+                own.append(CallRecord.agent == own_agent)
+            conds.append(or_(*own) if own else false())
+        order = (CallRecord.start.desc(), CallRecord.id.desc())
+        rows, total = await self._page(CallRecord, conds, order, offset, limit)
+        return [_record_from_row(r) for r in rows], total
+
+    async def search_queue_events(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        queue: str | None = None,
+        agent: str | None = None,
+        event: str | None = None,
+        queues: Sequence[str] | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[QueueEventData], int]:
+        """Queue events with ``since <= time < until``, oldest first (a log): one page and
+        the number of all matching events. ``queue``, ``agent``, ``event``: equal;
+        ``queues`` (when not None) restricts to those queues (an agent's served queues)."""
+        conds = _time_range(QueueEventRow.time, since, until)
+        if queue is not None:
+            conds.append(QueueEventRow.queue == queue)
+        if agent is not None:
+            conds.append(QueueEventRow.agent == agent)
+        if event is not None:
+            conds.append(QueueEventRow.event == event)
+        if queues is not None:
+            conds.append(QueueEventRow.queue.in_(queues) if queues else false())
+        order = (QueueEventRow.time, QueueEventRow.id)
+        rows, total = await self._page(QueueEventRow, conds, order, offset, limit)
+        return [_queue_event_from_row(r) for r in rows], total
+
+    async def agent_state_history(
+        self,
+        agent: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[AgentStateData], int]:
+        """``agent``'s state changes with ``since <= time < until``, newest first: one page
+        and the number of all matching changes."""
+        conds = [AgentStateRow.agent == agent, *_time_range(AgentStateRow.time, since, until)]
+        order = (AgentStateRow.time.desc(), AgentStateRow.id.desc())
+        rows, total = await self._page(AgentStateRow, conds, order, offset, limit)
+        return [
+            AgentStateData(r.time, r.agent, r.old_state, r.new_state, r.event, r.reason)
+            for r in rows
+        ], total
+
+    async def queue_day_stats(
+        self,
+        since: datetime,
+        thresholds: Mapping[str, float],
+        short_abandon_seconds: float = 0,
+        until: datetime | None = None,
+    ) -> dict[str, QueueDayStats]:
+        """Each queue's figures from the queue event log with ``since <= time < until``:
+        every queue that has events, and every queue in ``thresholds`` (zeros if quiet).
+
+        The events as :mod:`acd.engine` writes them (Asterisk ``queue_log`` layout):
+
+        - offered = ENTERQUEUE events.
+        - answered = CONNECT events; ``data[0]`` is the hold time (whole seconds waited
+          before the agent answered). answered_in_sl = those with hold <= the queue's
+          threshold (``thresholds[queue]``, 20 s when absent). total_wait_answered = the
+          sum of the hold times; asa_seconds = total_wait_answered / answered (None
+          when nothing was answered).
+        - abandoned = ABANDON events (``data`` = position, original position, wait) whose
+          wait is > ``short_abandon_seconds``: callers who hang up within that are not
+          counted as lost (nor as offered calls' failures). abandoned_in_sl = those of them
+          with wait <= the threshold.
+        - EXITWITHTIMEOUT, EXITWITHKEY (and a CALLBACKREQUEST) are offered but neither
+          answered nor abandoned. CALLBACKCONNECT (the callback's call reached an agent)
+          is not counted as answered: the caller is no longer waiting on the line.
+
+        service_level = answered_in_sl / (answered + abandoned), None when both are 0:
+        calls that hung up before an agent answered count against the queue, short
+        abandons do not. Alternatives not chosen: answered_in_sl / answered (Asterisk's
+        ``ServicelevelPerf``: ignores abandons, so a queue everyone hangs up on looks
+        perfect); answered_in_sl / offered (punishes calls that left by key or timeout
+        to an overflow the operator designed); (answered_in_sl + abandoned_in_sl) /
+        (answered + abandoned) (treats quick abandons as served: Asterisk's
+        ``ServicelevelPerf2``).
+
+        Rows whose numeric field does not parse (not written by us) are skipped. The rows
+        are streamed (a day is tens of thousands at most) since the fields live in the
+        ``data`` text.
+        """
+        stmt = (
+            select(QueueEventRow.queue, QueueEventRow.event, QueueEventRow.data)
+            .where(*_time_range(QueueEventRow.time, since, until))
+            .where(QueueEventRow.event.in_(("ENTERQUEUE", "CONNECT", "ABANDON")))
+        )
+        acc: dict[str, list[float]] = {q: [0, 0, 0, 0, 0, 0.0] for q in thresholds}
+        async with self._sessions() as session:
+            result = await session.stream(stmt)
+            async for queue, kind, data in result:
+                a = acc.setdefault(queue, [0, 0, 0, 0, 0, 0.0])
+                limit = float(thresholds.get(queue, DEFAULT_SERVICE_LEVEL_SECONDS))
+                if kind == "ENTERQUEUE":
+                    a[0] += 1
+                    continue
+                fields_ = data.split("|") if data else []
+                index = 0 if kind == "CONNECT" else 2
+                try:
+                    seconds = float(fields_[index])
+                except (IndexError, ValueError):
+                    continue
+                if kind == "CONNECT":
+                    a[1] += 1
+                    a[3] += seconds <= limit
+                    a[5] += seconds
+                elif seconds > short_abandon_seconds:
+                    a[2] += 1
+                    a[4] += seconds <= limit
+        out: dict[str, QueueDayStats] = {}
+        for queue, (offered, answered, abandoned, in_sl, ab_in_sl, wait) in acc.items():
+            handled = answered + abandoned
+            out[queue] = QueueDayStats(
+                queue=queue,
+                offered=int(offered),
+                answered=int(answered),
+                abandoned=int(abandoned),
+                answered_in_sl=int(in_sl),
+                abandoned_in_sl=int(ab_in_sl),
+                total_wait_answered=float(wait),
+                service_level=in_sl / handled if handled else None,
+                asa_seconds=wait / answered if answered else None,
+            )
+        return out
+
 
 def _columns(data: Any, exclude: tuple[str, ...] = ("id",)) -> dict[str, Any]:
     """The fields of a store dataclass as column values (same names as the ORM columns)."""
@@ -977,3 +1498,24 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA busy_timeout=5000")
     finally:
         cursor.close()
+
+
+def _user_from_row(r: UserRow) -> UserData:
+    return UserData(r.id, r.name, r.role, r.agent, r.created_at, bool(r.disabled))
+
+
+def _queue_event_from_row(r: QueueEventRow) -> QueueEventData:
+    data = tuple(r.data.split("|")) if r.data else ()
+    return QueueEventData(r.time, r.call_id, r.queue, r.agent, r.event, data)
+
+
+def _time_range(
+    column: Any, since: datetime | None, until: datetime | None
+) -> list[ColumnElement[bool]]:
+    """``since <= column < until`` (either end open when None)."""
+    conds: list[ColumnElement[bool]] = []
+    if since is not None:
+        conds.append(column >= _utc(since))
+    if until is not None:
+        conds.append(column < _utc(until))
+    return conds

@@ -41,8 +41,8 @@ from media.dtmf import DtmfReceived
 from .call import MAX_FORWARDS, Call, CallApplication, CallState
 from .conference import ConferenceRoom, Conferences
 from .dialog import Dialog, Flow
+from .events import CallStarted, EventBus, LegAnswered
 from .events import DtmfReceived as CallDtmf
-from .events import EventBus, LegAnswered
 from .location import Contact
 from .message import ParseError, Request, Response, make_response
 from .outbound import Outbound, spawn
@@ -126,6 +126,16 @@ class B2bua:
     def calls(self) -> list[Call]:
         return list(self._calls.values())
 
+    def _add(self, call: Call) -> None:
+        self._calls[call.id] = call
+        self.events.publish(
+            CallStarted(call.id, call.caller, call.callee, call.a.ext, call.linked_id)
+        )
+
+    def call_count(self) -> int:
+        """Calls in progress (set up, ringing or up), without building a list."""
+        return len(self._calls)
+
     def start_call(
         self,
         invite: Request,
@@ -139,7 +149,7 @@ class B2bua:
         a = Side(label="a", ext=caller, leg_id="", flow=Flow(transport, source))
         call = Call(self, a, caller=caller, callee=callee, call_id=invite.call_id, invite=invite)
         a.leg_id = f"{call.id}-a"
-        self._calls[call.id] = call
+        self._add(call)
         self._by_invite[(invite.call_id, invite.from_.tag or "")] = call
         self._by_leg[a.leg_id] = call
         spawn(call.setup(contacts, ring_timeout))
@@ -162,7 +172,7 @@ class B2bua:
         )
         a.leg_id = f"{call.id}-a"
         call.notes.direction = "outbound"
-        self._calls[call.id] = call
+        self._add(call)
         self._by_invite[(invite.call_id, invite.from_.tag or "")] = call
         self._by_leg[a.leg_id] = call
         spawn(call.setup_trunks(route, ring_timeout))
@@ -188,7 +198,7 @@ class B2bua:
             record_id=record_id,
         )
         a.leg_id = f"{call.id}-a"
-        self._calls[call.id] = call
+        self._add(call)
         self._by_invite[(invite.call_id, invite.from_.tag or "")] = call
         self._by_leg[a.leg_id] = call
         return call
@@ -308,7 +318,7 @@ class B2bua:
         )
         call.b = b
         call.mark_answered()
-        self._calls[call.id] = call
+        self._add(call)
         for s in (a, b):
             call.note_trunk_of(s)
             self.register_side(call, s)
@@ -344,7 +354,7 @@ class B2bua:
         )
         call.mark_answered()
         call.note_trunk_of(a)
-        self._calls[call.id] = call
+        self._add(call)
         self.register_side(call, a)
         if a.leg_id in self.media:
             self.media.unbridge(a.leg_id)

@@ -557,18 +557,24 @@ class Call:
         return [(IVR_KEYS_HEADER, self.ivr_keys)] if self.ivr_keys else []
 
     def connect_to(
-        self, ext: str, on_failed: Callable[[int], None], *, outside: bool = False
+        self,
+        ext: str,
+        on_failed: Callable[[int], None],
+        *,
+        outside: bool = False,
+        on_behalf_of: str = "",
     ) -> bool:
         """Ring ``ext`` for a call we answered ourselves (an IVR sending the caller to an
         extension, a queue overflowing to one); the caller hears ringback, then is bridged
         to whoever answers. With ``outside``, a number is dialled through its trunks for
-        Switchboard itself. ``on_failed(status)`` is called if nobody answers. False if the
-        extension has no phone or the number cannot be dialled."""
+        Switchboard itself, or for the extension ``on_behalf_of`` (its class of service,
+        caps and caller ID: a click-to-call). ``on_failed(status)`` is called if nobody
+        answers. False if the extension has no phone or the number cannot be dialled."""
         if self.ended or self.b is not None:
             return False
         outbound = self.b2b.ringer(
             ext,
-            on_behalf_of="",
+            on_behalf_of=on_behalf_of,
             leg_id=f"{self.id}-b{self.forwards}x",
             caller_ext=self.caller,
             caller_display=None,
@@ -1020,6 +1026,9 @@ class Call:
                 cause,
                 detail.disposition,  # as recorded: a queue call nobody answered is NO ANSWER
                 self.answered_at is not None,
+                direction=self.notes.direction,
+                caller_loss=detail.caller_loss,
+                callee_loss=detail.callee_loss,
             )
         )
         self.stored = self.b2b.end_acknowledgement(self.id, waits)

@@ -86,6 +86,8 @@ class CallInfo:
     linked_id: str | None
     ivr_keys: str
     offers: tuple[str, ...]
+    started_at: datetime | None = None
+    answered_at: datetime | None = None  # when the callee (or Switchboard itself) answered
 
     @property
     def ended(self) -> bool:
@@ -109,6 +111,8 @@ def _info(call: Call) -> CallInfo:
         linked_id=call.linked_id,
         ivr_keys=call.ivr_keys,
         offers=tuple(call.offers),
+        started_at=call.start,
+        answered_at=call.answered_at,
     )
 
 
@@ -544,12 +548,16 @@ class CallControl:
         final.notes.dialled = side.ext
         return final.id
 
-    def connect_to(self, call_id: str, extension: str, *, outside: bool = False) -> bool:
+    def connect_to(
+        self, call_id: str, extension: str, *, outside: bool = False, on_behalf_of: str = ""
+    ) -> bool:
         """Ring ``extension`` for an answered call and bridge whoever answers (the caller
         hears ringback). With ``outside`` (only for a number the admin wrote: a queue's
         ``number:`` overflow, an IVR flow's literal ``number:`` transfer — never digits a
         caller entered), a number that is no extension is dialled through the trunks of
-        its outbound rule with the system class of service. :class:`ConnectFailed` if
+        its outbound rule with the system class of service — or, with ``on_behalf_of``,
+        with that extension's (a click-to-call dials for the phone that asked).
+        :class:`ConnectFailed` if
         nobody answers; False if the extension has no phone or the number cannot be
         dialled."""
         call = self._live(call_id)
@@ -560,7 +568,7 @@ class CallControl:
         def failed(status: int) -> None:
             events.publish(ConnectFailed(call_id, extension, status))
 
-        return call.connect_to(extension, failed, outside=outside)
+        return call.connect_to(extension, failed, outside=outside, on_behalf_of=on_behalf_of)
 
     def continue_after_callee(self, call_id: str, kind: str, target: str) -> None:
         """When the callee hangs up, the caller is handed to ``kind``/``target`` (a

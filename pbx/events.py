@@ -27,6 +27,7 @@ __all__ = [
     "CallArrived",
     "CallEnded",
     "CallEvent",
+    "CallStarted",
     "ConnectFailed",
     "DtmfReceived",
     "EventBus",
@@ -38,6 +39,7 @@ __all__ = [
     "OriginateAnswered",
     "OriginateFailed",
     "PlaybackFinished",
+    "RegistrationChanged",
 ]
 
 log = structlog.get_logger("pbx.events")
@@ -167,7 +169,9 @@ class PlaybackFinished:
 class CallEnded:
     """The call is over: ``side`` hung up (``caller``, ``callee``, ``system``) with
     ``cause`` (``normal_clearing``, ``transferred``, ...). ``callee`` is who the caller was
-    talking to last."""
+    talking to last. ``direction`` (``inbound``, ``outbound``, ``internal``), ``disposition``
+    and the RTCP loss fractions (0..1; None when a leg received no media) are the call
+    record's (:class:`pbx.persistence.CallDetail`)."""
 
     call_id: str
     caller: str
@@ -176,10 +180,40 @@ class CallEnded:
     cause: str
     disposition: str
     answered: bool
+    direction: str = "internal"
+    caller_loss: float | None = None
+    callee_loss: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallStarted:
+    """Switchboard holds a new call (a phone's or a trunk's INVITE, or a call made anew
+    after a transfer or for an application): the web panel and metrics see every call,
+    not only those a service serves (``CallArrived``)."""
+
+    call_id: str
+    caller: str
+    callee: str
+    caller_ext: str
+    linked_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationChanged:
+    """A binding of ``aor`` was ``added``, ``refreshed``, ``removed`` (by the phone) or
+    ``expired`` (RFC 3261 §10.2.4 / §10.3)."""
+
+    aor: str
+    contact: str
+    event: str
+    source: str
+    user_agent: str = ""
 
 
 CallEvent = (
     CallArrived
+    | CallStarted
+    | RegistrationChanged
     | FeatureCodeDialled
     | CallAnswered
     | LegAnswered

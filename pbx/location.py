@@ -87,6 +87,12 @@ class LocationStore:
         rec = self._aors.pop(aor, None)
         return [] if rec is None else list(rec.contacts.values())
 
+    def active_count(self, now: float) -> int:
+        """Unexpired bindings over every AOR (the registrations gauge)."""
+        return sum(
+            1 for rec in self._aors.values() for c in rec.contacts.values() if c.expires_at > now
+        )
+
     def count(self, aor: str) -> int:
         rec = self._aors.get(aor)
         return 0 if rec is None else len(rec.contacts)

@@ -42,7 +42,7 @@ from .control import CallControl
 from .dialog import Dialog, Flow
 from .dialplan import Destination, DestinationKind, Dialplan, RouteDecision
 from .digest import AuthOutcome, DigestAuthenticator, DigestError, parse_credentials
-from .events import CallArrived
+from .events import CallArrived, RegistrationChanged
 from .features import (
     ExtensionSettings,
     Feature,
@@ -261,9 +261,36 @@ class SipServer:
         self.trunks: dict[str, Trunk] = dict(trunks or {})
         self.trunk_driver = TrunkDriver(self.stack, self.trunks.values())
 
+    def registrations(self) -> list[tuple[str, Contact, int]]:
+        """Every live binding: (AOR, contact, seconds until it expires), by AOR."""
+        now = asyncio.get_running_loop().time()
+        return sorted(
+            ((aor, c, c.remaining(now)) for aor, c in self.location.all()),
+            key=lambda r: (r[0], r[1].uri),
+        )
+
     def trunk_states(self) -> dict[str, TrunkStatus]:
         """Registration and qualify state of every trunk, by name (a snapshot)."""
         return self.trunk_driver.states()
+
+    # -- figures for metrics and the API (read-only; call them on the event loop) ----------
+
+    def sip_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Requests received by method (unknown methods as ``OTHER``; retransmissions
+        included) and responses sent by status code as text (each once), since start.
+        Copies: the counting itself is a dict increment per message in the transaction
+        layer (:attr:`pbx.transaction.TransactionLayer.requests_received`)."""
+        layer = self.stack.layer
+        responses = {str(code): n for code, n in layer.responses_sent.items()}
+        return dict(layer.requests_received), responses
+
+    def registration_count(self) -> int:
+        """Registered contacts now (every unexpired binding of every extension)."""
+        return self.location.active_count(asyncio.get_running_loop().time())
+
+    def call_count(self) -> int:
+        """Calls in progress: being set up, ringing or up."""
+        return self.b2bua.call_count()
 
     # -- reconfiguration ---------------------------------------------------------------
 
@@ -404,6 +431,21 @@ class SipServer:
 
     # -- background writes -----------------------------------------------------------
 
+    def _publish_bindings(
+        self, changes: list[BindingChange], before: set[str], *, expired: bool = False
+    ) -> None:
+        for ch in changes:
+            c = ch.contact
+            if ch.removed:
+                event = "expired" if expired else "removed"
+            else:
+                event = "refreshed" if c.uri in before else "added"
+            self.b2bua.events.publish(
+                RegistrationChanged(
+                    ch.aor, c.uri, event, f"{c.source[0]}:{c.source[1]}", c.user_agent
+                )
+            )
+
     def _persist_changes(self, changes: list[BindingChange]) -> None:
         if self.writes is None or not changes:
             return
@@ -447,7 +489,9 @@ class SipServer:
         gone = self.location.expire(now)
         if gone:
             log.info("bindings_expired", count=len(gone))
-            self._persist_changes([BindingChange(aor, c, removed=True) for aor, c in gone])
+            changes = [BindingChange(aor, c, removed=True) for aor, c in gone]
+            self._publish_bindings(changes, set(), expired=True)
+            self._persist_changes(changes)
         self._schedule_expiry()
 
     # -- request dispatch --------------------------------------------------------------
@@ -677,6 +721,7 @@ class SipServer:
                 status=outcome.response.status,
                 algorithm=_auth_algorithm(req, self.auth.realm),
             )
+        self._publish_bindings(outcome.changes, before)
         self._persist_changes(outcome.changes)
         ext = self.extensions.get(user)
         if (

@@ -303,6 +303,7 @@ class SipStack:
         )
         resp = _stateless_error(data, exc)
         if resp is not None:
+            self.layer.count_response(_error_status(exc))
             self._send_bytes(resp, source, transport)
 
     # -- output ----------------------------------------------------------------------
@@ -420,6 +421,10 @@ class SipStack:
 _HDR_RE = re.compile(rb"(?im)^(via|v|from|f|to|t|call-id|i|cseq)[ \t]*:[ \t]*([^\r\n]*)\r?$")
 
 
+def _error_status(exc: ParseError) -> int:
+    return exc.status if 400 <= exc.status < 700 else 400
+
+
 def _stateless_error(data: bytes, exc: ParseError) -> bytes | None:
     """A best-effort error response to a request we could not parse, or None."""
     first = data.lstrip(b"\r\n").split(b"\n", 1)[0]
@@ -434,7 +439,7 @@ def _stateless_error(data: bytes, exc: ParseError) -> bytes | None:
         found.setdefault(name, []).append(m.group(2).strip())
     if not all(k in found for k in (b"via", b"from", b"to", b"call-id", b"cseq")):
         return None
-    status = exc.status if 400 <= exc.status < 700 else 400
+    status = _error_status(exc)
     reason = reason_phrase(status)
     lines = [f"SIP/2.0 {status} {reason}".encode()]
     for v in found[b"via"]:

@@ -87,6 +87,7 @@ from pbx.message import (
 
 __all__ = [
     "BRANCH_COOKIE",
+    "COUNTED_METHODS",
     "INITIAL",
     "T1",
     "T2",
@@ -138,6 +139,12 @@ TIMER_L = 64 * T1  # RFC 6026: IST wait time for accepted INVITE request retrans
 TIMER_M = 64 * T1  # RFC 6026: ICT wait time for retransmission of 2xx responses
 
 BRANCH_COOKIE = "z9hG4bK"  # RFC 3261 §8.1.1.7 magic cookie
+
+# Methods counted by name in TransactionLayer.requests_received (others count as OTHER).
+COUNTED_METHODS = (
+    *("INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "INFO", "UPDATE", "PRACK"),
+    *("SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"),
+)
 
 
 def new_branch() -> str:
@@ -606,6 +613,11 @@ class TransactionLayer:
         self._seq = 0
         self._events: deque[Event] = deque()
         self._out: list[tuple[bytes, Address, str]] = []
+        # Traffic counters (metrics): every request that arrives, retransmissions included, by
+        # method (COUNTED_METHODS, the rest as OTHER, so a fuzzer cannot add labels); every
+        # response sent, by status, once (a retransmission resends the same response).
+        self.requests_received: dict[str, int] = dict.fromkeys((*COUNTED_METHODS, "OTHER"), 0)
+        self.responses_sent: dict[int, int] = {}
 
     # -- outputs -----------------------------------------------------------------------
 
@@ -682,6 +694,11 @@ class TransactionLayer:
         self._feed(txn, _classify(response.status), now, response)
         self._fire_expired(now)
 
+    def count_response(self, status: int) -> None:
+        """Count a response sent (the layer counts its own; the adapter its stateless
+        replies)."""
+        self.responses_sent[status] = self.responses_sent.get(status, 0) + 1
+
     def send_stateless(
         self, message: Request | Response, destination: Address, transport: str
     ) -> None:
@@ -693,6 +710,8 @@ class TransactionLayer:
         transport = _normalize_transport(transport)
         try:
             if isinstance(msg, Request):
+                counts, method = self.requests_received, msg.method
+                counts[method if method in counts else "OTHER"] += 1
                 self._receive_request(msg, source, transport, now)
             else:
                 self._receive_response(msg, now)
@@ -892,6 +911,7 @@ class TransactionLayer:
         self._out.append((data, destination, transport))
 
     def _send_response(self, txn: _Transaction, response: Response) -> None:
+        self.count_response(response.status)
         txn.last_response_bytes = response.serialize()
         self._send(txn.last_response_bytes, txn.peer, txn.transport)
 

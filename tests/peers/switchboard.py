@@ -56,8 +56,12 @@ class Switchboard:
         log_level: str = "info",
         media_workers: int | None = None,
         tls_port: int | None = None,
+        http_port: int | None = None,
     ) -> None:
         self.workdir = workdir
+        # The HTTP API on a free loopback port (extra_yaml may configure `http:` itself).
+        self.http_port = http_port or free_tcp_port()
+        http_yaml = "" if "\nhttp:" in "\n" + extra_yaml else f"http: {{port: {self.http_port}}}\n"
         if media_workers is None:
             media_workers = int(os.environ.get(MEDIA_WORKERS_ENV, "0"))
         self.media_workers = media_workers
@@ -91,7 +95,8 @@ class Switchboard:
             f"inactivity_timeout: {inactivity_timeout}}}\n"
             + (f"media: {{workers: {media_workers}}}\n" if media_workers else "")
             + 'store: {url: "sqlite+aiosqlite:///switchboard.db"}\n'
-            "extensions:\n"
+            + http_yaml
+            + "extensions:\n"
             f"{ext_lines}"
             f"{extra_yaml}"
         )
@@ -111,6 +116,8 @@ class Switchboard:
         return str(self.extensions[ext]["password"])
 
     def start(self, timeout: float = 20.0) -> Switchboard:
+        # A killed server leaves its token behind: ready means the new one wrote its own.
+        (self.workdir / "admin.token").unlink(missing_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             [
@@ -133,7 +140,7 @@ class Switchboard:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"switchboard exited early:\n{self.log_text()[-3000:]}")
-            if options_ping(self.sip_port, timeout=0.5) == 200:
+            if options_ping(self.sip_port, timeout=0.5) == 200 and self._http_up():
                 return self
         raise RuntimeError(f"switchboard did not answer OPTIONS:\n{self.log_text()[-3000:]}")
 
@@ -150,6 +157,34 @@ class Switchboard:
         code = self.proc.returncode
         self.proc = None
         return code
+
+    # -- the HTTP API -------------------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def admin_token(self) -> str:
+        """The local admin token the running server wrote next to its config."""
+        return (self.workdir / "admin.token").read_text().strip()
+
+    def _http_up(self) -> bool:
+        """The API answers (the server opens it right after SIP), or it is configured off."""
+        if "enabled: false" in self.config_path.read_text():
+            return True
+        try:
+            with socket.create_connection(("127.0.0.1", self.http_port), timeout=0.5):
+                pass
+        except OSError:
+            return False
+        return (self.workdir / "admin.token").exists()
+
+    def api(self, method: str, path: str, *, token: str | None = None, **kwargs: Any) -> Any:
+        """One API request as the local admin (or with ``token``): an ``httpx.Response``."""
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token or self.admin_token()}"}
+        return httpx.request(method, self.api_url + path, headers=headers, timeout=10.0, **kwargs)
 
     def log_text(self) -> str:
         try:
@@ -194,6 +229,14 @@ class Switchboard:
         if aor is None:
             return self.query("SELECT * FROM registrations")
         return self.query("SELECT * FROM registrations WHERE aor = ?", (aor,))
+
+
+def free_tcp_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:

@@ -9,8 +9,9 @@ therefore MD5 only (as in Asterisk and Kamailio); SHA-256 is an opt-in, per exte
 
 Each server here runs ``config/default.yaml`` as ``switchboard serve`` writes it on first
 start (:func:`config.defaults.render_default_config`: random passwords for 1001-1005), with
-only what a test on a shared machine must change: loopback sockets on free ports, a private
-RTP range, 50 more extensions for SIPp, and one extension opted in to SHA-256 alone
+only what a test on a shared machine must change: loopback sockets on free ports (SIP and
+HTTP), a private RTP range, 50 more extensions for SIPp, and one extension opted in to
+SHA-256 alone
 (``auth_algorithms: [SHA-256]``: PJSIP 2.15 picks the MD5 challenge whenever one is
 offered). The ``auth`` section and every other value are the shipped ones. Then:
 
@@ -47,7 +48,7 @@ SIPP_USERS = range(2000, 2050)
 SHA_EXTENSION = "1005"
 
 
-def _shipped_config(port: int, rtp: tuple[int, int]) -> tuple[str, dict[str, str]]:
+def _shipped_config(port: int, rtp: tuple[int, int], http_port: int) -> tuple[str, dict[str, str]]:
     """``config/default.yaml`` as first start writes it, moved to loopback test sockets."""
     text, passwords = render_default_config()
     yaml = YAML(typ="rt")
@@ -57,6 +58,7 @@ def _shipped_config(port: int, rtp: tuple[int, int]) -> tuple[str, dict[str, str
         CommentedMap(transport="udp", host="127.0.0.1", port=port),
         CommentedMap(transport="tcp", host="127.0.0.1", port=port),
     ]
+    tree["http"]["port"] = http_port  # the shipped 8080 may be taken on a shared machine
     tree["rtp"]["host"] = "127.0.0.1"
     tree["rtp"]["ports"] = [rtp[0], rtp[1]]
     extensions = tree["extensions"]
@@ -75,9 +77,9 @@ def shipped(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[Switchboar
     workdir = tmp_path / "shipped"
     workdir.mkdir()
     port = free_port()
-    text, passwords = _shipped_config(port, next_rtp_range())
-    extensions: dict[str, dict[str, Any]] = {n: {"password": pw} for n, pw in passwords.items()}
-    sb = Switchboard(workdir, port, extensions)
+    sb = Switchboard(workdir, port)
+    text, passwords = _shipped_config(port, next_rtp_range(), sb.http_port)
+    sb.extensions = {n: {"password": pw} for n, pw in passwords.items()}
     sb.config_path.write_text(text)  # the harness's own config replaced by the shipped one
     sb.start()
     try:

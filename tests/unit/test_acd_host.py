@@ -17,6 +17,7 @@ from typing import Any, cast
 import pytest
 import structlog
 
+import acd
 import acd.host
 from acd import AgentConfig, AgentState, QueueConfig, Strategy, WrapUpMode
 from acd.host import AcdHost, AcdSettings
@@ -744,8 +745,9 @@ async def test_a_waiting_caller_asks_for_a_callback_and_is_called_back_after_han
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+async def store(store_url: str) -> AsyncIterator[Store]:
+    """The ACD's log and restore on SQLite and PostgreSQL (tests/conftest.py)."""
+    s = await Store.open(store_url)
     try:
         yield s
     finally:
@@ -924,3 +926,82 @@ async def test_a_restart_brings_agents_back_as_the_store_last_saw_them(
     restored = [s for s in await store.list_agent_states("bob") if s.event == "restore_paused"]
     assert [(s.new_state, s.reason) for s in restored] == [("NOT_READY", "lunch")]
     assert any(e["event"] == "agent_logged_off" and e["agent"] == "gone" for e in logs)
+
+
+# --- snapshots (the API's queue and agent lists, metrics) ----------------------------------------
+
+
+async def test_queue_snapshots_count_waiting_callers_and_members_by_state(
+    control: FakeCallControl, host_factory: Callable[..., AcdHost], clock: Clock
+) -> None:
+    host = host_factory(strategy=Strategy.LINEAR, members=("alice", "bob"), service_level=30)
+    start = clock.now
+    (empty,) = host.queue_snapshots()
+    assert empty == acd.QueueSnapshot(
+        name="support",
+        strategy="linear",
+        waiting=0,
+        longest_wait_seconds=0.0,
+        agents={"LOGGED_OUT": 2},
+        members=("alice", "bob"),
+        service_level_seconds=30.0,
+    )
+
+    first = control.arrive("queue", "support", CUSTOMER, "600")
+    clock.advance(40)
+    control.arrive("queue", "support", "5550101", "600")
+    clock.advance(5)
+    (snap,) = host.queue_snapshots()
+    assert (snap.waiting, snap.longest_wait_seconds) == (2, 45.0)
+    assert host.queue_snapshots(now=start + 100)[0].longest_wait_seconds == 100.0
+
+    await log_in(control, ALICE)  # rings with the first caller at once
+    (snap,) = host.queue_snapshots()
+    assert snap.agents == {"RINGING": 1, "LOGGED_OUT": 1}
+    assert snap.waiting == 2  # a caller being offered still waits
+
+    control.answer_offer(first, "alice/1001")
+    (snap,) = host.queue_snapshots()
+    assert (snap.waiting, snap.longest_wait_seconds) == (1, 5.0)
+    assert snap.agents == {"ON_CALL": 1, "LOGGED_OUT": 1}
+
+
+async def test_agent_snapshots_say_state_reason_since_and_the_call_they_are_on(
+    control: FakeCallControl, host: AcdHost, clock: Clock
+) -> None:
+    started = clock.now
+    alice, bob = host.agent_snapshots()
+    assert bob == acd.AgentSnapshot(
+        id="bob",
+        name="",
+        extensions=(BOB,),
+        state="LOGGED_OUT",
+        reason=None,
+        since=started,
+        queues=("support",),
+        current_call=None,
+    )
+
+    clock.advance(10)
+    await log_in(control, ALICE)
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    clock.advance(3)
+    control.answer_offer(call, "alice/1001")
+    alice = host.agent_snapshots()[0]
+    assert (alice.state, alice.reason, alice.since) == ("ON_CALL", "inbound", started + 13)
+    assert alice.current_call == call
+
+    control.end(call, side="callee")
+    alice = host.agent_snapshots()[0]
+    assert (alice.state, alice.current_call) == ("AVAILABLE", None)
+
+    # A call of her own (not from a queue) is the call she is on, too.
+    own = control.place_call(ALICE, COLLEAGUE)
+    alice = host.agent_snapshots()[0]
+    assert (alice.state, alice.reason, alice.current_call) == ("ON_CALL", "internal", own)
+    control.end(own)
+    assert host.agent_snapshots()[0].current_call is None
+
+    host.pause("alice", "lunch")
+    alice = host.agent_snapshots()[0]
+    assert (alice.state, alice.reason, alice.since) == ("NOT_READY", "lunch", clock.now)

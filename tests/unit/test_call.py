@@ -21,7 +21,7 @@ from pbx.b2bua import CallState
 from pbx.call import Call
 from pbx.control import CallControl
 from pbx.dialog import Dialog, Flow
-from pbx.events import CallArrived, CallEvent
+from pbx.events import CallArrived, CallEnded, CallEvent
 from pbx.side import SUPPORTED_CODECS, Side
 from tests.unit.call_harness import MOH, Phone, Sent, Switchboard, offer_sdp, settle
 
@@ -103,6 +103,22 @@ async def test_callee_hangs_up(sb: Switchboard) -> None:
     assert len(alice.requests_to_me("BYE")) == 1
     (cdr,) = sb.details
     assert cdr.hangup_side == "callee"
+
+
+async def test_call_ended_carries_the_records_direction_and_loss(sb: Switchboard) -> None:
+    # Subscribers (metrics) count ended calls by direction and their RTCP loss without
+    # reading the record: the event says what the record says.
+    ended: list[CallEnded] = []
+    sb.b2b.events.subscribe(lambda e: ended.append(e) if isinstance(e, CallEnded) else None)
+    alice, bob = sb.phone("1001"), sb.phone("1002")
+    await connect(sb, alice, bob)
+    (call,) = sb.b2b.calls
+    call.notes.direction = "inbound"
+    alice.request("BYE")
+    (event,) = ended
+    (cdr,) = sb.details
+    assert (event.direction, event.disposition) == (cdr.direction, cdr.disposition)
+    assert (event.direction, event.caller_loss, event.callee_loss) == ("inbound", 0.02, 0.02)
 
 
 async def test_busy_callee_gives_486_and_a_busy_record(sb: Switchboard) -> None:

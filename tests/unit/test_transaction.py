@@ -886,3 +886,24 @@ def test_two_invites_answered_with_the_same_dialog_share_one_ack_wait() -> None:
     assert pair.server.awaiting_ack == 1
     pair.deliver(make_request("ACK", to_tag=TO_TAG))
     assert pair.server.awaiting_ack == 0
+
+
+def test_traffic_counters_count_arrivals_and_each_response_once() -> None:
+    # Metrics: every request that arrives counts (retransmissions too, by method); a response
+    # counts when first sent, not when the transaction resends it.
+    pair = Pair()
+    start(pair)
+    pair.transfer()  # INVITE arrives; the IST sends 100 Trying at once
+    pair.drop()  # the 100 is lost...
+    pair.advance(T1)
+    pair.transfer()  # ...so the INVITE comes again and the 100 is resent
+    reply(pair, 486)
+    pair.transfer()  # the 486 reaches the client, which ACKs it
+    pair.transfer()
+    server = pair.server
+    assert [w.describe() for w in pair.sent if w.src == SERVER] == ["100", "100", "486"]
+    assert {m: n for m, n in server.requests_received.items() if n} == {"INVITE": 2, "ACK": 1}
+    assert server.responses_sent == {100: 1, 486: 1}
+    server.receive(make_request("FROB"), CLIENT, "UDP", pair.now)
+    assert server.requests_received["OTHER"] == 1
+    assert "FROB" not in server.requests_received

@@ -1,0 +1,297 @@
+"""The control plane wired into a running Switchboard: the HTTP API's operations on the
+config file and the SIP server, the first admin user, the local admin token and the
+session-signing key (docs/api.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from acd.dialer import ClickToCall
+from config import ConfigError, config_file_path
+from config.defaults import generate_password
+from config.edit import (
+    ExtensionExistsError,
+    add_extension,
+    remove_extension,
+    set_extension_password,
+)
+from web.app import HttpServer, create_app
+from web.auth import Authenticator
+from web.hub import EventHub
+from web.metrics import Metrics
+from web.services import OperationError, Services
+
+if TYPE_CHECKING:
+    from app import Running
+
+__all__ = [
+    "ADMIN_PASSWORD_FILE",
+    "ADMIN_TOKEN_FILE",
+    "SECRET_FILE",
+    "ControlPlane",
+    "ensure_admin_user",
+    "write_private",
+]
+
+log = structlog.get_logger("switchboard.http")
+
+ADMIN_TOKEN_FILE = "admin.token"
+ADMIN_PASSWORD_FILE = "admin.password"
+SECRET_FILE = "http.secret"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, readable by its owner only (0600)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink()
+        raise
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("switchboard")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+async def ensure_admin_user(running: Running, folder: Path) -> Path | None:
+    """The first start with no admin user creates ``admin`` with a random password written
+    to ``folder/admin.password`` (0600); returns that path, or None when an admin exists."""
+    store = running.store
+    if await store.has_admin():
+        return None
+    password = generate_password()
+    path = folder / ADMIN_PASSWORD_FILE
+    if await store.get_user("admin") is None:
+        await store.add_user("admin", "admin", password)
+    else:  # a user named admin without the role (or disabled): make a fresh admin
+        name = f"admin-{secrets.token_hex(3)}"
+        await store.add_user(name, "admin", password)
+        password = f"{name}: {password}"
+    await asyncio.to_thread(write_private, path, password + "\n")
+    log.warning("admin_user_created", user="admin", password_file=str(path))
+    return path
+
+
+def _session_secret(folder: Path) -> bytes:
+    """The key that signs session cookies, kept across restarts (sessions survive one)."""
+    path = folder / SECRET_FILE
+    try:
+        value = path.read_text().strip()
+        if len(value) >= 32:
+            return value.encode()
+    except OSError:
+        pass
+    value = secrets.token_hex(32)
+    write_private(path, value + "\n")
+    return value.encode()
+
+
+class ControlPlane:
+    """:class:`web.services.Operations` for a running Switchboard, plus the HTTP server."""
+
+    def __init__(
+        self,
+        running: Running,
+        folder: Path,
+        config_file: Path | None,
+        reload: Callable[[], Any],
+    ) -> None:
+        self.running = running
+        self.folder = folder
+        self.config_file = config_file
+        self._reload = reload
+        self.version = _version()
+        self.started_at = time.time()
+        self.local_token = secrets.token_urlsafe(32)
+        self._edit_lock = asyncio.Lock()
+        server = running.server
+        self.dialer = ClickToCall(server.control)
+        self.hub = EventHub(self.agent_scope)
+        self._unsubscribe = [
+            server.control.subscribe(self.hub.on_call_event),
+            running.acd.subscribe(self.hub.on_acd_item),
+        ]
+        self.metrics_source = Metrics(server, running.acd)
+        http = running.config.http
+        self.auth = Authenticator(
+            running.store, self.local_token, _session_secret(folder), http.session_minutes
+        )
+        self.services = Services(
+            store=running.store,
+            control=server.control,
+            acd=running.acd,
+            dialer=self.dialer,
+            ops=self,
+            hub=self.hub,
+            auth=self.auth,
+            http=http,
+        )
+        self.http = HttpServer(create_app(self.services), http.host, http.port)
+
+    async def start(self) -> None:
+        await ensure_admin_user(self.running, self.folder)
+        await self.http.start()
+        await asyncio.to_thread(
+            write_private, self.folder / ADMIN_TOKEN_FILE, self.local_token + "\n"
+        )
+
+    async def stop(self) -> None:
+        await self.http.stop()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self.dialer.close()
+        self.metrics_source.close()
+        token_file = self.folder / ADMIN_TOKEN_FILE
+        with contextlib.suppress(OSError):
+            if token_file.read_text().strip() == self.local_token:
+                token_file.unlink()
+
+    # -- Operations ------------------------------------------------------------------------------
+
+    def registrations(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "aor": aor,
+                "contact": c.uri,
+                "source": f"{c.source[0]}:{c.source[1]}",
+                "transport": c.transport,
+                "expires_in": expires_in,
+                "user_agent": c.user_agent,
+            }
+            for aor, c, expires_in in self.running.server.registrations()
+        ]
+
+    def trunks(self) -> list[dict[str, Any]]:
+        server = self.running.server
+        configured = self.running.config.trunks
+        out = []
+        for name, st in sorted(server.trunk_states().items()):
+            cfg = configured.get(name)
+            out.append(
+                {
+                    "name": name,
+                    "state": "up" if st.usable else "down",
+                    "registration": st.registration.value if st.registration else None,
+                    "reachability": st.reachability.value,
+                    "last_status": st.status,
+                    "cause": st.cause,
+                    "rtt_ms": round(st.rtt * 1000, 1) if st.rtt is not None else None,
+                    "channels": server.trunk_load(name),
+                    "max_channels": cfg.max_channels if cfg is not None else None,
+                }
+            )
+        return out
+
+    def extensions(self) -> list[dict[str, Any]]:
+        registered = {r["aor"] for r in self.registrations()}
+        return [
+            {"number": number, "name": ext.name, "registered": number in registered}
+            for number, ext in sorted(self.running.config.extensions.items())
+        ]
+
+    def agent_scope(self, agent: str) -> tuple[frozenset[str], frozenset[str]]:
+        for a in self.running.acd.agent_snapshots():
+            if a.id == agent:
+                return frozenset(a.extensions), frozenset(a.queues)
+        return frozenset(), frozenset()
+
+    def service_level_thresholds(self) -> dict[str, float]:
+        return {name: float(q.service_level) for name, q in self.running.config.queues.items()}
+
+    def metrics(self) -> tuple[bytes, str]:
+        return self.metrics_source.render()
+
+    async def validate_config(self) -> list[str]:
+        from app import load_all
+
+        path = self._config_path()
+        try:
+            await asyncio.to_thread(load_all, path)
+        except ConfigError as err:
+            return [str(p) for p in err.problems]
+        return []
+
+    async def reload_config(self) -> dict[str, Any]:
+        self._config_path()
+        result = self._reload()
+        return {
+            "ok": result.ok,
+            "applied": result.applied,
+            "restart_needed": result.restart_needed,
+            "problems": result.problems,
+        }
+
+    def _config_path(self) -> Path:
+        if self.config_file is None:
+            raise OperationError(409, "this server runs without a config file")
+        return config_file_path(self.config_file)
+
+    async def _edit(self, change: Callable[[str], str]) -> None:
+        """Apply ``change`` to the config text, validate the result as a whole config, then
+        replace the file (atomically, mode kept) and reload. A result with problems is
+        refused (422) and the file is untouched."""
+        from app import load_all
+
+        path = self._config_path()
+        async with self._edit_lock:
+            text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+            try:
+                new_text = change(text)
+            except ExtensionExistsError as exc:
+                raise OperationError(409, f"extension {exc} exists") from None
+            except LookupError as exc:
+                raise OperationError(404, f"no extension {exc}") from None
+            except ValueError as exc:
+                raise OperationError(400, str(exc)) from None
+            fd, tmp = tempfile.mkstemp(prefix=".switchboard-edit-", suffix=".yaml", dir=path.parent)
+            tmp_path = Path(tmp)
+            try:
+                os.fchmod(fd, os.stat(path).st_mode & 0o777)
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(new_text)
+                try:
+                    await asyncio.to_thread(load_all, tmp_path)
+                except ConfigError as err:
+                    problems = [str(p).replace(str(tmp_path), str(path)) for p in err.problems]
+                    problems = [p.replace(tmp_path.name, path.name) for p in problems]
+                    raise OperationError(422, "; ".join(problems)) from None
+                os.replace(tmp_path, path)
+            finally:
+                with contextlib.suppress(OSError):
+                    tmp_path.unlink()
+            result = self._reload()
+            if not result.ok:
+                raise OperationError(422, "; ".join(result.problems))
+
+    async def add_extension(self, number: str, name: str | None, password: str | None) -> str:
+        secret = password or generate_password()
+        await self._edit(lambda text: add_extension(text, number, name, secret))
+        return secret
+
+    async def remove_extension(self, number: str) -> None:
+        await self._edit(lambda text: remove_extension(text, number))
+
+    async def set_extension_password(self, number: str, password: str | None) -> str:
+        secret = password or generate_password()
+        await self._edit(lambda text: set_extension_password(text, number, secret))
+        return secret

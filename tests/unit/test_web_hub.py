@@ -1,0 +1,115 @@
+"""web.hub and web.auth's throttle: who sees which event, slow clients cut off, login
+attempts limited per name and per address."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from crm import AgentStateData, QueueEventData
+from pbx.events import CallEnded, CallStarted, LegAnswered, RegistrationChanged
+from web.auth import LoginThrottle, Principal
+from web.hub import MAX_BACKLOG, EventHub
+
+SCOPES = {
+    "bob": (frozenset({"1002"}), frozenset({"support"})),
+    "carol": (frozenset({"1003"}), frozenset({"sales"})),
+}
+
+
+def _hub() -> EventHub:
+    return EventHub(lambda agent: SCOPES.get(agent, (frozenset(), frozenset())))
+
+
+def _texts(listener: object) -> list[dict[str, object]]:
+    q = listener.queue  # type: ignore[attr-defined]
+    out = []
+    while not q.empty():
+        text = q.get_nowait()
+        out.append(json.loads(text) if text is not None else {"cut": True})
+    return out
+
+
+AT = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+BOB = Principal("bob", "agent", "bob", "token")
+CAROL = Principal("carol", "agent", "carol", "token")
+SUE = Principal("sue", "supervisor", None, "token")
+QA = Principal("quinn", "qa", None, "token")
+
+
+async def test_agents_see_their_own_state_calls_and_queues_only() -> None:
+    hub = _hub()
+    bob, carol, sue, qa = (hub.connect(p) for p in (BOB, CAROL, SUE, QA))
+    hub.on_acd_item(AgentStateData(AT, "bob", "LOGGED_OUT", "AVAILABLE", "login"))
+    hub.on_acd_item(QueueEventData(AT, "q1", "support", "bob", "CONNECT", ("3",)))
+    hub.on_call_event(CallStarted("c1", "1001", "1002", "1001"))
+    hub.on_call_event(LegAnswered("c1", "c1-b", "1002", "callee"))
+    hub.on_call_event(
+        CallEnded("c1", "1001", "1002", "caller", "normal_clearing", "answered", True)
+    )
+    hub.on_call_event(
+        RegistrationChanged("1002", "sip:1002@127.0.0.1:5062", "added", "127.0.0.1:5062")
+    )
+
+    bob_seen = _texts(bob)
+    assert [(e["type"], e.get("event")) for e in bob_seen] == [
+        ("agent_state", "login"),
+        ("queue", "CONNECT"),
+        ("call", "answered"),
+        ("call", "ended"),
+    ]
+    # Bob's extension answered: the started event (before it was his) went to qa/sup only.
+    assert _texts(carol) == []
+    sue_seen = [(e["type"], e.get("event")) for e in _texts(sue)]
+    assert sue_seen == [
+        ("agent_state", "login"),
+        ("queue", "CONNECT"),
+        ("call", "started"),
+        ("call", "answered"),
+        ("call", "ended"),
+        ("registration", "added"),
+    ]
+    assert [e["type"] for e in _texts(qa)] == ["agent_state", "queue", "call", "call", "call"]
+
+
+async def test_the_caller_side_agent_sees_the_call_from_the_start() -> None:
+    hub = _hub()
+    carol = hub.connect(CAROL)
+    hub.on_call_event(CallStarted("c2", "1003", "5551234", "1003"))
+    seen = _texts(carol)
+    assert [(e["event"], e["caller_ext"]) for e in seen] == [("started", "1003")]
+
+
+async def test_a_slow_client_is_cut_off_and_the_others_carry_on() -> None:
+    hub = _hub()
+    slow, fast = hub.connect(SUE), hub.connect(QA)
+    for i in range(MAX_BACKLOG + 5):
+        hub.on_acd_item(AgentStateData(AT, "bob", "AVAILABLE", "NOT_READY", f"e{i}"))
+        if not fast.queue.empty():
+            fast.queue.get_nowait()
+    assert slow.dropped and slow.queue.qsize() == MAX_BACKLOG + 1
+    assert not fast.dropped
+    hub.disconnect(slow)
+    assert slow not in hub.listeners
+
+
+def test_throttle_limits_per_name_and_per_address() -> None:
+    t = LoginThrottle(limit=3, window=60.0)
+    for i in range(3):
+        assert t.retry_after("sue", "10.0.0.1", 100.0 + i) is None
+        t.failed("sue", "10.0.0.1", 100.0 + i)
+    wait = t.retry_after("sue", "10.0.0.2", 103.0)  # another address, same name
+    assert wait == pytest.approx(57.0)
+    assert t.retry_after("bob", "10.0.0.1", 103.0) == pytest.approx(57.0)  # same address
+    assert t.retry_after("bob", "10.0.0.3", 103.0) is None
+    assert t.retry_after("sue", "10.0.0.2", 161.0) is None  # the window passed
+    t.failed("ann", "10.0.0.4", 200.0)
+    t.succeeded("ann")
+    assert t.retry_after("ann", "10.0.0.5", 200.0) is None
+
+
+def test_roles_rank() -> None:
+    assert SUE.at_least("qa") and SUE.at_least("agent") and not SUE.at_least("admin")
+    assert not BOB.at_least("qa")

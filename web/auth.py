@@ -1,0 +1,197 @@
+"""Who is calling the API: local admin token, bearer tokens, browser sessions; CSRF; login
+throttling (docs/api.md, "Who may call it").
+
+Three ways in, tried in this order:
+
+1. ``Authorization: Bearer <local admin token>``: the token the server wrote to
+   ``<config folder>/admin.token`` (mode 0600) at start. It lives in memory only and changes
+   at every start; whoever can read that file is root or the server's own user already.
+2. ``Authorization: Bearer sbt_...``: a token made with ``switchboard token create``, stored
+   as a SHA-256 in the store (``crm.Store.token_user``).
+3. The ``sb_session`` cookie: a session id from ``POST /api/login`` signed with the server's
+   key (itsdangerous), looked up in the store (``crm.Store.get_session``), so logout, a
+   password or role change and expiry end it server-side. A request that changes something
+   must also carry the session's CSRF token in ``X-CSRF-Token`` (the synchronizer-token
+   pattern; SameSite=Strict on the cookie is the second layer).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from crm.users import role_rank
+from itsdangerous import BadSignature, Signer
+
+from crm import Store
+
+__all__ = [
+    "COOKIE",
+    "CSRF_HEADER",
+    "LOCAL_ADMIN",
+    "AuthError",
+    "Authenticator",
+    "LoginThrottle",
+    "Principal",
+]
+
+COOKIE = "sb_session"
+CSRF_HEADER = "x-csrf-token"
+LOCAL_ADMIN = "local-admin"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class AuthError(Exception):
+    """Refused: ``status`` is 401 (who are you?), 403 (not allowed) or 429 (throttled)."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller of the API."""
+
+    name: str
+    role: str
+    agent: str | None
+    via: str  # "local", "token" or "session"
+    session_id: str | None = None
+    csrf_token: str | None = None
+
+    def at_least(self, role: str) -> bool:
+        return role_rank(self.role) >= role_rank(role)
+
+    def require(self, role: str) -> None:
+        if not self.at_least(role):
+            raise AuthError(403, f"needs role {role} (you are {self.role})")
+
+
+class LoginThrottle:
+    """At most ``limit`` wrong passwords per user name and per client address within
+    ``window`` seconds; beyond that, logins are refused (429) until the oldest failure
+    leaves the window. Successes do not clear the address's count: a password sprayer who
+    guesses one user right is still slowed for the others."""
+
+    def __init__(self, limit: int = 5, window: float = 300.0, max_keys: int = 100_000) -> None:
+        self.limit = limit
+        self.window = window
+        self.max_keys = max_keys
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        q = self._failures.get(key)
+        if q is None:
+            return deque()
+        while q and q[0] <= now - self.window:
+            q.popleft()
+        if not q:
+            del self._failures[key]
+        return q
+
+    def retry_after(self, name: str, address: str, now: float) -> float | None:
+        """Seconds until a login for ``name`` from ``address`` may be tried, or None."""
+        waits = [
+            q[0] + self.window - now
+            for q in (self._recent(f"u:{name}", now), self._recent(f"a:{address}", now))
+            if len(q) >= self.limit
+        ]
+        return max(waits) if waits else None
+
+    def failed(self, name: str, address: str, now: float) -> None:
+        if len(self._failures) >= self.max_keys:  # a flood of names: forget the oldest
+            self._failures.pop(next(iter(self._failures)))
+        for key in (f"u:{name}", f"a:{address}"):
+            self._failures.setdefault(key, deque(maxlen=self.limit * 4)).append(now)
+
+    def succeeded(self, name: str) -> None:
+        self._failures.pop(f"u:{name}", None)
+
+
+class Authenticator:
+    """Turns a request's credentials into a :class:`Principal` (see the module docs)."""
+
+    def __init__(self, store: Store, local_token: str, secret: bytes, session_minutes: int) -> None:
+        self.store = store
+        self.local_token = local_token
+        self.session_minutes = session_minutes
+        self.signer = Signer(secret, salt="switchboard-session")
+        self.throttle = LoginThrottle()
+
+    def cookie_value(self, session_id: str) -> str:
+        return self.signer.sign(session_id).decode()
+
+    def session_id(self, cookie: str) -> str | None:
+        try:
+            return self.signer.unsign(cookie).decode()
+        except (BadSignature, UnicodeDecodeError):
+            return None
+
+    async def principal(
+        self,
+        *,
+        authorization: str | None,
+        cookie: str | None,
+        method: str,
+        csrf: str | None,
+        query_token: str | None = None,
+    ) -> Principal:
+        """The caller, or :class:`AuthError`. ``query_token`` is a WebSocket's ``?token=``
+        (browsers cannot set headers on one)."""
+        bearer = None
+        if authorization:
+            scheme, _, value = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not value.strip():
+                raise AuthError(401, "Authorization must be 'Bearer <token>'")
+            bearer = value.strip()
+        elif query_token:
+            bearer = query_token
+        if bearer is not None:
+            return await self._bearer(bearer)
+        if cookie:
+            return await self._session(cookie, method, csrf)
+        raise AuthError(401, "log in (POST /api/login) or send a bearer token")
+
+    async def _bearer(self, token: str) -> Principal:
+        if self.local_token and hmac.compare_digest(token.encode(), self.local_token.encode()):
+            return Principal(LOCAL_ADMIN, "admin", None, "local")
+        user = await self.store.token_user(token)
+        if user is None:
+            raise AuthError(401, "unknown or revoked token")
+        return Principal(user.name, user.role, user.agent, "token")
+
+    async def _session(self, cookie: str, method: str, csrf: str | None) -> Principal:
+        session_id = self.session_id(cookie)
+        session = await self.store.get_session(session_id) if session_id else None
+        if session is None:
+            raise AuthError(401, "session expired: log in again")
+        if method in UNSAFE_METHODS and not (
+            csrf and hmac.compare_digest(csrf.encode(), session.csrf_token.encode())
+        ):
+            raise AuthError(403, "missing or wrong X-CSRF-Token")
+        user = session.user
+        return Principal(
+            user.name, user.role, user.agent, "session", session.id, session.csrf_token
+        )
+
+    async def login(self, name: str, password: str, address: str) -> tuple[Principal, str]:
+        """Check a password (throttled); returns the principal and the cookie value."""
+        now = time.monotonic()
+        wait = self.throttle.retry_after(name, address, now)
+        if wait is not None:
+            raise AuthError(429, "too many failed logins: try again later", retry_after=wait)
+        user = await self.store.check_password(name, password)
+        if user is None:
+            self.throttle.failed(name, address, time.monotonic())
+            raise AuthError(401, "wrong user name or password")
+        self.throttle.succeeded(name)
+        session = await self.store.create_session(user.name, self.session_minutes)
+        principal = Principal(
+            user.name, user.role, user.agent, "session", session.id, session.csrf_token
+        )
+        return principal, self.cookie_value(session.id)

@@ -1,0 +1,202 @@
+"""The event stream behind ``/api/events`` (SSE) and ``/api/events/ws`` (WebSocket).
+
+Theory of operation: one :class:`EventHub` subscribes to the call-control seam (calls,
+registrations) and to the ACD (agent states, the queue event log). Each fact becomes one
+JSON text, serialised once, then handed to every connected client allowed to see it
+(docs/api.md, "Events"): an agent sees their own agent's states, the calls of their
+extensions and the queues they serve; qa and supervisors see everything but registrations,
+which supervisors and admins see. Delivery is a bounded queue per client: a client that
+falls ``MAX_BACKLOG`` events behind is cut off (it reconnects and reloads its view) rather
+than making the server buffer without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from crm import AgentStateData, QueueEventData
+from pbx.events import CallEnded, CallEvent, CallStarted, LegAnswered, RegistrationChanged
+from web.auth import Principal
+
+__all__ = ["MAX_BACKLOG", "EventHub", "Listener"]
+
+log = structlog.get_logger("web.hub")
+
+MAX_BACKLOG = 1000
+SCOPE_TTL = 5.0  # seconds an agent's extensions and queues are cached
+
+
+@dataclass(slots=True, eq=False)  # compared (and hashed) by identity: one per connection
+class Listener:
+    """One connected client: its principal and its queue of JSON texts (None: cut off)."""
+
+    principal: Principal
+    queue: asyncio.Queue[str | None] = field(default_factory=lambda: asyncio.Queue(MAX_BACKLOG + 1))
+    dropped: bool = False
+
+
+@dataclass(slots=True)
+class _Call:
+    caller_ext: str
+    callee_ext: str | None = None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class EventHub:
+    """Fans events out to connected clients; see the module documentation.
+
+    ``scope_of(agent)`` gives an agent's extensions and the queues they serve.
+    """
+
+    def __init__(self, scope_of: Callable[[str], tuple[frozenset[str], frozenset[str]]]) -> None:
+        self.scope_of = scope_of
+        self.listeners: set[Listener] = set()
+        self._calls: dict[str, _Call] = {}
+        self._scopes: dict[str, tuple[float, frozenset[str], frozenset[str]]] = {}
+        self.published = 0
+
+    # -- clients -------------------------------------------------------------------------------
+
+    def connect(self, principal: Principal) -> Listener:
+        listener = Listener(principal)
+        self.listeners.add(listener)
+        return listener
+
+    def disconnect(self, listener: Listener) -> None:
+        self.listeners.discard(listener)
+
+    def _scope(self, agent: str) -> tuple[frozenset[str], frozenset[str]]:
+        now = time.monotonic()
+        cached = self._scopes.get(agent)
+        if cached is not None and cached[0] > now:
+            return cached[1], cached[2]
+        extensions, queues = self.scope_of(agent)
+        self._scopes[agent] = (now + SCOPE_TTL, extensions, queues)
+        return extensions, queues
+
+    def _send(self, text: str, visible: Callable[[Principal], bool]) -> None:
+        self.published += 1
+        for listener in tuple(self.listeners):
+            if listener.dropped or not visible(listener.principal):
+                continue
+            q = listener.queue
+            if q.qsize() >= MAX_BACKLOG:
+                listener.dropped = True
+                q.put_nowait(None)  # the reader ends the connection
+                log.warning("event_client_too_slow", user=listener.principal.name)
+                continue
+            q.put_nowait(text)
+
+    # -- sources -------------------------------------------------------------------------------
+
+    def on_call_event(self, event: CallEvent) -> None:
+        """A subscriber of the call-control seam."""
+        match event:
+            case CallStarted():
+                self._calls[event.call_id] = _Call(event.caller_ext)
+                self._call(event.call_id, "started", event.caller, event.callee, {})
+            case LegAnswered(role="callee") if event.call_id in self._calls:
+                self._calls[event.call_id].callee_ext = event.extension
+                self._call(event.call_id, "answered", None, None, {})
+            case CallEnded():
+                self._call(
+                    event.call_id,
+                    "ended",
+                    event.caller,
+                    event.callee,
+                    {"disposition": event.disposition, "cause": event.cause},
+                )
+                self._calls.pop(event.call_id, None)
+            case RegistrationChanged():
+                text = json.dumps(
+                    {
+                        "type": "registration",
+                        "time": _now(),
+                        "aor": event.aor,
+                        "contact": event.contact,
+                        "event": event.event,
+                        "source": event.source,
+                        "user_agent": event.user_agent,
+                    }
+                )
+                self._send(text, lambda p: p.at_least("supervisor"))
+            case _:
+                pass
+
+    def _call(
+        self,
+        call_id: str,
+        what: str,
+        caller: str | None,
+        callee: str | None,
+        extra: dict[str, Any],
+    ) -> None:
+        known = self._calls.get(call_id)
+        exts = {e for e in (known.caller_ext, known.callee_ext) if e} if known else set()
+        body: dict[str, Any] = {
+            "type": "call",
+            "time": _now(),
+            "call_id": call_id,
+            "event": what,
+            "caller_ext": known.caller_ext if known else None,
+            "callee_ext": known.callee_ext if known else None,
+        }
+        if caller is not None:
+            body["caller"] = caller
+        if callee is not None:
+            body["callee"] = callee
+        body.update(extra)
+
+        def visible(p: Principal) -> bool:
+            if p.at_least("qa"):
+                return True
+            return p.agent is not None and bool(exts & self._scope(p.agent)[0])
+
+        self._send(json.dumps(body), visible)
+
+    def on_acd_item(self, item: QueueEventData | AgentStateData) -> None:
+        """A listener of the ACD host (``AcdHost.subscribe``)."""
+        if isinstance(item, AgentStateData):
+            agent = item.agent
+            text = json.dumps(
+                {
+                    "type": "agent_state",
+                    "time": item.time.isoformat(),
+                    "agent": agent,
+                    "old_state": item.old_state,
+                    "new_state": item.new_state,
+                    "event": item.event,
+                    "reason": item.reason,
+                }
+            )
+            self._send(text, lambda p: p.at_least("qa") or p.agent == agent)
+            return
+        queue = item.queue
+        text = json.dumps(
+            {
+                "type": "queue",
+                "time": item.time.isoformat(),
+                "queue": queue,
+                "call_id": item.call_id,
+                "agent": item.agent,
+                "event": item.event,
+                "data": list(item.data),
+            }
+        )
+        self._send(
+            text,
+            lambda p: (
+                p.at_least("qa") or (p.agent is not None and queue in self._scope(p.agent)[1])
+            ),
+        )

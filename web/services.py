@@ -1,0 +1,78 @@
+"""What the HTTP layer is given to work with: the services, and the operations the
+composition root (``app/``) performs for it (config edits, reload, registrations, trunks).
+
+The web layer holds no business rules: it authenticates, checks roles, validates input,
+calls these and turns the answers into JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from acd.dialer import ClickToCall
+from acd.host import AcdHost
+from config import HttpConfig
+from crm import Store
+from pbx.control import CallControl
+from web.auth import Authenticator
+from web.hub import EventHub
+
+__all__ = ["OperationError", "Operations", "Services"]
+
+
+class OperationError(Exception):
+    """An operation refused: ``status`` is the HTTP status to answer with (400 bad input,
+    404 unknown, 409 conflict, 422 the config it would make is invalid)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Operations(Protocol):
+    """Done by ``app/`` for the API (it owns the config file and the SIP server)."""
+
+    version: str
+    started_at: float  # epoch seconds
+
+    def registrations(self) -> list[dict[str, Any]]: ...
+
+    def trunks(self) -> list[dict[str, Any]]: ...
+
+    def extensions(self) -> list[dict[str, Any]]: ...
+
+    async def add_extension(self, number: str, name: str | None, password: str | None) -> str: ...
+
+    async def remove_extension(self, number: str) -> None: ...
+
+    async def set_extension_password(self, number: str, password: str | None) -> str: ...
+
+    async def validate_config(self) -> list[str]: ...
+
+    async def reload_config(self) -> dict[str, Any]: ...
+
+    def agent_scope(self, agent: str) -> tuple[frozenset[str], frozenset[str]]:
+        """An agent's extensions and the queues they serve."""
+        ...
+
+    def service_level_thresholds(self) -> dict[str, float]: ...
+
+    def metrics(self) -> tuple[bytes, str]:
+        """Prometheus text and its content type."""
+        ...
+
+
+@dataclass(slots=True)
+class Services:
+    """Everything the API routes use."""
+
+    store: Store
+    control: CallControl
+    acd: AcdHost
+    dialer: ClickToCall
+    ops: Operations
+    hub: EventHub
+    auth: Authenticator
+    http: HttpConfig
