@@ -99,40 +99,17 @@ def locate(config: Path, env: Mapping[str, str] | None = None) -> Target:
 
 
 def http_address(config_file: Path) -> tuple[str, int]:
-    """``http.host`` and ``http.port`` of the config (defaults when the file is missing or
-    that part is invalid: the server would not start with an invalid one either)."""
+    """``http.host`` and ``http.port`` of the config (the defaults when the file is missing
+    or cannot be parsed; a config with problems elsewhere still gives its valid ``http:``)."""
     from config import check_config
 
     host, port = DEFAULT_HOST, DEFAULT_PORT
     if config_file.exists():
         # check_config keeps the valid sections of a config with problems elsewhere.
         cfg = check_config(config_file).config
-        http = getattr(cfg, "http", None)
-        if http is not None:
-            host, port = str(http.host), int(http.port)
-        else:
-            host, port = _raw_http_address(config_file)
+        if cfg is not None:
+            host, port = cfg.http.host, cfg.http.port
     return _WILDCARDS.get(host, host), port
-
-
-def _raw_http_address(config_file: Path) -> tuple[str, int]:
-    # TODO: drop once config/schema.py has the `http:` section (it lands with web/ on main);
-    # until then the raw mapping is read, with the documented defaults.
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
-    host, port = DEFAULT_HOST, DEFAULT_PORT
-    try:
-        data = YAML(typ="safe").load(config_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, YAMLError):
-        return host, port
-    http = data.get("http") if isinstance(data, dict) else None
-    if isinstance(http, dict):
-        if isinstance(http.get("host"), str) and http["host"]:
-            host = http["host"]
-        if isinstance(http.get("port"), int) and 0 < http["port"] < 65536:
-            port = http["port"]
-    return host, port
 
 
 def _bracket(host: str) -> str:

@@ -136,6 +136,15 @@ def test_locate_http_section_and_wildcard_hosts(tmp_path: Path) -> None:
     assert locate(config, env={}).token_source == str(tmp_path / "admin.token")
 
 
+def test_locate_config_with_problems_elsewhere(tmp_path: Path) -> None:
+    """A config the server would refuse now (an unknown key) still names the port of the
+    server that runs."""
+    (tmp_path / "switchboard.yaml").write_text("bogus: 1\nhttp: {port: 9444}\n")
+    assert locate(tmp_path, env={}).url == "http://127.0.0.1:9444"
+    (tmp_path / "switchboard.yaml").write_text("http: {port: [\n")  # not YAML at all
+    assert locate(tmp_path, env={}).url == "http://127.0.0.1:8080"
+
+
 def test_locate_default_folder_not_made_yet(tmp_path: Path) -> None:
     target = locate(tmp_path / "var", env={})
     assert target == Target("http://127.0.0.1:8080", None, str(tmp_path / "var" / "admin.token"))
