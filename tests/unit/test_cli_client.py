@@ -5,6 +5,7 @@ the client finds the server and its token (config, ``admin.token``, environment)
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -833,3 +834,25 @@ def test_help_lists_the_commands_and_completion() -> None:
     ):
         assert f"\n  {command} " in result.stdout, command
     assert "--install-completion" in result.stdout
+
+
+def test_shell_completion_completes_commands_and_roles() -> None:
+    def complete(words: str) -> list[str]:
+        env = {
+            **os.environ,
+            "_SWITCHBOARD_COMPLETE": "complete_bash",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(len(words.split(" ")) - 1),
+        }
+        out = subprocess.run(
+            [sys.executable, "-m", "cli"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return out.stdout.split()
+
+    assert complete("switchboard ca") == ["call"]
+    assert complete("switchboard user add amy --role ") == ["agent", "supervisor", "qa", "admin"]
