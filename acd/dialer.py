@@ -46,7 +46,11 @@ class ClickToCall:
 
     def dial(self, extension: str, number: str) -> str | None:
         """Ring ``extension``; once it answers, dial ``number`` for it. Returns the
-        originate id, or None when the extension has no registered phone."""
+        originate id, or None when the extension has no registered phone. ``LookupError``
+        when ``extension`` is no extension (an outside number must never be the first
+        party: that would bridge two outside numbers past every outbound cap)."""
+        if not self.control.is_extension(extension):
+            raise LookupError(extension)
         origin = f"c2c-{secrets.token_hex(6)}"
         self._dials[origin] = _Dial(extension, number)
         started = self.control.originate(

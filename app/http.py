@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from ruamel.yaml.error import YAMLError
 
 from acd.dialer import ClickToCall
 from config import ConfigError, config_file_path
@@ -88,7 +89,11 @@ async def ensure_admin_user(running: Running, folder: Path) -> Path | None:
         await store.add_user(name, "admin", password)
         password = f"{name}: {password}"
     await asyncio.to_thread(write_private, path, password + "\n")
-    log.warning("admin_user_created", user="admin", password_file=str(path))
+    log.warning(
+        "admin_user_created",
+        user=password.split(":")[0] if ":" in password else "admin",
+        password_file=str(path),
+    )
     return path
 
 
@@ -257,6 +262,8 @@ class ControlPlane:
             text = await asyncio.to_thread(path.read_text, encoding="utf-8")
             try:
                 new_text = change(text)
+            except YAMLError as exc:
+                raise OperationError(422, f"{path} is not valid YAML now: {exc}") from None
             except ExtensionExistsError as exc:
                 raise OperationError(409, f"extension {exc} exists") from None
             except LookupError as exc:
@@ -266,7 +273,8 @@ class ControlPlane:
             fd, tmp = tempfile.mkstemp(prefix=".switchboard-edit-", suffix=".yaml", dir=path.parent)
             tmp_path = Path(tmp)
             try:
-                os.fchmod(fd, os.stat(path).st_mode & 0o777)
+                mode = os.stat(path).st_mode & 0o777
+                os.fchmod(fd, mode)
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
                     f.write(new_text)
                 try:
@@ -280,7 +288,9 @@ class ControlPlane:
                 with contextlib.suppress(OSError):
                     tmp_path.unlink()
             result = self._reload()
-            if not result.ok:
+            if not result.ok:  # valid a moment ago: put the old file back, change nothing
+                await asyncio.to_thread(write_private, path, text)
+                os.chmod(path, mode)
                 raise OperationError(422, "; ".join(result.problems))
 
     async def add_extension(self, number: str, name: str | None, password: str | None) -> str:

@@ -172,8 +172,10 @@ def build_router(s: Services) -> APIRouter:
             return frozenset(), frozenset()
         return s.ops.agent_scope(p.agent)
 
-    def own_call(p: Principal, caller_ext: str | None, callee_ext: str | None) -> bool:
-        if p.at_least("supervisor"):
+    def own_call(
+        p: Principal, caller_ext: str | None, callee_ext: str | None, *, read: bool = True
+    ) -> bool:
+        if p.at_least("qa" if read else "supervisor"):
             return True
         extensions = scope(p)[0]
         return caller_ext in extensions or callee_ext in extensions
@@ -250,11 +252,11 @@ def build_router(s: Services) -> APIRouter:
         ]
         return page_list(rows, page_no, per_page)
 
-    def live_call(p: Principal, call_id: str) -> Any:
+    def live_call(p: Principal, call_id: str, *, read: bool = True) -> Any:
         info = s.control.info(call_id)
         if info is None or info.ended:
             raise ApiError(404, f"no live call {call_id}")
-        if not own_call(p, info.caller_ext, info.callee_ext):
+        if not own_call(p, info.caller_ext, info.callee_ext, read=read):
             raise ApiError(403, "not your call")
         return info
 
@@ -264,7 +266,7 @@ def build_router(s: Services) -> APIRouter:
 
     @router.post("/api/calls/{call_id}/hangup", tags=["calls"])
     async def hangup(p: Who, call_id: str, request: Request) -> dict[str, Any]:
-        live_call(p, call_id)
+        live_call(p, call_id, read=False)
         s.control.hangup(call_id, "normal_clearing")
         await audit(request, p, "call.hangup", call_id)
         return {"id": call_id, "hung_up": True}
@@ -273,7 +275,10 @@ def build_router(s: Services) -> APIRouter:
     async def originate(p: Who, body: OriginateBody, request: Request) -> dict[str, Any]:
         if not p.at_least("supervisor") and body.extension not in scope(p)[0]:
             raise ApiError(403, f"extension {body.extension} is not yours")
-        origin = s.dialer.dial(body.extension, body.number)
+        try:
+            origin = s.dialer.dial(body.extension, body.number)
+        except LookupError:
+            raise ApiError(404, f"no extension {body.extension}") from None
         if origin is None:
             raise ApiError(409, f"extension {body.extension} has no registered phone")
         await audit(request, p, "call.originate", body.extension, number=body.number)
@@ -390,8 +395,10 @@ def build_router(s: Services) -> APIRouter:
             raise ApiError(409, f"agent {agent_id} is logged out")
         run()
         # Answered once the state change is committed (DESIGN.md, Durability).
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(asyncio.shield(s.acd.durable()), DURABLE_WAIT)
+        except TimeoutError:
+            raise ApiError(503, f"agent {agent_id}: {action} applied, not yet saved") from None
         await audit(request, p, f"agent.{action}", agent_id)
         return agent_item(agent_of(agent_id))
 

@@ -17,15 +17,16 @@ Three ways in, tried in this order:
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections import deque
 from dataclasses import dataclass
 
-from crm.users import role_rank
 from itsdangerous import BadSignature, Signer
 
 from crm import Store
+from crm.users import role_rank
 
 __all__ = [
     "COOKIE",
@@ -109,8 +110,13 @@ class LoginThrottle:
         for key in (f"u:{name}", f"a:{address}"):
             self._failures.setdefault(key, deque(maxlen=self.limit * 4)).append(now)
 
-    def succeeded(self, name: str) -> None:
+    def succeeded(self, name: str, address: str | None = None) -> None:
+        """A right password: the name's count is cleared, and the address loses the one
+        attempt counted for this login (its earlier failures stay)."""
         self._failures.pop(f"u:{name}", None)
+        q = self._failures.get(f"a:{address}") if address is not None else None
+        if q:
+            q.pop()
 
 
 class Authenticator:
@@ -122,6 +128,8 @@ class Authenticator:
         self.session_minutes = session_minutes
         self.signer = Signer(secret, salt="switchboard-session")
         self.throttle = LoginThrottle()
+        # Argon2 checks at once: logins must not take every worker thread.
+        self._verifying = asyncio.Semaphore(4)
 
     def cookie_value(self, session_id: str) -> str:
         return self.signer.sign(session_id).decode()
@@ -185,11 +193,14 @@ class Authenticator:
         wait = self.throttle.retry_after(name, address, now)
         if wait is not None:
             raise AuthError(429, "too many failed logins: try again later", retry_after=wait)
-        user = await self.store.check_password(name, password)
+        # Counted before the (slow) check, so parallel guesses cannot all pass the gate.
+        self.throttle.failed(name, address, now)
+        async with self._verifying:
+            user = await self.store.check_password(name, password)
         if user is None:
-            self.throttle.failed(name, address, time.monotonic())
             raise AuthError(401, "wrong user name or password")
-        self.throttle.succeeded(name)
+        self.throttle.succeeded(name, address)
+        await self.store.purge_expired_sessions()
         session = await self.store.create_session(user.name, self.session_minutes)
         principal = Principal(
             user.name, user.role, user.agent, "session", session.id, session.csrf_token
