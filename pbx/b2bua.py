@@ -41,7 +41,7 @@ from media.dtmf import DtmfReceived
 from .call import MAX_FORWARDS, Call, CallApplication, CallState
 from .conference import ConferenceRoom, Conferences
 from .dialog import Dialog, Flow
-from .events import CallStarted, EventBus, LegAnswered
+from .events import CallRetired, CallStarted, EventBus, LegAnswered
 from .events import DtmfReceived as CallDtmf
 from .location import Contact
 from .message import ParseError, Request, Response, make_response
@@ -303,6 +303,7 @@ class B2bua:
         call.retired()
         for s in call.sides():
             self.unregister_side(s)
+        self.events.publish(CallRetired(call.id))
 
     def _leave_room(self, call: Call) -> None:
         room, call.room = call.room, None

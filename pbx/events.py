@@ -27,6 +27,7 @@ __all__ = [
     "CallArrived",
     "CallEnded",
     "CallEvent",
+    "CallRetired",
     "CallStarted",
     "ConnectFailed",
     "DtmfReceived",
@@ -199,6 +200,14 @@ class CallStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class CallRetired:
+    """A call whose parties go on in another call (pickup, intercept, a queue's callback
+    bridged): it ends without a record and without a ``CallEnded``."""
+
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class RegistrationChanged:
     """A binding of ``aor`` was ``added``, ``refreshed``, ``removed`` (by the phone) or
     ``expired`` (RFC 3261 §10.2.4 / §10.3)."""
@@ -213,6 +222,7 @@ class RegistrationChanged:
 CallEvent = (
     CallArrived
     | CallStarted
+    | CallRetired
     | RegistrationChanged
     | FeatureCodeDialled
     | CallAnswered

@@ -82,6 +82,8 @@ class UserBody(BaseModel):
 
 class PasswordBody(BaseModel):
     password: Password
+    # Required to change your own password (a stolen session or token must not suffice).
+    current_password: Annotated[str, Field(max_length=256)] | None = None
 
 
 class RoleBody(BaseModel):
@@ -162,10 +164,12 @@ def build_router(s: Services) -> APIRouter:
         request: Request, p: Principal, action: str, target: str, **detail: Any
     ) -> None:
         address = request.client.host if request.client else ""
-        await s.store.add_audit(
-            AuditEntry(datetime.now(UTC), p.name, address, action, target, jsonable(detail))
-        )
         log.info("api_change", user=p.name, action=action, target=target)
+        entry = AuditEntry(datetime.now(UTC), p.name, address, action, target, jsonable(detail))
+        try:
+            await s.store.add_audit(entry)
+        except Exception as exc:  # the change is made: answer it, and say what was not kept
+            log.error("audit_not_stored", user=p.name, action=action, error=repr(exc))
 
     def scope(p: Principal) -> tuple[frozenset[str], frozenset[str]]:
         if p.agent is None:
@@ -561,6 +565,11 @@ def build_router(s: Services) -> APIRouter:
     ) -> dict[str, Any]:
         if p.name != name:
             p.require("admin")
+        elif (
+            not body.current_password
+            or (await s.store.check_password(name, body.current_password)) is None
+        ):
+            raise ApiError(403, "changing your own password needs current_password")
         try:
             found = await s.store.set_password(name, body.password)
         except ValueError as exc:
@@ -647,6 +656,8 @@ def build_router(s: Services) -> APIRouter:
                     except TimeoutError:
                         if await request.is_disconnected():
                             return
+                        if not await s.auth.still_valid(p):
+                            return  # logged out, revoked, expired or changed role
                         yield b": keep-alive\n\n"
                         continue
                     if text is None:
@@ -691,14 +702,23 @@ def build_router(s: Services) -> APIRouter:
                     await websocket.receive_text()  # clients do not speak; notice them leave
 
         reader = asyncio.ensure_future(drain_incoming())
+        getter: asyncio.Future[str | None] | None = None
         try:
             while not reader.done():
-                getter = asyncio.ensure_future(listener.queue.get())
-                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if getter is None:
+                    getter = asyncio.ensure_future(listener.queue.get())
+                pending: set[asyncio.Future[Any]] = {getter, reader}
+                done, _ = await asyncio.wait(
+                    pending, timeout=SSE_KEEPALIVE, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:  # quiet for a while: is the caller still who they were?
+                    if not await s.auth.still_valid(p):
+                        await websocket.close(code=4401, reason="credentials no longer valid")
+                        break
+                    continue
                 if getter not in done:
-                    getter.cancel()
                     break
-                text = getter.result()
+                text, getter = getter.result(), None
                 if text is None:
                     await websocket.close(code=4408, reason="too slow: reconnect")
                     break
@@ -707,6 +727,8 @@ def build_router(s: Services) -> APIRouter:
             pass
         finally:
             reader.cancel()
+            if getter is not None:
+                getter.cancel()
             s.hub.disconnect(listener)
 
     # -- metrics ----------------------------------------------------------------------------------

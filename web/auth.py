@@ -21,7 +21,7 @@ import asyncio
 import hmac
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from itsdangerous import BadSignature, Signer
 
@@ -64,6 +64,8 @@ class Principal:
     via: str  # "local", "token" or "session"
     session_id: str | None = None
     csrf_token: str | None = None
+    # The bearer token it came with, so a long-lived event stream can be checked again.
+    token: str | None = field(default=None, repr=False, compare=False)
 
     def at_least(self, role: str) -> bool:
         return role_rank(self.role) >= role_rank(role)
@@ -171,7 +173,24 @@ class Authenticator:
         user = await self.store.token_user(token)
         if user is None:
             raise AuthError(401, "unknown or revoked token")
-        return Principal(user.name, user.role, user.agent, "token")
+        return Principal(user.name, user.role, user.agent, "token", token=token)
+
+    async def still_valid(self, p: Principal) -> bool:
+        """Whether ``p``'s credentials still stand for the same user and role (an open
+        event stream asks every ~15 s: logout, a revoked token, a disabled user, a role
+        change or an expired session end it)."""
+        if p.via == "local":
+            return True
+        if p.via == "token":
+            user = await self.store.token_user(p.token) if p.token else None
+        else:
+            session = await self.store.get_session(p.session_id) if p.session_id else None
+            user = session.user if session is not None else None
+        return user is not None and (user.name, user.role, user.agent) == (
+            p.name,
+            p.role,
+            p.agent,
+        )
 
     async def _session(self, cookie: str, method: str, csrf: str | None) -> Principal:
         session_id = self.session_id(cookie)

@@ -23,7 +23,14 @@ from typing import Any
 import structlog
 
 from crm import AgentStateData, QueueEventData
-from pbx.events import CallEnded, CallEvent, CallStarted, LegAnswered, RegistrationChanged
+from pbx.events import (
+    CallEnded,
+    CallEvent,
+    CallRetired,
+    CallStarted,
+    LegAnswered,
+    RegistrationChanged,
+)
 from web.auth import Principal
 
 __all__ = ["MAX_BACKLOG", "EventHub", "Listener"]
@@ -117,6 +124,9 @@ class EventHub:
                     event.callee,
                     {"disposition": event.disposition, "cause": event.cause},
                 )
+                self._calls.pop(event.call_id, None)
+            case CallRetired() if event.call_id in self._calls:
+                self._call(event.call_id, "retired", None, None, {})
                 self._calls.pop(event.call_id, None)
             case RegistrationChanged():
                 text = json.dumps(

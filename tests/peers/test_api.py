@@ -188,6 +188,18 @@ def test_roles_csrf_throttling_and_tokens(
         )
         r = client.post("/api/agents/bob/login", headers={"X-CSRF-Token": csrf})
         assert r.status_code == 200 and r.json()["state"] == "AVAILABLE", r.text
+        # His own password: only with the current one.
+        body = {"password": "bob-new-password"}
+        r = client.put("/api/users/bob/password", json=body, headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 403 and "current_password" in r.json()["error"]
+        body["current_password"] = bob_pw
+        r = client.put("/api/users/bob/password", json=body, headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 200, r.text
+        assert client.get("/api/me").status_code == 401  # a new password ends his sessions
+    finally:
+        client.close()
+    client, csrf = _login(sb, "bob", "bob-new-password")
+    try:
         assert client.post("/api/logout", headers={"X-CSRF-Token": csrf}).status_code == 200
         assert client.get("/api/me").status_code == 401  # the session is gone server-side
     finally:
@@ -322,3 +334,26 @@ def test_openapi_document_lists_every_route(server_factory: Callable[..., Switch
         for method in operations:
             line = "`" + method.upper() + " " + re.sub(r"\{\w+\}", "{}", path) + "`"
             assert line in text, f"{line} is not in docs/api.md"
+
+
+def test_a_revoked_token_ends_its_open_event_stream(
+    server_factory: Callable[..., Switchboard],
+) -> None:
+    sb = _server(server_factory)
+    _user(sb, "sue", "supervisor")
+    token = _token(sb, "sue")
+    token_id = sb.api("GET", "/api/tokens").json()["items"][-1]["id"]
+
+    async def scenario() -> tuple[int | None, float]:
+        uri = f"ws://127.0.0.1:{sb.http_port}/api/events/ws?token={token}"
+        async with websockets.connect(uri) as ws:
+            await asyncio.sleep(0.2)
+            revoked = time.monotonic()
+            assert sb.api("DELETE", f"/api/tokens/{token_id}").status_code == 200
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:  # no events come: only the periodic check can end it
+                    await asyncio.wait_for(ws.recv(), 30)
+            return closed.value.rcvd.code if closed.value.rcvd else None, time.monotonic() - revoked
+
+    code, after = asyncio.run(scenario())
+    assert code == 4401 and after < 20, (code, after)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from crm import AgentStateData, QueueEventData
-from pbx.events import CallEnded, CallStarted, LegAnswered, RegistrationChanged
+from pbx.events import CallEnded, CallRetired, CallStarted, LegAnswered, RegistrationChanged
 from web.auth import LoginThrottle, Principal
 from web.hub import MAX_BACKLOG, EventHub
 
@@ -113,3 +113,13 @@ def test_throttle_limits_per_name_and_per_address() -> None:
 def test_roles_rank() -> None:
     assert SUE.at_least("qa") and SUE.at_least("agent") and not SUE.at_least("admin")
     assert not BOB.at_least("qa")
+
+
+async def test_a_retired_call_ends_for_the_listeners_and_is_forgotten() -> None:
+    hub = _hub()
+    sue = hub.connect(SUE)
+    hub.on_call_event(CallStarted("c3", "1001", "1002", "1001"))
+    hub.on_call_event(CallRetired("c3"))  # picked up: goes on as another call
+    hub.on_call_event(CallRetired("c3"))  # told twice: nothing more
+    hub.on_call_event(LegAnswered("c3", "c3-b", "1002", "callee"))  # forgotten: not sent
+    assert [e["event"] for e in _texts(sue)] == ["started", "retired"]
