@@ -82,18 +82,14 @@ async def ensure_admin_user(running: Running, folder: Path) -> Path | None:
         return None
     password = generate_password()
     path = folder / ADMIN_PASSWORD_FILE
-    if await store.get_user("admin") is None:
-        await store.add_user("admin", "admin", password)
-    else:  # a user named admin without the role (or disabled): make a fresh admin
+    name = "admin"
+    if await store.get_user(name) is not None:
+        # A user named admin without the role (or disabled): make a fresh admin.
         name = f"admin-{secrets.token_hex(3)}"
-        await store.add_user(name, "admin", password)
-        password = f"{name}: {password}"
-    await asyncio.to_thread(write_private, path, password + "\n")
-    log.warning(
-        "admin_user_created",
-        user=password.split(":")[0] if ":" in password else "admin",
-        password_file=str(path),
-    )
+    await store.add_user(name, "admin", password)
+    text = password if name == "admin" else f"{name}: {password}"
+    await asyncio.to_thread(write_private, path, text + "\n")
+    log.warning("admin_user_created", user=name, password_file=str(path))
     return path
 
 
@@ -172,6 +168,9 @@ class ControlPlane:
                 token_file.unlink()
 
     # -- Operations ------------------------------------------------------------------------------
+
+    def counts(self) -> tuple[int, int]:
+        return self.running.server.call_count(), self.running.server.registration_count()
 
     def registrations(self) -> list[dict[str, Any]]:
         return [

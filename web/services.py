@@ -37,6 +37,10 @@ class Operations(Protocol):
     version: str
     started_at: float  # epoch seconds
 
+    def counts(self) -> tuple[int, int]:
+        """Calls in progress and live registrations (cheap: no lists built)."""
+        ...
+
     def registrations(self) -> list[dict[str, Any]]: ...
 
     def trunks(self) -> list[dict[str, Any]]: ...
