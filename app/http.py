@@ -58,6 +58,8 @@ def write_private(path: Path, text: str) -> None:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -252,44 +254,16 @@ class ControlPlane:
 
     async def _edit(self, change: Callable[[str], str]) -> None:
         """Apply ``change`` to the config text, validate the result as a whole config, then
-        replace the file (atomically, mode kept) and reload. A result with problems is
-        refused (422) and the file is untouched."""
-        from app import load_all
-
+        replace the file (atomically, mode kept, fsynced) and reload. A result with problems
+        is refused (422) and the file is untouched; a file edited by hand meanwhile is not
+        overwritten (409). Parsing, dumping and validating run off the event loop: a config
+        with thousands of extensions takes most of a second."""
         path = self._config_path()
         async with self._edit_lock:
-            text = await asyncio.to_thread(path.read_text, encoding="utf-8")
-            try:
-                new_text = change(text)
-            except YAMLError as exc:
-                raise OperationError(422, f"{path} is not valid YAML now: {exc}") from None
-            except ExtensionExistsError as exc:
-                raise OperationError(409, f"extension {exc} exists") from None
-            except LookupError as exc:
-                raise OperationError(404, f"no extension {exc}") from None
-            except ValueError as exc:
-                raise OperationError(400, str(exc)) from None
-            fd, tmp = tempfile.mkstemp(prefix=".switchboard-edit-", suffix=".yaml", dir=path.parent)
-            tmp_path = Path(tmp)
-            try:
-                mode = os.stat(path).st_mode & 0o777
-                os.fchmod(fd, mode)
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(new_text)
-                try:
-                    await asyncio.to_thread(load_all, tmp_path)
-                except ConfigError as err:
-                    problems = [str(p).replace(str(tmp_path), str(path)) for p in err.problems]
-                    problems = [p.replace(tmp_path.name, path.name) for p in problems]
-                    raise OperationError(422, "; ".join(problems)) from None
-                os.replace(tmp_path, path)
-            finally:
-                with contextlib.suppress(OSError):
-                    tmp_path.unlink()
+            old_text, mode = await asyncio.to_thread(_apply_edit, path, change)
             result = self._reload()
             if not result.ok:  # valid a moment ago: put the old file back, change nothing
-                await asyncio.to_thread(write_private, path, text)
-                os.chmod(path, mode)
+                await asyncio.to_thread(_put_back, path, old_text, mode)
                 raise OperationError(422, "; ".join(result.problems))
 
     async def add_extension(self, number: str, name: str | None, password: str | None) -> str:
@@ -304,3 +278,66 @@ class ControlPlane:
         secret = password or generate_password()
         await self._edit(lambda text: set_extension_password(text, number, secret))
         return secret
+
+
+def _apply_edit(path: Path, change: Callable[[str], str]) -> tuple[str, int]:
+    """Read, change, validate and replace the config file; returns the old text and mode.
+    Runs in a worker thread."""
+    from app import load_all
+
+    before = os.stat(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        new_text = change(text)
+    except YAMLError as exc:
+        raise OperationError(422, f"{path} is not valid YAML now: {exc}") from None
+    except ExtensionExistsError as exc:
+        raise OperationError(409, f"extension {exc} exists") from None
+    except LookupError as exc:
+        raise OperationError(404, f"no extension {exc}") from None
+    except ValueError as exc:
+        raise OperationError(400, str(exc)) from None
+    mode = before.st_mode & 0o777
+    fd, tmp = tempfile.mkstemp(prefix=".switchboard-edit-", suffix=".yaml", dir=path.parent)
+    tmp_path = Path(tmp)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(new_text)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            load_all(tmp_path)
+        except ConfigError as err:
+            problems = [str(p).replace(str(tmp_path), str(path)) for p in err.problems]
+            problems = [p.replace(tmp_path.name, path.name) for p in problems]
+            raise OperationError(422, "; ".join(problems)) from None
+        now = os.stat(path)
+        if (now.st_mtime_ns, now.st_size, now.st_ino) != (
+            before.st_mtime_ns,
+            before.st_size,
+            before.st_ino,
+        ):
+            raise OperationError(409, f"{path} changed while it was being edited; try again")
+        os.replace(tmp_path, path)
+        _fsync_dir(path.parent)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+    return text, mode
+
+
+def _put_back(path: Path, text: str, mode: int) -> None:
+    write_private(path, text)
+    os.chmod(path, mode)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (the directory entry), where the platform allows it."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

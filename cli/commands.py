@@ -714,12 +714,8 @@ def trunk_status(
 ) -> None:
     """One trunk's state."""
     with _api(config) as api:
-        trunks = api.items("/api/trunks")
-    found = [t for t in trunks if isinstance(t, dict) and t.get("name") == name]
-    if not found:
-        typer.echo(f"no trunk {name!r}", err=True)
-        raise typer.Exit(1)
+        found = api.get(f"/api/trunks/{quote(name, safe='')}")
     if as_json:
-        _print_json(found[0])
+        _print_json(found)
     else:
-        _fields(found[0])
+        _fields(found)

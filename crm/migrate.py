@@ -129,6 +129,12 @@ def _upgrade_sync(conn: Connection, target: str) -> list[str]:
     if conn.dialect.name == "postgresql":
         # Held until this transaction ends: a second node waits here, then sees head.
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK})
+    elif conn.dialect.name == "sqlite" and not getattr(
+        conn.connection.driver_connection, "in_transaction", True
+    ):
+        # The write lock from the first statement: a second process (serve and `db upgrade`
+        # at once) waits for this upgrade, then sees head; and the DDL commits as one.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
     if _current(conn) is None:
         _adopt_pre_alembic(conn)
     cfg = alembic_config(conn)

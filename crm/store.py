@@ -34,6 +34,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import (
     ColumnElement,
     Table,
+    and_,
     delete,
     event,
     false,
@@ -1309,8 +1310,9 @@ class Store:
 
         ``number``: a substring of caller, callee or dialled. ``agent``, ``queue``,
         ``disposition`` (a :class:`Disposition` value; ValueError otherwise): equal.
-        ``extensions`` / ``own_agent`` restrict to an agent user's own calls: caller or
-        callee is one of ``extensions`` OR the record's agent is ``own_agent``; when either
+        ``extensions`` / ``own_agent`` restrict to an agent user's own calls: the record's
+        agent is ``own_agent``, OR caller or callee is one of ``extensions`` and no other
+        agent handled the call (a shared desk shows no colleague's queue calls); when either
         is given and nothing matches them (no extensions and no agent), nothing is found.
         """
         conds = _time_range(CallRecord.start, since, until)
@@ -1331,7 +1333,13 @@ class Store:
         if extensions is not None or own_agent is not None:
             own: list[ColumnElement[bool]] = []
             if extensions:
-                own += [CallRecord.caller.in_(extensions), CallRecord.callee.in_(extensions)]
+                # a direct call at the agent's extension, but never another agent's call:
+                # desks are shared (hot-desking), the agent column is who handled it
+                at_desk = or_(CallRecord.caller.in_(extensions), CallRecord.callee.in_(extensions))
+                other: ColumnElement[bool] = CallRecord.agent.is_(None)
+                if own_agent is not None:
+                    other = or_(other, CallRecord.agent == own_agent)
+                own.append(and_(at_desk, other))
             if own_agent is not None:
                 own.append(CallRecord.agent == own_agent)
             conds.append(or_(*own) if own else false())

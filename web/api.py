@@ -522,6 +522,14 @@ def build_router(s: Services) -> APIRouter:
         p.require("supervisor")
         return page_list(s.ops.trunks(), page_no, per_page)
 
+    @router.get("/api/trunks/{name}", tags=["sip"])
+    async def trunk(p: Who, name: str) -> dict[str, Any]:
+        p.require("supervisor")
+        for t in s.ops.trunks():
+            if t.get("name") == name:
+                return t
+        raise ApiError(404, f"no trunk {name!r}")
+
     # -- users, tokens, audit ---------------------------------------------------------------------
 
     @router.get("/api/users", tags=["users"])

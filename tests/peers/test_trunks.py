@@ -99,6 +99,14 @@ def test_wrong_password_fails_without_hammering(
         "credentials rejected",
         "failed",
     )
+    trunk = sb.api("GET", "/api/trunks/carrier").json()  # what `switchboard trunk status` shows
+    assert (trunk["registration"], trunk["last_status"], trunk["cause"]) == (
+        "failed",
+        401,
+        "credentials rejected",
+    )
+    assert sb.api("GET", "/api/trunks").json()["items"] == [trunk]
+    assert sb.api("GET", "/api/trunks/nope").status_code == 404
     # Window of 2.5 retry intervals: attempts at 0, RETRY, 3*RETRY (doubling back-off),
     # each a REGISTER and one answer to the challenge: at most 4 in the window.
     time.sleep(max(0.0, 2.5 * RETRY - (time.monotonic() - started)))

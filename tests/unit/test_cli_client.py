@@ -589,7 +589,8 @@ def test_token_create_revoke(config_dir: Path, server: FakeServer) -> None:
 
 def test_trunk_status(config_dir: Path, server: FakeServer) -> None:
     trunk = {"name": "carrier", "state": "registered", "registered": True}
-    server.routes["GET", "/api/trunks"] = paged([{"name": "other"}, trunk])
+    server.routes["GET", "/api/trunks/carrier"] = (200, trunk)
+    server.routes["GET", "/api/trunks/nope"] = (404, {"error": "no trunk 'nope'"})
     result = run(config_dir, "trunk", "status", "carrier")
     assert result.exit_code == 0
     assert result.stdout.splitlines() == [

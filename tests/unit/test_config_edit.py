@@ -74,3 +74,31 @@ def test_the_shipped_config_round_trips_with_an_extension_added(tmp_path: Path) 
 def test_a_config_without_extensions_gets_the_section() -> None:
     out = add_extension("sip: {realm: x}\n", "2000", None, "pw-2000-abc")
     assert _config(out).extensions["2000"].password == "pw-2000-abc"
+
+
+def test_an_api_edit_never_overwrites_a_hand_edit_made_meanwhile(tmp_path: Path) -> None:
+    from app.http import _apply_edit
+    from web.services import OperationError
+
+    path = tmp_path / "switchboard.yaml"
+    path.write_text(TEXT, encoding="utf-8")
+    path.chmod(0o640)
+
+    def meanwhile(text: str) -> str:  # the admin saves the file while the API edits it
+        path.write_text(TEXT + "# saved by hand\n", encoding="utf-8")
+        return add_extension(text, "1003", None, "pw-three-3")
+
+    with pytest.raises(OperationError) as refused:
+        _apply_edit(path, meanwhile)
+    assert refused.value.status == 409
+    assert path.read_text(encoding="utf-8").endswith("# saved by hand\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["switchboard.yaml"]  # no temp file left
+
+    old, mode = _apply_edit(path, lambda text: add_extension(text, "1003", None, "pw-three-3"))
+    assert old.endswith("# saved by hand\n") and mode == 0o640
+    assert (path.stat().st_mode & 0o777) == 0o640
+    assert "1003" in _config(path.read_text(encoding="utf-8")).extensions
+
+    with pytest.raises(OperationError) as invalid:  # the whole config is checked
+        _apply_edit(path, lambda text: text + "sip: {realm: [}\n")
+    assert invalid.value.status == 422

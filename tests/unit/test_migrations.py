@@ -262,3 +262,12 @@ async def test_two_nodes_upgrading_one_postgresql_store_at_once(pg_url: str) -> 
         await engine.dispose()
     assert results == [[], _all_revisions()]
     assert await current_revision(pg_url) == head_revision()
+
+
+async def test_two_processes_upgrading_one_sqlite_store_at_once(tmp_path: Path) -> None:
+    """`serve` and `switchboard db upgrade` at once: the first takes SQLite's write lock for
+    the whole upgrade (BEGIN IMMEDIATE), the second waits, then finds the store at head."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    results = sorted(await asyncio.gather(upgrade(url), upgrade(url), upgrade(url)))
+    assert results == [[], [], _all_revisions()]
+    assert await current_revision(url) == head_revision()

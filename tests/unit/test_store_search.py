@@ -95,14 +95,17 @@ async def _ids(store: Store, **kw: object) -> tuple[list[str], int]:
         ({"since": _m(3)}, ["r5", "r4"]),
         ({"until": _m(1)}, ["r1"]),
         ({"number": "555", "since": _m(1)}, ["r4", "r2"]),
-        # An agent user's own calls: their extensions as caller or callee, or their agent id.
-        ({"extensions": ["1001"]}, ["r3", "r1"]),
-        ({"extensions": ["1001"], "own_agent": "a2"}, ["r4", "r3", "r1"]),
+        # An agent user's own calls: their agent id, or their extensions as caller or callee
+        # when no other agent handled the call (r1 at desk 1001 was a1's: hot-desking).
+        ({"extensions": ["1001"]}, ["r3"]),
+        ({"extensions": ["1001"], "own_agent": "a2"}, ["r4", "r3"]),
+        ({"extensions": ["1001"], "own_agent": "a1"}, ["r3", "r1"]),
         ({"extensions": ["2000", "4000"]}, ["r5", "r2"]),
         ({"own_agent": "a1"}, ["r1"]),
         ({"extensions": []}, []),
         ({"extensions": [], "own_agent": "nobody"}, []),
-        ({"extensions": ["1001"], "queue": "sales"}, ["r1"]),
+        ({"extensions": ["1001"], "queue": "sales"}, []),
+        ({"extensions": ["1001"], "own_agent": "a1", "queue": "sales"}, ["r1"]),
     ],
 )
 async def test_search_call_records_filters(
