@@ -347,6 +347,9 @@ class ExtensionConfig(_Model):
     pickup_group: str | None = None
     dtmf_mode: Literal["auto", "rfc4733", "inband", "info"] = "auto"
     voicemail: VoicemailConfig = Field(default_factory=VoicemailConfig)
+    # Record this extension's calls (true), never (false), or as ``recording.record``
+    # says (unset). A queue's own setting wins for calls it hands over.
+    record: bool | None = None
 
     @field_validator("auth_algorithms")
     @classmethod
@@ -892,6 +895,9 @@ class QueueYaml(_Model):
     announce_every: Annotated[float, Field(ge=0)] = 0
     music_on_hold: list[str] = Field(default_factory=list)
     callback: CallbackYaml = Field(default_factory=CallbackYaml)
+    # Record the calls this queue hands to agents (true), never (false), or as
+    # ``recording.record`` says (unset).
+    record: bool | None = None
 
     @model_validator(mode="after")
     def _keys_distinct(self) -> QueueYaml:
@@ -1184,6 +1190,48 @@ def _condition_cycles(plan: DialplanConfig) -> list[tuple[ProblemPath, str]]:
     return out
 
 
+class RecordingConfig(_Model):
+    """Call recording (recorder/): which calls, in what format, where, and for how long.
+    A call is recorded from the moment a party answers it (not while an IVR or a queue
+    holds the caller); each segment of a transferred call is its own recording, linked."""
+
+    # Which calls: all, none, or by the call record's direction. A queue's or an
+    # extension's own ``record: true|false`` wins over this.
+    record: Literal["all", "none", "inbound", "outbound", "internal"] = "none"
+    # Of the calls the policy picks, the share recorded (a random sample), in percent.
+    sample_percent: Annotated[float, Field(ge=0, le=100)] = 100
+    format: Literal["flac", "wav", "ogg"] = "flac"
+    # Where files go; relative to the config file's folder.
+    folder: Annotated[str, Field(min_length=1)] = "recordings"
+    # Files and rows older than this many days are deleted by a daily job; 0 keeps them.
+    retention_days: Annotated[int, Field(ge=0)] = 0
+    # A prompt played to the caller when a recording starts ("this call may be
+    # recorded"); none when empty.
+    announcement: str | None = None
+    # Dialled on a phone during a call: start or stop recording it, pause or resume.
+    toggle_code: FeatureCode = "*1"
+    pause_code: FeatureCode = "*3"
+
+    @model_validator(mode="after")
+    def _codes_differ(self) -> RecordingConfig:
+        if self.toggle_code == self.pause_code:
+            raise ValueError("recording toggle_code and pause_code must differ")
+        return self
+
+
+class ReportsConfig(_Model):
+    """How reports count (docs/reports.md)."""
+
+    # Days, hours and intervals are cut in this time zone (an IANA name).
+    timezone: Annotated[str, AfterValidator(_check_zone)] = "UTC"
+    # A caller who hangs up within this many seconds of joining a queue is a short
+    # abandon: counted apart, and left out of the service level and the abandon rate.
+    short_abandon_seconds: Annotated[float, Field(ge=0)] = 5
+    # The same number calling again within this many hours is not a first-contact
+    # resolution.
+    first_contact_hours: Annotated[float, Field(gt=0)] = 24
+
+
 class SwitchboardConfig(_Model):
     """The whole ``switchboard.yaml``."""
 
@@ -1200,6 +1248,8 @@ class SwitchboardConfig(_Model):
     agents: dict[Name, AgentYaml] = Field(default_factory=dict)
     queues: dict[Name, QueueYaml] = Field(default_factory=dict)
     trunks: dict[Name, TrunkConfig] = Field(default_factory=dict)
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    reports: ReportsConfig = Field(default_factory=ReportsConfig)
 
     @model_validator(mode="after")
     def _numbers_unique(self) -> SwitchboardConfig:
