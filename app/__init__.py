@@ -35,6 +35,7 @@ from app.settings import (
     outbound_policy_from_config,
     outbound_trunks_from_config,
     pbx_feature_codes,
+    recording_settings_from_config,
     settings_from_config,
     tls_settings_from_config,
     trunks_from_config,
@@ -53,6 +54,7 @@ from crm import Store, VoicemailData
 from ivr import Flow, PromptSets, check_flows, load_flows
 from ivr.host import IvrHost
 from pbx.server import SipServer
+from recorder.service import Recorder
 
 __all__ = [
     "ReloadReport",
@@ -149,6 +151,7 @@ class Running:
     store: Store
     ivr: IvrHost
     acd: AcdHost
+    recorder: Recorder
     config: SwitchboardConfig
     started: SwitchboardConfig
 
@@ -190,8 +193,14 @@ async def build_server(cfg: SwitchboardConfig, config_dir: Path | None = None) -
         callback_requests=acd.add_callback,
         mailboxes=mailboxes_from_config(cfg, folder),
     )
+    recorder = Recorder(
+        server.control,
+        store,
+        recording_settings_from_config(cfg, folder, prompt_resolver(folder)),
+    )
     await acd.start()
-    return Running(server, store, ivr, acd, cfg, cfg)
+    await recorder.open()  # repairs what a crash cut short before calls arrive
+    return Running(server, store, ivr, acd, recorder, cfg, cfg)
 
 
 async def queue_log_lines(
@@ -268,6 +277,9 @@ def reload_config(running: Running, config_path: Path) -> ReloadReport:
         cfg.features,
     ):
         running.acd.reconfigure(acd_settings_from_config(cfg, folder))
+    running.recorder.reconfigure(
+        recording_settings_from_config(cfg, folder, prompt_resolver(folder))
+    )
     running.server.reconfigure(
         extensions_from_config(cfg),
         conferences_from_config(cfg),
@@ -346,6 +358,7 @@ async def run(
         await server.stop()
         await running.ivr.drain()
         await running.acd.drain()
+        await running.recorder.close()
         await store.close()
         if pid_file is not None:
             with contextlib.suppress(OSError):

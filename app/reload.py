@@ -48,6 +48,15 @@ LIVE_KEYS = (
     "queues",
     "sip.auth",
     "sip.registration",
+    # recording.folder waits for a restart (recordings in progress are written there)
+    "recording.record",
+    "recording.sample_percent",
+    "recording.format",
+    "recording.retention_days",
+    "recording.announcement",
+    "recording.toggle_code",
+    "recording.pause_code",
+    "reports",
 )
 
 REPORT_FILE = "reload-status.json"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -26,6 +27,7 @@ from pbx.tls import TlsPeer, TlsSettings, client_context, server_context
 from pbx.trunk_inbound import InboundTrunk
 from pbx.trunk_outbound import ExtensionLimits, NumberClasses, OutboundPolicy, OutboundTrunk
 from pbx.trunks import Trunk
+from recorder.service import RecordingSettings
 
 log = structlog.get_logger("switchboard")
 
@@ -413,3 +415,27 @@ def outbound_policy_from_config(cfg: SwitchboardConfig) -> OutboundPolicy:
         concurrent=cfg.dialplan.system_max_outbound_calls,
     )
     return OutboundPolicy(classes, limits, system)
+
+
+def recording_settings_from_config(
+    cfg: SwitchboardConfig, config_dir: Path, resolve_prompt: Callable[[str], str | None]
+) -> RecordingSettings:
+    """The recorder's policy: ``recording:`` plus ``record:`` of queues and extensions."""
+    rec = cfg.recording
+    announcement = None
+    if rec.announcement:
+        announcement = resolve_prompt(rec.announcement)
+        if announcement is None:
+            log.warning("recording_announcement_not_found", prompt=rec.announcement)
+    return RecordingSettings(
+        folder=(config_dir / rec.folder).resolve(),
+        record=rec.record,
+        sample_percent=rec.sample_percent,
+        format=rec.format,
+        retention_days=rec.retention_days,
+        announcement=announcement,
+        toggle_code=rec.toggle_code,
+        pause_code=rec.pause_code,
+        queues={name: q.record for name, q in cfg.queues.items() if q.record is not None},
+        extensions={n: e.record for n, e in cfg.extensions.items() if e.record is not None},
+    )

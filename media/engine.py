@@ -258,6 +258,7 @@ class _Tap:
     callback: TapCallback
     bridge_id: str | None  # set for bridge taps
     leg_id: str | None  # the speaker (bridge tap) or the listener (heard tap)
+    stereo: bool = False  # a heard tap that also takes what the leg says (left channel)
 
 
 class Bridge:
@@ -346,6 +347,9 @@ class Leg:
         self.player: _Source | None = None
         self.injections: dict[str, _Source] = {}
         self.heard_taps: dict[str, _Tap] = {}
+        # What the leg said this tick, kept for its stereo taps (None: silence).
+        self.said_wanted = False
+        self.said: Int16Array | None = None
         self.detector: GoertzelDetector | None = None
         # RFC 4733 in and out.
         self._dtmf_rx = Rfc4733Receiver(leg_id)
@@ -892,6 +896,16 @@ class Leg:
                 self._digit(event)
         return pcm
 
+    def _stereo(self, heard: Int16Array) -> Int16Array:
+        """Interleaved stereo: what the leg said this tick (left), what it hears (right)."""
+        n = heard.shape[0]
+        out = np.zeros(2 * n, dtype=np.int16)
+        out[1::2] = heard
+        said = self.said
+        if said is not None:
+            out[0::2] = said if said.shape[0] == n else _fit(said, n)
+        return out
+
     def pcm_at_rate(self, pcm: Int16Array, rate: int) -> Int16Array:
         src = self.pcm_rate
         if src == rate:
@@ -903,8 +917,10 @@ class Leg:
 
     def emit_frame(self, pcm: Int16Array, rate: int, now: float) -> None:
         """Send what this leg hears this tick (``pcm`` at ``rate``)."""
-        for tap in self.heard_taps.values():
-            _call_tap(tap, pcm, rate)
+        if self.heard_taps:
+            for tap in self.heard_taps.values():
+                _call_tap(tap, self._stereo(pcm) if tap.stereo else pcm, rate)
+            self.said = None
         if self.dtmf_tick(now):
             return
         dest = self._dest
@@ -1418,6 +1434,20 @@ class MediaEngine:
         self.refresh_leg(leg)
         return tap.tap_id
 
+    def add_tap_stereo(self, leg_id: str, callback: TapCallback) -> str:
+        """Every 20 ms while the leg is ticked (bridged, playing, or alone),
+        ``callback(pcm, rate)`` with interleaved stereo ``int16`` (2 × 20 ms of samples):
+        what the leg says on the left (silence while it is muted or sends nothing), what it
+        hears on the right (as :meth:`add_tap_heard`). The call recorder's tap: it follows
+        the leg from bridge to bridge. Returns the tap id."""
+        leg = self.get_leg(leg_id)
+        tap = _Tap(f"tap-{next(self._ids)}", callback, None, leg_id, stereo=True)
+        leg.heard_taps[tap.tap_id] = tap
+        leg.said_wanted = True
+        self._taps[tap.tap_id] = tap
+        self.refresh_leg(leg)
+        return tap.tap_id
+
     def remove_tap(self, tap_id: str) -> None:
         """Detach a tap (idempotent)."""
         tap = self._taps.pop(tap_id, None)
@@ -1432,6 +1462,9 @@ class MediaEngine:
             leg = self._legs.get(tap.leg_id)
             if leg is not None:
                 leg.heard_taps.pop(tap_id, None)
+                leg.said_wanted = any(t.stereo for t in leg.heard_taps.values())
+                if not leg.said_wanted:
+                    leg.said = None
                 self.refresh_leg(leg)
 
     def inject(self, leg_id: str, source: FrameSource) -> str:
@@ -1604,7 +1637,7 @@ class MediaEngine:
             return
         if bridge is None:
             needs = leg.needs_pcm() or leg.dtmf_busy
-            leg.set_jb_active(needs and leg.detector is not None)
+            leg.set_jb_active(needs and (leg.detector is not None or leg.said_wanted))
         else:
             needs = leg.dtmf_busy  # fast path: only generated DTMF needs the clock
         if needs and leg.leg_id in self._legs:
@@ -1649,6 +1682,9 @@ class MediaEngine:
         for leg_id, leg in list(legs.items()):  # a DTMF event handler may change the bridge
             pcm = leg.pull(now)
             frames[leg_id] = None if pcm is None else leg.pcm_at_rate(pcm, rate)
+            if leg.said_wanted:
+                silent = leg_id in bridge.spec.muted_speakers
+                leg.said = None if silent else frames[leg_id]
         if bridge.taps:
             silence = np.zeros(n, dtype=np.int16)
             muted = bridge.spec.muted_speakers
@@ -1678,7 +1714,9 @@ class MediaEngine:
             rate = leg.pcm_rate
             n = frame_samples(rate)
             if leg.jb_active:
-                leg.pull(now)  # feeds the in-band detector
+                said = leg.pull(now)  # feeds the in-band detector and stereo taps
+                if leg.said_wanted and not leg.muted_inbound:
+                    leg.said = said
             replace: dict[str, Int16Array] = {}
             extras: dict[str, list[Int16Array]] = {}
             self._collect_sources(leg, rate, n, replace, extras)

@@ -339,6 +339,11 @@ class MediaInterface(Protocol):
         """Every 20 ms ``callback(pcm, rate)`` with what the leg hears; returns the tap id."""
         ...
 
+    def add_tap_stereo(self, leg_id: str, callback: TapCallback) -> str:
+        """Every 20 ms ``callback(pcm, rate)`` with interleaved stereo: what the leg says
+        (left) and hears (right), wherever the leg is bridged; returns the tap id."""
+        ...
+
     def remove_tap(self, tap_id: str) -> None:
         """Detach a tap (idempotent)."""
 

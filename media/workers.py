@@ -396,6 +396,7 @@ class _Worker:
             "mute": self._mute,
             "add_tap": self._add_tap,
             "add_tap_heard": self._add_tap_heard,
+            "add_tap_stereo": self._add_tap_stereo,
             "remove_tap": self._remove_tap,
             "play": self._play,
             "stop_play": self._stop_source,
@@ -541,6 +542,9 @@ class _Worker:
 
     def _add_tap_heard(self, tap_id: str, leg_id: str) -> None:
         self._own(leg_id, tap_id, self.engine.add_tap_heard(leg_id, self._tap_sender(tap_id)))
+
+    def _add_tap_stereo(self, tap_id: str, leg_id: str) -> None:
+        self._own(leg_id, tap_id, self.engine.add_tap_stereo(leg_id, self._tap_sender(tap_id)))
 
     def _remove_tap(self, tap_id: str) -> None:
         engine_id = self.ids.pop(tap_id, None)
@@ -1283,6 +1287,15 @@ class MediaWorkerPool:
         tap_id = f"tap-{next(self._ids)}"
         self._taps[tap_id] = _TapRecord(worker, callback, None, leg_id)
         self._command(worker, "add_tap_heard", tap_id, leg_id)
+        return tap_id
+
+    def add_tap_stereo(self, leg_id: str, callback: TapCallback) -> str:
+        """Every 20 ms ``callback(pcm, rate)`` with interleaved stereo: what the leg says
+        (left) and hears (right). Returns the tap id."""
+        worker = self._leg(leg_id).worker
+        tap_id = f"tap-{next(self._ids)}"
+        self._taps[tap_id] = _TapRecord(worker, callback, None, leg_id)
+        self._command(worker, "add_tap_stereo", tap_id, leg_id)
         return tap_id
 
     def remove_tap(self, tap_id: str) -> None:

@@ -88,6 +88,11 @@ class CallInfo:
     offers: tuple[str, ...]
     started_at: datetime | None = None
     answered_at: datetime | None = None  # when the callee (or Switchboard itself) answered
+    # What the call record will say (``annotate``): docs/records.md.
+    direction: str = "internal"
+    dialled: str | None = None
+    queue: str | None = None
+    agent: str | None = None
 
     @property
     def ended(self) -> bool:
@@ -113,6 +118,10 @@ def _info(call: Call) -> CallInfo:
         offers=tuple(call.offers),
         started_at=call.start,
         answered_at=call.answered_at,
+        direction=call.notes.direction,
+        dialled=call.notes.dialled,
+        queue=call.notes.queue,
+        agent=call.notes.agent,
     )
 
 
@@ -454,6 +463,22 @@ class CallControl:
         media_tap: str = media.add_tap(bridge, leg, callback)
         tap_id = f"tap-{secrets.token_hex(6)}"
         self._taps[tap_id] = _Tap(call_id, bridge, media_tap, leg, own)
+        return tap_id
+
+    def tap_call(self, call_id: str, callback: Callable[[Any, int], None]) -> str | None:
+        """Hand the call's audio as the caller has it to ``callback``: every 20 ms
+        interleaved stereo ``int16`` and its rate — left what the caller says, right what
+        the caller hears (the other party, prompts, music on hold) — until :meth:`stop_tap`.
+        It follows the caller's leg through holds and re-bridging. None if the call has no
+        media. The recorder's tap."""
+        call = self._live(call_id)
+        media = self._b2b.media
+        if call is None or call.a.leg_id not in media:
+            return None
+        leg = call.a.leg_id
+        media_tap: str = media.add_tap_stereo(leg, callback)
+        tap_id = f"tap-{secrets.token_hex(6)}"
+        self._taps[tap_id] = _Tap(call_id, "", media_tap, leg, False)
         return tap_id
 
     def stop_tap(self, tap_id: str) -> None:

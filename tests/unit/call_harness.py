@@ -346,6 +346,9 @@ class FakeMedia:
     def add_tap_heard(self, leg_id: str, callback: Any) -> str:
         return f"tap{next(self._ids)}"
 
+    def add_tap_stereo(self, leg_id: str, callback: Any) -> str:
+        return f"tap{next(self._ids)}"
+
     def remove_tap(self, tap_id: str) -> None:
         pass
 

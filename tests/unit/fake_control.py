@@ -248,6 +248,7 @@ class FakeCallControl:
         c = self.calls_by_id.get(call_id)
         if c is None:
             return None
+        notes = self.notes.get(call_id, {})
         return CallInfo(
             call_id=c.call_id,
             caller=c.caller,
@@ -260,6 +261,10 @@ class FakeCallControl:
             linked_id=c.linked_id,
             ivr_keys="",
             offers=tuple(c.offers),
+            direction=notes.get("direction") or "internal",
+            dialled=notes.get("dialled"),
+            queue=notes.get("queue"),
+            agent=notes.get("agent"),
         )
 
     def snapshot(self, call_id: str) -> CallInfo:
@@ -354,6 +359,15 @@ class FakeCallControl:
         tap_id = f"t{next(self._ids)}"
         self.taps[tap_id] = (call_id, callback)
         self.commands.append(("tap", call_id, tap_id))
+        return tap_id
+
+    def tap_call(self, call_id: str, callback: Callable[[Any, int], None]) -> str | None:
+        """Stereo (left: the caller, right: what the caller hears); the test feeds frames."""
+        if self._gone(call_id):
+            return None
+        tap_id = f"t{next(self._ids)}"
+        self.taps[tap_id] = (call_id, callback)
+        self.commands.append(("tap_call", call_id, tap_id))
         return tap_id
 
     def stop_tap(self, tap_id: str) -> None:

@@ -342,6 +342,51 @@ async def test_taps_of_a_leg_of_the_mix_and_of_what_a_leg_hears(engine: MediaEng
     assert hears(heard_pcm, 700) and not hears(heard_pcm, 1200)
 
 
+async def test_a_stereo_tap_follows_its_leg_out_of_the_bridge(engine: MediaEngine) -> None:
+    """The recorder's tap: left what "a" says, right what "a" hears — in the bridge, then
+    alone with music played to it, and silence on the left while "a" is muted."""
+    ph = await phones(engine, ("a", PCMU), ("b", PCMU))
+    engine.bridge("a", "b")
+    frames: list[tuple[np.ndarray, int]] = []
+    tap = engine.add_tap_stereo("a", lambda pcm, rate: frames.append((pcm.copy(), rate)))
+    ta = Talker(ph["a"], engine.get_leg("a").local_port, (700.0,)).start()
+    tb = Talker(ph["b"], engine.get_leg("b").local_port, (1200.0,)).start()
+
+    def channels(got: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:
+        assert all(p.shape == (320,) and p.dtype == np.int16 and r == 8000 for p, r in got)
+        both = np.concatenate([p for p, _ in got])
+        return both[0::2], both[1::2]
+
+    await asyncio.sleep(0.5)
+    left, right = channels(frames)
+    assert len(frames) >= 10
+    assert hears(left, 700) and not hears(left, 1200)
+    assert hears(right, 1200) and not hears(right, 700)
+
+    engine.unbridge("a")  # "a" alone now, hearing music: the tap goes on
+    tune = (np.sin(2 * np.pi * 400 * np.arange(160) / 8000) * 8000).astype(np.int16)
+    engine.play("a", Playlist([tune], 8000, loop=True))
+    frames.clear()
+    await asyncio.sleep(0.5)
+    left, right = channels(frames)
+    assert len(frames) >= 10
+    assert hears(left, 700) and hears(right, 400) and not hears(right, 1200)
+
+    engine.mute("a", inbound=True)
+    await asyncio.sleep(0.1)
+    frames.clear()
+    await asyncio.sleep(0.4)
+    left, right = channels(frames)
+    assert not left.any() and hears(right, 400)
+
+    engine.remove_tap(tap)
+    frames.clear()
+    await asyncio.sleep(0.2)
+    assert frames == []
+    await ta.stop()
+    await tb.stop()
+
+
 # --- players -----------------------------------------------------------------------------------
 
 

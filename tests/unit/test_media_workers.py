@@ -307,6 +307,17 @@ async def test_heard_tap_and_players_with_on_done(
     assert max([level(await phone.recv()) for _ in range(3)]) > 500
     assert heard and max(float(np.abs(p.astype(np.int32)).mean()) for p in heard) > 500
     pool.remove_tap(tap)
+    # The recorder's stereo tap from a worker: interleaved, the prompt on the right.
+    stereo: list[np.ndarray] = []
+    tap = pool.add_tap_stereo("p", lambda pcm, rate: stereo.append(pcm.copy()))
+    await settle(pool)
+    pool.play("p", Playlist([str(wav)], 8000), on_done=done.append)
+    await events.next(PlaybackFinished)
+    pool.remove_tap(tap)
+    assert stereo and all(p.shape == (320,) for p in stereo)
+    assert max(float(np.abs(p[1::2].astype(np.int32)).mean()) for p in stereo) > 500
+    assert max(int(np.abs(p[0::2]).max()) for p in stereo) == 0  # the phone said nothing
+    done.clear()
     # Any picklable source plays from a copy; stopping it reports stopped=True.
     looping = pool.play("p", ToneSource("ringback", "us", 8000), on_done=done.append)
     await phone.recv()
