@@ -329,6 +329,23 @@ async def test_export_csv(api: Api) -> None:
     assert len(list(csv.DictReader(io.StringIO(sales.content.decode())))) == 1
 
 
+async def test_export_never_hands_a_spreadsheet_a_formula(api: Api) -> None:
+    for n, caller in ((7, "=HYPERLINK(1)"), (8, "+15551234"), (9, "-2+cmd|' /C calc'!A0")):
+        await api.store.add_recording(_rec(n, "flac", DONE, caller=caller))
+    answer = await api.get("/api/recordings/export", number="")
+    callers = [row["caller"] for row in csv.DictReader(io.StringIO(answer.content.decode()))][:3]
+    assert callers == ["'-2+cmd|' /C calc'!A0", "+15551234", "'=HYPERLINK(1)"]
+    answer = await api.get("/api/recordings/export", format="xlsx")
+    sheet = openpyxl.load_workbook(io.BytesIO(answer.content)).active
+    assert sheet is not None
+    assert [sheet.cell(row, 7).value for row in (2, 3, 4)] == [
+        "-2+cmd|' /C calc'!A0",
+        "+15551234",
+        "=HYPERLINK(1)",
+    ]
+    assert [sheet.cell(row, 7).data_type for row in (2, 3, 4)] == ["s", "s", "s"]
+
+
 async def test_export_xlsx(api: Api) -> None:
     answer = await api.get("/api/recordings/export", format="xlsx", state="complete")
     assert answer.status_code == 200
