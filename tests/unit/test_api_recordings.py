@@ -186,6 +186,16 @@ def _calls(body: dict[str, Any]) -> list[str]:
 # -- search and scope ------------------------------------------------------------------------
 
 
+async def test_openapi_describes_the_routes(api: Api) -> None:
+    paths = (await api.client.get("/api/openapi.json")).json()["paths"]
+    assert {"/api/recordings", "/api/recordings/export", "/api/recordings/{recording_id}"} <= set(
+        paths
+    )
+    params = {p["name"] for p in paths["/api/recordings/export"]["get"]["parameters"]}
+    assert {"format", "since", "customer", "disposition", "state"} <= params
+    assert "/api/calls/{call_id}/recording" in paths
+
+
 @pytest.mark.parametrize("user", ["quinn", "sue", "admin"])
 async def test_qa_supervisor_admin_see_every_recording(api: Api, user: str) -> None:
     answer = await api.get("/api/recordings", user)
