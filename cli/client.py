@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,8 @@ DEFAULT_PORT = 8080
 # The most the API hands out per page (docs/api.md): listings fetch all pages with it.
 MAX_PER_PAGE = 500
 TIMEOUT = 10.0
+# Seconds a download may wait for its next bytes (a large export is built before it is sent).
+DOWNLOAD_READ_TIMEOUT = 120.0
 
 # Tests put an ``httpx.MockTransport`` here; None means the network.
 transport: httpx.BaseTransport | None = None
@@ -208,6 +210,41 @@ class ApiClient:
             if len(batch) < per_page or (isinstance(total, int) and len(out) >= total):
                 return out
             page += 1
+
+    def download(
+        self,
+        path: str,
+        write: Callable[[bytes], object],
+        *,
+        params: Mapping[str, Any] | None = None,
+    ) -> httpx.Headers:
+        """GET a file (audio, an export): its body is streamed to ``write`` chunk by chunk;
+        returns the response headers. Errors as :meth:`request`; the body is only written
+        for a successful answer."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            with self._http.stream(
+                "GET",
+                path,
+                params=query,
+                headers={"Accept": "*/*"},
+                timeout=httpx.Timeout(TIMEOUT, read=DOWNLOAD_READ_TIMEOUT),
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    self._check(response)
+                for chunk in response.iter_bytes():
+                    write(chunk)
+                return response.headers
+        except httpx.ConnectError:
+            raise self._not_running() from None
+        except httpx.TimeoutException:
+            raise ApiError(
+                f"switchboard at {self.target.url} did not answer within {TIMEOUT:g} s",
+                EXIT_SERVER,
+            ) from None
+        except httpx.HTTPError as exc:
+            raise ApiError(f"download from {self.target.url} broke: {exc}", EXIT_SERVER) from None
 
     def events(self, path: str = "/api/events") -> Iterator[dict[str, Any]]:
         """Server-Sent Events as JSON objects, until the server ends the stream."""

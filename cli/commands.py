@@ -1,6 +1,7 @@
 """The live commands: ``status``, ``reg``, ``call``, ``ext``, ``queue``, ``agent``, ``cdr``,
-``user``, ``token``, ``trunk`` and ``watch``, each one request (or one paged listing) to the
-running server's HTTP API (docs/api.md) through :mod:`cli.client`.
+``user``, ``token``, ``trunk``, ``recording`` (in :mod:`cli.recordings`) and ``watch``, each
+one request (or one paged listing) to the running server's HTTP API (docs/api.md) through
+:mod:`cli.client`.
 
 Every listing prints a table, or with ``--json`` the raw items as one JSON array (all pages,
 or the first ``--limit``). A failure is one line on stderr and the exit code of
@@ -56,6 +57,8 @@ trunk_app = _sub("Carrier trunks.")
 
 def register(app: typer.Typer) -> None:
     """Add the live commands to the ``switchboard`` app."""
+    from cli.recordings import recording_app  # it builds on the helpers here
+
     app.command("status")(status)
     app.command("watch")(watch)
     for name, sub in (
@@ -68,6 +71,7 @@ def register(app: typer.Typer) -> None:
         ("user", user_app),
         ("token", token_app),
         ("trunk", trunk_app),
+        ("recording", recording_app),
     ):
         app.add_typer(sub, name=name)
 

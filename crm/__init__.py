@@ -1,6 +1,7 @@
 """The store (SQLAlchemy 2 async; SQLite or PostgreSQL) and what lives in it."""
 
 from crm.models import Base
+from crm.recordings import RecordingData, RecordingState
 from crm.store import (
     SURVEY_RESULTS,
     AgentStateData,
@@ -44,6 +45,8 @@ __all__ = [
     "HangupSide",
     "QueueDayStats",
     "QueueEventData",
+    "RecordingData",
+    "RecordingState",
     "SessionData",
     "Store",
     "SurveyResultData",

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -285,6 +286,42 @@ class LastAgent(Base):
     caller: Mapped[str] = mapped_column(String(255), primary_key=True)
     agent: Mapped[str] = mapped_column(String(255))
     at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class RecordingRow(Base):
+    """One recording (``crm.recordings.RecordingData`` has the meaning of each column): the
+    file is ``path`` under the recording folder. ``pauses`` is a JSON array of
+    ``[start, end]`` offsets in seconds."""
+
+    __tablename__ = "recordings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    recording_id: Mapped[str] = mapped_column(String(32), unique=True, index=True)
+    # call_records.record_id of the recorded call segment, and its chain's first record_id.
+    call_id: Mapped[str] = mapped_column(String(64), index=True)
+    linked_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    started: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    ended: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    path: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(8))
+    rate: Mapped[int] = mapped_column(Integer)
+    channels: Mapped[int] = mapped_column(Integer)
+    # recording | complete | truncated | failed
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    caller: Mapped[str] = mapped_column(String(255))
+    callee: Mapped[str] = mapped_column(String(255))
+    dialled: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    direction: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    extension: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    agent: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    queue: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    customer_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    duration: Mapped[float] = mapped_column(Float)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    pauses: Mapped[str] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class UserRow(Base):

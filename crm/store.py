@@ -60,12 +60,14 @@ from crm.models import (
     ExtensionSetting,
     LastAgent,
     QueueEventRow,
+    RecordingRow,
     Registration,
     SessionRow,
     SurveyResult,
     UserRow,
     Voicemail,
 )
+from crm.recordings import RecordingData, RecordingState
 from crm.users import (
     DEFAULT_SERVICE_LEVEL_SECONDS,
     TOKEN_TOUCH_SECONDS,
@@ -969,6 +971,197 @@ class Store:
             )
         return int(getattr(result, "rowcount", 0) or 0)
 
+    # --- recordings (crm/recordings.py) ----------------------------------------------------
+
+    async def add_recording(self, data: RecordingData) -> RecordingData:
+        """Store a new recording row; return it with its id. Committed before returning:
+        the recorder adds the row before it keeps the first frame, so a crash leaves a row
+        to repair. ValueError when ``recording_id`` is taken."""
+        try:
+            async with self._sessions.begin() as session:
+                row = RecordingRow(**_recording_columns(data))
+                session.add(row)
+                await session.flush()
+                return _recording_from_row(row)
+        except IntegrityError:
+            raise ValueError(f"recording {data.recording_id} exists") from None
+
+    async def finish_recording(
+        self,
+        recording_id: str,
+        *,
+        state: RecordingState | str,
+        ended: datetime,
+        duration: float,
+        size: int,
+        sha256: str | None,
+        pauses: Sequence[tuple[float, float]],
+        error: str | None = None,
+        agent: str | None = None,
+        queue: str | None = None,
+        extension: str | None = None,
+        customer_id: int | None = None,
+        callee: str | None = None,
+        direction: str | None = None,
+    ) -> RecordingData | None:
+        """Record how a recording ended (its file complete, cut short or failed); None when
+        there is no such recording. Of the optional values only those given (not None)
+        change the row: what the recorder learnt during the call (the agent who took it,
+        the queue, the matched customer)."""
+        values: dict[str, Any] = {
+            "state": RecordingState(state).value,
+            "ended": _utc(ended),
+            "duration": float(duration),
+            "size": int(size),
+            "sha256": sha256,
+            "pauses": _pauses_json(pauses),
+        }
+        optional = {
+            "error": error,
+            "agent": agent,
+            "queue": queue,
+            "extension": extension,
+            "customer_id": customer_id,
+            "callee": callee,
+            "direction": direction,
+        }
+        values.update({k: v for k, v in optional.items() if v is not None})
+        async with self._sessions.begin() as session:
+            row = (
+                await session.scalars(
+                    select(RecordingRow).where(RecordingRow.recording_id == recording_id)
+                )
+            ).first()
+            if row is None:
+                return None
+            for key, value in values.items():
+                setattr(row, key, value)
+            await session.flush()
+            return _recording_from_row(row)
+
+    async def get_recording(self, recording_id: str) -> RecordingData | None:
+        """One recording by its ``recording_id``."""
+        stmt = select(RecordingRow).where(RecordingRow.recording_id == recording_id)
+        async with self._sessions() as session:
+            row = (await session.scalars(stmt)).first()
+        return _recording_from_row(row) if row is not None else None
+
+    async def recordings_in_state(self, state: RecordingState | str) -> list[RecordingData]:
+        """Every recording in ``state``, oldest first (at start: the rows a crash left in
+        ``recording``)."""
+        stmt = (
+            select(RecordingRow)
+            .where(RecordingRow.state == RecordingState(state).value)
+            .order_by(RecordingRow.started, RecordingRow.id)
+        )
+        async with self._sessions() as session:
+            rows = (await session.scalars(stmt)).all()
+        return [_recording_from_row(r) for r in rows]
+
+    async def search_recordings(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        agent: str | None = None,
+        extension: str | None = None,
+        number: str | None = None,
+        queue: str | None = None,
+        customer_id: int | None = None,
+        disposition: str | None = None,
+        state: RecordingState | str | None = None,
+        own_agent: str | None = None,
+        extensions: Sequence[str] | None = None,
+        queues: Sequence[str] | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[RecordingData], int]:
+        """Recordings with ``since <= started < until``, newest first: one page and the
+        number of all matching recordings.
+
+        ``number``: a substring of caller, callee or dialled (``%`` and ``_`` match
+        themselves). ``agent``, ``extension``, ``queue``, ``customer_id``, ``state``: equal.
+        ``disposition`` (a :class:`Disposition` value; ValueError otherwise): the recorded
+        call's record (``call_records.record_id`` = ``call_id``) has it, so a call still in
+        progress has none.
+
+        Scope: ``own_agent`` / ``extensions`` restrict to an agent user's own recordings
+        (the recording's agent is ``own_agent``, OR its extension is one of ``extensions``
+        and no other agent took the call); when either is given and nothing matches them,
+        nothing is found. ``queues`` (when not None) restricts to recordings of those
+        queues (a supervisor's)."""
+        r = RecordingRow
+        conds = _time_range(r.started, since, until)
+        if number:
+            conds.append(
+                or_(
+                    r.caller.contains(number, autoescape=True),
+                    r.callee.contains(number, autoescape=True),
+                    r.dialled.contains(number, autoescape=True),
+                )
+            )
+        if agent is not None:
+            conds.append(r.agent == agent)
+        if extension is not None:
+            conds.append(r.extension == extension)
+        if queue is not None:
+            conds.append(r.queue == queue)
+        if customer_id is not None:
+            conds.append(r.customer_id == customer_id)
+        if state is not None:
+            conds.append(r.state == RecordingState(state).value)
+        if disposition is not None:
+            conds.append(
+                select(CallRecord.id)
+                .where(
+                    CallRecord.record_id == r.call_id,
+                    CallRecord.disposition == Disposition(disposition).value,
+                )
+                .exists()
+            )
+        if extensions is not None or own_agent is not None:
+            own: list[ColumnElement[bool]] = []
+            if extensions:
+                # a shared desk (hot-desking) shows no colleague's queue calls
+                other: ColumnElement[bool] = r.agent.is_(None)
+                if own_agent is not None:
+                    other = or_(other, r.agent == own_agent)
+                own.append(and_(r.extension.in_(extensions), other))
+            if own_agent is not None:
+                own.append(r.agent == own_agent)
+            conds.append(or_(*own) if own else false())
+        if queues is not None:
+            conds.append(r.queue.in_(queues) if queues else false())
+        order = (r.started.desc(), r.id.desc())
+        rows, total = await self._page(RecordingRow, conds, order, offset, limit)
+        return [_recording_from_row(row) for row in rows], total
+
+    async def recordings_older_than(self, before: datetime, limit: int) -> list[RecordingData]:
+        """At most ``limit`` recordings started before ``before``, oldest first, for the
+        retention job. Rows still in state ``recording`` are left out: their file may be
+        being written (a crashed one is repaired at the next start, then ages out)."""
+        stmt = (
+            select(RecordingRow)
+            .where(
+                RecordingRow.started < _utc(before),
+                RecordingRow.state != RecordingState.RECORDING.value,
+            )
+            .order_by(RecordingRow.started, RecordingRow.id)
+            .limit(limit)
+        )
+        async with self._sessions() as session:
+            rows = (await session.scalars(stmt)).all()
+        return [_recording_from_row(r) for r in rows]
+
+    async def delete_recording(self, recording_id: str) -> bool:
+        """Remove a recording's row (its file is the caller's to remove); False when there
+        is no such recording."""
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                delete(RecordingRow).where(RecordingRow.recording_id == recording_id)
+            )
+        return int(getattr(result, "rowcount", 0) or 0) > 0
+
     # --- users, API tokens, sessions (docs/api.md "Who may call it") -----------------------
 
     async def _hash_password(self, password: str) -> str:
@@ -1493,6 +1686,24 @@ def _voicemail_from_row(r: Voicemail) -> VoicemailData:
 
 def _callback_from_row(r: CallbackRequest) -> CallbackRequestData:
     return _data_from_row(CallbackRequestData, r)
+
+
+def _pauses_json(pauses: Sequence[tuple[float, float]]) -> str:
+    return json.dumps([[float(a), float(b)] for a, b in pauses], separators=(",", ":"))
+
+
+def _recording_columns(data: RecordingData) -> dict[str, Any]:
+    values = _columns(data)
+    values["state"] = RecordingState(data.state).value
+    values["pauses"] = _pauses_json(data.pauses)
+    return values
+
+
+def _recording_from_row(r: RecordingRow) -> RecordingData:
+    values = {f.name: getattr(r, f.name) for f in fields(RecordingData)}
+    values["state"] = RecordingState(r.state)
+    values["pauses"] = tuple((float(a), float(b)) for a, b in json.loads(r.pauses or "[]"))
+    return RecordingData(**values)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -156,6 +156,55 @@ async def who(request: Request) -> Principal:
 Who = Annotated[Principal, Depends(who)]
 
 
+# -- helpers the routers share ---------------------------------------------------------------
+
+
+async def audit_change(
+    s: Services, request: Request, p: Principal, action: str, target: str, **detail: Any
+) -> None:
+    """Write one change made through the API to the audit log (and the log)."""
+    address = request.client.host if request.client else ""
+    log.info("api_change", user=p.name, action=action, target=target)
+    entry = AuditEntry(datetime.now(UTC), p.name, address, action, target, jsonable(detail))
+    try:
+        await s.store.add_audit(entry)
+    except Exception as exc:  # the change is made: answer it, and say what was not kept
+        log.error("audit_not_stored", user=p.name, action=action, error=repr(exc))
+
+
+def principal_scope(s: Services, p: Principal) -> tuple[frozenset[str], frozenset[str]]:
+    """The caller's agent's extensions and served queues (empty for users with no agent)."""
+    if p.agent is None:
+        return frozenset(), frozenset()
+    return s.ops.agent_scope(p.agent)
+
+
+def is_own_call(
+    s: Services,
+    p: Principal,
+    caller_ext: str | None,
+    callee_ext: str | None,
+    *,
+    read: bool = True,
+) -> bool:
+    """Whether ``p`` may see (``read``) or act on a call with these extensions: qa reads
+    and supervisors act on every call, an agent on calls at their own extensions."""
+    if p.at_least("qa" if read else "supervisor"):
+        return True
+    extensions = principal_scope(s, p)[0]
+    return caller_ext in extensions or callee_ext in extensions
+
+
+def live_call_of(s: Services, p: Principal, call_id: str, *, read: bool = True) -> Any:
+    """The live call ``call_id`` if ``p`` may see or act on it; ApiError 404 / 403."""
+    info = s.control.info(call_id)
+    if info is None or info.ended:
+        raise ApiError(404, f"no live call {call_id}")
+    if not is_own_call(s, p, info.caller_ext, info.callee_ext, read=read):
+        raise ApiError(403, "not your call")
+    return info
+
+
 def build_router(s: Services) -> APIRouter:
     """Every route of docs/api.md; the app must hold ``s`` as ``app.state.services``."""
     router = APIRouter()
@@ -163,26 +212,15 @@ def build_router(s: Services) -> APIRouter:
     async def audit(
         request: Request, p: Principal, action: str, target: str, **detail: Any
     ) -> None:
-        address = request.client.host if request.client else ""
-        log.info("api_change", user=p.name, action=action, target=target)
-        entry = AuditEntry(datetime.now(UTC), p.name, address, action, target, jsonable(detail))
-        try:
-            await s.store.add_audit(entry)
-        except Exception as exc:  # the change is made: answer it, and say what was not kept
-            log.error("audit_not_stored", user=p.name, action=action, error=repr(exc))
+        await audit_change(s, request, p, action, target, **detail)
 
     def scope(p: Principal) -> tuple[frozenset[str], frozenset[str]]:
-        if p.agent is None:
-            return frozenset(), frozenset()
-        return s.ops.agent_scope(p.agent)
+        return principal_scope(s, p)
 
     def own_call(
         p: Principal, caller_ext: str | None, callee_ext: str | None, *, read: bool = True
     ) -> bool:
-        if p.at_least("qa" if read else "supervisor"):
-            return True
-        extensions = scope(p)[0]
-        return caller_ext in extensions or callee_ext in extensions
+        return is_own_call(s, p, caller_ext, callee_ext, read=read)
 
     # -- health and login ------------------------------------------------------------------------
 
@@ -258,12 +296,7 @@ def build_router(s: Services) -> APIRouter:
         return page_list(rows, page_no, per_page)
 
     def live_call(p: Principal, call_id: str, *, read: bool = True) -> Any:
-        info = s.control.info(call_id)
-        if info is None or info.ended:
-            raise ApiError(404, f"no live call {call_id}")
-        if not own_call(p, info.caller_ext, info.callee_ext, read=read):
-            raise ApiError(403, "not your call")
-        return info
+        return live_call_of(s, p, call_id, read=read)
 
     @router.get("/api/calls/{call_id}", tags=["calls"])
     async def call(p: Who, call_id: str) -> dict[str, Any]:

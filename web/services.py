@@ -15,6 +15,7 @@ from acd.host import AcdHost
 from config import HttpConfig
 from crm import Store
 from pbx.control import CallControl
+from recorder.commands import RecorderCommands
 from web.auth import Authenticator
 from web.hub import EventHub
 
@@ -80,3 +81,5 @@ class Services:
     hub: EventHub
     auth: Authenticator
     http: HttpConfig
+    # The recorder's commands; None when recording is not enabled (the API answers 503).
+    recorder: RecorderCommands | None = None
