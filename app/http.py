@@ -148,6 +148,7 @@ class ControlPlane:
             hub=self.hub,
             auth=self.auth,
             http=http,
+            recorder=running.recorder,
         )
         self.http = HttpServer(create_app(self.services), http.host, http.port)
 

@@ -1003,6 +1003,7 @@ class Store:
         customer_id: int | None = None,
         callee: str | None = None,
         direction: str | None = None,
+        rate: int | None = None,
     ) -> RecordingData | None:
         """Record how a recording ended (its file complete, cut short or failed); None when
         there is no such recording. Of the optional values only those given (not None)
@@ -1024,6 +1025,7 @@ class Store:
             "customer_id": customer_id,
             "callee": callee,
             "direction": direction,
+            "rate": rate,
         }
         values.update({k: v for k, v in optional.items() if v is not None})
         async with self._sessions.begin() as session:

@@ -339,7 +339,7 @@ class Recorder:
                 sha256=encoded.sha256 or None,
                 pauses=tuple(recording.pauses),
                 error=error,
-                rate=recording.rate,
+                rate=encoded.rate if encoded.size else recording.rate,
                 agent=data.agent,
                 queue=data.queue,
                 extension=data.extension,
@@ -457,6 +457,7 @@ class Recorder:
                 sha256=encoded.sha256 if encoded else None,
                 pauses=row.pauses,
                 error=error,
+                rate=encoded.rate if encoded else None,
             )
             log.warning(
                 "recording_repaired",
@@ -510,7 +511,9 @@ def _measure(path: Path) -> Encoded:
     from recorder.writer import _sha256
 
     info = soundfile.info(str(path))
-    return Encoded(info.frames / info.samplerate, path.stat().st_size, _sha256(path))
+    return Encoded(
+        info.frames / info.samplerate, path.stat().st_size, _sha256(path), info.samplerate
+    )
 
 
 def _unlink(path: Path) -> None:

@@ -67,11 +67,12 @@ def part_path(path: Path) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class Encoded:
-    """A finished file: seconds of audio, bytes, SHA-256."""
+    """A finished file: seconds of audio, bytes, SHA-256, samples per second."""
 
     duration: float
     size: int
     sha256: str
+    rate: int = 8000
 
 
 def _sha256(path: Path) -> str:
@@ -107,7 +108,7 @@ def encode_part(part: Path, path: Path, fmt: str) -> Encoded:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     part.unlink(missing_ok=True)
-    return Encoded(usable / rate, path.stat().st_size, _sha256(path))
+    return Encoded(usable / rate, path.stat().st_size, _sha256(path), rate)
 
 
 def _encode(raw: Any, tmp: Path, rate: int, usable: int, major: str, subtype: str) -> None:
