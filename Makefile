@@ -43,7 +43,7 @@ test-deps: $(VENV)/.installed-test
 	scripts/install-test-deps.sh
 
 test: test-deps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=30
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

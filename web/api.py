@@ -284,6 +284,10 @@ def build_router(s: Services) -> APIRouter:
             "ivr_keys": info.ivr_keys,
             "started_at": jsonable(info.started_at),
             "answered_at": jsonable(info.answered_at),
+            "direction": info.direction,
+            "queue": info.queue,
+            "agent": info.agent,
+            "recording_id": s.recorder.recording_of(info.call_id) if s.recorder else None,
         }
 
     @router.get("/api/calls", tags=["calls"])

@@ -127,6 +127,7 @@ def test_ivr_queue_agent_call_is_recorded_in_stereo_and_found(
     )
     time.sleep(1.5)
     [live] = [c for c in sb.api("GET", "/api/calls").json()["items"] if c["caller"] == "1001"]
+    assert (live["recording_id"], live["queue"]) == (rows[0]["recording_id"], "support")
     resumed = sb.api("POST", f"/api/calls/{live['id']}/recording", json={"action": "resume"})
     assert resumed.status_code == 200, resumed.text  # ...the API resumes
     time.sleep(2.0)

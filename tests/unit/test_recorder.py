@@ -207,12 +207,18 @@ async def test_policy_records_an_answered_call_and_finishes_its_row(
     store: Store, tmp_path: Path
 ) -> None:
     control = FakeCallControl(extensions=["1001", "1002"])
-    rec = _recorder(control, store, tmp_path / "rec", record="all")
+    rec = _recorder(
+        control, store, tmp_path / "rec", record="all", announcement="/p/may-be-recorded.wav"
+    )
     await rec.open()
     try:
         call = _answer(control, "1001", "1002")
         recording_id = rec.recording_of(call)
         assert recording_id is not None
+        # "This call may be recorded", to the caller, as recording starts.
+        assert [c[:3] for c in control.commands if c[0] == "play"] == [
+            ("play", call, ["/p/may-be-recorded.wav"])
+        ]
         _feed(control, call, 150)
         _hang_up(control, call, "1001", "1002")
         row = await _settled(rec, store, recording_id)
