@@ -93,13 +93,7 @@ def to_xlsx(reports: Report | Sequence[Report]) -> bytes:
                 chart.add_series(
                     {
                         "name": [sheet.name, header, col],
-                        "categories": [
-                            sheet.name,
-                            first,
-                            keys.index(x_key),
-                            last,
-                            keys.index(x_key),
-                        ],
+                        "categories": [sheet.name, first, x_col, last, x_col],
                         "values": [sheet.name, first, col, last, col],
                     }
                 )
