@@ -506,12 +506,14 @@ class _Prepared:
         ]
 
     def talk_segments(self) -> list[CallRecordData]:
-        """Answered segments of inbound and outbound conversations (survey segments left
-        out: the caller talks to a machine), filtered."""
+        """Segments of inbound and outbound conversations a person answered, filtered:
+        ``answer`` set and not Switchboard's own answer (an IVR, a mailbox or a survey
+        answers with ``answer == system_answer``: the caller talks to a machine)."""
         return [
             r
             for r in self.all_records
             if r.answer is not None
+            and r.answer != r.system_answer
             and not _is_survey(r)
             and self.root(r).direction in ("inbound", "outbound")
             and self.segment_ok(r)
@@ -638,7 +640,8 @@ def _build(
 ) -> Report:
     """Rows in ``order`` from per-key additive figures; ``derive`` adds the ratios to a row
     and to the totals (recomputed from the summed figures, never averaged)."""
-    additive = [c.key for c in columns if c.unit in ("count", "seconds") and c.key in _ADDITIVE]
+    # every additive figure, shown or not (a derived column may need one that is not shown)
+    additive = sorted({k for key in order for k in keyed.get(key, {}) if k in _ADDITIVE})
     rows: list[dict[str, Any]] = []
     for key in order:
         row = {**label(key), **keyed.get(key, {})}
