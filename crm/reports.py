@@ -60,6 +60,7 @@ __all__ = [
     "fetch",
     "intervals",
     "run_report",
+    "today",
 ]
 
 PERIODS = ("15min", "30min", "hour", "day", "week", "month", "total")
@@ -263,6 +264,7 @@ async def run_report(store: Store, name: str, q: ReportQuery) -> Report:
     """Fetch on the loop, compute in a worker thread."""
     if name not in REPORTS:
         raise KeyError(name)
+    intervals(q)  # too many: ValueError before anything is read
     data = await fetch(store, q)
     return await asyncio.to_thread(compute, name, q, data)
 
@@ -275,6 +277,13 @@ class Interval:
     start: datetime  # UTC
     end: datetime  # UTC
     label: str
+
+
+def today(timezone: str, now: datetime) -> tuple[datetime, datetime]:
+    """The local day of ``now`` in ``timezone``: (its midnight, the next midnight), UTC."""
+    zone = _zone(timezone)
+    day = now.astimezone(zone).date()
+    return _local_midnight(day, zone), _local_midnight(day + timedelta(days=1), zone)
 
 
 def _local_midnight(day: date, zone: ZoneInfo) -> datetime:
@@ -316,16 +325,22 @@ def _label(start: datetime, period: str, zone: ZoneInfo) -> str:
     return local.date().isoformat()
 
 
+# At most this many intervals in one report (a year of 15-minute intervals is 35 040).
+MAX_INTERVALS = 40_000
+
+
 def intervals(q: ReportQuery) -> list[Interval]:
     """The intervals of ``q``: cut at the period's boundaries in ``q.timezone`` and clipped
     to ``[since, until)`` (a range that does not start on a boundary has a short first
-    interval)."""
+    interval). ValueError beyond :data:`MAX_INTERVALS`."""
     if q.period == "total":
         return [Interval(q.since, q.until, "total")]
     zone = q.zone
     out: list[Interval] = []
     b = _floor(q.since, q.period, zone)
     while b < q.until:
+        if len(out) >= MAX_INTERVALS:
+            raise ValueError(f"more than {MAX_INTERVALS} {q.period} intervals: use a longer period")
         nxt = _next(b, q.period, zone)
         out.append(Interval(max(b, q.since), min(nxt, q.until), _label(b, q.period, zone)))
         b = nxt

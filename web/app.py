@@ -13,6 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from web.api import build_router, install_error_handlers
+from web.api_reports import build_reports_router
 from web.services import Services
 
 __all__ = ["HttpListenError", "HttpServer", "create_app"]
@@ -32,6 +33,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     install_error_handlers(app)
     app.include_router(build_router(services))
+    app.include_router(build_reports_router(services))
     return app
 
 
