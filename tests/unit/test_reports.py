@@ -781,3 +781,161 @@ async def test_store_reads_only_the_range(store: Store) -> None:
     assert all(since <= e.time < until for e in events)
     surveys = await store.survey_results_between(since, until)
     assert [s.record_id for s in surveys] == ["rec-1", "rec-2"]
+
+
+# -- the API -----------------------------------------------------------------------------------
+
+
+class FakeOps:
+    """The one operation the report routes use (and the version the app is titled with)."""
+
+    version = "test"
+
+    def report_settings(self) -> ReportSettings:
+        return SETTINGS
+
+
+@pytest.fixture
+async def api(tmp_path: Any) -> AsyncIterator[tuple[Any, dict[str, str]]]:
+    """An ASGI client of the app on a seeded SQLite store, and a bearer token per role."""
+    import httpx
+
+    from config import HttpConfig
+    from web.app import create_app
+    from web.auth import Authenticator
+    from web.services import Services
+
+    s = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'api.db'}")
+    await s.add_call_records(RECORDS)
+    await s.add_acd_log(EVENTS, STATES)
+    for survey in SURVEYS:
+        await s.add_survey_result(survey)
+    tokens: dict[str, str] = {}
+    for user, role, agent in (
+        ("sue", "supervisor", None),
+        ("quinn", "qa", None),
+        ("amy", "agent", "a1"),
+        ("nobody", "agent", None),
+    ):
+        await s.add_user(user, role, "password-123", agent)
+        tokens[user] = (await s.create_token(user))[1]
+    auth = Authenticator(s, "local-token", b"k" * 32, 60)
+    none: Any = None
+    services = Services(s, none, none, none, FakeOps(), none, auth, HttpConfig())  # type: ignore[arg-type]
+    app = create_app(services)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client, tokens
+    finally:
+        await s.close()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+DAY = {"since": SINCE.isoformat(), "until": UNTIL.isoformat()}
+
+
+async def test_api_lists_reports_by_role(api: tuple[Any, dict[str, str]]) -> None:
+    client, tokens = api
+    r = await client.get("/api/reports", headers=bearer(tokens["sue"]))
+    assert r.status_code == 200
+    assert [i["name"] for i in r.json()["items"]] == list(REPORTS)
+    r = await client.get("/api/reports", headers=bearer(tokens["amy"]))
+    assert [i["name"] for i in r.json()["items"]] == ["workload", "work_log", "agent_summary"]
+    assert (await client.get("/api/reports")).status_code == 401
+
+
+async def test_api_report_json_matches_the_computation(api: tuple[Any, dict[str, str]]) -> None:
+    client, tokens = api
+    r = await client.get("/api/reports/queue_stats", params=DAY, headers=bearer(tokens["quinn"]))
+    assert r.status_code == 200
+    body = r.json()
+    assert body["totals"]["service_level"] == 0.2 and body["totals"]["queued"] == 8
+    assert body["query"]["timezone"] == BERLIN and body["query"]["period"] == "total"
+    assert [c["key"] for c in body["columns"]][:3] == ["period", "queue", "queued"]
+    r = await client.get(
+        "/api/reports/traffic",
+        params={**DAY, "period": "hour", "queue": "sales"},
+        headers=bearer(tokens["sue"]),
+    )
+    assert len(r.json()["rows"]) == 25 and r.json()["totals"]["inbound"] == 5
+
+
+async def test_api_agent_gets_only_their_own_agent_reports(
+    api: tuple[Any, dict[str, str]],
+) -> None:
+    client, tokens = api
+    amy = bearer(tokens["amy"])
+    r = await client.get("/api/reports/workload", params={**DAY, "agent": "a2"}, headers=amy)
+    assert r.status_code == 200
+    assert [row["agent"] for row in r.json()["rows"]] == ["a1"]  # forced to herself
+    assert r.json()["query"]["agent"] == "a1"
+    r = await client.get("/api/reports/queue_stats", params=DAY, headers=amy)
+    assert r.status_code == 403
+    r = await client.get("/api/reports/workload", params=DAY, headers=bearer(tokens["nobody"]))
+    assert r.status_code == 403
+
+
+async def test_api_report_errors(api: tuple[Any, dict[str, str]]) -> None:
+    client, tokens = api
+    sue = bearer(tokens["sue"])
+    assert (await client.get("/api/reports/nope", headers=sue)).status_code == 404
+    r = await client.get("/api/reports/traffic", params={**DAY, "period": "decade"}, headers=sue)
+    assert r.status_code == 422
+    r = await client.get(
+        "/api/reports/traffic", params={"since": DAY["until"], "until": DAY["since"]}, headers=sue
+    )
+    assert r.status_code == 400 and "after" in r.json()["error"]
+    r = await client.get(
+        "/api/reports/traffic",
+        params={"since": "2000-01-01T00:00Z", "until": "2026-01-01T00:00Z", "period": "15min"},
+        headers=sue,
+    )
+    assert r.status_code == 400 and "intervals" in r.json()["error"]
+    # no range: today in the report zone
+    r = await client.get("/api/reports/traffic", headers=sue)
+    assert r.status_code == 200 and r.json()["rows"][0]["period"] == "total"
+
+
+async def test_api_report_files(api: tuple[Any, dict[str, str]]) -> None:
+    import openpyxl
+
+    client, tokens = api
+    sue = bearer(tokens["sue"])
+    r = await client.get("/api/reports/queue_stats", params={**DAY, "format": "csv"}, headers=sue)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert 'filename="queue_stats-20261025.csv"' in r.headers["content-disposition"]
+    assert r.text.splitlines()[-1].startswith("total,,8,3,1,2,1,")
+    r = await client.get("/api/reports/kpis", params={**DAY, "format": "xlsx"}, headers=sue)
+    sheet = openpyxl.load_workbook(io.BytesIO(r.content))["kpis"]
+    header = [c.value for c in sheet[3]]
+    assert [c.value for c in sheet[4]][header.index("FCR")] == approx(1 / 3, abs=1e-4)
+    assert len(sheet._charts) == 1
+    r = await client.get("/api/reports/hourly", params={**DAY, "format": "png"}, headers=sue)
+    assert r.headers["content-type"] == "image/png"
+    assert r.content.startswith(b"\x89PNG\r\n\x1a\n") and len(r.content) > 10_000
+
+
+def test_report_settings_from_config() -> None:
+    from app.settings import report_settings_from_config
+    from config import SwitchboardConfig
+
+    cfg = SwitchboardConfig.model_validate(
+        {
+            "extensions": {"2001": {"password": "secret-2001"}},
+            "agents": {"a1": {"extensions": ["2001"], "skills": {"english": 80}}},
+            "queues": {"sales": {"members": ["a1"], "service_level": 15}},
+            "reports": {"timezone": BERLIN, "short_abandon_seconds": 3, "first_contact_hours": 48},
+        }
+    )
+    settings = report_settings_from_config(cfg)
+    assert settings == ReportSettings(
+        timezone=BERLIN,
+        short_abandon_seconds=3.0,
+        first_contact_hours=48.0,
+        service_levels={"sales": 15.0},
+        agent_skills={"a1": frozenset({"english"})},
+    )
