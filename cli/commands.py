@@ -70,6 +70,9 @@ def register(app: typer.Typer) -> None:
         ("trunk", trunk_app),
     ):
         app.add_typer(sub, name=name)
+    from cli.reports import report_app  # it builds on the helpers below
+
+    app.add_typer(report_app, name="report")
 
 
 # -- plumbing ----------------------------------------------------------------------------

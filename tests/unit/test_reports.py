@@ -939,3 +939,88 @@ def test_report_settings_from_config() -> None:
         service_levels={"sales": 15.0},
         agent_skills={"a1": frozenset({"english"})},
     )
+
+
+# -- the CLI (FakeServer, as tests/unit/test_cli_client.py) -------------------------------------
+
+
+@pytest.fixture
+def cli_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
+    import httpx
+
+    import cli.client
+    from tests.unit.test_cli_client import FakeServer
+
+    fake = FakeServer()
+    monkeypatch.setattr(cli.client, "transport", httpx.MockTransport(fake))
+    monkeypatch.delenv("SWITCHBOARD_URL", raising=False)
+    monkeypatch.delenv("SWITCHBOARD_TOKEN", raising=False)
+    (tmp_path / "switchboard.yaml").write_text("{}\n")
+    (tmp_path / "admin.token").write_text("tok\n")
+    return fake, tmp_path
+
+
+def cli(folder: Any, *args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    return CliRunner().invoke(app, [*args, "--config", str(folder)])
+
+
+def test_cli_report_list(cli_server: Any) -> None:
+    fake, folder = cli_server
+    items = [
+        {"name": n, "title": s.title, "agent_scoped": s.agent_scoped} for n, s in REPORTS.items()
+    ]
+    fake.routes[("GET", "/api/reports")] = (
+        200,
+        {"items": items, "total": len(items), "page": 1, "per_page": 500},
+    )
+    result = cli(folder, "report", "list")
+    assert result.exit_code == 0, result.output
+    assert "queue_stats" in result.stdout and "Queue statistics" in result.stdout
+    assert fake.last.headers["authorization"] == "Bearer tok"
+
+
+def test_cli_report_show_prints_the_table(cli_server: Any) -> None:
+    fake, folder = cli_server
+    body = compute("queue_stats", query(), DATA).as_json()
+    body["query"] = {"since": "2026-10-24T22:00:00+00:00", "until": "x", "timezone": BERLIN}
+    fake.routes[("GET", "/api/reports/queue_stats")] = (200, body)
+    result = cli(
+        folder, "report", "show", "queue_stats", "--since", "2026-10-25", "--queue", "sales"
+    )
+    assert result.exit_code == 0, result.output
+    assert fake.last.url.params["since"] == "2026-10-25"
+    assert fake.last.url.params["queue"] == "sales"
+    assert fake.last.url.params["period"] == "total"
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Queue statistics: 2026-10-24T22:00:00+00:00")
+    sales = next(line for line in lines if " sales " in f" {line} ")
+    # service level 25.0%, ASA 30 s
+    assert "25.0%" in sales and " 30 " in f" {sales} "
+    assert any(line.startswith("total") and "20.0%" in line for line in lines)
+    result = cli(folder, "report", "show", "queue_stats", "--json")
+    import json
+
+    assert json.loads(result.stdout)["totals"]["queued"] == 8
+
+
+def test_cli_report_export_writes_the_file(cli_server: Any) -> None:
+    import httpx
+
+    fake, folder = cli_server
+    png = to_png(compute("hourly", query(), DATA))
+    fake.routes[("GET", "/api/reports/hourly")] = httpx.Response(
+        200, content=png, headers={"content-type": "image/png"}
+    )
+    out = folder / "hourly.png"
+    result = cli(folder, "report", "export", "hourly", "--format", "png", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert fake.last.url.params["format"] == "png"
+    assert out.read_bytes() == png
+    fake.routes[("GET", "/api/reports/queue_stats")] = (403, {"error": "needs role qa"})
+    result = cli(folder, "report", "export", "queue_stats", "-o", str(folder / "x.csv"))
+    assert result.exit_code == 3 and "needs role qa" in result.stderr
+    assert not (folder / "x.csv").exists()
