@@ -60,6 +60,7 @@ __all__ = [
     "fetch",
     "intervals",
     "run_report",
+    "run_reports",
     "today",
 ]
 
@@ -267,6 +268,16 @@ async def run_report(store: Store, name: str, q: ReportQuery) -> Report:
     intervals(q)  # too many: ValueError before anything is read
     data = await fetch(store, q)
     return await asyncio.to_thread(compute, name, q, data)
+
+
+async def run_reports(store: Store, names: Sequence[str], q: ReportQuery) -> list[Report]:
+    """Several reports over the same data: one fetch, one worker thread."""
+    unknown = [n for n in names if n not in REPORTS]
+    if unknown:
+        raise KeyError(unknown[0])
+    intervals(q)
+    data = await fetch(store, q)
+    return await asyncio.to_thread(lambda: [compute(n, q, data) for n in names])
 
 
 # -- intervals ---------------------------------------------------------------------------------

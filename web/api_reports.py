@@ -11,19 +11,23 @@ The store is read on the loop; the figures and the files are computed in worker 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
-from crm.report_formats import MEDIA_TYPES, render_async
-from crm.reports import PERIODS, REPORTS, ReportQuery, intervals, run_report, today
+from crm.report_formats import MEDIA_TYPES, render_async, to_xlsx
+from crm.reports import PERIODS, REPORTS, ReportQuery, intervals, run_reports, today
 from web.api import ApiError, PageNo, PerPage, Who, page_list, utc
 from web.auth import Principal
 from web.services import Services
 
 __all__ = ["build_reports_router"]
+
+# GET /api/reports/all?format=xlsx: every report the caller may run, a sheet each.
+ALL = "all"
 
 Filter = Annotated[str | None, Query(min_length=1, max_length=255)]
 
@@ -70,11 +74,18 @@ def build_reports_router(s: Services) -> APIRouter:
         trunk: Filter = None,
         format: Literal["json", "csv", "xlsx", "png"] = "json",
     ) -> Response:
-        if name not in REPORTS:
+        if name == ALL:
+            if format != "xlsx":
+                raise ApiError(400, "all reports at once only as format=xlsx (a sheet each)")
+            names = [n for n in REPORTS if p.at_least("qa") or REPORTS[n].agent_scoped]
+        elif name in REPORTS:
+            names = [name]
+        else:
             raise ApiError(404, f"no report {name!r} (GET /api/reports lists them)")
-        forced = _may_run(p, name)
-        if forced is not None:
-            agent = forced
+        for n in names:
+            forced = _may_run(p, n)
+            if forced is not None:
+                agent = forced
         settings = s.ops.report_settings()
         now = datetime.now(UTC)
         day_start, day_end = today(settings.timezone, now)
@@ -95,7 +106,12 @@ def build_reports_router(s: Services) -> APIRouter:
             intervals(q)  # refuses too many before anything is read
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-        report = await run_report(s.store, name, q)
+        reports = await run_reports(s.store, names, q)
+        filename = f"{name}-{q.since.astimezone(q.zone):%Y%m%d}.{format}"
+        if name == ALL:
+            content = await asyncio.to_thread(to_xlsx, reports)
+            return _attachment(content, format, filename)
+        report = reports[0]
         if format == "json":
             body = report.as_json()
             body["query"] = {
@@ -111,12 +127,14 @@ def build_reports_router(s: Services) -> APIRouter:
                 "first_contact_hours": q.first_contact_hours,
             }
             return JSONResponse(body)
-        content = await render_async(report, format)
-        filename = f"{name}-{q.since.astimezone(q.zone):%Y%m%d}.{format}"
-        return Response(
-            content,
-            media_type=MEDIA_TYPES[format],
-            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-        )
+        return _attachment(await render_async(report, format), format, filename)
 
     return router
+
+
+def _attachment(content: bytes, fmt: str, filename: str) -> Response:
+    return Response(
+        content,
+        media_type=MEDIA_TYPES[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

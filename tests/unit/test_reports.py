@@ -1024,3 +1024,24 @@ def test_cli_report_export_writes_the_file(cli_server: Any) -> None:
     result = cli(folder, "report", "export", "queue_stats", "-o", str(folder / "x.csv"))
     assert result.exit_code == 3 and "needs role qa" in result.stderr
     assert not (folder / "x.csv").exists()
+
+
+async def test_api_all_reports_as_one_workbook(api: tuple[Any, dict[str, str]]) -> None:
+    import openpyxl
+
+    client, tokens = api
+    r = await client.get(
+        "/api/reports/all", params={**DAY, "format": "xlsx"}, headers=bearer(tokens["sue"])
+    )
+    assert r.status_code == 200
+    assert 'filename="all-20261025.xlsx"' in r.headers["content-disposition"]
+    book = openpyxl.load_workbook(io.BytesIO(r.content))
+    assert book.sheetnames == list(REPORTS)
+    assert [c.value for c in book["queue_stats"][6]][2] == 8  # the totals row's queued
+    amy = bearer(tokens["amy"])
+    r = await client.get("/api/reports/all", params={**DAY, "format": "xlsx"}, headers=amy)
+    book = openpyxl.load_workbook(io.BytesIO(r.content))
+    assert book.sheetnames == ["workload", "work_log", "agent_summary"]
+    assert [c.value for c in book["workload"][4]][:2] == ["a1", 14400]
+    r = await client.get("/api/reports/all", params=DAY, headers=amy)
+    assert r.status_code == 400
