@@ -534,6 +534,9 @@ def test_hourly() -> None:
         120,
     )
     assert h["11:00"]["inbound"] == 3 and h["11:00"]["caller_hangups"] == 2
+    assert h["11:00"]["answered"] == 1 and h["11:00"]["answer_rate"] == approx(1 / 3, abs=1e-4)
+    assert h["12:00"]["answer_rate"] == 0.5  # rec-7 (IVR) of rec-5, rec-7
+    assert h["02:00"]["inbound"] == 0 and h["02:00"]["answer_rate"] is None
     assert h["11:00"]["talk_seconds"] == 670  # 120 + 260 + 290
     assert h["11:00"]["queued"] == 3 and h["11:00"]["abandoned"] == 1  # rec-4 is short
     assert h["12:00"]["outbound"] == 1 and h["12:00"]["talk_seconds"] == 300
@@ -635,7 +638,34 @@ def test_outbound() -> None:
 
 
 def test_kpis() -> None:
-    _, k = run("kpis")
+    rows, k = run("kpis")
+    assert rows == [k]  # one interval, "total"
+    assert k == {
+        "period": "total",
+        "queued": 8,
+        "answered": 3,
+        "answered_in_sl": 1,
+        "abandoned": 2,
+        "short_abandons": 1,
+        "service_level": 0.2,  # 1 / (3 + 2)
+        "asa_seconds": approx(95 / 3, abs=1e-3),  # (50 + 10 + 35) / 3
+        "abandon_rate": approx(2 / 7, abs=1e-4),  # 2 / (8 - 1)
+        "handled": 3,
+        "talk_seconds": 680.0,
+        "acw_seconds": 90.0,
+        "aht_seconds": approx(770 / 3, abs=1e-3),
+        "average_acw_seconds": 30.0,
+        "logged_in_seconds": 30600.0,
+        "not_ready_seconds": 3300.0,
+        "on_call_seconds": 1100.0,
+        "occupancy": approx(1190 / 27300, abs=1e-4),
+        "fcr_contacts": 3,
+        "fcr_resolved": 1,
+        "fcr": approx(1 / 3, abs=1e-4),
+        "satisfied": 1,
+        "rated": 2,
+        "csat": 0.5,
+    }
     assert k["service_level"] == 0.2 and k["asa_seconds"] == approx(95 / 3, abs=1e-3)
     assert k["abandon_rate"] == approx(2 / 7, abs=1e-4) and k["short_abandons"] == 1
     # handled inbound agent segments: rec-1 240, rec-2 260, rec-8 180
