@@ -18,6 +18,7 @@ import structlog
 from ruamel.yaml.error import YAMLError
 
 from acd.dialer import ClickToCall
+from app.settings import report_settings_from_config
 from config import ConfigError, config_file_path
 from config.defaults import generate_password
 from config.edit import (
@@ -26,6 +27,7 @@ from config.edit import (
     remove_extension,
     set_extension_password,
 )
+from crm.reports import ReportSettings
 from web.app import HttpServer, create_app
 from web.auth import Authenticator
 from web.hub import EventHub
@@ -224,6 +226,9 @@ class ControlPlane:
 
     def service_level_thresholds(self) -> dict[str, float]:
         return {name: float(q.service_level) for name, q in self.running.config.queues.items()}
+
+    def report_settings(self) -> ReportSettings:
+        return report_settings_from_config(self.running.config)
 
     def metrics(self) -> tuple[bytes, str]:
         return self.metrics_source.render()

@@ -17,6 +17,7 @@ from acd import AgentConfig, QueueConfig, RuleStep, Strategy, WrapUpMode, parse_
 from acd.host import AcdCodes, AcdSettings
 from config import SwitchboardConfig
 from config.schema import ExtensionConfig
+from crm.reports import ReportSettings
 from ivr.mailbox import Mailbox
 from pbx import dialplan as dp
 from pbx.features import Feature
@@ -38,6 +39,7 @@ __all__ = [
     "conferences_from_config",
     "extensions_from_config",
     "mailboxes_from_config",
+    "report_settings_from_config",
     "settings_from_config",
     "tls_settings_from_config",
     "trunks_from_config",
@@ -52,6 +54,19 @@ _PBX_FEATURES = frozenset(f.value for f in Feature)
 
 def pbx_feature_codes(cfg: SwitchboardConfig) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in cfg.features.model_dump().items() if k in _PBX_FEATURES)
+
+
+def report_settings_from_config(cfg: SwitchboardConfig) -> ReportSettings:
+    """How reports count (docs/reports.md): the ``reports:`` section, each queue's
+    service-level seconds, each agent's skill names (the reports' skill filter)."""
+    r = cfg.reports
+    return ReportSettings(
+        timezone=r.timezone,
+        short_abandon_seconds=float(r.short_abandon_seconds),
+        first_contact_hours=float(r.first_contact_hours),
+        service_levels={name: float(q.service_level) for name, q in cfg.queues.items()},
+        agent_skills={name: frozenset(a.skills) for name, a in cfg.agents.items()},
+    )
 
 
 def settings_from_config(cfg: SwitchboardConfig) -> ServerSettings:

@@ -284,6 +284,24 @@ class ApiClient:
 
     # -- errors --------------------------------------------------------------------------
 
+    def fetch_file(self, path: str, **params: Any) -> tuple[bytes, str]:
+        """GET a file (a report as CSV, XLSX or PNG): its bytes and content type; failures
+        as :meth:`request` raises them."""
+        query = {k: v for k, v in params.items() if v is not None}
+        try:
+            response = self._http.get(path, params=query, headers={"Accept": "*/*"})
+        except httpx.ConnectError:
+            raise self._not_running() from None
+        except httpx.TimeoutException:
+            raise ApiError(
+                f"switchboard at {self.target.url} did not answer within {TIMEOUT:g} s",
+                EXIT_SERVER,
+            ) from None
+        except httpx.HTTPError as exc:
+            raise ApiError(f"{self.target.url}: {exc}", EXIT_SERVER) from None
+        self._check(response)
+        return response.content, response.headers.get("content-type", "")
+
     def _not_running(self) -> ApiError:
         return ApiError(
             f"no running switchboard at {self.target.url} (start it with switchboard serve)",

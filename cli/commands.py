@@ -74,6 +74,9 @@ def register(app: typer.Typer) -> None:
         ("recording", recording_app),
     ):
         app.add_typer(sub, name=name)
+    from cli.reports import report_app  # it builds on the helpers below
+
+    app.add_typer(report_app, name="report")
 
 
 # -- plumbing ----------------------------------------------------------------------------

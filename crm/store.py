@@ -672,12 +672,14 @@ class Store:
             )
 
     async def list_queue_events(
-        self, since: datetime | None = None, queue: str | None = None
+        self,
+        since: datetime | None = None,
+        queue: str | None = None,
+        until: datetime | None = None,
     ) -> list[QueueEventData]:
-        """Queue events in the order they happened."""
+        """Queue events with ``since <= time < until`` in the order they happened."""
         stmt = select(QueueEventRow).order_by(QueueEventRow.time, QueueEventRow.id)
-        if since is not None:
-            stmt = stmt.where(QueueEventRow.time >= _utc(since))
+        stmt = stmt.where(*_time_range(QueueEventRow.time, since, until))
         if queue is not None:
             stmt = stmt.where(QueueEventRow.queue == queue)
         async with self._sessions() as session:
@@ -720,6 +722,31 @@ class Store:
         stmt = select(AgentStateRow).order_by(AgentStateRow.time, AgentStateRow.id)
         if agent is not None:
             stmt = stmt.where(AgentStateRow.agent == agent)
+        async with self._sessions() as session:
+            rows = (await session.scalars(stmt)).all()
+        return [
+            AgentStateData(r.time, r.agent, r.old_state, r.new_state, r.event, r.reason)
+            for r in rows
+        ]
+
+    async def agent_states_between(self, since: datetime, until: datetime) -> list[AgentStateData]:
+        """Agent state changes with ``since <= time < until`` in order, preceded by each
+        agent's last change before ``since`` (the state they were in at ``since``)."""
+        before = (
+            select(func.max(AgentStateRow.id))
+            .where(AgentStateRow.time < _utc(since))
+            .group_by(AgentStateRow.agent)
+        )
+        stmt = (
+            select(AgentStateRow)
+            .where(
+                or_(
+                    AgentStateRow.id.in_(before),
+                    and_(*_time_range(AgentStateRow.time, since, until)),
+                )
+            )
+            .order_by(AgentStateRow.time, AgentStateRow.id)
+        )
         async with self._sessions() as session:
             rows = (await session.scalars(stmt)).all()
         return [
@@ -886,6 +913,34 @@ class Store:
         async with self._sessions() as session:
             rows = (await session.scalars(stmt)).all()
         return [_data_from_row(SurveyResultData, r) for r in rows]
+
+    async def survey_results_between(
+        self, since: datetime, until: datetime
+    ) -> list[SurveyResultData]:
+        """Survey outcomes with ``since <= created_at < until``, oldest first."""
+        stmt = (
+            select(SurveyResult)
+            .where(*_time_range(SurveyResult.created_at, since, until))
+            .order_by(SurveyResult.created_at, SurveyResult.id)
+        )
+        async with self._sessions() as session:
+            rows = (await session.scalars(stmt)).all()
+        return [_data_from_row(SurveyResultData, r) for r in rows]
+
+    async def call_records_overlapping(
+        self, since: datetime, until: datetime
+    ) -> list[CallRecordData]:
+        """Call records that were in progress at some time in ``[since, until)``
+        (``start < until`` and ``end > since``, or a zero-length call at ``since``),
+        oldest first: what reports split across intervals."""
+        stmt = (
+            select(CallRecord)
+            .where(CallRecord.start < _utc(until), CallRecord.end >= _utc(since))
+            .order_by(CallRecord.start, CallRecord.id)
+        )
+        async with self._sessions() as session:
+            rows = (await session.scalars(stmt)).all()
+        return [_record_from_row(r) for r in rows]
 
     async def add_callback_request(self, req: CallbackRequestData) -> tuple[int, bool]:
         """Create a pending callback request; return ``(id, created)``. A number that already

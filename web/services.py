@@ -14,6 +14,7 @@ from acd.dialer import ClickToCall
 from acd.host import AcdHost
 from config import HttpConfig
 from crm import Store
+from crm.reports import ReportSettings
 from pbx.control import CallControl
 from recorder.commands import RecorderCommands
 from web.auth import Authenticator
@@ -63,6 +64,10 @@ class Operations(Protocol):
         ...
 
     def service_level_thresholds(self) -> dict[str, float]: ...
+
+    def report_settings(self) -> ReportSettings:
+        """How reports count: the ``reports:`` config and each queue's service level."""
+        ...
 
     def metrics(self) -> tuple[bytes, str]:
         """Prometheus text and its content type."""
