@@ -184,6 +184,7 @@ class Switchboard:
         import httpx
 
         headers = {"Authorization": f"Bearer {token or self.admin_token()}"}
+        headers.update(kwargs.pop("headers", None) or {})
         return httpx.request(method, self.api_url + path, headers=headers, timeout=10.0, **kwargs)
 
     def log_text(self) -> str:

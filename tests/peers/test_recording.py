@@ -118,7 +118,7 @@ def test_ivr_queue_agent_call_is_recorded_in_stereo_and_found(
     b = _answer(bob)
     caller.play(tone_wav(1000, seconds=20), call=cid)
     bob.play(tone_wav(440, seconds=20), call=b)
-    rows = wait_for(_recordings, 5, "a recording row")
+    rows = wait_for(lambda: _recordings(sb), 5, "a recording row")
     assert rows[0]["state"] == "recording"
     time.sleep(2.0)
     bob.send_dtmf("*3", call=b)  # the agent pauses (a card number is read)...
@@ -199,7 +199,7 @@ def test_kill_9_mid_call_leaves_a_playable_truncated_recording(
     b = _answer(bob)
     caller.play(tone_wav(1000, seconds=20), call=cid)
     bob.play(tone_wav(440, seconds=20), call=b)
-    wait_for(_recordings, 5, "a recording row")
+    wait_for(lambda: _recordings(sb), 5, "a recording row")
     time.sleep(3.0)
     assert sb.proc is not None
     sb.proc.send_signal(signal.SIGKILL)
