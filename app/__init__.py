@@ -53,6 +53,7 @@ from config.schema import KnownNames
 from crm import Store, VoicemailData
 from ivr import Flow, PromptSets, check_flows, load_flows
 from ivr.host import IvrHost
+from pbx import dialplan as dp
 from pbx.server import SipServer
 from recorder.service import Recorder
 
@@ -65,6 +66,7 @@ __all__ = [
     "load_all",
     "queue_log_lines",
     "reload_config",
+    "reload_config_async",
     "run",
     "settings_from_config",
     "voicemail_messages",
@@ -254,14 +256,42 @@ def reload_config(running: Running, config_path: Path) -> ReloadReport:
 
     Keys only a restart applies (:mod:`app.reload`) keep their old value; the report names
     them, and so does one warning line."""
+    return apply_reload(running, prepare_reload(config_path))
+
+
+async def reload_config_async(running: Running, config_path: Path) -> ReloadReport:
+    """:func:`reload_config` with the reading and checking (YAML, flows, dialplan: most of
+    a second for thousands of extensions) in a worker thread; the swap on the loop."""
+    prepared = await asyncio.to_thread(prepare_reload, config_path)
+    return apply_reload(running, prepared)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedReload:
+    cfg: SwitchboardConfig
+    flows: dict[str, Flow]
+    folder: Path
+    plan: dp.Dialplan
+
+
+def prepare_reload(config_path: Path) -> PreparedReload | ReloadReport:
+    """Read and check the config and flows (no running state touched: any thread)."""
     try:
         cfg, flows = load_all(config_path)
         folder = config_file_path(config_path).resolve().parent
         plan = build_dialplan(cfg)
     except ConfigError as err:
-        for problem in err.problems:
-            log.warning("config_reload_refused", problem=str(problem))
         return ReloadReport(ok=False, problems=[str(p) for p in err.problems])
+    return PreparedReload(cfg, flows, folder, plan)
+
+
+def apply_reload(running: Running, prepared: PreparedReload | ReloadReport) -> ReloadReport:
+    """Swap a prepared config in (on the loop); a refused one is logged and changes nothing."""
+    if isinstance(prepared, ReloadReport):
+        for problem in prepared.problems:
+            log.warning("config_reload_refused", problem=problem)
+        return prepared
+    cfg, flows, folder, plan = prepared.cfg, prepared.flows, prepared.folder, prepared.plan
     report = ReloadReport.compare(running.started, running.config, cfg)
     old, running.config = running.config, cfg
     running.ivr.reconfigure(
@@ -296,13 +326,23 @@ def reload_config(running: Running, config_path: Path) -> ReloadReport:
 
 
 def _reload_and_report(running: Running, config_path: Path, folder: Path) -> None:
-    """SIGHUP: reload, then leave the report where ``switchboard config reload`` looks."""
-    report = reload_config(running, config_path)
-    report.at = time.time()
-    try:
-        write_report(folder, report)
-    except OSError as exc:
-        log.warning("reload_report_not_written", folder=str(folder), error=str(exc))
+    """SIGHUP: reload (read off the loop), then leave the report where ``switchboard config
+    reload`` looks."""
+
+    async def reload() -> None:
+        report = await reload_config_async(running, config_path)
+        report.at = time.time()
+        try:
+            await asyncio.to_thread(write_report, folder, report)
+        except OSError as exc:
+            log.warning("reload_report_not_written", folder=str(folder), error=str(exc))
+
+    task = asyncio.get_running_loop().create_task(reload())
+    _RELOADS.add(task)
+    task.add_done_callback(_RELOADS.discard)
+
+
+_RELOADS: set[asyncio.Task[None]] = set()  # SIGHUP reloads in flight (kept from the GC)
 
 
 async def run(
@@ -334,11 +374,11 @@ async def run(
         if cfg.http.enabled and config_dir is not None:
             from app.http import ControlPlane
 
-            def reload_now() -> ReloadReport:
-                report = reload_config(running, config_file or config_dir)
+            async def reload_now() -> ReloadReport:
+                report = await reload_config_async(running, config_file or config_dir)
                 report.at = time.time()
                 with contextlib.suppress(OSError):
-                    write_report(config_dir, report)
+                    await asyncio.to_thread(write_report, config_dir, report)
                 return report
 
             control_plane = ControlPlane(running, config_dir, config_file, reload_now)

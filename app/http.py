@@ -10,7 +10,7 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,7 +119,7 @@ class ControlPlane:
         running: Running,
         folder: Path,
         config_file: Path | None,
-        reload: Callable[[], Any],
+        reload: Callable[[], Awaitable[Any]],
     ) -> None:
         self.running = running
         self.folder = folder
@@ -245,7 +245,7 @@ class ControlPlane:
 
     async def reload_config(self) -> dict[str, Any]:
         self._config_path()
-        result = self._reload()
+        result = await self._reload()
         return {
             "ok": result.ok,
             "applied": result.applied,
@@ -267,7 +267,7 @@ class ControlPlane:
         path = self._config_path()
         async with self._edit_lock:
             old_text, mode = await asyncio.to_thread(_apply_edit, path, change)
-            result = self._reload()
+            result = await self._reload()
             if not result.ok:  # valid a moment ago: put the old file back, change nothing
                 await asyncio.to_thread(_put_back, path, old_text, mode)
                 raise OperationError(422, "; ".join(result.problems))

@@ -893,7 +893,7 @@ def _agent_talk(p: _Prepared) -> dict[str, dict[str, Any]]:
         acc[r.agent]["talk_seconds"] += r.billable_seconds
         acc[r.agent]["calls_talked"] += 1
     for r in p.roots("outbound"):
-        if r.agent:
+        if r.agent and p.agent_ok(r.agent):
             acc[r.agent]["outbound"] += 1
     return acc
 

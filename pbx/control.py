@@ -93,6 +93,19 @@ class CallInfo:
     dialled: str | None = None
     queue: str | None = None
     agent: str | None = None
+    # The trunk a party arrived through or was reached through (None: a local phone). A
+    # trunk party's ``*_ext`` is the number it presented, which anybody can claim.
+    caller_trunk: str | None = None
+    callee_trunk: str | None = None
+
+    @property
+    def local_caller_ext(self) -> str | None:
+        """The caller's extension when the caller is a local phone, not a trunk party."""
+        return self.caller_ext if self.caller_trunk is None else None
+
+    @property
+    def local_callee_ext(self) -> str | None:
+        return self.callee_ext if self.callee_trunk is None else None
 
     @property
     def ended(self) -> bool:
@@ -122,6 +135,8 @@ def _info(call: Call) -> CallInfo:
         dialled=call.notes.dialled,
         queue=call.notes.queue,
         agent=call.notes.agent,
+        caller_trunk=call.a.trunk,
+        callee_trunk=call.b.trunk if call.b is not None else None,
     )
 
 

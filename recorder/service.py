@@ -47,7 +47,7 @@ import structlog
 
 from crm import Store
 from crm.recordings import RecordingData, RecordingState
-from pbx.control import CallControl
+from pbx.control import CallControl, CallInfo
 from pbx.events import CallEnded, CallEvent, CallRetired, DtmfReceived, LegAnswered
 from recorder.commands import RecorderError
 from recorder.writer import FORMATS, DiskThread, Encoded, Recording, encode_part, part_path
@@ -62,6 +62,7 @@ CHAIN_MEMORY = 10_000  # chains whose on-demand choice is remembered
 RETENTION_EVERY = 24 * 3600.0
 RETENTION_FIRST = 60.0  # the first retention pass, seconds after start
 FINISH_TIMEOUT = 30.0  # at shutdown, how long recordings may take to be finished
+FINISH_ATTEMPTS = 4  # writes of a finished row (1, 2, 4 s apart) before the next start's repair
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +137,9 @@ class Recorder:
         self._disk = DiskThread()
         self._active: dict[str, _Session] = {}
         self._finishing: set[asyncio.Task[None]] = set()
-        self._chains: OrderedDict[str, bool] = OrderedDict()  # chain -> on-demand choice
+        # chain (its first record_id) -> (recorded?, why): the policy's decision at its first
+        # answer, or the last on-demand start/stop
+        self._chains: OrderedDict[str, tuple[bool, str]] = OrderedDict()
         self._digits: dict[tuple[str, str], tuple[str, float]] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self._retention: asyncio.Task[None] | None = None
@@ -188,21 +191,33 @@ class Recorder:
         if call_id in self._active:
             self._refresh_later(call_id)
             return
+        # Judged once the answering code has finished: a continued segment (transfer,
+        # intercept, callback) gets its notes (direction, queue) right after its answer.
+        asyncio.get_running_loop().call_soon(self._decide, call_id)
+
+    def _decide(self, call_id: str) -> None:
+        """Record this segment? A chain is judged once, at its first answered segment: the
+        later segments of a conversation (after a transfer) follow that decision, or the
+        last start/stop made on demand, so a sampled or policy-picked conversation is
+        recorded whole."""
+        if call_id in self._active:
+            return
         info = self.control.info(call_id)
-        if info is None:
+        if info is None or info.ended:
             return
         chain = info.linked_id or call_id
-        demanded = self._chains.get(chain)
-        if demanded is not None:
-            why: str | None = "on demand" if demanded else None
+        known = self._chains.get(chain)
+        if known is not None:
+            why: str | None = known[1] if known[0] else None
         else:
-            extensions = [e for e in (info.caller_ext, info.callee_ext) if e]
+            extensions = [e for e in (info.local_caller_ext, info.local_callee_ext) if e]
             why = self.settings.wants(
                 direction=info.direction,
                 queue=info.queue,
                 extensions=extensions,
                 draw=self._draw(),
             )
+            self._remember(chain, why is not None, why or "policy")
         if why is not None:
             try:
                 self._begin(call_id, why)
@@ -214,7 +229,8 @@ class Recorder:
         info = self.control.info(event.call_id)
         if info is None:
             return
-        ext = info.callee_ext if event.role == "callee" else info.caller_ext
+        # Only a local phone: a trunk party's number is whatever it presented.
+        ext = info.local_callee_ext if event.role == "callee" else info.local_caller_ext
         if not ext or not self.control.is_extension(ext):
             return
         key = (event.call_id, event.leg_id)
@@ -266,7 +282,9 @@ class Recorder:
             callee=info.callee_ext or info.callee,
             dialled=info.dialled,
             direction=info.direction,
-            extension=_extension_of(info.callee_ext, info.caller_ext, self.control.is_extension),
+            extension=_extension_of(
+                info.local_callee_ext, info.local_caller_ext, self.control.is_extension
+            ),
             agent=info.agent,
             queue=info.queue,
             reason=why,
@@ -274,11 +292,40 @@ class Recorder:
         stored = asyncio.get_running_loop().create_task(self.store.add_recording(data))
         session = _Session(call_id, recording, tap, data, stored)
         self._active[call_id] = session
+        stored.add_done_callback(lambda task: self._row_added(session, task))
         log.info("recording_started", call=call_id, recording=recording_id, reason=why, by=by)
         if self.settings.announcement:
             self.control.play(call_id, [self.settings.announcement])
         self._refresh_later(call_id)
         return session
+
+    def _row_added(self, session: _Session, task: asyncio.Task[RecordingData | None]) -> None:
+        """A recording without its row could never be found, repaired or expired: if the
+        row cannot be written, stop recording and remove what was written."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error(
+            "recording_row_not_stored",
+            recording=session.data.recording_id,
+            error=repr(task.exception()),
+        )
+        if self._active.get(session.call_id) is session:
+            del self._active[session.call_id]
+            self.control.stop_tap(session.tap)
+        session.recording.closed = True
+
+        async def discard() -> None:
+            await self._disk.close(session.recording)
+            await asyncio.to_thread(_unlink, session.recording.path)
+
+        task_ = asyncio.get_running_loop().create_task(discard())
+        self._finishing.add(task_)
+        task_.add_done_callback(self._finishing.discard)
+
+    def _extension(self, info: CallInfo) -> str | None:
+        return _extension_of(
+            info.local_callee_ext, info.local_caller_ext, self.control.is_extension
+        )
 
     def _refresh_later(self, call_id: str) -> None:
         """Read the call's notes again once the ACD has annotated the answer (agent id)."""
@@ -296,7 +343,9 @@ class Recorder:
             dialled=info.dialled,
             agent=info.agent or session.data.agent,
             queue=info.queue or session.data.queue,
-            extension=_extension_of(info.callee_ext, info.caller_ext, self.control.is_extension)
+            extension=_extension_of(
+                info.local_callee_ext, info.local_caller_ext, self.control.is_extension
+            )
             or session.data.extension,
         )
 
@@ -325,31 +374,23 @@ class Recorder:
             if recording.error is None:  # a failed write said so already: one line
                 log.error("recording_failed", recording=data.recording_id, error=error)
         customer_id = None
+        outside = data.callee if data.direction == "outbound" else data.caller
         with contextlib.suppress(Exception):
-            customer = await self.store.find_customer_by_number(data.caller)
+            customer = await self.store.find_customer_by_number(outside)
             customer_id = customer.id if customer is not None else None
         try:
             await session.stored  # the row exists before it is finished
-            await self.store.finish_recording(
-                data.recording_id,
-                state=state,
-                ended=datetime.now(UTC),
-                duration=round(encoded.duration, 3),
-                size=encoded.size,
-                sha256=encoded.sha256 or None,
-                pauses=tuple(recording.pauses),
-                error=error,
-                rate=encoded.rate if encoded.size else recording.rate,
-                agent=data.agent,
-                queue=data.queue,
-                extension=data.extension,
-                customer_id=customer_id,
-                callee=data.callee,
-                direction=data.direction,
-            )
         except Exception:
-            log.exception("recording_row_not_finished", recording=data.recording_id)
-            return
+            return  # _row_added removed the file and said so
+        for attempt in range(FINISH_ATTEMPTS):
+            try:
+                await self._finish_row(session, state, error, encoded, customer_id)
+                break
+            except Exception:
+                if attempt + 1 == FINISH_ATTEMPTS:  # the next start repairs the row
+                    log.exception("recording_row_not_finished", recording=data.recording_id)
+                    return
+                await asyncio.sleep(2**attempt)
         log.info(
             "recording_saved",
             recording=data.recording_id,
@@ -357,6 +398,33 @@ class Recorder:
             state=state.value,
             seconds=round(encoded.duration, 2),
             bytes=encoded.size,
+        )
+
+    async def _finish_row(
+        self,
+        session: _Session,
+        state: RecordingState,
+        error: str | None,
+        encoded: Encoded,
+        customer_id: int | None,
+    ) -> None:
+        data, recording = session.data, session.recording
+        await self.store.finish_recording(
+            data.recording_id,
+            state=state,
+            ended=datetime.now(UTC),
+            duration=round(encoded.duration, 3),
+            size=encoded.size,
+            sha256=encoded.sha256 or None,
+            pauses=tuple(recording.pauses),
+            error=error,
+            rate=encoded.rate if encoded.size else recording.rate,
+            agent=data.agent,
+            queue=data.queue,
+            extension=data.extension,
+            customer_id=customer_id,
+            callee=data.callee,
+            direction=data.direction,
         )
 
     # -- on demand (RecorderCommands) -------------------------------------------------------------
@@ -369,8 +437,8 @@ class Recorder:
         info = self.control.info(call_id)
         return (info.linked_id if info is not None else None) or call_id
 
-    def _remember(self, chain: str, choice: bool) -> None:
-        self._chains[chain] = choice
+    def _remember(self, chain: str, choice: bool, why: str = "on demand") -> None:
+        self._chains[chain] = (choice, why)
         self._chains.move_to_end(chain)
         while len(self._chains) > CHAIN_MEMORY:
             self._chains.popitem(last=False)
@@ -410,12 +478,13 @@ class Recorder:
 
     async def start(self, call_id: str, *, by: str | None = None) -> str:
         session = self._start(call_id, by=by)
-        await session.stored  # committed before it is acknowledged
+        # committed before it is acknowledged; a cancelled request does not cancel the write
+        await asyncio.shield(session.stored)
         return session.data.recording_id
 
     async def stop(self, call_id: str) -> str:
         session, finished = self._stop(call_id, by=None)
-        await finished  # the file is encoded and its row finished
+        await asyncio.shield(finished)  # the file is encoded and its row finished
         return session.data.recording_id
 
     async def pause(self, call_id: str) -> str:
@@ -446,8 +515,8 @@ class Recorder:
                     state = RecordingState.COMPLETE
                 else:
                     state, error = RecordingState.FAILED, "no audio was on disk after a crash"
-            except (OSError, RuntimeError, soundfile.LibsndfileError) as exc:
-                state, error = RecordingState.FAILED, f"repair failed: {exc}"
+            except Exception as exc:  # one bad row must not keep Switchboard from starting
+                state, error = RecordingState.FAILED, f"repair failed: {exc!r}"
             await self.store.finish_recording(
                 row.recording_id,
                 state=state,
@@ -480,7 +549,10 @@ class Recorder:
                 break
             for row in rows:
                 path = self.folder / row.path
-                await asyncio.to_thread(_unlink, path)
+                try:
+                    await asyncio.to_thread(_unlink, path)
+                except OSError as exc:  # the row goes anyway: the next pass must move on
+                    log.warning("recording_file_not_deleted", path=str(path), error=str(exc))
                 await self.store.delete_recording(row.recording_id)
                 deleted += 1
         if deleted:

@@ -47,7 +47,8 @@ __all__ = [
 
 log = structlog.get_logger("switchboard.recorder")
 
-FLUSH_EVERY = 50  # frames (about a second of audio)
+FLUSH_EVERY = 50  # frames (about a second of audio): what a kill -9 can lose
+SYNC_EVERY = 250  # frames (about 5 s): what a power loss can lose
 ENCODE_BLOCK = 1 << 16  # stereo samples per block when encoding
 FORMATS: dict[str, tuple[str, str]] = {  # our name -> libsndfile (format, subtype)
     "flac": ("FLAC", "PCM_16"),
@@ -107,6 +108,7 @@ def encode_part(part: Path, path: Path, fmt: str) -> Encoded:
     with tmp.open("rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_folder(path.parent)  # the new name survives a power loss before the row says so
     part.unlink(missing_ok=True)
     return Encoded(usable / rate, path.stat().st_size, _sha256(path), rate)
 
@@ -121,6 +123,26 @@ def _encode(raw: Any, tmp: Path, rate: int, usable: int, major: str, subtype: st
             block = np.frombuffer(raw.read(take * 4), dtype=np.int16).reshape(-1, 2)
             out.write(block)
             left -= take
+
+
+def fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_folder(folder: Path) -> None:
+    """``mkdir -p``, each new level made durable in its parent."""
+    missing = []
+    at = folder
+    while not at.exists():
+        missing.append(at)
+        at = at.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    for made in reversed(missing):
+        fsync_folder(made.parent)
 
 
 def _resample(frame: np.ndarray[Any, Any], src: int, dst: int) -> np.ndarray[Any, Any]:
@@ -207,7 +229,7 @@ class Recording:
             return
         try:
             if self._file is None:
-                self.part.parent.mkdir(parents=True, exist_ok=True)
+                _make_folder(self.part.parent)
                 self._file = self.part.open("ab")
                 if self._file.tell() == 0:
                     self._file.write(_header(self.rate or 8000))
@@ -215,6 +237,8 @@ class Recording:
             self._written += 1
             if self._written % FLUSH_EVERY == 0:
                 self._file.flush()
+                if self._written % SYNC_EVERY == 0:
+                    os.fdatasync(self._file.fileno())
         except OSError as exc:
             self._fail(exc)
 

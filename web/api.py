@@ -200,7 +200,7 @@ def live_call_of(s: Services, p: Principal, call_id: str, *, read: bool = True) 
     info = s.control.info(call_id)
     if info is None or info.ended:
         raise ApiError(404, f"no live call {call_id}")
-    if not is_own_call(s, p, info.caller_ext, info.callee_ext, read=read):
+    if not is_own_call(s, p, info.local_caller_ext, info.local_callee_ext, read=read):
         raise ApiError(403, "not your call")
     return info
 
@@ -295,7 +295,7 @@ def build_router(s: Services) -> APIRouter:
         rows = [
             call_item(c)
             for c in s.control.calls()
-            if not c.ended and own_call(p, c.caller_ext, c.callee_ext)
+            if not c.ended and own_call(p, c.local_caller_ext, c.local_callee_ext)
         ]
         return page_list(rows, page_no, per_page)
 

@@ -12,7 +12,7 @@ The store is read on the loop; the figures and the files are computed in worker 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -28,6 +28,10 @@ __all__ = ["build_reports_router"]
 
 # GET /api/reports/all?format=xlsx: every report the caller may run, a sheet each.
 ALL = "all"
+# The longest range one report may cover: the store is read on the event loop (the media
+# clock's loop), so a request must not ask for years of rows.
+MAX_RANGE_DAYS = 400
+MAX_AGENT_RANGE_DAYS = 93
 
 Filter = Annotated[str | None, Query(min_length=1, max_length=255)]
 
@@ -104,6 +108,13 @@ def build_reports_router(s: Services) -> APIRouter:
                 now=now,
             )
             intervals(q)  # refuses too many before anything is read
+            longest = MAX_RANGE_DAYS if p.at_least("qa") else MAX_AGENT_RANGE_DAYS
+            if q.until - q.since > timedelta(days=longest):
+                raise ValueError(
+                    f"a report covers at most {longest} days"
+                    + ("" if p.at_least("qa") else " for an agent")
+                    + ": narrow since/until"
+                )
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         reports = await run_reports(s.store, names, q)

@@ -96,6 +96,8 @@ class FakeCallControl:
         self.held_acks: dict[str, Awaitable[None]] = {}  # call id -> what its BYE 200 waits for
         self.notes: dict[str, dict[str, Any]] = {}  # call id -> record notes (annotate)
         self.intercepted: dict[str, str] = {}  # supervised call -> the call that goes on
+        # (call id, "caller"/"callee") -> the trunk that party came through (else a phone)
+        self.trunk_of: dict[tuple[str, str], str] = {}
         self._ids = itertools.count(1)
 
     # -- the SIP side, played by the test -------------------------------------------------------
@@ -265,6 +267,8 @@ class FakeCallControl:
             dialled=notes.get("dialled"),
             queue=notes.get("queue"),
             agent=notes.get("agent"),
+            caller_trunk=self.trunk_of.get((call_id, "caller")),
+            callee_trunk=self.trunk_of.get((call_id, "callee")),
         )
 
     def snapshot(self, call_id: str) -> CallInfo:

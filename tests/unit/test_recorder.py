@@ -176,8 +176,19 @@ def _recorder(control: FakeCallControl, store: Store, folder: Path, **settings: 
     return Recorder(control, store, RecordingSettings(folder, **settings), draw=lambda: 0.0)  # type: ignore[arg-type]
 
 
-def _answer(control: FakeCallControl, caller: str, callee: str) -> str:
-    return control.place_call(caller, callee)
+async def _answer(
+    control: FakeCallControl, caller: str, callee: str, direction: str | None = None
+) -> str:
+    """A direct call answered; the recorder judges it once the answer is handled."""
+    call_id = control.new_call(caller, callee)
+    if direction is not None:
+        control.annotate(call_id, direction=direction)
+    call = control.calls_by_id[call_id]
+    call.callee_ext, call.callee_leg = callee, f"{call_id}-b"
+    control.publish(LegAnswered(call_id, call.caller_leg, caller, "caller"))
+    control.publish(LegAnswered(call_id, call.callee_leg, callee, "callee"))
+    await asyncio.sleep(0)
+    return call_id
 
 
 def _feed(control: FakeCallControl, call_id: str, frames: int) -> None:
@@ -212,7 +223,7 @@ async def test_policy_records_an_answered_call_and_finishes_its_row(
     )
     await rec.open()
     try:
-        call = _answer(control, "1001", "1002")
+        call = await _answer(control, "1001", "1002")
         recording_id = rec.recording_of(call)
         assert recording_id is not None
         # "This call may be recorded", to the caller, as recording starts.
@@ -245,7 +256,7 @@ async def test_no_policy_no_recording_but_on_demand_works_and_carries_over(
     rec = _recorder(control, store, tmp_path / "rec")
     await rec.open()
     try:
-        call = _answer(control, "1001", "1002")
+        call = await _answer(control, "1001", "1002")
         assert rec.recording_of(call) is None and control.taps == {}
         with pytest.raises(RecorderError) as e:
             await rec.pause(call)
@@ -271,6 +282,7 @@ async def test_no_policy_no_recording_but_on_demand_works_and_carries_over(
         control.calls_by_id[second].linked_id = call
         control.calls_by_id[second].callee_ext = "1003"
         control.publish(LegAnswered(second, "x", "1003", "callee"))
+        await asyncio.sleep(0)
         assert rec.recording_of(second) is None
     finally:
         await rec.close()
@@ -283,7 +295,7 @@ async def test_codes_dialled_by_a_phone_on_the_call_start_pause_and_stop(
     rec = _recorder(control, store, tmp_path / "rec")
     await rec.open()
     try:
-        call = _answer(control, "1001", "1002")
+        call = await _answer(control, "1001", "1002")
         leg = control.calls_by_id[call].callee_leg or ""
 
         def press(keys: str) -> None:
@@ -381,7 +393,7 @@ async def test_a_transferred_call_gives_one_linked_recording_per_segment(
     rec = _recorder(control, store, tmp_path / "rec", record="all")
     await rec.open()
     try:
-        first = _answer(control, "1001", "1002")
+        first = await _answer(control, "1001", "1002")
         first_id = rec.recording_of(first)
         _feed(control, first, 50)
         # 1002 transfers the caller to 1003: the segment ends, the call goes on linked.
@@ -391,6 +403,7 @@ async def test_a_transferred_call_gives_one_linked_recording_per_segment(
         control.calls_by_id[second].linked_id = first
         control.calls_by_id[second].callee_ext = "1003"
         control.publish(LegAnswered(second, f"{second}-b", "1003", "callee"))
+        await asyncio.sleep(0)
         second_id = rec.recording_of(second)
         assert second_id is not None and second_id != first_id
         _feed(control, second, 25)
@@ -400,5 +413,62 @@ async def test_a_transferred_call_gives_one_linked_recording_per_segment(
         assert (one.linked_id, two.linked_id) == (None, first)
         assert (one.callee, two.callee) == ("1002", "1003")
         assert abs(one.duration - 1.0) < 0.01 and abs(two.duration - 0.5) < 0.01
+    finally:
+        await rec.close()
+
+
+async def test_a_conversation_is_judged_once_so_its_later_segments_follow(
+    store: Store, tmp_path: Path
+) -> None:
+    """record: inbound, a 50 % sample: an inbound call picked by the draw is recorded after
+    its transfer too (the continuation is an internal segment, drawn again it could be
+    lost); one the draw left out stays out."""
+    control = FakeCallControl(extensions=["1002", "1003"])
+    draws = iter([0.1, 0.9])  # the first conversation is sampled, the second is not
+    rec = Recorder(
+        control,
+        store,
+        RecordingSettings(tmp_path / "rec", record="inbound", sample_percent=50),
+        draw=lambda: next(draws),
+    )
+    await rec.open()
+    try:
+        for caller, sampled in (("5550001", True), ("5550002", False)):
+            first = await _answer(control, caller, "1002", direction="inbound")
+            assert (rec.recording_of(first) is not None) is sampled
+            control.calls_by_id.pop(first)
+            control.publish(
+                CallEnded(first, caller, "1002", "callee", "transferred", "ANSWERED", True)
+            )
+            second = control.new_call(caller, "1003")
+            control.calls_by_id[second].linked_id = first
+            control.calls_by_id[second].callee_ext = "1003"
+            control.publish(LegAnswered(second, f"{second}-b", "1003", "callee"))  # internal
+            await asyncio.sleep(0)
+            assert (rec.recording_of(second) is not None) is sampled
+            _hang_up(control, second, caller, "1003")
+    finally:
+        await rec.close()
+
+
+async def test_a_trunk_caller_presenting_an_extension_number_cannot_use_the_codes(
+    store: Store, tmp_path: Path
+) -> None:
+    """An outside caller whose caller ID is "1001" (any carrier lets it through) is not the
+    phone 1001: its *1 does nothing."""
+    control = FakeCallControl(extensions=["1001", "1002"])
+    rec = _recorder(control, store, tmp_path / "rec")
+    await rec.open()
+    try:
+        call = await _answer(control, "1001", "1002")
+        control.trunk_of[(call, "caller")] = "carrier"
+        leg = control.calls_by_id[call].caller_leg
+        for key in "*1":
+            control.publish(DtmfReceived(call, leg, key, "caller"))
+        assert rec.recording_of(call) is None
+        del control.trunk_of[(call, "caller")]
+        for key in "*1":
+            control.publish(DtmfReceived(call, leg, key, "caller"))
+        assert rec.recording_of(call) is not None  # the real phone 1001 may
     finally:
         await rec.close()

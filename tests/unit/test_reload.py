@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from app import build_server, reload_config
+from app import build_server, reload_config, reload_config_async
 from app.reload import ReloadReport, changed_keys, read_report, write_report
 from config import load_config
 
@@ -84,7 +84,7 @@ async def test_reload_applies_auth_live_and_keeps_restart_keys_pending(tmp_path:
 
         # A second reload that changes nothing else still names the pending restart keys;
         # nothing new is applied.
-        again = reload_config(running, path)
+        again = await reload_config_async(running, path)  # read in a thread, swapped here
         assert again.applied == [] and again.restart_needed == ["sip.listen", "sip.user_agent"]
 
         # Back to the started values: nothing pending any more.
@@ -95,7 +95,7 @@ async def test_reload_applies_auth_live_and_keeps_restart_keys_pending(tmp_path:
 
         # A broken file is refused and reported with file:line:column.
         path.write_text("sip: [\n")
-        refused = reload_config(running, path)
+        refused = await reload_config_async(running, path)
         assert not refused.ok and refused.problems and str(path) in refused.problems[0]
         assert server.auth.algorithms == ("MD5",)
     finally:

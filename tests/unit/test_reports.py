@@ -925,6 +925,13 @@ async def test_api_report_errors(api: tuple[Any, dict[str, str]]) -> None:
         headers=sue,
     )
     assert r.status_code == 400 and "intervals" in r.json()["error"]
+    # years at once would stall the loop calls run on: at most 400 days (93 for an agent)
+    decade = {"since": "2016-01-01T00:00Z", "until": "2026-01-01T00:00Z", "period": "total"}
+    r = await client.get("/api/reports/traffic", params=decade, headers=sue)
+    assert r.status_code == 400 and "at most 400 days" in r.json()["error"]
+    half_year = {"since": "2026-01-01T00:00Z", "until": "2026-07-01T00:00Z"}
+    r = await client.get("/api/reports/workload", params=half_year, headers=bearer(tokens["amy"]))
+    assert r.status_code == 400 and "93 days for an agent" in r.json()["error"]
     # no range: today in the report zone
     r = await client.get("/api/reports/traffic", headers=sue)
     assert r.status_code == 200 and r.json()["rows"][0]["period"] == "total"
