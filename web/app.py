@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from web.api import build_router, install_error_handlers
 from web.api_recordings import build_recordings_router
+from web.pages import install_pages
 from web.services import Services
 
 __all__ = ["HttpListenError", "HttpServer", "create_app"]
@@ -34,6 +35,7 @@ def create_app(services: Services) -> FastAPI:
     install_error_handlers(app)
     app.include_router(build_router(services))
     app.include_router(build_recordings_router(services))
+    install_pages(app, services)
     return app
 
 
