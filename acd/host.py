@@ -12,7 +12,9 @@ every relevant happening back, with the wall clock (``time.time()``) as the ACD'
   callback key).
 - :class:`acd.Offer` rings the agent's extension(s) with the caller (the caller keeps their
   music). The first ``OfferAnswered`` is connected (``accept_offer``); ``OfferRejected`` is a
-  missed offer; :class:`acd.CancelOffer` stops the ringing (``cancel_offer``).
+  missed offer; :class:`acd.CancelOffer` stops the ringing (``cancel_offer``). Listeners
+  (:meth:`AcdHost.subscribe`) hear :class:`OfferMade` when a phone rings and
+  :class:`OfferEnded` (answered, rejected, withdrawn) when that offer is over.
 - ``CallEnded`` is reported as an abandon (still waiting) or a completion by the agent or the
   caller; a transfer as a transfer.
 - Any other call an agent is on — outbound, internal, direct — makes them busy for the ACD:

@@ -278,6 +278,8 @@ function agentPage() {
         if (ev.call_id === currentCall && (ev.event === "ended" || ev.event === "retired")) {
           showNoCall();
           refreshAgent();
+          // The call's record is written just after it ends: count it once it is there.
+          setTimeout(refreshToday, 1500);
         } else if (ev.event === "answered") {
           refreshAgent();
         }
