@@ -64,7 +64,8 @@ def _user(sb: Switchboard, name: str, role: str, agent: str | None = None) -> st
 
 
 def _page(browser: Any, sb: Switchboard, name: str, password: str, lang: str = "en") -> Any:
-    """A page of its own browser context (its own cookies), logged in through the form."""
+    """A page of its own browser context (its own cookies), logged in through the form; the
+    language is kept in a cookie from the login page on."""
     context = browser.new_context(viewport={"width": 1100, "height": 800})
     page = context.new_page()
     page.goto(f"{sb.api_url}/login?lang={lang}")
@@ -162,3 +163,12 @@ def test_the_pages_in_chinese(
     expect(page.get_by_test_id("state")).to_have_text("空闲")
     assert "今日" in page.content()
     page.screenshot(path=str(ARTIFACTS / "panel-agent-zh.png"), full_page=True)
+    # Logging out of the panel (or closing the tab) is not logging out of the queues.
+    page.get_by_test_id("logout").click()
+    page.wait_for_url(lambda url: url.endswith("/login"), timeout=5_000)
+    expect(page.locator("button[type=submit]")).to_have_text("登录")
+    page.goto(f"{sb.api_url}/agent")  # the session is over
+    assert page.url.endswith("/login")
+    page.context.close()
+    states = {a["id"]: a["state"] for a in sb.api("GET", "/api/agents").json()["items"]}
+    assert states["bob"] == "AVAILABLE"
