@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-__all__ = ["CATALOGS", "DEFAULT", "LANGUAGES", "LANG_COOKIE", "choose_language", "translator"]
+__all__ = [
+    "CATALOGS",
+    "DEFAULT",
+    "LANGUAGES",
+    "LANG_COOKIE",
+    "choose_language",
+    "reason_translator",
+    "translator",
+]
 
 LANG_COOKIE = "sb_lang"
 DEFAULT = "en"
@@ -89,6 +97,14 @@ EN: dict[str, str] = {
     "state.ON_CALL": "On a call",
     "state.WRAP_UP": "Wrap-up",
     "state.NOT_READY": "Paused",
+    "reason.busy": "Busy",
+    "reason.break": "Break",
+    "reason.lunch": "Lunch",
+    "reason.training": "Training",
+    "reason.after_no_answer": "Missed calls",
+    "reason.inbound": "Inbound",
+    "reason.outbound": "Outbound",
+    "reason.internal": "Internal",
     "error.forbidden": "Your role may not see this page.",
 }
 
@@ -166,6 +182,14 @@ ZH: dict[str, str] = {
     "state.ON_CALL": "通话中",
     "state.WRAP_UP": "话后处理",
     "state.NOT_READY": "小休",
+    "reason.busy": "忙碌",
+    "reason.break": "休息",
+    "reason.lunch": "午餐",
+    "reason.training": "培训",
+    "reason.after_no_answer": "未接来电",
+    "reason.inbound": "呼入",
+    "reason.outbound": "呼出",
+    "reason.internal": "内部",
     "error.forbidden": "您的角色无权查看此页面。",
 }
 
@@ -212,3 +236,17 @@ def translator(lang: str) -> Callable[[str], str]:
         return catalog.get(key) or EN.get(key) or key
 
     return t
+
+
+def reason_translator(lang: str) -> Callable[[str | None], str]:
+    """A pause reason or call kind in ``lang``: the catalog's word for the built-in ones,
+    the configured name itself for the others (pause reasons are the admin's names)."""
+    catalog = CATALOGS.get(lang, EN)
+
+    def reason(name: str | None) -> str:
+        if not name:
+            return ""
+        key = f"reason.{name}"
+        return catalog.get(key) or EN.get(key) or name
+
+    return reason

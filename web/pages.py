@@ -28,7 +28,14 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from acd import AgentSnapshot, QueueSnapshot
 from crm import AgentStateData, CallRecordData
 from web.auth import COOKIE, AuthError, Principal
-from web.i18n import CATALOGS, LANG_COOKIE, LANGUAGES, choose_language, translator
+from web.i18n import (
+    CATALOGS,
+    LANG_COOKIE,
+    LANGUAGES,
+    choose_language,
+    reason_translator,
+    translator,
+)
 from web.panel import format_seconds, service_level_class, today_figures
 from web.services import Services
 
@@ -103,6 +110,7 @@ def build_pages_router(s: Services) -> APIRouter:
         t = translator(lang)
         body = env.get_template(template).render(
             t=t,
+            reason=reason_translator(lang),
             lang=lang,
             other_lang=next(x for x in LANGUAGES if x != lang),
             catalog=CATALOGS[lang],

@@ -21,7 +21,7 @@ from crm import AgentStateData, CallRecordData, Disposition, HangupSide, Store
 from web.app import create_app
 from web.auth import Authenticator
 from web.hub import EventHub
-from web.i18n import CATALOGS, choose_language, translator
+from web.i18n import CATALOGS, choose_language, reason_translator, translator
 from web.panel import TodayFigures, format_seconds, service_level_class, today_figures
 from web.services import Services
 
@@ -167,7 +167,8 @@ async def test_the_agent_panel_shows_state_reasons_and_today(web: Web) -> None:
     assert r.status_code == 200
     assert 'data-agent="bob"' in r.text
     assert 'data-state="AVAILABLE"' in r.text and ">Available<" in r.text
-    assert '<option value="lunch">' in r.text and '<option value="busy">' in r.text
+    assert '<option value="lunch">Lunch</option>' in r.text
+    assert '<option value="busy">Busy</option>' in r.text
     assert "Bob &lt;b&gt;" in r.text and "Bob <b>" not in r.text  # autoescaped
     assert 'data-testid="offer"' in r.text and "hidden" in r.text.split('data-testid="offer"')[1]
     today = await web.client.get("/agent/today")
@@ -234,6 +235,16 @@ def test_every_language_has_every_word() -> None:
     for lang, catalog in CATALOGS.items():
         assert set(catalog) == english, lang
     assert translator("zh")("no.such.key") == "no.such.key"
+
+
+def test_reasons_are_translated_when_built_in_and_kept_when_configured() -> None:
+    reason = reason_translator("zh")
+    assert [reason(r) for r in ("lunch", "after_no_answer", "smoko", None)] == [
+        "午餐",
+        "未接来电",
+        "smoko",
+        "",
+    ]
 
 
 # -- figures -------------------------------------------------------------------------------

@@ -8,6 +8,8 @@
 
 const i18n = JSON.parse(document.getElementById("sb-i18n")?.textContent || "{}");
 const t = (key) => i18n[key] ?? key;
+// A pause reason or call kind: the catalog's word for built-in ones, else the name itself.
+const reasonText = (name) => (name ? (i18n[`reason.${name}`] ?? name) : "");
 const $ = (id) => document.getElementById(id);
 
 let me = null; // {user, role, agent, csrf_token}
@@ -200,7 +202,7 @@ function agentPage() {
     state.textContent = t(`state.${item.state}`);
     state.className = `state state-${item.state}`;
     state.dataset.state = item.state;
-    $("reason").textContent = item.reason || "";
+    $("reason").textContent = reasonText(item.reason);
     const since = Date.parse(item.since || "");
     $("since").dataset.since = since ? String(since) : "0";
     if (item.state !== "RINGING" && offerCall) hideOffer();
