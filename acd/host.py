@@ -12,7 +12,9 @@ every relevant happening back, with the wall clock (``time.time()``) as the ACD'
   callback key).
 - :class:`acd.Offer` rings the agent's extension(s) with the caller (the caller keeps their
   music). The first ``OfferAnswered`` is connected (``accept_offer``); ``OfferRejected`` is a
-  missed offer; :class:`acd.CancelOffer` stops the ringing (``cancel_offer``).
+  missed offer; :class:`acd.CancelOffer` stops the ringing (``cancel_offer``). Listeners
+  (:meth:`AcdHost.subscribe`) hear :class:`OfferMade` when a phone rings and
+  :class:`OfferEnded` (answered, rejected, withdrawn) when that offer is over.
 - ``CallEnded`` is reported as an abandon (still waiting) or a completion by the agent or the
   caller; a transfer as a transfer.
 - Any other call an agent is on — outbound, internal, direct — makes them busy for the ACD:
@@ -80,7 +82,7 @@ from pbx.events import (
     PlaybackFinished,
 )
 
-__all__ = ["AcdCodes", "AcdHost", "AcdSettings"]
+__all__ = ["AcdCodes", "AcdHost", "AcdItem", "AcdSettings", "OfferEnded", "OfferMade"]
 
 log = structlog.get_logger("switchboard.acd")
 
@@ -129,6 +131,37 @@ class AcdSettings:
     supervisors: frozenset[str] = frozenset()
     queue_music: Mapping[str, list[str]] = field(default_factory=dict)
     codes: AcdCodes = AcdCodes()
+
+
+@dataclass(frozen=True, slots=True)
+class OfferMade:
+    """An agent's phone(s) ring with a queue call (told to :meth:`AcdHost.subscribe`
+    listeners, not logged: the web panel's offer card). ``call_id`` is the seam's call id;
+    ``waited_seconds`` is the caller's wait in this queue so far; ``ivr_keys`` the digits the
+    caller pressed in IVR menus on the way."""
+
+    time: datetime
+    agent: str
+    call_id: str
+    queue: str
+    caller: str
+    waited_seconds: float
+    ivr_keys: str
+
+
+@dataclass(frozen=True, slots=True)
+class OfferEnded:
+    """The offer of :class:`OfferMade` is over: ``outcome`` is ``answered`` (this agent
+    took the call), ``rejected`` (their phone refused it) or ``withdrawn`` (the ACD stopped
+    the ringing: ring timeout, another agent answered, the caller left)."""
+
+    agent: str
+    call_id: str
+    outcome: str
+
+
+# What AcdHost.subscribe listeners are given.
+AcdItem = QueueEventData | AgentStateData | OfferMade | OfferEnded
 
 
 class _Waiting:
@@ -245,7 +278,9 @@ class AcdHost:
         self._written_step = 0
         self._durable_waiters: list[tuple[int, asyncio.Future[None]]] = []
         # Listeners of the queue event log and agent state changes (the API's event stream).
-        self._listeners: list[Callable[[QueueEventData | AgentStateData], None]] = []
+        self._listeners: list[Callable[[AcdItem], None]] = []
+        # Offers told to the listeners and not yet ended: (ACD call id, agent) -> call id.
+        self._offers_told: dict[tuple[str, str], str] = {}
         self._unsubscribe = control.subscribe(self._on_event)
         control.serve("queue")
         control.claim_feature_codes("acd", self.codes.all())
@@ -392,12 +427,12 @@ class AcdHost:
         self._pump()
         return done
 
-    def subscribe(
-        self, handler: Callable[[QueueEventData | AgentStateData], None]
-    ) -> Callable[[], None]:
+    def subscribe(self, handler: Callable[[AcdItem], None]) -> Callable[[], None]:
         """Call ``handler`` with every queue event and agent state change as it is logged
-        (before it is committed); the returned function unsubscribes. A handler that raises
-        is logged and stays subscribed."""
+        (before it is committed), and with every offer made to an agent and its end
+        (:class:`OfferMade`, :class:`OfferEnded`); the returned function unsubscribes. A
+        handler that raises is logged and stays subscribed. Handlers ignore kinds of item
+        they do not know (more may come)."""
         self._listeners.append(handler)
 
         def unsubscribe() -> None:
@@ -406,7 +441,7 @@ class AcdHost:
 
         return unsubscribe
 
-    def _tell(self, item: QueueEventData | AgentStateData) -> None:
+    def _tell(self, item: AcdItem) -> None:
         for handler in tuple(self._listeners):
             try:
                 handler(item)
@@ -477,6 +512,7 @@ class AcdHost:
                 self._leg_closed(leg_id)
             case CallEnded():
                 self._call_ended(event)
+                self._offers_of_call_ended(event.call_id)
                 self._when_ended_durable(event.call_id)
             case FeatureCodeDialled():
                 self._feature(event)
@@ -710,6 +746,7 @@ class AcdHost:
             if dial is not None and dial.dial.agent == action.agent:
                 self._cancel_dial(action.call)
                 return
+            self._offer_ended(action.call, action.agent, "withdrawn")
             call_id = self._calls.get(action.call)
             info = self.control.info(call_id) if call_id is not None else None
             if info is not None:
@@ -754,8 +791,35 @@ class AcdHost:
         if not rang:
             log.info("agent_unreachable", agent=offer.agent, call=offer.call)
             asyncio.get_running_loop().call_soon(self._missed, offer.call, offer.agent)
+            return
+        assert info is not None
+        now = time.time()
+        entry = self.acd.calls.get(offer.call)
+        self._offers_told[(offer.call, offer.agent)] = info.call_id
+        self._tell(
+            OfferMade(
+                datetime.fromtimestamp(now, UTC),
+                offer.agent,
+                info.call_id,
+                offer.queue,
+                info.caller,
+                round(max(0.0, now - entry.entered), 1) if entry is not None else 0.0,
+                info.ivr_keys,
+            )
+        )
+
+    def _offer_ended(self, acd_id: str, agent: str, outcome: str) -> None:
+        call_id = self._offers_told.pop((acd_id, agent), None)
+        if call_id is not None:
+            self._tell(OfferEnded(agent, call_id, outcome))
+
+    def _offers_of_call_ended(self, call_id: str) -> None:
+        """Offers of a call that ended and the ACD did not withdraw (none, normally)."""
+        for acd_id, agent in [k for k, c in self._offers_told.items() if c == call_id]:
+            self._offer_ended(acd_id, agent, "withdrawn")
 
     def _missed(self, acd_id: str, agent: str) -> None:
+        self._offer_ended(acd_id, agent, "rejected")
         self.acd.offer_failed(acd_id, agent, time.time())
         self._pump()
 
@@ -786,6 +850,7 @@ class AcdHost:
             # The ACD withdrew the offer meanwhile (another agent answered first).
             self.control.cancel_offer(event.call_id, event.offer_id)
             return
+        self._offer_ended(acd_id, agent, "answered")
         self.acd.answered(acd_id, agent, time.time())
         self._stop_waiting(event.call_id)
         self.control.accept_offer(event.call_id, event.offer_id)

@@ -18,6 +18,7 @@ PACKAGES=(
   tshark          # packet capture for protocol assertions
   postgresql      # PostgreSQL store tests (throwaway cluster per test session)
   chromium        # headless browser for the web panel tests
+  fonts-wqy-zenhei  # Chinese glyphs in the panel's screenshots (the zh page check)
 )
 
 installed() {

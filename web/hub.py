@@ -3,8 +3,8 @@
 Theory of operation: one :class:`EventHub` subscribes to the call-control seam (calls,
 registrations) and to the ACD (agent states, the queue event log). Each fact becomes one
 JSON text, serialised once, then handed to every connected client allowed to see it
-(docs/api.md, "Events"): an agent sees their own agent's states, the calls of their
-extensions and the queues they serve; qa and supervisors see everything but registrations,
+(docs/api.md, "Events"): an agent sees their own agent's states and offers, the calls of
+their extensions and the queues they serve; qa and supervisors see everything but registrations,
 which supervisors and admins see. Delivery is a bounded queue per client: a client that
 falls ``MAX_BACKLOG`` events behind is cut off (it reconnects and reloads its view) rather
 than making the server buffer without limit.
@@ -22,7 +22,8 @@ from typing import Any
 
 import structlog
 
-from crm import AgentStateData, QueueEventData
+from acd.host import AcdItem, OfferEnded, OfferMade
+from crm import AgentStateData
 from pbx.events import (
     CallEnded,
     CallEvent,
@@ -175,8 +176,11 @@ class EventHub:
 
         self._send(json.dumps(body), visible)
 
-    def on_acd_item(self, item: QueueEventData | AgentStateData) -> None:
+    def on_acd_item(self, item: AcdItem) -> None:
         """A listener of the ACD host (``AcdHost.subscribe``)."""
+        if isinstance(item, OfferMade | OfferEnded):
+            self._offer(item)
+            return
         if isinstance(item, AgentStateData):
             agent = item.agent
             text = json.dumps(
@@ -210,3 +214,29 @@ class EventHub:
                 p.at_least("qa") or (p.agent is not None and queue in self._scope(p.agent)[1])
             ),
         )
+
+    def _offer(self, item: OfferMade | OfferEnded) -> None:
+        """An offer goes to the offered agent's own users only (and qa and up): another
+        agent serving the same queue must not see whose call rings where."""
+        agent = item.agent
+        body: dict[str, Any]
+        if isinstance(item, OfferMade):
+            body = {
+                "type": "offer",
+                "time": item.time.isoformat(),
+                "agent": agent,
+                "call_id": item.call_id,
+                "queue": item.queue,
+                "caller": item.caller,
+                "waited_seconds": item.waited_seconds,
+                "ivr_keys": item.ivr_keys,
+            }
+        else:
+            body = {
+                "type": "offer_ended",
+                "time": _now(),
+                "agent": agent,
+                "call_id": item.call_id,
+                "outcome": item.outcome,
+            }
+        self._send(json.dumps(body), lambda p: p.at_least("qa") or p.agent == agent)

@@ -59,6 +59,7 @@ class FakeCall:
     callee_leg: str | None = None
     offers: dict[str, str] = field(default_factory=dict)  # offer id -> extension
     linked_id: str | None = None
+    ivr_keys: str = ""  # the digits pressed in IVR menus before (a test sets them)
 
     @property
     def ended(self) -> bool:
@@ -261,7 +262,7 @@ class FakeCallControl:
             callee_ext=c.callee_ext,
             callee_leg=c.callee_leg,
             linked_id=c.linked_id,
-            ivr_keys="",
+            ivr_keys=c.ivr_keys,
             offers=tuple(c.offers),
             direction=notes.get("direction") or "internal",
             dialled=notes.get("dialled"),

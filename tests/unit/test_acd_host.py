@@ -20,7 +20,7 @@ import structlog
 import acd
 import acd.host
 from acd import AgentConfig, AgentState, QueueConfig, Strategy, WrapUpMode
-from acd.host import AcdHost, AcdSettings
+from acd.host import AcdHost, AcdSettings, OfferEnded, OfferMade
 from crm import AgentStateData, CustomerData, QueueEventData, Store
 from pbx.events import CallArrived
 from tests.unit.fake_control import FakeCallControl
@@ -1005,3 +1005,68 @@ async def test_agent_snapshots_say_state_reason_since_and_the_call_they_are_on(
     host.pause("alice", "lunch")
     alice = host.agent_snapshots()[0]
     assert (alice.state, alice.reason, alice.since) == ("NOT_READY", "lunch", clock.now)
+
+
+# --- offers told to the listeners (the web panel's offer card) -----------------------------------
+
+
+def offer_items(items: list[Any]) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []
+    for item in items:
+        if isinstance(item, OfferMade):
+            out.append(("made", item.agent, item.call_id, item.queue, item.caller))
+        elif isinstance(item, OfferEnded):
+            out.append(("ended", item.agent, item.call_id, item.outcome))
+    return out
+
+
+async def test_listeners_hear_each_offer_made_and_how_it_ended(
+    control: FakeCallControl, host: AcdHost, clock: Clock
+) -> None:
+    items: list[Any] = []
+    host.subscribe(items.append)
+    await log_in(control, ALICE)
+    clock.advance(1)
+    await log_in(control, BOB)
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    control.calls_by_id[call].ivr_keys = "12"
+    clock.advance(3)
+    control.reject_offer(call, "alice/1001", 486)  # alice was offered first (idle longest)
+    await settle()
+    (made,) = [i for i in items if isinstance(i, OfferMade) and i.agent == "alice"]
+    assert (made.waited_seconds, made.ivr_keys) == (0.0, "")
+    (bob_made,) = [i for i in items if isinstance(i, OfferMade) and i.agent == "bob"]
+    assert (bob_made.waited_seconds, bob_made.ivr_keys) == (3.0, "12")
+    assert bob_made.time == datetime.fromtimestamp(clock.now, UTC)
+    control.answer_offer(call, "bob/1002")
+    assert offer_items(items) == [
+        ("made", "alice", call, "support", CUSTOMER),
+        ("ended", "alice", call, "rejected"),
+        ("made", "bob", call, "support", CUSTOMER),
+        ("ended", "bob", call, "answered"),
+    ]
+
+
+async def test_offers_withdrawn_by_the_acd_or_the_caller_end_for_the_listeners(
+    control: FakeCallControl, host_factory: Callable[..., AcdHost]
+) -> None:
+    host = host_factory(strategy=Strategy.RING_ALL)
+    items: list[Any] = []
+    host.subscribe(items.append)
+    await log_in(control, ALICE)
+    await log_in(control, BOB)
+    first = control.arrive("queue", "support", CUSTOMER, "600")
+    control.answer_offer(first, "bob/1002")
+    assert offer_items(items) == [
+        ("made", "alice", first, "support", CUSTOMER),
+        ("made", "bob", first, "support", CUSTOMER),
+        ("ended", "bob", first, "answered"),
+        ("ended", "alice", first, "withdrawn"),  # bob answered first
+    ]
+    items.clear()
+    second = control.arrive("queue", "support", "5550199", "600")
+    control.end(second, side="caller")  # the caller hangs up while alice's phone rings
+    assert offer_items(items) == [
+        ("made", "alice", second, "support", "5550199"),
+        ("ended", "alice", second, "withdrawn"),
+    ]

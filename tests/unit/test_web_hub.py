@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from acd.host import OfferEnded, OfferMade
 from crm import AgentStateData, QueueEventData
 from pbx.events import CallEnded, CallRetired, CallStarted, LegAnswered, RegistrationChanged
 from web.auth import LoginThrottle, Principal
@@ -123,3 +124,28 @@ async def test_a_retired_call_ends_for_the_listeners_and_is_forgotten() -> None:
     hub.on_call_event(CallRetired("c3"))  # told twice: nothing more
     hub.on_call_event(LegAnswered("c3", "c3-b", "1002", "callee"))  # forgotten: not sent
     assert [e["event"] for e in _texts(sue)] == ["started", "retired"]
+
+
+async def test_an_offer_goes_to_the_offered_agent_only_and_to_qa_and_up() -> None:
+    # dave serves support like bob: a colleague in the same queue sees nothing either.
+    scopes = {**SCOPES, "dave": (frozenset({"1009"}), frozenset({"support"}))}
+    hub = EventHub(lambda agent: scopes.get(agent, (frozenset(), frozenset())))
+    bob, carol, sue, qa = (hub.connect(p) for p in (BOB, CAROL, SUE, QA))
+    dave = hub.connect(Principal("dave", "agent", "dave", "token"))
+    hub.on_acd_item(OfferMade(AT, "bob", "c9", "support", "5550100", 4.5, "12"))
+    hub.on_acd_item(OfferEnded("bob", "c9", "answered"))
+    (offer, ended) = _texts(bob)
+    assert offer == {
+        "type": "offer",
+        "time": AT.isoformat(),
+        "agent": "bob",
+        "call_id": "c9",
+        "queue": "support",
+        "caller": "5550100",
+        "waited_seconds": 4.5,
+        "ivr_keys": "12",
+    }
+    assert (ended["type"], ended["call_id"], ended["outcome"]) == ("offer_ended", "c9", "answered")
+    assert _texts(carol) == [] and _texts(dave) == []
+    assert [e["type"] for e in _texts(sue)] == ["offer", "offer_ended"]
+    assert [e["type"] for e in _texts(qa)] == ["offer", "offer_ended"]

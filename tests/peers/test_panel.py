@@ -1,0 +1,174 @@
+"""The web panel in a real browser (Playwright driving Debian's chromium, headless) against
+a running Switchboard with PJSUA2 phones: two agents log in on their own pages and go
+available with the page's buttons; a caller dials the queue; the offer card appears on the
+offered agent's page only; the agent's phone answers; the supervisor's wallboard shows the
+call on that agent's row and the queue tile's counts; the agent hangs up from the panel and
+both phones get a BYE. Screenshots go to tests/artifacts/. The pages in Chinese too."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.peers.calls import registered
+from tests.peers.phones import Phone
+from tests.peers.switchboard import Switchboard
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+pytestmark = pytest.mark.peers
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+PEOPLE = {
+    "1001": {"name": "Caller", "password": "pw-1001-secret"},
+    "1002": {"name": "Bob", "password": "pw-1002-secret"},
+    "1003": {"name": "Carol", "password": "pw-1003-secret"},
+}
+CONFIG = """agents:
+  bob: {name: Bob, extensions: ["1002"]}
+  carol: {name: Carol, extensions: ["1003"]}
+queues:
+  support: {members: [bob, carol], strategy: longest_idle, ring_timeout: 15}
+dialplan:
+  inbound:
+    - {did: "5000", destination: {kind: queue, target: support}}
+"""
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip("chromium not installed (scripts/install-test-deps.sh installs it)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _user(sb: Switchboard, name: str, role: str, agent: str | None = None) -> str:
+    password = f"{name}-password-1"
+    body: dict[str, Any] = {"name": name, "role": role, "password": password}
+    if agent is not None:
+        body["agent"] = agent
+    r = sb.api("POST", "/api/users", json=body)
+    assert r.status_code == 201, r.text
+    return password
+
+
+def _page(browser: Any, sb: Switchboard, name: str, password: str, lang: str = "en") -> Any:
+    """A page of its own browser context (its own cookies), logged in through the form; the
+    language is kept in a cookie from the login page on."""
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    page = context.new_page()
+    page.goto(f"{sb.api_url}/login?lang={lang}")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda url: url.endswith(("/agent", "/wallboard")), timeout=10_000)
+    sync_api.expect(page.get_by_test_id("conn")).to_have_attribute("data-state", "up")
+    return page
+
+
+def _available(page: Any) -> None:
+    page.get_by_test_id("btn-login").click()
+    sync_api.expect(page.get_by_test_id("state")).to_have_attribute(
+        "data-state", "AVAILABLE", timeout=5_000
+    )
+
+
+def test_an_offer_reaches_only_its_agent_and_the_wallboard_follows_the_call(
+    server_factory: Callable[..., Switchboard],
+    phone_factory: Callable[..., Phone],
+    browser: Any,
+) -> None:
+    expect = sync_api.expect
+    sb = server_factory(extensions=PEOPLE, extra_yaml=CONFIG)
+    users = {
+        "bob": _user(sb, "bob", "agent", "bob"),
+        "carol": _user(sb, "carol", "agent", "carol"),
+        "sue": _user(sb, "sue", "supervisor"),
+    }
+    caller, bob_phone, carol_phone = (
+        registered(phone_factory, sb, ext) for ext in ("1001", "1002", "1003")
+    )
+    bob = _page(browser, sb, "bob", users["bob"])
+    carol = _page(browser, sb, "carol", users["carol"])
+    wall = _page(browser, sb, "sue", users["sue"])
+    assert bob.url.endswith("/agent") and wall.url.endswith("/wallboard")
+
+    _available(bob)  # first: the longest idle agent, offered the call
+    _available(carol)
+    expect(wall.get_by_test_id("agent-bob")).to_contain_text("Available", timeout=2_000)
+
+    cid = caller.call(sb.uri("5000"))
+    caller.wait_call_state("CONFIRMED", call=cid, timeout=10)  # Switchboard answers: queue
+    offer = bob.get_by_test_id("offer")
+    expect(offer).to_be_visible(timeout=2_000)
+    expect(bob.get_by_test_id("offer-caller")).to_have_text("1001")
+    expect(bob.get_by_test_id("offer-queue")).to_have_text("support")
+    inc = bob_phone.wait_incoming(timeout=5)
+    bob.screenshot(path=str(ARTIFACTS / "panel-agent-offer.png"), full_page=True)
+    # Carol's page never shows it, and her phone does not ring.
+    time.sleep(0.3)
+    expect(carol.get_by_test_id("offer")).to_be_hidden()
+    assert not carol_phone.events(event="incoming_call")
+
+    bob_phone.answer(call=int(inc["call"]))
+    bob_phone.wait_media_active(call=int(inc["call"]), timeout=10)
+    expect(offer).to_be_hidden(timeout=2_000)
+    expect(bob.get_by_test_id("state")).to_have_attribute("data-state", "ON_CALL", timeout=2_000)
+    expect(bob.get_by_test_id("call")).to_be_visible(timeout=2_000)
+    expect(bob.get_by_test_id("call-caller")).to_have_text("1001")
+
+    row = wall.get_by_test_id("agent-bob")
+    expect(row).to_contain_text("1001", timeout=2_000)
+    expect(row).to_contain_text("On a call")
+    tile = wall.get_by_test_id("queue-support")
+    expect(tile.locator("[data-field=answered]")).to_have_text("1", timeout=3_000)
+    expect(tile.locator("[data-field=waiting]")).to_have_text("0")
+    expect(tile.locator("[data-field=abandoned]")).to_have_text("0")
+    expect(wall.get_by_test_id("agent-carol")).to_contain_text("Available")
+    bob.screenshot(path=str(ARTIFACTS / "panel-agent-call.png"), full_page=True)
+    wall.screenshot(path=str(ARTIFACTS / "panel-wallboard.png"), full_page=True)
+
+    bob.get_by_test_id("btn-hangup").click()
+    caller.wait_disconnected(call=cid, timeout=10)  # both phones get a BYE
+    bob_phone.wait_disconnected(call=int(inc["call"]), timeout=10)
+    expect(bob.get_by_test_id("call-none")).to_be_visible(timeout=2_000)
+    expect(bob.get_by_test_id("today-handled")).to_have_text("1", timeout=5_000)
+    expect(row).not_to_contain_text("1001", timeout=2_000)
+
+
+def test_the_pages_in_chinese(
+    server_factory: Callable[..., Switchboard],
+    browser: Any,
+) -> None:
+    expect = sync_api.expect
+    sb = server_factory(extensions=PEOPLE, extra_yaml=CONFIG)
+    password = _user(sb, "bob", "agent", "bob")
+    page = _page(browser, sb, "bob", password, lang="zh")
+    expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+    expect(page.get_by_test_id("btn-login")).to_have_text("签入队列")
+    expect(page.get_by_test_id("state")).to_have_text("已签出")
+    expect(page.get_by_test_id("conn")).to_have_text("已连接")
+    _available(page)
+    expect(page.get_by_test_id("state")).to_have_text("空闲")
+    assert "今日" in page.content()
+    page.screenshot(path=str(ARTIFACTS / "panel-agent-zh.png"), full_page=True)
+    # Logging out of the panel (or closing the tab) is not logging out of the queues.
+    page.get_by_test_id("logout").click()
+    page.wait_for_url(lambda url: url.endswith("/login"), timeout=5_000)
+    expect(page.locator("button[type=submit]")).to_have_text("登录")
+    page.goto(f"{sb.api_url}/agent")  # the session is over
+    assert page.url.endswith("/login")
+    page.context.close()
+    states = {a["id"]: a["state"] for a in sb.api("GET", "/api/agents").json()["items"]}
+    assert states["bob"] == "AVAILABLE"
