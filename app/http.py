@@ -18,7 +18,7 @@ import structlog
 from ruamel.yaml.error import YAMLError
 
 from acd.dialer import ClickToCall
-from app.settings import report_settings_from_config
+from app.settings import crm_settings_from_config, report_settings_from_config
 from config import ConfigError, config_file_path
 from config.defaults import generate_password
 from config.edit import (
@@ -27,6 +27,7 @@ from config.edit import (
     remove_extension,
     set_extension_password,
 )
+from crm import CrmSettings
 from crm.reports import ReportSettings
 from web.app import HttpServer, create_app
 from web.auth import Authenticator
@@ -229,6 +230,9 @@ class ControlPlane:
 
     def report_settings(self) -> ReportSettings:
         return report_settings_from_config(self.running.config)
+
+    def crm_settings(self) -> CrmSettings:
+        return crm_settings_from_config(self.running.config)
 
     def metrics(self) -> tuple[bytes, str]:
         return self.metrics_source.render()

@@ -26,7 +26,6 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-
 def _customer_id() -> sa.Column[int]:
     return sa.Column(
         "customer_id",
