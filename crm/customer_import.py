@@ -22,8 +22,10 @@ its numbers would be duplicates of themselves here).
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -269,7 +271,8 @@ async def import_customers(
 ) -> ImportReport:
     """Import a CSV or XLSX file (module docstring); ImportFileError for a file that cannot
     be read at all. ``progress(done, total)`` is called as rows are stored."""
-    good, errors, count = parse_file(data, fmt, settings)
+    # Parsing is CPU work: off the event loop.
+    good, errors, count = await asyncio.to_thread(parse_file, data, fmt, settings)
     report = ImportReport(rows=count, all_or_nothing=all_or_nothing)
     owners = await store.customers_by_numbers([n.number for _, c in good for n in c.all_numbers])
     keep: list[CustomerData] = []
@@ -330,13 +333,25 @@ def export_rows(
     return header, rows
 
 
+_PLAIN_NUMBER = re.compile(r"[+-]?[0-9 ()./-]*")
+
+
+def _csv_text(value: str) -> str:
+    """Text a spreadsheet will not run as a formula (OWASP on CSV injection): a leading
+    ``=``, ``@``, tab or CR, or ``+``/``-`` not starting a plain phone number, gets a ``'``."""
+    if not value:
+        return value
+    risky = value[0] in "=@\t\r" or (value[0] in "+-" and not _PLAIN_NUMBER.fullmatch(value))
+    return "'" + value if risky else value
+
+
 def export_csv(customers: Sequence[CustomerData], settings: CrmSettings) -> bytes:
     """An export as UTF-8 CSV (with a BOM, so spreadsheet programs read it as UTF-8)."""
     header, rows = export_rows(customers, settings)
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerows([[_csv_text(v) if isinstance(v, str) else v for v in r] for r in rows])
     return ("\ufeff" + out.getvalue()).encode("utf-8")
 
 
@@ -349,9 +364,15 @@ def export_xlsx(customers: Sequence[CustomerData], settings: CrmSettings) -> byt
     book = xlsxwriter.Workbook(buffer, {"in_memory": True, "strings_to_numbers": False})
     sheet = book.add_worksheet("customers")
     bold = book.add_format({"bold": True})
-    sheet.write_row(0, 0, header, bold)
+    for col, title in enumerate(header):
+        sheet.write_string(0, col, title, bold)
     for i, row in enumerate(rows, start=1):
-        sheet.write_row(i, 0, row)
+        for col, value in enumerate(row):
+            # Never a formula: names and notes come from outside.
+            if isinstance(value, (int, float)):
+                sheet.write_number(i, col, value)
+            elif value != "":
+                sheet.write_string(i, col, str(value))
     sheet.freeze_panes(1, 0)
     book.close()
     return buffer.getvalue()
