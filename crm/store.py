@@ -1299,7 +1299,13 @@ class Store:
         return ids
 
     async def add_blacklist(self, entry: BlacklistEntry) -> BlacklistEntry:
-        """Add a number to the outbound blacklist; CrmError 409 when it is there already."""
+        """Add a number to the outbound blacklist; CrmError 409 when it (however typed) is
+        there already."""
+        existing = await self.blacklist_entry(entry.number)
+        if existing is not None:
+            raise CrmError(
+                409, f"{entry.number} is on the blacklist already (as {existing.number})"
+            )
         digits = entry.digits
         values = {**_columns(entry), "digits": digits, "tail": tail(digits)}
         try:
@@ -1311,10 +1317,13 @@ class Store:
         return dataclasses.replace(entry, id=new_id)
 
     async def remove_blacklist(self, number: str) -> bool:
-        """Take a number off the blacklist (as normalised); False when it was not on it."""
-        digits = normalise(number)
+        """Take the entry ``number`` matches (however typed) off the blacklist; False when
+        there is none."""
+        entry = await self.blacklist_entry(number)
+        if entry is None:
+            return False
         async with self._engine.begin() as conn:
-            done = await conn.execute(delete(_BLACKLIST).where(_BLACKLIST.c.digits == digits))
+            done = await conn.execute(delete(_BLACKLIST).where(_BLACKLIST.c.id == entry.id))
         return bool(done.rowcount)
 
     async def list_blacklist(

@@ -130,7 +130,7 @@ async def test_agent_may(svc: tuple[CustomerService, dict[str, int]]) -> None:
 
 async def test_supervisor_may_everything(svc: tuple[CustomerService, dict[str, int]]) -> None:
     s, ids = svc
-    found, total = await s.search(SUPERVISOR, CustomerQuery())
+    _, total = await s.search(SUPERVISOR, CustomerQuery())
     assert total == 4
     moved = await s.update(
         SUPERVISOR, ids["Others"], {"owner": "alice", "custom": {"contract": "gold"}}
