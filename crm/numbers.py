@@ -28,15 +28,22 @@ and checks the suffix rule on the few rows found.
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["MIN_SUFFIX", "normalise", "numbers_match", "raw_digits", "tail"]
 
 MIN_SUFFIX = 7
 """The shortest suffix two numbers may match on (a subscriber number without area code)."""
 
 
+_NOT_DIGIT = re.compile(r"\D")  # \d: 0-9 and every other Unicode decimal digit (Nd)
+
+
 def raw_digits(number: str) -> str:
-    """The ASCII digits of ``number`` (full-width and other Unicode digits count too)."""
-    return "".join(str(int(ch)) for ch in number if ch.isdigit())
+    """The ASCII digits of ``number`` (full-width and other Unicode decimal digits count
+    too)."""
+    digits = _NOT_DIGIT.sub("", number)
+    return digits if digits.isascii() else "".join(str(int(ch)) for ch in digits)
 
 
 def normalise(number: str) -> str:

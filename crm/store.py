@@ -342,18 +342,17 @@ class CustomerNumberData:
     number: str
     kind: str = "mobile"
     id: int | None = field(default=None, compare=False)
+    digits: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not normalise(self.number):
+        digits = normalise(self.number)
+        if not digits:
             raise ValueError(f"phone number {self.number!r} has no digits")
         if len(self.number) > 64:
             raise ValueError("phone number longer than 64 characters")
         if self.kind not in NUMBER_KINDS:
             raise ValueError(f"number kind must be one of {', '.join(NUMBER_KINDS)}")
-
-    @property
-    def digits(self) -> str:
-        return normalise(self.number)
+        object.__setattr__(self, "digits", digits)
 
 
 def clean_tags(tags: Sequence[str]) -> tuple[str, ...]:
@@ -1011,15 +1010,29 @@ class Store:
                     if hit is not None:
                         raise DuplicateNumberError(n.number, hit[0], hit[1])
         ids: list[int] = []
+        postgres = self._engine.dialect.name == "postgresql"
         async with self._engine.begin() as conn:
             for start in range(0, len(customers), chunk):
                 part = customers[start : start + chunk]
                 rows = [_customer_columns(c, stamp) for c in part]
-                result = await conn.execute(
-                    _CUSTOMERS.insert().returning(_CUSTOMERS.c.id, sort_by_parameter_order=True),
-                    rows,
-                )
-                new_ids = [int(r[0]) for r in result.all()]
+                # One executemany per chunk, no RETURNING (SQLAlchemy would insert row by
+                # row to return ids in order): PostgreSQL hands out the ids first from the
+                # sequence; SQLite gives rowids max+1, max+2... and the transaction holds
+                # the write lock from the first insert on, so they are contiguous.
+                if postgres:
+                    reserved = await conn.execute(
+                        select(func.nextval("customers_id_seq")).select_from(
+                            func.generate_series(1, len(rows))
+                        )
+                    )
+                    new_ids = [int(r[0]) for r in reserved.all()]
+                    for row, cid in zip(rows, new_ids, strict=True):
+                        row["id"] = cid
+                    await conn.execute(_CUSTOMERS.insert(), rows)
+                else:
+                    await conn.execute(_CUSTOMERS.insert(), rows)
+                    last = int(await conn.scalar(select(func.max(_CUSTOMERS.c.id))) or 0)
+                    new_ids = list(range(last - len(rows) + 1, last + 1))
                 numbers = [
                     _number_columns(cid, n)
                     for cid, c in zip(new_ids, part, strict=True)
@@ -1083,25 +1096,27 @@ class Store:
     async def find_customer_by_number(self, number: str) -> CustomerData | None:
         """The customer one of whose numbers matches ``number`` however either was typed
         (crm/numbers.py): an exact match first, then the longest stored form, then the
-        oldest customer. None when there is none. Two indexed queries."""
+        oldest customer. None when there is none. Two indexed queries (the ACD and the
+        IVR ask on every queue call)."""
         digits = normalise(number)
         if not digits:
             return None
         n = _CUSTOMER_NUMBERS
+        # The candidates with their customer's row: one indexed query, then the numbers.
         stmt = (
-            select(n.c.customer_id, n.c.digits, _CUSTOMERS.c.created_at)
-            .join(_CUSTOMERS, _CUSTOMERS.c.id == n.c.customer_id)
+            select(_CUSTOMERS, n.c.digits.label("matched"))
+            .join(n, _CUSTOMERS.c.id == n.c.customer_id)
             .where(n.c.tail == tail(digits))
             .limit(100)
         )
         async with self._engine.connect() as conn:
-            hits = [r for r in (await conn.execute(stmt)).all() if numbers_match(r[1], digits)]
+            hits = [r for r in (await conn.execute(stmt)).all() if numbers_match(r.matched, digits)]
             if not hits:
                 return None
-            best = min(hits, key=lambda r: (r[1] != digits, -len(r[1]), r[2], r[0]))
-            row = (await conn.execute(select(_CUSTOMERS).where(_CUSTOMERS.c.id == best[0]))).first()
-            assert row is not None
-            found = await _customers_from_rows(conn, [row])
+            best = min(
+                hits, key=lambda r: (r.matched != digits, -len(r.matched), r.created_at, r.id)
+            )
+            found = await _customers_from_rows(conn, [best])
         return found[0]
 
     async def customers_by_numbers(self, numbers: Sequence[str]) -> dict[str, tuple[int, str]]:
