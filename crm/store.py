@@ -1198,7 +1198,7 @@ class Store:
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
-        return [FollowupData(**r._asdict()) for r in rows]
+        return [_followup_from_row(r) for r in rows]
 
     async def add_appointment(self, appointment: AppointmentData) -> AppointmentData:
         """Store an appointment; CrmError 404 for an unknown customer."""
@@ -1223,7 +1223,7 @@ class Store:
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
-        return [AppointmentData(**r._asdict()) for r in rows]
+        return [_appointment_from_row(r) for r in rows]
 
     async def due_reminders(
         self, now: datetime, *, user: str | None = None
@@ -1237,7 +1237,7 @@ class Store:
         stmt = select(a).where(*conds).order_by(a.c.remind_at, a.c.id)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
-        return [AppointmentData(**r._asdict()) for r in rows]
+        return [_appointment_from_row(r) for r in rows]
 
     async def mark_reminded(self, appointment_ids: Sequence[int]) -> int:
         """Mark reminders as sent; returns how many were changed."""
@@ -2394,6 +2394,14 @@ def _customer_conditions(q: CustomerQuery) -> list[ColumnElement[bool]]:
     if q.visible_to is not None:
         conds.append(or_(c.c.shared == true(), c.c.owner.is_(None), c.c.owner == q.visible_to))
     return conds
+
+
+def _followup_from_row(r: Any) -> FollowupData:
+    return FollowupData(r.customer_id, r.time, r.user, r.note, r.next_at, r.id)
+
+
+def _appointment_from_row(r: Any) -> AppointmentData:
+    return AppointmentData(r.customer_id, r.at, r.remind_at, r.user, r.note, bool(r.reminded), r.id)
 
 
 def _blacklist_from_row(r: Any) -> BlacklistEntry:
