@@ -249,6 +249,9 @@ class CustomerService:
         if unknown:
             raise CrmError(400, f"cannot change {', '.join(unknown)}")
         values = dict(changes)
+        for key in ("name", "phone", "shared"):
+            if key in values and values[key] is None:
+                raise CrmError(400, f"{key} cannot be removed")
         if "owner" in values and values["owner"] != current.owner and not actor.sees_all:
             raise CrmError(403, "only supervisors change the owner (agents claim and release)")
         if "custom" in values:

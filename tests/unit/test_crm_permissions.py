@@ -141,6 +141,8 @@ async def test_supervisor_may_everything(svc: tuple[CustomerService, dict[str, i
     await _refused(404, s.get(SUPERVISOR, ids["Pool"]))
     await _refused(400, s.update(SUPERVISOR, ids["Own"], {"custom": {"contract": "platinum"}}))
     await _refused(400, s.update(SUPERVISOR, ids["Own"], {"id": 5}))
+    await _refused(400, s.update(SUPERVISOR, ids["Own"], {"name": None}))
+    await _refused(400, s.update(SUPERVISOR, ids["Own"], {"phone": "no digits"}))
     await _refused(400, s.create(SUPERVISOR, CustomerData("No contract", "7777777")))
     pool = await s.create(SUPERVISOR, CustomerData("P", "8888888", custom={"contract": "gold"}))
     assert pool.owner is None  # a supervisor's new customer goes to the pool
