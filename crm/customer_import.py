@@ -14,7 +14,9 @@ value its field does not accept. Blank rows are skipped.
 Two modes: by default the good rows are imported and the bad ones reported
 (``all_or_nothing=False``); with ``all_or_nothing=True`` one bad row means nothing is
 imported (the report still lists every bad row). Rows go in through
-:meth:`crm.Store.add_customers` in one transaction, a few thousand per executemany.
+:meth:`crm.Store.add_customers`, 5,000 per executemany: by default one transaction per
+5,000 rows, all-or-nothing in one transaction. A customer created with the same number
+while the file is being imported is not seen as a duplicate.
 
 An export writes the same columns, so an exported file imports again (into another store:
 its numbers would be duplicates of themselves here).
@@ -290,7 +292,8 @@ async def import_customers(
     report.errors = errors
     if all_or_nothing and errors:
         return report
-    step = 5000
+    # All-or-nothing: one transaction, so a failure while writing leaves nothing either.
+    step = max(1, len(keep)) if all_or_nothing else 5000
     for start in range(0, len(keep), step):
         ids = await store.add_customers(keep[start : start + step], allow_duplicate=True)
         report.ids.extend(ids)
