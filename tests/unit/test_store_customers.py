@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -301,3 +302,25 @@ async def test_a_0003_store_upgrades_with_its_customers(empty_store_url: str) ->
             await store.create_customer(CustomerData("New", "004930 7654321"))
     finally:
         await store.close()
+
+
+async def test_lookup_uses_the_tail_index(tmp_path: Path) -> None:
+    """SQLite's plan for the query shape of find_customer_by_number (customers joined to
+    customer_numbers by tail) searches by the tail index: no scan, whatever the size."""
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'plan.db'}")
+    try:
+        async with store.engine.connect() as conn:
+            plan = (
+                await conn.execute(
+                    sa.text(
+                        "EXPLAIN QUERY PLAN SELECT customers.*, n.digits FROM customers"
+                        " JOIN customer_numbers AS n ON customers.id = n.customer_id"
+                        " WHERE n.tail = '1234567' LIMIT 100"
+                    )
+                )
+            ).all()
+    finally:
+        await store.close()
+    details = " / ".join(str(row[-1]) for row in plan)
+    assert "USING INDEX ix_customer_numbers_tail (tail=?)" in details, details
+    assert "SCAN" not in details, details
