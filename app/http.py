@@ -11,6 +11,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ import structlog
 from ruamel.yaml.error import YAMLError
 
 from acd.dialer import ClickToCall
-from app.settings import report_settings_from_config
+from app.settings import crm_settings_from_config, report_settings_from_config
 from config import ConfigError, config_file_path
 from config.defaults import generate_password
 from config.edit import (
@@ -27,6 +28,7 @@ from config.edit import (
     remove_extension,
     set_extension_password,
 )
+from crm import CrmSettings, CustomerService
 from crm.reports import ReportSettings
 from web.app import HttpServer, create_app
 from web.auth import Authenticator
@@ -51,6 +53,8 @@ log = structlog.get_logger("switchboard.http")
 ADMIN_TOKEN_FILE = "admin.token"
 ADMIN_PASSWORD_FILE = "admin.password"
 SECRET_FILE = "http.secret"
+# How often the public pool's job returns stale customers (crm.pool.return_after_days).
+POOL_JOB_SECONDS = 3600.0
 
 
 def write_private(path: Path, text: str) -> None:
@@ -137,6 +141,7 @@ class ControlPlane:
             running.acd.subscribe(self.hub.on_acd_item),
         ]
         self.metrics_source = Metrics(server, running.acd)
+        self._pool_task: asyncio.Task[None] | None = None
         http = running.config.http
         self.auth = Authenticator(
             running.store, self.local_token, _session_secret(folder), http.session_minutes
@@ -160,8 +165,25 @@ class ControlPlane:
         await asyncio.to_thread(
             write_private, self.folder / ADMIN_TOKEN_FILE, self.local_token + "\n"
         )
+        self._pool_task = asyncio.get_running_loop().create_task(self._pool_job())
+
+    async def _pool_job(self) -> None:
+        """Hourly: owned customers without a follow-up for ``crm.pool.return_after_days``
+        go back to the public pool (docs/crm.md)."""
+        while True:
+            try:
+                service = CustomerService(self.running.store, self.crm_settings())
+                await service.return_stale_to_pool(datetime.now(UTC))
+            except Exception as exc:  # a store hiccup: try again next hour
+                log.error("pool_job_failed", error=repr(exc))
+            await asyncio.sleep(POOL_JOB_SECONDS)
 
     async def stop(self) -> None:
+        if self._pool_task is not None:
+            self._pool_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pool_task
+            self._pool_task = None
         await self.http.stop()
         for unsubscribe in self._unsubscribe:
             unsubscribe()
@@ -229,6 +251,9 @@ class ControlPlane:
 
     def report_settings(self) -> ReportSettings:
         return report_settings_from_config(self.running.config)
+
+    def crm_settings(self) -> CrmSettings:
+        return crm_settings_from_config(self.running.config)
 
     def metrics(self) -> tuple[bytes, str]:
         return self.metrics_source.render()

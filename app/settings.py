@@ -17,6 +17,7 @@ from acd import AgentConfig, QueueConfig, RuleStep, Strategy, WrapUpMode, parse_
 from acd.host import AcdCodes, AcdSettings
 from config import SwitchboardConfig
 from config.schema import ExtensionConfig
+from crm.customers import CrmSettings, CustomField
 from crm.reports import ReportSettings
 from ivr.mailbox import Mailbox
 from pbx import dialplan as dp
@@ -54,6 +55,19 @@ _PBX_FEATURES = frozenset(f.value for f in Feature)
 
 def pbx_feature_codes(cfg: SwitchboardConfig) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in cfg.features.model_dump().items() if k in _PBX_FEATURES)
+
+
+def crm_settings_from_config(cfg: SwitchboardConfig) -> CrmSettings:
+    """Customers (docs/crm.md): the ``crm:`` section's custom fields and pool."""
+    c = cfg.crm
+    return CrmSettings(
+        custom_fields={
+            name: CustomField(name, f.type, tuple(f.choices), f.required)
+            for name, f in c.custom_fields.items()
+        },
+        claim_limit=c.pool.claim_limit,
+        return_after_days=c.pool.return_after_days,
+    )
 
 
 def report_settings_from_config(cfg: SwitchboardConfig) -> ReportSettings:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -245,6 +245,40 @@ class ApiClient:
             ) from None
         except httpx.HTTPError as exc:
             raise ApiError(f"download from {self.target.url} broke: {exc}", EXIT_SERVER) from None
+
+    def upload(
+        self,
+        path: str,
+        content: bytes | Iterable[bytes],
+        content_type: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """POST a file as the request body (``content`` may be an iterable of chunks, which
+        are sent as they come: a progress bar can count them); the JSON answer, errors as
+        :meth:`request`. The server may take long to answer (an import): the read timeout
+        is that of a download."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = self._http.post(
+                path,
+                params=query,
+                content=content,
+                headers={"Content-Type": content_type},
+                timeout=httpx.Timeout(TIMEOUT, read=DOWNLOAD_READ_TIMEOUT),
+            )
+        except httpx.ConnectError:
+            raise self._not_running() from None
+        except httpx.TimeoutException:
+            raise ApiError(
+                f"switchboard at {self.target.url} did not answer within "
+                f"{DOWNLOAD_READ_TIMEOUT:g} s",
+                EXIT_SERVER,
+            ) from None
+        except httpx.HTTPError as exc:
+            raise ApiError(f"upload to {self.target.url} broke: {exc}", EXIT_SERVER) from None
+        self._check(response)
+        return response.json() if response.content else None
 
     def events(self, path: str = "/api/events") -> Iterator[dict[str, Any]]:
         """Server-Sent Events as JSON objects, until the server ends the stream."""

@@ -77,6 +77,9 @@ def register(app: typer.Typer) -> None:
     from cli.reports import report_app  # it builds on the helpers below
 
     app.add_typer(report_app, name="report")
+    from cli.customers import customer_app  # it builds on the helpers below
+
+    app.add_typer(customer_app, name="customer")
 
 
 # -- plumbing ----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from config.loader import (
 from config.problems import ConfigError, ConfigProblem, validation_problems
 from config.schema import (
     AuthConfig,
+    CrmConfig,
     ExtensionConfig,
     HttpConfig,
     ListenConfig,
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigCheck",
     "ConfigError",
     "ConfigProblem",
+    "CrmConfig",
     "ExtensionConfig",
     "HttpConfig",
     "ListenConfig",

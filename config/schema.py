@@ -1232,6 +1232,46 @@ class ReportsConfig(_Model):
     first_contact_hours: Annotated[float, Field(gt=0)] = 24
 
 
+# A custom field's name is also an import/export column and a search parameter.
+CustomFieldName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+
+
+class CustomFieldConfig(_Model):
+    """One custom field of customers (docs/crm.md "Custom fields")."""
+
+    # text: any string; number: an int or a decimal; date: YYYY-MM-DD; choice: one of
+    # ``choices``.
+    type: Literal["text", "number", "date", "choice"] = "text"
+    choices: list[str] = Field(default_factory=list)
+    # A customer cannot be created or saved without a value.
+    required: bool = False
+
+    @model_validator(mode="after")
+    def _choices(self) -> CustomFieldConfig:
+        if self.type == "choice" and not self.choices:
+            raise ValueError("a choice field needs choices")
+        if self.type != "choice" and self.choices:
+            raise ValueError("choices are only for type: choice")
+        return self
+
+
+class PoolConfig(_Model):
+    """The public pool of unowned customers."""
+
+    # The most customers one user may own (claim from the pool).
+    claim_limit: Annotated[int, Field(ge=0)] = 50
+    # An owned customer without a follow-up for this many days goes back to the pool.
+    return_after_days: Annotated[int, Field(ge=1)] = 30
+
+
+class CrmConfig(_Model):
+    """Customers (docs/crm.md)."""
+
+    # Extra fields every customer has, by name: their type and whether they are required.
+    custom_fields: dict[CustomFieldName, CustomFieldConfig] = Field(default_factory=dict)
+    pool: PoolConfig = Field(default_factory=PoolConfig)
+
+
 class SwitchboardConfig(_Model):
     """The whole ``switchboard.yaml``."""
 
@@ -1250,6 +1290,7 @@ class SwitchboardConfig(_Model):
     trunks: dict[Name, TrunkConfig] = Field(default_factory=dict)
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
     reports: ReportsConfig = Field(default_factory=ReportsConfig)
+    crm: CrmConfig = Field(default_factory=CrmConfig)
 
     @model_validator(mode="after")
     def _numbers_unique(self) -> SwitchboardConfig:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     DateTime,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -229,8 +231,10 @@ class CallbackRequest(Base):
 
 
 class Customer(Base):
-    """A customer of the call center. ``phone_digits`` is ``phone`` without punctuation, so
-    "+1 (555) 123-4567" and a caller ID of 15551234567 find the same row."""
+    """A customer of the call center (docs/crm.md). ``phone`` is the primary number as typed;
+    every number, the primary one included, is also a :class:`CustomerNumber` row, which is
+    what lookups by caller ID use. ``phone_digits`` (``phone``'s digits) is kept for rows
+    and readers from before revision 0004."""
 
     __tablename__ = "customers"
 
@@ -245,6 +249,83 @@ class Customer(Base):
     language: Mapped[str | None] = mapped_column(String(8), nullable=True)
     notes: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    address: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Lower-case tags between commas (",vip,reseller,"), so one LIKE finds a whole tag.
+    tags: Mapped[str] = mapped_column(Text, server_default="")
+    source: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # The user name that owns the customer; None: in the public pool.
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # Since when ``owner`` has it (the pool's return-after-N-days counts from here too).
+    owned_since: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # Every agent may see and edit a shared customer.
+    shared: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    # The values of the custom fields declared in crm.custom_fields (a JSON object).
+    custom: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    last_followup_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class CustomerNumber(Base):
+    """One phone number of a customer: as typed, normalised (crm/numbers.py) and its
+    indexed tail (the last 7 digits) that caller-ID lookups search by."""
+
+    __tablename__ = "customer_numbers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    number: Mapped[str] = mapped_column(String(64))
+    digits: Mapped[str] = mapped_column(String(32), index=True)
+    tail: Mapped[str] = mapped_column(String(8), index=True)
+    # primary | mobile | home | work | fax | other
+    kind: Mapped[str] = mapped_column(String(16))
+
+
+class CustomerFollowup(Base):
+    """A contact with a customer: who, when, what was said, and when to follow up next."""
+
+    __tablename__ = "customer_followups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    time: Mapped[datetime] = mapped_column(UtcDateTime())
+    user: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text)
+    next_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class CustomerAppointment(Base):
+    """An appointment with a customer; its reminder is due at ``remind_at`` until sent."""
+
+    __tablename__ = "customer_appointments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    remind_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    user: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text)
+    reminded: Mapped[bool] = mapped_column(Boolean, server_default=false())
+
+
+class BlacklistRow(Base):
+    """A number outbound calls must not dial (the outbound blacklist), matched as customer
+    numbers are (crm/numbers.py)."""
+
+    __tablename__ = "outbound_blacklist"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    number: Mapped[str] = mapped_column(String(64))
+    digits: Mapped[str] = mapped_column(String(32), unique=True)
+    tail: Mapped[str] = mapped_column(String(8), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    added_by: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class QueueEventRow(Base):

@@ -19,6 +19,7 @@ contact updates the binding — with the backend's native ``INSERT ... ON CONFLI
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import secrets
 from collections.abc import Mapping, Sequence
@@ -39,8 +40,10 @@ from sqlalchemy import (
     event,
     false,
     func,
+    literal,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -54,9 +57,13 @@ from crm.models import (
     ApiTokenRow,
     AuditRow,
     Base,
+    BlacklistRow,
     CallbackRequest,
     CallRecord,
     Customer,
+    CustomerAppointment,
+    CustomerFollowup,
+    CustomerNumber,
     ExtensionSetting,
     LastAgent,
     QueueEventRow,
@@ -67,6 +74,7 @@ from crm.models import (
     UserRow,
     Voicemail,
 )
+from crm.numbers import MIN_SUFFIX, normalise, numbers_match, tail
 from crm.recordings import RecordingData, RecordingState
 from crm.users import (
     DEFAULT_SERVICE_LEVEL_SECONDS,
@@ -300,9 +308,72 @@ def phone_digits(number: str) -> str:
     return "".join(ch for ch in number if ch.isdigit())
 
 
+CUSTOMER_GRADES = ("A", "B", "C", "D", "E")
+# What a customer's number is; the one in ``CustomerData.phone`` is "primary".
+NUMBER_KINDS = ("primary", "mobile", "home", "work", "fax", "other")
+
+
+class CrmError(Exception):
+    """A customer operation refused. ``status`` is the HTTP status an API answers with
+    (400 bad input, 403 not allowed, 404 unknown, 409 conflicts with what is stored)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class DuplicateNumberError(CrmError):
+    """A number belongs to another customer already (409); ``customer_id`` and ``name``
+    say whose."""
+
+    def __init__(self, number: str, customer_id: int, name: str) -> None:
+        super().__init__(409, f"number {number} belongs to customer {customer_id} ({name})")
+        self.number = number
+        self.customer_id = customer_id
+        self.name = name
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerNumberData:
+    """One more number of a customer, as typed; ``digits`` is its normalised form
+    (crm/numbers.py)."""
+
+    number: str
+    kind: str = "mobile"
+    id: int | None = field(default=None, compare=False)
+    digits: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        digits = normalise(self.number)
+        if not digits:
+            raise ValueError(f"phone number {self.number!r} has no digits")
+        if len(self.number) > 64:
+            raise ValueError("phone number longer than 64 characters")
+        if self.kind not in NUMBER_KINDS:
+            raise ValueError(f"number kind must be one of {', '.join(NUMBER_KINDS)}")
+        object.__setattr__(self, "digits", digits)
+
+
+def clean_tags(tags: Sequence[str]) -> tuple[str, ...]:
+    """Tags as stored: lower case, trimmed, no empties or repeats, in the order given."""
+    out: list[str] = []
+    for tag in tags:
+        t = tag.strip().lower()
+        if "," in t or ";" in t:
+            raise ValueError(f"tag {tag!r}: no commas or semicolons in a tag")
+        if len(t) > 64:
+            raise ValueError(f"tag {tag!r} is longer than 64 characters")
+        if t and t not in out:
+            out.append(t)
+    return tuple(out)
+
+
 @dataclass(frozen=True, slots=True)
 class CustomerData:
-    """A customer; ``grade`` is A (best) to E, or None."""
+    """A customer (docs/crm.md); ``grade`` is A (best) to E, or None. ``phone`` is the
+    primary number, ``numbers`` the others. ``owner`` None: in the public pool. ``custom``
+    holds the values of the custom fields the config declares (crm.customers checks them)."""
 
     name: str
     phone: str
@@ -313,14 +384,38 @@ class CustomerData:
     notes: str | None = None
     created_at: datetime | None = None
     id: int | None = field(default=None, compare=False)
+    address: str | None = None
+    tags: tuple[str, ...] = ()
+    source: str | None = None
+    owner: str | None = None
+    shared: bool = False
+    custom: dict[str, Any] = field(default_factory=dict)
+    numbers: tuple[CustomerNumberData, ...] = ()
+    updated_at: datetime | None = None
+    last_followup_at: datetime | None = None
+    owned_since: datetime | None = None
 
     def __post_init__(self) -> None:
-        if self.grade is not None and self.grade not in ("A", "B", "C", "D", "E"):
+        if not self.name.strip():
+            raise ValueError("customer name must not be empty")
+        if len(self.name) > 255:
+            raise ValueError("customer name longer than 255 characters")
+        if self.grade is not None and self.grade not in CUSTOMER_GRADES:
             raise ValueError(f"customer grade must be A..E, not {self.grade!r}")
         if not phone_digits(self.phone):
             raise ValueError(f"customer phone {self.phone!r} has no digits")
-        if self.created_at is not None:
-            object.__setattr__(self, "created_at", _utc(self.created_at))
+        if len(self.phone) > 64:
+            raise ValueError("customer phone longer than 64 characters")
+        object.__setattr__(self, "tags", clean_tags(self.tags))
+        for name in ("created_at", "updated_at", "last_followup_at", "owned_since"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _utc(value))
+
+    @property
+    def all_numbers(self) -> tuple[CustomerNumberData, ...]:
+        """The primary number first, then the others."""
+        return (CustomerNumberData(self.phone, "primary"), *self.numbers)
 
     def as_variables(self) -> dict[str, str]:
         """The customer as IVR lookup results (``customer.name``, ``customer.grade``...)."""
@@ -330,6 +425,83 @@ class CustomerData:
             if value is not None:
                 out[key] = value
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class FollowupData:
+    """A contact with a customer: who, when, what, and when to follow up next."""
+
+    customer_id: int
+    time: datetime
+    user: str
+    note: str
+    next_at: datetime | None = None
+    id: int | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "time", _utc(self.time))
+        if self.next_at is not None:
+            object.__setattr__(self, "next_at", _utc(self.next_at))
+
+
+@dataclass(frozen=True, slots=True)
+class AppointmentData:
+    """An appointment with a customer at ``at``; its reminder is due at ``remind_at``."""
+
+    customer_id: int
+    at: datetime
+    remind_at: datetime
+    user: str
+    note: str = ""
+    reminded: bool = False
+    id: int | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "at", _utc(self.at))
+        object.__setattr__(self, "remind_at", _utc(self.remind_at))
+        if self.remind_at > self.at:
+            raise ValueError("an appointment's reminder must not be after the appointment")
+
+
+@dataclass(frozen=True, slots=True)
+class BlacklistEntry:
+    """A number outbound calls must not dial."""
+
+    number: str
+    reason: str
+    added_by: str
+    at: datetime
+    id: int | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "at", _utc(self.at))
+        if not normalise(self.number):
+            raise ValueError(f"phone number {self.number!r} has no digits")
+
+    @property
+    def digits(self) -> str:
+        return normalise(self.number)
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerQuery:
+    """A customer search (:meth:`Store.search_customers`); every given filter must hold.
+
+    ``text``: a case-insensitive substring of the name or company. ``number``: matches one of
+    the customer's numbers however it was typed (crm/numbers.py). ``grade``, ``tag``,
+    ``owner``, ``source``: equal. ``pool``: True only unowned customers, False only owned
+    ones. ``custom``: custom field values, equal (numbers compared as numbers).
+    ``visible_to``: only what that agent user may see (shared, the pool, their own)."""
+
+    text: str | None = None
+    number: str | None = None
+    grade: str | None = None
+    tag: str | None = None
+    owner: str | None = None
+    source: str | None = None
+    pool: bool | None = None
+    custom: Mapping[str, str | float] = field(default_factory=dict)
+    visible_to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -795,37 +967,407 @@ class Store:
             rows = (await session.scalars(stmt)).all()
         return {r.caller: (r.agent, r.at) for r in rows}
 
-    # --- customers ----------------------------------------------------------------------------
+    # --- customers (docs/crm.md) -------------------------------------------------------------
 
     async def add_customer(self, customer: CustomerData) -> int:
-        """Store a customer; return its id."""
-        async with self._sessions.begin() as session:
-            row = Customer(
-                **_columns(customer, exclude=("id", "created_at")),
-                phone_digits=phone_digits(customer.phone),
-                created_at=customer.created_at or datetime.now(UTC),
+        """Store a customer even if its number is another's; return its id (the IVR's and
+        tests' short form of :meth:`create_customer`)."""
+        created = await self.create_customer(customer, allow_duplicate=True)
+        assert created.id is not None
+        return created.id
+
+    async def create_customer(
+        self, customer: CustomerData, *, allow_duplicate: bool = False, now: datetime | None = None
+    ) -> CustomerData:
+        """Store a new customer with its numbers; return it as stored. A number that belongs
+        to another customer raises :class:`DuplicateNumberError` unless ``allow_duplicate``."""
+        ids = await self.add_customers([customer], allow_duplicate=allow_duplicate, now=now)
+        got = await self.get_customer(ids[0])
+        assert got is not None
+        return got
+
+    async def add_customers(
+        self,
+        customers: Sequence[CustomerData],
+        *,
+        allow_duplicate: bool = True,
+        now: datetime | None = None,
+        chunk: int = 5000,
+    ) -> list[int]:
+        """Insert many customers in one transaction, ``chunk`` rows per executemany (the
+        import's path); return their ids in order. With ``allow_duplicate`` False a number
+        already stored raises :class:`DuplicateNumberError` and nothing is stored."""
+        if not customers:
+            return []
+        stamp = _utc(now) if now is not None else datetime.now(UTC)
+        if not allow_duplicate:
+            owners = await self.customers_by_numbers(
+                [n.number for c in customers for n in c.all_numbers]
             )
-            session.add(row)
-            await session.flush()
-            return row.id
+            for c in customers:
+                for n in c.all_numbers:
+                    hit = owners.get(n.digits)
+                    if hit is not None:
+                        raise DuplicateNumberError(n.number, hit[0], hit[1])
+        ids: list[int] = []
+        postgres = self._engine.dialect.name == "postgresql"
+        async with self._engine.begin() as conn:
+            for start in range(0, len(customers), chunk):
+                part = customers[start : start + chunk]
+                rows = [_customer_columns(c, stamp) for c in part]
+                # One executemany per chunk, no RETURNING (SQLAlchemy would insert row by
+                # row to return ids in order): PostgreSQL hands out the ids first from the
+                # sequence; SQLite gives rowids max+1, max+2... and the transaction holds
+                # the write lock from the first insert on, so they are contiguous.
+                if postgres:
+                    reserved = await conn.execute(
+                        select(func.nextval("customers_id_seq")).select_from(
+                            func.generate_series(1, len(rows))
+                        )
+                    )
+                    new_ids = [int(r[0]) for r in reserved.all()]
+                    for row, cid in zip(rows, new_ids, strict=True):
+                        row["id"] = cid
+                    await conn.execute(_CUSTOMERS.insert(), rows)
+                else:
+                    await conn.execute(_CUSTOMERS.insert(), rows)
+                    last = int(await conn.scalar(select(func.max(_CUSTOMERS.c.id))) or 0)
+                    new_ids = list(range(last - len(rows) + 1, last + 1))
+                numbers = [
+                    _number_columns(cid, n)
+                    for cid, c in zip(new_ids, part, strict=True)
+                    for n in c.all_numbers
+                ]
+                await conn.execute(_CUSTOMER_NUMBERS.insert(), numbers)
+                ids.extend(new_ids)
+        return ids
+
+    async def get_customer(self, customer_id: int) -> CustomerData | None:
+        """The customer with this id, with its numbers, or None."""
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(select(_CUSTOMERS).where(_CUSTOMERS.c.id == customer_id))
+            ).first()
+            if row is None:
+                return None
+            found = await _customers_from_rows(conn, [row])
+        return found[0]
+
+    async def update_customer(
+        self, customer: CustomerData, *, allow_duplicate: bool = False, now: datetime | None = None
+    ) -> CustomerData | None:
+        """Replace the stored customer ``customer.id`` (its numbers too) with ``customer``;
+        None when there is none. ``created_at`` is kept; ``updated_at`` becomes ``now``."""
+        if customer.id is None:
+            raise ValueError("update_customer needs the customer's id")
+        if not allow_duplicate:
+            owners = await self.customers_by_numbers([n.number for n in customer.all_numbers])
+            for n in customer.all_numbers:
+                hit = owners.get(n.digits)
+                if hit is not None and hit[0] != customer.id:
+                    raise DuplicateNumberError(n.number, hit[0], hit[1])
+        stamp = _utc(now) if now is not None else datetime.now(UTC)
+        values = _customer_columns(customer, stamp)
+        del values["created_at"]
+        values["updated_at"] = stamp
+        async with self._engine.begin() as conn:
+            done = await conn.execute(
+                update(_CUSTOMERS).where(_CUSTOMERS.c.id == customer.id).values(**values)
+            )
+            if not done.rowcount:
+                return None
+            await conn.execute(
+                delete(_CUSTOMER_NUMBERS).where(_CUSTOMER_NUMBERS.c.customer_id == customer.id)
+            )
+            await conn.execute(
+                _CUSTOMER_NUMBERS.insert(),
+                [_number_columns(customer.id, n) for n in customer.all_numbers],
+            )
+        return await self.get_customer(customer.id)
+
+    async def delete_customer(self, customer_id: int) -> bool:
+        """Delete a customer with its numbers, follow-ups and appointments."""
+        async with self._engine.begin() as conn:
+            for table in (_CUSTOMER_NUMBERS, _FOLLOWUPS, _APPOINTMENTS):
+                await conn.execute(delete(table).where(table.c.customer_id == customer_id))
+            done = await conn.execute(delete(_CUSTOMERS).where(_CUSTOMERS.c.id == customer_id))
+        return bool(done.rowcount)
 
     async def find_customer_by_number(self, number: str) -> CustomerData | None:
-        """The customer whose phone is ``number`` (compared on digits; the oldest such
-        customer if several share it), or None."""
-        digits = phone_digits(number)
+        """The customer one of whose numbers matches ``number`` however either was typed
+        (crm/numbers.py): an exact match first, then the longest stored form, then the
+        oldest customer. None when there is none. Two indexed queries (the ACD and the
+        IVR ask on every queue call)."""
+        digits = normalise(number)
         if not digits:
             return None
+        n = _CUSTOMER_NUMBERS
+        # The candidates with their customer's row: one indexed query, then the numbers.
         stmt = (
-            select(Customer)
-            .where(Customer.phone_digits == digits)
-            .order_by(Customer.created_at, Customer.id)
-            .limit(1)
+            select(_CUSTOMERS, n.c.digits.label("matched"))
+            .join(n, _CUSTOMERS.c.id == n.c.customer_id)
+            .where(n.c.tail == tail(digits))
+            .limit(100)
         )
-        async with self._sessions() as session:
-            row = (await session.scalars(stmt)).first()
-        if row is None:
+        async with self._engine.connect() as conn:
+            hits = [r for r in (await conn.execute(stmt)).all() if numbers_match(r.matched, digits)]
+            if not hits:
+                return None
+            best = min(
+                hits, key=lambda r: (r.matched != digits, -len(r.matched), r.created_at, r.id)
+            )
+            found = await _customers_from_rows(conn, [best])
+        return found[0]
+
+    async def customers_by_numbers(self, numbers: Sequence[str]) -> dict[str, tuple[int, str]]:
+        """For each of ``numbers`` (normalised) that matches a stored customer's number:
+        ``digits → (customer id, name)`` (the oldest customer when several match)."""
+        wanted = {d for d in (normalise(x) for x in numbers) if d}
+        by_tail: dict[str, list[str]] = {}
+        for d in wanted:
+            by_tail.setdefault(tail(d), []).append(d)
+        out: dict[str, tuple[int, str]] = {}
+        n = _CUSTOMER_NUMBERS
+        tails = sorted(by_tail)
+        async with self._engine.connect() as conn:
+            for start in range(0, len(tails), 500):
+                stmt = (
+                    select(n.c.tail, n.c.digits, n.c.customer_id, _CUSTOMERS.c.name)
+                    .join(_CUSTOMERS, _CUSTOMERS.c.id == n.c.customer_id)
+                    .where(n.c.tail.in_(tails[start : start + 500]))
+                    .order_by(n.c.customer_id)
+                )
+                for t, stored, cid, name in (await conn.execute(stmt)).all():
+                    for d in by_tail[t]:
+                        if d not in out and numbers_match(stored, d):
+                            out[d] = (int(cid), str(name))
+        return out
+
+    async def search_customers(
+        self, query: CustomerQuery, *, offset: int = 0, limit: int = 50
+    ) -> tuple[list[CustomerData], int]:
+        """Customers matching ``query`` (:class:`CustomerQuery`), by name then id: one page
+        and the number of all matches."""
+        if offset < 0 or limit < 0:
+            raise ValueError("offset and limit must not be negative")
+        c = _CUSTOMERS
+        conds = _customer_conditions(query)
+        stmt = select(c).where(*conds).order_by(func.lower(c.c.name), c.c.id)
+        count = select(func.count()).select_from(c).where(*conds)
+        async with self._engine.connect() as conn:
+            total = int((await conn.scalar(count)) or 0)
+            rows = (await conn.execute(stmt.offset(offset).limit(limit))).all() if limit else []
+            found = await _customers_from_rows(conn, rows)
+        return found, total
+
+    async def count_owned(self, owner: str) -> int:
+        """How many customers ``owner`` owns (the pool's claim limit counts these)."""
+        async with self._engine.connect() as conn:
+            got = await conn.scalar(
+                select(func.count()).select_from(_CUSTOMERS).where(_CUSTOMERS.c.owner == owner)
+            )
+        return int(got or 0)
+
+    async def add_followup(self, followup: FollowupData) -> FollowupData:
+        """Record a follow-up; the customer's ``last_followup_at`` becomes its time (when
+        later). CrmError 404 for an unknown customer."""
+        values = _columns(followup)
+        c = _CUSTOMERS
+        async with self._engine.begin() as conn:
+            known = await conn.scalar(select(c.c.id).where(c.c.id == followup.customer_id))
+            if known is None:
+                raise CrmError(404, f"no customer {followup.customer_id}")
+            await conn.execute(
+                update(c)
+                .where(
+                    c.c.id == followup.customer_id,
+                    or_(c.c.last_followup_at.is_(None), c.c.last_followup_at < followup.time),
+                )
+                .values(last_followup_at=followup.time)
+            )
+            result = await conn.execute(_FOLLOWUPS.insert().returning(_FOLLOWUPS.c.id), values)
+            new_id = int(result.scalar_one())
+        return dataclasses.replace(followup, id=new_id)
+
+    async def list_followups(self, customer_id: int) -> list[FollowupData]:
+        """A customer's follow-ups, newest first."""
+        stmt = (
+            select(_FOLLOWUPS)
+            .where(_FOLLOWUPS.c.customer_id == customer_id)
+            .order_by(_FOLLOWUPS.c.time.desc(), _FOLLOWUPS.c.id.desc())
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [_followup_from_row(r) for r in rows]
+
+    async def add_appointment(self, appointment: AppointmentData) -> AppointmentData:
+        """Store an appointment; CrmError 404 for an unknown customer."""
+        async with self._engine.begin() as conn:
+            known = await conn.scalar(
+                select(_CUSTOMERS.c.id).where(_CUSTOMERS.c.id == appointment.customer_id)
+            )
+            if known is None:
+                raise CrmError(404, f"no customer {appointment.customer_id}")
+            result = await conn.execute(
+                _APPOINTMENTS.insert().returning(_APPOINTMENTS.c.id), _columns(appointment)
+            )
+            new_id = int(result.scalar_one())
+        return dataclasses.replace(appointment, id=new_id)
+
+    async def list_appointments(self, customer_id: int) -> list[AppointmentData]:
+        """A customer's appointments, soonest first."""
+        stmt = (
+            select(_APPOINTMENTS)
+            .where(_APPOINTMENTS.c.customer_id == customer_id)
+            .order_by(_APPOINTMENTS.c.at, _APPOINTMENTS.c.id)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [_appointment_from_row(r) for r in rows]
+
+    async def due_reminders(
+        self, now: datetime, *, user: str | None = None
+    ) -> list[AppointmentData]:
+        """Appointments whose reminder is due at ``now`` and not yet marked reminded (of
+        ``user``), by reminder time."""
+        a = _APPOINTMENTS
+        conds = [a.c.remind_at <= _utc(now), a.c.reminded == false()]
+        if user is not None:
+            conds.append(a.c.user == user)
+        stmt = select(a).where(*conds).order_by(a.c.remind_at, a.c.id)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [_appointment_from_row(r) for r in rows]
+
+    async def mark_reminded(self, appointment_ids: Sequence[int]) -> int:
+        """Mark reminders as sent; returns how many were changed."""
+        if not appointment_ids:
+            return 0
+        async with self._engine.begin() as conn:
+            done = await conn.execute(
+                update(_APPOINTMENTS)
+                .where(_APPOINTMENTS.c.id.in_(list(appointment_ids)))
+                .values(reminded=True)
+            )
+        return int(done.rowcount)
+
+    async def claim_customer(
+        self, customer_id: int, user: str, *, limit: int, now: datetime
+    ) -> CustomerData:
+        """Take a customer from the public pool for ``user``. CrmError 404 unknown, 409
+        owned by someone (or already by ``user``), 409 when ``user`` owns ``limit``
+        customers already."""
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.execute(select(_CUSTOMERS.c.owner).where(_CUSTOMERS.c.id == customer_id))
+            ).first()
+            if row is None:
+                raise CrmError(404, f"no customer {customer_id}")
+            if row[0] is not None:
+                raise CrmError(409, f"customer {customer_id} is owned by {row[0]}, not in the pool")
+            owned = await conn.scalar(
+                select(func.count()).select_from(_CUSTOMERS).where(_CUSTOMERS.c.owner == user)
+            )
+            if int(owned or 0) >= limit:
+                raise CrmError(409, f"{user} owns {owned} customers: the claim limit is {limit}")
+            done = await conn.execute(
+                update(_CUSTOMERS)
+                .where(_CUSTOMERS.c.id == customer_id, _CUSTOMERS.c.owner.is_(None))
+                .values(owner=user, owned_since=_utc(now), updated_at=_utc(now))
+            )
+            if not done.rowcount:  # claimed by someone else meanwhile
+                raise CrmError(409, f"customer {customer_id} was just claimed by someone else")
+        got = await self.get_customer(customer_id)
+        assert got is not None
+        return got
+
+    async def release_customer(self, customer_id: int, now: datetime) -> CustomerData | None:
+        """Put a customer back into the public pool (no owner); None when unknown."""
+        async with self._engine.begin() as conn:
+            done = await conn.execute(
+                update(_CUSTOMERS)
+                .where(_CUSTOMERS.c.id == customer_id)
+                .values(owner=None, owned_since=None, updated_at=_utc(now))
+            )
+        return await self.get_customer(customer_id) if done.rowcount else None
+
+    async def return_stale_to_pool(self, now: datetime, days: float) -> list[int]:
+        """The pool's daily job: every customer owned for more than ``days`` days with no
+        follow-up in the last ``days`` days goes back to the pool. Returns their ids."""
+        cutoff = _utc(now) - timedelta(days=days)
+        c = _CUSTOMERS
+        stale = and_(
+            c.c.owner.is_not(None),
+            func.coalesce(c.c.owned_since, c.c.created_at) < cutoff,
+            or_(c.c.last_followup_at.is_(None), c.c.last_followup_at < cutoff),
+        )
+        async with self._engine.begin() as conn:
+            ids = [int(r[0]) for r in (await conn.execute(select(c.c.id).where(stale))).all()]
+            if ids:
+                await conn.execute(
+                    update(c)
+                    .where(c.c.id.in_(ids))
+                    .values(owner=None, owned_since=None, updated_at=_utc(now))
+                )
+        if ids:
+            log.info("customers_returned_to_pool", count=len(ids))
+        return ids
+
+    async def add_blacklist(self, entry: BlacklistEntry) -> BlacklistEntry:
+        """Add a number to the outbound blacklist; CrmError 409 when it (however typed) is
+        there already."""
+        existing = await self.blacklist_entry(entry.number)
+        if existing is not None:
+            raise CrmError(
+                409, f"{entry.number} is on the blacklist already (as {existing.number})"
+            )
+        digits = entry.digits
+        values = {**_columns(entry), "digits": digits, "tail": tail(digits)}
+        try:
+            async with self._engine.begin() as conn:
+                result = await conn.execute(_BLACKLIST.insert().returning(_BLACKLIST.c.id), values)
+                new_id = int(result.scalar_one())
+        except IntegrityError:
+            raise CrmError(409, f"{entry.number} is on the blacklist already") from None
+        return dataclasses.replace(entry, id=new_id)
+
+    async def remove_blacklist(self, number: str) -> bool:
+        """Take the entry ``number`` matches (however typed) off the blacklist; False when
+        there is none."""
+        entry = await self.blacklist_entry(number)
+        if entry is None:
+            return False
+        async with self._engine.begin() as conn:
+            done = await conn.execute(delete(_BLACKLIST).where(_BLACKLIST.c.id == entry.id))
+        return bool(done.rowcount)
+
+    async def list_blacklist(
+        self, *, offset: int = 0, limit: int = 50
+    ) -> tuple[list[BlacklistEntry], int]:
+        """The blacklist, newest first: one page and the total."""
+        b = _BLACKLIST
+        async with self._engine.connect() as conn:
+            total = int((await conn.scalar(select(func.count()).select_from(b))) or 0)
+            stmt = select(b).order_by(b.c.at.desc(), b.c.id.desc()).offset(offset).limit(limit)
+            rows = (await conn.execute(stmt)).all()
+        return [_blacklist_from_row(r) for r in rows], total
+
+    async def blacklist_entry(self, number: str) -> BlacklistEntry | None:
+        """The blacklist entry ``number`` matches (crm/numbers.py), or None."""
+        digits = normalise(number)
+        if not digits:
             return None
-        return _data_from_row(CustomerData, row)
+        stmt = select(_BLACKLIST).where(_BLACKLIST.c.tail == tail(digits))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        hits = [r for r in rows if numbers_match(r.digits, digits)]
+        if not hits:
+            return None
+        return _blacklist_from_row(min(hits, key=lambda r: (r.digits != digits, r.id)))
+
+    async def is_blacklisted(self, number: str) -> bool:
+        """Whether outbound calls must not dial ``number``."""
+        return await self.blacklist_entry(number) is not None
 
     # --- IVR results: voicemail, surveys, callback requests --------------------------------
 
@@ -1735,6 +2277,135 @@ def _columns(data: Any, exclude: tuple[str, ...] = ("id",)) -> dict[str, Any]:
 def _data_from_row(cls: type[_D], row: Any) -> _D:
     """A store dataclass from an ORM row with the same column names (``id`` included)."""
     return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})  # type: ignore[arg-type]
+
+
+_CUSTOMERS = cast(Table, Customer.__table__)
+_CUSTOMER_NUMBERS = cast(Table, CustomerNumber.__table__)
+_FOLLOWUPS = cast(Table, CustomerFollowup.__table__)
+_APPOINTMENTS = cast(Table, CustomerAppointment.__table__)
+_BLACKLIST = cast(Table, BlacklistRow.__table__)
+_CUSTOMER_SCALARS = (
+    "name",
+    "phone",
+    "email",
+    "company",
+    "grade",
+    "language",
+    "notes",
+    "created_at",
+    "address",
+    "source",
+    "owner",
+    "shared",
+    "updated_at",
+    "last_followup_at",
+    "owned_since",
+)
+
+
+def _customer_columns(c: CustomerData, now: datetime) -> dict[str, Any]:
+    values = {name: getattr(c, name) for name in _CUSTOMER_SCALARS}
+    values["created_at"] = c.created_at or now
+    values["phone_digits"] = phone_digits(c.phone)
+    values["tags"] = "," + ",".join(c.tags) + "," if c.tags else ""
+    values["custom"] = dict(c.custom) if c.custom else None
+    if c.owner is not None and c.owned_since is None:
+        values["owned_since"] = now
+    return values
+
+
+def _number_columns(customer_id: int, n: CustomerNumberData) -> dict[str, Any]:
+    digits = n.digits
+    return {
+        "customer_id": customer_id,
+        "number": n.number,
+        "digits": digits,
+        "tail": tail(digits),
+        "kind": n.kind,
+    }
+
+
+async def _customers_from_rows(conn: Any, rows: Sequence[Any]) -> list[CustomerData]:
+    """Customers from ``customers`` rows, with their numbers (one more query)."""
+    if not rows:
+        return []
+    ids = [r.id for r in rows]
+    n = _CUSTOMER_NUMBERS
+    numbers: dict[int, list[CustomerNumberData]] = {}
+    stmt = select(n).where(n.c.customer_id.in_(ids), n.c.kind != "primary").order_by(n.c.id)
+    for r in (await conn.execute(stmt)).all():
+        numbers.setdefault(r.customer_id, []).append(CustomerNumberData(r.number, r.kind, r.id))
+    out = []
+    for r in rows:
+        values = {name: getattr(r, name) for name in _CUSTOMER_SCALARS}
+        values["shared"] = bool(r.shared)
+        out.append(
+            CustomerData(
+                **values,
+                id=r.id,
+                tags=tuple(t for t in (r.tags or "").split(",") if t),
+                custom=dict(r.custom or {}),
+                numbers=tuple(numbers.get(r.id, ())),
+            )
+        )
+    return out
+
+
+def _customer_conditions(q: CustomerQuery) -> list[ColumnElement[bool]]:
+    c = _CUSTOMERS
+    conds: list[ColumnElement[bool]] = []
+    if q.text:
+        needle = q.text.strip().lower()
+        conds.append(
+            or_(
+                func.lower(c.c.name).contains(needle, autoescape=True),
+                func.lower(c.c.company).contains(needle, autoescape=True),
+            )
+        )
+    if q.number is not None:
+        digits = normalise(q.number)
+        n = _CUSTOMER_NUMBERS
+        match = or_(n.c.digits == digits, literal(digits).endswith(n.c.digits))
+        if len(digits) >= MIN_SUFFIX:
+            match = or_(match, n.c.digits.endswith(digits))
+        conds.append(
+            c.c.id.in_(select(n.c.customer_id).where(n.c.tail == tail(digits), match))
+            if digits
+            else false()
+        )
+    if q.grade is not None:
+        conds.append(c.c.grade == q.grade)
+    if q.tag:
+        conds.append(c.c.tags.contains("," + q.tag.strip().lower() + ",", autoescape=True))
+    if q.owner is not None:
+        conds.append(c.c.owner == q.owner)
+    if q.source is not None:
+        conds.append(c.c.source == q.source)
+    if q.pool is True:
+        conds.append(c.c.owner.is_(None))
+    elif q.pool is False:
+        conds.append(c.c.owner.is_not(None))
+    for name, value in q.custom.items():
+        column = c.c.custom[name]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            conds.append(column.as_float() == float(value))
+        else:
+            conds.append(column.as_string() == str(value))
+    if q.visible_to is not None:
+        conds.append(or_(c.c.shared == true(), c.c.owner.is_(None), c.c.owner == q.visible_to))
+    return conds
+
+
+def _followup_from_row(r: Any) -> FollowupData:
+    return FollowupData(r.customer_id, r.time, r.user, r.note, r.next_at, r.id)
+
+
+def _appointment_from_row(r: Any) -> AppointmentData:
+    return AppointmentData(r.customer_id, r.at, r.remind_at, r.user, r.note, bool(r.reminded), r.id)
+
+
+def _blacklist_from_row(r: Any) -> BlacklistEntry:
+    return BlacklistEntry(r.number, r.reason, r.added_by, r.at, r.id)
 
 
 def _voicemail_from_row(r: Voicemail) -> VoicemailData:

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from acd.dialer import ClickToCall
 from acd.host import AcdHost
 from config import HttpConfig
-from crm import Store
+from crm import CrmSettings, Store
 from crm.reports import ReportSettings
 from pbx.control import CallControl
 from recorder.commands import RecorderCommands
@@ -67,6 +67,10 @@ class Operations(Protocol):
 
     def report_settings(self) -> ReportSettings:
         """How reports count: the ``reports:`` config and each queue's service level."""
+        ...
+
+    def crm_settings(self) -> CrmSettings:
+        """Customers' custom fields and pool limits: the ``crm:`` config."""
         ...
 
     def metrics(self) -> tuple[bytes, str]:

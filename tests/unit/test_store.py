@@ -426,7 +426,10 @@ async def test_customer_found_by_caller_number_digits(store: Store) -> None:
         "grade": "A",
         "language": "en",
     }
-    assert await store.find_customer_by_number("5551234567") is None  # digits must match
+    # however typed (docs/crm.md): the national form finds the international one
+    national = await store.find_customer_by_number("(555) 123-4567")
+    assert national is not None and national.id == cid
+    assert await store.find_customer_by_number("5551234568") is None
     assert await store.find_customer_by_number("anonymous") is None
     with pytest.raises(ValueError, match="grade"):
         CustomerData(name="x", phone="1", grade="F")
