@@ -24,6 +24,7 @@ paths and print what comes back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -156,17 +157,8 @@ class ApiClient:
     ) -> Any:
         """Send one request; return its JSON body (None when empty) or raise ApiError."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
-        try:
+        with self._transport_errors():
             response = self._http.request(method, path, params=query, json=body)
-        except httpx.ConnectError:
-            raise self._not_running() from None
-        except httpx.TimeoutException:
-            raise ApiError(
-                f"switchboard at {self.target.url} did not answer within {TIMEOUT:g} s",
-                EXIT_SERVER,
-            ) from None
-        except httpx.HTTPError as exc:
-            raise ApiError(f"{self.target.url}: {exc}", EXIT_SERVER) from None
         self._check(response)
         if not response.content:
             return None
@@ -222,29 +214,22 @@ class ApiClient:
         returns the response headers. Errors as :meth:`request`; the body is only written
         for a successful answer."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
-        try:
-            with self._http.stream(
+        with (
+            self._transport_errors("download from"),
+            self._http.stream(
                 "GET",
                 path,
                 params=query,
                 headers={"Accept": "*/*"},
                 timeout=httpx.Timeout(TIMEOUT, read=DOWNLOAD_READ_TIMEOUT),
-            ) as response:
-                if response.is_error:
-                    response.read()
-                    self._check(response)
-                for chunk in response.iter_bytes():
-                    write(chunk)
-                return response.headers
-        except httpx.ConnectError:
-            raise self._not_running() from None
-        except httpx.TimeoutException:
-            raise ApiError(
-                f"switchboard at {self.target.url} did not answer within {TIMEOUT:g} s",
-                EXIT_SERVER,
-            ) from None
-        except httpx.HTTPError as exc:
-            raise ApiError(f"download from {self.target.url} broke: {exc}", EXIT_SERVER) from None
+            ) as response,
+        ):
+            if response.is_error:
+                response.read()
+                self._check(response)
+            for chunk in response.iter_bytes():
+                write(chunk)
+            return response.headers
 
     def upload(
         self,
@@ -259,7 +244,7 @@ class ApiClient:
         :meth:`request`. The server may take long to answer (an import): the read timeout
         is that of a download."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
-        try:
+        with self._transport_errors("upload to", waited=DOWNLOAD_READ_TIMEOUT):
             response = self._http.post(
                 path,
                 params=query,
@@ -267,74 +252,61 @@ class ApiClient:
                 headers={"Content-Type": content_type},
                 timeout=httpx.Timeout(TIMEOUT, read=DOWNLOAD_READ_TIMEOUT),
             )
-        except httpx.ConnectError:
-            raise self._not_running() from None
-        except httpx.TimeoutException:
-            raise ApiError(
-                f"switchboard at {self.target.url} did not answer within "
-                f"{DOWNLOAD_READ_TIMEOUT:g} s",
-                EXIT_SERVER,
-            ) from None
-        except httpx.HTTPError as exc:
-            raise ApiError(f"upload to {self.target.url} broke: {exc}", EXIT_SERVER) from None
         self._check(response)
         return response.json() if response.content else None
 
     def events(self, path: str = "/api/events") -> Iterator[dict[str, Any]]:
         """Server-Sent Events as JSON objects, until the server ends the stream."""
-        try:
-            with self._http.stream(
+        with (
+            self._transport_errors("event stream from"),
+            self._http.stream(
                 "GET",
                 path,
                 headers={"Accept": "text/event-stream"},
                 timeout=httpx.Timeout(TIMEOUT, read=None),
-            ) as response:
-                if response.is_error:
-                    response.read()
-                    self._check(response)
-                data: list[str] = []
-                for line in response.iter_lines():
-                    if line.startswith("data:"):
-                        data.append(line[5:].removeprefix(" "))
-                    elif not line and data:
-                        text, data = "\n".join(data), []
-                        try:
-                            event = json.loads(text)
-                        except ValueError:
-                            continue
-                        if isinstance(event, dict):
-                            yield event
-        except httpx.ConnectError:
-            raise self._not_running() from None
-        except httpx.TimeoutException:
-            raise ApiError(
-                f"switchboard at {self.target.url} did not answer within {TIMEOUT:g} s",
-                EXIT_SERVER,
-            ) from None
-        except httpx.HTTPError as exc:
-            raise ApiError(
-                f"event stream from {self.target.url} broke: {exc}", EXIT_SERVER
-            ) from None
-
-    # -- errors --------------------------------------------------------------------------
+            ) as response,
+        ):
+            if response.is_error:
+                response.read()
+                self._check(response)
+            data: list[str] = []
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    data.append(line[5:].removeprefix(" "))
+                elif not line and data:
+                    text, data = "\n".join(data), []
+                    try:
+                        event = json.loads(text)
+                    except ValueError:
+                        continue
+                    if isinstance(event, dict):
+                        yield event
 
     def fetch_file(self, path: str, **params: Any) -> tuple[bytes, str]:
         """GET a file (a report as CSV, XLSX or PNG): its bytes and content type; failures
         as :meth:`request` raises them."""
-        query = {k: v for k, v in params.items() if v is not None}
+        body = bytearray()
+        headers = self.download(path, body.extend, params=params)
+        return bytes(body), headers.get("content-type", "")
+
+    # -- errors --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transport_errors(self, broke: str = "", waited: float = TIMEOUT) -> Iterator[None]:
+        """httpx's transport failures as one-line ApiErrors: not running, no answer within
+        ``waited`` seconds, or ``<broke> <url> broke: …`` (``<url>: …`` without ``broke``)."""
         try:
-            response = self._http.get(path, params=query, headers={"Accept": "*/*"})
+            yield
         except httpx.ConnectError:
             raise self._not_running() from None
         except httpx.TimeoutException:
             raise ApiError(
-                f"switchboard at {self.target.url} did not answer within {TIMEOUT:g} s",
+                f"switchboard at {self.target.url} did not answer within {waited:g} s",
                 EXIT_SERVER,
             ) from None
         except httpx.HTTPError as exc:
-            raise ApiError(f"{self.target.url}: {exc}", EXIT_SERVER) from None
-        self._check(response)
-        return response.content, response.headers.get("content-type", "")
+            where = f"{broke} {self.target.url} broke" if broke else self.target.url
+            raise ApiError(f"{where}: {exc}", EXIT_SERVER) from None
 
     def _not_running(self) -> ApiError:
         return ApiError(
