@@ -6,7 +6,6 @@ exit codes of :mod:`cli.client` (an import that refused rows exits 1)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,7 +27,7 @@ from cli.commands import (
     _table,
     _when,
 )
-from cli.recordings import save
+from cli.recordings import ExportFormat, ExportFormatOpt, OutputOpt, save
 
 customer_app = _sub("Customers: search, show, add, import and export; the outbound blacklist.")
 blacklist_app = _sub("The outbound blacklist: numbers outbound calls must not dial.")
@@ -52,7 +51,6 @@ FieldOpt = Annotated[
     list[str] | None,
     typer.Option("--field", help="A custom field's value, NAME:VALUE (repeatable)."),
 ]
-OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="The file to write.")]
 
 
 def _filters(
@@ -277,17 +275,10 @@ def customer_import(
         raise typer.Exit(EXIT_REFUSED)
 
 
-class ExportFormat(StrEnum):
-    csv = "csv"
-    xlsx = "xlsx"
-
-
 @customer_app.command("export")
 def customer_export(
     output: OutputOpt,
-    fmt: Annotated[
-        ExportFormat, typer.Option("--format", help="csv (UTF-8) or xlsx (Excel).")
-    ] = ExportFormat.csv,
+    fmt: ExportFormatOpt = ExportFormat.csv,
     config: ConfigOpt = DEFAULT_CONFIG,
     text: TextOpt = None,
     number: NumberOpt = None,

@@ -212,12 +212,15 @@ class ExportFormat(StrEnum):
     xlsx = "xlsx"
 
 
+ExportFormatOpt = Annotated[
+    ExportFormat, typer.Option("--format", help="csv (UTF-8) or xlsx (Excel).")
+]
+
+
 @recording_app.command("export")
 def recording_export(
     output: OutputOpt,
-    fmt: Annotated[
-        ExportFormat, typer.Option("--format", help="csv (UTF-8) or xlsx (Excel).")
-    ] = ExportFormat.csv,
+    fmt: ExportFormatOpt = ExportFormat.csv,
     config: ConfigOpt = DEFAULT_CONFIG,
     since: SinceOpt = None,
     until: UntilOpt = None,
