@@ -464,3 +464,98 @@ class AuditRow(Base):
     action: Mapped[str] = mapped_column(String(255))
     target: Mapped[str] = mapped_column(Text)
     detail: Mapped[str] = mapped_column(Text)  # a JSON object
+
+
+class TicketRow(Base):
+    """A ticket (docs/crm.md "Tickets"): what it is about, who handles it, where it stands
+    in the lifecycle (crm/tickets.py ``TRANSITIONS``) and its SLA deadlines."""
+
+    __tablename__ = "tickets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # "T-000123", from the id (set in the transaction that inserts the row).
+    number: Mapped[str | None] = mapped_column(String(16), nullable=True, unique=True)
+    type: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # low | normal | high | urgent
+    priority: Mapped[str] = mapped_column(String(16))
+    # new | assigned | in_progress | feedback | revisit | closed
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    title: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text)
+    customer_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("customers.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    # call_records.record_id of the call it was created from, and that call's recording.
+    record_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    recording_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_by: Mapped[str] = mapped_column(String(64), index=True)
+    assignee: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    department: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # How often it was urged.
+    urgency: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    first_response_due: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    resolution_due: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    first_response_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # Waiting on the customer (state feedback) since then: the SLA clock is stopped.
+    paused_since: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # Business seconds spent waiting on the customer so far.
+    paused_seconds: Mapped[float] = mapped_column(Float)
+    revisit_outcome: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Bumped by every change: a change made from a stale read is refused (409).
+    version: Mapped[int] = mapped_column(Integer)
+
+
+class TicketEventRow(Base):
+    """One entry of a ticket's audit trail: who did what when, the state change, a note."""
+
+    __tablename__ = "ticket_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("tickets.id", ondelete="CASCADE"), index=True
+    )
+    time: Mapped[datetime] = mapped_column(UtcDateTime())
+    user: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    from_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    note: Mapped[str] = mapped_column(Text)
+    # What else changed (assignee, department, priority ...), a JSON object.
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class TicketCcRow(Base):
+    """A user copied on a ticket: they see it and may comment until it is closed."""
+
+    __tablename__ = "ticket_cc"
+
+    ticket_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("tickets.id", ondelete="CASCADE"), primary_key=True
+    )
+    user: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class TicketNotificationRow(Base):
+    """A notification to deliver (urged, SLA warning or breach). ``once_key`` makes the
+    escalation job's records idempotent: one per ticket and key; urges have none."""
+
+    __tablename__ = "ticket_notifications"
+    __table_args__ = (
+        UniqueConstraint("ticket_id", "once_key", name="uq_ticket_notifications_once"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("tickets.id", ondelete="CASCADE"), index=True
+    )
+    time: Mapped[datetime] = mapped_column(UtcDateTime())
+    kind: Mapped[str] = mapped_column(String(32))
+    # User names, comma-separated.
+    recipients: Mapped[str] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text)
+    once_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
