@@ -21,13 +21,12 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _ticket_id(primary_key: bool = False) -> sa.Column[int]:
+def _ticket_id() -> sa.Column[int]:
     return sa.Column(
         "ticket_id",
         sa.Integer(),
         sa.ForeignKey("tickets.id", ondelete="CASCADE"),
         nullable=False,
-        primary_key=primary_key,
     )
 
 
@@ -94,7 +93,7 @@ def upgrade() -> None:
 
     op.create_table(
         "ticket_cc",
-        _ticket_id(primary_key=True),
+        _ticket_id(),
         sa.Column("user", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("ticket_id", "user"),
     )
