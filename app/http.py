@@ -19,7 +19,11 @@ import structlog
 from ruamel.yaml.error import YAMLError
 
 from acd.dialer import ClickToCall
-from app.settings import crm_settings_from_config, report_settings_from_config
+from app.settings import (
+    crm_settings_from_config,
+    report_settings_from_config,
+    ticket_settings_from_config,
+)
 from config import ConfigError, config_file_path
 from config.defaults import generate_password
 from config.edit import (
@@ -30,6 +34,7 @@ from config.edit import (
 )
 from crm import CrmSettings, CustomerService
 from crm.reports import ReportSettings
+from crm.tickets import TicketService, TicketSettings
 from web.app import HttpServer, create_app
 from web.auth import Authenticator
 from web.hub import EventHub
@@ -55,6 +60,8 @@ ADMIN_PASSWORD_FILE = "admin.password"
 SECRET_FILE = "http.secret"
 # How often the public pool's job returns stale customers (crm.pool.return_after_days).
 POOL_JOB_SECONDS = 3600.0
+# How often the ticket escalation job looks for SLA warnings and breaches.
+ESCALATION_JOB_SECONDS = 60.0
 
 
 def write_private(path: Path, text: str) -> None:
@@ -142,6 +149,7 @@ class ControlPlane:
         ]
         self.metrics_source = Metrics(server, running.acd)
         self._pool_task: asyncio.Task[None] | None = None
+        self._escalation_task: asyncio.Task[None] | None = None
         http = running.config.http
         self.auth = Authenticator(
             running.store, self.local_token, _session_secret(folder), http.session_minutes
@@ -166,6 +174,7 @@ class ControlPlane:
             write_private, self.folder / ADMIN_TOKEN_FILE, self.local_token + "\n"
         )
         self._pool_task = asyncio.get_running_loop().create_task(self._pool_job())
+        self._escalation_task = asyncio.get_running_loop().create_task(self._escalation_job())
 
     async def _pool_job(self) -> None:
         """Hourly: owned customers without a follow-up for ``crm.pool.return_after_days``
@@ -178,7 +187,22 @@ class ControlPlane:
                 log.error("pool_job_failed", error=repr(exc))
             await asyncio.sleep(POOL_JOB_SECONDS)
 
+    async def _escalation_job(self) -> None:
+        """Every minute: record ticket SLA warnings and breaches (docs/crm.md "Tickets")."""
+        while True:
+            try:
+                service = TicketService(self.running.store, self.ticket_settings())
+                await service.escalate(datetime.now(UTC))
+            except Exception as exc:  # a store hiccup: try again next minute
+                log.error("escalation_job_failed", error=repr(exc))
+            await asyncio.sleep(ESCALATION_JOB_SECONDS)
+
     async def stop(self) -> None:
+        if self._escalation_task is not None:
+            self._escalation_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._escalation_task
+            self._escalation_task = None
         if self._pool_task is not None:
             self._pool_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -254,6 +278,9 @@ class ControlPlane:
 
     def crm_settings(self) -> CrmSettings:
         return crm_settings_from_config(self.running.config)
+
+    def ticket_settings(self) -> TicketSettings:
+        return ticket_settings_from_config(self.running.config)
 
     def metrics(self) -> tuple[bytes, str]:
         return self.metrics_source.render()

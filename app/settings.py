@@ -17,8 +17,10 @@ from acd import AgentConfig, QueueConfig, RuleStep, Strategy, WrapUpMode, parse_
 from acd.host import AcdCodes, AcdSettings
 from config import SwitchboardConfig
 from config.schema import ExtensionConfig
+from crm.business_hours import BusinessCalendar, ClosedDays, OpenHours, parse_duration
 from crm.customers import CrmSettings, CustomField
 from crm.reports import ReportSettings
+from crm.tickets import SlaTarget, TicketSettings
 from ivr.mailbox import Mailbox
 from pbx import dialplan as dp
 from pbx.features import Feature
@@ -42,6 +44,7 @@ __all__ = [
     "mailboxes_from_config",
     "report_settings_from_config",
     "settings_from_config",
+    "ticket_settings_from_config",
     "tls_settings_from_config",
     "trunks_from_config",
 ]
@@ -67,6 +70,37 @@ def crm_settings_from_config(cfg: SwitchboardConfig) -> CrmSettings:
         },
         claim_limit=c.pool.claim_limit,
         return_after_days=c.pool.return_after_days,
+    )
+
+
+def ticket_settings_from_config(cfg: SwitchboardConfig) -> TicketSettings:
+    """Tickets (docs/crm.md "Tickets"): code tables, departments, the business calendar
+    (the time-condition shapes, converted through pbx/timecond's parsers) and the SLA."""
+    t = cfg.tickets
+    day = round(t.calendar.day_hours * 3600)
+    weekly = []
+    for w in t.calendar.weekly:
+        r = w.to_range()
+        weekly.append(OpenHours(r.days, r.start, r.end))
+    holidays = []
+    for h in t.calendar.holidays:
+        d = h.to_holiday()
+        holidays.append(ClosedDays(d.first, d.last, d.yearly))
+    return TicketSettings(
+        types={code: c.name for code, c in t.types.items()},
+        categories={code: c.name for code, c in t.categories.items()},
+        departments={name: frozenset(d.members) for name, d in t.departments.items()},
+        calendar=BusinessCalendar(t.calendar.timezone, weekly, holidays),
+        sla={
+            type_: {
+                priority: SlaTarget(
+                    parse_duration(s.first_response, day), parse_duration(s.resolution, day)
+                )
+                for priority, s in by_priority.items()
+            }
+            for type_, by_priority in t.sla.items()
+        },
+        warn_before=parse_duration(t.warn_before, day),
     )
 
 

@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from crm.business_hours import parse_duration
 from pbx import dialplan as dp
 from pbx.patterns import compile_pattern
 from pbx.timecond import Holiday, WeeklyRange, load_zone, overlapping, parse_days
@@ -1272,6 +1273,73 @@ class CrmConfig(_Model):
     pool: PoolConfig = Field(default_factory=PoolConfig)
 
 
+def _check_duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+# A business-time span: 30m, 4h, 3d (d: tickets.calendar.day_hours business hours), 1h30m.
+BusinessDuration = Annotated[str, AfterValidator(_check_duration)]
+TicketCode = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+TicketPriority = Literal["low", "normal", "high", "urgent"]
+
+
+class TicketCodeConfig(_Model):
+    """One entry of a ticket code table (a type or a category)."""
+
+    # What users see.
+    name: str
+
+
+class DepartmentConfig(_Model):
+    """A department tickets can be assigned to."""
+
+    # User names (the API's users) who work on the department's tickets.
+    members: list[str] = Field(default_factory=list)
+
+
+class BusinessCalendarConfig(_Model):
+    """When SLA clocks run: weekly hours and holidays in one time zone (the shapes of
+    dialplan.time_conditions)."""
+
+    timezone: Annotated[str, AfterValidator(_check_zone)] = "UTC"
+    weekly: list[WeeklyConfig] = Field(
+        default_factory=lambda: [WeeklyConfig(days="mon-fri", hours="09:00-17:00")]
+    )
+    holidays: list[HolidayConfig] = Field(default_factory=list)
+    # Business hours in one "d" of an SLA duration.
+    day_hours: Annotated[float, Field(gt=0, le=24)] = 8
+
+
+class SlaTargetConfig(_Model):
+    """Deadlines of one ticket type and priority, in business time from creation."""
+
+    first_response: BusinessDuration
+    resolution: BusinessDuration
+
+
+class TicketsConfig(_Model):
+    """Tickets (docs/crm.md "Tickets")."""
+
+    types: dict[TicketCode, TicketCodeConfig] = Field(
+        default_factory=lambda: {"general": TicketCodeConfig(name="General")}
+    )
+    categories: dict[TicketCode, TicketCodeConfig] = Field(default_factory=dict)
+    departments: dict[TicketCode, DepartmentConfig] = Field(default_factory=dict)
+    calendar: BusinessCalendarConfig = Field(default_factory=BusinessCalendarConfig)
+    sla: dict[str, dict[TicketPriority, SlaTargetConfig]] = Field(default_factory=dict)
+    warn_before: BusinessDuration = "1h"
+
+    @model_validator(mode="after")
+    def _sla_types_known(self) -> TicketsConfig:
+        unknown = sorted(set(self.sla) - set(self.types))
+        if unknown:
+            raise ValueError(f"sla for unknown ticket types: {', '.join(unknown)}")
+        if not self.types:
+            raise ValueError("tickets.types needs at least one type")
+        return self
+
+
 class SwitchboardConfig(_Model):
     """The whole ``switchboard.yaml``."""
 
@@ -1291,6 +1359,7 @@ class SwitchboardConfig(_Model):
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
     reports: ReportsConfig = Field(default_factory=ReportsConfig)
     crm: CrmConfig = Field(default_factory=CrmConfig)
+    tickets: TicketsConfig = Field(default_factory=TicketsConfig)
 
     @model_validator(mode="after")
     def _numbers_unique(self) -> SwitchboardConfig:

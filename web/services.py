@@ -15,6 +15,7 @@ from acd.host import AcdHost
 from config import HttpConfig
 from crm import CrmSettings, Store
 from crm.reports import ReportSettings
+from crm.tickets import TicketSettings
 from pbx.control import CallControl
 from recorder.commands import RecorderCommands
 from web.auth import Authenticator
@@ -71,6 +72,10 @@ class Operations(Protocol):
 
     def crm_settings(self) -> CrmSettings:
         """Customers' custom fields and pool limits: the ``crm:`` config."""
+        ...
+
+    def ticket_settings(self) -> TicketSettings:
+        """Ticket code tables, departments, business calendar and SLA: ``tickets:``."""
         ...
 
     def metrics(self) -> tuple[bytes, str]:
