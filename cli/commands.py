@@ -80,6 +80,9 @@ def register(app: typer.Typer) -> None:
     from cli.customers import customer_app  # it builds on the helpers below
 
     app.add_typer(customer_app, name="customer")
+    from cli.tickets import ticket_app  # it builds on the helpers below
+
+    app.add_typer(ticket_app, name="ticket")
 
 
 # -- plumbing ----------------------------------------------------------------------------
