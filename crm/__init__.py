@@ -1,5 +1,6 @@
 """The store (SQLAlchemy 2 async; SQLite or PostgreSQL) and what lives in it."""
 
+from crm.business_hours import BusinessCalendar
 from crm.customers import Actor, CrmSettings, CustomerService, CustomField
 from crm.models import Base
 from crm.recordings import RecordingData, RecordingState
@@ -26,6 +27,16 @@ from crm.store import (
     SurveyResultData,
     VoicemailData,
 )
+from crm.ticket_store import TicketData, TicketEventData, TicketNotificationData, TicketQuery
+from crm.tickets import (
+    TRANSITIONS,
+    IllegalTransition,
+    Operation,
+    SlaTarget,
+    TicketService,
+    TicketSettings,
+    TicketState,
+)
 from crm.users import (
     ROLES,
     AuditEntry,
@@ -40,6 +51,7 @@ from crm.users import (
 __all__ = [
     "ROLES",
     "SURVEY_RESULTS",
+    "TRANSITIONS",
     "Actor",
     "AgentStateData",
     "AppointmentData",
@@ -47,6 +59,7 @@ __all__ = [
     "Base",
     "BindingData",
     "BlacklistEntry",
+    "BusinessCalendar",
     "CallRecordData",
     "CallbackRequestData",
     "CrmError",
@@ -62,13 +75,23 @@ __all__ = [
     "FollowupData",
     "HangupCause",
     "HangupSide",
+    "IllegalTransition",
+    "Operation",
     "QueueDayStats",
     "QueueEventData",
     "RecordingData",
     "RecordingState",
     "SessionData",
+    "SlaTarget",
     "Store",
     "SurveyResultData",
+    "TicketData",
+    "TicketEventData",
+    "TicketNotificationData",
+    "TicketQuery",
+    "TicketService",
+    "TicketSettings",
+    "TicketState",
     "TokenData",
     "UserData",
     "UserExistsError",
