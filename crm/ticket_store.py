@@ -308,10 +308,23 @@ class TicketStore:
                     cc.setdefault(tid, []).append(user)
         return [_ticket_from_row(r, cc.get(r.id, ())) for r in rows], total
 
-    async def open_tickets(self) -> list[TicketData]:
-        """Every ticket not closed (what the escalation job looks at)."""
-        tickets, _ = await self.search(TicketQuery(open=True), limit=1_000_000)
-        return tickets
+    async def due_tickets(self, horizon: datetime) -> list[TicketData]:
+        """Open tickets with a deadline not yet met that falls before ``horizon`` (what the
+        escalation job looks at)."""
+        t = _TICKETS
+        stmt = (
+            select(t)
+            .where(
+                t.c.state != "closed",
+                or_(
+                    and_(t.c.first_response_at.is_(None), t.c.first_response_due <= horizon),
+                    and_(t.c.resolved_at.is_(None), t.c.resolution_due <= horizon),
+                ),
+            )
+            .order_by(t.c.id)
+        )
+        async with self._engine.connect() as conn:
+            return [_ticket_from_row(r) for r in (await conn.execute(stmt)).all()]
 
     async def events(self, ticket_id: int) -> list[TicketEventData]:
         """The audit trail, oldest first."""

@@ -39,7 +39,7 @@ Permissions, checked here and not only in the pages (an :class:`crm.Actor` asks)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -370,7 +370,12 @@ class TicketService:
         notifications: Sequence[TicketNotificationData] = (),
         cc_add: Sequence[str] = (),
         cc_remove: Sequence[str] = (),
+        prepare: Callable[[TicketData], tuple[dict[str, Any], list[TicketNotificationData]]]
+        | None = None,
     ) -> TicketData:
+        """Apply ``op`` to the ticket as read now: ``values`` and ``notifications`` are
+        written with it, or what ``prepare`` makes of the ticket read (so they are computed
+        from the very version the write checks)."""
         current = await self.get(actor, ticket_id)
         if handler_only and not self._handles(actor, current):
             raise CrmError(
@@ -384,6 +389,10 @@ class TicketService:
         after = next_state(before, op)
         changes: dict[str, Any] = {"state": after.value, "updated_at": now, **(values or {})}
         changes.update(self._clock(current, before, after, now, op, actor))
+        if prepare is not None:
+            extra, notifications = prepare(current)
+            changes.update(extra)
+            detail = {**(detail or {}), **extra}
         event = TicketEventData(
             now, actor.name, op.value, before.value, after.value, note, detail or None
         )
@@ -528,20 +537,17 @@ class TicketService:
 
     async def urge(self, actor: Actor, ticket_id: int, now: datetime, note: str = "") -> TicketData:
         """Raise the urgency and notify the assignee (or the department)."""
-        current = await self.get(actor, ticket_id)
-        recipients = self._recipients(current)
-        message = f"{actor.name} urged {current.number}: {note or current.title}"
-        notice = TicketNotificationData(now, "urged", recipients, message)
+
+        def urged(
+            current: TicketData,
+        ) -> tuple[dict[str, Any], list[TicketNotificationData]]:
+            recipients = self._recipients(current)
+            message = f"{actor.name} urged {current.number}: {note or current.title}"
+            notice = TicketNotificationData(now, "urged", recipients, message)
+            return {"urgency": current.urgency + 1}, [notice]
+
         return await self._move(
-            actor,
-            ticket_id,
-            Operation.URGE,
-            now,
-            note,
-            {"urgency": current.urgency + 1},
-            {"urgency": current.urgency + 1},
-            handler_only=False,
-            notifications=[notice],
+            actor, ticket_id, Operation.URGE, now, note, handler_only=False, prepare=urged
         )
 
     async def comment(self, actor: Actor, ticket_id: int, now: datetime, note: str) -> TicketData:
@@ -584,7 +590,7 @@ class TicketService:
         skipped for resolution: their deadline moves when they resume."""
         out: list[Escalation] = []
         warn = timedelta(seconds=self.settings.warn_before)
-        for t in await self.tickets.open_tickets():
+        for t in await self.tickets.due_tickets(now + warn):
             assert t.id is not None and t.number is not None
             checks: list[tuple[str, datetime]] = []
             if t.first_response_due is not None and t.first_response_at is None:

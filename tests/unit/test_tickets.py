@@ -368,3 +368,22 @@ async def test_store_on_sqlite_and_postgresql(store_url: str) -> None:
         assert events[2].detail == {"add": ["carol"], "remove": ["bob"]}
     finally:
         await store.close()
+
+
+async def test_first_response_is_a_handlers_move_or_comment(svc: TicketService) -> None:
+    t = await svc.create(ALICE, type="complaint", title="Echo", now=T0, department="billing")
+    assert t.id is not None
+    # The creator's own comment is no response; the department's is.
+    t = await svc.comment(ALICE, t.id, T0 + timedelta(minutes=5), "it echoes")
+    assert t.first_response_at is None
+    answered = T0 + timedelta(minutes=20)
+    t = await svc.comment(CAROL, t.id, answered, "looking into it")
+    assert t.first_response_at == answered
+    t = await svc.start(CAROL, t.id, answered + timedelta(hours=1))
+    assert t.first_response_at == answered
+    # A department-only transfer clears the assignee; both are kept in the trail.
+    t = await svc.transfer(SUE, t.id, T0, department="support", note="network side")
+    assert (t.state, t.assignee, t.department) == ("assigned", None, "support")
+    last = (await svc.history(SUE, t.id))[-1]
+    assert last.detail == {"department": "support", "assignee": None}
+    assert last.note == "network side"
