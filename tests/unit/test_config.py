@@ -221,7 +221,7 @@ def test_config_is_immutable() -> None:
 def test_shipped_default_yaml_is_valid_and_documented() -> None:
     cfg = parse_config(default_config_text(), "default.yaml")
     # Values are the defaults; the example adds extensions, a conference room, a dialplan,
-    # and agents and a queue (with the ACD settings' supervisors).
+    # agents and a queue (with the ACD settings' supervisors), and ticket code tables.
     assert cfg == SwitchboardConfig(
         extensions=cfg.extensions,
         conferences=cfg.conferences,
@@ -229,7 +229,9 @@ def test_shipped_default_yaml_is_valid_and_documented() -> None:
         acd=cfg.acd,
         agents=cfg.agents,
         queues=cfg.queues,
+        tickets=cfg.tickets,
     )
+    assert cfg.tickets.types, "the example shows ticket types"
     assert cfg.acd.pause_reasons == SwitchboardConfig().acd.pause_reasons
     assert sorted(cfg.agents) == ["alice", "bob"] and sorted(cfg.queues) == ["support"]
     assert sorted(cfg.conferences) == ["8000"]
