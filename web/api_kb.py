@@ -27,7 +27,7 @@ from crm.qa import (
     card_to_json,
     sections_from_json,
 )
-from web.api import ApiError, Who, audit_change, jsonable
+from web.api import ApiError, PageNo, PerPage, Who, audit_change, jsonable, page_list
 from web.api_crm import actor_of, refusals
 from web.auth import Principal
 from web.services import Services
@@ -154,10 +154,10 @@ def build_kb_router(s: Services) -> APIRouter:
     # -- categories ------------------------------------------------------------------------
 
     @router.get("/api/kb/categories", tags=["kb"])
-    async def categories(p: Who) -> dict[str, Any]:
+    async def categories(p: Who, page_no: PageNo = 1, per_page: PerPage = 50) -> dict[str, Any]:
         with refusals():
             found = await kb().categories(actor_of(p))
-        return {"items": jsonable(found)}
+        return page_list(jsonable(found), page_no, per_page)
 
     @router.post("/api/kb/categories", tags=["kb"], status_code=201)
     async def add_category(p: Who, body: CategoryBody, request: Request) -> dict[str, Any]:
@@ -184,11 +184,15 @@ def build_kb_router(s: Services) -> APIRouter:
 
     @router.get("/api/kb/articles", tags=["kb"])
     async def articles(
-        p: Who, category: int | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 100
+        p: Who,
+        category: int | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        page_no: PageNo = 1,
+        per_page: PerPage = 50,
     ) -> dict[str, Any]:
         with refusals():
             found = await kb().list_articles(actor_of(p), category, limit)
-        return {"items": [article_item(a) for a in found]}
+        return page_list([article_item(a) for a in found], page_no, per_page)
 
     @router.get("/api/kb/search", tags=["kb"])
     async def search(
@@ -196,26 +200,30 @@ def build_kb_router(s: Services) -> APIRouter:
         q: Annotated[str, Query(min_length=1, max_length=255)],
         category: int | None = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        page_no: PageNo = 1,
+        per_page: PerPage = 50,
     ) -> dict[str, Any]:
         with refusals():
             found = await kb().search(actor_of(p), q, category_id=category, limit=limit)
-        return {"items": [article_item(a) for a in found]}
+        return page_list([article_item(a) for a in found], page_no, per_page)
 
     @router.get("/api/kb/hot", tags=["kb"])
     async def hot(
         p: Who,
         days: Annotated[float, Query(gt=0, le=366)] = 7,
         limit: Annotated[int, Query(ge=1, le=100)] = 10,
+        page_no: PageNo = 1,
+        per_page: PerPage = 50,
     ) -> dict[str, Any]:
         with refusals():
             found = await kb().hot(actor_of(p), now=datetime.now(UTC), days=days, limit=limit)
-        return {"items": [{**article_item(a), "reads": n} for a, n in found]}
+        return page_list([{**article_item(a), "reads": n} for a, n in found], page_no, per_page)
 
     @router.get("/api/kb/favourites", tags=["kb"])
-    async def favourites(p: Who) -> dict[str, Any]:
+    async def favourites(p: Who, page_no: PageNo = 1, per_page: PerPage = 50) -> dict[str, Any]:
         with refusals():
             found = await kb().favourites(actor_of(p))
-        return {"items": [article_item(a) for a in found]}
+        return page_list([article_item(a) for a in found], page_no, per_page)
 
     @router.post("/api/kb/articles", tags=["kb"], status_code=201)
     async def add_article(p: Who, body: ArticleBody, request: Request) -> dict[str, Any]:
@@ -267,10 +275,12 @@ def build_kb_router(s: Services) -> APIRouter:
         return {"deleted": article_id}
 
     @router.get("/api/kb/articles/{article_id}/history", tags=["kb"])
-    async def history(p: Who, article_id: int) -> dict[str, Any]:
+    async def history(
+        p: Who, article_id: int, page_no: PageNo = 1, per_page: PerPage = 50
+    ) -> dict[str, Any]:
         with refusals():
             versions = await kb().history(actor_of(p), article_id)
-        return {"items": jsonable(versions)}
+        return page_list(jsonable(versions), page_no, per_page)
 
     @router.put("/api/kb/articles/{article_id}/favourite", tags=["kb"])
     async def favourite(p: Who, article_id: int) -> dict[str, Any]:
@@ -317,10 +327,10 @@ def build_kb_router(s: Services) -> APIRouter:
     # -- quality assessment -------------------------------------------------------------------
 
     @router.get("/api/qa/scorecards", tags=["qa"])
-    async def scorecards(p: Who) -> dict[str, Any]:
+    async def scorecards(p: Who, page_no: PageNo = 1, per_page: PerPage = 50) -> dict[str, Any]:
         with refusals():
             found = await qa().scorecards(qa_actor(p))
-        return {"items": [scorecard_item(c) for c in found]}
+        return page_list([scorecard_item(c) for c in found], page_no, per_page)
 
     @router.post("/api/qa/scorecards", tags=["qa"], status_code=201)
     async def add_scorecard(p: Who, body: ScorecardBody, request: Request) -> dict[str, Any]:
@@ -343,10 +353,10 @@ def build_kb_router(s: Services) -> APIRouter:
         return {"deleted": card_id}
 
     @router.get("/api/qa/tasks", tags=["qa"])
-    async def tasks(p: Who) -> dict[str, Any]:
+    async def tasks(p: Who, page_no: PageNo = 1, per_page: PerPage = 50) -> dict[str, Any]:
         with refusals():
             found = await qa().tasks(qa_actor(p))
-        return {"items": jsonable(found)}
+        return page_list(jsonable(found), page_no, per_page)
 
     @router.post("/api/qa/tasks", tags=["qa"], status_code=201)
     async def add_task(p: Who, body: TaskBody, request: Request) -> dict[str, Any]:
@@ -383,10 +393,12 @@ def build_kb_router(s: Services) -> APIRouter:
         agent: Annotated[str | None, Query(max_length=64)] = None,
         task: int | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+        page_no: PageNo = 1,
+        per_page: PerPage = 50,
     ) -> dict[str, Any]:
         with refusals():
             found = await qa().evaluations(qa_actor(p), agent=agent, task_id=task, limit=limit)
-        return {"items": jsonable(found)}
+        return page_list(jsonable(found), page_no, per_page)
 
     @router.post("/api/qa/evaluations", tags=["qa"], status_code=201)
     async def evaluate(p: Who, body: EvaluationBody, request: Request) -> dict[str, Any]:
