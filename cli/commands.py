@@ -80,6 +80,10 @@ def register(app: typer.Typer) -> None:
     from cli.customers import customer_app  # it builds on the helpers below
 
     app.add_typer(customer_app, name="customer")
+    from cli.kb import kb_app, qa_app  # it builds on the helpers below
+
+    app.add_typer(kb_app, name="kb")
+    app.add_typer(qa_app, name="qa")
 
 
 # -- plumbing ----------------------------------------------------------------------------
