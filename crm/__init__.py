@@ -1,7 +1,9 @@
 """The store (SQLAlchemy 2 async; SQLite or PostgreSQL) and what lives in it."""
 
 from crm.customers import Actor, CrmSettings, CustomerService, CustomField
+from crm.kb import KnowledgeBase
 from crm.models import Base
+from crm.qa import QualityService
 from crm.recordings import RecordingData, RecordingState
 from crm.store import (
     SURVEY_RESULTS,
@@ -62,6 +64,8 @@ __all__ = [
     "FollowupData",
     "HangupCause",
     "HangupSide",
+    "KnowledgeBase",
+    "QualityService",
     "QueueDayStats",
     "QueueEventData",
     "RecordingData",
