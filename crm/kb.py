@@ -80,6 +80,8 @@ __all__ = [
     "Category",
     "Image",
     "KnowledgeBase",
+    "effective_roles",
+    "may",
     "rank",
     "split_terms",
 ]
@@ -223,6 +225,48 @@ def _like(term: str) -> str:
     return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+def effective_roles(
+    categories: Mapping[int, Category], category_id: int
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(read roles, edit roles) of a category: its own, else the nearest ancestor's, else
+    the defaults."""
+    read: tuple[str, ...] | None = None
+    edit: tuple[str, ...] | None = None
+    seen: set[int] = set()
+    current: int | None = category_id
+    while current is not None and current not in seen and (read is None or edit is None):
+        seen.add(current)
+        cat = categories.get(current)
+        if cat is None:
+            break
+        read = cat.read_roles if read is None else read
+        edit = cat.edit_roles if edit is None else edit
+        current = cat.parent_id
+    return (
+        read if read is not None else DEFAULT_READ,
+        edit if edit is not None else DEFAULT_EDIT,
+    )
+
+
+def may(actor: Actor, categories: Mapping[int, Category], category_id: int, *, edit: bool) -> bool:
+    """Whether ``actor`` may read (``edit`` False) or change articles of a category."""
+    if actor.role == "admin":
+        return True
+    read_roles, edit_roles = effective_roles(categories, category_id)
+    return actor.role in (edit_roles if edit else read_roles)
+
+
+def _descendants(categories: Mapping[int, Category], category_id: int) -> set[int]:
+    """A category and every category below it."""
+    found = {category_id}
+    grew = True
+    while grew:
+        more = {c.id for c in categories.values() if c.parent_id in found} - found
+        found |= more
+        grew = bool(more)
+    return found
+
+
 class KnowledgeBase:
     """Knowledge-base operations with permission checks (module docstring)."""
 
@@ -236,41 +280,10 @@ class KnowledgeBase:
             rows = (await conn.execute(select(_CATEGORIES))).all()
         return {r.id: _category(r) for r in rows}
 
-    @staticmethod
-    def effective_roles(
-        categories: Mapping[int, Category], category_id: int
-    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(read roles, edit roles) of a category: its own, else the nearest ancestor's,
-        else the defaults."""
-        read: tuple[str, ...] | None = None
-        edit: tuple[str, ...] | None = None
-        seen: set[int] = set()
-        current: int | None = category_id
-        while current is not None and current not in seen and (read is None or edit is None):
-            seen.add(current)
-            cat = categories.get(current)
-            if cat is None:
-                break
-            read = cat.read_roles if read is None else read
-            edit = cat.edit_roles if edit is None else edit
-            current = cat.parent_id
-        return (
-            read if read is not None else DEFAULT_READ,
-            edit if edit is not None else DEFAULT_EDIT,
-        )
-
-    def _may(
-        self, actor: Actor, cats: Mapping[int, Category], category_id: int, edit: bool
-    ) -> bool:
-        if actor.role == "admin":
-            return True
-        read_roles, edit_roles = self.effective_roles(cats, category_id)
-        return actor.role in (edit_roles if edit else read_roles)
-
     async def categories(self, actor: Actor) -> list[Category]:
         """The categories the actor may read, by id."""
         cats = await self._all_categories()
-        return [c for c in cats.values() if self._may(actor, cats, c.id, edit=False)]
+        return [c for c in cats.values() if may(actor, cats, c.id, edit=False)]
 
     async def add_category(
         self,
@@ -305,6 +318,42 @@ class KnowledgeBase:
             _roles(values["edit_roles"]),
         )
 
+    async def update_category(
+        self, actor: Actor, category_id: int, changes: Mapping[str, Any]
+    ) -> Category:
+        """Change a category's ``name``, ``parent_id`` (not below itself), ``read_roles`` or
+        ``edit_roles`` (None: inherit) — supervisors and admins."""
+        if not actor.sees_all:
+            raise CrmError(403, "only supervisors and admins manage categories")
+        unknown = sorted(set(changes) - {"name", "parent_id", "read_roles", "edit_roles"})
+        if unknown:
+            raise CrmError(400, f"cannot change {', '.join(unknown)}")
+        cats = await self._all_categories()
+        if category_id not in cats:
+            raise CrmError(404, f"no category {category_id}")
+        values: dict[str, Any] = {}
+        if "name" in changes:
+            name = str(changes["name"] or "").strip()
+            if not name:
+                raise CrmError(400, "a category needs a name")
+            values["name"] = name
+        if "parent_id" in changes:
+            parent = changes["parent_id"]
+            if parent is not None and parent not in cats:
+                raise CrmError(404, f"no category {parent}")
+            if parent is not None and parent in _descendants(cats, category_id):
+                raise CrmError(400, "a category cannot move below itself")
+            values["parent_id"] = parent
+        for key in ("read_roles", "edit_roles"):
+            if key in changes:
+                values[key] = _check_roles(changes[key])
+        if values:
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    update(_CATEGORIES).where(_CATEGORIES.c.id == category_id).values(values)
+                )
+        return (await self._all_categories())[category_id]
+
     async def delete_category(self, actor: Actor, category_id: int) -> None:
         """Delete an empty category (no articles, no children)."""
         if not actor.sees_all:
@@ -331,13 +380,13 @@ class KnowledgeBase:
     async def _readable(self, actor: Actor, article_id: int) -> tuple[Article, dict[int, Category]]:
         article = await self._article_row(article_id)
         cats = await self._all_categories()
-        if article is None or not self._may(actor, cats, article.category_id, edit=False):
+        if article is None or not may(actor, cats, article.category_id, edit=False):
             raise CrmError(404, f"no article {article_id}")
         return article, cats
 
     async def _editable(self, actor: Actor, article_id: int) -> tuple[Article, dict[int, Category]]:
         article, cats = await self._readable(actor, article_id)
-        if not self._may(actor, cats, article.category_id, edit=True):
+        if not may(actor, cats, article.category_id, edit=True):
             raise CrmError(403, f"you may not edit articles in category {article.category_id}")
         return article, cats
 
@@ -360,9 +409,9 @@ class KnowledgeBase:
     ) -> Article:
         """A new article (version 1) in a category the actor may edit."""
         cats = await self._all_categories()
-        if category_id not in cats or not self._may(actor, cats, category_id, edit=False):
+        if category_id not in cats or not may(actor, cats, category_id, edit=False):
             raise CrmError(404, f"no category {category_id}")
-        if not self._may(actor, cats, category_id, edit=True):
+        if not may(actor, cats, category_id, edit=True):
             raise CrmError(403, f"you may not add articles to category {category_id}")
         self._check_text(title, body)
         values: dict[str, Any] = {
@@ -413,7 +462,7 @@ class KnowledgeBase:
         and, when it moves, on the new one)."""
         current, cats = await self._editable(actor, article_id)
         moves = category_id is not None and category_id != current.category_id
-        if moves and (category_id not in cats or not self._may(actor, cats, category_id, True)):
+        if moves and (category_id not in cats or not may(actor, cats, category_id, edit=True)):
             raise CrmError(403, f"you may not move articles to category {category_id}")
         values: dict[str, Any] = {
             "category_id": current.category_id if category_id is None else category_id,
@@ -492,7 +541,7 @@ class KnowledgeBase:
     ) -> list[Article]:
         """Readable articles (of one category), the latest changed first."""
         cats = await self._all_categories()
-        readable = [c for c in cats if self._may(actor, cats, c, edit=False)]
+        readable = [c for c in cats if may(actor, cats, c, edit=False)]
         if category_id is not None:
             readable = [c for c in readable if c == category_id]
         stmt = (
@@ -535,15 +584,10 @@ class KnowledgeBase:
         if not terms:
             return []
         cats = await self._all_categories()
-        readable = [c for c in cats if self._may(actor, cats, c, edit=False)]
+        readable = [c for c in cats if may(actor, cats, c, edit=False)]
         if category_id is not None:
             # A category includes its sub-categories.
-            wanted = {category_id}
-            grew = True
-            while grew:
-                more = {c.id for c in cats.values() if c.parent_id in wanted} - wanted
-                wanted |= more
-                grew = bool(more)
+            wanted = _descendants(cats, category_id)
             readable = [c for c in readable if c in wanted]
         dialect = self.engine.dialect.name
         stmt = select(_ARTICLES).where(_ARTICLES.c.category_id.in_(readable))
@@ -562,7 +606,7 @@ class KnowledgeBase:
     ) -> list[tuple[Article, int]]:
         """The most read readable articles of the last ``days`` days, with their reads."""
         cats = await self._all_categories()
-        readable = [c for c in cats if self._may(actor, cats, c, edit=False)]
+        readable = [c for c in cats if may(actor, cats, c, edit=False)]
         reads = func.count(_VIEWS.c.id).label("reads")
         stmt = (
             select(_ARTICLES, reads)
@@ -600,7 +644,7 @@ class KnowledgeBase:
     async def favourites(self, actor: Actor) -> list[Article]:
         """The actor's favourites they may still read, the latest marked first."""
         cats = await self._all_categories()
-        readable = [c for c in cats if self._may(actor, cats, c, edit=False)]
+        readable = [c for c in cats if may(actor, cats, c, edit=False)]
         stmt = (
             select(_ARTICLES)
             .join(_FAVOURITES, _FAVOURITES.c.article_id == _ARTICLES.c.id)

@@ -46,6 +46,13 @@ class CategoryBody(BaseModel):
     edit_roles: list[Role] | None = Field(default=None, max_length=8)
 
 
+class CategoryPatch(BaseModel):
+    name: Name | None = None
+    parent_id: int | None = None
+    read_roles: list[Role] | None = Field(default=None, max_length=8)
+    edit_roles: list[Role] | None = Field(default=None, max_length=8)
+
+
 class ArticleBody(BaseModel):
     category_id: int
     title: Name
@@ -171,6 +178,18 @@ def build_kb_router(s: Services) -> APIRouter:
             )
         await audit(request, p, "kb.category.create", made.id, name=made.name)
         out: dict[str, Any] = jsonable(made)
+        return out
+
+    @router.patch("/api/kb/categories/{category_id}", tags=["kb"])
+    async def change_category(
+        p: Who, category_id: int, body: CategoryPatch, request: Request
+    ) -> dict[str, Any]:
+        """The fields given change; a null ``read_roles`` / ``edit_roles`` inherits again."""
+        changes = body.model_dump(exclude_unset=True)
+        with refusals():
+            saved = await kb().update_category(actor_of(p), category_id, changes)
+        await audit(request, p, "kb.category.update", category_id, fields=sorted(changes))
+        out: dict[str, Any] = jsonable(saved)
         return out
 
     @router.delete("/api/kb/categories/{category_id}", tags=["kb"])

@@ -166,6 +166,12 @@ async def test_knowledge_base_routes(api: Api) -> None:
     assert (await api.delete(f"/api/kb/articles/{art['id']}", "sue")).status_code == 200
     cats = (await api.get("/api/kb/categories", "alice")).json()["items"]
     assert [c["name"] for c in cats] == ["General"]
+    iid = internal.json()["id"]
+    opened = await api.patch(f"/api/kb/categories/{iid}", {"read_roles": None}, "sue")
+    assert opened.status_code == 200 and opened.json()["read_roles"] is None
+    cats = (await api.get("/api/kb/categories", "alice")).json()["items"]
+    assert [c["name"] for c in cats] == ["General", "Internal"]
+    assert (await api.patch(f"/api/kb/categories/{iid}", {"name": "x"}, "alice")).status_code == 403
 
 
 CARD = {

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from crm import Actor, CrmError, Store
-from crm.kb import Article, KnowledgeBase, rank, split_terms
+from crm.kb import Article, Category, KnowledgeBase, may, rank, split_terms
 
 T0 = datetime(2026, 12, 6, 8, 0, 0, tzinfo=UTC)
 ADMIN = Actor("root", "admin")
@@ -232,3 +232,61 @@ async def test_images(library: Library) -> None:
     with pytest.raises(CrmError) as err:
         await kb.image(AGENT, image.id)
     assert err.value.status == 404
+
+
+# A tree: 1 Public (defaults) > 2 Desk (edit: agent, supervisor); 3 Internal (read:
+# supervisor) > 4 Escalations (inherits) > 5 Open (read: agent, qa, supervisor).
+TREE = {
+    1: Category(1, "Public"),
+    2: Category(2, "Desk", 1, edit_roles=("agent", "supervisor")),
+    3: Category(3, "Internal", read_roles=("supervisor",)),
+    4: Category(4, "Escalations", 3),
+    5: Category(5, "Open", 4, read_roles=("agent", "qa", "supervisor")),
+}
+# (actor, category, may read, may edit)
+RULES = [
+    (AGENT, 1, True, False),
+    (QA, 1, True, False),
+    (SUP, 1, True, True),
+    (AGENT, 2, True, True),
+    (QA, 2, True, False),
+    (AGENT, 3, False, False),
+    (AGENT, 4, False, False),
+    (SUP, 4, True, True),
+    (AGENT, 5, True, False),
+    (QA, 5, True, False),
+    (SUP, 5, True, True),
+    (ADMIN, 3, True, True),
+]
+
+
+@pytest.mark.parametrize(("actor", "category", "read", "edit"), RULES)
+def test_permission_rules(actor: Actor, category: int, read: bool, edit: bool) -> None:
+    assert (may(actor, TREE, category, edit=False), may(actor, TREE, category, edit=True)) == (
+        read,
+        edit,
+    )
+
+
+async def test_categories_change_and_search_within_one(store: Store) -> None:
+    kb = KnowledgeBase(store)
+    top = await kb.add_category(SUP, "Top")
+    sub = await kb.add_category(SUP, "Sub", parent_id=top.id)
+    other = await kb.add_category(SUP, "Other")
+    in_sub = await kb.add_article(SUP, sub.id, "Refund in sub", "x", now=T0)
+    await kb.add_article(SUP, other.id, "Refund elsewhere", "x", now=T0)
+    found = await kb.search(AGENT, "refund", category_id=top.id)
+    assert [a.id for a in found] == [in_sub.id]
+    with pytest.raises(CrmError) as err:
+        await kb.update_category(SUP, top.id, {"parent_id": sub.id})
+    assert err.value.status == 400
+    with pytest.raises(CrmError) as err:
+        await kb.update_category(AGENT, top.id, {"name": "Mine"})
+    assert err.value.status == 403
+    hidden = await kb.update_category(SUP, top.id, {"name": "Top 2", "read_roles": ["qa"]})
+    assert (hidden.name, hidden.read_roles) == ("Top 2", ("qa",))
+    assert await kb.search(AGENT, "refund", category_id=top.id) == []
+    assert [a.id for a in await kb.search(QA, "sub")] == [in_sub.id]
+    back = await kb.update_category(SUP, top.id, {"read_roles": None})
+    assert back.read_roles is None
+    assert [a.id for a in await kb.search(AGENT, "refund in sub")] == [in_sub.id]
