@@ -29,8 +29,9 @@ in its title, keywords or body. The candidates come from the backend's index:
 
 Candidates are then ranked in Python by :func:`rank`, identically on both backends: the
 number of terms in the title first, then in the keywords, then how often the terms occur in
-the body, then views, then the older article. So a title hit always beats a body hit.
-The one difference left: SQLite matches substrings inside words (``fund`` finds
+the body, then views, then the older article. So a title hit always beats a body hit. Of
+more than :data:`CANDIDATES` matches, the database keeps those with the most title hits, then
+the most read. The one difference left: SQLite matches substrings inside words (``fund`` finds
 ``refund``), PostgreSQL word prefixes for non-CJK terms.
 """
 
@@ -47,9 +48,11 @@ from sqlalchemy import (
     ColumnElement,
     Table,
     TextClause,
+    case,
     delete,
     func,
     insert,
+    literal,
     or_,
     select,
     text,
@@ -593,6 +596,12 @@ class KnowledgeBase:
         stmt = select(_ARTICLES).where(_ARTICLES.c.category_id.in_(readable))
         for n, term in enumerate(terms):
             stmt = stmt.where(self._term_condition(dialect, term, n))
+        # More than CANDIDATES matches: keep the title hits, then the most read.
+        title_hits = sum(
+            (case((_ARTICLES.c.title.ilike(_like(t), escape="\\"), 1), else_=0) for t in terms),
+            literal(0),
+        )
+        stmt = stmt.order_by(title_hits.desc(), _ARTICLES.c.views.desc(), _ARTICLES.c.id)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(stmt.limit(CANDIDATES))).all()
         hits = [_article(r) for r in rows]

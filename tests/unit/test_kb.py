@@ -290,3 +290,11 @@ async def test_categories_change_and_search_within_one(store: Store) -> None:
     back = await kb.update_category(SUP, top.id, {"read_roles": None})
     assert back.read_roles is None
     assert [a.id for a in await kb.search(AGENT, "refund in sub")] == [in_sub.id]
+
+
+async def test_too_many_matches_keep_the_title_hits(
+    library: Library, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("crm.kb.CANDIDATES", 1)
+    found = await library.kb.search(AGENT, "refund")
+    assert [a.id for a in found] == [library.ids["refund"]]
