@@ -456,6 +456,34 @@ class QualityService:
             rows = (await conn.execute(stmt)).all()
         return [_task(r) for r in rows]
 
+    async def update_task(
+        self, actor: Actor, task_id: int, changes: Mapping[str, Any]
+    ) -> EvaluationTask:
+        """Change a task's ``name``, ``agents``, ``period_start``, ``period_end`` (its qa
+        evaluator or a supervisor) or ``evaluator`` (supervisors)."""
+        current = await self.task(actor, task_id)
+        unknown = sorted(
+            set(changes) - {"name", "evaluator", "agents", "period_start", "period_end"}
+        )
+        if unknown:
+            raise CrmError(400, f"cannot change {', '.join(unknown)}")
+        moves = "evaluator" in changes and changes["evaluator"] != current.evaluator
+        if moves and not actor.sees_all:
+            raise CrmError(403, "only supervisors give a task to another evaluator")
+        values = {k: v for k, v in changes.items() if v is not None}
+        if "agents" in values:
+            values["agents"] = list(values["agents"])
+            if not values["agents"]:
+                raise CrmError(400, "a task names at least one agent")
+        start = values.get("period_start", current.period_start)
+        end = values.get("period_end", current.period_end)
+        if end <= start:
+            raise CrmError(400, "a task's period ends after it starts")
+        if values:
+            async with self.engine.begin() as conn:
+                await conn.execute(update(_TASKS).where(_TASKS.c.id == task_id).values(values))
+        return await self.task(actor, task_id)
+
     async def delete_task(self, actor: Actor, task_id: int) -> None:
         """Delete a task and its evaluations (supervisors, or the qa evaluator)."""
         await self.task(actor, task_id)

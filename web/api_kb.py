@@ -85,6 +85,16 @@ class TaskBody(BaseModel):
     period_end: datetime
 
 
+class TaskPatch(BaseModel):
+    name: Name | None = None
+    evaluator: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    agents: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None, min_length=1, max_length=500
+    )
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+
+
 Scores = dict[Annotated[str, Field(max_length=64)], Annotated[float, Field(ge=0)]]
 
 
@@ -397,6 +407,20 @@ def build_kb_router(s: Services) -> APIRouter:
     async def task(p: Who, task_id: int) -> dict[str, Any]:
         with refusals():
             out: dict[str, Any] = jsonable(await qa().task(qa_actor(p), task_id))
+        return out
+
+    @router.patch("/api/qa/tasks/{task_id}", tags=["qa"])
+    async def change_task(
+        p: Who, task_id: int, body: TaskPatch, request: Request
+    ) -> dict[str, Any]:
+        changes = body.model_dump(exclude_unset=True)
+        for key in ("period_start", "period_end"):
+            if changes.get(key) is not None:
+                changes[key] = _aware(changes[key])
+        with refusals():
+            saved = await qa().update_task(qa_actor(p), task_id, changes)
+        await audit(request, p, "qa.task.update", task_id, fields=sorted(changes))
+        out: dict[str, Any] = jsonable(saved)
         return out
 
     @router.delete("/api/qa/tasks/{task_id}", tags=["qa"])

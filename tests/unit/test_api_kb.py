@@ -221,6 +221,10 @@ async def test_quality_assessment_routes(api: Api) -> None:
     tid = task.json()["id"]
     assert [t["id"] for t in (await api.get("/api/qa/tasks", "quinn")).json()["items"]] == [tid]
     assert (await api.get("/api/qa/tasks", "alice")).status_code == 403
+    renamed = await api.patch(f"/api/qa/tasks/{tid}", {"name": "Week 49b"}, "quinn")
+    assert renamed.status_code == 200 and renamed.json()["name"] == "Week 49b"
+    given = await api.patch(f"/api/qa/tasks/{tid}", {"evaluator": "sue"}, "quinn")
+    assert given.status_code == 403
 
     made = await api.post(
         "/api/qa/evaluations",

@@ -350,6 +350,17 @@ async def test_who_may_do_what(store: Store) -> None:
         await qa.update_evaluation(QA2, e2.id or 0, comment="x", now=T0)
     assert err.value.status == 403
     await qa.update_evaluation(SUP, e.id or 0, comment="checked", now=T0)
+    # Tasks change: their qa edits agents and period, only supervisors the evaluator.
+    moved = await qa.update_task(QA2, task.id or 0, {"agents": ["ann", "bob"], "name": "t2"})
+    assert (moved.agents, moved.name) == (("ann", "bob"), "t2")
+    with pytest.raises(CrmError) as err:
+        await qa.update_task(QA2, task.id or 0, {"evaluator": "quinn"})
+    assert err.value.status == 403
+    with pytest.raises(CrmError) as err:
+        await qa.update_task(QA2, task.id or 0, {"period_end": T0 - timedelta(days=1)})
+    assert err.value.status == 400
+    assert (await qa.update_task(SUP, task.id or 0, {"evaluator": "quinn"})).evaluator == "quinn"
+    assert [t.id for t in await qa.tasks(QA)] == [task.id]
     with pytest.raises(CrmError) as err:
         await qa.delete_scorecard(QA, cid)
     assert err.value.status == 409
