@@ -298,3 +298,32 @@ async def test_too_many_matches_keep_the_title_hits(
     monkeypatch.setattr("crm.kb.CANDIDATES", 1)
     found = await library.kb.search(AGENT, "refund")
     assert [a.id for a in found] == [library.ids["refund"]]
+
+
+async def test_revision_0006_downgrades_and_upgrades_again(empty_store_url: str) -> None:
+    from alembic import command
+    from sqlalchemy import Connection, inspect
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from crm.migrate import alembic_config, upgrade
+
+    def names(conn: Connection) -> set[str]:
+        insp = inspect(conn)
+        tables = set(insp.get_table_names())
+        indexes = {i["name"] for t in tables for i in insp.get_indexes(t) if i["name"]}
+        return tables | indexes
+
+    await upgrade(empty_store_url)
+    engine = create_async_engine(empty_store_url)
+    try:
+        async with engine.connect() as conn:
+            index = "ix_kb_articles_search" if "postgresql" in empty_store_url else "kb_search"
+            assert index in await conn.run_sync(names)
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "-1"))
+        async with engine.connect() as conn:
+            left = await conn.run_sync(names)
+        assert not {n for n in left if n.startswith(("kb_", "qa_", "ix_kb_", "ix_qa_"))}
+    finally:
+        await engine.dispose()
+    assert await upgrade(empty_store_url) == ["0006"]
