@@ -83,6 +83,10 @@ def register(app: typer.Typer) -> None:
     from cli.tickets import ticket_app  # it builds on the helpers below
 
     app.add_typer(ticket_app, name="ticket")
+    from cli.kb import kb_app, qa_app  # it builds on the helpers below
+
+    app.add_typer(kb_app, name="kb")
+    app.add_typer(qa_app, name="qa")
 
 
 # -- plumbing ----------------------------------------------------------------------------

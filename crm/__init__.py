@@ -2,7 +2,9 @@
 
 from crm.business_hours import BusinessCalendar
 from crm.customers import Actor, CrmSettings, CustomerService, CustomField
+from crm.kb import KnowledgeBase
 from crm.models import Base
+from crm.qa import QualityService
 from crm.recordings import RecordingData, RecordingState
 from crm.store import (
     SURVEY_RESULTS,
@@ -77,6 +79,8 @@ __all__ = [
     "HangupSide",
     "IllegalTransition",
     "Operation",
+    "KnowledgeBase",
+    "QualityService",
     "QueueDayStats",
     "QueueEventData",
     "RecordingData",

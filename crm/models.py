@@ -22,6 +22,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -559,3 +560,159 @@ class TicketNotificationRow(Base):
     recipients: Mapped[str] = mapped_column(Text)
     message: Mapped[str] = mapped_column(Text)
     once_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+# --- knowledge base (crm/kb.py, revision 0006) -------------------------------------------
+
+
+class KbCategoryRow(Base):
+    """A knowledge-base category: a tree by ``parent_id``. ``read_roles`` / ``edit_roles``
+    are comma-separated role names, or NULL to inherit the parent's."""
+
+    __tablename__ = "kb_categories"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    parent_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("kb_categories.id", ondelete="RESTRICT"), nullable=True, index=True
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    read_roles: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    edit_roles: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class KbArticleRow(Base):
+    """A markdown article; ``version`` counts its edits (every one is in
+    :class:`KbArticleVersionRow`), ``views`` its reads."""
+
+    __tablename__ = "kb_articles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    category_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("kb_categories.id", ondelete="RESTRICT"), index=True
+    )
+    title: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    keywords: Mapped[str] = mapped_column(Text)  # space separated, lower case
+    author: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    version: Mapped[int] = mapped_column(Integer)
+    views: Mapped[int] = mapped_column(Integer)
+
+
+class KbArticleVersionRow(Base):
+    """One version of an article as it was saved: who, when, the text."""
+
+    __tablename__ = "kb_article_versions"
+    __table_args__ = (UniqueConstraint("article_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    article_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("kb_articles.id", ondelete="CASCADE"), index=True
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    keywords: Mapped[str] = mapped_column(Text)
+    category_id: Mapped[int] = mapped_column(Integer)
+    editor: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class KbViewRow(Base):
+    """One read of an article (the hot list counts these within a window)."""
+
+    __tablename__ = "kb_views"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    article_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("kb_articles.id", ondelete="CASCADE"), index=True
+    )
+    user: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class KbFavouriteRow(Base):
+    """A user's favourite article."""
+
+    __tablename__ = "kb_favourites"
+
+    user: Mapped[str] = mapped_column(String(64), primary_key=True)
+    article_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("kb_articles.id", ondelete="CASCADE"), primary_key=True
+    )
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class KbImageRow(Base):
+    """An image an article shows (``/api/kb/images/{id}``), kept in the store."""
+
+    __tablename__ = "kb_images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    article_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("kb_articles.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    uploaded_by: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+# --- quality assessment (crm/qa.py, revision 0006) ----------------------------------------
+
+
+class QaScorecardRow(Base):
+    """A scorecard template: ``sections`` is JSON (crm.qa.Scorecard)."""
+
+    __tablename__ = "qa_scorecards"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    sections: Mapped[Any] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class QaTaskRow(Base):
+    """An evaluation task: a scorecard, a period, an evaluator and the agents to assess."""
+
+    __tablename__ = "qa_tasks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255))
+    scorecard_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("qa_scorecards.id", ondelete="RESTRICT"), index=True
+    )
+    evaluator: Mapped[str] = mapped_column(String(64), index=True)
+    agents: Mapped[Any] = mapped_column(JSON)
+    period_start: Mapped[datetime] = mapped_column(UtcDateTime())
+    period_end: Mapped[datetime] = mapped_column(UtcDateTime())
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class QaEvaluationRow(Base):
+    """One agent's evaluation on one call: ``scores`` maps item keys to points (JSON)."""
+
+    __tablename__ = "qa_evaluations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("qa_tasks.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    scorecard_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("qa_scorecards.id", ondelete="RESTRICT"), index=True
+    )
+    agent: Mapped[str] = mapped_column(String(64), index=True)
+    evaluator: Mapped[str] = mapped_column(String(64))
+    call_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    recording_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    scores: Mapped[Any] = mapped_column(JSON)
+    comment: Mapped[str] = mapped_column(Text)
+    total: Mapped[float] = mapped_column(Float)
+    auto_failed: Mapped[bool] = mapped_column(Boolean)
+    published: Mapped[bool] = mapped_column(Boolean, index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())

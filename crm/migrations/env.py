@@ -20,6 +20,7 @@ from alembic.runtime.migration import MigrationContext, MigrationInfo
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from crm.migrate import modelled
 from crm.models import Base
 
 config = context.config
@@ -43,6 +44,7 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=True,
         compare_type=True,
+        include_name=modelled,  # not the KB's search index (crm.migrate.SEARCH_OBJECTS)
         user_module_prefix="",  # UtcDateTime(), imported by script.py.mako
         on_version_apply=on_apply,
     )
