@@ -28,6 +28,7 @@ from crm import (
     Store,
 )
 from crm.business_hours import BusinessCalendar, ClosedDays, OpenHours
+from crm.migrate import modelled
 from crm.models import Base
 from crm.ticket_store import TicketQuery
 from crm.tickets import (
@@ -349,7 +350,10 @@ async def test_store_on_sqlite_and_postgresql(store_url: str) -> None:
         async with store.engine.connect() as conn:
             diffs = await conn.run_sync(
                 lambda c: compare_metadata(
-                    MigrationContext.configure(c, opts={"compare_type": True}), Base.metadata
+                    MigrationContext.configure(
+                        c, opts={"compare_type": True, "include_name": modelled}
+                    ),
+                    Base.metadata,
                 )
             )
         assert diffs == []
