@@ -25,6 +25,7 @@ from crm.store import (
     Store,
     SurveyResultData,
     VoicemailData,
+    WrapUpData,
 )
 from crm.users import (
     ROLES,
@@ -73,5 +74,6 @@ __all__ = [
     "UserData",
     "UserExistsError",
     "VoicemailData",
+    "WrapUpData",
     "role_rank",
 ]
