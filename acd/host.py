@@ -436,16 +436,20 @@ class AcdHost:
         queue = self.acd.queues.get(self.acd.agents[agent].wrap_queue)
         return list(queue.cfg.wrap_up_codes) if queue is not None else []
 
-    def supervise(self, agent: str, extension: str, mode: str) -> str | None:
+    def supervise(self, agent: str, extension: str, mode: str) -> tuple[str, bool] | None:
         """Ring the supervisor's ``extension``; when it answers, join it to ``agent``'s
         current call in ``mode`` — as if that phone had dialled the supervision code plus
         the agent's extension (the same path from the answer on). When that extension is
         already supervising the agent's call, switch it to ``mode`` instead (as its digits
-        4-7 do). Returns the originate id (or the supervising call's id on a switch); None
-        when the extension has no registered phone. ``LookupError`` when the agent is on
-        no call, ``KeyError`` for an unknown agent, ``ValueError`` for an unknown mode."""
+        4-7 do). Returns (the originate id, False), or (the supervising call's id, True) on
+        a switch; None when the extension has no registered phone. ``LookupError`` when the
+        agent is on no call, ``KeyError`` for an unknown agent, ``ValueError`` for an
+        unknown mode or a supervisor's number that is no extension (an outside number must
+        never hear a call)."""
         if mode not in SUPERVISION_DIGITS.values():
-            raise ValueError(mode)
+            raise ValueError(f"unknown supervision mode {mode}")
+        if not self.control.is_extension(extension):
+            raise ValueError(f"{extension} is no extension")
         if agent not in self.acd.agents:
             raise KeyError(agent)
         target = self._agent_call(agent)
@@ -461,7 +465,7 @@ class AcdHost:
                 and not info.ended
             ):
                 self._switch(call_id, state, mode)
-                return call_id
+                return call_id, True
         cfg = self.acd.agents[agent].cfg
         self._dial_seq += 1
         origin = f"sup-{self._dial_seq}-{agent}"
@@ -477,7 +481,7 @@ class AcdHost:
             self._supervise_dials.pop(origin, None)
             return None
         log.info("supervision_dialled", origin=origin, agent=agent, supervisor=extension, mode=mode)
-        return origin
+        return origin, False
 
     def _supervise_dial_result(self, event: OriginateAnswered | OriginateFailed) -> None:
         state = self._supervise_dials.pop(event.offer_id)

@@ -526,8 +526,10 @@ async def test_supervise_rings_the_supervisor_then_joins_the_agents_call_and_swi
     call = control.arrive("queue", "support", CUSTOMER, "600")
     control.answer_offer(call, "alice/1001")
 
-    origin = host.supervise("alice", SUPERVISOR, "whisper")
-    assert origin is not None
+    dialled = host.supervise("alice", SUPERVISOR, "whisper")
+    assert dialled is not None
+    origin, switched = dialled
+    assert not switched
     assert control.commands[-1] == ("originate", origin, SUPERVISOR, ALICE)
     assert control.named("supervise") == []  # not before the supervisor's phone answers
     own = control.answer_originate(origin)
@@ -535,7 +537,7 @@ async def test_supervise_rings_the_supervisor_then_joins_the_agents_call_and_swi
     assert queue_line(logs, "SUPERVISE")[-2:] == [SUPERVISOR, "whisper"]
 
     # A second click from the same phone switches the mode of the ongoing supervision.
-    assert host.supervise("alice", SUPERVISOR, "barge") == own
+    assert host.supervise("alice", SUPERVISOR, "barge") == (own, True)
     assert control.named("supervise")[-1] == ("supervise", own, call, "barge")
     assert host.acd.agents["alice"].on_call == call
 
@@ -552,15 +554,17 @@ async def test_supervise_refuses_an_agent_on_no_call_and_forgets_an_unanswered_r
     control.answer_offer(call, "alice/1001")
     with pytest.raises(ValueError):
         host.supervise("alice", SUPERVISOR, "shout")
-    origin = host.supervise("alice", SUPERVISOR, "listen")
-    assert origin is not None
-    control.fail_originate(origin)
+    with pytest.raises(ValueError):
+        host.supervise("alice", "5550199", "listen")  # an outside number: never
+    dialled = host.supervise("alice", SUPERVISOR, "listen")
+    assert dialled is not None
+    control.fail_originate(dialled[0])
     assert control.named("supervise") == []
     # The agent's call ended while the supervisor's phone rang: the answer is hung up.
     again = host.supervise("alice", SUPERVISOR, "listen")
     assert again is not None
     control.end(call)
-    own = control.answer_originate(again)
+    own = control.answer_originate(again[0])
     assert control.named("supervise") == []
     assert ("hangup", own, "nothing_to_supervise") in control.commands
 
