@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from web.api import build_router, install_error_handlers
 from web.api_crm import build_crm_router
+from web.api_panel import build_panel_router
 from web.api_recordings import build_recordings_router
 from web.api_reports import build_reports_router
 from web.pages import install_pages
@@ -39,6 +40,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(build_recordings_router(services))
     app.include_router(build_reports_router(services))
     app.include_router(build_crm_router(services))
+    app.include_router(build_panel_router(services))
     install_pages(app, services)
     return app
 
