@@ -291,7 +291,7 @@ async def test_a_0003_store_upgrades_with_its_customers(empty_store_url: str) ->
             )
     finally:
         await engine.dispose()
-    assert await upgrade(empty_store_url) == ["0004"]
+    assert (await upgrade(empty_store_url))[:1] == ["0004"]  # and any later revisions
     store = await Store.open(empty_store_url)
     try:
         found = await store.find_customer_by_number("030 7654321")
