@@ -255,6 +255,8 @@ class AcdHost:
         # Agents' classes of service lent to their extensions: agent -> those extensions.
         self._lent_class: dict[str, tuple[str, ...]] = {}
         self._supervising: dict[str, _Supervising] = {}  # supervisor's call id -> state
+        # Supervision asked for by the API: originate id -> what to do once the phone answers.
+        self._supervise_dials: dict[str, _Supervising] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._pending_events: list[QueueEventData] = []
@@ -427,6 +429,68 @@ class AcdHost:
         self._pump()
         return done
 
+    def wrap_up_codes(self, agent: str) -> list[str]:
+        """The wrap-up codes the agent may enter now: those of the queue whose wrap-up they
+        are in (``wrap_up_codes`` of the queue; empty: any code or none). KeyError for an
+        unknown agent."""
+        queue = self.acd.queues.get(self.acd.agents[agent].wrap_queue)
+        return list(queue.cfg.wrap_up_codes) if queue is not None else []
+
+    def supervise(self, agent: str, extension: str, mode: str) -> tuple[str, bool] | None:
+        """Ring the supervisor's ``extension``; when it answers, join it to ``agent``'s
+        current call in ``mode`` — as if that phone had dialled the supervision code plus
+        the agent's extension (the same path from the answer on). When that extension is
+        already supervising the agent's call, switch it to ``mode`` instead (as its digits
+        4-7 do). Returns (the originate id, False), or (the supervising call's id, True) on
+        a switch; None when the extension has no registered phone. ``LookupError`` when the
+        agent is on no call, ``KeyError`` for an unknown agent, ``ValueError`` for an
+        unknown mode or a supervisor's number that is no extension (an outside number must
+        never hear a call)."""
+        if mode not in SUPERVISION_DIGITS.values():
+            raise ValueError(f"unknown supervision mode {mode}")
+        if not self.control.is_extension(extension):
+            raise ValueError(f"{extension} is no extension")
+        if agent not in self.acd.agents:
+            raise KeyError(agent)
+        target = self._agent_call(agent)
+        if target is None:
+            raise LookupError(agent)
+        for call_id, state in self._supervising.items():
+            info = self.control.info(call_id)
+            if (
+                state.agent == agent
+                and state.target == target
+                and info is not None
+                and info.caller_ext == extension
+                and not info.ended
+            ):
+                self._switch(call_id, state, mode)
+                return call_id, True
+        cfg = self.acd.agents[agent].cfg
+        self._dial_seq += 1
+        origin = f"sup-{self._dial_seq}-{agent}"
+        self._supervise_dials[origin] = _Supervising(agent, mode=mode)
+        started = self.control.originate(
+            origin,
+            extension,
+            caller_id=cfg.extensions[0] if cfg.extensions else agent,
+            display=f"{mode.capitalize()} {cfg.name or agent}",
+            label=f"supervise-{mode}",
+        )
+        if started is None:
+            self._supervise_dials.pop(origin, None)
+            return None
+        log.info("supervision_dialled", origin=origin, agent=agent, supervisor=extension, mode=mode)
+        return origin, False
+
+    def _supervise_dial_result(self, event: OriginateAnswered | OriginateFailed) -> None:
+        state = self._supervise_dials.pop(event.offer_id)
+        if isinstance(event, OriginateFailed):
+            log.info("supervision_unanswered", origin=event.offer_id, status=event.status)
+            return
+        self._supervising[event.call_id] = state
+        self._supervisor_answered(event.call_id)
+
     def subscribe(self, handler: Callable[[AcdItem], None]) -> Callable[[], None]:
         """Call ``handler`` with every queue event and agent state change as it is logged
         (before it is committed), and with every offer made to an agent and its end
@@ -499,6 +563,8 @@ class AcdHost:
                 self._offer_answered(event)
             case OfferRejected():
                 self._offer_rejected(event)
+            case OriginateAnswered() | OriginateFailed() if event.offer_id in self._supervise_dials:
+                self._supervise_dial_result(event)
             case OriginateAnswered() | OriginateFailed():
                 self._originate_result(event)
             case PlaybackFinished(play_id=play_id):

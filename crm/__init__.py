@@ -28,6 +28,7 @@ from crm.store import (
     Store,
     SurveyResultData,
     VoicemailData,
+    WrapUpData,
 )
 from crm.ticket_store import TicketData, TicketEventData, TicketNotificationData, TicketQuery
 from crm.tickets import (
@@ -100,5 +101,6 @@ __all__ = [
     "UserData",
     "UserExistsError",
     "VoicemailData",
+    "WrapUpData",
     "role_rank",
 ]

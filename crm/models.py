@@ -203,6 +203,20 @@ class SurveyResult(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+class WrapUp(Base):
+    """What an agent noted in wrap-up after a call: a wrap-up code and free notes."""
+
+    __tablename__ = "wrap_ups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # The call wrapped up (call_records.record_id); None when the panel knew no call.
+    record_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    agent: Mapped[str] = mapped_column(String(255), index=True)
+    code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    notes: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
 class CallbackRequest(Base):
     """A caller asked to be called back. At most one *pending* request per number (a partial
     unique index): asking again does not queue a second call."""

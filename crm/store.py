@@ -73,6 +73,7 @@ from crm.models import (
     SurveyResult,
     UserRow,
     Voicemail,
+    WrapUp,
 )
 from crm.numbers import MIN_SUFFIX, normalise, numbers_match, tail
 from crm.recordings import RecordingData, RecordingState
@@ -283,6 +284,21 @@ class SurveyResultData:
         if self.result not in SURVEY_RESULTS:
             raise ValueError(f"unknown survey result {self.result!r}")
         object.__setattr__(self, "created_at", _utc(self.created_at))
+
+
+@dataclass(frozen=True, slots=True)
+class WrapUpData:
+    """What ``agent`` noted in wrap-up after call ``record_id`` (None: no call known)."""
+
+    record_id: str | None
+    agent: str
+    code: str | None
+    notes: str
+    at: datetime
+    id: int | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "at", _utc(self.at))
 
 
 @dataclass(frozen=True, slots=True)
@@ -1455,6 +1471,27 @@ class Store:
         async with self._sessions() as session:
             rows = (await session.scalars(stmt)).all()
         return [_data_from_row(SurveyResultData, r) for r in rows]
+
+    async def add_wrap_up(self, wrap: WrapUpData) -> int:
+        """Store one wrap-up (code and notes); return its id."""
+        async with self._sessions.begin() as session:
+            row = WrapUp(**_columns(wrap))
+            session.add(row)
+            await session.flush()
+            return row.id
+
+    async def list_wrap_ups(
+        self, agent: str | None = None, record_id: str | None = None
+    ) -> list[WrapUpData]:
+        """Wrap-ups, oldest first, optionally of one agent and/or one call."""
+        stmt = select(WrapUp).order_by(WrapUp.at, WrapUp.id)
+        if agent is not None:
+            stmt = stmt.where(WrapUp.agent == agent)
+        if record_id is not None:
+            stmt = stmt.where(WrapUp.record_id == record_id)
+        async with self._sessions() as session:
+            rows = (await session.scalars(stmt)).all()
+        return [_data_from_row(WrapUpData, r) for r in rows]
 
     async def survey_results_between(
         self, since: datetime, until: datetime

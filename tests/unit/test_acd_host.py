@@ -518,6 +518,70 @@ async def test_a_supervisor_who_intercepts_takes_the_call_and_frees_the_agent(
     assert state(host, "alice") is AgentState.AVAILABLE
 
 
+async def test_supervise_rings_the_supervisor_then_joins_the_agents_call_and_switches(
+    control: FakeCallControl, host: AcdHost, logs: Logs
+) -> None:
+    """The API's one-click supervision: the same path as *52 + extension from the answer on."""
+    await log_in(control, ALICE)
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    control.answer_offer(call, "alice/1001")
+
+    dialled = host.supervise("alice", SUPERVISOR, "whisper")
+    assert dialled is not None
+    origin, switched = dialled
+    assert not switched
+    assert control.commands[-1] == ("originate", origin, SUPERVISOR, ALICE)
+    assert control.named("supervise") == []  # not before the supervisor's phone answers
+    own = control.answer_originate(origin)
+    assert control.named("supervise") == [("supervise", own, call, "whisper")]
+    assert queue_line(logs, "SUPERVISE")[-2:] == [SUPERVISOR, "whisper"]
+
+    # A second click from the same phone switches the mode of the ongoing supervision.
+    assert host.supervise("alice", SUPERVISOR, "barge") == (own, True)
+    assert control.named("supervise")[-1] == ("supervise", own, call, "barge")
+    assert host.acd.agents["alice"].on_call == call
+
+
+async def test_supervise_refuses_an_agent_on_no_call_and_forgets_an_unanswered_ring(
+    control: FakeCallControl, host: AcdHost
+) -> None:
+    await log_in(control, ALICE)
+    with pytest.raises(LookupError):
+        host.supervise("alice", SUPERVISOR, "listen")
+    with pytest.raises(KeyError):
+        host.supervise("nobody", SUPERVISOR, "listen")
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    control.answer_offer(call, "alice/1001")
+    with pytest.raises(ValueError):
+        host.supervise("alice", SUPERVISOR, "shout")
+    with pytest.raises(ValueError):
+        host.supervise("alice", "5550199", "listen")  # an outside number: never
+    dialled = host.supervise("alice", SUPERVISOR, "listen")
+    assert dialled is not None
+    control.fail_originate(dialled[0])
+    assert control.named("supervise") == []
+    # The agent's call ended while the supervisor's phone rang: the answer is hung up.
+    again = host.supervise("alice", SUPERVISOR, "listen")
+    assert again is not None
+    control.end(call)
+    own = control.answer_originate(again[0])
+    assert control.named("supervise") == []
+    assert ("hangup", own, "nothing_to_supervise") in control.commands
+
+
+async def test_wrap_up_codes_are_those_of_the_queue_being_wrapped_up(
+    control: FakeCallControl, host_factory: Callable[..., AcdHost]
+) -> None:
+    host = host_factory(wrap_up=60.0, wrap_up_codes=["1", "2"])
+    await log_in(control, ALICE)
+    assert host.wrap_up_codes("alice") == []
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    control.answer_offer(call, "alice/1001")
+    control.end(call)
+    assert state(host, "alice") is AgentState.WRAP_UP
+    assert host.wrap_up_codes("alice") == ["1", "2"]
+
+
 # --- leaving the queue --------------------------------------------------------------------------
 
 

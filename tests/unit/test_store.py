@@ -22,6 +22,7 @@ from crm import (
     Store,
     SurveyResultData,
     VoicemailData,
+    WrapUpData,
 )
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -384,6 +385,21 @@ async def test_survey_results_round_trip_and_validation(store: Store) -> None:
     assert await store.list_survey_results("1004") == []
     with pytest.raises(ValueError, match="unknown survey result"):
         SurveyResultData("r", "s", "1", "2", "f", "great", T0)
+
+
+async def test_wrap_ups_round_trip_by_agent_and_call(store: Store) -> None:
+    first = await store.add_wrap_up(WrapUpData("r1", "bob", "2", "asked for a refund", T0))
+    await store.add_wrap_up(WrapUpData(None, "bob", None, "", T0 + timedelta(seconds=5)))
+    await store.add_wrap_up(WrapUpData("r3", "alice", "1", "总结", T0 + timedelta(seconds=1)))
+    bobs = await store.list_wrap_ups("bob")
+    assert [(w.id, w.record_id, w.code, w.notes) for w in bobs] == [
+        (first, "r1", "2", "asked for a refund"),
+        (bobs[1].id, None, None, ""),
+    ]
+    assert bobs[0].at == T0
+    (alices,) = await store.list_wrap_ups(record_id="r3")
+    assert (alices.agent, alices.notes) == ("alice", "总结")
+    assert len(await store.list_wrap_ups()) == 3
 
 
 async def test_callback_requests_are_not_duplicated_while_pending(store: Store) -> None:

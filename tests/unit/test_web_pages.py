@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -18,6 +18,7 @@ from argon2 import PasswordHasher
 from acd import AgentSnapshot, QueueSnapshot
 from config import HttpConfig
 from crm import AgentStateData, CallRecordData, Disposition, HangupSide, Store
+from pbx.control import CallInfo
 from web.app import create_app
 from web.auth import Authenticator
 from web.hub import EventHub
@@ -59,8 +60,10 @@ class FakeAcd:
 
 
 class FakeControl:
-    def info(self, call_id: str) -> None:
-        return None
+    def info(self, call_id: str) -> CallInfo | None:
+        if call_id != "c1":
+            return None
+        return CallInfo("c1", "5550100", "600", "answered", "", "l1", "1002", "l2", None, "", ())
 
 
 @dataclass
@@ -186,6 +189,33 @@ async def test_the_wallboard_shows_tiles_and_rows(web: Web) -> None:
     assert (await web.client.get("/wallboard/queues/nope")).status_code == 404
     row = await web.client.get("/wallboard/agents/bob")
     assert row.text.startswith('<tr data-agent="bob"')
+
+
+async def test_supervisors_get_one_click_actions_and_qa_only_watches(web: Web) -> None:
+    await web.login("sue")
+    row = (await web.client.get("/wallboard/agents/bob")).text
+    assert 'data-force="pause"' in row and 'data-force="logout"' in row
+    assert "data-supervise" not in row  # Bob is on no call
+    web.acd.agents = [replace(a, state="ON_CALL", current_call="c1") for a in web.acd.agents]
+    row = (await web.client.get("/wallboard/agents/bob")).text
+    for mode in ("listen", "whisper", "barge", "intercept"):
+        assert f'data-supervise="{mode}" data-testid="{mode}-bob"' in row
+    page = (await web.client.get("/wallboard")).text
+    assert 'id="sup-ext"' in page and ">Actions<" in page
+    await web.login("quinn")
+    page = (await web.client.get("/wallboard")).text
+    assert "data-supervise" not in page and "data-force" not in page and "sup-ext" not in page
+
+
+async def test_the_agent_panel_has_a_hidden_wrap_up_card_and_lists_its_shortcuts(
+    web: Web,
+) -> None:
+    await web.login("bob")
+    page = (await web.client.get("/agent?lang=zh")).text
+    card = page.split('<section id="wrapup"')[1].split(">")[0]
+    assert "hidden" in card
+    assert 'id="wrapup-notes"' in page and "结束话后处理" in page
+    assert "<kbd>W</kbd>" in page and "快捷键" in page
 
 
 async def test_static_files_are_served(web: Web) -> None:

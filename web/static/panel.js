@@ -13,6 +13,11 @@ const reasonText = (name) => (name ? (i18n[`reason.${name}`] ?? name) : "");
 const $ = (id) => document.getElementById(id);
 
 let me = null; // {user, role, agent, csrf_token}
+const SUPERVISOR_EXT_KEY = "sb.supervisorExtension";
+// Keys typed here are text, not shortcuts.
+const typing = (el) =>
+  el instanceof HTMLElement &&
+  (el.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(el.tagName));
 
 async function loadMe() {
   const r = await fetch("/api/me", { credentials: "same-origin" });
@@ -139,7 +144,9 @@ function agentPage() {
   const agentId = root.dataset.agent;
   const recording = root.dataset.recording === "on";
   let currentCall = null;
+  let lastCall = null; // the call wrapped up after it ends
   let offerCall = null;
+  let state = $("state").dataset.state;
 
   const showError = (text) => {
     const el = $("action-error");
@@ -184,6 +191,7 @@ function agentPage() {
     }
     const call = await r.json();
     currentCall = call.id;
+    lastCall = call.id;
     $("call-caller").textContent = call.caller;
     $("call-callee").textContent = call.callee_ext || call.callee;
     $("call-queue").textContent = call.queue || "";
@@ -197,11 +205,54 @@ function agentPage() {
     tickClocks();
   }
 
+  // -- wrap-up: the card shows while the agent is in wrap-up ----------------------------------
+  async function showWrapUp() {
+    if (!$("wrapup").hidden) return;
+    $("wrapup").hidden = false;
+    const r = await api("GET", `/api/agents/${encodeURIComponent(agentId)}/wrap-up`);
+    if (!r.ok) return;
+    const { codes } = await r.json();
+    const select = $("wrapup-code");
+    select.replaceChildren(select.options[0]);
+    for (const code of codes) select.add(new Option(code, code));
+  }
+
+  function hideWrapUp() {
+    if ($("wrapup").hidden) return;
+    $("wrapup").hidden = true;
+    $("wrapup-form").reset();
+  }
+
+  async function finishWrapUp() {
+    if (state !== "WRAP_UP") return;
+    const body = { notes: $("wrapup-notes").value };
+    const code = $("wrapup-code").value;
+    if (code) body.code = code;
+    if (lastCall) body.call_id = lastCall;
+    const r = await api("POST", `/api/agents/${encodeURIComponent(agentId)}/wrap-up`, body);
+    if (r.ok) {
+      showError("");
+      hideWrapUp();
+      refreshAgent();
+    } else {
+      const err = await r.json().catch(() => ({}));
+      showError(`${t("agent.action_failed")}: ${err.error || r.status}`);
+    }
+  }
+
+  $("wrapup-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    finishWrapUp();
+  });
+
   function renderAgent(item) {
-    const state = $("state");
-    state.textContent = t(`state.${item.state}`);
-    state.className = `state state-${item.state}`;
-    state.dataset.state = item.state;
+    state = item.state;
+    if (state === "WRAP_UP") showWrapUp();
+    else hideWrapUp();
+    const stateEl = $("state");
+    stateEl.textContent = t(`state.${item.state}`);
+    stateEl.className = `state state-${item.state}`;
+    stateEl.dataset.state = item.state;
     $("reason").textContent = reasonText(item.reason);
     const since = Date.parse(item.since || "");
     $("since").dataset.since = since ? String(since) : "0";
@@ -217,29 +268,44 @@ function agentPage() {
     if (item) renderAgent(item);
   }
 
-  for (const button of document.querySelectorAll("[data-agent-action]")) {
-    button.addEventListener("click", async () => {
-      const action = button.dataset.agentAction;
-      const body = action === "pause" ? { reason: $("pause-reason").value } : undefined;
-      const r = await api("POST", `/api/agents/${encodeURIComponent(agentId)}/${action}`, body);
-      if (r.ok) {
-        showError("");
-        renderAgent(await r.json());
-        refreshToday();
-      } else {
-        const err = await r.json().catch(() => ({}));
-        showError(`${t("agent.action_failed")}: ${err.error || r.status}`);
-      }
-    });
+  async function agentAction(action) {
+    const body = action === "pause" ? { reason: $("pause-reason").value } : undefined;
+    const r = await api("POST", `/api/agents/${encodeURIComponent(agentId)}/${action}`, body);
+    if (r.ok) {
+      showError("");
+      renderAgent(await r.json());
+      refreshToday();
+    } else {
+      const err = await r.json().catch(() => ({}));
+      showError(`${t("agent.action_failed")}: ${err.error || r.status}`);
+    }
   }
 
-  $("btn-hangup").addEventListener("click", async () => {
+  for (const button of document.querySelectorAll("[data-agent-action]")) {
+    button.addEventListener("click", () => agentAction(button.dataset.agentAction));
+  }
+
+  async function hangUp() {
     if (!currentCall) return;
     const r = await api("POST", `/api/calls/${encodeURIComponent(currentCall)}/hangup`);
     if (!r.ok) {
       const err = await r.json().catch(() => ({}));
       showError(`${t("agent.action_failed")}: ${err.error || r.status}`);
     }
+  }
+
+  $("btn-hangup").addEventListener("click", hangUp);
+
+  // Keyboard shortcuts (listed on the page); never while typing in a field.
+  document.addEventListener("keydown", (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey || e.repeat || typing(e.target)) return;
+    const key = e.key.toLowerCase();
+    if (key === "a") agentAction(state === "LOGGED_OUT" ? "login" : "unpause");
+    else if (key === "p") agentAction("pause");
+    else if (key === "h") hangUp();
+    else if (key === "w") finishWrapUp();
+    else return;
+    e.preventDefault();
   });
 
   for (const button of document.querySelectorAll("[data-recording-action]")) {
@@ -397,6 +463,55 @@ function wallboardPage() {
     for (const row of rows()) schedule("agent", row.dataset.agent);
   };
   connect(onEvent, all);
+
+  // One-click supervision and force pause/logout (supervisors): the supervisor's phone is
+  // chosen once and remembered in this browser.
+  const extInput = $("sup-ext");
+  const status = (text, failed = false) => {
+    const el = $("wall-status");
+    if (!el) return;
+    el.textContent = text;
+    el.className = failed ? "error" : "";
+  };
+  if (extInput) {
+    extInput.value = localStorage.getItem(SUPERVISOR_EXT_KEY) || "";
+    extInput.addEventListener("change", () => {
+      localStorage.setItem(SUPERVISOR_EXT_KEY, extInput.value.trim());
+    });
+  }
+  $("agent-rows")?.addEventListener("click", async (e) => {
+    const button = e.target.closest("button[data-supervise], button[data-force]");
+    const row = button?.closest("tr[data-agent]");
+    if (!button || !row) return;
+    const agent = encodeURIComponent(row.dataset.agent);
+    let r;
+    if (button.dataset.supervise) {
+      const extension = (extInput?.value || "").trim();
+      if (!/^[0-9]+$/.test(extension)) {
+        status(t("wall.need_extension"), true);
+        extInput?.focus();
+        return;
+      }
+      localStorage.setItem(SUPERVISOR_EXT_KEY, extension);
+      r = await api("POST", `/api/agents/${agent}/supervise`, {
+        mode: button.dataset.supervise,
+        extension,
+      });
+    } else {
+      r = await api("POST", `/api/agents/${agent}/${button.dataset.force}`);
+    }
+    const answer = await r.json().catch(() => ({}));
+    if (!r.ok) {
+      status(`${t("wall.action_failed")}: ${answer.error || r.status}`, true);
+    } else if (answer.originate_id) {
+      status(`${t("wall.ringing_you")} (${t(`wall.${answer.mode}`)} · ${row.cells[0].textContent})`);
+    } else if (answer.supervising_call_id) {
+      status(`${t("wall.switched")}: ${t(`wall.${answer.mode}`)}`);
+    } else {
+      status(t("wall.done"));
+      schedule("agent", row.dataset.agent);
+    }
+  });
 
   $("btn-fullscreen")?.addEventListener("click", () => {
     if (document.fullscreenElement) document.exitFullscreen();
