@@ -320,10 +320,10 @@ async def test_revision_0006_downgrades_and_upgrades_again(empty_store_url: str)
             index = "ix_kb_articles_search" if "postgresql" in empty_store_url else "kb_search"
             assert index in await conn.run_sync(names)
         async with engine.begin() as conn:
-            await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "-1"))
+            await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "0005"))
         async with engine.connect() as conn:
             left = await conn.run_sync(names)
         assert not {n for n in left if n.startswith(("kb_", "qa_", "ix_kb_", "ix_qa_"))}
     finally:
         await engine.dispose()
-    assert await upgrade(empty_store_url) == ["0006"]
+    assert (await upgrade(empty_store_url))[:1] == ["0006"]  # and any later revisions
