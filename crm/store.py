@@ -1729,13 +1729,7 @@ class Store:
         r = RecordingRow
         conds = _time_range(r.started, since, until)
         if number:
-            conds.append(
-                or_(
-                    r.caller.contains(number, autoescape=True),
-                    r.callee.contains(number, autoescape=True),
-                    r.dialled.contains(number, autoescape=True),
-                )
-            )
+            conds.append(_contains_any(number, r.caller, r.callee, r.dialled))
         if agent is not None:
             conds.append(r.agent == agent)
         if extension is not None:
@@ -2147,11 +2141,7 @@ class Store:
         conds = _time_range(CallRecord.start, since, until)
         if number:
             conds.append(
-                or_(
-                    CallRecord.caller.contains(number, autoescape=True),
-                    CallRecord.callee.contains(number, autoescape=True),
-                    CallRecord.dialled.contains(number, autoescape=True),
-                )
+                _contains_any(number, CallRecord.caller, CallRecord.callee, CallRecord.dialled)
             )
         if agent is not None:
             conds.append(CallRecord.agent == agent)
@@ -2491,6 +2481,11 @@ def _user_from_row(r: UserRow) -> UserData:
 def _queue_event_from_row(r: QueueEventRow) -> QueueEventData:
     data = tuple(r.data.split("|")) if r.data else ()
     return QueueEventData(r.time, r.call_id, r.queue, r.agent, r.event, data)
+
+
+def _contains_any(text: str, *columns: Any) -> ColumnElement[bool]:
+    """Any of ``columns`` contains ``text`` literally (LIKE wildcards in it are escaped)."""
+    return or_(*(column.contains(text, autoescape=True) for column in columns))
 
 
 def _time_range(

@@ -8,10 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-import cli.client
-from tests.unit.test_cli_client import TOKEN, FakeServer, paged, run
+from tests.unit.test_cli_client import FakeServer, paged, run
 
 ANNA: dict[str, Any] = {
     "id": 7,
@@ -25,24 +23,6 @@ ANNA: dict[str, Any] = {
     "custom": {"contract": "gold"},
     "last_followup_at": "2026-12-06T08:00:00+00:00",
 }
-
-
-@pytest.fixture
-def config_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "cfg"
-    folder.mkdir()
-    (folder / "switchboard.yaml").write_text('extensions: {"1001": {password: pw}}\n')
-    (folder / "admin.token").write_text(TOKEN + "\n")
-    return folder
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
-    fake = FakeServer()
-    monkeypatch.setattr(cli.client, "transport", httpx.MockTransport(fake))
-    monkeypatch.delenv("SWITCHBOARD_URL", raising=False)
-    monkeypatch.delenv("SWITCHBOARD_TOKEN", raising=False)
-    return fake
 
 
 def test_search_sends_filters_and_prints_a_table(config_dir: Path, server: FakeServer) -> None:

@@ -7,11 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
-import pytest
-
-import cli.client
-from tests.unit.test_cli_client import TOKEN, FakeServer, paged, run
+from tests.unit.test_cli_client import FakeServer, paged, run
 
 ARTICLE: dict[str, Any] = {
     "id": 3,
@@ -56,24 +52,6 @@ EVALUATION: dict[str, Any] = {
     "created_at": "2026-12-06T08:00:00+00:00",
     "updated_at": "2026-12-06T08:00:00+00:00",
 }
-
-
-@pytest.fixture
-def config_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "cfg"
-    folder.mkdir()
-    (folder / "switchboard.yaml").write_text('extensions: {"1001": {password: pw}}\n')
-    (folder / "admin.token").write_text(TOKEN + "\n")
-    return folder
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
-    fake = FakeServer()
-    monkeypatch.setattr(cli.client, "transport", httpx.MockTransport(fake))
-    monkeypatch.delenv("SWITCHBOARD_URL", raising=False)
-    monkeypatch.delenv("SWITCHBOARD_TOKEN", raising=False)
-    return fake
 
 
 def test_kb_search(config_dir: Path, server: FakeServer) -> None:

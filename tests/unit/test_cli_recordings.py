@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 
-import cli.client
 from tests.unit.test_cli_client import TOKEN, FakeServer, paged, run
 
 AUDIO = b"fLaC" + bytes(range(256)) * 10
@@ -32,24 +31,6 @@ ROW: dict[str, Any] = {
     "queue": "sales",
     "sha256": SHA,
 }
-
-
-@pytest.fixture
-def config_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "cfg"
-    folder.mkdir()
-    (folder / "switchboard.yaml").write_text('extensions: {"1001": {password: pw}}\n')
-    (folder / "admin.token").write_text(TOKEN + "\n")
-    return folder
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
-    fake = FakeServer()
-    monkeypatch.setattr(cli.client, "transport", httpx.MockTransport(fake))
-    monkeypatch.delenv("SWITCHBOARD_URL", raising=False)
-    monkeypatch.delenv("SWITCHBOARD_TOKEN", raising=False)
-    return fake
 
 
 def _audio_routes(server: FakeServer, row: dict[str, Any], body: bytes = AUDIO) -> None:

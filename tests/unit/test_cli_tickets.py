@@ -7,11 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-import cli.client
-from tests.unit.test_cli_client import TOKEN, FakeServer, paged, run
+from tests.unit.test_cli_client import FakeServer, paged, run
 
 TICKET: dict[str, Any] = {
     "id": 12,
@@ -26,24 +24,6 @@ TICKET: dict[str, Any] = {
     "resolution_due": "2026-12-08T16:00:00+00:00",
     "cc": ["dave"],
 }
-
-
-@pytest.fixture
-def config_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "cfg"
-    folder.mkdir()
-    (folder / "switchboard.yaml").write_text('extensions: {"1001": {password: pw}}\n')
-    (folder / "admin.token").write_text(TOKEN + "\n")
-    return folder
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
-    fake = FakeServer()
-    monkeypatch.setattr(cli.client, "transport", httpx.MockTransport(fake))
-    monkeypatch.delenv("SWITCHBOARD_URL", raising=False)
-    monkeypatch.delenv("SWITCHBOARD_TOKEN", raising=False)
-    return fake
 
 
 def test_list(config_dir: Path, server: FakeServer) -> None:
