@@ -852,6 +852,11 @@ def install_error_handlers(app: FastAPI) -> None:
         message = str(first.get("msg", "invalid request"))
         return error(422, f"{where}: {message}" if where else message)
 
+    async def out_of_range(request: Request, exc: Exception) -> Response:
+        # An id no row can have (beyond the database's 64-bit integers): the client's error.
+        log.info("api_number_out_of_range", path=request.url.path, error=str(exc))
+        return error(400, "a number in the request is out of range")
+
     async def crashed(request: Request, exc: Exception) -> Response:
         log.error("api_error", path=request.url.path, error=repr(exc))
         return error(500, "internal error (see the server log)")
@@ -862,6 +867,7 @@ def install_error_handlers(app: FastAPI) -> None:
         (OperationError, api_error),
         (StarletteHTTPException, http_error),
         (RequestValidationError, invalid),
+        (OverflowError, out_of_range),
         (Exception, crashed),
     ]
     for kind, handler in handlers:

@@ -33,9 +33,20 @@ from crm import (
     FollowupData,
 )
 from crm.customer_import import ImportFileError, export_csv, export_xlsx, import_customers
-from crm.customers import can_edit, numbers_from
+from crm.customers import can_edit, can_view, numbers_from
 from crm.store import NUMBER_KINDS
-from web.api import ApiError, PageNo, PerPage, Who, audit_change, jsonable, live_call_of, page, utc
+from web.api import (
+    ApiError,
+    PageNo,
+    PerPage,
+    Who,
+    audit_change,
+    jsonable,
+    live_call_of,
+    page,
+    principal_scope,
+    utc,
+)
 from web.auth import Principal
 from web.services import Services
 
@@ -443,14 +454,27 @@ def build_crm_router(s: Services) -> APIRouter:
         calls, _ = await s.store.search_call_records(number=caller, limit=SCREENPOP_CALLS)
         recordings, _ = await s.store.search_recordings(number=caller, limit=100)
         by_call: dict[str, list[str]] = {}
+        own_phones = principal_scope(s, p)[0] if p.agent is not None else frozenset()
         for r in recordings:
-            by_call.setdefault(r.call_id, []).append(r.recording_id)
+            # The recordings scope: an agent only learns of the recordings of calls they took.
+            if p.at_least("qa") or (
+                p.agent is not None
+                and (r.agent == p.agent or (r.agent is None and r.extension in own_phones))
+            ):
+                by_call.setdefault(r.call_id, []).append(r.recording_id)
+        actor = actor_of(p)
+        if found is None:
+            card: dict[str, Any] = {"phone": caller}
+        elif can_view(actor, found):
+            card = customer_item(found)
+        else:  # another agent's own customer: who is calling, nothing of the record
+            card = {"id": found.id, "name": found.name, "phone": caller, "private": True}
         return {
             "call_id": call_id,
             "caller": caller,
             "known": found is not None,
-            "customer": customer_item(found) if found is not None else {"phone": caller},
-            "editable": found is not None and can_edit(actor_of(p), found),
+            "customer": card,
+            "editable": found is not None and can_edit(actor, found),
             "blacklisted": await s.store.is_blacklisted(caller) if caller else False,
             "calls": [
                 {

@@ -150,8 +150,10 @@ def scorecard_item(c: Scorecard) -> dict[str, Any]:
 
 def qa_actor(p: Principal) -> Actor:
     """Agents are evaluated under their ACD agent id (module docstring)."""
-    if p.role == "agent" and p.agent:
-        return Actor(p.agent, p.role)
+    if p.role == "agent":
+        # No linked agent: no evaluations are theirs (a user name is not an agent id, and a
+        # user called like some agent must not see that agent's evaluations).
+        return Actor(p.agent or "\x00no-agent", p.role)
     return actor_of(p)
 
 

@@ -51,12 +51,22 @@ def build_panel_router(s: Services) -> APIRouter:
         raise ApiError(404, f"no agent {agent_id}")
 
     def supervisor_extension(p: Principal, given: str | None) -> str:
-        if given is not None:
-            return given
+        """The phone that rings: one of the user's own agent's phones or a supervisor phone
+        (``acd.supervisors``, the phones the feature codes accept). Never any extension the
+        caller names: that phone would hear a customer's call."""
         own = sorted(s.ops.agent_scope(p.agent)[0]) if p.agent is not None else []
-        if not own:
-            raise ApiError(400, "say which extension rings: no agent with an extension is yours")
-        return own[0]
+        if given is None:
+            if not own:
+                raise ApiError(
+                    400, "say which extension rings: no agent with an extension is yours"
+                )
+            return own[0]
+        if given not in own and given not in s.acd.supervisors:
+            raise ApiError(
+                403,
+                f"extension {given} is neither your phone nor a supervisor phone (acd.supervisors)",
+            )
+        return given
 
     @router.post("/api/agents/{agent_id}/supervise", tags=["agents"])
     async def supervise(

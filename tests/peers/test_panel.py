@@ -177,7 +177,9 @@ def test_the_pages_in_chinese(
     assert states["bob"] == "AVAILABLE"
 
 
-SUPERVISION_CONFIG = """agents:
+SUPERVISION_CONFIG = """acd:
+  supervisors: ["1005"]
+agents:
   bob: {name: Bob, extensions: ["1002"]}
 queues:
   support: {members: [bob], ring_timeout: 15, wrap_up: 60, wrap_up_codes: ["1", "2"]}

@@ -342,6 +342,20 @@ async def test_screen_pop_known_and_unknown_caller(api: Api) -> None:
             rate=8000,
             state=RecordingState.COMPLETE,
             caller="+49 30 1234567",
+            extension="1001",  # alice's phone, no agent: hers to know of
+        )
+    )
+    await api.store.add_recording(  # a colleague's recording of the same number: not hers
+        RecordingData(
+            recording_id="rec-" + "2" * 24,
+            call_id="rec0",
+            started=T0,
+            path="y.flac",
+            format="flac",
+            rate=8000,
+            state=RecordingState.COMPLETE,
+            caller="+49 30 1234567",
+            agent="a2",
         )
     )
     api.control.add("live-1", "+49 30 1234567", "1001", ivr_keys="12")
@@ -363,4 +377,25 @@ async def test_screen_pop_known_and_unknown_caller(api: Api) -> None:
     assert unknown["calls"] == [] and unknown["blacklisted"] is False
 
     assert (await api.get("/api/screenpop/live-3", "alice")).status_code == 403  # not hers
+    # Bob's own customer calling alice: she learns the name, nothing else of the record.
+    await api.patch(f"/api/customers/{anna['id']}", {"owner": "bob"}, "sue")
+    private = (await api.get("/api/screenpop/live-1", "alice")).json()
+    assert private["customer"] == {
+        "id": anna["id"],
+        "name": anna["name"],
+        "phone": "+49 30 1234567",
+        "private": True,
+    }
+    assert private["editable"] is False
+    # A supervisor sees the card and every recording of the number.
+    full = (await api.get("/api/screenpop/live-1", "sue")).json()
+    assert full["customer"]["grade"] == "B"
+    assert full["calls"][1]["recordings"] == ["rec-" + "2" * 24]
     assert (await api.get("/api/screenpop/nope", "alice")).status_code == 404
+
+
+async def test_an_id_beyond_64_bits_is_a_client_error(api: Api) -> None:
+    huge = "99999999999999999999"
+    for path in (f"/api/customers/{huge}", f"/api/kb/articles/{huge}"):
+        answer = await api.get(path, "sue")
+        assert answer.status_code in (400, 404), (path, answer.status_code, answer.text)

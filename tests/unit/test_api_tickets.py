@@ -178,3 +178,8 @@ async def test_roles_and_refusals(api: Api) -> None:
     assert [(n["kind"], n["recipients"]) for n in shown["notifications"]] == [("urged", ["bob"])]
     listed = (await api.get("/api/tickets", "carol", state="assigned")).json()
     assert [t["number"] for t in listed["items"]] == ["T-000001"]
+
+
+async def test_a_ticket_number_beyond_64_bits_is_a_client_error(api: Api) -> None:
+    answer = await api.get("/api/tickets/99999999999999999999", "alice")
+    assert answer.status_code in (400, 404), answer.text

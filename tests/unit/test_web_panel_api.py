@@ -42,6 +42,7 @@ class FakeAcd:
     agents: list[AgentSnapshot]
     on_call: set[str] = field(default_factory=set)
     registered: set[str] = field(default_factory=lambda: {"1009", "1010"})
+    supervisors: set[str] = field(default_factory=lambda: {"1010", "1002", "5550100"})
     asked: list[tuple[Any, ...]] = field(default_factory=list)
     supervising: dict[tuple[str, str], str] = field(default_factory=dict)
     wrap_codes: list[str] = field(default_factory=list)
@@ -170,9 +171,10 @@ async def test_without_an_extension_the_supervisors_own_agents_phone_rings(web: 
         ("bob", "bob", {"mode": "listen", "extension": "1009"}, 403),  # agents may not
         ("quinn", "bob", {"mode": "listen", "extension": "1009"}, 403),  # nor qa
         ("sue", "ghost", {"mode": "listen", "extension": "1009"}, 404),  # no such agent
-        ("sue", "sam", {"mode": "listen", "extension": "1009"}, 404),  # on no call
+        ("sue", "sam", {"mode": "listen", "extension": "1010"}, 404),  # on no call
         ("sue", "bob", {"mode": "shout", "extension": "1009"}, 422),
         ("sue", "bob", {"mode": "listen", "extension": "5550100"}, 400),  # not an extension
+        ("sue", "bob", {"mode": "listen", "extension": "1011"}, 403),  # not a supervisor phone
         ("sue", "bob", {"mode": "listen", "extension": "1002"}, 409),  # no registered phone
     ],
 )
