@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from crm import (
@@ -141,16 +141,23 @@ def customer_item(c: CustomerData) -> dict[str, Any]:
     return out
 
 
+QText = Annotated[str | None, Query(max_length=255)]
+QNumber = Annotated[str | None, Query(max_length=64)]
+QGrade = Annotated[Grade | None, Query()]
+QField = Annotated[list[str] | None, Query(max_length=20)]
+
+
 def _query(
-    q: str | None,
-    number: str | None,
-    grade: str | None,
-    tag: str | None,
-    owner: str | None,
-    source: str | None,
-    pool: bool | None,
-    field: list[str] | None,
+    q: QText = None,
+    number: QNumber = None,
+    grade: QGrade = None,
+    tag: QText = None,
+    owner: QText = None,
+    source: QText = None,
+    pool: bool | None = None,
+    field: QField = None,
 ) -> CustomerQuery:
+    """The search filters of ``GET /api/customers`` and its export (a FastAPI dependency)."""
     custom: dict[str, str] = {}
     for item in field or []:
         name, sep, value = item.partition(":")
@@ -169,10 +176,7 @@ def _query(
     )
 
 
-QText = Annotated[str | None, Query(max_length=255)]
-QNumber = Annotated[str | None, Query(max_length=64)]
-QGrade = Annotated[Grade | None, Query()]
-QField = Annotated[list[str] | None, Query(max_length=20)]
+CustomerSearch = Annotated[CustomerQuery, Depends(_query)]
 
 
 def build_crm_router(s: Services) -> APIRouter:
@@ -191,18 +195,10 @@ def build_crm_router(s: Services) -> APIRouter:
     @router.get("/api/customers", tags=["customers"])
     async def customers(
         p: Who,
-        q: QText = None,
-        number: QNumber = None,
-        grade: QGrade = None,
-        tag: QText = None,
-        owner: QText = None,
-        source: QText = None,
-        pool: bool | None = None,
-        field: QField = None,
+        query: CustomerSearch,
         page_no: PageNo = 1,
         per_page: PerPage = 50,
     ) -> dict[str, Any]:
-        query = _query(q, number, grade, tag, owner, source, pool, field)
         with refusals():
             rows, total = await service().search(
                 actor_of(p), query, offset=(page_no - 1) * per_page, limit=per_page
@@ -227,17 +223,9 @@ def build_crm_router(s: Services) -> APIRouter:
     @router.get("/api/customers/export", tags=["customers"])
     async def export(
         p: Who,
-        q: QText = None,
-        number: QNumber = None,
-        grade: QGrade = None,
-        tag: QText = None,
-        owner: QText = None,
-        source: QText = None,
-        pool: bool | None = None,
-        field: QField = None,
+        query: CustomerSearch,
         fmt: Annotated[Literal["csv", "xlsx"], Query(alias="format")] = "csv",
     ) -> Response:
-        query = _query(q, number, grade, tag, owner, source, pool, field)
         svc = service()
         with refusals():
             _, total = await svc.search(actor_of(p), query, limit=0)
