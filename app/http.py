@@ -19,6 +19,7 @@ import structlog
 from ruamel.yaml.error import YAMLError
 
 from acd.dialer import ClickToCall
+from app.phone import HostedLines
 from app.settings import (
     crm_settings_from_config,
     report_settings_from_config,
@@ -164,6 +165,7 @@ class ControlPlane:
             auth=self.auth,
             http=http,
             recorder=running.recorder,
+            phones=HostedLines(lambda: self.running.config),
         )
         self.http = HttpServer(create_app(self.services), http.host, http.port)
 

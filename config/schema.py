@@ -284,15 +284,40 @@ class StoreConfig(_Model):
         return value
 
 
+class IceServerConfig(_Model):
+    """A STUN or TURN server for the browser phone (WebRTC RTCIceServer)."""
+
+    urls: Annotated[
+        list[Annotated[str, Field(pattern=r"^(stun|stuns|turn|turns):")]], Field(min_length=1)
+    ]
+    username: str | None = None
+    credential: str | None = None
+
+    @model_validator(mode="after")
+    def _turn_needs_credentials(self) -> IceServerConfig:
+        turn = any(u.startswith("turn") for u in self.urls)
+        if turn and (self.username is None or self.credential is None):
+            raise ValueError("a TURN server needs username and credential")
+        return self
+
+
+class BrowserPhoneConfig(_Model):
+    """The agent panel's browser phone (WebRTC, docs/panel.md "Browser phone")."""
+
+    enabled: bool = True
+    ice_servers: list[IceServerConfig] = Field(default_factory=list)
+
+
 class HttpConfig(_Model):
-    """The HTTP API, event stream, metrics and (later) the web panel: served by the same
-    process and event loop as SIP (docs/api.md)."""
+    """The HTTP API, event stream, metrics and the web panel: served by the same process
+    and event loop as SIP (docs/api.md)."""
 
     enabled: bool = True
     host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
     session_minutes: Annotated[int, Field(ge=1, le=10080)] = 480
     secure_cookie: bool = False
+    browser_phone: BrowserPhoneConfig = Field(default_factory=BrowserPhoneConfig)
 
 
 def _check_pin(value: str) -> str:

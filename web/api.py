@@ -205,6 +205,30 @@ def live_call_of(s: Services, p: Principal, call_id: str, *, read: bool = True) 
     return info
 
 
+async def websocket_principal(s: Services, websocket: WebSocket) -> Principal | None:
+    """Who opens this WebSocket (session cookie, bearer token or ``?token=``); None after
+    closing it with 4401/4403 (not authenticated, foreign origin, refused)."""
+    cookie = websocket.cookies.get(COOKIE)
+    token = websocket.query_params.get("token")
+    origin = websocket.headers.get("origin")
+    host = websocket.headers.get("host")
+    if cookie and not token and origin and host and origin.split("://", 1)[-1] != host:
+        # A cookie rides along on a cross-site WebSocket: refuse foreign pages.
+        await websocket.close(code=4403, reason="foreign origin")
+        return None
+    try:
+        return await s.auth.principal(
+            authorization=websocket.headers.get("authorization"),
+            cookie=cookie,
+            method="GET",
+            csrf=None,
+            query_token=token,
+        )
+    except AuthError as exc:
+        await websocket.close(code=4401 if exc.status == 401 else 4403, reason=exc.message)
+        return None
+
+
 def build_router(s: Services) -> APIRouter:
     """Every route of docs/api.md; the app must hold ``s`` as ``app.state.services``."""
     router = APIRouter()
@@ -720,24 +744,8 @@ def build_router(s: Services) -> APIRouter:
 
     @router.websocket("/api/events/ws")
     async def events_ws(websocket: WebSocket) -> None:
-        cookie = websocket.cookies.get(COOKIE)
-        token = websocket.query_params.get("token")
-        origin = websocket.headers.get("origin")
-        host = websocket.headers.get("host")
-        if cookie and not token and origin and host and origin.split("://", 1)[-1] != host:
-            # A cookie rides along on a cross-site WebSocket: refuse foreign pages.
-            await websocket.close(code=4403, reason="foreign origin")
-            return
-        try:
-            p = await s.auth.principal(
-                authorization=websocket.headers.get("authorization"),
-                cookie=cookie,
-                method="GET",
-                csrf=None,
-                query_token=token,
-            )
-        except AuthError as exc:
-            await websocket.close(code=4401 if exc.status == 401 else 4403, reason=exc.message)
+        p = await websocket_principal(s, websocket)
+        if p is None:
             return
         await websocket.accept()
         listener = s.hub.connect(p)

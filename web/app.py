@@ -20,6 +20,7 @@ from web.api_recordings import build_recordings_router
 from web.api_reports import build_reports_router
 from web.api_tickets import build_tickets_router
 from web.pages import install_pages
+from web.phone import build_phone_router
 from web.services import Services
 
 __all__ = ["HttpListenError", "HttpServer", "create_app"]
@@ -45,6 +46,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(build_tickets_router(services))
     app.include_router(build_kb_router(services))
     app.include_router(build_panel_router(services))
+    app.include_router(build_phone_router(services))
     install_pages(app, services)
     return app
 

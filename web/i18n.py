@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from web.i18n_phone import EN_PHONE, ZH_PHONE
+
 __all__ = [
     "CATALOGS",
     "DEFAULT",
@@ -242,6 +244,9 @@ ZH: dict[str, str] = {
     "reason.internal": "内部",
     "error.forbidden": "您的角色无权查看此页面。",
 }
+
+EN.update(EN_PHONE)
+ZH.update(ZH_PHONE)
 
 CATALOGS: dict[str, dict[str, str]] = {"en": EN, "zh": ZH}
 LANGUAGES = tuple(CATALOGS)

@@ -209,6 +209,7 @@ def build_pages_router(s: Services) -> APIRouter:
             agent=agent,
             reasons=reasons,
             recording=s.recorder is not None,
+            phone=s.phones is not None and s.http.browser_phone.enabled,
             **(await today(agent)),
         )
 

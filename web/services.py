@@ -20,6 +20,7 @@ from pbx.control import CallControl
 from recorder.commands import RecorderCommands
 from web.auth import Authenticator
 from web.hub import EventHub
+from web.phone_line import PhoneLines
 
 __all__ = ["OperationError", "Operations", "Services"]
 
@@ -97,3 +98,5 @@ class Services:
     http: HttpConfig
     # The recorder's commands; None when recording is not enabled (the API answers 503).
     recorder: RecorderCommands | None = None
+    # Hosted phones behind the browser phone; None when ``browser_phone.enabled`` is off.
+    phones: PhoneLines | None = None

@@ -661,3 +661,27 @@ def test_voicemail_settings_defaults_and_checks() -> None:
     for bad in ("{enabled: true}", '{pin: "12"}', '{pin: "12ab"}', "{mwi: sometimes}"):
         with pytest.raises(ConfigError):
             parse_config(f'extensions:\n  "1001": {{password: pw, voicemail: {bad}}}\n', "x.yaml")
+
+
+def test_browser_phone_ice_servers(tmp_path: Path) -> None:
+    ok = VALID + textwrap.dedent(
+        """\
+        http:
+          browser_phone:
+            ice_servers:
+              - {urls: ["stun:stun.example.net:3478"]}
+              - {urls: ["turn:turn.example.net:3478?transport=udp"], username: u, credential: p}
+        """
+    )
+    cfg = load_config(_write(tmp_path, ok))
+    assert cfg.http.browser_phone.enabled
+    assert [s.urls for s in cfg.http.browser_phone.ice_servers] == [
+        ["stun:stun.example.net:3478"],
+        ["turn:turn.example.net:3478?transport=udp"],
+    ]
+    no_credential = VALID + 'http: {browser_phone: {ice_servers: [{urls: ["turn:t.example"]}]}}\n'
+    problems = _problems(_write(tmp_path, no_credential, "bad.yaml"))
+    assert any("TURN server needs username and credential" in p for p in problems), problems
+    not_ice = VALID + 'http: {browser_phone: {ice_servers: [{urls: ["http://x"]}]}}\n'
+    problems = _problems(_write(tmp_path, not_ice, "bad2.yaml"))
+    assert any("bad2.yaml:" in p and "urls" in p for p in problems), problems
