@@ -32,8 +32,11 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 PEOPLE = {
     "1001": {"name": "Caller", "password": "pw-1001-secret"},
     "1002": {"name": "Bob", "password": "pw-1002-secret"},
+    "1005": {"name": "Sue", "password": "pw-1005-secret"},
 }
-CONFIG = """agents:
+CONFIG = """acd:
+  supervisors: ["1005"]
+agents:
   bob: {name: Bob, extensions: ["1002"]}
 queues:
   support: {members: [bob], ring_timeout: 20}
@@ -88,6 +91,26 @@ def _page(browser: Any, sb: Switchboard, name: str, password: str) -> Any:
     return page
 
 
+# Levels (dB) of the browser phone's received audio at given frequencies, from an
+# AnalyserNode on the <audio> element's stream.
+ANALYSER = """() => {
+  const ctx = new AudioContext();
+  const src = ctx.createMediaStreamSource(document.getElementById("phone-audio").srcObject);
+  const an = ctx.createAnalyser();
+  an.fftSize = 8192;
+  src.connect(an);
+  window.sbBands = (freqs) => {
+    const data = new Float32Array(an.frequencyBinCount);
+    an.getFloatFrequencyData(data);
+    const hz = ctx.sampleRate / an.fftSize;
+    return freqs.map((f) => {
+      const k = Math.round(f / hz);
+      return Math.max(data[k - 2], data[k - 1], data[k], data[k + 1], data[k + 2]);
+    });
+  };
+}"""
+
+
 def _browser_phone(registration: dict[str, Any]) -> bool:
     return "1002" in registration["aor"] and "browser phone" in registration["user_agent"]
 
@@ -109,6 +132,7 @@ def test_an_agent_takes_a_queue_call_in_the_browser(
     sb = server_factory(extensions=PEOPLE, extra_yaml=CONFIG)
     users = {"bob": _user(sb, "bob", "agent", "bob"), "sue": _user(sb, "sue", "supervisor")}
     caller = registered(phone_factory, sb, "1001")
+    sue_phone = registered(phone_factory, sb, "1005")
     bob = _page(browser, sb, "bob", users["bob"])
     wall = _page(browser, sb, "sue", users["sue"])
 
@@ -156,7 +180,28 @@ def test_an_agent_takes_a_queue_call_in_the_browser(
         time.sleep(0.3)
     assert caller.wait_dtmf(2, call=cid, timeout=5) == "5#"
     bob.screenshot(path=str(ARTIFACTS / "browser-phone-call.png"), full_page=True)
+
+    # The supervisor whispers with one click: the agent's browser hears her 1500 Hz tone
+    # (a WebAudio analyser on the phone's audio), the caller does not.
+    bob.evaluate(ANALYSER)
+    wall.get_by_test_id("sup-ext").fill("1005")
+    wall.get_by_test_id("whisper-bob").click()
+    ring = sue_phone.wait_incoming(timeout=5)
+    s = int(ring["call"])
+    sue_phone.answer(call=s)
+    sue_phone.wait_media_active(call=s, timeout=10)
+    sue_phone.play(tone_wav(1500, seconds=30), call=s)
+    time.sleep(1.5)
+    levels = bob.evaluate("window.sbBands([1000, 1500, 3000])")
+    assert levels[1] - levels[2] > 20 and levels[0] - levels[2] > 20, levels
+    caller.record(tmp_path / "whisper.wav", call=cid)
+    time.sleep(1.5)
+    caller.stop_record(call=cid)
+    heard = tmp_path / "whisper.wav"
+    assert tone_level_db(heard, 700) - tone_level_db(heard, 1500) > 25
     wall.screenshot(path=str(ARTIFACTS / "browser-phone-wallboard.png"), full_page=True)
+    sue_phone.hangup(call=s)
+    sue_phone.wait_disconnected(call=s, timeout=10)
 
     bob.get_by_test_id("phone-hangup").click()
     caller.wait_disconnected(call=cid, timeout=10)
