@@ -124,7 +124,10 @@ class HostedLine:
             self._port.send(pcm)
 
     async def read(self) -> Int16Array:
-        return await self._port.read()
+        # A little over one frame: the engine's packets come every 20 ms and must not race
+        # the silence made up when none came (that would feed the browser faster than real
+        # time); between calls the silence comes a bit slower than real time, unheard.
+        return await self._port.read(timeout=0.03)
 
     # -- pbx.hosted_phone.HostedPhoneListener ---------------------------------------------------
 

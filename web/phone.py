@@ -60,6 +60,7 @@ MAX_MESSAGE = 64 * 1024  # an SDP offer with every candidate is a few kB
 DIGITS = frozenset("0123456789*#ABCD")
 TRACK_RATE = 48000  # what we hand aiortc (Opus runs at 48 kHz; G.711 resamples down)
 TRACK_FRAME = TRACK_RATE // 50
+MAX_PHONES_PER_EXTENSION = 4  # browser tabs with a phone open, per extension
 
 
 class LineTrack:
@@ -302,6 +303,7 @@ class BrowserPhone:
 
 def build_phone_router(s: Services) -> APIRouter:
     router = APIRouter()
+    open_phones: dict[str, int] = {}
 
     @router.websocket("/api/phone/ws")
     async def phone_ws(websocket: WebSocket) -> None:
@@ -320,7 +322,17 @@ def build_phone_router(s: Services) -> APIRouter:
         if wanted is not None and wanted not in own:
             await websocket.close(code=4403, reason=f"extension {wanted} is not yours")
             return
+        extension = wanted or own[0]
+        if open_phones.get(extension, 0) >= MAX_PHONES_PER_EXTENSION:
+            await websocket.close(code=4429, reason=f"too many browser phones for {extension}")
+            return
         await websocket.accept()
-        await BrowserPhone(websocket, p, lines).run(wanted or own[0])
+        open_phones[extension] = open_phones.get(extension, 0) + 1
+        try:
+            await BrowserPhone(websocket, p, lines).run(extension)
+        finally:
+            open_phones[extension] -= 1
+            if not open_phones[extension]:
+                del open_phones[extension]
 
     return router
