@@ -204,6 +204,19 @@ async def test_agent_hanging_up_completes_the_call_as_agent(
     assert queue_log(logs)[-1] == ("COMPLETEAGENT", call, "alice")
 
 
+async def test_the_last_call_an_agent_answered_is_what_their_wrap_up_may_name(
+    control: FakeCallControl, host: AcdHost
+) -> None:
+    await log_in(control, ALICE)
+    assert host.last_call("alice") is None
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    assert host.last_call("alice") is None  # ringing is not handling
+    control.answer_offer(call, "alice/1001")
+    control.end(call, side="callee")
+    assert host.last_call("alice") == call
+    assert host.last_call("bob") is None
+
+
 async def test_a_refused_offer_is_missed_and_the_next_agent_rings(
     control: FakeCallControl, host: AcdHost, clock: Clock, logs: Logs
 ) -> None:
