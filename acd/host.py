@@ -1100,6 +1100,8 @@ class AcdHost:
             self._own_legs.add(leg_id)  # a callback's first leg: the ACD reserved that agent
         if leg_id in self._legs or leg_id in self._own_legs:
             return
+        if event.trunk is not None:
+            return  # a trunk party: its number is whatever it presented, no agent's phone
         agent = self._agent_of_ext.get(event.extension)
         if agent is None:
             return

@@ -22,7 +22,7 @@ import acd.host
 from acd import AgentConfig, AgentState, QueueConfig, Strategy, WrapUpMode
 from acd.host import AcdHost, AcdSettings, OfferEnded, OfferMade
 from crm import AgentStateData, CustomerData, QueueEventData, Store
-from pbx.events import CallArrived
+from pbx.events import CallArrived, LegAnswered
 from tests.unit.fake_control import FakeCallControl
 
 ALICE, BOB = "1001", "1002"  # the agents' phones
@@ -336,6 +336,18 @@ async def test_an_agents_own_call_makes_them_busy_until_their_leg_closes(
 
     control.end(own)  # LegClosed for both parties
     assert state(host, "alice") is AgentState.RINGING
+    assert control.named("offer") == [("offer", call, "alice/1001", ALICE)]
+
+
+async def test_a_trunk_caller_presenting_an_agents_extension_does_not_make_them_busy(
+    control: FakeCallControl, host: AcdHost
+) -> None:
+    await log_in(control, ALICE)
+    # A carrier's caller claims 1001 (Alice's extension); Switchboard answers it (an IVR).
+    spoof = control.new_call(ALICE, "4100")
+    control.publish(LegAnswered(spoof, f"{spoof}-a", ALICE, "caller", trunk="carrier"))
+    assert state(host, "alice") is AgentState.AVAILABLE
+    call = control.arrive("queue", "support", CUSTOMER, "600")
     assert control.named("offer") == [("offer", call, "alice/1001", ALICE)]
 
 
