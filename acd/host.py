@@ -247,6 +247,8 @@ class AcdHost:
         self._surveys: dict[str, str] = {}  # ACD call id -> post-call survey flow
         self._legs: dict[str, str] = {}  # leg id -> agent, for every agent party up on a call
         self._leg_calls: dict[str, str] = {}  # the same legs -> the call each is on
+        # Agent -> the call carrying the last queue call (or callback) they answered.
+        self._last_calls: dict[str, str] = {}
         self._busy: Counter[str] = Counter()
         self._own_legs: set[str] = set()  # callback legs: the ACD already knows about them
         self._announcing: dict[str, str] = {}  # play id -> call id (music resumes after)
@@ -435,6 +437,11 @@ class AcdHost:
         unknown agent."""
         queue = self.acd.queues.get(self.acd.agents[agent].wrap_queue)
         return list(queue.cfg.wrap_up_codes) if queue is not None else []
+
+    def last_call(self, agent: str) -> str | None:
+        """The id of the call carrying the last queue call (or callback) ``agent`` answered
+        since start, None if none: the call their wrap-up is about."""
+        return self._last_calls.get(agent)
 
     def supervise(self, agent: str, extension: str, mode: str) -> tuple[str, bool] | None:
         """Ring the supervisor's ``extension``; when it answers, join it to ``agent``'s
@@ -1093,6 +1100,8 @@ class AcdHost:
             self._own_legs.add(leg_id)  # a callback's first leg: the ACD reserved that agent
         if leg_id in self._legs or leg_id in self._own_legs:
             return
+        if event.trunk is not None:
+            return  # a trunk party: its number is whatever it presented, no agent's phone
         agent = self._agent_of_ext.get(event.extension)
         if agent is None:
             return
@@ -1383,8 +1392,10 @@ class AcdHost:
         if event == "ENTERQUEUE":
             self.control.annotate(call_id, queue=queue, queued_at=at, queue_call_id=acd_id)
         elif event == "CONNECT":
+            self._last_calls[agent] = call_id
             self.control.annotate(call_id, queue=queue, agent=agent, queue_call_id=acd_id)
         elif event == "CALLBACKCONNECT":
+            self._last_calls[agent] = call_id
             self.control.annotate(
                 call_id,
                 direction="outbound",

@@ -28,6 +28,7 @@ import asyncio
 import csv
 import io
 import re
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -38,8 +39,10 @@ from crm.store import CUSTOMER_GRADES, CustomerData, Store
 
 __all__ = [
     "COLUMNS",
+    "ImportFileTooLarge",
     "ImportReport",
     "RowError",
+    "check_xlsx_archive",
     "export_csv",
     "export_rows",
     "export_xlsx",
@@ -49,6 +52,14 @@ __all__ = [
 
 FileFormat = Literal["csv", "xlsx"]
 MAX_ROWS = 1_000_000
+# An XLSX file is a ZIP archive: what its directory declares is checked before openpyxl
+# opens it, so a small upload cannot inflate into gigabytes (a "zip bomb"). Python's
+# zipfile never inflates a member beyond its declared size, so the declared sizes bound
+# what reading can produce. A real workbook compresses its XML about 5-20:1.
+XLSX_MAX_UNCOMPRESSED = 200 * 1024 * 1024  # bytes, all members together
+XLSX_MAX_MEMBERS = 10_000
+XLSX_MAX_RATIO = 100  # uncompressed : compressed, refused for a member beyond ...
+XLSX_RATIO_FROM = 10 * 1024 * 1024  # ... this many uncompressed bytes
 
 # The column names of an import and an export, and what each holds.
 COLUMNS: dict[str, str] = {
@@ -107,6 +118,38 @@ class ImportFileError(ValueError):
     """The file as a whole cannot be imported (not CSV/XLSX, no header, unknown column)."""
 
 
+class ImportFileTooLarge(ImportFileError):
+    """The file would inflate beyond what an import reads (an XLSX archive's limits)."""
+
+
+def check_xlsx_archive(data: bytes) -> None:
+    """Refuse an XLSX file whose ZIP directory promises too much: more than
+    :data:`XLSX_MAX_MEMBERS` members, more than :data:`XLSX_MAX_UNCOMPRESSED` bytes in all,
+    or a member beyond :data:`XLSX_RATIO_FROM` bytes compressed more than
+    :data:`XLSX_MAX_RATIO`:1. ImportFileError for a file that is no ZIP archive at all."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+        raise ImportFileError(f"not an XLSX workbook: {exc}") from None
+    if len(members) > XLSX_MAX_MEMBERS:
+        raise ImportFileTooLarge(
+            f"the XLSX file has {len(members)} parts, more than {XLSX_MAX_MEMBERS}"
+        )
+    total = 0
+    for m in members:
+        total += m.file_size
+        if m.file_size > XLSX_RATIO_FROM and m.file_size > XLSX_MAX_RATIO * max(m.compress_size, 1):
+            raise ImportFileTooLarge(
+                f"the XLSX part {m.filename} inflates {m.compress_size} bytes to "
+                f"{m.file_size} (more than {XLSX_MAX_RATIO}:1): refused as a zip bomb"
+            )
+    if total > XLSX_MAX_UNCOMPRESSED:
+        raise ImportFileTooLarge(
+            f"the XLSX file inflates to {total} bytes, more than {XLSX_MAX_UNCOMPRESSED}"
+        )
+
+
 def _rows_csv(data: bytes) -> Iterator[list[str]]:
     try:
         text = data.decode("utf-8-sig")
@@ -122,6 +165,7 @@ def _rows_csv(data: bytes) -> Iterator[list[str]]:
 def _rows_xlsx(data: bytes) -> Iterator[list[str]]:
     import openpyxl  # only an import needs it
 
+    check_xlsx_archive(data)
     try:
         book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises many kinds for a file that is not XLSX

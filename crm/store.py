@@ -736,6 +736,18 @@ class Store:
             row = (await session.scalars(stmt)).first()
         return _record_from_row(row) if row is not None else None
 
+    async def call_record_by_id(self, record_id: str) -> CallRecordData | None:
+        """The call record whose ``record_id`` (Switchboard's id of the call) is given."""
+        stmt = (
+            select(CallRecord)
+            .where(CallRecord.record_id == record_id)
+            .order_by(CallRecord.id.desc())
+            .limit(1)
+        )
+        async with self._sessions() as session:
+            row = (await session.scalars(stmt)).first()
+        return _record_from_row(row) if row is not None else None
+
     # --- registrar bindings ----------------------------------------------------------------
 
     async def save_binding(self, binding: BindingData) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import structlog
@@ -121,15 +122,44 @@ class B2bua:
         self.events = EventBus()
         # Per call while its CallEnded is published: what acknowledging its end waits for.
         self._ack_waits: dict[str, list[Awaitable[None]]] = {}
+        # INVITEs from a trunk being placed: (Call-ID, From tag) -> (trunk, credentials).
+        self._arriving: dict[tuple[str, str], tuple[str, tuple[str, str] | None]] = {}
 
     @property
     def calls(self) -> list[Call]:
         return list(self._calls.values())
 
+    @contextmanager
+    def arriving_through(
+        self, invite: Request, trunk: str, credentials: tuple[str, str] | None
+    ) -> Iterator[None]:
+        """While the dialplan places ``invite`` (which came in through ``trunk``), the call
+        made for it has the trunk on its caller's side from the start: ``CallStarted``
+        already says the caller is no local phone, whatever number it presents."""
+        key = (invite.call_id, invite.from_.tag or "")
+        self._arriving[key] = (trunk, credentials)
+        try:
+            yield
+        finally:
+            self._arriving.pop(key, None)
+
     def _add(self, call: Call) -> None:
         self._calls[call.id] = call
+        if call.invite is not None and call.a.trunk is None:
+            arrived = self._arriving.get((call.invite.call_id, call.invite.from_.tag or ""))
+            if arrived is not None:
+                # The carrier's side: its challenges to our BYE are answered, and a phone's
+                # SIP INFO digits reach it as RFC 4733 (pbx.call).
+                call.a.trunk, call.a.credentials = arrived
         self.events.publish(
-            CallStarted(call.id, call.caller, call.callee, call.a.ext, call.linked_id)
+            CallStarted(
+                call.id,
+                call.caller,
+                call.callee,
+                call.a.ext,
+                call.linked_id,
+                caller_trunk=call.a.trunk,
+            )
         )
 
     def call_count(self) -> int:
@@ -573,7 +603,13 @@ class B2bua:
         self._dialogs[side.dialog.key] = (call, side)
         self._by_leg[side.leg_id] = call
         self.events.publish(
-            LegAnswered(call.id, side.leg_id, side.ext, "caller" if side is call.a else "callee")
+            LegAnswered(
+                call.id,
+                side.leg_id,
+                side.ext,
+                "caller" if side is call.a else "callee",
+                trunk=side.trunk,
+            )
         )
 
     def _live_sides(self) -> Iterator[Side]:

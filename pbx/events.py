@@ -85,12 +85,15 @@ class CallAnswered:
 
 @dataclass(frozen=True, slots=True)
 class LegAnswered:
-    """A party's dialog is up on a call: ``extension`` is on the phone now."""
+    """A party's dialog is up on a call: ``extension`` is on the phone now. ``trunk`` is
+    the trunk the party was reached through (None: a local phone); a trunk party's
+    ``extension`` is the number dialled, not a phone of ours."""
 
     call_id: str
     leg_id: str
     extension: str
     role: str  # "caller" or "callee"
+    trunk: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,13 +193,21 @@ class CallEnded:
 class CallStarted:
     """Switchboard holds a new call (a phone's or a trunk's INVITE, or a call made anew
     after a transfer or for an application): the web panel and metrics see every call,
-    not only those a service serves (``CallArrived``)."""
+    not only those a service serves (``CallArrived``). ``caller_trunk`` is the trunk the
+    caller arrived through (None: a local phone): a trunk caller's ``caller_ext`` is the
+    number it presented, which anybody can claim (an extension's number, say)."""
 
     call_id: str
     caller: str
     callee: str
     caller_ext: str
     linked_id: str | None = None
+    caller_trunk: str | None = None
+
+    @property
+    def local_caller_ext(self) -> str | None:
+        """The caller's extension when the caller is a local phone, not a trunk party."""
+        return self.caller_ext if self.caller_trunk is None else None
 
 
 @dataclass(frozen=True, slots=True)

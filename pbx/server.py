@@ -784,12 +784,8 @@ class SipServer:
         if decision.destination.kind is DestinationKind.OUTBOUND:
             self._reject_call(req, caller, did, 403, "trunk_to_trunk_refused")
             return
-        self._place(req, caller, did, source, transport, decision, trunk)
-        call = self.b2bua.find_by_invite(req.call_id, req.from_.tag or "")
-        if call is not None:
-            # The carrier's side: its challenges to our BYE are answered, and a phone's SIP
-            # INFO digits reach it as RFC 4733 (pbx.call).
-            call.a.trunk, call.a.credentials = trunk.name, trunk.credentials
+        with self.b2bua.arriving_through(req, trunk.name, trunk.credentials):
+            self._place(req, caller, did, source, transport, decision, trunk)
 
     def _place(
         self,

@@ -15,6 +15,10 @@ A part file left by a crash is encoded the same way at the next start (:func:`en
 and its row marked truncated. A write that fails (a full disk, a folder that is not
 writable) stops that recording with one error line; the call does not notice.
 
+The queue is bounded by bytes (:data:`MAX_QUEUED_BYTES`): if the disk stalls, a frame that
+would go beyond the budget is not queued and its recording fails (one error line) instead
+of memory growing without limit or the media clock waiting for the disk; the calls go on.
+
 The file's rate is the first frame's; a later frame at another rate (a wideband party joined
 the bridge) is resampled to it by linear interpolation.
 """
@@ -48,6 +52,9 @@ __all__ = [
 log = structlog.get_logger("switchboard.recorder")
 
 FLUSH_EVERY = 50  # frames (about a second of audio): what a kill -9 can lose
+# Frames queued for the disk thread and not yet written, in bytes: 30 s of audio for about
+# 280 recordings at 8 kHz (32 kB/s each) or 45 at 48 kHz, before recordings start failing.
+MAX_QUEUED_BYTES = 256 * 1024 * 1024
 SYNC_EVERY = 250  # frames (about 5 s): what a power loss can lose
 ENCODE_BLOCK = 1 << 16  # stereo samples per block when encoding
 FORMATS: dict[str, tuple[str, str]] = {  # our name -> libsndfile (format, subtype)
@@ -212,6 +219,9 @@ class Recording:
         if self.paused_at is not None:
             self.resume()
         self.closed = True
+        if self.error is not None:  # failed already: do not wait for a disk that may stall
+            self.disk.close_later(self)
+            raise OSError(self.error)
         await self.disk.close(self)
         if self.error is not None:
             raise OSError(self.error)
@@ -230,7 +240,7 @@ class Recording:
         try:
             if self._file is None:
                 _make_folder(self.part.parent)
-                self._file = self.part.open("ab")
+                self._file = _open_part(self.part)
                 if self._file.tell() == 0:
                     self._file.write(_header(self.rate or 8000))
             self._file.write(pcm.tobytes())
@@ -255,6 +265,16 @@ class Recording:
             with contextlib.suppress(OSError):
                 f.close()
 
+    def overflowed(self, queued: int, budget: int) -> None:
+        """The disk thread is too far behind to take this recording's frame (feeder side:
+        the part file is left to the disk thread, which closes it on ``close``)."""
+        if self.error is not None:
+            return
+        self.error = (
+            f"{self.part}: the disk is too slow: {queued} bytes of frames wait (at most {budget})"
+        )
+        log.error("recording_failed", path=str(self.part), error=self.error)
+
     def _fail(self, exc: OSError) -> None:
         self.error = f"{self.part}: {exc.strerror or exc}"
         log.error("recording_failed", path=str(self.part), error=self.error)
@@ -264,15 +284,27 @@ class Recording:
                 f.close()
 
 
+def _open_part(part: Path) -> Any:
+    return part.open("ab")
+
+
 _Item = tuple[Recording, np.ndarray[Any, Any] | None, Callable[[], None] | None]
 
 
 class DiskThread:
-    """The one thread that appends recorded frames to part files."""
+    """The one thread that appends recorded frames to part files. At most ``max_bytes``
+    of frames wait for it (default :data:`MAX_QUEUED_BYTES`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int | None = None) -> None:
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self.max_bytes = MAX_QUEUED_BYTES if max_bytes is None else max_bytes
+        self._queued = 0  # bytes of frames put and not yet written
+        self._lock = threading.Lock()  # _queued: the feeders' threads and the disk thread
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued
 
     def start(self) -> None:
         if self._thread is None:
@@ -280,7 +312,20 @@ class DiskThread:
             self._thread.start()
 
     def put(self, recording: Recording, pcm: np.ndarray[Any, Any]) -> None:
+        """Queue a frame; never blocks. Beyond the budget the recording fails instead."""
+        with self._lock:
+            fits = self._queued + pcm.nbytes <= self.max_bytes
+            if fits:
+                self._queued += pcm.nbytes
+            queued = self._queued
+        if not fits:
+            recording.overflowed(queued, self.max_bytes)
+            return
         self._queue.put((recording, pcm, None))
+
+    def close_later(self, recording: Recording) -> None:
+        """Close the recording's part file once the frames before are handled; no wait."""
+        self._queue.put((recording, None, None))
 
     async def close(self, recording: Recording) -> None:
         """Returns once every frame fed before is on disk and the part file is closed."""
@@ -313,7 +358,11 @@ class DiskThread:
                 return
             recording, pcm, closed = item
             if pcm is not None:
-                recording.write(pcm)
+                try:
+                    recording.write(pcm)
+                finally:
+                    with self._lock:
+                        self._queued -= pcm.nbytes
             else:
                 recording.close_file()
                 if closed is not None:

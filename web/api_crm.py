@@ -32,7 +32,13 @@ from crm import (
     CustomerService,
     FollowupData,
 )
-from crm.customer_import import ImportFileError, export_csv, export_xlsx, import_customers
+from crm.customer_import import (
+    ImportFileError,
+    ImportFileTooLarge,
+    export_csv,
+    export_xlsx,
+    import_customers,
+)
 from crm.customers import can_edit, can_view, numbers_from
 from crm.store import NUMBER_KINDS
 from web.api import (
@@ -260,6 +266,8 @@ def build_crm_router(s: Services) -> APIRouter:
             report = await import_customers(
                 s.store, bytes(data), fmt, s.ops.crm_settings(), all_or_nothing=all_or_nothing
             )
+        except ImportFileTooLarge as exc:
+            raise ApiError(413, str(exc)) from None
         except ImportFileError as exc:
             raise ApiError(400, str(exc)) from None
         await audit(

@@ -98,6 +98,15 @@ def build_panel_router(s: Services) -> APIRouter:
         if p.agent != agent_id and not p.at_least("supervisor"):
             raise ApiError(403, f"agent {agent_id} is not you")
 
+    async def check_handled(agent_id: str, call_id: str | None) -> None:
+        """A wrap-up names only a call the agent handled: the last queue call (or callback)
+        the ACD saw them answer, or a call whose record names them as its agent."""
+        if call_id is None or s.acd.last_call(agent_id) == call_id:
+            return
+        record = await s.store.call_record_by_id(call_id)
+        if record is None or record.agent != agent_id:
+            raise ApiError(422, f"call {call_id} is not a call agent {agent_id} handled")
+
     @router.get("/api/agents/{agent_id}/wrap-up", tags=["agents"])
     async def wrap_up_state(p: Who, agent_id: str) -> dict[str, Any]:
         if p.agent != agent_id and not p.at_least("qa"):
@@ -114,6 +123,7 @@ def build_panel_router(s: Services) -> APIRouter:
         may_wrap_up(p, agent_id)
         if agent_of(agent_id).state != WRAP_UP_STATE:
             raise ApiError(409, f"agent {agent_id} is not in wrap-up")
+        await check_handled(agent_id, body.call_id)
         if not s.acd.end_wrap_up(agent_id, body.code):
             raise ApiError(
                 409, "wrap-up continues: the queue wants one of its codes, or ends it by time"

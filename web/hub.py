@@ -4,7 +4,8 @@ Theory of operation: one :class:`EventHub` subscribes to the call-control seam (
 registrations) and to the ACD (agent states, the queue event log). Each fact becomes one
 JSON text, serialised once, then handed to every connected client allowed to see it
 (docs/api.md, "Events"): an agent sees their own agent's states and offers, the calls of
-their extensions and the queues they serve; qa and supervisors see everything but registrations,
+their extensions (a party that is a local phone, never a trunk party presenting the
+extension's number) and the queues they serve; qa and supervisors see everything but registrations,
 which supervisors and admins see. Delivery is a bounded queue per client: a client that
 falls ``MAX_BACKLOG`` events behind is cut off (it reconnects and reloads its view) rather
 than making the server buffer without limit.
@@ -53,8 +54,13 @@ class Listener:
 
 @dataclass(slots=True)
 class _Call:
+    """What a call's events show (``*_ext``: the numbers) and whose they are (``local_*``:
+    the parties that are local phones; a trunk party's number is whatever it presented)."""
+
     caller_ext: str
+    local_caller: str | None
     callee_ext: str | None = None
+    local_callee: str | None = None
 
 
 def _now() -> str:
@@ -112,10 +118,12 @@ class EventHub:
         """A subscriber of the call-control seam."""
         match event:
             case CallStarted():
-                self._calls[event.call_id] = _Call(event.caller_ext)
+                self._calls[event.call_id] = _Call(event.caller_ext, event.local_caller_ext)
                 self._call(event.call_id, "started", event.caller, event.callee, {})
             case LegAnswered(role="callee") if event.call_id in self._calls:
-                self._calls[event.call_id].callee_ext = event.extension
+                known = self._calls[event.call_id]
+                known.callee_ext = event.extension
+                known.local_callee = event.extension if event.trunk is None else None
                 self._call(event.call_id, "answered", None, None, {})
             case CallEnded():
                 self._call(
@@ -154,7 +162,8 @@ class EventHub:
         extra: dict[str, Any],
     ) -> None:
         known = self._calls.get(call_id)
-        exts = {e for e in (known.caller_ext, known.callee_ext) if e} if known else set()
+        # "The calls of their extensions": only parties that are local phones count.
+        exts = {e for e in (known.local_caller, known.local_callee) if e} if known else set()
         body: dict[str, Any] = {
             "type": "call",
             "time": _now(),

@@ -22,7 +22,7 @@ import acd.host
 from acd import AgentConfig, AgentState, QueueConfig, Strategy, WrapUpMode
 from acd.host import AcdHost, AcdSettings, OfferEnded, OfferMade
 from crm import AgentStateData, CustomerData, QueueEventData, Store
-from pbx.events import CallArrived
+from pbx.events import CallArrived, LegAnswered
 from tests.unit.fake_control import FakeCallControl
 
 ALICE, BOB = "1001", "1002"  # the agents' phones
@@ -204,6 +204,19 @@ async def test_agent_hanging_up_completes_the_call_as_agent(
     assert queue_log(logs)[-1] == ("COMPLETEAGENT", call, "alice")
 
 
+async def test_the_last_call_an_agent_answered_is_what_their_wrap_up_may_name(
+    control: FakeCallControl, host: AcdHost
+) -> None:
+    await log_in(control, ALICE)
+    assert host.last_call("alice") is None
+    call = control.arrive("queue", "support", CUSTOMER, "600")
+    assert host.last_call("alice") is None  # ringing is not handling
+    control.answer_offer(call, "alice/1001")
+    control.end(call, side="callee")
+    assert host.last_call("alice") == call
+    assert host.last_call("bob") is None
+
+
 async def test_a_refused_offer_is_missed_and_the_next_agent_rings(
     control: FakeCallControl, host: AcdHost, clock: Clock, logs: Logs
 ) -> None:
@@ -323,6 +336,18 @@ async def test_an_agents_own_call_makes_them_busy_until_their_leg_closes(
 
     control.end(own)  # LegClosed for both parties
     assert state(host, "alice") is AgentState.RINGING
+    assert control.named("offer") == [("offer", call, "alice/1001", ALICE)]
+
+
+async def test_a_trunk_caller_presenting_an_agents_extension_does_not_make_them_busy(
+    control: FakeCallControl, host: AcdHost
+) -> None:
+    await log_in(control, ALICE)
+    # A carrier's caller claims 1001 (Alice's extension); Switchboard answers it (an IVR).
+    spoof = control.new_call(ALICE, "4100")
+    control.publish(LegAnswered(spoof, f"{spoof}-a", ALICE, "caller", trunk="carrier"))
+    assert state(host, "alice") is AgentState.AVAILABLE
+    call = control.arrive("queue", "support", CUSTOMER, "600")
     assert control.named("offer") == [("offer", call, "alice/1001", ALICE)]
 
 

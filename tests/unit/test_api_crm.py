@@ -6,6 +6,7 @@ known and an unknown caller."""
 from __future__ import annotations
 
 import io
+import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -297,6 +298,13 @@ async def test_import_report_and_export(api: Api) -> None:
         "/api/customers/import", content=b"who,what\n", headers=api.auth("sue")
     )
     assert bad.status_code == 400 and "unknown column" in bad.json()["error"]
+    bomb = io.BytesIO()  # 50 MB of zeros as the sheet, deflated to ~50 kB
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("xl/worksheets/sheet1.xml", bytes(50 * 1024 * 1024))
+    refused = await api.client.post(
+        "/api/customers/import?format=xlsx", content=bomb.getvalue(), headers=api.auth("sue")
+    )
+    assert refused.status_code == 413 and "zip bomb" in refused.json()["error"]
 
     csv_answer = await api.get("/api/customers/export", "sue", grade="B")
     assert csv_answer.headers["content-type"].startswith("text/csv")

@@ -5,6 +5,7 @@ none; XLSX reads like CSV; an export imports again."""
 from __future__ import annotations
 
 import io
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from crm import CrmSettings, CustomerData, CustomerQuery, CustomField, Store
 from crm.customer_import import (
     ImportFileError,
+    ImportFileTooLarge,
     RowError,
     export_csv,
     export_xlsx,
@@ -141,6 +143,39 @@ def test_files_refused_as_a_whole(data: bytes, message: str) -> None:
 def test_not_an_xlsx() -> None:
     with pytest.raises(ImportFileError, match="not an XLSX"):
         parse_file(b"name,phone\n", "xlsx", SETTINGS)
+
+
+def zip_bomb(sheet_bytes: int = 50 * 1024 * 1024) -> bytes:
+    """An XLSX-shaped archive whose sheet is ``sheet_bytes`` zeros, deflated (~1000:1)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("xl/workbook.xml", "<workbook/>")
+        archive.writestr("xl/worksheets/sheet1.xml", bytes(sheet_bytes))
+    return buffer.getvalue()
+
+
+def test_an_xlsx_zip_bomb_is_refused_before_it_is_inflated() -> None:
+    data = zip_bomb()
+    assert len(data) < 200_000
+    with pytest.raises(ImportFileTooLarge, match=r"sheet1\.xml inflates .*more than 100:1"):
+        parse_file(data, "xlsx", SETTINGS)
+
+
+def test_an_xlsx_with_too_many_parts_or_bytes_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for n in range(10_001):
+            archive.writestr(f"xl/p{n}.xml", b"")
+    with pytest.raises(ImportFileTooLarge, match="10001 parts, more than 10000"):
+        parse_file(buffer.getvalue(), "xlsx", SETTINGS)
+    # The sum: a real workbook (ratio well below 100:1) beyond the limit (lowered here).
+    monkeypatch.setattr("crm.customer_import.XLSX_MAX_UNCOMPRESSED", 1000)
+    data = _xlsx([["name", "phone"], ["Anna", "030 1234567"]])
+    with pytest.raises(ImportFileTooLarge, match="more than 1000"):
+        parse_file(data, "xlsx", SETTINGS)
 
 
 async def test_semicolon_csv_and_export_round_trip(store: Store, tmp_path: Path) -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
+from structlog.testing import capture_logs
 
 from crm import Store
 from crm.recordings import RecordingData, RecordingState
@@ -133,6 +136,85 @@ async def test_an_unwritable_folder_fails_the_recording_not_the_call(
         await rec.finish()
     assert rec.error is not None
     rec.feed(next(stereo_frames(1000, 440, 1)), RATE)  # ignored, no error
+
+
+class StalledFile:
+    """A part file on a disk that stalls: each write waits for ``go`` (a hung NFS, say)."""
+
+    def __init__(self, go: threading.Event) -> None:
+        self.go = go
+        self.written = 0
+
+    def tell(self) -> int:
+        return self.written
+
+    def write(self, data: bytes) -> int:
+        self.go.wait(timeout=30)
+        self.written += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def fileno(self) -> int:
+        raise OSError("no descriptor")
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def stalled_disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    go = threading.Event()
+    monkeypatch.setattr("recorder.writer._open_part", lambda part: StalledFile(go))
+    yield go
+    go.set()  # whatever the test did, the disk thread gets going again
+
+
+async def test_a_stalled_disk_fails_the_recording_instead_of_queueing_without_limit(
+    tmp_path: Path, stalled_disk: threading.Event
+) -> None:
+    frame_bytes = 2 * N * 2  # 20 ms of interleaved stereo int16 at 8 kHz: 640 bytes
+    disk = DiskThread(max_bytes=50 * frame_bytes)
+    disk.start()
+    rec = Recording(disk, tmp_path / "s.flac", "flac")
+    with capture_logs() as logs:
+        started = time.monotonic()
+        for frame in stereo_frames(1000, 440, 500):  # 10 s of audio against 1 s of budget
+            rec.feed(frame, RATE)  # never blocks: the clock must go on
+        fed_in = time.monotonic() - started
+        assert disk.queued_bytes <= 50 * frame_bytes
+        assert rec.error is not None and "the disk is too slow" in rec.error
+        # The recording ends failed at once, though the disk still stalls.
+        with pytest.raises(OSError, match="the disk is too slow"):
+            await asyncio.wait_for(rec.finish(), 2)
+    assert fed_in < 1.0
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["recording_failed"]
+    stalled_disk.set()
+    await asyncio.to_thread(disk.stop)
+    assert disk.queued_bytes == 0
+
+
+async def test_a_stalled_disk_marks_the_row_failed_and_leaves_the_call_alone(
+    store: Store, tmp_path: Path, stalled_disk: threading.Event, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("recorder.writer.MAX_QUEUED_BYTES", 100 * 2 * N * 2)  # 2 s of frames
+    control = FakeCallControl(extensions=["1001", "1002"])
+    rec = _recorder(control, store, tmp_path / "rec", record="all")
+    await rec.open()
+    try:
+        call = await _answer(control, "1001", "1002")
+        recording_id = rec.recording_of(call)
+        assert recording_id is not None
+        _feed(control, call, 500)
+        _hang_up(control, call, "1001", "1002")
+        row = await _settled(rec, store, recording_id)  # while the disk still stalls
+        assert row.state == RecordingState.FAILED
+        assert row.error is not None and "the disk is too slow" in row.error
+        assert not [c for c in control.commands if c[0] == "hangup"]  # the call was left alone
+    finally:
+        stalled_disk.set()
+        await rec.close()
 
 
 # -- the policy ------------------------------------------------------------------------------

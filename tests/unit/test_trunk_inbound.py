@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pbx.events import CallArrived, CallEvent
+from pbx.events import CallArrived, CallEvent, CallStarted
 from pbx.location import Contact
 from pbx.message import Request, Response, parse_message
 from pbx.transaction import RequestReceived
@@ -91,10 +91,13 @@ class Pbx:
     def __init__(self) -> None:
         self.server, self.replies = server_from_config(CONFIG)
         self.arrived: list[CallArrived] = []
+        self.started: list[CallStarted] = []
 
         def seen(event: CallEvent) -> None:
             if isinstance(event, CallArrived):
                 self.arrived.append(event)
+            elif isinstance(event, CallStarted):
+                self.started.append(event)
 
         self.server.control.subscribe(seen)
         self.server.control.serve("queue", "voicemail")
@@ -200,3 +203,15 @@ async def test_trunk_calls_name_their_trunk_and_respect_its_channels() -> None:
     # Another trunk is not affected.
     assert (await pbx.invite(CARRIER, "4100", "4100", "013900001111")).status == 200
     assert pbx.server.trunk_load("carrier") == 1
+
+
+async def test_a_trunk_caller_presenting_an_extensions_number_is_no_local_phone() -> None:
+    # The web panel shows an agent "the calls of their extensions": a carrier's caller
+    # claiming 1001 must not be taken for extension 1001 (CallStarted says which it is).
+    pbx = Pbx()
+    assert (await pbx.invite(CARRIER, "4100", "4100", "1001")).status == 200
+    (started,) = pbx.started
+    assert (started.caller_ext, started.caller_trunk) == ("1001", "carrier")
+    assert started.local_caller_ext is None
+    (call,) = pbx.server.b2bua.calls
+    assert call.a.trunk == "carrier"  # its BYE challenges and SIP INFO as before

@@ -83,6 +83,36 @@ async def test_the_caller_side_agent_sees_the_call_from_the_start() -> None:
     assert [(e["event"], e["caller_ext"]) for e in seen] == [("started", "1003")]
 
 
+async def test_a_trunk_caller_presenting_an_extensions_number_is_not_that_agents_call() -> None:
+    hub = _hub()
+    carol, sue = hub.connect(CAROL), hub.connect(SUE)
+    # A carrier's caller claims 1003 (Carol's extension) and reaches 600 (a queue).
+    hub.on_call_event(CallStarted("t1", "1003", "600", "1003", caller_trunk="carrier"))
+    hub.on_call_event(LegAnswered("t1", "t1-b", "1002", "callee"))
+    hub.on_call_event(
+        CallEnded("t1", "1003", "1002", "caller", "normal_clearing", "ANSWERED", True)
+    )
+    # Carol dials out to a number that happens to read 1002 (Bob's extension).
+    bob = hub.connect(BOB)
+    hub.on_call_event(CallStarted("t2", "1003", "1002", "1003"))
+    hub.on_call_event(LegAnswered("t2", "t2-b", "1002", "callee", trunk="carrier"))
+    assert [(e["call_id"], e["event"]) for e in _texts(carol)] == [
+        ("t2", "started"),
+        ("t2", "answered"),
+    ]
+    assert _texts(bob) == []
+    # Supervisors see every call; the event still shows the number presented.
+    seen = _texts(sue)
+    assert [(e["call_id"], e["event"]) for e in seen] == [
+        ("t1", "started"),
+        ("t1", "answered"),
+        ("t1", "ended"),
+        ("t2", "started"),
+        ("t2", "answered"),
+    ]
+    assert seen[0]["caller_ext"] == "1003"
+
+
 async def test_a_slow_client_is_cut_off_and_the_others_carry_on() -> None:
     hub = _hub()
     slow, fast = hub.connect(SUE), hub.connect(QA)

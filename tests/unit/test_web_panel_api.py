@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -15,7 +16,7 @@ from argon2 import PasswordHasher
 
 from acd import AgentSnapshot
 from config import HttpConfig
-from crm import Store
+from crm import CallRecordData, Disposition, HangupSide, Store
 from web.app import create_app
 from web.auth import Authenticator
 from web.hub import EventHub
@@ -46,6 +47,7 @@ class FakeAcd:
     asked: list[tuple[Any, ...]] = field(default_factory=list)
     supervising: dict[tuple[str, str], str] = field(default_factory=dict)
     wrap_codes: list[str] = field(default_factory=list)
+    last_calls: dict[str, str] = field(default_factory=dict)
 
     def agent_snapshots(self) -> list[AgentSnapshot]:
         return self.agents
@@ -68,6 +70,9 @@ class FakeAcd:
             return ongoing, True
         self.supervising[(agent, extension)] = f"call-of-{extension}"
         return f"sup-1-{agent}", False
+
+    def last_call(self, agent: str) -> str | None:
+        return self.last_calls.get(agent)
 
     def wrap_up_codes(self, agent: str) -> list[str]:
         return list(self.wrap_codes)
@@ -196,6 +201,7 @@ async def test_an_agent_ends_wrap_up_with_a_code_and_notes_that_are_kept(web: We
 
     web.acd.set_state("bob", "WRAP_UP")
     web.acd.wrap_codes = ["1", "2"]
+    web.acd.last_calls["bob"] = "c1"
     r = await web.client.get("/api/agents/bob/wrap-up")
     assert r.json() == {"agent": "bob", "in_wrap_up": True, "codes": ["1", "2"]}
     r = await web.post("/api/agents/bob/wrap-up", {"code": "7"})
@@ -225,3 +231,49 @@ async def test_wrap_up_is_the_agents_own_or_a_supervisors(web: Web) -> None:
     assert r.status_code == 200, r.text
     (row,) = await web.store.list_wrap_ups("sam")
     assert (row.record_id, row.code) == (None, None)
+
+
+async def call_record(store: Store, record_id: str, agent: str | None) -> None:
+    start = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    await store.add_call_record(
+        CallRecordData(
+            call_id=f"sip-{record_id}",
+            caller="5550000",
+            callee="600",
+            start=start,
+            end=start + timedelta(minutes=3),
+            hangup_cause="normal_clearing",
+            disposition=Disposition.ANSWERED,
+            hangup_side=HangupSide.CALLER,
+            record_id=record_id,
+            queue="support" if agent else None,
+            agent=agent,
+        )
+    )
+
+
+async def test_a_wrap_up_names_only_a_call_the_agent_handled(web: Web) -> None:
+    web.acd.set_state("bob", "WRAP_UP")
+    web.acd.set_state("sam", "WRAP_UP")
+    web.acd.last_calls.update(bob="c-bob", sam="c-sam")
+    await call_record(web.store, "r-bob", "bob")
+    await call_record(web.store, "r-sam", "sam")
+    await call_record(web.store, "r-none", None)
+    await web.login("bob")
+    for other in ("c-sam", "r-sam", "r-none", "no-such-call"):
+        r = await web.post("/api/agents/bob/wrap-up", {"code": "1", "call_id": other})
+        assert r.status_code == 422, (other, r.text)
+        assert "not a call agent bob handled" in r.json()["error"]
+    assert await web.store.list_wrap_ups() == []
+    assert not [a for a in web.acd.asked if a[0] == "end_wrap_up"]  # wrap-up goes on
+    # A supervisor wrapping up for an agent: the same check.
+    await web.login("sue")
+    r = await web.post("/api/agents/sam/wrap-up", {"call_id": "c-bob"})
+    assert r.status_code == 422, r.text
+    r = await web.post("/api/agents/sam/wrap-up", {"call_id": "r-sam"})  # its record says sam
+    assert r.status_code == 200, r.text
+    await web.login("bob")
+    r = await web.post("/api/agents/bob/wrap-up", {"call_id": "c-bob"})  # the ACD saw it
+    assert r.status_code == 200, r.text
+    rows = await web.store.list_wrap_ups()
+    assert sorted((w.agent, w.record_id) for w in rows) == [("bob", "c-bob"), ("sam", "r-sam")]

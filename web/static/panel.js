@@ -144,7 +144,7 @@ function agentPage() {
   const agentId = root.dataset.agent;
   const recording = root.dataset.recording === "on";
   let currentCall = null;
-  let lastCall = null; // the call wrapped up after it ends
+  let lastCall = null; // the queue call wrapped up after it ends
   let offerCall = null;
   let state = $("state").dataset.state;
 
@@ -191,7 +191,8 @@ function agentPage() {
     }
     const call = await r.json();
     currentCall = call.id;
-    lastCall = call.id;
+    // A wrap-up is about a queue call (or callback): the server refuses any other call id.
+    if (call.queue) lastCall = call.id;
     $("call-caller").textContent = call.caller;
     $("call-callee").textContent = call.callee_ext || call.callee;
     $("call-queue").textContent = call.queue || "";
