@@ -28,6 +28,7 @@ from crm import (
     RecordingState,
     Store,
 )
+from crm.tickets import TicketSettings
 from pbx.control import CallInfo
 from web.app import create_app
 from web.auth import Authenticator
@@ -51,6 +52,9 @@ class FakeOps:
 
     def crm_settings(self) -> CrmSettings:
         return SETTINGS
+
+    def ticket_settings(self) -> TicketSettings:
+        return TicketSettings()
 
 
 class FakeControl:
@@ -392,6 +396,34 @@ async def test_screen_pop_known_and_unknown_caller(api: Api) -> None:
     assert full["customer"]["grade"] == "B"
     assert full["calls"][1]["recordings"] == ["rec-" + "2" * 24]
     assert (await api.get("/api/screenpop/nope", "alice")).status_code == 404
+
+
+async def test_screen_pop_lists_the_callers_open_tickets_the_user_may_read(api: Api) -> None:
+    anna = (await api.post("/api/customers", {**ANNA, "shared": True}, "sue")).json()
+    tickets = []
+    for title in ("Router broken", "Old invoice", "Sue's own"):
+        body = {"type": "general", "title": title, "customer_id": anna["id"]}
+        if title != "Sue's own":
+            body["assignee"] = "alice"
+        answer = await api.post("/api/tickets", body, "sue")
+        assert answer.status_code == 201, answer.text
+        tickets.append(answer.json())
+    closed = tickets[1]["id"]
+    for action in ("start", "close"):
+        done = await api.post(f"/api/tickets/{closed}/{action}", {}, "alice")
+        assert done.status_code == 200, done.text
+    api.control.add("live-1", "+49 30 1234567", "1001")
+
+    pop = (await api.get("/api/screenpop/live-1", "alice")).json()
+    # Only the open one; Sue's unassigned ticket is not alice's to read.
+    assert [t["title"] for t in pop["tickets"]] == ["Router broken"]
+    (open_one,) = pop["tickets"]
+    assert open_one["state"] == "assigned" and open_one["assignee"] == "alice"
+    assert open_one["priority"] == "normal" and open_one["type"] == "general"
+    assert open_one["number"] == tickets[0]["number"] and "due" in open_one
+    # A supervisor reads every open ticket of the customer.
+    full = (await api.get("/api/screenpop/live-1", "sue")).json()
+    assert sorted(t["title"] for t in full["tickets"]) == ["Router broken", "Sue's own"]
 
 
 async def test_an_id_beyond_64_bits_is_a_client_error(api: Api) -> None:
