@@ -103,7 +103,8 @@ class TicketEventData:
 
 @dataclass(frozen=True, slots=True)
 class TicketNotificationData:
-    """A notification to deliver: ``kind`` urged, sla_warning or sla_breach."""
+    """A notification to deliver: ``kind`` urged, sla_warning, sla_breach, assigned,
+    transferred or cc (crm/notifications.py copies it to each recipient)."""
 
     time: datetime
     kind: str
