@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from web.i18n_crm import EN_CRM, ZH_CRM
+
 __all__ = [
     "CATALOGS",
     "DEFAULT",
@@ -243,6 +245,8 @@ ZH: dict[str, str] = {
     "error.forbidden": "您的角色无权查看此页面。",
 }
 
+EN.update(EN_CRM)
+ZH.update(ZH_CRM)
 CATALOGS: dict[str, dict[str, str]] = {"en": EN, "zh": ZH}
 LANGUAGES = tuple(CATALOGS)
 

@@ -115,7 +115,9 @@ async def test_delivery_goes_to_the_user_only_and_stays_listed(store: Store) -> 
     assert alice.queue.qsize() == 0 and boss.queue.qsize() == 0  # creation tells no one
     await svc.assign(SUE, t.id, T0, user="alice")  # re-dispatched: alice is told
     assert await deliver(notes, hub, T0) == 1
-    pushed = json.loads(alice.queue.get_nowait())
+    text = alice.queue.get_nowait()
+    assert text is not None
+    pushed = json.loads(text)
     assert pushed["type"] == "notification"
     assert pushed["notification"]["kind"] == "assigned"
     assert pushed["notification"]["ticket_id"] == t.id
