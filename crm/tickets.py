@@ -350,7 +350,19 @@ class TicketService:
             "",
             {k: v for k, v in detail.items() if v is not None} or None,
         )
-        created = await self.tickets.create(ticket, event, cc)
+        # The new handler (the person, else the department's members) and the users
+        # copied are told; the creator is not told of their own act.
+        handlers = (assignee,) if assignee is not None else self._members(department)
+        notices = []
+        for kind, verb, users in (
+            ("assigned", "assigned you", handlers),
+            ("cc", "copied you on", tuple(sorted(set(cc)))),
+        ):
+            told = tuple(x for x in users if x != actor.name)
+            if told:
+                message = f"{actor.name} {verb} {{number}}: {title}"
+                notices.append(TicketNotificationData(now, kind, told, message))
+        created = await self.tickets.create(ticket, event, cc, notices)
         log.info("ticket_created", ticket=created.number, user=actor.name, state=state.value)
         return created
 

@@ -468,7 +468,13 @@ def build_crm_router(s: Services) -> APIRouter:
 
     @router.get("/api/screenpop/{call_id}", tags=["customers", "calls"])
     async def screenpop(p: Who, call_id: str) -> dict[str, Any]:
-        info = live_call_of(s, p, call_id)
+        try:
+            info = live_call_of(s, p, call_id)
+        except ApiError as exc:
+            # Ringing for the agent: not on their phone yet, but theirs to prepare for.
+            if exc.status != 403 or p.agent is None or p.agent not in s.acd.offered_agents(call_id):
+                raise
+            info = s.control.info(call_id)
         caller: str = info.caller
         found = await s.store.find_customer_by_number(caller) if caller else None
         calls, _ = await s.store.search_call_records(number=caller, limit=SCREENPOP_CALLS)

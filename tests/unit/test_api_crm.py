@@ -57,6 +57,14 @@ class FakeOps:
         return TicketSettings()
 
 
+class FakeAcd:
+    def __init__(self) -> None:
+        self.offers: dict[str, frozenset[str]] = {}
+
+    def offered_agents(self, call_id: str) -> frozenset[str]:
+        return self.offers.get(call_id, frozenset())
+
+
 class FakeControl:
     def __init__(self) -> None:
         self.live: dict[str, CallInfo] = {}
@@ -87,6 +95,7 @@ class Api:
     store: Store
     control: FakeControl
     tokens: dict[str, str]
+    acd: FakeAcd
 
     def auth(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[user]}"}
@@ -119,10 +128,11 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         await store.add_user(name, role, "password123", agent)
         tokens[name] = (await store.create_token(name))[1]
     control = FakeControl()
+    acd = FakeAcd()
     services = Services(
         store=store,
         control=cast(Any, control),
-        acd=cast(Any, None),
+        acd=cast(Any, acd),
         dialer=cast(Any, None),
         ops=cast(Any, FakeOps()),
         hub=EventHub(FakeOps().agent_scope),
@@ -131,7 +141,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     )
     transport = httpx.ASGITransport(app=create_app(services))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield Api(client, store, control, tokens)
+        yield Api(client, store, control, tokens, acd)
     await store.close()
 
 
@@ -381,6 +391,10 @@ async def test_screen_pop_known_and_unknown_caller(api: Api) -> None:
     assert unknown["calls"] == [] and unknown["blacklisted"] is False
 
     assert (await api.get("/api/screenpop/live-3", "alice")).status_code == 403  # not hers
+    api.acd.offers["live-3"] = frozenset({"a1"})  # until it rings for her
+    assert (await api.get("/api/screenpop/live-3", "alice")).status_code == 200
+    assert (await api.get("/api/screenpop/live-3", "bob")).status_code == 403
+    del api.acd.offers["live-3"]
     # Bob's own customer calling alice: she learns the name, nothing else of the record.
     await api.patch(f"/api/customers/{anna['id']}", {"owner": "bob"}, "sue")
     private = (await api.get("/api/screenpop/live-1", "alice")).json()

@@ -107,13 +107,13 @@ async def test_delivery_goes_to_the_user_only_and_stays_listed(store: Store) -> 
     hub = EventHub(lambda agent: (frozenset(), frozenset()))
     alice = hub.connect(_principal("alice"))
     boss = hub.connect(_principal("sue", "supervisor"))
-    t = await svc.create(SUE, type="complaint", title="Echo", now=T0, assignee="alice")
+    t = await svc.create(SUE, type="complaint", title="Echo", now=T0)
     assert t.id is not None
     await svc.carbon_copy(SUE, t.id, T0, add=["bob"])  # bob is offline
 
     assert await deliver(notes, hub, T0) == 1
-    assert alice.queue.qsize() == 0 and boss.queue.qsize() == 0  # creation tells no one
-    await svc.assign(SUE, t.id, T0, user="alice")  # re-dispatched: alice is told
+    assert alice.queue.qsize() == 0 and boss.queue.qsize() == 0  # none of theirs
+    await svc.assign(SUE, t.id, T0, user="alice")  # dispatched: alice is told
     assert await deliver(notes, hub, T0) == 1
     text = alice.queue.get_nowait()
     assert text is not None
@@ -132,6 +132,23 @@ async def test_delivery_goes_to_the_user_only_and_stays_listed(store: Store) -> 
     assert await notes.mark_read("bob", rows[0].id, T0)
     rows, total, unread = await notes.for_user("bob")
     assert unread == 0 and rows[0].read_at is not None
+
+
+async def test_creating_an_assigned_ticket_tells_the_handler_and_the_copied(
+    store: Store,
+) -> None:
+    svc = TicketService(store, SETTINGS)
+    notes = NotificationStore(store.engine)
+    t = await svc.create(
+        SUE, type="complaint", title="Echo", now=T0, department="support", cc=["bob", "sue"]
+    )
+    await svc.create(ALICE, type="complaint", title="Mine", now=T0, assignee="alice")
+    await notes.collect(T0)
+    for user, kind in (("carol", "assigned"), ("dave", "assigned"), ("bob", "cc")):
+        rows, total, _ = await notes.for_user(user)
+        assert total == 1 and rows[0].kind == kind, user
+        assert rows[0].message.startswith("sue ") and t.number in rows[0].message
+    assert await _kinds(notes, "sue") == [] and await _kinds(notes, "alice") == []
 
 
 async def test_unread_first_then_newest(store: Store) -> None:

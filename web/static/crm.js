@@ -233,6 +233,14 @@ function onEvent(ev) {
 
 document.addEventListener("sb-event", (e) => onEvent(e.detail));
 
+function setConnected(up) {
+  const pill = $("conn");
+  if (!pill) return;
+  pill.textContent = t(up ? "conn.up" : "conn.down");
+  pill.className = `conn ${up ? "conn-up" : "conn-down"}`;
+  pill.dataset.state = up ? "up" : "down";
+}
+
 function ownStream() {
   let delay = 1000;
   const open = () => {
@@ -240,6 +248,7 @@ function ownStream() {
     const ws = new WebSocket(`${scheme}${location.host}/api/events/ws`);
     ws.onopen = () => {
       delay = 1000;
+      setConnected(true);
       loadNotifications();
     };
     ws.onmessage = (m) => {
@@ -250,6 +259,7 @@ function ownStream() {
       }
     };
     ws.onclose = () => {
+      setConnected(false);
       setTimeout(open, delay + Math.random() * 250);
       delay = Math.min(delay * 2, 15000);
     };
