@@ -125,7 +125,27 @@ def test_screen_pop_customer_page_and_chinese_kb_search(
     expect(card.get_by_test_id("conn")).to_have_attribute("data-state", "up")
     expect(card.get_by_test_id("cust-name")).to_have_text("Anna Müller")
     expect(card.get_by_test_id("cust-tickets")).to_contain_text(open_ticket["number"])
+    # The page's forms go through the API: a follow-up.
+    card.locator("form[data-path$='/followups'] textarea[name=note]").fill(
+        "Called about the router"
+    )
+    card.locator("form[data-path$='/followups'] button[type=submit]").click()
+    expect(card.get_by_test_id("cust-followups")).to_contain_text("Called about the router")
     card.screenshot(path=str(ARTIFACTS / "crm-customer.png"), full_page=True)
+
+    # A new ticket from the ringing call, then started from its page.
+    new_ticket = page.get_by_test_id("pop-new-ticket").get_attribute("href")
+    assert new_ticket is not None and f"customer_id={anna['id']}" in new_ticket
+    card.goto(sb.api_url + new_ticket)
+    expect(card.get_by_test_id("tk-call-live")).to_be_visible()
+    card.get_by_test_id("tk-form-title").fill("Wants a technician")
+    card.get_by_test_id("tk-create").click()
+    card.wait_for_url(lambda url: "/tickets/T-" in url, timeout=5_000)
+    expect(card.get_by_test_id("tk-state")).to_have_attribute("data-state", "assigned")
+    card.get_by_test_id("op-start").locator("button[type=submit]").click()
+    expect(card.get_by_test_id("tk-state")).to_have_attribute("data-state", "in_progress")
+    expect(card.get_by_test_id("op-start")).to_have_count(0)  # not legal any more
+    expect(card.get_by_test_id("tk-trail")).to_contain_text("Start")
 
     # A knowledge-base search in Chinese.
     card.goto(f"{sb.api_url}/kb?lang=zh")
