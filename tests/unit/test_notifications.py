@@ -147,7 +147,7 @@ async def test_creating_an_assigned_ticket_tells_the_handler_and_the_copied(
     for user, kind in (("carol", "assigned"), ("dave", "assigned"), ("bob", "cc")):
         rows, total, _ = await notes.for_user(user)
         assert total == 1 and rows[0].kind == kind, user
-        assert rows[0].message.startswith("sue ") and t.number in rows[0].message
+        assert rows[0].message.startswith("sue ") and f"{t.number}:" in rows[0].message
     assert await _kinds(notes, "sue") == [] and await _kinds(notes, "alice") == []
 
 
