@@ -16,6 +16,7 @@ text) and unsafe link schemes refused (markdown-it's ``validateLink``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -205,6 +206,9 @@ def build_crm_pages_router(s: Services) -> APIRouter:
                 source=(qp.get("source") or None),
                 pool=pool,
             )
+            fields = list(s.ops.crm_settings().custom_fields)
+            custom = {f: qp[f"field.{f}"][:255] for f in fields if qp.get(f"field.{f}")}
+            query = dataclasses.replace(query, custom=custom)
             page_no = number(qp.get("page")) or 1
             with _refusals():
                 rows, total = await customers().search(
@@ -218,6 +222,8 @@ def build_crm_pages_router(s: Services) -> APIRouter:
                 total=total,
                 page_no=page_no,
                 pages=max(1, -(-total // PAGE_ROWS)),
+                fields=fields,
+                custom=custom,
                 filters={
                     k: qp.get(k, "")
                     for k in ("q", "number", "grade", "tag", "owner", "source", "pool")

@@ -19,7 +19,7 @@ from argon2 import PasswordHasher
 
 from acd import AgentSnapshot
 from config import HttpConfig
-from crm import Actor, CrmSettings, CustomerData, Store
+from crm import Actor, CrmSettings, CustomerData, CustomField, Store
 from crm.kb import KnowledgeBase
 from crm.qa import QualityService, Scorecard, ScoreItem, Section
 from crm.tickets import TicketService, TicketSettings
@@ -44,7 +44,9 @@ class FakeOps:
         return frozenset({"1001"}), frozenset({"support"})
 
     def crm_settings(self) -> CrmSettings:
-        return CrmSettings()
+        return CrmSettings(
+            custom_fields={"contract": CustomField("contract", "choice", ("basic", "gold"))}
+        )
 
     def ticket_settings(self) -> TicketSettings:
         return TICKETS
@@ -130,7 +132,9 @@ async def test_customers_by_role(web: Web) -> None:
     shared = await web.store.add_customer(
         CustomerData(name="Shared Co", phone="+4930222", owner="sue", shared=True)
     )
-    pool = await web.store.add_customer(CustomerData(name="Pool Person", phone="+4930333"))
+    pool = await web.store.add_customer(
+        CustomerData(name="Pool Person", phone="+4930333", custom={"contract": "gold"})
+    )
     listing = (await web.get("alice", "/customers")).text
     assert "Shared Co" in listing and "Pool Person" in listing and "client" not in listing
     assert (await web.get("alice", f"/customers/{bobs}")).status_code == 404
@@ -150,6 +154,8 @@ async def test_customers_by_role(web: Web) -> None:
     assert "Shared Co" in found and "Pool Person" not in found
     assert "Pool Person" in (await web.get("sue", "/customers", pool="1")).text
     assert "Shared Co" not in (await web.get("sue", "/customers", pool="1")).text
+    gold = (await web.get("sue", "/customers", **{"field.contract": "gold"})).text
+    assert "Pool Person" in gold and "Shared Co" not in gold
     # A prefilled new customer for an unknown caller.
     new = (await web.get("alice", "/customers/new", number="+44 20 7946 0958")).text
     assert 'value="+44 20 7946 0958"' in new
