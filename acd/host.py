@@ -541,6 +541,11 @@ class AcdHost:
             out.append(replace(snap, current_call=call) if call != current else snap)
         return out
 
+    def offered_agents(self, call_id: str) -> frozenset[str]:
+        """The agents the live call ``call_id`` rings for now (read-only; the screen pop of
+        an offered call is theirs to read before they answer)."""
+        return frozenset(agent for (_, agent), c in self._offers_told.items() if c == call_id)
+
     def add_callback(self, call_id: str, caller: str, queue: str, number: str) -> bool:
         """An IVR ``callback`` node with a queue: the request takes its place in that queue
         now (the caller hangs up). False if the queue does not exist."""

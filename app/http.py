@@ -34,8 +34,10 @@ from config.edit import (
     set_extension_password,
 )
 from crm import CrmSettings, CustomerService
+from crm.notifications import NotificationStore
 from crm.reports import ReportSettings
 from crm.tickets import TicketService, TicketSettings
+from web.api_notifications import deliver
 from web.app import HttpServer, create_app
 from web.auth import Authenticator
 from web.hub import EventHub
@@ -63,6 +65,8 @@ SECRET_FILE = "http.secret"
 POOL_JOB_SECONDS = 3600.0
 # How often the ticket escalation job looks for SLA warnings and breaches.
 ESCALATION_JOB_SECONDS = 60.0
+# How often new notifications are pushed to their users (docs/crm.md "Notifications").
+NOTIFY_JOB_SECONDS = 1.0
 
 
 def write_private(path: Path, text: str) -> None:
@@ -151,6 +155,7 @@ class ControlPlane:
         self.metrics_source = Metrics(server, running.acd)
         self._pool_task: asyncio.Task[None] | None = None
         self._escalation_task: asyncio.Task[None] | None = None
+        self._notify_task: asyncio.Task[None] | None = None
         http = running.config.http
         self.auth = Authenticator(
             running.store, self.local_token, _session_secret(folder), http.session_minutes
@@ -177,6 +182,7 @@ class ControlPlane:
         )
         self._pool_task = asyncio.get_running_loop().create_task(self._pool_job())
         self._escalation_task = asyncio.get_running_loop().create_task(self._escalation_job())
+        self._notify_task = asyncio.get_running_loop().create_task(self._notify_job())
 
     async def _pool_job(self) -> None:
         """Hourly: owned customers without a follow-up for ``crm.pool.return_after_days``
@@ -199,7 +205,22 @@ class ControlPlane:
                 log.error("escalation_job_failed", error=repr(exc))
             await asyncio.sleep(ESCALATION_JOB_SECONDS)
 
+    async def _notify_job(self) -> None:
+        """Every second: push new notifications to their users (web/api_notifications.py)."""
+        notes = NotificationStore(self.running.store.engine)
+        while True:
+            try:
+                await deliver(notes, self.hub, datetime.now(UTC))
+            except Exception as exc:  # a store hiccup: try again next round
+                log.error("notify_job_failed", error=repr(exc))
+            await asyncio.sleep(NOTIFY_JOB_SECONDS)
+
     async def stop(self) -> None:
+        if self._notify_task is not None:
+            self._notify_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._notify_task
+            self._notify_task = None
         if self._escalation_task is not None:
             self._escalation_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -310,6 +310,8 @@ class CustomerFollowup(Base):
     user: Mapped[str] = mapped_column(String(64))
     note: Mapped[str] = mapped_column(Text)
     next_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # Whether the user was notified that ``next_at`` came (revision 0008).
+    reminded: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 class CustomerAppointment(Base):
@@ -574,6 +576,29 @@ class TicketNotificationRow(Base):
     recipients: Mapped[str] = mapped_column(Text)
     message: Mapped[str] = mapped_column(Text)
     once_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Whether it was copied into ``notifications``, one row per recipient (revision 0008).
+    expanded: Mapped[bool] = mapped_column(Boolean, server_default=false())
+
+
+class NotificationRow(Base):
+    """A notification to one user (crm/notifications.py, revision 0008): from a ticket
+    notification, an appointment or a follow-up coming due. ``source`` names what it came
+    from, once per user; ``delivered_at`` is set when it was pushed on the event stream,
+    ``read_at`` when the user marked it read."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (UniqueConstraint("user", "source", name="uq_notifications_source"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user: Mapped[str] = mapped_column(String(64), index=True)
+    time: Mapped[datetime] = mapped_column(UtcDateTime())
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(64))
+    ticket_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    customer_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True, index=True)
+    read_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 # --- knowledge base (crm/kb.py, revision 0006) -------------------------------------------

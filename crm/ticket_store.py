@@ -11,6 +11,7 @@ are written in the same transaction as the change they describe.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -103,7 +104,8 @@ class TicketEventData:
 
 @dataclass(frozen=True, slots=True)
 class TicketNotificationData:
-    """A notification to deliver: ``kind`` urged, sla_warning or sla_breach."""
+    """A notification to deliver: ``kind`` urged, sla_warning, sla_breach, assigned,
+    transferred or cc (crm/notifications.py copies it to each recipient)."""
 
     time: datetime
     kind: str
@@ -212,8 +214,10 @@ class TicketStore:
         ticket: TicketData,
         event: TicketEventData,
         cc: Sequence[str] = (),
+        notifications: Sequence[TicketNotificationData] = (),
     ) -> TicketData:
-        """Insert ``ticket`` (its number from its id), its first event and its cc list."""
+        """Insert ``ticket`` (its number from its id), its first event, its cc list and
+        its notifications (whose messages may name the number as ``{number}``)."""
         values = {name: getattr(ticket, name) for name in _SCALARS}
         values["number"] = None
         async with self._engine.begin() as conn:
@@ -227,6 +231,10 @@ class TicketStore:
             await conn.execute(insert(_EVENTS).values(**_event_values(ticket_id, event)))
             for user in sorted(set(cc)):
                 await conn.execute(insert(_CC).values(ticket_id=ticket_id, user=user))
+            number = ticket_number(ticket_id)
+            for n in notifications:
+                n = dataclasses.replace(n, message=n.message.replace("{number}", number, 1))
+                await conn.execute(insert(_NOTES).values(**_notification_values(ticket_id, n)))
             found = await self._get(conn, ticket_id)
         assert found is not None
         return found

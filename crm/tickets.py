@@ -350,7 +350,19 @@ class TicketService:
             "",
             {k: v for k, v in detail.items() if v is not None} or None,
         )
-        created = await self.tickets.create(ticket, event, cc)
+        # The new handler (the person, else the department's members) and the users
+        # copied are told; the creator is not told of their own act.
+        handlers = (assignee,) if assignee is not None else self._members(department)
+        notices = []
+        for kind, verb, users in (
+            ("assigned", "assigned you", handlers),
+            ("cc", "copied you on", tuple(sorted(set(cc)))),
+        ):
+            told = tuple(x for x in users if x != actor.name)
+            if told:
+                message = f"{actor.name} {verb} {{number}}: {title}"
+                notices.append(TicketNotificationData(now, kind, told, message))
+        created = await self.tickets.create(ticket, event, cc, notices)
         log.info("ticket_created", ticket=created.number, user=actor.name, state=state.value)
         return created
 
@@ -392,7 +404,8 @@ class TicketService:
         if prepare is not None:
             extra, notifications = prepare(current)
             changes.update(extra)
-            detail = {**(detail or {}), **extra}
+            if extra:
+                detail = {**(detail or {}), **extra}
         event = TicketEventData(
             now, actor.name, op.value, before.value, after.value, note, detail or None
         )
@@ -495,7 +508,23 @@ class TicketService:
             values["department"] = self._check_department(department)
             if user is None:
                 values["assignee"] = None  # the department picks who works on it
-        return await self._move(actor, ticket_id, op, now, note, values, values)
+
+        def handed(current: TicketData) -> tuple[dict[str, Any], list[TicketNotificationData]]:
+            # The new handler (the person, else the department's members) is told.
+            told = (user,) if user is not None else self._members(department)
+            told = tuple(x for x in told if x != actor.name)
+            kind = "assigned" if op == Operation.ASSIGN else "transferred"
+            verb = "assigned" if op == Operation.ASSIGN else "transferred"
+            message = f"{actor.name} {verb} {current.number} to you: {current.title}"
+            notices = [TicketNotificationData(now, kind, told, message)] if told else []
+            return {}, notices
+
+        return await self._move(actor, ticket_id, op, now, note, values, values, prepare=handed)
+
+    def _members(self, department: str | None) -> tuple[str, ...]:
+        if department is None:
+            return ()
+        return tuple(sorted(self.settings.departments.get(department, ())))
 
     async def start(
         self, actor: Actor, ticket_id: int, now: datetime, note: str = ""
@@ -571,8 +600,23 @@ class TicketService:
         for user in add:
             await self._check_user(user)
         detail = {"add": sorted(set(add)), "remove": sorted(set(remove))}
+
+        def copied(current: TicketData) -> tuple[dict[str, Any], list[TicketNotificationData]]:
+            told = tuple(sorted(set(add) - set(current.cc) - {actor.name}))
+            message = f"{actor.name} copied you on {current.number}: {current.title}"
+            return {}, [TicketNotificationData(now, "cc", told, message)] if told else []
+
         return await self._move(
-            actor, ticket_id, Operation.CC, now, "", None, detail, cc_add=add, cc_remove=remove
+            actor,
+            ticket_id,
+            Operation.CC,
+            now,
+            "",
+            None,
+            detail,
+            cc_add=add,
+            cc_remove=remove,
+            prepare=copied,
         )
 
     def _recipients(self, t: TicketData) -> tuple[str, ...]:

@@ -41,6 +41,8 @@ from crm.customer_import import (
 )
 from crm.customers import can_edit, can_view, numbers_from
 from crm.store import NUMBER_KINDS
+from crm.ticket_store import TicketData, TicketQuery
+from crm.tickets import TicketService
 from web.api import (
     ApiError,
     PageNo,
@@ -62,11 +64,41 @@ EXPORT_MAX_ROWS = 100_000
 IMPORT_MAX_BYTES = 64 * 1024 * 1024
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 SCREENPOP_CALLS = 5
+SCREENPOP_TICKETS = 20
 _REMIND_BEFORE = timedelta(minutes=15)
 
 Text = Annotated[str, Field(max_length=1000)]
 Grade = Literal["A", "B", "C", "D", "E"]
 Kind = Annotated[str, Field(pattern="^(" + "|".join(NUMBER_KINDS) + ")$")]
+
+
+def ticket_brief(t: TicketData) -> dict[str, Any]:
+    """A ticket as the screen pop lists it."""
+    due = t.resolution_due or t.first_response_due
+    return {
+        "id": t.id,
+        "number": t.number,
+        "title": t.title,
+        "state": t.state,
+        "priority": t.priority,
+        "type": t.type,
+        "due": due.isoformat() if due is not None else None,
+        "first_response_due": (
+            t.first_response_due.isoformat() if t.first_response_due is not None else None
+        ),
+        "resolution_due": t.resolution_due.isoformat() if t.resolution_due is not None else None,
+        "assignee": t.assignee,
+        "department": t.department,
+    }
+
+
+async def open_tickets_of(s: Services, p: Principal, customer_id: int) -> list[dict[str, Any]]:
+    """The customer's open tickets the user may read (the ticket service's rules)."""
+    service = TicketService(s.store, s.ops.ticket_settings())
+    rows, _ = await service.search(
+        actor_of(p), TicketQuery(customer_id=customer_id, open=True), limit=SCREENPOP_TICKETS
+    )
+    return [ticket_brief(t) for t in rows]
 
 
 class NumberBody(BaseModel):
@@ -444,7 +476,13 @@ def build_crm_router(s: Services) -> APIRouter:
 
     @router.get("/api/screenpop/{call_id}", tags=["customers", "calls"])
     async def screenpop(p: Who, call_id: str) -> dict[str, Any]:
-        info = live_call_of(s, p, call_id)
+        try:
+            info = live_call_of(s, p, call_id)
+        except ApiError as exc:
+            # Ringing for the agent: not on their phone yet, but theirs to prepare for.
+            if exc.status != 403 or p.agent is None or p.agent not in s.acd.offered_agents(call_id):
+                raise
+            info = s.control.info(call_id)
         caller: str = info.caller
         found = await s.store.find_customer_by_number(caller) if caller else None
         calls, _ = await s.store.search_call_records(number=caller, limit=SCREENPOP_CALLS)
@@ -489,7 +527,7 @@ def build_crm_router(s: Services) -> APIRouter:
             ],
             "ivr_keys": info.ivr_keys,
             "queue": info.queue,
-            "tickets": [],
+            "tickets": await open_tickets_of(s, p, found.id) if found and found.id else [],
         }
 
     return router

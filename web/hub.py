@@ -224,6 +224,14 @@ class EventHub:
             ),
         )
 
+    def notify(self, user: str, notification: dict[str, Any]) -> int:
+        """Push a notification (crm/notifications.py) to ``user``'s own connections only,
+        whatever their role: no one else learns of it. How many connections got it."""
+        text = json.dumps({"type": "notification", "time": _now(), **notification})
+        sent = sum(1 for x in self.listeners if not x.dropped and x.principal.name == user)
+        self._send(text, lambda p: p.name == user)
+        return sent
+
     def _offer(self, item: OfferMade | OfferEnded) -> None:
         """An offer goes to the offered agent's own users only (and qa and up): another
         agent serving the same queue must not see whose call rings where."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from web.i18n_crm import EN_CRM, ZH_CRM
 from web.i18n_phone import EN_PHONE, ZH_PHONE
 
 __all__ = [
@@ -245,6 +246,8 @@ ZH: dict[str, str] = {
     "error.forbidden": "您的角色无权查看此页面。",
 }
 
+EN.update(EN_CRM)
+ZH.update(ZH_CRM)
 EN.update(EN_PHONE)
 ZH.update(ZH_PHONE)
 

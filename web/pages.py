@@ -36,6 +36,7 @@ from web.i18n import (
     reason_translator,
     translator,
 )
+from web.pages_crm import build_crm_pages_router
 from web.panel import format_seconds, service_level_class, today_figures
 from web.services import Services
 
@@ -57,6 +58,7 @@ def install_pages(app: FastAPI, services: Services) -> None:
     """Serve ``/static`` and the pages on ``app`` (the one line ``web.app`` calls)."""
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(build_pages_router(services))
+    app.include_router(build_crm_pages_router(services))
 
 
 def _environment() -> Environment:

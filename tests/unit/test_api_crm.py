@@ -29,6 +29,7 @@ from crm import (
     RecordingState,
     Store,
 )
+from crm.tickets import TicketSettings
 from pbx.control import CallInfo
 from web.app import create_app
 from web.auth import Authenticator
@@ -52,6 +53,17 @@ class FakeOps:
 
     def crm_settings(self) -> CrmSettings:
         return SETTINGS
+
+    def ticket_settings(self) -> TicketSettings:
+        return TicketSettings()
+
+
+class FakeAcd:
+    def __init__(self) -> None:
+        self.offers: dict[str, frozenset[str]] = {}
+
+    def offered_agents(self, call_id: str) -> frozenset[str]:
+        return self.offers.get(call_id, frozenset())
 
 
 class FakeControl:
@@ -84,6 +96,7 @@ class Api:
     store: Store
     control: FakeControl
     tokens: dict[str, str]
+    acd: FakeAcd
 
     def auth(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[user]}"}
@@ -116,10 +129,11 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         await store.add_user(name, role, "password123", agent)
         tokens[name] = (await store.create_token(name))[1]
     control = FakeControl()
+    acd = FakeAcd()
     services = Services(
         store=store,
         control=cast(Any, control),
-        acd=cast(Any, None),
+        acd=cast(Any, acd),
         dialer=cast(Any, None),
         ops=cast(Any, FakeOps()),
         hub=EventHub(FakeOps().agent_scope),
@@ -128,7 +142,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     )
     transport = httpx.ASGITransport(app=create_app(services))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield Api(client, store, control, tokens)
+        yield Api(client, store, control, tokens, acd)
     await store.close()
 
 
@@ -385,6 +399,10 @@ async def test_screen_pop_known_and_unknown_caller(api: Api) -> None:
     assert unknown["calls"] == [] and unknown["blacklisted"] is False
 
     assert (await api.get("/api/screenpop/live-3", "alice")).status_code == 403  # not hers
+    api.acd.offers["live-3"] = frozenset({"a1"})  # until it rings for her
+    assert (await api.get("/api/screenpop/live-3", "alice")).status_code == 200
+    assert (await api.get("/api/screenpop/live-3", "bob")).status_code == 403
+    del api.acd.offers["live-3"]
     # Bob's own customer calling alice: she learns the name, nothing else of the record.
     await api.patch(f"/api/customers/{anna['id']}", {"owner": "bob"}, "sue")
     private = (await api.get("/api/screenpop/live-1", "alice")).json()
@@ -400,6 +418,34 @@ async def test_screen_pop_known_and_unknown_caller(api: Api) -> None:
     assert full["customer"]["grade"] == "B"
     assert full["calls"][1]["recordings"] == ["rec-" + "2" * 24]
     assert (await api.get("/api/screenpop/nope", "alice")).status_code == 404
+
+
+async def test_screen_pop_lists_the_callers_open_tickets_the_user_may_read(api: Api) -> None:
+    anna = (await api.post("/api/customers", {**ANNA, "shared": True}, "sue")).json()
+    tickets = []
+    for title in ("Router broken", "Old invoice", "Sue's own"):
+        body = {"type": "general", "title": title, "customer_id": anna["id"]}
+        if title != "Sue's own":
+            body["assignee"] = "alice"
+        answer = await api.post("/api/tickets", body, "sue")
+        assert answer.status_code == 201, answer.text
+        tickets.append(answer.json())
+    closed = tickets[1]["id"]
+    for action in ("start", "close"):
+        done = await api.post(f"/api/tickets/{closed}/{action}", {}, "alice")
+        assert done.status_code == 200, done.text
+    api.control.add("live-1", "+49 30 1234567", "1001")
+
+    pop = (await api.get("/api/screenpop/live-1", "alice")).json()
+    # Only the open one; Sue's unassigned ticket is not alice's to read.
+    assert [t["title"] for t in pop["tickets"]] == ["Router broken"]
+    (open_one,) = pop["tickets"]
+    assert open_one["state"] == "assigned" and open_one["assignee"] == "alice"
+    assert open_one["priority"] == "normal" and open_one["type"] == "general"
+    assert open_one["number"] == tickets[0]["number"] and "due" in open_one
+    # A supervisor reads every open ticket of the customer.
+    full = (await api.get("/api/screenpop/live-1", "sue")).json()
+    assert sorted(t["title"] for t in full["tickets"]) == ["Router broken", "Sue's own"]
 
 
 async def test_an_id_beyond_64_bits_is_a_client_error(api: Api) -> None:

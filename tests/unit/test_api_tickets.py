@@ -175,7 +175,12 @@ async def test_roles_and_refusals(api: Api) -> None:
     r = await api.post("/api/tickets/1/urge", {"note": "customer angry"}, "alice")
     assert r.status_code == 200 and r.json()["urgency"] == 1
     shown = (await api.get("/api/tickets/1", "alice")).json()
-    assert [(n["kind"], n["recipients"]) for n in shown["notifications"]] == [("urged", ["bob"])]
+    # (The assignment and the copy told bob and carol too.)
+    assert [(n["kind"], n["recipients"]) for n in shown["notifications"]][-3:] == [
+        ("assigned", ["bob"]),
+        ("cc", ["carol"]),
+        ("urged", ["bob"]),
+    ]
     listed = (await api.get("/api/tickets", "carol", state="assigned")).json()
     assert [t["number"] for t in listed["items"]] == ["T-000001"]
 

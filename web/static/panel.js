@@ -86,7 +86,10 @@ function connect(onEvent, onOpen) {
     };
     ws.onmessage = (m) => {
       try {
-        onEvent(JSON.parse(m.data));
+        const ev = JSON.parse(m.data);
+        // static/crm.js (notifications, the screen pop) listens on the same stream.
+        document.dispatchEvent(new CustomEvent("sb-event", { detail: ev }));
+        onEvent(ev);
       } catch (err) {
         console.error("event", err);
       }

@@ -1,0 +1,165 @@
+"""The CRM pages in a real browser (Playwright driving Debian's chromium, headless) against
+a running Switchboard with PJSUA2 phones: a known customer's phone calls the queue and the
+agent's screen pop on the offer card shows the customer's name and open ticket (not the
+closed one); a ticket urged meanwhile reaches the agent as a toast and on the badge; the
+agent opens the customer's page from the pop; a knowledge-base search in Chinese finds the
+Chinese article. Screenshots go to tests/artifacts/."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.peers.calls import registered
+from tests.peers.phones import Phone
+from tests.peers.switchboard import Switchboard
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+pytestmark = pytest.mark.peers
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+PEOPLE = {
+    "1001": {"name": "Caller", "password": "pw-1001-secret"},
+    "1002": {"name": "Bob", "password": "pw-1002-secret"},
+}
+CONFIG = """agents:
+  bob: {name: Bob, extensions: ["1002"]}
+queues:
+  support: {members: [bob], ring_timeout: 20}
+dialplan:
+  inbound:
+    - {did: "5000", destination: {kind: queue, target: support}}
+"""
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip("chromium not installed (scripts/install-test-deps.sh installs it)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _ok(r: Any, status: int = 200) -> Any:
+    assert r.status_code == status, r.text
+    return r.json()
+
+
+def test_screen_pop_customer_page_and_chinese_kb_search(
+    server_factory: Callable[..., Switchboard],
+    phone_factory: Callable[..., Phone],
+    browser: Any,
+) -> None:
+    expect = sync_api.expect
+    sb = server_factory(extensions=PEOPLE, extra_yaml=CONFIG)
+    password = "bob-password-1"
+
+    def post(path: str, body: dict[str, Any], status: int = 201) -> Any:
+        return _ok(sb.api("POST", path, json=body), status)
+
+    post("/api/users", {"name": "bob", "role": "agent", "password": password, "agent": "bob"})
+    anna = post("/api/customers", {"name": "Anna Müller", "phone": "1001", "owner": "bob"})
+    ticket = {"type": "general", "customer_id": anna["id"], "assignee": "bob"}
+    open_ticket = post("/api/tickets", {**ticket, "title": "Router keeps rebooting"})
+    closed = post("/api/tickets", {**ticket, "title": "Old invoice question"})
+    for action in ("start", "close"):
+        post(f"/api/tickets/{closed['id']}/{action}", {}, 200)
+    category = post("/api/kb/categories", {"name": "常见问题"})
+    for title, body in (
+        ("退款流程", "客户申请**退款**时，请先核实订单号，再提交退款工单。"),
+        ("Router resets", "Hold the reset button for ten seconds."),
+    ):
+        post("/api/kb/articles", {"category_id": category["id"], "title": title, "body": body})
+
+    caller, bob_phone = (registered(phone_factory, sb, ext) for ext in ("1001", "1002"))
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.goto(f"{sb.api_url}/login?lang=en")
+    page.fill("input[name=name]", "bob")
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda url: url.endswith("/agent"), timeout=10_000)
+    expect(page.get_by_test_id("conn")).to_have_attribute("data-state", "up")
+    # Two assignments waited for bob while he was away: listed and counted.
+    expect(page.get_by_test_id("notif-count")).to_have_text("2", timeout=5_000)
+    page.get_by_test_id("btn-login").click()
+    expect(page.get_by_test_id("state")).to_have_attribute("data-state", "AVAILABLE")
+
+    cid = caller.call(sb.uri("5000"))
+    caller.wait_call_state("CONFIRMED", call=cid, timeout=10)
+    expect(page.get_by_test_id("offer")).to_be_visible(timeout=3_000)
+    pop = page.get_by_test_id("screenpop")
+    expect(pop).to_be_visible(timeout=3_000)
+    expect(page.get_by_test_id("pop-customer")).to_have_text("Anna Müller")
+    tickets = page.get_by_test_id("pop-tickets")
+    expect(tickets).to_contain_text(open_ticket["number"])
+    expect(tickets).to_contain_text("Router keeps rebooting")
+    expect(tickets).not_to_contain_text("Old invoice question")
+    bob_phone.wait_incoming(timeout=5)
+
+    # Meanwhile the admin urges the open ticket: a toast on bob's panel within a second or two.
+    urged_at = time.monotonic()
+    post(f"/api/tickets/{open_ticket['id']}/urge", {"note": "customer on the line"}, 200)
+    expect(page.get_by_test_id("toast")).to_contain_text("Urged", timeout=5_000)
+    latency = time.monotonic() - urged_at
+    print(f"urge to toast: {latency:.2f} s")
+    assert latency < 3.0  # the delivery loop runs every second
+    expect(page.get_by_test_id("notif-count")).to_have_text("3", timeout=5_000)
+    page.screenshot(path=str(ARTIFACTS / "crm-screenpop.png"), full_page=True)
+
+    # The customer's page, from the pop (in a tab of its own: the panel stays open).
+    href = page.get_by_test_id("pop-customer-link").get_attribute("href")
+    assert href == f"/customers/{anna['id']}"
+    card = context.new_page()
+    card.goto(sb.api_url + href)
+    expect(card.get_by_test_id("conn")).to_have_attribute("data-state", "up")
+    expect(card.get_by_test_id("cust-name")).to_have_text("Anna Müller")
+    expect(card.get_by_test_id("cust-tickets")).to_contain_text(open_ticket["number"])
+    # The page's forms go through the API: a follow-up.
+    card.locator("form[data-path$='/followups'] textarea[name=note]").fill(
+        "Called about the router"
+    )
+    card.locator("form[data-path$='/followups'] button[type=submit]").click()
+    expect(card.get_by_test_id("cust-followups")).to_contain_text("Called about the router")
+    card.screenshot(path=str(ARTIFACTS / "crm-customer.png"), full_page=True)
+
+    # A new ticket from the ringing call, then started from its page.
+    new_ticket = page.get_by_test_id("pop-new-ticket").get_attribute("href")
+    assert new_ticket is not None and f"customer_id={anna['id']}" in new_ticket
+    card.goto(sb.api_url + new_ticket)
+    expect(card.get_by_test_id("tk-call-live")).to_be_visible()
+    card.get_by_test_id("tk-form-title").fill("Wants a technician")
+    card.get_by_test_id("tk-create").click()
+    card.wait_for_url(lambda url: "/tickets/T-" in url, timeout=5_000)
+    expect(card.get_by_test_id("tk-state")).to_have_attribute("data-state", "assigned")
+    card.get_by_test_id("op-start").locator("button[type=submit]").click()
+    expect(card.get_by_test_id("tk-state")).to_have_attribute("data-state", "in_progress")
+    expect(card.get_by_test_id("op-start")).to_have_count(0)  # not legal any more
+    expect(card.get_by_test_id("tk-trail")).to_contain_text("Start")
+
+    # A knowledge-base search in Chinese.
+    card.goto(f"{sb.api_url}/kb?lang=zh")
+    card.get_by_test_id("kb-q").fill("退款")
+    card.get_by_test_id("kb-search").click()
+    results = card.get_by_test_id("kb-results")
+    expect(results).to_contain_text("退款流程", timeout=5_000)
+    expect(results).not_to_contain_text("Router resets")
+    card.get_by_test_id("kb-hit").first.click()
+    expect(card.get_by_test_id("kb-title")).to_have_text("退款流程")
+    expect(card.get_by_test_id("kb-body").locator("strong")).to_have_text("退款")
+    card.screenshot(path=str(ARTIFACTS / "crm-kb-zh.png"), full_page=True)
+
+    caller.hangup(call=cid)
+    caller.wait_disconnected(call=cid, timeout=10)
+    context.close()
