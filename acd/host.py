@@ -732,7 +732,7 @@ class AcdHost:
         if self.acd.is_waiting(acd_id):
             self.acd.caller_left(acd_id, now)
         elif event.cause == "transferred":
-            self.acd.transferred(acd_id, now, event.callee)
+            self.acd.transferred(acd_id, now, event.transferred_to or event.callee)
         else:
             self.acd.call_completed(acd_id, now, "agent" if event.side == "callee" else "caller")
         self._pump()
@@ -888,6 +888,23 @@ class AcdHost:
         self._offer_ended(acd_id, agent, "rejected")
         self.acd.offer_failed(acd_id, agent, time.time())
         self._pump()
+
+    def reject_offer(self, agent: str) -> str | None:
+        """The agent declines the offer ringing their phones (the panel's reject button):
+        the phones stop ringing and the ACD treats it as a 486/603 from the phone — a
+        missed offer, so the next agent is tried or the caller waits on. Returns the
+        offered call's id; None when no queue offer rings for ``agent``."""
+        for (acd_id, offered), call_id in list(self._offers_told.items()):
+            if offered != agent:
+                continue
+            info = self.control.info(call_id)
+            if info is not None:
+                for key in [k for k in info.offers if k.startswith(agent + "/")]:
+                    self.control.cancel_offer(call_id, key)
+            log.info("offer_refused", agent=agent, call=call_id, status=603, source="panel")
+            self._missed(acd_id, agent)
+            return call_id
+        return None
 
     def _offer_rejected(self, event: OfferRejected) -> None:
         if event.offer_id == "callback":
