@@ -889,6 +889,10 @@ class AcdHost:
         self.acd.offer_failed(acd_id, agent, time.time())
         self._pump()
 
+    def ringing_offer(self, agent: str) -> str | None:
+        """The call a queue offer rings ``agent``'s phones with now (None: none)."""
+        return next((c for (_, a), c in self._offers_told.items() if a == agent), None)
+
     def reject_offer(self, agent: str) -> str | None:
         """The agent declines the offer ringing their phones (the panel's reject button):
         the phones stop ringing and the ACD treats it as a 486/603 from the phone — a
