@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from web.i18n_calls import EN_CALLS, ZH_CALLS
+
 __all__ = [
     "CATALOGS",
     "DEFAULT",
@@ -243,6 +245,8 @@ ZH: dict[str, str] = {
     "error.forbidden": "您的角色无权查看此页面。",
 }
 
+EN.update(EN_CALLS)  # the agent panel's call controls (web/i18n_calls.py)
+ZH.update(ZH_CALLS)
 CATALOGS: dict[str, dict[str, str]] = {"en": EN, "zh": ZH}
 LANGUAGES = tuple(CATALOGS)
 

@@ -6,7 +6,25 @@ from __future__ import annotations
 from acd import AgentState
 from acd.host import AcdHost
 from tests.unit.fake_control import FakeCallControl
-from tests.unit.test_acd_host import (  # noqa: F401 (fixtures)
+from tests.unit import test_acd_host as harness
+from tests.unit.test_acd_host import (
+    ALICE,
+    BOB,
+    CUSTOMER,
+    Clock,
+    Logs,
+    log_in,
+    queue_line,
+    queue_log,
+    settle,
+    state,
+)
+
+# The ACD host's fixtures (a fake seam, the host, its clock and logs).
+clock = harness.clock
+control = harness.control
+host = harness.host
+logs = harness.logs
     ALICE,
     BOB,
     CUSTOMER,

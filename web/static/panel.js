@@ -174,6 +174,7 @@ function agentPage() {
 
   function showNoCall() {
     currentCall = null;
+    delete $("call").dataset.callId; // calls.js: the controls act on this call
     $("call").hidden = true;
     $("call-none").hidden = false;
     $("call-since").removeAttribute("data-since");
@@ -192,6 +193,7 @@ function agentPage() {
     const call = await r.json();
     currentCall = call.id;
     lastCall = call.id;
+    $("call").dataset.callId = call.id;
     $("call-caller").textContent = call.caller;
     $("call-callee").textContent = call.callee_ext || call.callee;
     $("call-queue").textContent = call.queue || "";
