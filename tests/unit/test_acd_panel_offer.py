@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from acd import AgentState
 from acd.host import AcdHost
-from tests.unit.fake_control import FakeCallControl
 from tests.unit import test_acd_host as harness
+from tests.unit.fake_control import FakeCallControl
 from tests.unit.test_acd_host import (
     ALICE,
     BOB,
@@ -25,21 +25,6 @@ clock = harness.clock
 control = harness.control
 host = harness.host
 logs = harness.logs
-    ALICE,
-    BOB,
-    CUSTOMER,
-    Clock,
-    Logs,
-    clock,
-    control,
-    host,
-    log_in,
-    logs,
-    queue_line,
-    queue_log,
-    settle,
-    state,
-)
 
 
 async def test_rejecting_from_the_panel_stops_the_ringing_and_offers_the_next_agent(
