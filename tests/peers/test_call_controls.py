@@ -21,6 +21,9 @@ from tests.peers.calls import hears, registered
 from tests.peers.phones import Phone
 from tests.peers.switchboard import Switchboard, wait_for
 
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
 pytestmark = pytest.mark.peers
 
 MOH_HZ = 440  # the shipped music-on-hold track is built over an A4 pedal (media/prompts)
@@ -106,6 +109,7 @@ def test_hold_keypad_and_blind_transfer_from_the_panel(
     # (a) Hold from the panel: music for the caller, silence for the agent, no re-INVITE.
     t0 = time.monotonic()
     state = _post(sb, f"/api/calls/{call_id}/hold")
+    hold_ms = (time.monotonic() - t0) * 1000
     assert state["on_hold"] is True and state["party"] == "callee"
     time.sleep(0.6)
     held = hears(caller, tmp_path / "held.wav", call=cid, seconds=2.0)
@@ -113,8 +117,9 @@ def test_hold_keypad_and_blind_transfer_from_the_panel(
     assert tone_level_db(held, 2000) < tone_level_db(held, MOH_HZ) - 20
     quiet = hears(bob, tmp_path / "agent-held.wav", call=b, seconds=1.2)
     assert rms(quiet, skip_seconds=0.2) < 0.01  # the agent hears neither caller nor music
+    t0 = time.monotonic()
     _post(sb, f"/api/calls/{call_id}/resume")
-    hold_to_back = time.monotonic() - t0
+    resume_ms = (time.monotonic() - t0) * 1000
     time.sleep(0.6)
     back = hears(caller, tmp_path / "back.wav", call=cid)
     assert abs(dominant_frequency(back) - 2000) < 20
@@ -142,7 +147,10 @@ def test_hold_keypad_and_blind_transfer_from_the_panel(
     second = next(r for r in records if r["linked_id"] == call_id)
     assert first["hangup_cause"] == "transferred" and first["callee"] == "1002"
     assert (second["caller"], second["callee"]) == ("1001", "1004")
-    print(f"\nhold+resume round trip {hold_to_back:.2f}s; 3 DTMF digits in {dtmf_seconds:.2f}s")
+    print(
+        f"\nPOST hold {hold_ms:.0f} ms, resume {resume_ms:.0f} ms; "
+        f"3 DTMF digits at the caller {dtmf_seconds:.2f} s after the POST"
+    )
 
 
 def test_reject_moves_the_offer_and_consult_transfer_completes(
@@ -197,3 +205,71 @@ def test_reject_moves_the_offer_and_consult_transfer_completes(
     records = sb.wait_call_records(2)
     new = next(r for r in records if r["record_id"] == done["new_call_id"])
     assert (new["caller"], new["callee"], new["linked_id"]) == ("1001", "1004", call_id)
+
+
+def test_the_panel_buttons_hold_dial_and_transfer(
+    server_factory: Callable[..., Switchboard],
+    phone_factory: Callable[..., Phone],
+    tone_1k: Path,
+) -> None:
+    """The same controls clicked in the agent panel (Playwright, Debian's chromium)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip("chromium not installed (scripts/install-test-deps.sh installs it)")
+    expect = sync_api.expect
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    sb = server_factory(extensions=PEOPLE, extra_yaml=CONFIG)
+    r = sb.api(
+        "POST",
+        "/api/users",
+        json={"name": "bob", "role": "agent", "password": "bob-password-1", "agent": "a2"},
+    )
+    assert r.status_code == 201, r.text
+    caller, bob, dave = (registered(phone_factory, sb, e) for e in ("1001", "1002", "1004"))
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            page = browser.new_context(viewport={"width": 1100, "height": 900}).new_page()
+            page.goto(f"{sb.api_url}/login")
+            page.fill("input[name=name]", "bob")
+            page.fill("input[name=password]", "bob-password-1")
+            page.click("button[type=submit]")
+            page.wait_for_url(lambda url: url.endswith("/agent"), timeout=10_000)
+            expect(page.get_by_test_id("conn")).to_have_attribute("data-state", "up")
+            page.get_by_test_id("btn-login").click()
+            expect(page.get_by_test_id("state")).to_have_attribute(
+                "data-state", "AVAILABLE", timeout=5_000
+            )
+            cid = _dial_queue(caller, sb, tone_1k)
+            expect(page.get_by_test_id("offer")).to_be_visible(timeout=5_000)
+            page.get_by_test_id("btn-offer-accept").click()  # a desk phone: answer there
+            expect(page.locator("#action-error")).to_have_text(
+                "Answer on your phone.", timeout=3_000
+            )
+            b, _ = _answer(bob)
+            expect(page.get_by_test_id("call")).to_be_visible(timeout=3_000)
+            page.get_by_test_id("btn-hold").click()
+            status = page.get_by_test_id("calls-status")
+            expect(status).to_have_attribute("data-on-hold", "true", timeout=3_000)
+            expect(status).to_have_text("On hold")
+            expect(page.get_by_test_id("btn-resume")).to_be_visible()
+            expect(page.get_by_test_id("btn-hold")).to_be_hidden()
+            expect(page.get_by_test_id("btn-xfer-cancel")).to_be_hidden()  # no consultation
+            page.screenshot(path=str(ARTIFACTS / "panel-call-controls.png"), full_page=True)
+            page.get_by_test_id("btn-resume").click()
+            expect(status).to_have_attribute("data-on-hold", "false", timeout=3_000)
+            page.keyboard.press("m")  # the shortcut mutes
+            expect(status).to_have_attribute("data-muted", "true", timeout=3_000)
+            page.locator("details.keypad-box summary").click()
+            page.get_by_test_id("key-5").click()
+            page.get_by_test_id("key-hash").click()
+            assert caller.wait_dtmf(2, call=cid, timeout=5) == "5#"
+            page.get_by_test_id("xfer-target").fill("1004")
+            page.get_by_test_id("btn-xfer-blind").click()
+            bob.wait_disconnected(call=b, timeout=10)
+            d, _ = _answer(dave)
+            expect(page.get_by_test_id("call-none")).to_be_visible(timeout=5_000)
+            caller.hangup(call=cid)
+            dave.wait_disconnected(call=d, timeout=10)
+        finally:
+            browser.close()
