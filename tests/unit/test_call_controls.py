@@ -368,3 +368,30 @@ async def test_queue_offers_to_an_auto_answer_extension_carry_the_headers(
     assert to_auto.request.get("Alert-Info") == "<http://127.0.0.1>;info=alert-autoanswer"
     assert to_plain.request.get("Call-Info") is None
     assert to_plain.request.get("Alert-Info") is None
+
+
+async def test_the_server_routes_a_panel_transfer_target_through_its_dialplan() -> None:
+    from tests.unit.server_harness import server_from_config
+
+    server, _replies = server_from_config(
+        """
+extensions:
+  "1002": {password: pw2, auto_answer: true}
+  "1003": {password: pw3}
+agents:
+  a2: {extensions: ["1002"]}
+queues:
+  support: {members: [a2]}
+dialplan:
+  inbound:
+    - {did: "5000", destination: {kind: queue, target: support}}
+  internal:
+    - {pattern: "_0X.", destination: {kind: outbound}}
+"""
+    )
+    control = server.control
+    assert control.destination("5000", "1002") == ("queue", "support")
+    assert control.destination("1003", "1002") == ("extension", "1003")
+    assert control.destination("0301234567", "1002") == ("number", "0301234567")
+    assert server.extensions["1002"].auto_answer
+    assert not server.extensions["1003"].auto_answer
