@@ -1112,7 +1112,11 @@ class AcdHost:
         leg_id = event.leg_id
         if any(d.first_call == event.call_id for d in self._dials.values()):
             self._own_legs.add(leg_id)  # a callback's first leg: the ACD reserved that agent
-        if leg_id in self._legs or leg_id in self._own_legs:
+        if leg_id in self._legs:
+            # The leg went on in another call (a transfer): that is the call it is on now.
+            self._leg_calls[leg_id] = event.call_id
+            return
+        if leg_id in self._own_legs:
             return
         agent = self._agent_of_ext.get(event.extension)
         if agent is None:

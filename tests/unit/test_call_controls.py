@@ -80,6 +80,22 @@ async def test_hold_plays_music_to_the_customer_and_silences_the_agent(sb: Switc
     assert len(customer.reinvites()) + len(agent.reinvites()) == reinvites_before
 
 
+async def test_the_phones_own_hold_and_resume_keep_the_panels_hold(sb: Switchboard) -> None:
+    control = control_of(sb)
+    customer, agent = sb.phone("1001"), sb.phone("2001")
+    call_id = await connect(sb, customer, agent)
+    call = sb.b2b.find(call_id)
+    assert call is not None
+    assert control.hold(call_id, "callee")
+    hold = agent.reinvite(direction="sendonly")  # the agent presses hold on the phone too
+    agent.ack_reinvite(hold)
+    resume = agent.reinvite()  # ...and resumes there: the panel's hold still holds
+    agent.ack_reinvite(resume)
+    assert sb.media.playing(call.a.leg_id) == [MOH]
+    assert control.resume(call_id, "callee")
+    assert sb.media.playing(call.a.leg_id) == []
+
+
 async def test_mute_keeps_the_agent_hearing_and_survives_a_hold(sb: Switchboard) -> None:
     control = control_of(sb)
     customer, agent = sb.phone("1001"), sb.phone("2001")
