@@ -124,6 +124,15 @@ def test_hold_keypad_and_blind_transfer_from_the_panel(
     back = hears(caller, tmp_path / "back.wav", call=cid)
     assert abs(dominant_frequency(back) - 2000) < 20
 
+    # Mute: the caller no longer hears the agent, who still hears the caller.
+    _post(sb, f"/api/calls/{call_id}/mute")
+    time.sleep(0.5)
+    muted = hears(caller, tmp_path / "muted.wav", call=cid)
+    assert rms(muted, skip_seconds=0.2) < 0.01  # silence: the agent's tone goes nowhere
+    agent_hears = hears(bob, tmp_path / "agent-muted.wav", call=b)
+    assert abs(dominant_frequency(agent_hears) - 1000) < 20
+    _post(sb, f"/api/calls/{call_id}/unmute")
+
     # (b) The keypad: digits reach the caller's phone as RFC 4733 events.
     t1 = time.monotonic()
     _post(sb, f"/api/calls/{call_id}/dtmf", {"digits": "12#"})
@@ -273,3 +282,43 @@ def test_the_panel_buttons_hold_dial_and_transfer(
             dave.wait_disconnected(call=d, timeout=10)
         finally:
             browser.close()
+
+
+def test_conference_joins_a_third_phone(
+    server_factory: Callable[..., Switchboard],
+    phone_factory: Callable[..., Phone],
+    tmp_path: Path,
+    tone_1k: Path,
+    tone_2k: Path,
+    tone_wav: Callable[..., Path],
+) -> None:
+    sb = server_factory(extensions=PEOPLE, extra_yaml=CONFIG)
+    caller, bob, dave = (registered(phone_factory, sb, e) for e in ("1001", "1002", "1004"))
+    _post(sb, "/api/agents/a2/login")
+    cid = _dial_queue(caller, sb, tone_1k)
+    b, _ = _answer(bob)
+    bob.play(tone_2k, call=b)
+    call_id = _call_of(sb, "1002")
+    _post(sb, f"/api/calls/{call_id}/conference", {"target": "1004"})
+    d, _ = _answer(dave)
+    dave.play(tone_wav(1500), call=d)
+    time.sleep(0.8)
+    # Everybody hears the other two (the mix), nobody their own tone back.
+    heard = {
+        "caller": hears(caller, tmp_path / "conf-caller.wav", call=cid),
+        "bob": hears(bob, tmp_path / "conf-bob.wav", call=b),
+        "dave": hears(dave, tmp_path / "conf-dave.wav", call=d),
+    }
+    expected = {"caller": (2000, 1500), "bob": (1000, 1500), "dave": (1000, 2000)}
+    for who, (f1, f2) in expected.items():
+        level = max(tone_level_db(heard[who], f1), tone_level_db(heard[who], f2))
+        assert tone_level_db(heard[who], f1) > level - 12, (who, f1)
+        assert tone_level_db(heard[who], f2) > level - 12, (who, f2)
+    # Dave leaves: caller and Bob talk on.
+    dave.hangup(call=d)
+    dave.wait_disconnected(call=d, timeout=10)
+    time.sleep(0.5)
+    after = hears(caller, tmp_path / "conf-after.wav", call=cid)
+    assert abs(dominant_frequency(after) - 2000) < 20
+    caller.hangup(call=cid)
+    bob.wait_disconnected(call=b, timeout=10)
