@@ -938,6 +938,8 @@ class CallControl:
         kind, number = self.destination(target, me.ext)
         if kind not in ("extension", "number"):
             return None  # a queue or an IVR cannot be consulted or conferenced
+        if me.on_hold:
+            self.resume(call_id, party)  # the agent must hear the third party
 
         def failed(status: int) -> None:
             self._b2b.events.publish(ConnectFailed(call_id, number, status))

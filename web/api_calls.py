@@ -85,6 +85,11 @@ def build_calls_router(s: Services) -> APIRouter:
     async def audit(request: Request, p: Principal, action: str, target: str, **kw: Any) -> None:
         await audit_change(s, request, p, action, target, **kw)
 
+    @router.get("/api/calls/{call_id}/controls", tags=["calls"])
+    async def controls(p: Who, call_id: str) -> dict[str, Any]:
+        _info, party = own_call(p, call_id)
+        return answer(call_id, party)
+
     @router.post("/api/calls/{call_id}/hold", tags=["calls"])
     async def hold(p: Who, call_id: str, request: Request) -> dict[str, Any]:
         _info, party = own_call(p, call_id)

@@ -273,7 +273,16 @@ def test_the_panel_buttons_hold_dial_and_transfer(
             page.get_by_test_id("key-5").click()
             page.get_by_test_id("key-hash").click()
             assert caller.wait_dtmf(2, call=cid, timeout=5) == "5#"
+            # Consult Dave, see him answer on the panel, then cancel: back with the caller.
             page.get_by_test_id("xfer-target").fill("1004")
+            page.get_by_test_id("btn-xfer-consult").click()
+            expect(status).to_have_attribute("data-third", "consult:ringing", timeout=3_000)
+            d0, _ = _answer(dave)
+            expect(status).to_have_attribute("data-third", "consult:answered", timeout=3_000)
+            expect(page.get_by_test_id("btn-xfer-complete")).to_be_visible()
+            page.get_by_test_id("btn-xfer-cancel").click()
+            dave.wait_disconnected(call=d0, timeout=10)
+            expect(status).to_have_attribute("data-third", "", timeout=3_000)
             page.get_by_test_id("btn-xfer-blind").click()
             bob.wait_disconnected(call=b, timeout=10)
             d, _ = _answer(dave)

@@ -270,6 +270,20 @@ async def test_consult_transfer_completed(sb: Switchboard) -> None:
     assert sb.details[-1].callee == "2002"
 
 
+async def test_consulting_while_on_hold_lets_the_agent_hear_the_target(sb: Switchboard) -> None:
+    control = control_of(sb)
+    customer, agent, _third = sb.phone("1001"), sb.phone("2001"), sb.phone("2002")
+    call_id = await connect(sb, customer, agent)
+    call = sb.b2b.find(call_id)
+    assert call is not None and call.b is not None
+    control.hold(call_id, "callee")
+    assert control.consult(call_id, "callee", "2002")
+    assert mutes(sb, call.b.leg_id)[-1] == (False, False)
+    assert sb.media.playing(call.a.leg_id) == [MOH]  # the customer still has music
+    state = control.party_state(call_id, "callee")
+    assert state is not None and not state["on_hold"]
+
+
 async def test_consult_cancelled_puts_agent_and_customer_back(sb: Switchboard) -> None:
     control = control_of(sb)
     customer, agent, third = sb.phone("1001"), sb.phone("2001"), sb.phone("2002")

@@ -182,6 +182,8 @@ async def test_an_agent_holds_mutes_and_dials_on_their_own_call(web: Web) -> Non
             "muted": False,
             "third_party": None,
         }
+    r = await web.client.get("/api/calls/c1/controls")
+    assert r.status_code == 200 and r.json()["party"] == "callee"
     r = await web.post("/api/calls/c2/dtmf", {"digits": "12#a"})
     assert r.status_code == 200 and r.json()["sent"] == 4
     assert web.control.asked == [

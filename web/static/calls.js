@@ -15,7 +15,7 @@ const typing = (el) =>
 
 let csrf = null;
 
-async function api(path, body) {
+async function api(path, body, method = "POST") {
   if (csrf === null) {
     const me = await fetch("/api/me", { credentials: "same-origin" });
     if (me.status === 401) {
@@ -27,7 +27,7 @@ async function api(path, body) {
   const headers = { Accept: "application/json", "X-CSRF-Token": csrf };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const r = await fetch(path, {
-    method: "POST",
+    method,
     headers,
     credentials: "same-origin",
     body: body === undefined ? undefined : JSON.stringify(body),
@@ -73,6 +73,27 @@ function callControls() {
     status.dataset.onHold = String(state.on_hold);
     status.dataset.muted = String(state.muted);
     status.dataset.third = third ? `${third.mode}:${third.answered ? "answered" : "ringing"}` : "";
+    pollThirdParty();
+  }
+
+  // While a consulted or conferenced party rings, its answer is read every second.
+  let polling = null;
+  function pollThirdParty() {
+    const third = state.third_party;
+    if (polling !== null || !third || third.answered) return;
+    polling = setTimeout(async () => {
+      polling = null;
+      const id = callId();
+      if (!id || !state.third_party) return;
+      const r = await api(`/api/calls/${encodeURIComponent(id)}/controls`, undefined, "GET");
+      if (r?.ok) {
+        const answer = await r.json();
+        if (callId() === id) {
+          state = { on_hold: answer.on_hold, muted: answer.muted, third_party: answer.third_party };
+          render();
+        }
+      }
+    }, 1000);
   }
 
   function reset() {
