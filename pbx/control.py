@@ -202,6 +202,7 @@ class CallControl:
         set_class_of_service: Callable[[str, str | None], None] = lambda ext, cos: None,
         resolve: Callable[[str, str], tuple[str, str] | None] = lambda number, ext: None,
         auto_answer_of: Callable[[str], bool] = lambda ext: False,
+        refusal_of: Callable[[str, str], str | None] = lambda number, ext: None,
     ) -> None:
         self._b2b = b2bua
         # Where the dialplan sends ``number`` dialled by ``ext``: (kind, target), kind one
@@ -210,6 +211,9 @@ class CallControl:
         self._resolve = resolve
         # Extensions whose phones answer queue offers by themselves (``auto_answer``).
         self._auto_answer_of = auto_answer_of
+        # Why ``ext`` may not dial the outside ``number`` (no route, class of service, caps;
+        # checked without counting it), or None.
+        self._refusal_of = refusal_of
         self._message_waiting = message_waiting
         self._set_class_of_service = set_class_of_service
         self._is_extension = is_extension
@@ -877,7 +881,8 @@ class CallControl:
         for ``party``'s extension (its class of service and caller ID). The call's record
         ends with cause ``transferred`` (as REFER does, RFC 3515) and the other party goes
         on in a new call linked to it, whose id is returned; nobody answering ends that
-        call (``transfer_failed``). None if the call or the destination is not there."""
+        call (``transfer_failed``). None (and the call goes on untouched) if the call or the
+        destination is not there, or ``party`` may not dial that outside number."""
         found = self._parties(call_id, party)
         if found is None or found[0].transfer is not None or found[0].third is not None:
             return None
@@ -890,8 +895,8 @@ class CallControl:
         elif kind == "extension":
             if not self._b2b.contacts_of(target):
                 return None  # unknown, or no phone registered
-        elif kind != "number":
-            return None
+        elif kind != "number" or self._refusal_of(target, me.ext) is not None:
+            return None  # refused before anybody is released: the call goes on as it was
         b2b = self._b2b
         for s in (me, other):
             s.on_hold = s.muted = False
@@ -938,6 +943,8 @@ class CallControl:
         kind, number = self.destination(target, me.ext)
         if kind not in ("extension", "number"):
             return None  # a queue or an IVR cannot be consulted or conferenced
+        if kind == "number" and self._refusal_of(number, me.ext) is not None:
+            return None
         if me.on_hold:
             self.resume(call_id, party)  # the agent must hear the third party
 

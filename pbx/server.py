@@ -252,6 +252,7 @@ class SipServer:
             set_class_of_service=self._set_class_of_service,
             resolve=self._destination,
             auto_answer_of=lambda ext: e.auto_answer if (e := self.extensions.get(ext)) else False,
+            refusal_of=self._refusal_of,
         )
         # Message-waiting indication (RFC 3842): subscriptions and their dialogs.
         self.mwi = Subscriptions()
@@ -1120,6 +1121,11 @@ class SipServer:
             seconds,
             cause="announcement",
         )
+
+    def _refusal_of(self, number: str, ext: str) -> str | None:
+        """Why ``ext`` may not dial the outside ``number`` now (checked, not counted)."""
+        route = self.outside_route(number, ext, count=False)
+        return route if isinstance(route, str) else None
 
     def _destination(self, dialled: str, caller: str) -> tuple[str, str] | None:
         """Where the dialplan sends ``dialled`` from ``caller`` as (kind, target) for the

@@ -206,6 +206,23 @@ async def test_blind_transfer_to_a_queue_number_goes_through_the_dialplan(
     assert control.transfer(call_id, "callee", "9999", kind="extension") is None
 
 
+async def test_a_refused_outside_number_leaves_the_call_as_it_was(sb: Switchboard) -> None:
+    control = CallControl(
+        sb.b2b,
+        is_extension=lambda n: n in sb.phones,
+        tone_plan=lambda: "us",
+        refusal_of=lambda number, ext: "class_of_service" if number.startswith("0900") else None,
+    )
+    customer, agent = sb.phone("1001"), sb.phone("2001")
+    call_id = await connect(sb, customer, agent)
+    assert control.transfer(call_id, "callee", "09001234") is None
+    assert not control.consult(call_id, "callee", "09001234")
+    assert not control.conference(call_id, "callee", "09001234")
+    call = sb.b2b.find(call_id)
+    assert call is not None and call.b is not None and not call.ended
+    assert sb.media.bridged(call.a.leg_id, call.b.leg_id) and not agent.requests_to_me("BYE")
+
+
 async def test_blind_transfer_to_an_outside_number_dials_for_the_agent(sb: Switchboard) -> None:
     asked: list[tuple[str, str]] = []
 
