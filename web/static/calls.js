@@ -96,9 +96,18 @@ function callControls() {
     }, 1000);
   }
 
-  function reset() {
+  // A new call (or a reloaded page) reads the controls' state from the server.
+  async function reset() {
     state = { on_hold: false, muted: false, third_party: null };
     render();
+    const id = callId();
+    if (!id) return;
+    const r = await api(`/api/calls/${encodeURIComponent(id)}/controls`, undefined, "GET");
+    if (r?.ok && callId() === id) {
+      const answer = await r.json();
+      state = { on_hold: answer.on_hold, muted: answer.muted, third_party: answer.third_party };
+      render();
+    }
   }
 
   async function act(path, body, onOk) {
