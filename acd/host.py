@@ -744,7 +744,7 @@ class AcdHost:
         if self.acd.is_waiting(acd_id):
             self.acd.caller_left(acd_id, now)
         elif event.cause == "transferred":
-            self.acd.transferred(acd_id, now, event.callee)
+            self.acd.transferred(acd_id, now, event.transferred_to or event.callee)
         else:
             self.acd.call_completed(acd_id, now, "agent" if event.side == "callee" else "caller")
         self._pump()
@@ -900,6 +900,27 @@ class AcdHost:
         self._offer_ended(acd_id, agent, "rejected")
         self.acd.offer_failed(acd_id, agent, time.time())
         self._pump()
+
+    def ringing_offer(self, agent: str) -> str | None:
+        """The call a queue offer rings ``agent``'s phones with now (None: none)."""
+        return next((c for (_, a), c in self._offers_told.items() if a == agent), None)
+
+    def reject_offer(self, agent: str) -> str | None:
+        """The agent declines the offer ringing their phones (the panel's reject button):
+        the phones stop ringing and the ACD treats it as a 486/603 from the phone — a
+        missed offer, so the next agent is tried or the caller waits on. Returns the
+        offered call's id; None when no queue offer rings for ``agent``."""
+        for (acd_id, offered), call_id in list(self._offers_told.items()):
+            if offered != agent:
+                continue
+            info = self.control.info(call_id)
+            if info is not None:
+                for key in [k for k in info.offers if k.startswith(agent + "/")]:
+                    self.control.cancel_offer(call_id, key)
+            log.info("offer_refused", agent=agent, call=call_id, status=603, source="panel")
+            self._missed(acd_id, agent)
+            return call_id
+        return None
 
     def _offer_rejected(self, event: OfferRejected) -> None:
         if event.offer_id == "callback":
@@ -1103,7 +1124,11 @@ class AcdHost:
         leg_id = event.leg_id
         if any(d.first_call == event.call_id for d in self._dials.values()):
             self._own_legs.add(leg_id)  # a callback's first leg: the ACD reserved that agent
-        if leg_id in self._legs or leg_id in self._own_legs:
+        if leg_id in self._legs:
+            # The leg went on in another call (a transfer): that is the call it is on now.
+            self._leg_calls[leg_id] = event.call_id
+            return
+        if leg_id in self._own_legs:
             return
         if event.trunk is not None:
             return  # a trunk party: its number is whatever it presented, no agent's phone

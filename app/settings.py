@@ -184,6 +184,7 @@ def extensions_from_config(cfg: SwitchboardConfig) -> dict[str, Extension]:
             voicemail_on_busy=e.voicemail.enabled and e.voicemail.on_busy,
             voicemail_on_no_answer=e.voicemail.enabled and e.voicemail.on_no_answer,
             mwi=e.voicemail.mwi,
+            auto_answer=e.auto_answer,
         )
         for num, e in cfg.extensions.items()
     }

@@ -372,6 +372,9 @@ class ExtensionConfig(_Model):
     ring_timeout: Annotated[int, Field(ge=1, le=600)] = 30
     pickup_group: str | None = None
     dtmf_mode: Literal["auto", "rfc4733", "inband", "info"] = "auto"
+    # Its phones answer queue offers by themselves (an agent's desk phone): the offer's
+    # INVITE carries Call-Info answer-after=0 and Alert-Info info=alert-autoanswer.
+    auto_answer: bool = False
     voicemail: VoicemailConfig = Field(default_factory=VoicemailConfig)
     # Record this extension's calls (true), never (false), or as ``recording.record``
     # says (unset). A queue's own setting wins for calls it hands over.

@@ -49,6 +49,7 @@ from media.dtmf import DtmfReceived, parse_dtmf_info
 
 from . import cdr, reinvite, sdp, transfer
 from .conference import ConferenceRoom
+from .consult import ThirdParty
 from .dialog import Dialog, Flow
 from .events import CallEnded
 from .location import Contact
@@ -142,6 +143,10 @@ class Call:
         # A phone's call to an outside number: its trunk dial (None: not such a call).
         self.dial_out: TrunkDial | None = None
         self.transfer: Transfer | None = None  # a transfer in progress
+        # A third party Switchboard rang for one of the parties (the agent panel's consult
+        # transfer or conference; pbx.consult), and where a transfer sent the call.
+        self.third: ThirdParty | None = None
+        self.transferred_to: str | None = None
         self.room: ConferenceRoom | None = None  # the conference room this caller is in
         self.app: CallApplication | None = None  # an application (IVR) driving this call
         self.ivr_keys = ""  # digits pressed while an application drove the call (key trail)
@@ -649,13 +654,14 @@ class Call:
         on_failed: Callable[[int], None],
         display: str | None = None,
         on_behalf_of: str = "",
+        extra_headers: Sequence[tuple[str, str]] = (),
     ) -> bool:
         """Ring ``ext`` with this (answered) call without connecting it yet: a queue offering
         the caller to an agent, or a callback's second party (an outside number, dialled
         for ``on_behalf_of``). Several offers may ring at once (ring all); ``on_answered``
         gets the answered side (connect it with :meth:`accept`, or hang it up),
-        ``on_failed`` the final status. False if ``ext`` has no phone or the number cannot
-        be dialled."""
+        ``on_failed`` the final status; ``extra_headers`` go in the INVITE (auto-answer).
+        False if ``ext`` has no phone or the number cannot be dialled."""
         if self.ended or key in self.offers:
             return False
         outbound = self.b2b.ringer(
@@ -669,7 +675,7 @@ class Call:
             on_ringing=lambda status, early: None,
             on_answered=lambda side: self._offer_answered(key, side, on_answered),
             on_failed=lambda status, timed_out: self._offer_failed(key, status, on_failed),
-            extra_headers=self._trail_headers(),
+            extra_headers=[*self._trail_headers(), *extra_headers],
             near=self.a.leg_id,
             # The call's own record keeps its trunk: only the attempt's leg is tracked.
             on_attempt=lambda trunk, leg: self.b2b.track_leg(leg, self),
@@ -831,6 +837,11 @@ class Call:
             return
         other = self.other(me)
         method = req.method
+        if method == "BYE" and self.third is not None and me is self.third.side:
+            # The consulted or conferenced party hangs up (pbx.consult).
+            stack.send_response(make_response(req, 200))
+            self.third.left()
+            return
         if method == "BYE":
             if self.transfer is not None and self.transfer.transferor is me:
                 stack.send_response(make_response(req, 200))
@@ -1029,6 +1040,7 @@ class Call:
                 direction=self.notes.direction,
                 caller_loss=detail.caller_loss,
                 callee_loss=detail.callee_loss,
+                transferred_to=self.transferred_to,
             )
         )
         self.stored = self.b2b.end_acknowledgement(self.id, waits)

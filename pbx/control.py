@@ -44,6 +44,7 @@ from media.player import load_prompt
 from .b2bua import B2bua
 from .call import Call, CallState
 from .cdr import DIRECTIONS
+from .consult import ThirdParty
 from .events import (
     CallAnswered,
     CallArrived,
@@ -63,12 +64,14 @@ from .side import Side
 from .stack import new_tag
 from .trunk_dial import TrunkDial
 
-__all__ = ["SUPERVISION_MODES", "CallControl", "CallInfo"]
+__all__ = ["PARTIES", "SUPERVISION_MODES", "CallControl", "CallInfo"]
 
 log = structlog.get_logger("pbx.control")
 
 SUPERVISION_MODES = ("listen", "whisper", "barge", "intercept")
+PARTIES = ("caller", "callee")
 RATE = 8000
+DTMF_MS = 160  # each keypad digit's duration (RFC 4733 §2.5.1.3; 100 ms+ reaches IVRs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,8 +200,20 @@ class CallControl:
         tone_plan: Callable[[], str],
         message_waiting: Callable[[str, int, int], None] = lambda box, new, old: None,
         set_class_of_service: Callable[[str, str | None], None] = lambda ext, cos: None,
+        resolve: Callable[[str, str], tuple[str, str] | None] = lambda number, ext: None,
+        auto_answer_of: Callable[[str], bool] = lambda ext: False,
+        refusal_of: Callable[[str, str], str | None] = lambda number, ext: None,
     ) -> None:
         self._b2b = b2bua
+        # Where the dialplan sends ``number`` dialled by ``ext``: (kind, target), kind one
+        # of queue, ivr, voicemail, extension, number; None: no rule (an extension or an
+        # outside number as dialled).
+        self._resolve = resolve
+        # Extensions whose phones answer queue offers by themselves (``auto_answer``).
+        self._auto_answer_of = auto_answer_of
+        # Why ``ext`` may not dial the outside ``number`` (no route, class of service, caps;
+        # checked without counting it), or None.
+        self._refusal_of = refusal_of
         self._message_waiting = message_waiting
         self._set_class_of_service = set_class_of_service
         self._is_extension = is_extension
@@ -522,7 +537,8 @@ class CallControl:
         """Ring ``extension`` with this answered call without connecting it: the outcome is
         :class:`OfferAnswered` or :class:`OfferRejected`. A number that is no extension is
         dialled outside for ``on_behalf_of`` (its class of service and caller ID; "" =
-        Switchboard's). False if it has no phone or the number cannot be dialled."""
+        Switchboard's). An extension set to ``auto_answer`` is asked to answer by itself.
+        False if it has no phone or the number cannot be dialled."""
         call = self._live(call_id)
         if call is None:
             return False
@@ -546,7 +562,22 @@ class CallControl:
             on_failed=failed,
             display=display,
             on_behalf_of=on_behalf_of,
+            extra_headers=self._auto_answer_headers(extension),
         )
+
+    def _auto_answer_headers(self, extension: str) -> list[tuple[str, str]]:
+        """An extension set to ``auto_answer`` gets the de-facto headers desk phones
+        honour: ``Call-Info: <sip:server>;answer-after=0`` (Yealink, Polycom, Snom,
+        Grandstream; RFC 3261 §20.9 Call-Info with a vendor parameter) and
+        ``Alert-Info: <http://127.0.0.1>;info=alert-autoanswer`` (§20.4; Polycom, Cisco)."""
+        if not self._auto_answer_of(extension):
+            return []
+        contacts = self._b2b.contacts_of(extension) or []
+        host = self._b2b.stack.host_for(contacts[0].source[0] if contacts else "127.0.0.1")
+        return [
+            ("Call-Info", f"<sip:{host}>;answer-after=0"),
+            ("Alert-Info", "<http://127.0.0.1>;info=alert-autoanswer"),
+        ]
 
     def cancel_offer(self, call_id: str, offer_id: str) -> None:
         """Stop ringing (no event follows), or release a phone that answered the offer."""
@@ -732,6 +763,240 @@ class CallControl:
             call.hang_up_caller(cause)
         else:
             call.hangup(cause)
+
+    # -- the agent's controls of an answered call (the agent panel) -----------------------------
+    #
+    # ``party`` is the role of the party who acts (the agent): "caller" or "callee". Media
+    # is anchored on Switchboard, so none of these re-INVITEs a phone: they change what
+    # each party's own leg hears and says (pbx.consult explains consult and conference).
+
+    def _parties(self, call_id: str, party: str) -> tuple[Call, Side, Side] | None:
+        if party not in PARTIES:
+            raise ValueError(f"unknown party {party!r} (caller or callee)")
+        call = self._live(call_id)
+        if call is None or not call.established or call.b is None:
+            return None
+        me = call.a if party == "caller" else call.b
+        other = call.b if me is call.a else call.a
+        return call, me, other
+
+    def _apply_mute(self, side: Side) -> None:
+        media = self._b2b.media
+        if side.leg_id in media:
+            # Held: the agent hears nothing and says nothing; muted: says nothing.
+            media.mute(side.leg_id, inbound=side.muted or side.on_hold, outbound=side.on_hold)
+
+    def hold(self, call_id: str, party: str) -> bool:
+        """``party`` holds the other party from Switchboard's side: the other hears music
+        on hold, ``party``'s phone hears silence and what it says goes nowhere. No
+        re-INVITE: the hold of RFC 3264 §8.4 is a phone's own; ours is in the anchored
+        media. False if the call is not a two-party answered call."""
+        found = self._parties(call_id, party)
+        if found is None:
+            return False
+        call, me, other = found
+        if not me.on_hold:
+            me.on_hold = True
+            if other.moh_player is None:
+                other.moh_player = self._b2b.start_music_on_hold(other.leg_id)
+            self._apply_mute(me)
+            call.log.info("call_held", by=me.ext)
+        return True
+
+    def resume(self, call_id: str, party: str) -> bool:
+        """Undo :meth:`hold`: the two parties hear each other again (music stops unless a
+        phone's own hold or a consultation still wants it)."""
+        found = self._parties(call_id, party)
+        if found is None:
+            return False
+        call, me, other = found
+        if me.on_hold:
+            me.on_hold = False
+            consulting = call.third is not None and call.third.mode == "consult"
+            if other.moh_player is not None and not me.holding and not consulting:
+                self._b2b.stop_music_on_hold(other.moh_player)
+                other.moh_player = None
+            self._apply_mute(me)
+            call.log.info("call_resumed", by=me.ext)
+        return True
+
+    def mute(self, call_id: str, party: str, muted: bool = True) -> bool:
+        """What ``party`` says goes nowhere (``muted``) or again to the call."""
+        found = self._parties(call_id, party)
+        if found is None:
+            return False
+        call, me, _other = found
+        me.muted = muted
+        self._apply_mute(me)
+        call.log.info("call_muted" if muted else "call_unmuted", by=me.ext)
+        return True
+
+    def party_state(self, call_id: str, party: str) -> dict[str, Any] | None:
+        """What the panel shows of ``party``'s controls: on hold, muted, a third party
+        (consult or conference: its target, whether it answered)."""
+        found = self._parties(call_id, party)
+        if found is None:
+            return None
+        call, me, _other = found
+        third = call.third
+        return {
+            "on_hold": me.on_hold,
+            "muted": me.muted,
+            "third_party": None
+            if third is None
+            else {"mode": third.mode, "target": third.target, "answered": third.answered},
+        }
+
+    def send_dtmf(self, call_id: str, party: str, digits: str) -> bool:
+        """Send ``digits`` to the other party as RFC 4733 events (§2.5.1, queued one after
+        another on its leg): the agent's keypad driving a remote IVR. False if the call is
+        gone or the other party negotiated no telephone-event; ``ValueError`` for a digit
+        outside 0-9 * # A-D."""
+        found = self._parties(call_id, party)
+        if found is None:
+            return False
+        call, _me, other = found
+        if other.dtmf_pt is None or other.leg_id not in self._b2b.media:
+            return False
+        for digit in digits:
+            self._b2b.media.send_dtmf(other.leg_id, digit, DTMF_MS)
+        call.log.info("dtmf_sent", to=other.ext, digits=len(digits))
+        return True
+
+    def destination(self, number: str, party_ext: str) -> tuple[str, str]:
+        """Where ``number`` dialled by ``party_ext`` goes: (kind, target) as the dialplan
+        says (``route``), or an extension / outside number as dialled."""
+        resolved = self._resolve(number, party_ext)
+        if resolved is not None:
+            return resolved
+        return ("extension" if self._is_extension(number) else "number", number)
+
+    def transfer(
+        self, call_id: str, party: str, target: str, *, kind: str | None = None
+    ) -> str | None:
+        """Blind transfer from the panel: the other party goes to ``target`` and ``party``
+        (the agent) is released (BYE). ``kind`` ``queue``/``ivr``/``voicemail`` hands the
+        other party to that service; else ``target`` is a number routed by the dialplan:
+        a queue or IVR number to its service, an extension rung, an outside number dialled
+        for ``party``'s extension (its class of service and caller ID). The call's record
+        ends with cause ``transferred`` (as REFER does, RFC 3515) and the other party goes
+        on in a new call linked to it, whose id is returned; nobody answering ends that
+        call (``transfer_failed``). None (and the call goes on untouched) if the call or the
+        destination is not there, or ``party`` may not dial that outside number."""
+        found = self._parties(call_id, party)
+        if found is None or found[0].transfer is not None or found[0].third is not None:
+            return None
+        call, me, other = found
+        if kind is None:
+            kind, target = self.destination(target, me.ext)
+        if kind in ("queue", "ivr", "voicemail"):
+            if kind not in self._served:
+                return None
+        elif kind == "extension":
+            if not self._b2b.contacts_of(target):
+                return None  # unknown, or no phone registered
+        elif kind != "number" or self._refusal_of(target, me.ext) is not None:
+            return None  # refused before anybody is released: the call goes on as it was
+        b2b = self._b2b
+        for s in (me, other):
+            s.on_hold = s.muted = False
+            if s.moh_player is not None:
+                b2b.stop_music_on_hold(s.moh_player)
+                s.moh_player = None
+            s.holding = False
+        if other.leg_id in b2b.media:
+            b2b.media.mute(other.leg_id, inbound=False, outbound=False)
+        if me.dialog is not None:
+            b2b.send_bye(me.dialog)
+        call.transferred_to = target
+        call.end("ANSWERED", "transferred", party, 200, keep_media=(other,))
+        new = b2b.continue_with_application(
+            other,
+            linked_id=call.linked_id or call.id,
+            callee=target,
+            start=lambda c: _Driven(),
+        )
+        new.notes.dialled = target
+        new.log.info("call_transferred", by=me.ext, kind=kind, to=target)
+        if kind in ("queue", "ivr", "voicemail"):
+            self.route(new.id, kind, target)
+            return new.id
+
+        def failed(status: int) -> None:
+            log.info("transfer_target_failed", call=new.id, target=target, status=status)
+            self.hangup(new.id, "transfer_failed")
+
+        if not new.connect_to(target, failed, outside=kind == "number", on_behalf_of=me.ext):
+            self.hangup(new.id, "transfer_failed")
+            return new.id
+        if kind == "number":
+            new.notes.direction = "outbound"
+        return new.id
+
+    def _third(
+        self, call_id: str, party: str, target: str, mode: str
+    ) -> tuple[Call, ThirdParty] | None:
+        found = self._parties(call_id, party)
+        if found is None or found[0].transfer is not None or found[0].third is not None:
+            return None
+        call, me, other = found
+        kind, number = self.destination(target, me.ext)
+        if kind not in ("extension", "number"):
+            return None  # a queue or an IVR cannot be consulted or conferenced
+        if kind == "number" and self._refusal_of(number, me.ext) is not None:
+            return None
+        if me.on_hold:
+            self.resume(call_id, party)  # the agent must hear the third party
+
+        def failed(status: int) -> None:
+            self._b2b.events.publish(ConnectFailed(call_id, number, status))
+
+        third = ThirdParty(call, me, other, number, mode, on_failed=failed)
+        call.third = third
+        if not third.start():
+            call.third = None
+            return None
+        call.on_end.append(lambda _c, _side, _cause: third.release())
+        return call, third
+
+    def consult(self, call_id: str, party: str, target: str) -> bool:
+        """Consult (attended) transfer: the other party (the customer) waits with music
+        while Switchboard rings ``target`` (an extension or a number, routed as
+        :meth:`destination` says) for ``party``; its answer connects it to ``party``'s
+        leg. Then :meth:`complete_consult` or :meth:`cancel_consult`. The target not
+        answering puts the two parties back together and publishes
+        :class:`ConnectFailed`. False if the call or the target is not there."""
+        return self._third(call_id, party, target, "consult") is not None
+
+    def complete_consult(self, call_id: str, party: str) -> str | None:
+        """Customer and the consulted target go on together in a new call linked to this
+        one (returned); ``party`` is released and the record ends ``transferred``. None
+        unless a consultation's target answered."""
+        third = self._third_of(call_id, party)
+        new = third.complete() if third is not None else None
+        return new.id if new is not None else None
+
+    def _third_of(self, call_id: str, party: str) -> ThirdParty | None:
+        found = self._parties(call_id, party)
+        if found is None:
+            return None
+        third = found[0].third
+        return third if third is not None and third.me is found[1] else None
+
+    def cancel_consult(self, call_id: str, party: str) -> bool:
+        """Release the consulted (or conferenced) target: ``party`` and the customer talk
+        again. False if there is none."""
+        third = self._third_of(call_id, party)
+        if third is None:
+            return False
+        third.cancel()
+        return True
+
+    def conference(self, call_id: str, party: str, target: str) -> bool:
+        """Ring ``target`` and, when it answers, join it to the call: the three hear each
+        other in one bridge. The target hanging up leaves the two; the call ending ends
+        it. False if the call or the target is not there."""
+        return self._third(call_id, party, target, "conference") is not None
 
     # -- outbound rights ------------------------------------------------------------------------
 

@@ -175,7 +175,9 @@ class CallEnded:
     ``cause`` (``normal_clearing``, ``transferred``, ...). ``callee`` is who the caller was
     talking to last. ``direction`` (``inbound``, ``outbound``, ``internal``), ``disposition``
     and the RTCP loss fractions (0..1; None when a leg received no media) are the call
-    record's (:class:`pbx.persistence.CallDetail`)."""
+    record's (:class:`pbx.persistence.CallDetail`). ``transferred_to``: for cause
+    ``transferred``, the extension, number or queue the other party went to (None when
+    unknown)."""
 
     call_id: str
     caller: str
@@ -187,6 +189,7 @@ class CallEnded:
     direction: str = "internal"
     caller_loss: float | None = None
     callee_loss: float | None = None
+    transferred_to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -161,8 +161,9 @@ def set_holding(call: Call, me: Side, holding: bool) -> None:
     if other is None:
         return
     if holding:
-        other.moh_player = call.b2b.start_music_on_hold(other.leg_id)
-    elif other.moh_player is not None:
+        if other.moh_player is None:  # else already playing (the agent panel's hold)
+            other.moh_player = call.b2b.start_music_on_hold(other.leg_id)
+    elif other.moh_player is not None and not me.on_hold:  # the panel's hold stays
         call.b2b.stop_music_on_hold(other.moh_player)
         other.moh_player = None
 

@@ -120,6 +120,8 @@ class Extension:
     voicemail_on_busy: bool = False
     voicemail_on_no_answer: bool = False
     mwi: str = "subscribe"  # subscribe, unsolicited, off
+    # Its phones answer queue offers by themselves (Call-Info answer-after=0, Alert-Info).
+    auto_answer: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +250,9 @@ class SipServer:
             tone_plan=lambda: self.settings.tone_plan,
             message_waiting=self.message_waiting,
             set_class_of_service=self._set_class_of_service,
+            resolve=self._destination,
+            auto_answer_of=lambda ext: e.auto_answer if (e := self.extensions.get(ext)) else False,
+            refusal_of=self._refusal_of,
         )
         # Message-waiting indication (RFC 3842): subscriptions and their dialogs.
         self.mwi = Subscriptions()
@@ -1112,6 +1117,28 @@ class SipServer:
             seconds,
             cause="announcement",
         )
+
+    def _refusal_of(self, number: str, ext: str) -> str | None:
+        """Why ``ext`` may not dial the outside ``number`` now (checked, not counted)."""
+        route = self.outside_route(number, ext, count=False)
+        return route if isinstance(route, str) else None
+
+    def _destination(self, dialled: str, caller: str) -> tuple[str, str] | None:
+        """Where the dialplan sends ``dialled`` from ``caller`` as (kind, target) for the
+        seam (a transfer from the agent panel): queue, ivr, voicemail, extension or number;
+        None without a dialplan or when no rule knows it."""
+        if self.dialplan is None:
+            return None
+        decision = self._route(dialled, caller)
+        dest = decision.destination
+        number = dest.target or decision.number
+        if dest.kind in (DestinationKind.QUEUE, DestinationKind.IVR, DestinationKind.VOICEMAIL):
+            return dest.kind.value, number
+        if dest.kind is DestinationKind.EXTENSION:
+            return "extension", number
+        if dest.kind in (DestinationKind.OUTBOUND, DestinationKind.NUMBER):
+            return "number", dest.target if dest.kind is DestinationKind.NUMBER else dialled
+        return None
 
     def _route(self, dialled: str, caller: str) -> RouteDecision:
         """Internal routing first; a number no internal rule knows is tried as a DID (so

@@ -55,6 +55,10 @@ class Side:
     info_busy: bool = False
     holding: bool = False  # this party put the other one on hold
     moh_player: Any = None  # the music-on-hold player on this side's leg, while held
+    # The agent panel's controls of this party (CallControl.hold / mute): it holds the other
+    # party from Switchboard's side, and what it says goes nowhere.
+    on_hold: bool = False
+    muted: bool = False
     uac: bool = False  # we sent the INVITE that made the dialog (we own its Call-ID)
     # Our own re-INVITE to this party, while it has no final response (RFC 3261 §14.1).
     reoffer_pending: bool = False

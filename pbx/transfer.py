@@ -112,6 +112,7 @@ class Transfer:
             self._failed(480, "Temporarily Unavailable")
             return
         self.log.info("transfer_blind", target=target)
+        self.call.transferred_to = target
         # The transferee hears ringback while the target rings.
         media = b2b.media
         media.unbridge(self.other.leg_id)
@@ -163,6 +164,7 @@ class Transfer:
             self._failed(481, "Call/Transaction Does Not Exist")
             return
         self.log.info("transfer_attended", target=target.ext, replaced_call=call2.id)
+        self.call.transferred_to = target.ext
         self.finished = True
         self.notify(200, "OK", final=True)
         # The replaced dialog ends as if its far end had accepted INVITE/Replaces (§3).
@@ -212,6 +214,7 @@ class Transfer:
         self.notify(status, reason, final=True)
         call = self.call
         call.transfer = None
+        call.transferred_to = None
         self.log.info("transfer_failed", status=status)
         if call.ended:
             return

@@ -13,6 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from web.api import build_router, install_error_handlers
+from web.api_calls import build_calls_router
 from web.api_crm import build_crm_router
 from web.api_kb import build_kb_router
 from web.api_notifications import build_notifications_router
@@ -49,6 +50,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(build_notifications_router(services))
     app.include_router(build_panel_router(services))
     app.include_router(build_phone_router(services))
+    app.include_router(build_calls_router(services))
     install_pages(app, services)
     return app
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from web.i18n_calls import EN_CALLS, ZH_CALLS
 from web.i18n_crm import EN_CRM, ZH_CRM
 from web.i18n_phone import EN_PHONE, ZH_PHONE
 
@@ -251,6 +252,8 @@ ZH.update(ZH_CRM)
 EN.update(EN_PHONE)
 ZH.update(ZH_PHONE)
 
+EN.update(EN_CALLS)  # the agent panel's call controls (web/i18n_calls.py)
+ZH.update(ZH_CALLS)
 CATALOGS: dict[str, dict[str, str]] = {"en": EN, "zh": ZH}
 LANGUAGES = tuple(CATALOGS)
 

@@ -378,10 +378,14 @@ class Phone:
         ci = call.getInfo()
         # Extension headers (X-...) of the INVITE, e.g. the IVR key trail Switchboard adds.
         x_headers = {}
+        # Call-Info / Alert-Info: the auto-answer headers a queue offer may carry.
+        info_headers = {}
         for line in prm.rdata.wholeMsg.split("\r\n\r\n", 1)[0].split("\r\n"):
             name, sep, value = line.partition(":")
             if sep and name.lower().startswith("x-"):
                 x_headers[name.strip()] = value.strip()
+            elif sep and name.strip().lower() in ("call-info", "alert-info"):
+                info_headers[name.strip().lower()] = value.strip()
         emit(
             {
                 "event": "incoming_call",
@@ -391,6 +395,7 @@ class Phone:
                 "local_uri": ci.localUri,
                 "call_id": ci.callIdString,
                 "x_headers": x_headers,
+                "info_headers": info_headers,
             }
         )
         if self.auto_answer:

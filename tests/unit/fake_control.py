@@ -150,7 +150,13 @@ class FakeCallControl:
     def named(self, name: str) -> list[Command]:
         return [c for c in self.commands if c[0] == name]
 
-    def end(self, call_id: str, side: str = "caller", cause: str = "normal_clearing") -> None:
+    def end(
+        self,
+        call_id: str,
+        side: str = "caller",
+        cause: str = "normal_clearing",
+        transferred_to: str | None = None,
+    ) -> None:
         """The call is over: its players stop, its legs close, then ``CallEnded``."""
         call = self.calls_by_id[call_id]
         if call.ended:
@@ -168,7 +174,16 @@ class FakeCallControl:
             if leg is not None:
                 self.publish(LegClosed(leg))
         self.publish(
-            CallEnded(call_id, call.caller, call.callee, side, cause, "ANSWERED", answered=True)
+            CallEnded(
+                call_id,
+                call.caller,
+                call.callee,
+                side,
+                cause,
+                "ANSWERED",
+                answered=True,
+                transferred_to=transferred_to,
+            )
         )
 
     def finish_play(self, play_id: str) -> None:

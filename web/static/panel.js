@@ -177,6 +177,7 @@ function agentPage() {
 
   function showNoCall() {
     currentCall = null;
+    delete $("call").dataset.callId; // calls.js: the controls act on this call
     $("call").hidden = true;
     $("call-none").hidden = false;
     $("call-since").removeAttribute("data-since");
@@ -196,6 +197,7 @@ function agentPage() {
     currentCall = call.id;
     // A wrap-up is about a queue call (or callback): the server refuses any other call id.
     if (call.queue) lastCall = call.id;
+    $("call").dataset.callId = call.id;
     $("call-caller").textContent = call.caller;
     $("call-callee").textContent = call.callee_ext || call.callee;
     $("call-queue").textContent = call.queue || "";
