@@ -153,7 +153,7 @@ def test_an_agent_takes_a_queue_call_in_the_browser(
     expect(bob.get_by_test_id("phone-caller")).to_contain_text("1001")
     bob.screenshot(path=str(ARTIFACTS / "browser-phone-ringing.png"), full_page=True)
 
-    bob.get_by_test_id("phone-answer").click()
+    bob.get_by_test_id("btn-offer-accept").click()  # the offer card answers the browser phone
     expect(bob.get_by_test_id("phone-status")).to_have_attribute(
         "data-state", "in_call", timeout=5_000
     )
@@ -176,7 +176,7 @@ def test_an_agent_takes_a_queue_call_in_the_browser(
     assert second["bytesReceived"] > 0 and second["audioLevel"] > 0.01, second
 
     for key in ("5", "hash"):
-        bob.get_by_test_id(f"key-{key}").click()
+        bob.get_by_test_id(f"phone-key-{key}").click()
         time.sleep(0.3)
     assert caller.wait_dtmf(2, call=cid, timeout=5) == "5#"
     bob.screenshot(path=str(ARTIFACTS / "browser-phone-call.png"), full_page=True)
