@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from web.i18n_records import EN_REC, ZH_REC
+
 __all__ = [
     "CATALOGS",
     "DEFAULT",
@@ -132,6 +134,7 @@ EN: dict[str, str] = {
     "reason.internal": "Internal",
     "error.forbidden": "Your role may not see this page.",
 }
+EN.update(EN_REC)
 
 ZH: dict[str, str] = {
     "app.title": "Switchboard 交换台",
@@ -242,6 +245,7 @@ ZH: dict[str, str] = {
     "reason.internal": "内部",
     "error.forbidden": "您的角色无权查看此页面。",
 }
+ZH.update(ZH_REC)
 
 CATALOGS: dict[str, dict[str, str]] = {"en": EN, "zh": ZH}
 LANGUAGES = tuple(CATALOGS)
