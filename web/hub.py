@@ -8,6 +8,12 @@ their extensions and the queues they serve; qa and supervisors see everything bu
 which supervisors and admins see. Delivery is a bounded queue per client: a client that
 falls ``MAX_BACKLOG`` events behind is cut off (it reconnects and reloads its view) rather
 than making the server buffer without limit.
+
+Fan-out in slices: an event for hundreds of panels wakes hundreds of connection tasks, and
+if they all ran in one turn of the loop the SIP and media work behind them would wait for
+all of them (tens of ms). So deliveries wait in one FIFO and are handed over
+:data:`FANOUT_SLICE` at a time, one slice per loop turn; one FIFO keeps each client's
+events in order.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +47,7 @@ log = structlog.get_logger("web.hub")
 
 MAX_BACKLOG = 1000
 SCOPE_TTL = 5.0  # seconds an agent's extensions and queues are cached
+FANOUT_SLICE = 32  # deliveries handed over per loop turn (bench/web.py)
 
 
 @dataclass(slots=True, eq=False)  # compared (and hashed) by identity: one per connection
@@ -72,6 +80,8 @@ class EventHub:
         self.listeners: set[Listener] = set()
         self._calls: dict[str, _Call] = {}
         self._scopes: dict[str, tuple[float, frozenset[str], frozenset[str]]] = {}
+        self._pending: deque[tuple[Listener, str]] = deque()
+        self._draining = False
         self.published = 0
 
     # -- clients -------------------------------------------------------------------------------
@@ -95,8 +105,20 @@ class EventHub:
 
     def _send(self, text: str, visible: Callable[[Principal], bool]) -> None:
         self.published += 1
+        pending = self._pending
         for listener in tuple(self.listeners):
-            if listener.dropped or not visible(listener.principal):
+            if not listener.dropped and visible(listener.principal):
+                pending.append((listener, text))
+        if pending and not self._draining:
+            self._draining = True
+            self._drain()
+
+    def _drain(self) -> None:
+        """Hand over one slice of the pending deliveries; the rest in the next loop turn."""
+        pending = self._pending
+        for _ in range(min(FANOUT_SLICE, len(pending))):
+            listener, text = pending.popleft()
+            if listener.dropped:
                 continue
             q = listener.queue
             if q.qsize() >= MAX_BACKLOG:
@@ -105,6 +127,10 @@ class EventHub:
                 log.warning("event_client_too_slow", user=listener.principal.name)
                 continue
             q.put_nowait(text)
+        if pending:
+            asyncio.get_running_loop().call_soon(self._drain)
+        else:
+            self._draining = False
 
     # -- sources -------------------------------------------------------------------------------
 
