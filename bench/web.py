@@ -59,7 +59,15 @@ from fastapi import FastAPI
 
 _create_app = web.app.create_app
 _start = web.app.HttpServer.start
-_lag = {"samples": [], "busy": [], "task": None, "cpu": 0.0, "wall": 0.0}
+_lag = {"samples": [], "busy": [], "task": None, "cpu": 0.0, "wall": 0.0, "queued": 0}
+
+def _queued_ns():
+    # Linux: time this process's threads were runnable but waiting for a core.
+    try:
+        with open("/proc/self/schedstat") as f:
+            return int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 async def _sample():
     while True:
@@ -84,6 +92,7 @@ def create_app(services):
             _lag["prof"].enable()
         _lag["samples"], _lag["busy"] = [], []
         _lag["cpu"], _lag["wall"] = time.process_time(), time.perf_counter()
+        _lag["queued"] = _queued_ns()
         return {}
 
     @app.get("/bench/lag", include_in_schema=False)
@@ -97,6 +106,7 @@ def create_app(services):
             "busy": _lag["busy"],
             "cpu_seconds": time.process_time() - _lag["cpu"],
             "wall_seconds": time.perf_counter() - _lag["wall"],
+            "queued_seconds": (_queued_ns() - _lag["queued"]) / 1e9,
         }
 
     return app
@@ -209,6 +219,7 @@ class Lag:
     late: list[float]
     busy: list[float]
     cpu_share: float
+    queued_share: float  # of the run, the time the server waited for a core
 
     def row(self, label: str) -> list[str]:
         late = [x * 1000 for x in self.late]
@@ -216,6 +227,7 @@ class Lag:
         return [
             label,
             f"{self.cpu_share * 100:.0f} %",
+            f"{self.queued_share * 100:.1f} %",
             str(len(late)),
             f"{percentile(late, 50):.2f}",
             f"{percentile(late, 99):.2f}",
@@ -235,8 +247,9 @@ def _lag_run(api: str, admin: str, changes: int, rate: float) -> tuple[Lag, dict
         sent = asyncio.run(_changes(api, admin, changes, rate))
         time.sleep(1.0)  # the last deliveries
         lag = c.get("/bench/lag").json()
-    share = lag["cpu_seconds"] / lag["wall_seconds"]
-    return Lag(lag["samples"], lag["busy"], share), sent
+    wall = lag["wall_seconds"]
+    share, queued = lag["cpu_seconds"] / wall, lag["queued_seconds"] / wall
+    return Lag(lag["samples"], lag["busy"], share, queued), sent
 
 
 def main() -> int:
@@ -345,6 +358,7 @@ def main() -> int:
         [
             "panels",
             "server CPU",
+            "waited for a core",
             "samples",
             "late p50",
             "late p99",
