@@ -119,9 +119,8 @@ def build_reports_router(s: Services) -> APIRouter:
     @router.get("/api/reports", tags=["reports"])
     async def list_reports(p: Who, page_no: PageNo = 1, per_page: PerPage = 50) -> dict[str, Any]:
         items = [
-            {"name": name, "title": spec.title, "agent_scoped": spec.agent_scoped}
-            for name, spec in REPORTS.items()
-            if p.at_least("qa") or (spec.agent_scoped and p.agent is not None)
+            {"name": n, "title": REPORTS[n].title, "agent_scoped": REPORTS[n].agent_scoped}
+            for n in report_names(p)
         ]
         return page_list(items, page_no, per_page)
 

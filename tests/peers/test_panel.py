@@ -182,7 +182,11 @@ SUPERVISION_CONFIG = """acd:
 agents:
   bob: {name: Bob, extensions: ["1002"]}
 queues:
-  support: {members: [bob], ring_timeout: 15, wrap_up: 60, wrap_up_codes: ["1", {code: "2", label: Refund}]}
+  support:
+    members: [bob]
+    ring_timeout: 15
+    wrap_up: 60
+    wrap_up_codes: ["1", {code: "2", label: Refund}]
 dialplan:
   inbound:
     - {did: "5000", destination: {kind: queue, target: support}}
