@@ -114,23 +114,32 @@ class EventHub:
             self._drain()
 
     def _drain(self) -> None:
-        """Hand over one slice of the pending deliveries; the rest in the next loop turn."""
+        """Hand over one slice of the pending deliveries; the rest in the next loop turn
+        (all at once when no loop runs: a synchronous caller)."""
         pending = self._pending
-        for _ in range(min(FANOUT_SLICE, len(pending))):
-            listener, text = pending.popleft()
-            if listener.dropped:
+        while pending:
+            for _ in range(min(FANOUT_SLICE, len(pending))):
+                self._deliver(*pending.popleft())
+            if not pending:
+                break
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
                 continue
-            q = listener.queue
-            if q.qsize() >= MAX_BACKLOG:
-                listener.dropped = True
-                q.put_nowait(None)  # the reader ends the connection
-                log.warning("event_client_too_slow", user=listener.principal.name)
-                continue
-            q.put_nowait(text)
-        if pending:
-            asyncio.get_running_loop().call_soon(self._drain)
-        else:
-            self._draining = False
+            loop.call_soon(self._drain)
+            return
+        self._draining = False
+
+    def _deliver(self, listener: Listener, text: str) -> None:
+        if listener.dropped:
+            return
+        q = listener.queue
+        if q.qsize() >= MAX_BACKLOG:
+            listener.dropped = True
+            q.put_nowait(None)  # the reader ends the connection
+            log.warning("event_client_too_slow", user=listener.principal.name)
+            return
+        q.put_nowait(text)
 
     # -- sources -------------------------------------------------------------------------------
 

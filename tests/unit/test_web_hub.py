@@ -167,3 +167,13 @@ async def test_a_busy_fan_out_is_handed_over_a_slice_per_loop_turn_in_order() ->
         await asyncio.sleep(0)
     for x in listeners:
         assert [e["event"] for e in _texts(x)] == ["login", "pause"]
+
+
+def test_without_a_running_loop_the_whole_fan_out_is_handed_over_at_once() -> None:
+    hub = _hub()
+    listeners = [
+        hub.connect(Principal(f"s{i}", "supervisor", None, "token"))
+        for i in range(FANOUT_SLICE + 3)
+    ]
+    hub.on_acd_item(AgentStateData(AT, "bob", "LOGGED_OUT", "AVAILABLE", "login"))
+    assert all(x.queue.qsize() == 1 for x in listeners)
