@@ -199,7 +199,7 @@ ZH_REC: dict[str, str] = {
     "rec.not_playable": "暂不能播放",
     "rec.none": "没有符合条件的录音。",
     "rec.pages": "分页",
-    "rec.page": "第",
+    "rec.page": "页码",
     "rec.prev": "上一页",
     "rec.next": "下一页",
     "rec.bad_time": "时间格式不正确。",
