@@ -443,6 +443,12 @@ class AcdHost:
         since start, None if none: the call their wrap-up is about."""
         return self._last_calls.get(agent)
 
+    def wrap_up_labels(self, agent: str) -> dict[str, str]:
+        """The labels of :meth:`wrap_up_codes` that have one (code -> label). KeyError for
+        an unknown agent."""
+        queue = self.acd.queues.get(self.acd.agents[agent].wrap_queue)
+        return dict(queue.cfg.wrap_up_labels) if queue is not None else {}
+
     def supervise(self, agent: str, extension: str, mode: str) -> tuple[str, bool] | None:
         """Ring the supervisor's ``extension``; when it answers, join it to ``agent``'s
         current call in ``mode`` — as if that phone had dialled the supervision code plus

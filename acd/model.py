@@ -155,6 +155,8 @@ class QueueConfig:
     wrap_up: float = 0.0
     wrap_up_mode: WrapUpMode = WrapUpMode.OPTIONAL
     wrap_up_codes: tuple[str, ...] = ()
+    # What the agent panel shows for a code ("Sale made"); codes without one show as they are.
+    wrap_up_labels: Mapping[str, str] = field(default_factory=dict)
     maxlen: int = 0  # waiting callers at most (0: no limit)
     join_empty: bool = True  # may a caller join when no agent could take the call?
     leave_when_empty: bool = False  # do waiting callers leave when that becomes true?

@@ -266,7 +266,8 @@ def acd_from_config(cfg: SwitchboardConfig) -> tuple[list[AgentConfig], list[Que
                     RuleStep(parse_requirements(r.require), r.wait_under) for r in q.skill_rules
                 ),
                 wrap_up_mode=WrapUpMode(q.wrap_up_mode),
-                wrap_up_codes=tuple(q.wrap_up_codes),
+                wrap_up_codes=tuple(code for code, _ in q.wrap_up_code_labels()),
+                wrap_up_labels={c: label for c, label in q.wrap_up_code_labels() if label},
                 last_agent_days=q.last_agent.days,
                 last_agent_wait=q.last_agent.wait,
                 grade_priority={str(k): v for k, v in q.grade_priority.items()},

@@ -872,6 +872,13 @@ class LastAgentYaml(_Model):
     wait: Annotated[float, Field(ge=0, le=600)] = 0
 
 
+class WrapUpCodeYaml(_Model):
+    """A wrap-up code with the label the agent panel shows beside it ("Sale made (1)")."""
+
+    code: Annotated[str, Field(min_length=1, max_length=64)]
+    label: Annotated[str, Field(min_length=1, max_length=200)]
+
+
 class CallbackYaml(_Model):
     """Queue callbacks: the caller keeps their place and is called back."""
 
@@ -908,7 +915,8 @@ class QueueYaml(_Model):
     auto_pause_after: Annotated[int, Field(ge=0, le=100)] = 0
     wrap_up: Annotated[float, Field(ge=0, le=3600)] = 0
     wrap_up_mode: Literal["optional", "timed", "forced"] = "optional"
-    wrap_up_codes: list[str] = Field(default_factory=list)
+    # A code alone ("1") or with a label ({code: "1", label: "Sale made"}).
+    wrap_up_codes: list[str | WrapUpCodeYaml] = Field(default_factory=list)
     maxlen: Annotated[int, Field(ge=0)] = 0
     join_empty: bool = True
     leave_when_empty: bool = False
@@ -934,7 +942,18 @@ class QueueYaml(_Model):
             raise ValueError(f"exit_key and callback.key are both {self.exit_key!r}")
         if self.skill_rules and self.skill_rules[-1].wait_under is not None:
             raise ValueError("the last skill rule must not have wait_under (it applies after)")
+        codes = [code for code, _ in self.wrap_up_code_labels()]
+        twice = sorted({c for c in codes if codes.count(c) > 1})
+        if twice:
+            raise ValueError(f"wrap_up_codes lists {', '.join(map(repr, twice))} more than once")
         return self
+
+    def wrap_up_code_labels(self) -> list[tuple[str, str | None]]:
+        """Each wrap-up code with its label (None when it has none), in order."""
+        return [
+            (entry, None) if isinstance(entry, str) else (entry.code, entry.label)
+            for entry in self.wrap_up_codes
+        ]
 
 
 def _default_pause_reasons() -> dict[DtmfKey, str]:

@@ -116,6 +116,7 @@ def build_panel_router(s: Services) -> APIRouter:
             "agent": agent_id,
             "in_wrap_up": agent.state == WRAP_UP_STATE,
             "codes": s.acd.wrap_up_codes(agent_id),
+            "labels": s.acd.wrap_up_labels(agent_id),
         }
 
     @router.post("/api/agents/{agent_id}/wrap-up", tags=["agents"])

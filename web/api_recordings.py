@@ -49,7 +49,14 @@ from web.api import (
 from web.auth import Principal
 from web.services import Services
 
-__all__ = ["EXPORT_COLUMNS", "EXPORT_MAX_ROWS", "build_recordings_router"]
+__all__ = [
+    "EXPORT_COLUMNS",
+    "EXPORT_MAX_ROWS",
+    "RecordingFilters",
+    "build_recordings_router",
+    "recording_item",
+    "recording_scope",
+]
 
 log = structlog.get_logger("web.recordings")
 
@@ -107,7 +114,9 @@ _STATE_AFTER = {"start": "recording", "resume": "recording", "pause": "paused", 
 
 
 @dataclass(frozen=True, slots=True)
-class _Filters:
+class RecordingFilters:
+    """The search filters of ``GET /api/recordings`` (and its export and the page)."""
+
     since: datetime | None
     until: datetime | None
     agent: str | None
@@ -142,11 +151,13 @@ def _filters(
     customer: int | None = None,
     disposition: Disposition | None = None,
     state: RecordingState | None = None,
-) -> _Filters:
-    return _Filters(since, until, agent, extension, number, queue, customer, disposition, state)
+) -> RecordingFilters:
+    return RecordingFilters(
+        since, until, agent, extension, number, queue, customer, disposition, state
+    )
 
 
-Filters = Annotated[_Filters, Depends(_filters)]
+Filters = Annotated[RecordingFilters, Depends(_filters)]
 
 
 def recording_item(r: RecordingData) -> dict[str, Any]:
@@ -157,20 +168,22 @@ def recording_item(r: RecordingData) -> dict[str, Any]:
     return out
 
 
+def recording_scope(s: Services, p: Principal) -> dict[str, Any]:
+    """The scope arguments of :meth:`crm.Store.search_recordings` for ``p``: none for qa and
+    above; an agent's own calls and desk; ApiError 403 for an agent user without an agent."""
+    if p.at_least("qa"):
+        # TODO: supervisors see every queue's recordings: the API has no
+        # supervisor -> queues mapping yet (pass ``queues=`` once it has).
+        return {}
+    if p.agent is None:
+        raise ApiError(403, "needs role qa (you are agent without an agent id)")
+    return {"extensions": sorted(principal_scope(s, p)[0]), "own_agent": p.agent}
+
+
 def build_recordings_router(s: Services) -> APIRouter:
     """The routes of docs/api.md "Recordings"; the app must hold ``s`` as
     ``app.state.services``."""
     router = APIRouter()
-
-    def own_scope(p: Principal) -> dict[str, Any]:
-        """The store's scope arguments for ``p``: none for qa and above."""
-        if p.at_least("qa"):
-            # TODO: supervisors see every queue's recordings: the API has no
-            # supervisor -> queues mapping yet (pass ``queues=`` once it has).
-            return {}
-        if p.agent is None:
-            raise ApiError(403, "needs role qa (you are agent without an agent id)")
-        return {"extensions": sorted(principal_scope(s, p)[0]), "own_agent": p.agent}
 
     def visible(p: Principal, r: RecordingData) -> bool:
         """The scope of :meth:`crm.Store.search_recordings` for one row."""
@@ -196,7 +209,7 @@ def build_recordings_router(s: Services) -> APIRouter:
             **filters.search_args(),
             offset=(page_no - 1) * per_page,
             limit=per_page,
-            **own_scope(p),
+            **recording_scope(s, p),
         )
         return page([recording_item(r) for r in rows], total, page_no, per_page)
 
@@ -207,7 +220,7 @@ def build_recordings_router(s: Services) -> APIRouter:
         filters: Filters,
         fmt: Annotated[Literal["csv", "xlsx"], Query(alias="format")] = "csv",
     ) -> Response:
-        scope = own_scope(p)
+        scope = recording_scope(s, p)
         args = filters.search_args()
         _, total = await s.store.search_recordings(**args, limit=0, **scope)
         if total > EXPORT_MAX_ROWS:

@@ -12,6 +12,7 @@ The store is read on the loop; the figures and the files are computed in worker 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -24,7 +25,7 @@ from web.api import ApiError, PageNo, PerPage, Who, page_list, utc
 from web.auth import Principal
 from web.services import Services
 
-__all__ = ["build_reports_router"]
+__all__ = ["build_reports_router", "report_names", "report_query"]
 
 # GET /api/reports/all?format=xlsx: every report the caller may run, a sheet each.
 ALL = "all"
@@ -52,6 +53,65 @@ def _own() -> str:
     return ", ".join(n for n, spec in REPORTS.items() if spec.agent_scoped)
 
 
+def report_names(p: Principal) -> list[str]:
+    """The reports ``p`` may run, in the catalogue's order."""
+    return [
+        n
+        for n, spec in REPORTS.items()
+        if p.at_least("qa") or (spec.agent_scoped and p.agent is not None)
+    ]
+
+
+def report_query(
+    s: Services,
+    p: Principal,
+    names: Sequence[str],
+    since: datetime | None,
+    until: datetime | None,
+    period: str,
+    *,
+    queue: str | None = None,
+    agent: str | None = None,
+    skill: str | None = None,
+    trunk: str | None = None,
+) -> ReportQuery:
+    """The query of reports ``names`` for ``p`` (the API's and the page's): an agent's
+    ``agent`` filter forced to themself, the range defaulting to today, its length capped.
+    ApiError (403 may not run, 400 bad range or period) when refused."""
+    for n in names:
+        forced = _may_run(p, n)
+        if forced is not None:
+            agent = forced
+    settings = s.ops.report_settings()
+    now = datetime.now(UTC)
+    day_start, day_end = today(settings.timezone, now)
+    start = utc(since) or day_start
+    end = utc(until) or (day_end if since is None else now)
+    try:
+        q = ReportQuery.from_settings(
+            settings,
+            start,
+            end,
+            period,
+            queue=queue,
+            agent=agent,
+            skill=skill,
+            trunk=trunk,
+            now=now,
+        )
+        intervals(q)  # refuses too many before anything is read
+        longest = MAX_RANGE_DAYS if p.at_least("qa") else MAX_AGENT_RANGE_DAYS
+        if q.until - q.since > timedelta(days=longest):
+            raise ValueError(
+                f"a report covers at most {longest} days"
+                + ("" if p.at_least("qa") else " for an agent")
+                + ": narrow since/until"
+            )
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    return q
+
+
 def build_reports_router(s: Services) -> APIRouter:
     """The report routes; the app must hold ``s`` as ``app.state.services``."""
     router = APIRouter()
@@ -59,9 +119,8 @@ def build_reports_router(s: Services) -> APIRouter:
     @router.get("/api/reports", tags=["reports"])
     async def list_reports(p: Who, page_no: PageNo = 1, per_page: PerPage = 50) -> dict[str, Any]:
         items = [
-            {"name": name, "title": spec.title, "agent_scoped": spec.agent_scoped}
-            for name, spec in REPORTS.items()
-            if p.at_least("qa") or (spec.agent_scoped and p.agent is not None)
+            {"name": n, "title": REPORTS[n].title, "agent_scoped": REPORTS[n].agent_scoped}
+            for n in report_names(p)
         ]
         return page_list(items, page_no, per_page)
 
@@ -86,37 +145,9 @@ def build_reports_router(s: Services) -> APIRouter:
             names = [name]
         else:
             raise ApiError(404, f"no report {name!r} (GET /api/reports lists them)")
-        for n in names:
-            forced = _may_run(p, n)
-            if forced is not None:
-                agent = forced
-        settings = s.ops.report_settings()
-        now = datetime.now(UTC)
-        day_start, day_end = today(settings.timezone, now)
-        start = utc(since) or day_start
-        end = utc(until) or (day_end if since is None else now)
-        try:
-            q = ReportQuery.from_settings(
-                settings,
-                start,
-                end,
-                period,
-                queue=queue,
-                agent=agent,
-                skill=skill,
-                trunk=trunk,
-                now=now,
-            )
-            intervals(q)  # refuses too many before anything is read
-            longest = MAX_RANGE_DAYS if p.at_least("qa") else MAX_AGENT_RANGE_DAYS
-            if q.until - q.since > timedelta(days=longest):
-                raise ValueError(
-                    f"a report covers at most {longest} days"
-                    + ("" if p.at_least("qa") else " for an agent")
-                    + ": narrow since/until"
-                )
-        except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
+        q = report_query(
+            s, p, names, since, until, period, queue=queue, agent=agent, skill=skill, trunk=trunk
+        )
         reports = await run_reports(s.store, names, q)
         filename = f"{name}-{q.since.astimezone(q.zone):%Y%m%d}.{format}"
         if name == ALL:

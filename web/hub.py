@@ -9,6 +9,12 @@ extension's number) and the queues they serve; qa and supervisors see everything
 which supervisors and admins see. Delivery is a bounded queue per client: a client that
 falls ``MAX_BACKLOG`` events behind is cut off (it reconnects and reloads its view) rather
 than making the server buffer without limit.
+
+Fan-out in slices: an event for hundreds of panels wakes hundreds of connection tasks, and
+if they all ran in one turn of the loop the SIP and media work behind them would wait for
+all of them (tens of ms). So deliveries wait in one FIFO and are handed over
+:data:`FANOUT_SLICE` at a time, one slice per loop turn; one FIFO keeps each client's
+events in order.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +48,7 @@ log = structlog.get_logger("web.hub")
 
 MAX_BACKLOG = 1000
 SCOPE_TTL = 5.0  # seconds an agent's extensions and queues are cached
+FANOUT_SLICE = 32  # deliveries handed over per loop turn (bench/web.py)
 
 
 @dataclass(slots=True, eq=False)  # compared (and hashed) by identity: one per connection
@@ -78,6 +86,8 @@ class EventHub:
         self.listeners: set[Listener] = set()
         self._calls: dict[str, _Call] = {}
         self._scopes: dict[str, tuple[float, frozenset[str], frozenset[str]]] = {}
+        self._pending: deque[tuple[Listener, str]] = deque()
+        self._draining = False
         self.published = 0
 
     # -- clients -------------------------------------------------------------------------------
@@ -101,16 +111,41 @@ class EventHub:
 
     def _send(self, text: str, visible: Callable[[Principal], bool]) -> None:
         self.published += 1
+        pending = self._pending
         for listener in tuple(self.listeners):
-            if listener.dropped or not visible(listener.principal):
+            if not listener.dropped and visible(listener.principal):
+                pending.append((listener, text))
+        if pending and not self._draining:
+            self._draining = True
+            self._drain()
+
+    def _drain(self) -> None:
+        """Hand over one slice of the pending deliveries; the rest in the next loop turn
+        (all at once when no loop runs: a synchronous caller)."""
+        pending = self._pending
+        while pending:
+            for _ in range(min(FANOUT_SLICE, len(pending))):
+                self._deliver(*pending.popleft())
+            if not pending:
+                break
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
                 continue
-            q = listener.queue
-            if q.qsize() >= MAX_BACKLOG:
-                listener.dropped = True
-                q.put_nowait(None)  # the reader ends the connection
-                log.warning("event_client_too_slow", user=listener.principal.name)
-                continue
-            q.put_nowait(text)
+            loop.call_soon(self._drain)
+            return
+        self._draining = False
+
+    def _deliver(self, listener: Listener, text: str) -> None:
+        if listener.dropped:
+            return
+        q = listener.queue
+        if q.qsize() >= MAX_BACKLOG:
+            listener.dropped = True
+            q.put_nowait(None)  # the reader ends the connection
+            log.warning("event_client_too_slow", user=listener.principal.name)
+            return
+        q.put_nowait(text)
 
     # -- sources -------------------------------------------------------------------------------
 

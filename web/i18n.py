@@ -13,6 +13,7 @@ from collections.abc import Callable
 from web.i18n_calls import EN_CALLS, ZH_CALLS
 from web.i18n_crm import EN_CRM, ZH_CRM
 from web.i18n_phone import EN_PHONE, ZH_PHONE
+from web.i18n_records import EN_REC, ZH_REC
 
 __all__ = [
     "CATALOGS",
@@ -136,6 +137,7 @@ EN: dict[str, str] = {
     "reason.internal": "Internal",
     "error.forbidden": "Your role may not see this page.",
 }
+EN.update(EN_REC)
 
 ZH: dict[str, str] = {
     "app.title": "Switchboard 交换台",
@@ -246,6 +248,7 @@ ZH: dict[str, str] = {
     "reason.internal": "内部",
     "error.forbidden": "您的角色无权查看此页面。",
 }
+ZH.update(ZH_REC)
 
 EN.update(EN_CRM)
 ZH.update(ZH_CRM)

@@ -37,6 +37,7 @@ from web.i18n import (
     translator,
 )
 from web.pages_crm import build_crm_pages_router
+from web.pages_records import build_records_router
 from web.panel import format_seconds, service_level_class, today_figures
 from web.services import Services
 
@@ -309,4 +310,5 @@ def build_pages_router(s: Services) -> APIRouter:
             return Response(status_code=404)
         return render(request, "_agent_row.html", p, a=agent_row(found))
 
+    router.include_router(build_records_router(s, render, viewer))  # /recordings, /reports
     return router

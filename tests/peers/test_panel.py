@@ -182,7 +182,11 @@ SUPERVISION_CONFIG = """acd:
 agents:
   bob: {name: Bob, extensions: ["1002"]}
 queues:
-  support: {members: [bob], ring_timeout: 15, wrap_up: 60, wrap_up_codes: ["1", "2"]}
+  support:
+    members: [bob]
+    ring_timeout: 15
+    wrap_up: 60
+    wrap_up_codes: ["1", {code: "2", label: Refund}]
 dialplan:
   inbound:
     - {did: "5000", destination: {kind: queue, target: support}}
@@ -255,6 +259,10 @@ def test_a_one_click_whisper_reaches_the_agent_only_and_the_agent_wraps_up(
     card = bob.get_by_test_id("wrapup")
     expect(card).to_be_visible(timeout=3_000)
     expect(bob.get_by_test_id("wrapup-code").locator("option")).to_have_count(3)
+    # A labelled code shows as "label (code)"; the value sent and stored stays the code.
+    expect(bob.get_by_test_id("wrapup-code").locator("option[value='2']")).to_have_text(
+        "Refund (2)"
+    )
     bob.get_by_test_id("wrapup-code").select_option("2")
     notes = bob.get_by_test_id("wrapup-notes")
     notes.fill("wants a refund;")

@@ -597,14 +597,16 @@ async def test_supervise_refuses_an_agent_on_no_call_and_forgets_an_unanswered_r
 async def test_wrap_up_codes_are_those_of_the_queue_being_wrapped_up(
     control: FakeCallControl, host_factory: Callable[..., AcdHost]
 ) -> None:
-    host = host_factory(wrap_up=60.0, wrap_up_codes=["1", "2"])
+    host = host_factory(wrap_up=60.0, wrap_up_codes=["1", "2"], wrap_up_labels={"2": "Sale"})
     await log_in(control, ALICE)
     assert host.wrap_up_codes("alice") == []
+    assert host.wrap_up_labels("alice") == {}
     call = control.arrive("queue", "support", CUSTOMER, "600")
     control.answer_offer(call, "alice/1001")
     control.end(call)
     assert state(host, "alice") is AgentState.WRAP_UP
     assert host.wrap_up_codes("alice") == ["1", "2"]
+    assert host.wrap_up_labels("alice") == {"2": "Sale"}
 
 
 # --- leaving the queue --------------------------------------------------------------------------

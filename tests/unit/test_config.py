@@ -568,6 +568,26 @@ def test_last_skill_rule_must_not_have_wait_under(tmp_path: Path) -> None:
     assert "the last skill rule must not have wait_under" in problem
 
 
+def test_wrap_up_codes_may_carry_labels_and_the_acd_gets_codes_and_labels(
+    tmp_path: Path,
+) -> None:
+    from app.settings import acd_from_config
+
+    text = (
+        "queues:\n  q:\n    wrap_up_codes:\n      - '1'\n      - {code: sale, label: Sale made}\n"
+    )
+    cfg = parse_config(text, "x.yaml")
+    assert cfg.queues["q"].wrap_up_code_labels() == [("1", None), ("sale", "Sale made")]
+    _, (queue,) = acd_from_config(cfg)
+    assert queue.wrap_up_codes == ("1", "sale")
+    assert queue.wrap_up_labels == {"sale": "Sale made"}
+    twice = "queues:\n  q:\n    wrap_up_codes: ['1', {code: '1', label: One}]\n"
+    (problem,) = _problems(_write(tmp_path, twice))
+    assert "wrap_up_codes lists '1' more than once" in problem
+    unlabelled = "queues:\n  q:\n    wrap_up_codes: [{code: '1'}]\n"
+    assert _problems(_write(tmp_path, unlabelled))
+
+
 def test_schema_errors_do_not_hide_reference_errors(tmp_path: Path) -> None:
     # One run reports both stages. References are checked on the valid parts: the bad route
     # [0] is left out, yet route [2] is still reported as [2]; extension 1001 is declared

@@ -3,6 +3,7 @@ attempts limited per name and per address."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 
@@ -12,7 +13,7 @@ from acd.host import OfferEnded, OfferMade
 from crm import AgentStateData, QueueEventData
 from pbx.events import CallEnded, CallRetired, CallStarted, LegAnswered, RegistrationChanged
 from web.auth import LoginThrottle, Principal
-from web.hub import MAX_BACKLOG, EventHub
+from web.hub import FANOUT_SLICE, MAX_BACKLOG, EventHub
 
 SCOPES = {
     "bob": (frozenset({"1002"}), frozenset({"support"})),
@@ -179,3 +180,30 @@ async def test_an_offer_goes_to_the_offered_agent_only_and_to_qa_and_up() -> Non
     assert _texts(carol) == [] and _texts(dave) == []
     assert [e["type"] for e in _texts(sue)] == ["offer", "offer_ended"]
     assert [e["type"] for e in _texts(qa)] == ["offer", "offer_ended"]
+
+
+async def test_a_busy_fan_out_is_handed_over_a_slice_per_loop_turn_in_order() -> None:
+    # 3 slices' worth of supervisors: the first slice at once, the rest in later turns of
+    # the loop (so SIP and media work between them), and each client's events in order.
+    hub = _hub()
+    count = FANOUT_SLICE * 2 + 5
+    listeners = [hub.connect(Principal(f"s{i}", "supervisor", None, "token")) for i in range(count)]
+    hub.on_acd_item(AgentStateData(AT, "bob", "LOGGED_OUT", "AVAILABLE", "login"))
+    hub.on_acd_item(AgentStateData(AT, "bob", "AVAILABLE", "NOT_READY", "pause"))
+    assert sum(x.queue.qsize() for x in listeners) == FANOUT_SLICE
+    await asyncio.sleep(0)
+    assert sum(x.queue.qsize() for x in listeners) == FANOUT_SLICE * 2
+    for _ in range(10):
+        await asyncio.sleep(0)
+    for x in listeners:
+        assert [e["event"] for e in _texts(x)] == ["login", "pause"]
+
+
+def test_without_a_running_loop_the_whole_fan_out_is_handed_over_at_once() -> None:
+    hub = _hub()
+    listeners = [
+        hub.connect(Principal(f"s{i}", "supervisor", None, "token"))
+        for i in range(FANOUT_SLICE + 3)
+    ]
+    hub.on_acd_item(AgentStateData(AT, "bob", "LOGGED_OUT", "AVAILABLE", "login"))
+    assert all(x.queue.qsize() == 1 for x in listeners)

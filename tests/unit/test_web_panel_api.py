@@ -48,6 +48,7 @@ class FakeAcd:
     supervising: dict[tuple[str, str], str] = field(default_factory=dict)
     wrap_codes: list[str] = field(default_factory=list)
     last_calls: dict[str, str] = field(default_factory=dict)
+    wrap_labels: dict[str, str] = field(default_factory=dict)
 
     def agent_snapshots(self) -> list[AgentSnapshot]:
         return self.agents
@@ -76,6 +77,9 @@ class FakeAcd:
 
     def wrap_up_codes(self, agent: str) -> list[str]:
         return list(self.wrap_codes)
+
+    def wrap_up_labels(self, agent: str) -> dict[str, str]:
+        return dict(self.wrap_labels)
 
     def end_wrap_up(self, agent: str, code: str | None = None) -> bool:
         self.asked.append(("end_wrap_up", agent, code))
@@ -202,8 +206,14 @@ async def test_an_agent_ends_wrap_up_with_a_code_and_notes_that_are_kept(web: We
     web.acd.set_state("bob", "WRAP_UP")
     web.acd.wrap_codes = ["1", "2"]
     web.acd.last_calls["bob"] = "c1"
+    web.acd.wrap_labels = {"2": "Refund promised"}
     r = await web.client.get("/api/agents/bob/wrap-up")
-    assert r.json() == {"agent": "bob", "in_wrap_up": True, "codes": ["1", "2"]}
+    assert r.json() == {
+        "agent": "bob",
+        "in_wrap_up": True,
+        "codes": ["1", "2"],
+        "labels": {"2": "Refund promised"},
+    }
     r = await web.post("/api/agents/bob/wrap-up", {"code": "7"})
     assert r.status_code == 409  # not one of the queue's codes: wrap-up goes on
     assert await web.store.list_wrap_ups() == []

@@ -217,10 +217,13 @@ function agentPage() {
     $("wrapup").hidden = false;
     const r = await api("GET", `/api/agents/${encodeURIComponent(agentId)}/wrap-up`);
     if (!r.ok) return;
-    const { codes } = await r.json();
+    const { codes, labels = {} } = await r.json();
     const select = $("wrapup-code");
     select.replaceChildren(select.options[0]);
-    for (const code of codes) select.add(new Option(code, code));
+    // "Sale made (1)" when the queue labels the code; the value sent stays the code.
+    const text = (code) =>
+      labels[code] ? t("wrapup.label_code").replace("{label}", labels[code]).replace("{code}", code) : code;
+    for (const code of codes) select.add(new Option(text(code), code));
   }
 
   function hideWrapUp() {
