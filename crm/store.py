@@ -2247,6 +2247,10 @@ class Store:
           wait is > ``short_abandon_seconds``: callers who hang up within that are not
           counted as lost (nor as offered calls' failures). abandoned_in_sl = those of them
           with wait <= the threshold.
+        - completed = COMPLETEAGENT and COMPLETECALLER (``data`` = hold, talk, position) and
+          TRANSFER (``data`` = target, context, hold, talk, position) events; total_talk =
+          the sum of their talk seconds; aht_seconds = total_talk / completed (None when
+          none completed). After-call work is not in the queue log: the reports' AHT adds it.
         - EXITWITHTIMEOUT, EXITWITHKEY (and a CALLBACKREQUEST) are offered but neither
           answered nor abandoned. CALLBACKCONNECT (the callback's call reached an agent)
           is not counted as answered: the caller is no longer waiting on the line.
@@ -2267,9 +2271,10 @@ class Store:
         stmt = (
             select(QueueEventRow.queue, QueueEventRow.event, QueueEventRow.data)
             .where(*_time_range(QueueEventRow.time, since, until))
-            .where(QueueEventRow.event.in_(("ENTERQUEUE", "CONNECT", "ABANDON")))
+            .where(QueueEventRow.event.in_((*_DAY_EVENTS, *_TALK_FIELD)))
         )
         acc: dict[str, list[float]] = {q: [0, 0, 0, 0, 0, 0.0] for q in thresholds}
+        talk: dict[str, list[float]] = {}
         async with self._sessions() as session:
             result = await session.stream(stmt)
             async for queue, kind, data in result:
@@ -2279,6 +2284,15 @@ class Store:
                     a[0] += 1
                     continue
                 fields_ = data.split("|") if data else []
+                if kind in _TALK_FIELD:
+                    try:
+                        seconds = float(fields_[_TALK_FIELD[kind]])
+                    except (IndexError, ValueError):
+                        continue
+                    t = talk.setdefault(queue, [0, 0.0])
+                    t[0] += 1
+                    t[1] += seconds
+                    continue
                 index = 0 if kind == "CONNECT" else 2
                 try:
                     seconds = float(fields_[index])
@@ -2294,6 +2308,7 @@ class Store:
         out: dict[str, QueueDayStats] = {}
         for queue, (offered, answered, abandoned, in_sl, ab_in_sl, wait) in acc.items():
             handled = answered + abandoned
+            completed, talked = talk.get(queue, (0, 0.0))
             out[queue] = QueueDayStats(
                 queue=queue,
                 offered=int(offered),
@@ -2304,8 +2319,17 @@ class Store:
                 total_wait_answered=float(wait),
                 service_level=in_sl / handled if handled else None,
                 asa_seconds=wait / answered if answered else None,
+                completed=int(completed),
+                total_talk=float(talked),
+                aht_seconds=talked / completed if completed else None,
             )
         return out
+
+
+# The queue log events ``queue_day_stats`` counts, and where the talk time is in the data
+# of the events that end an agent's part of a call.
+_DAY_EVENTS = ("ENTERQUEUE", "CONNECT", "ABANDON")
+_TALK_FIELD = {"COMPLETEAGENT": 1, "COMPLETECALLER": 1, "TRANSFER": 3}
 
 
 def _columns(data: Any, exclude: tuple[str, ...] = ("id",)) -> dict[str, Any]:

@@ -165,3 +165,8 @@ class QueueDayStats:
     total_wait_answered: float
     service_level: float | None
     asa_seconds: float | None
+    # Calls whose agent leg ended (COMPLETEAGENT, COMPLETECALLER, TRANSFER), their summed
+    # talk time and its average: the wallboard's AHT (the reports' AHT adds after-call work).
+    completed: int = 0
+    total_talk: float = 0.0
+    aht_seconds: float | None = None

@@ -420,6 +420,7 @@ def build_router(s: Services) -> APIRouter:
             "service_level": stats.service_level if stats else None,
             "service_level_seconds": q.service_level_seconds,
             "asa_seconds": stats.asa_seconds if stats else None,
+            "aht_seconds": stats.aht_seconds if stats else None,
         }
         return {**queue_item(q), "members": list(q.members), "today": today}
 

@@ -246,6 +246,8 @@ def build_pages_router(s: Services) -> APIRouter:
                     "answered": stats.answered if stats else 0,
                     "abandoned": stats.abandoned if stats else 0,
                     "service_level": stats.service_level if stats else None,
+                    "asa": stats.asa_seconds if stats else None,
+                    "aht": stats.aht_seconds if stats else None,
                 }
             )
         return tiles

@@ -9,6 +9,7 @@ and the agent finishes wrap-up on the panel with a code and notes."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -147,7 +148,10 @@ def test_an_offer_reaches_only_its_agent_and_the_wallboard_follows_the_call(
     bob_phone.wait_disconnected(call=int(inc["call"]), timeout=10)
     expect(bob.get_by_test_id("call-none")).to_be_visible(timeout=2_000)
     expect(bob.get_by_test_id("today-handled")).to_have_text("1", timeout=5_000)
+    expect(bob.get_by_test_id("today-aht")).to_have_text(re.compile(r"^\d+:\d\d$"))
     expect(row).not_to_contain_text("1001", timeout=2_000)
+    expect(tile.locator("[data-field=asa]")).to_have_text(re.compile(r"^\d+:\d\d$"))
+    expect(tile.locator("[data-field=aht]")).to_have_text(re.compile(r"^\d+:\d\d$"), timeout=3_000)
 
 
 def test_the_pages_in_chinese(

@@ -264,6 +264,10 @@ async def test_queue_day_stats(day: Store) -> None:
             total_wait_answered=70.0,
             service_level=2 / 5,
             asa_seconds=70 / 3,
+            # COMPLETECALLER talked 100 s, the TRANSFER 30 s: (100 + 30) / 2.
+            completed=2,
+            total_talk=130.0,
+            aht_seconds=65.0,
         ),
         # Not in thresholds: the default 20 s, so a 25 s answer is out of SL.
         "support": QueueDayStats(

@@ -296,6 +296,8 @@ def _record(agent: str | None, disposition: Disposition, answered: bool) -> Call
 
 def test_today_counts_handled_calls_missed_offers_and_pause_time() -> None:
     states = [
+        _state(470, "ON_CALL", "WRAP_UP", "call_ended"),
+        _state(471.5, "WRAP_UP", "LOGGED_OUT", "logout"),
         _state(480, "LOGGED_OUT", "AVAILABLE", "login"),
         _state(490, "AVAILABLE", "RINGING", "offer"),
         _state(490.5, "RINGING", "AVAILABLE", "no_answer"),
@@ -313,8 +315,10 @@ def test_today_counts_handled_calls_missed_offers_and_pause_time() -> None:
     ]
     now = MIDNIGHT + timedelta(minutes=530.5)
     figures = today_figures("bob", reversed(states), records, MIDNIGHT, now, "NOT_READY")
-    # 15 minutes of pause, then 10 minutes since the auto-pause (still paused now).
-    assert figures == TodayFigures(handled=2, missed=2, pause_seconds=25 * 60.0)
+    # 15 minutes of pause, then 10 minutes since the auto-pause (still paused now); AHT:
+    # two calls of 3 minutes' talk and 90 s in wrap-up, (2 * 180 + 90) / 2 = 225 s.
+    assert figures == TodayFigures(handled=2, missed=2, pause_seconds=25 * 60.0, aht_seconds=225.0)
+    assert today_figures("bob", [], [], MIDNIGHT, now, "AVAILABLE").aht_seconds is None
 
 
 def test_an_agent_paused_since_yesterday_has_paused_all_day() -> None:
