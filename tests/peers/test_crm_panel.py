@@ -3,7 +3,8 @@ a running Switchboard with PJSUA2 phones: a known customer's phone calls the que
 agent's screen pop on the offer card shows the customer's name and open ticket (not the
 closed one); a ticket urged meanwhile reaches the agent as a toast and on the badge; the
 agent opens the customer's page from the pop; a knowledge-base search in Chinese finds the
-Chinese article. Screenshots go to tests/artifacts/."""
+Chinese article; an unknown caller's pop offers a new customer with the number filled in.
+Screenshots go to tests/artifacts/."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 PEOPLE = {
     "1001": {"name": "Caller", "password": "pw-1001-secret"},
     "1002": {"name": "Bob", "password": "pw-1002-secret"},
+    "1003": {"name": "Stranger", "password": "pw-1003-secret"},
 }
 CONFIG = """agents:
   bob: {name: Bob, extensions: ["1002"]}
@@ -162,4 +164,21 @@ def test_screen_pop_customer_page_and_chinese_kb_search(
 
     caller.hangup(call=cid)
     caller.wait_disconnected(call=cid, timeout=10)
+
+    # An unknown caller: the pop offers a new customer with the number filled in.
+    stranger = registered(phone_factory, sb, "1003")
+    expect(page.get_by_test_id("state")).to_have_attribute("data-state", "AVAILABLE", timeout=5_000)
+    sid = stranger.call(sb.uri("5000"))
+    stranger.wait_call_state("CONFIRMED", call=sid, timeout=10)
+    expect(page.get_by_test_id("offer")).to_be_visible(timeout=3_000)
+    link = page.get_by_test_id("pop-new-customer")
+    expect(link).to_be_visible(timeout=3_000)
+    expect(page.get_by_test_id("pop-customer")).to_contain_text("1003")
+    expect(page.get_by_test_id("pop-ticket")).to_have_count(0)
+    href = link.get_attribute("href")
+    assert href == "/customers/new?number=1003"
+    card.goto(sb.api_url + href)
+    expect(card.get_by_test_id("cust-form-phone")).to_have_value("1003")
+    stranger.hangup(call=sid)
+    stranger.wait_disconnected(call=sid, timeout=10)
     context.close()
