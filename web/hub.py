@@ -20,6 +20,7 @@ events in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import deque
@@ -98,6 +99,7 @@ class EventHub:
         return listener
 
     def disconnect(self, listener: Listener) -> None:
+        listener.dropped = True  # deliveries already pending for it are skipped
         self.listeners.discard(listener)
 
     def _scope(self, agent: str) -> tuple[frozenset[str], frozenset[str]]:
@@ -123,18 +125,28 @@ class EventHub:
         """Hand over one slice of the pending deliveries; the rest in the next loop turn
         (all at once when no loop runs: a synchronous caller)."""
         pending = self._pending
-        while pending:
-            for _ in range(min(FANOUT_SLICE, len(pending))):
-                self._deliver(*pending.popleft())
-            if not pending:
-                break
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                continue
-            loop.call_soon(self._drain)
-            return
-        self._draining = False
+        rescheduled = False
+        try:
+            while pending:
+                for _ in range(min(FANOUT_SLICE, len(pending))):
+                    listener, text = pending.popleft()
+                    try:
+                        self._deliver(listener, text)
+                    except Exception:  # one client's failure must not stop the others'
+                        listener.dropped = True
+                        log.exception("event_delivery_failed", user=listener.principal.name)
+                if not pending:
+                    break
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    continue
+                loop.call_soon(self._drain)
+                rescheduled = True
+                return
+        finally:
+            if not rescheduled:
+                self._draining = False
 
     def _deliver(self, listener: Listener, text: str) -> None:
         if listener.dropped:
@@ -142,7 +154,8 @@ class EventHub:
         q = listener.queue
         if q.qsize() >= MAX_BACKLOG:
             listener.dropped = True
-            q.put_nowait(None)  # the reader ends the connection
+            with contextlib.suppress(asyncio.QueueFull):  # already ended by its reader
+                q.put_nowait(None)  # the reader ends the connection
             log.warning("event_client_too_slow", user=listener.principal.name)
             return
         q.put_nowait(text)

@@ -127,6 +127,25 @@ async def test_a_slow_client_is_cut_off_and_the_others_carry_on() -> None:
     assert slow not in hub.listeners
 
 
+async def test_a_full_client_that_leaves_does_not_stop_the_stream_for_everyone() -> None:
+    """A client a whole backlog behind whose socket closes (its reader put the None in the
+    last slot) must not wedge the fan-out: the others keep getting events."""
+    hub = _hub()
+    full, other = hub.connect(SUE), hub.connect(QA)
+    for _ in range(MAX_BACKLOG):
+        full.queue.put_nowait("{}")
+    full.queue.put_nowait(None)  # what the WebSocket route does when the client goes
+    hub.on_acd_item(AgentStateData(AT, "bob", "AVAILABLE", "NOT_READY", "e1"))
+    hub.on_acd_item(AgentStateData(AT, "bob", "NOT_READY", "AVAILABLE", "e2"))
+    await asyncio.sleep(0)
+    assert [t["new_state"] for t in _texts(other)] == ["NOT_READY", "AVAILABLE"]
+    assert full.dropped
+    hub.disconnect(full)
+    hub.on_acd_item(AgentStateData(AT, "bob", "AVAILABLE", "NOT_READY", "e3"))
+    await asyncio.sleep(0)
+    assert [t["new_state"] for t in _texts(other)] == ["NOT_READY"]
+
+
 def test_throttle_limits_per_name_and_per_address() -> None:
     t = LoginThrottle(limit=3, window=60.0)
     for i in range(3):
