@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import fractions
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,7 @@ DIGITS = frozenset("0123456789*#ABCD")
 TRACK_RATE = 48000  # what we hand aiortc (Opus runs at 48 kHz; G.711 resamples down)
 TRACK_FRAME = TRACK_RATE // 50
 MAX_PHONES_PER_EXTENSION = 4  # browser tabs with a phone open, per extension
+RECHECK_SECONDS = 15.0  # how often an open phone checks its user may still have it
 
 
 class LineTrack:
@@ -139,10 +141,19 @@ async def _pump_microphone(track: Any, line: PhoneLine) -> None:
 class BrowserPhone:
     """One browser phone session: its WebSocket, peer connection and line."""
 
-    def __init__(self, websocket: WebSocket, principal: Principal, lines: PhoneLines) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        principal: Principal,
+        lines: PhoneLines,
+        still_allowed: Callable[[], Awaitable[bool]] | None = None,
+        recheck_seconds: float = RECHECK_SECONDS,
+    ) -> None:
         self._ws = websocket
         self._principal = principal
         self._lines = lines
+        self._still_allowed = still_allowed
+        self._recheck = recheck_seconds
         self._line: PhoneLine | None = None
         self._pc: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -170,12 +181,30 @@ class BrowserPhone:
             )
             registering = asyncio.ensure_future(self._line.start())
             registering.add_done_callback(self._registered)
-            await self._receive_loop()
+            watcher = asyncio.ensure_future(self._watch())
+            try:
+                await self._receive_loop()
+            finally:
+                watcher.cancel()
         finally:
             await self._close()
             self._outbox.put_nowait(None)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(sender, 1.0)
+
+    async def _watch(self) -> None:
+        """Now and then: is the user still who they were (logged in, not disabled, the
+        extension still theirs)? Else the socket closes and the phone unregisters — a
+        revoked agent must not keep taking customers' calls in an open tab."""
+        if self._still_allowed is None:
+            return
+        while True:
+            await asyncio.sleep(self._recheck)
+            if not await self._still_allowed():
+                log.info("browser_phone_revoked", user=self._principal.name)
+                with contextlib.suppress(Exception):
+                    await self._ws.close(code=4401, reason="credentials no longer valid")
+                return
 
     def _registered(self, fut: asyncio.Future[bool]) -> None:
         ok = not fut.cancelled() and fut.exception() is None and fut.result()
@@ -328,8 +357,14 @@ def build_phone_router(s: Services) -> APIRouter:
             return
         await websocket.accept()
         open_phones[extension] = open_phones.get(extension, 0) + 1
+
+        async def still_allowed() -> bool:
+            if not await s.auth.still_valid(p):
+                return False
+            return p.agent is not None and extension in s.ops.agent_scope(p.agent)[0]
+
         try:
-            await BrowserPhone(websocket, p, lines).run(extension)
+            await BrowserPhone(websocket, p, lines, still_allowed).run(extension)
         finally:
             open_phones[extension] -= 1
             if not open_phones[extension]:

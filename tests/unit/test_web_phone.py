@@ -86,12 +86,18 @@ class FakeLines:
 
 
 class FakeSocket:
-    def __init__(self, messages: list[Any]) -> None:
+    def __init__(self, messages: list[Any], leave: bool = True) -> None:
         self.incoming: asyncio.Queue[str | None] = asyncio.Queue()
         for m in messages:
             self.incoming.put_nowait(m if isinstance(m, str) else json.dumps(m))
-        self.incoming.put_nowait(None)  # then the browser goes
+        if leave:
+            self.incoming.put_nowait(None)  # then the browser goes
         self.sent: list[dict[str, Any]] = []
+        self.closed_with: int | None = None
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closed_with = code
+        self.incoming.put_nowait(None)
 
     async def receive_text(self) -> str:
         await asyncio.sleep(0.01)
@@ -157,6 +163,20 @@ async def test_commands_reach_the_line_and_bad_ones_are_answered_with_errors() -
     ]
     assert ws.sent[-1] == {"type": "pong"}
     assert line.closed  # the socket went: the phone is unregistered
+
+
+async def test_a_user_no_longer_allowed_loses_the_phone() -> None:
+    lines = FakeLines()
+    ws = FakeSocket([], leave=False)
+    answers = iter([True, False])
+
+    async def still_allowed() -> bool:
+        return next(answers)
+
+    phone = BrowserPhone(cast(Any, ws), BOB, lines, still_allowed, recheck_seconds=0.05)
+    await asyncio.wait_for(phone.run("1002"), 5)
+    assert ws.closed_with == 4401
+    assert lines.lines[0].closed  # unregistered
 
 
 async def test_a_refused_line_is_reported() -> None:
