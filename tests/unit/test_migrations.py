@@ -273,3 +273,69 @@ async def test_two_processes_upgrading_one_sqlite_store_at_once(tmp_path: Path) 
     results = sorted(await asyncio.gather(upgrade(url), upgrade(url), upgrade(url)))
     assert results == [[], [], _all_revisions()]
     assert await current_revision(url) == head_revision()
+
+
+async def test_reminders_already_due_at_the_upgrade_to_0008_are_not_pushed(
+    empty_store_url: str,
+) -> None:
+    """Nothing delivered reminders before 0008: those already due count as reminded, the
+    ones still to come do not."""
+    from datetime import UTC, datetime, timedelta
+
+    import sqlalchemy as sa
+
+    from crm.models import UtcDateTime
+
+    await upgrade(empty_store_url, "0007")
+    now = datetime.now(UTC)
+    day = timedelta(days=1)
+    customers = sa.table(
+        "customers",
+        sa.column("id"),
+        sa.column("name"),
+        sa.column("phone"),
+        sa.column("phone_digits"),
+        sa.column("created_at", UtcDateTime()),
+    )
+    followups = sa.table(
+        "customer_followups",
+        sa.column("customer_id"),
+        sa.column("time", UtcDateTime()),
+        sa.column("user"),
+        sa.column("note"),
+        sa.column("next_at", UtcDateTime()),
+    )
+    appointments = sa.table(
+        "customer_appointments",
+        sa.column("customer_id"),
+        sa.column("at", UtcDateTime()),
+        sa.column("remind_at", UtcDateTime()),
+        sa.column("user"),
+        sa.column("note"),
+    )
+    engine = create_async_engine(empty_store_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                customers.insert().values(
+                    id=1, name="Anna", phone="1001", phone_digits="1001", created_at=now
+                )
+            )
+            for note, at in (("due", now - day), ("later", now + day)):
+                await conn.execute(
+                    followups.insert().values(
+                        customer_id=1, time=now - 2 * day, user="bob", note=note, next_at=at
+                    )
+                )
+                await conn.execute(
+                    appointments.insert().values(
+                        customer_id=1, at=at + day, remind_at=at, user="bob", note=note
+                    )
+                )
+        await upgrade(empty_store_url)
+        async with engine.connect() as conn:
+            for table in ("customer_followups", "customer_appointments"):
+                rows = (await conn.execute(text(f"SELECT note, reminded FROM {table}"))).all()
+                assert sorted((n, bool(r)) for n, r in rows) == [("due", True), ("later", False)]
+    finally:
+        await engine.dispose()

@@ -7,12 +7,14 @@ Revises: 0007
 Create Date: 2026-12-06
 
 What an older store already holds counts as handled: its ticket notifications are marked
-expanded, so an upgrade does not push old urges and SLA warnings to everyone at once.
+expanded and its follow-ups and appointments already due are marked reminded, so an upgrade
+does not push old urges, SLA warnings and reminders to everyone at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -55,6 +57,14 @@ def upgrade() -> None:
             sa.Column("reminded", sa.Boolean(), server_default=sa.false(), nullable=False)
         )
     op.execute(sa.text("UPDATE ticket_notifications SET expanded = :yes").bindparams(yes=True))
+    # Reminders already due when the store is upgraded were never sent before (nothing
+    # delivered them): count them as reminded rather than push a backlog of old ones.
+    now = datetime.now(UTC)
+    for name, column in (("customer_followups", "next_at"), ("customer_appointments", "remind_at")):
+        table = sa.table(
+            name, sa.column(column, UtcDateTime()), sa.column("reminded", sa.Boolean())
+        )
+        op.execute(table.update().where(table.c[column] <= now).values(reminded=True))
 
 
 def downgrade() -> None:
