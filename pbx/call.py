@@ -842,6 +842,14 @@ class Call:
             stack.send_response(make_response(req, 200))
             self.third.left()
             return
+        third = self.third
+        consulted = third is not None and third.mode == "consult" and third.answered
+        if method == "BYE" and third is not None and consulted and me is third.me:
+            # The agent hangs up once the colleague answered: the transfer completes, as
+            # on most PBXs (an attended transfer by hanging up).
+            third.complete(agent_left=True)
+            self.b2b.respond_when_stored(req, self.stored)
+            return
         if method == "BYE":
             if self.transfer is not None and self.transfer.transferor is me:
                 stack.send_response(make_response(req, 200))

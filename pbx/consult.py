@@ -167,9 +167,10 @@ class ThirdParty:
         self._back_together()
         self.log.info("third_party_left")
 
-    def complete(self) -> Call | None:
+    def complete(self, *, agent_left: bool = False) -> Call | None:
         """Consult: customer and target go on in a new call linked to this one; the agent
-        is released. None unless the target answered."""
+        is released (sent a BYE, unless ``agent_left``: their phone hung up). None unless
+        the target answered."""
         side = self.side
         if self.done or side is None or self.mode != "consult":
             return None
@@ -183,7 +184,7 @@ class ThirdParty:
             other.moh_player = None
         other.holding = False
         b2b.media.stop_tone(self.me.leg_id)
-        if self.me.dialog is not None:
+        if self.me.dialog is not None and not agent_left:
             b2b.send_bye(self.me.dialog)
         call.transferred_to = side.ext
         call.end(

@@ -158,6 +158,16 @@ def set_holding(call: Call, me: Side, holding: bool) -> None:
     me.holding = holding
     other = call.other(me)
     call.log.info("call_hold" if holding else "call_resume", by=me.ext)
+    third = call.third
+    if (
+        third is not None
+        and not third.done
+        and (me is third.side or (third.mode == "consult" and me is third.me))
+    ):
+        # The consulted (or conferenced) party's own hold, or the agent's phone's hold
+        # during a consultation: the customer's music (the consultation's) or the
+        # three-way bridge stays as it is (pbx.consult).
+        return
     if other is None:
         return
     if holding:

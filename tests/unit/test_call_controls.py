@@ -442,3 +442,50 @@ dialplan:
     assert control.destination("0301234567", "1002") == ("number", "0301234567")
     assert server.extensions["1002"].auto_answer
     assert not server.extensions["1003"].auto_answer
+
+
+async def test_the_agent_hanging_up_an_answered_consult_completes_the_transfer(
+    sb: Switchboard,
+) -> None:
+    control = control_of(sb)
+    customer, agent, third = sb.phone("1001"), sb.phone("2001"), sb.phone("2002")
+    call_id = await connect(sb, customer, agent)
+    call = sb.b2b.find(call_id)
+    assert call is not None and call.b is not None
+    a_leg = call.a.leg_id
+    assert control.consult(call_id, "callee", "2002")
+    await settle()
+    (sent,) = third.incoming()
+    third.answer(sent)
+    c_leg = next(leg for leg in sb.media.legs if leg not in (a_leg, call.b.leg_id))
+    agent.request("BYE", call_id=call.b.dialog.call_id if call.b.dialog else None)
+    await settle()
+    assert not agent.requests_to_me("BYE")  # it left by itself
+    assert not customer.requests_to_me("BYE")  # the customer stays, with the colleague
+    assert sb.media.bridged(a_leg, c_leg) and sb.media.playing(a_leg) == []
+    (first,) = sb.details
+    assert first.hangup_cause == "transferred"
+
+
+async def test_phones_holding_during_a_consult_leave_the_customers_music(
+    sb: Switchboard,
+) -> None:
+    control = control_of(sb)
+    customer, agent, third = sb.phone("1001"), sb.phone("2001"), sb.phone("2002")
+    call_id = await connect(sb, customer, agent)
+    call = sb.b2b.find(call_id)
+    assert call is not None and call.b is not None
+    assert control.consult(call_id, "callee", "2002")
+    await settle()
+    (sent,) = third.incoming()
+    third.answer(sent)
+    # The colleague holds and resumes on their phone; so does the agent's desk phone.
+    for phone, cid in ((third, sent.request.call_id), (agent, None)):
+        hold = phone.reinvite(call_id=cid, direction="sendonly")
+        phone.ack_reinvite(hold)
+        resume = phone.reinvite(call_id=cid)
+        phone.ack_reinvite(resume)
+        assert sb.media.playing(call.a.leg_id) == [MOH]  # still waiting with music
+    assert control.cancel_consult(call_id, "callee")
+    assert sb.media.playing(call.a.leg_id) == []
+    assert sb.media.bridged(call.a.leg_id, call.b.leg_id)
