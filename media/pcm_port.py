@@ -37,7 +37,7 @@ import numpy.typing as npt
 import structlog
 
 from media.codecs import CodecInfo, Decoder, Encoder
-from media.dtmf import Rfc4733Sender
+from media.dtmf import DtmfPacket, Rfc4733Sender
 
 __all__ = ["PcmPort", "PortStats"]
 
@@ -45,6 +45,7 @@ log = structlog.get_logger(__name__)
 
 Int16Array = npt.NDArray[np.int16]
 MAX_QUEUED = 6  # frames (120 ms) of heard audio kept for a slow reader
+DTMF_GAP = 0.04  # seconds between two digits' events
 _HEADER = struct.Struct("!BBHII")
 
 
@@ -94,6 +95,8 @@ class PcmPort:
         self._heard: deque[Int16Array] = deque(maxlen=MAX_QUEUED)
         self._wake: asyncio.Event = asyncio.Event()
         self._dtmf_until = 0.0  # loop time until which audio is muted by an event
+        self._dtmf_free_at = 0.0  # loop time when the next digit may start
+        self._event_end_ts = self._ts  # RTP time after the last event (and its gap)
         self._closed = False
 
     @property
@@ -172,22 +175,43 @@ class PcmPort:
 
     def send_dtmf(self, digit: str, duration_ms: int = 120) -> bool:
         """Send ``digit`` as RFC 4733 events; False when the far end did not negotiate
-        telephone-event (nothing is sent)."""
+        telephone-event (nothing is sent). A digit pressed while the previous one is still
+        being sent waits for it (and a 40 ms gap): events never overlap (§2.5.1)."""
         if self._dtmf_pt is None or self._codec is None or self._rtp is None:
             return False
         loop = asyncio.get_running_loop()
-        sender = Rfc4733Sender(self._dtmf_pt, self._codec.clock_rate)
-        start_ts = self._ts
-        packets = list(sender.packets(digit, duration_ms))
+        now = loop.time()
+        start = max(now, self._dtmf_free_at)
+        packets = list(
+            Rfc4733Sender(self._dtmf_pt, self._codec.clock_rate).packets(digit, duration_ms)
+        )
         last_ms = packets[-1].send_offset_ms if packets else 0
+        self._dtmf_free_at = start + (last_ms + 20) / 1000 + DTMF_GAP
         # §2.5.1.1: the event replaces the audio for its duration.
-        self._dtmf_until = max(self._dtmf_until, loop.time() + (last_ms + 20) / 1000)
+        self._dtmf_until = max(self._dtmf_until, start + (last_ms + 20) / 1000)
+        loop.call_at(start, self._play_dtmf, packets)
+        self.stats.dtmf_sent += 1
+        return True
+
+    def _play_dtmf(self, packets: list[DtmfPacket]) -> None:
+        """Send one digit's packets on their schedule, from the stream's timestamp now."""
+        if self._rtp is None or self._dtmf_pt is None:
+            return
+        loop = asyncio.get_running_loop()
+        start_ts = self._ts
+        # Without audio in between (a silent microphone) the stream clock stood still:
+        # start after the previous event all the same.
+        if ((start_ts - self._event_end_ts) & 0xFFFFFFFF) >= 0x80000000:
+            start_ts = self._event_end_ts
+        rate = self._codec.clock_rate if self._codec is not None else 8000
+        last_ms = packets[-1].send_offset_ms if packets else 0
+        self._event_end_ts = (
+            start_ts + (last_ms + 20 + int(DTMF_GAP * 1000)) * rate // 1000
+        ) & 0xFFFFFFFF
         pt = self._dtmf_pt
         for p in packets:
             ts = (start_ts + p.timestamp_offset) & 0xFFFFFFFF
             loop.call_later(p.send_offset_ms / 1000, self._send_packet, pt, p.payload, p.marker, ts)
-        self.stats.dtmf_sent += 1
-        return True
 
     # -- what the phone hears -------------------------------------------------------------------
 

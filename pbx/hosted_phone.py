@@ -111,13 +111,30 @@ class _Call:
     invite: Request | None = None  # the INVITE (ours or theirs)
     last_response: Response | None = None  # our last response to their INVITE
     state: str = "ringing"  # ringing | answering | up | ended
-    retransmit: asyncio.TimerHandle | None = None
+    retransmit: _Retry | None = None
+    provisional: bool = False  # an outgoing INVITE got a 1xx: no more retransmissions
+    bye_after_ack: bool = False  # hung up while our 2xx waits for its ACK (§15)
     sdp_session: int = field(default_factory=lambda: secrets.randbelow(2**31))
     sdp_version: int = 0
     local_sdp: bytes = b""
     rtp_port: int = 0
     auth_tried: bool = False
     branch: str = ""
+
+
+class _Retry:
+    """A retransmission schedule: ``cancel`` stops it whichever timer is pending."""
+
+    __slots__ = ("handle", "stopped")
+
+    def __init__(self) -> None:
+        self.handle: asyncio.TimerHandle | None = None
+        self.stopped = False
+
+    def cancel(self) -> None:
+        self.stopped = True
+        if self.handle is not None:
+            self.handle.cancel()
 
 
 def _branch() -> str:
@@ -157,13 +174,14 @@ class HostedPhone:
         self._reg_tag = _tag()
         self._reg_branch = ""
         self._reg_timer: asyncio.TimerHandle | None = None
-        self._reg_retry: asyncio.TimerHandle | None = None
+        self._reg_retry: _Retry | None = None
         self._reg_auth_tried = False
         self._reg_expires = REGISTER_EXPIRES
         self._registered = asyncio.Event()
         self._unregistered = asyncio.Event()
         self._closing = False
-        self._bye_pending: dict[str, tuple[bytes, asyncio.TimerHandle | None]] = {}
+        self._bye_pending: dict[str, _Retry] = {}
+        self._reported_ok: bool | None = None  # the last registration state told
 
     @property
     def contact(self) -> str:
@@ -217,9 +235,8 @@ class HostedPhone:
             await asyncio.wait_for(self._unregistered.wait(), timeout)
         except TimeoutError:
             log.warning("hosted_phone.unregister_timeout", ext=self.extension)
-        for _, handle in self._bye_pending.values():
-            if handle is not None:
-                handle.cancel()
+        for retry in self._bye_pending.values():
+            retry.cancel()
         self._bye_pending.clear()
         self._transport.close()
         self._transport = None
@@ -239,12 +256,18 @@ class HostedPhone:
         interval: float,
         total: float,
         on_give_up: Callable[[], None] | None = None,
-    ) -> asyncio.TimerHandle:
-        """Send ``data()`` again after ``interval``, doubling to T2, until ``total`` spent
-        (``data()`` returning None stops)."""
+        *,
+        cap: float | None = T2,
+    ) -> _Retry:
+        """Send ``data()`` again after ``interval``, doubling (to ``cap``: T2, or none for
+        an INVITE's timer A, §17.1.1.2), until ``total`` spent; ``data()`` returning None
+        or ``cancel()`` stops it."""
         loop = asyncio.get_running_loop()
+        retry = _Retry()
 
         def fire() -> None:
+            if retry.stopped:
+                return
             msg = data()
             if msg is None:
                 return
@@ -255,11 +278,11 @@ class HostedPhone:
                     on_give_up()
                 return
             self._send(msg)
-            interval = min(interval * 2, T2)
-            holder[0] = loop.call_later(interval, fire)
+            interval = interval * 2 if cap is None else min(interval * 2, cap)
+            retry.handle = loop.call_later(interval, fire)
 
-        holder = [loop.call_later(interval, fire)]
-        return holder[0]
+        retry.handle = loop.call_later(interval, fire)
+        return retry
 
     # -- registration (RFC 3261 §10.2) ----------------------------------------------------------
 
@@ -294,6 +317,7 @@ class HostedPhone:
 
     def _register_failed(self, reason: str) -> None:
         log.warning("hosted_phone.register_failed", ext=self.extension, reason=reason)
+        self._reported_ok = False
         self._listener.registered(False, reason)
         if not self._closing:  # try again later, as a phone would
             self._reg_timer = asyncio.get_running_loop().call_later(
@@ -331,8 +355,9 @@ class HostedPhone:
             with contextlib.suppress(ValueError):
                 granted = min(granted, int(resp.get("Expires") or granted))
         self._reg_expires = max(granted, 30)
-        if not self._registered.is_set():
-            self._registered.set()
+        self._registered.set()
+        if self._reported_ok is not True:  # the first time, and again after a failure
+            self._reported_ok = True
             self._listener.registered(True, "registered")
         # §10.2.4: refresh before the binding expires.
         self._reg_timer = asyncio.get_running_loop().call_later(
@@ -380,9 +405,10 @@ class HostedPhone:
             self._on_register_response(resp, expires)
             return
         if method == "BYE":
-            pending = self._bye_pending.pop(resp.call_id, None)
-            if pending is not None and pending[1] is not None:
-                pending[1].cancel()
+            if resp.status >= 200:  # a 1xx only slows the retransmissions (§17.1.2.2)
+                pending = self._bye_pending.pop(resp.call_id, None)
+                if pending is not None:
+                    pending.cancel()
             return
         call = self._calls.get(resp.call_id)
         if call is None or call.incoming:
@@ -403,6 +429,9 @@ class HostedPhone:
                     call.retransmit = None
                 if call.state == "answering":
                     call.state = "up"
+                    if call.bye_after_ack:  # hung up before the ACK came (§15)
+                        self._send_bye(call)
+                        self._end(call, "hangup")
                 elif call.state == "refused":
                     self._forget(call)
             return
@@ -439,7 +468,7 @@ class HostedPhone:
         extras = {  # lower-case names: header names are case-insensitive (§7.3.1)
             k.lower(): v
             for k, v in req.headers
-            if k.lower().startswith("x-") or k in ("Call-Info", "Alert-Info", "Subject")
+            if k.lower().startswith("x-") or k.lower() in ("call-info", "alert-info", "subject")
         }
         self._listener.incoming(call.call_id, caller, display, extras)
 
@@ -476,10 +505,17 @@ class HostedPhone:
             lambda: ok if call.state == "answering" else None,
             T1,
             64 * T1,
-            on_give_up=lambda: self.hangup(call.call_id),
+            on_give_up=lambda: self._no_ack(call),
         )
         self._listener.answered(call_id, media)
         return media
+
+    def _no_ack(self, call: _Call) -> None:
+        """§13.3.1.4: no ACK for 64*T1: the dialog is confirmed, the session ends (BYE)."""
+        if call.state == "answering":
+            call.state = "up"
+            self._send_bye(call)
+            self._end(call, "no ack")
 
     def reject(self, call_id: str, status: int = 486) -> None:
         """Refuse the ringing call with ``status`` (486 Busy Here, 603 Decline)."""
@@ -506,6 +542,13 @@ class HostedPhone:
             call.state = "refused"
             resp = make_response(call.invite, 487, to_tag=call.local_tag)
             self._respond(call, resp)
+            # §17.2.1 timer G until the ACK, then forgotten even if the ACK never comes.
+            call.retransmit = self._retransmit(
+                lambda: resp if call.state == "refused" else None,
+                T1,
+                64 * T1,
+                on_give_up=lambda: self._forget(call),
+            )
             self._listener.ended(call.call_id, "cancelled")
 
     def _on_reinvite(self, call: _Call, req: Request) -> None:
@@ -575,7 +618,10 @@ class HostedPhone:
         """End the call however far it got: BYE when up, CANCEL while ringing out, 603 while
         ringing in."""
         call = self._calls.get(call_id)
-        if call is None or call.state == "ended":
+        if call is None or call.state in ("ended", "refused", "cancelling"):
+            return  # over, or being ended already
+        if call.state == "answering":
+            call.bye_after_ack = True  # §15: no BYE before the ACK of our 2xx
             return
         if call.incoming and call.state == "ringing":
             self.reject(call_id, 603)
@@ -591,13 +637,13 @@ class HostedPhone:
         headers = self._dialog_headers(call, "BYE", _branch())
         bye = Request("BYE", call.remote_target, headers)
         self._send(bye)
-        handle = self._retransmit(
+        retry = self._retransmit(
             lambda: bye if call.call_id in self._bye_pending else None,
             T1,
             64 * T1,
             on_give_up=lambda: self._drop_bye(call.call_id),
         )
-        self._bye_pending[call.call_id] = (bye.serialize(), handle)
+        self._bye_pending[call.call_id] = retry
 
     def _drop_bye(self, call_id: str) -> None:
         self._bye_pending.pop(call_id, None)
@@ -621,9 +667,9 @@ class HostedPhone:
             ("Call-ID", call.call_id),
             ("CSeq", f"{call.local_cseq} {method}"),
         ]
-        # §12.2.1.1: the route set, in reverse for the UAS (its Record-Route order).
-        routes = list(reversed(call.route)) if call.incoming else list(call.route)
-        headers += [("Route", r) for r in routes]
+        # §12.2.1.1: the route set (§12.1.1: a UAS keeps the Record-Route order; a UAC
+        # reversed it when the dialog was made).
+        headers += [("Route", r) for r in call.route]
         headers.append(("User-Agent", self._user_agent))
         return headers
 
@@ -685,12 +731,13 @@ class HostedPhone:
         call.retransmit = self._retransmit(  # §17.1.1.2 timer A until a response
             lambda: (
                 invite
-                if call.branch == branch and call.state == "ringing" and not call.remote_tag
+                if call.branch == branch and call.state == "ringing" and not call.provisional
                 else None
             ),
             T1,
-            64 * T1,
+            64 * T1,  # timer B
             on_give_up=lambda: self._end(call, "failed 408"),
+            cap=None,  # INVITE: doubling without the T2 cap
         )
 
     def _on_invite_response(self, call: _Call, resp: Response) -> None:
@@ -698,10 +745,20 @@ class HostedPhone:
             if 200 <= resp.status < 300 and call.state == "up":
                 self._ack(call, resp)  # a retransmitted 2xx (§13.2.2.4)
             return
-        if call.retransmit is not None and resp.status >= 100:
+        if call.retransmit is not None:
             call.retransmit.cancel()
             call.retransmit = None
+        if call.state == "ended":
+            if 200 <= resp.status < 300:  # answered after we gave up: ACK, then BYE
+                call.remote_tag = resp.to.params.get("tag") or ""
+                if resp.contacts:
+                    call.remote_target = str(resp.contacts[0].uri)
+                call.route = list(reversed(_all(resp, "Record-Route")))
+                self._ack(call, resp)
+                self._send_bye(call)
+            return
         if resp.status < 200:
+            call.provisional = True
             if resp.status > 100:
                 self._listener.progress(call.call_id, resp.status)
             return

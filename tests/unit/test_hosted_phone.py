@@ -6,6 +6,7 @@ through a proxy challenge, unregistering; RTP both ways with RFC 4733 digits."""
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -255,6 +256,25 @@ async def test_a_cancelled_call_gets_487_and_a_second_call_486(
     terminated, _ = await server.next("487")
     assert terminated.cseq == (1, "INVITE")
     assert listener.events[-1] == ("ended", "c1@server", "cancelled")
+    again, _ = await server.next("487", timeout=2)  # §17.2.1 timer G until the ACK
+    assert again.cseq == (1, "INVITE")
+
+
+async def test_a_hangup_before_the_ack_waits_for_it(
+    rig: tuple[Server, HostedPhone, Listener],
+) -> None:
+    server, phone, listener = rig
+    server.send(invite(phone), phone_addr(phone))
+    await server.next("180")
+    phone.answer("c1@server", 41000)
+    ok, _ = await server.next("200")
+    phone.hangup("c1@server")  # §15: no BYE before the ACK of the 2xx
+    with pytest.raises(TimeoutError):
+        await server.next("BYE", timeout=0.3)
+    server.send(in_dialog("ACK", ok, 1), phone_addr(phone))
+    bye, addr = await server.next("BYE")
+    assert listener.events[-1] == ("ended", "c1@server", "hangup")
+    server.send(make_response(bye, 200), addr)
 
 
 async def test_hangup_sends_bye_and_a_reinvite_is_answered(
@@ -368,6 +388,15 @@ async def test_pcm_ports_carry_audio_and_rfc4733_digits() -> None:
     assert events and not [d for d in got if d[1] & 0x7F == 0]
     assert events[0][1] & 0x80 and events[0][12] == 5  # marker on the first; event 5
     assert events[-1][13] & 0x80  # the end bit
+    # Two quick presses: the second digit's events start after the first one's end.
+    got.clear()
+    assert a.send_dtmf("1", duration_ms=100) and a.send_dtmf("2", duration_ms=100)
+    await asyncio.sleep(0.6)
+    codes = [d[12] for d in got if d[1] & 0x7F == 101]
+    assert codes and codes[0] == 1 and codes[-1] == 2
+    assert codes == sorted(codes)  # never 1 after 2: no interleaving
+    firsts = {d[12]: struct.unpack("!I", d[4:8])[0] for d in reversed(got)}
+    assert firsts[1] != firsts[2]  # each event its own start timestamp
     a.close()
     b.close()
     sniff.close()
