@@ -32,9 +32,11 @@ from markupsafe import Markup
 from crm import Actor, CrmError, CustomerQuery, CustomerService
 from crm.customers import can_edit
 from crm.kb import KnowledgeBase
+from crm.numbers import raw_digits
 from crm.qa import QualityService, card_to_json
 from crm.ticket_store import TicketData, TicketQuery
 from crm.tickets import PRIORITIES, TRANSITIONS, Operation, TicketService, TicketState
+from web.api import principal_scope
 from web.api_crm import SCREENPOP_CALLS
 from web.auth import COOKIE, AuthError, Principal
 from web.i18n import CATALOGS, LANG_COOKIE, LANGUAGES, choose_language, translator
@@ -44,6 +46,7 @@ __all__ = ["build_crm_pages_router", "render_markdown", "ticket_operations"]
 
 HERE = Path(__file__).resolve().parent
 PAGE_ROWS = 50
+MIN_CALL_DIGITS = 4  # a customer's number shorter than this lists no calls
 LANG_MAX_AGE = 365 * 24 * 3600
 # As web/pages.py: only our own files; the WebSocket is same-origin ('self').
 CSP = (
@@ -251,6 +254,23 @@ def build_crm_pages_router(s: Services) -> APIRouter:
 
         return await page(request, build)
 
+    async def customer_calls(p: Principal, digits: str) -> list[Any]:
+        """The customer's last calls: records whose number holds the stored number's last
+        nine digits (however it was typed: national or international); never for a number
+        too short to tell customers apart, and for an agent only calls of theirs, as in
+        ``GET /api/cdrs``."""
+        if len(digits) < MIN_CALL_DIGITS:
+            return []
+        own: dict[str, Any] = {}
+        if not p.at_least("qa"):
+            if p.agent is None:
+                return []
+            own = {"extensions": sorted(principal_scope(s, p)[0]), "own_agent": p.agent}
+        calls, _ = await s.store.search_call_records(
+            number=digits[-9:], limit=SCREENPOP_CALLS, **own
+        )
+        return calls
+
     @router.get("/customers/{customer_id}")
     async def customer_card(request: Request, customer_id: str) -> Response:
         async def build(p: Principal) -> Response:
@@ -265,7 +285,7 @@ def build_crm_pages_router(s: Services) -> APIRouter:
                 open_tickets, _ = await tickets().search(
                     who, TicketQuery(customer_id=cid, open=True), limit=PAGE_ROWS
                 )
-            calls, _ = await s.store.search_call_records(number=c.phone, limit=SCREENPOP_CALLS)
+            calls = await customer_calls(p, raw_digits(c.phone))
             return render(
                 request,
                 "crm_customer.html",

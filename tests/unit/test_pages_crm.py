@@ -260,3 +260,36 @@ async def test_nav_badge_and_screen_pop_card(web: Web) -> None:
     assert 'href="/customers"' in agent_page and 'href="/qa"' in agent_page
     zh = (await web.get("sue", "/tickets", lang="zh")).text
     assert "我的工单" in zh and "工单" in zh
+
+
+async def test_a_customers_last_calls_match_the_number_and_the_agents_scope(web: Web) -> None:
+    from datetime import timedelta
+
+    from crm import CallRecordData, Disposition, HangupSide
+
+    start = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+
+    def record(caller: str, agent: str | None) -> CallRecordData:
+        return CallRecordData(
+            f"r-{caller}-{agent}", caller, "5000", start, start + timedelta(minutes=2),
+            "normal_clearing", Disposition.ANSWERED, HangupSide.CALLER, answer=start,
+            agent=agent, queue="support",
+        )  # fmt: skip
+
+    await web.store.add_call_records(
+        [
+            record("013800000000", "a2"),  # typed nationally: bob's call
+            record("013800000000", "a1"),  # the same customer, alice's call
+            record("5550001", "a2"),  # somebody else
+        ]
+    )
+    cust = await web.store.add_customer(
+        CustomerData(name="Li Lei", phone="+86 138-0000-0000", owner="bob", shared=True)
+    )
+    short = await web.store.add_customer(CustomerData(name="Short", phone="1", owner="bob"))
+    page = (await web.get("bob", f"/customers/{cust}")).text
+    assert page.count(" · ANSWERED · support") == 1 and "a2" in page  # his own call only
+    sue = (await web.get("sue", f"/customers/{cust}")).text
+    assert sue.count(" · ANSWERED · support") == 2  # a supervisor sees both
+    # A number too short to tell customers apart lists nothing, not the whole center.
+    assert " · ANSWERED · " not in (await web.get("bob", f"/customers/{short}")).text
