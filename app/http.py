@@ -231,6 +231,7 @@ class ControlPlane:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pool_task
             self._pool_task = None
+        self.hub.close()  # event streams end at once instead of at the graceful timeout
         await self.http.stop()
         for unsubscribe in self._unsubscribe:
             unsubscribe()

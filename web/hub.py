@@ -98,6 +98,16 @@ class EventHub:
         self.listeners.add(listener)
         return listener
 
+    def close(self) -> None:
+        """The server stops: end every client's stream now (their readers see None), so
+        shutdown does not wait for (and then cancel) streams that would never end."""
+        for listener in tuple(self.listeners):
+            listener.dropped = True
+            with contextlib.suppress(asyncio.QueueFull):
+                listener.queue.put_nowait(None)
+        self.listeners.clear()
+        self._pending.clear()
+
     def disconnect(self, listener: Listener) -> None:
         listener.dropped = True  # deliveries already pending for it are skipped
         self.listeners.discard(listener)

@@ -146,6 +146,16 @@ async def test_a_full_client_that_leaves_does_not_stop_the_stream_for_everyone()
     assert [t["new_state"] for t in _texts(other)] == ["NOT_READY"]
 
 
+async def test_closing_the_hub_ends_every_stream() -> None:
+    hub = _hub()
+    a, b = hub.connect(SUE), hub.connect(BOB)
+    for _ in range(MAX_BACKLOG):
+        b.queue.put_nowait("{}")
+    hub.close()
+    assert a.queue.get_nowait() is None and a.dropped and b.dropped
+    assert not hub.listeners
+
+
 def test_throttle_limits_per_name_and_per_address() -> None:
     t = LoginThrottle(limit=3, window=60.0)
     for i in range(3):
