@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.peers.audio import tone_level_db
+from tests.peers.browser import ARTIFACTS, add_user, chromium, login_page
 from tests.peers.calls import registered
 from tests.peers.phones import Phone
 from tests.peers.switchboard import Switchboard
@@ -27,8 +28,6 @@ pytest.importorskip("aiortc")
 
 pytestmark = pytest.mark.peers
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 PEOPLE = {
     "1001": {"name": "Caller", "password": "pw-1001-secret"},
     "1002": {"name": "Bob", "password": "pw-1002-secret"},
@@ -48,12 +47,8 @@ dialplan:
 
 @pytest.fixture
 def browser(tone_wav: Callable[..., Path]) -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("chromium not installed (scripts/install-test-deps.sh installs it)")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     microphone = tone_wav(700, seconds=30, rate=48000)
     args = [
-        "--no-sandbox",
         "--use-fake-ui-for-media-stream",  # allow the microphone without a prompt
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={microphone}",
@@ -61,34 +56,8 @@ def browser(tone_wav: Callable[..., Path]) -> Iterator[Any]:
         # Host candidates as addresses, not mDNS names, on this loopback-only machine.
         "--disable-features=WebRtcHideLocalIpsWithMdns",
     ]
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=args)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def _user(sb: Switchboard, name: str, role: str, agent: str | None = None) -> str:
-    password = f"{name}-password-1"
-    body: dict[str, Any] = {"name": name, "role": role, "password": password}
-    if agent is not None:
-        body["agent"] = agent
-    r = sb.api("POST", "/api/users", json=body)
-    assert r.status_code == 201, r.text
-    return password
-
-
-def _page(browser: Any, sb: Switchboard, name: str, password: str) -> Any:
-    context = browser.new_context(viewport={"width": 1100, "height": 1000})
-    page = context.new_page()
-    page.goto(f"{sb.api_url}/login")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(lambda url: url.endswith(("/agent", "/wallboard")), timeout=10_000)
-    sync_api.expect(page.get_by_test_id("conn")).to_have_attribute("data-state", "up")
-    return page
+    with chromium(args) as b:
+        yield b
 
 
 # Levels (dB) of the browser phone's received audio at given frequencies, from an
@@ -130,11 +99,11 @@ def test_an_agent_takes_a_queue_call_in_the_browser(
 ) -> None:
     expect = sync_api.expect
     sb = server_factory(extensions=PEOPLE, extra_yaml=CONFIG)
-    users = {"bob": _user(sb, "bob", "agent", "bob"), "sue": _user(sb, "sue", "supervisor")}
+    users = {"bob": add_user(sb, "bob", "agent", "bob"), "sue": add_user(sb, "sue", "supervisor")}
     caller = registered(phone_factory, sb, "1001")
     sue_phone = registered(phone_factory, sb, "1005")
-    bob = _page(browser, sb, "bob", users["bob"])
-    wall = _page(browser, sb, "sue", users["sue"])
+    bob = login_page(browser, sb, "bob", users["bob"], size=(1100, 1000))
+    wall = login_page(browser, sb, "sue", users["sue"], size=(1100, 1000))
 
     bob.get_by_test_id("phone-on").click()
     expect(bob.get_by_test_id("phone-status")).to_have_attribute(

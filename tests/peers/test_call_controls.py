@@ -17,12 +17,10 @@ from typing import Any
 import pytest
 
 from tests.peers.audio import dominant_frequency, rms, tone_level_db
+from tests.peers.browser import ARTIFACTS, add_user, chromium, login_page
 from tests.peers.calls import hears, registered
 from tests.peers.phones import Phone
 from tests.peers.switchboard import Switchboard, wait_for
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 pytestmark = pytest.mark.peers
 
@@ -223,74 +221,54 @@ def test_the_panel_buttons_hold_dial_and_transfer(
 ) -> None:
     """The same controls clicked in the agent panel (Playwright, Debian's chromium)."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.skip("chromium not installed (scripts/install-test-deps.sh installs it)")
     expect = sync_api.expect
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     sb = server_factory(extensions=PEOPLE, extra_yaml=CONFIG)
-    r = sb.api(
-        "POST",
-        "/api/users",
-        json={"name": "bob", "role": "agent", "password": "bob-password-1", "agent": "a2"},
-    )
-    assert r.status_code == 201, r.text
+    password = add_user(sb, "bob", "agent", "a2")
     caller, bob, dave = (registered(phone_factory, sb, e) for e in ("1001", "1002", "1004"))
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        try:
-            page = browser.new_context(viewport={"width": 1100, "height": 900}).new_page()
-            page.goto(f"{sb.api_url}/login")
-            page.fill("input[name=name]", "bob")
-            page.fill("input[name=password]", "bob-password-1")
-            page.click("button[type=submit]")
-            page.wait_for_url(lambda url: url.endswith("/agent"), timeout=10_000)
-            expect(page.get_by_test_id("conn")).to_have_attribute("data-state", "up")
-            page.get_by_test_id("btn-login").click()
-            expect(page.get_by_test_id("state")).to_have_attribute(
-                "data-state", "AVAILABLE", timeout=5_000
-            )
-            cid = _dial_queue(caller, sb, tone_1k)
-            expect(page.get_by_test_id("offer")).to_be_visible(timeout=5_000)
-            page.get_by_test_id("btn-offer-accept").click()  # a desk phone: answer there
-            expect(page.locator("#action-error")).to_have_text(
-                "Answer on your phone.", timeout=3_000
-            )
-            b, _ = _answer(bob)
-            expect(page.get_by_test_id("call")).to_be_visible(timeout=3_000)
-            page.get_by_test_id("btn-hold").click()
-            status = page.get_by_test_id("calls-status")
-            expect(status).to_have_attribute("data-on-hold", "true", timeout=3_000)
-            expect(status).to_have_text("On hold")
-            expect(page.get_by_test_id("btn-resume")).to_be_visible()
-            expect(page.get_by_test_id("btn-hold")).to_be_hidden()
-            expect(page.get_by_test_id("btn-xfer-cancel")).to_be_hidden()  # no consultation
-            page.screenshot(path=str(ARTIFACTS / "panel-call-controls.png"), full_page=True)
-            page.get_by_test_id("btn-resume").click()
-            expect(status).to_have_attribute("data-on-hold", "false", timeout=3_000)
-            page.keyboard.press("m")  # the shortcut mutes
-            expect(status).to_have_attribute("data-muted", "true", timeout=3_000)
-            page.locator("details.keypad-box summary").click()
-            page.get_by_test_id("key-5").click()
-            page.get_by_test_id("key-hash").click()
-            assert caller.wait_dtmf(2, call=cid, timeout=5) == "5#"
-            # Consult Dave, see him answer on the panel, then cancel: back with the caller.
-            page.get_by_test_id("xfer-target").fill("1004")
-            page.get_by_test_id("btn-xfer-consult").click()
-            expect(status).to_have_attribute("data-third", "consult:ringing", timeout=3_000)
-            d0, _ = _answer(dave)
-            expect(status).to_have_attribute("data-third", "consult:answered", timeout=3_000)
-            expect(page.get_by_test_id("btn-xfer-complete")).to_be_visible()
-            page.get_by_test_id("btn-xfer-cancel").click()
-            dave.wait_disconnected(call=d0, timeout=10)
-            expect(status).to_have_attribute("data-third", "", timeout=3_000)
-            page.get_by_test_id("btn-xfer-blind").click()
-            bob.wait_disconnected(call=b, timeout=10)
-            d, _ = _answer(dave)
-            expect(page.get_by_test_id("call-none")).to_be_visible(timeout=5_000)
-            caller.hangup(call=cid)
-            dave.wait_disconnected(call=d, timeout=10)
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = login_page(browser, sb, "bob", password, size=(1100, 900))
+        page.get_by_test_id("btn-login").click()
+        expect(page.get_by_test_id("state")).to_have_attribute(
+            "data-state", "AVAILABLE", timeout=5_000
+        )
+        cid = _dial_queue(caller, sb, tone_1k)
+        expect(page.get_by_test_id("offer")).to_be_visible(timeout=5_000)
+        page.get_by_test_id("btn-offer-accept").click()  # a desk phone: answer there
+        expect(page.locator("#action-error")).to_have_text("Answer on your phone.", timeout=3_000)
+        b, _ = _answer(bob)
+        expect(page.get_by_test_id("call")).to_be_visible(timeout=3_000)
+        page.get_by_test_id("btn-hold").click()
+        status = page.get_by_test_id("calls-status")
+        expect(status).to_have_attribute("data-on-hold", "true", timeout=3_000)
+        expect(status).to_have_text("On hold")
+        expect(page.get_by_test_id("btn-resume")).to_be_visible()
+        expect(page.get_by_test_id("btn-hold")).to_be_hidden()
+        expect(page.get_by_test_id("btn-xfer-cancel")).to_be_hidden()  # no consultation
+        page.screenshot(path=str(ARTIFACTS / "panel-call-controls.png"), full_page=True)
+        page.get_by_test_id("btn-resume").click()
+        expect(status).to_have_attribute("data-on-hold", "false", timeout=3_000)
+        page.keyboard.press("m")  # the shortcut mutes
+        expect(status).to_have_attribute("data-muted", "true", timeout=3_000)
+        page.locator("details.keypad-box summary").click()
+        page.get_by_test_id("key-5").click()
+        page.get_by_test_id("key-hash").click()
+        assert caller.wait_dtmf(2, call=cid, timeout=5) == "5#"
+        # Consult Dave, see him answer on the panel, then cancel: back with the caller.
+        page.get_by_test_id("xfer-target").fill("1004")
+        page.get_by_test_id("btn-xfer-consult").click()
+        expect(status).to_have_attribute("data-third", "consult:ringing", timeout=3_000)
+        d0, _ = _answer(dave)
+        expect(status).to_have_attribute("data-third", "consult:answered", timeout=3_000)
+        expect(page.get_by_test_id("btn-xfer-complete")).to_be_visible()
+        page.get_by_test_id("btn-xfer-cancel").click()
+        dave.wait_disconnected(call=d0, timeout=10)
+        expect(status).to_have_attribute("data-third", "", timeout=3_000)
+        page.get_by_test_id("btn-xfer-blind").click()
+        bob.wait_disconnected(call=b, timeout=10)
+        d, _ = _answer(dave)
+        expect(page.get_by_test_id("call-none")).to_be_visible(timeout=5_000)
+        caller.hangup(call=cid)
+        dave.wait_disconnected(call=d, timeout=10)
 
 
 def test_conference_joins_a_third_phone(

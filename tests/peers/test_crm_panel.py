@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.peers.browser import ARTIFACTS, chromium
 from tests.peers.calls import registered
 from tests.peers.phones import Phone
 from tests.peers.switchboard import Switchboard
@@ -23,8 +23,6 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 pytestmark = pytest.mark.peers
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 PEOPLE = {
     "1001": {"name": "Caller", "password": "pw-1001-secret"},
     "1002": {"name": "Bob", "password": "pw-1002-secret"},
@@ -42,15 +40,8 @@ dialplan:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("chromium not installed (scripts/install-test-deps.sh installs it)")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def _ok(r: Any, status: int = 200) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.peers.audio import tone_level_db
+from tests.peers.browser import ARTIFACTS, add_user, chromium, login_page
 from tests.peers.calls import registered
 from tests.peers.phones import Phone
 from tests.peers.switchboard import Switchboard
@@ -26,8 +27,6 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 pytestmark = pytest.mark.peers
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 PEOPLE = {
     "1001": {"name": "Caller", "password": "pw-1001-secret"},
     "1002": {"name": "Bob", "password": "pw-1002-secret"},
@@ -46,39 +45,16 @@ dialplan:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("chromium not installed (scripts/install-test-deps.sh installs it)")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def _user(sb: Switchboard, name: str, role: str, agent: str | None = None) -> str:
-    password = f"{name}-password-1"
-    body: dict[str, Any] = {"name": name, "role": role, "password": password}
-    if agent is not None:
-        body["agent"] = agent
-    r = sb.api("POST", "/api/users", json=body)
-    assert r.status_code == 201, r.text
-    return password
+    return add_user(sb, name, role, agent)
 
 
 def _page(browser: Any, sb: Switchboard, name: str, password: str, lang: str = "en") -> Any:
-    """A page of its own browser context (its own cookies), logged in through the form; the
-    language is kept in a cookie from the login page on."""
-    context = browser.new_context(viewport={"width": 1100, "height": 800})
-    page = context.new_page()
-    page.goto(f"{sb.api_url}/login?lang={lang}")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(lambda url: url.endswith(("/agent", "/wallboard")), timeout=10_000)
-    sync_api.expect(page.get_by_test_id("conn")).to_have_attribute("data-state", "up")
-    return page
+    return login_page(browser, sb, name, password, lang=lang)
 
 
 def _available(page: Any) -> None:

@@ -13,7 +13,6 @@ import hashlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,14 +20,13 @@ import pytest
 import soundfile
 
 from crm import RecordingData, RecordingState, Store
+from tests.peers.browser import ARTIFACTS, chromium, login_page
 from tests.peers.switchboard import Switchboard
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
 pytestmark = pytest.mark.peers
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 RATE = 8000
 SECONDS = 240.0  # 7.7 MB of 16-bit stereo: more than the browser fetches before a seek
 SEEK_TO = 230.0
@@ -41,18 +39,8 @@ queues:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("chromium not installed (scripts/install-test-deps.sh installs it)")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"],
-        )
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium(["--autoplay-policy=no-user-gesture-required"]) as b:
+        yield b
 
 
 def _seed_recording(sb: Switchboard) -> str:
@@ -100,14 +88,7 @@ def _seed_recording(sb: Switchboard) -> str:
 
 
 def _login(browser: Any, sb: Switchboard, name: str, password: str) -> Any:
-    context = browser.new_context(viewport={"width": 1300, "height": 900})
-    page = context.new_page()
-    page.goto(f"{sb.api_url}/login")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(lambda url: url.endswith(("/agent", "/wallboard")), timeout=10_000)
-    return page
+    return login_page(browser, sb, name, password, size=(1300, 900), live=False)
 
 
 def test_a_recording_plays_and_seeks_in_the_page_and_a_report_shows_its_chart(
