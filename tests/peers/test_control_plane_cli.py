@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -153,8 +154,18 @@ def test_agent_pause_changes_what_the_acd_offers(
         stderr=subprocess.PIPE,
         text=True,
     )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(watcher.stdout or ()), daemon=True)
+    reader.start()
     try:
-        time.sleep(1.5)  # connected (the stream's first bytes) before the changes below
+        # The watcher is connected once it prints a change: Carol logs in and out until it
+        # does (a fixed sleep raced the CLI's start-up on a loaded machine).
+        deadline = time.monotonic() + 20
+        while not lines and time.monotonic() < deadline:
+            ok(sb, "agent", "login", "carol")
+            ok(sb, "agent", "logout", "carol")
+            time.sleep(0.5)
+        assert lines, "watch printed nothing"
         assert ok(sb, "agent", "login", "bob") == "agent bob: AVAILABLE\n"
         assert ok(sb, "agent", "login", "carol") == "agent carol: AVAILABLE\n"
         assert ok(sb, "agent", "pause", "bob", "--reason", "lunch") == (
@@ -199,9 +210,10 @@ def test_agent_pause_changes_what_the_acd_offers(
         assert ok(sb, "agent", "logout", "bob").startswith("agent bob: ")
     finally:
         watcher.send_signal(signal.SIGINT)
-        out, err = watcher.communicate(timeout=10)
+        _, err = watcher.communicate(timeout=10)
+        reader.join(timeout=10)
     assert watcher.returncode == 0, err
-    events = [json.loads(line) for line in out.splitlines()]
+    events = [json.loads(line) for line in lines]
     changes = [
         (e["agent"], e["new_state"], e.get("reason") or None)
         for e in events
