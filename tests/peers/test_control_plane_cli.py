@@ -134,6 +134,10 @@ def test_call_originate_rings_the_extension_then_the_number(
     assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1, refused.stderr
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_agent_pause_changes_what_the_acd_offers(
     server_factory: Callable[..., Switchboard], phone_factory: Callable[..., Phone]
 ) -> None:
@@ -153,6 +157,9 @@ def test_agent_pause_changes_what_the_acd_offers(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as a terminal sends it: a suite started in the background by a
+        # non-interactive shell has SIGINT ignored, and a child would inherit that.
+        preexec_fn=_default_sigint,
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(watcher.stdout or ()), daemon=True)
