@@ -188,7 +188,8 @@ class BrowserPhone:
                 watcher.cancel()
         finally:
             await self._close()
-            self._outbox.put_nowait(None)
+            with contextlib.suppress(asyncio.QueueFull):  # full: the sender is stuck (cut below)
+                self._outbox.put_nowait(None)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(sender, 1.0)
 
