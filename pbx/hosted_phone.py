@@ -52,11 +52,10 @@ from .message import (
     Response,
     make_response,
     parse_message,
-    parse_name_addr,
 )
 from .sdp import SdpError, SessionDescription
 
-__all__ = ["T1", "T2", "CallMedia", "HostedPhone", "HostedPhoneListener"]
+__all__ = ["T1", "T2", "CallMedia", "HostedPhone", "HostedPhoneListener", "choose_media"]
 
 log = structlog.get_logger(__name__)
 
@@ -893,7 +892,6 @@ def choose_media(body: bytes) -> CallMedia | None:
         conn = sdp.connection_for(m)
         if conn is None:
             continue
-        rtpmaps = m.rtpmaps
         offered: dict[str, int] = {}
         dtmf_pt: int | None = None
         for fmt in m.formats:
@@ -909,7 +907,6 @@ def choose_media(body: bytes) -> CallMedia | None:
                 dtmf_pt = pt if dtmf_pt is None else dtmf_pt
             elif name.upper() not in offered:
                 offered[name.upper()] = pt
-        _ = rtpmaps
         for want in PREFERRED:
             if want in offered:
                 info = get_codec(want, 8000)
@@ -919,6 +916,3 @@ def choose_media(body: bytes) -> CallMedia | None:
                     conn.host, m.port, info, offered[want], dtmf_pt, sdp.direction_for(m)
                 )
     return None
-
-
-__all__ += ["choose_media", "parse_name_addr"]
