@@ -83,7 +83,13 @@ def test_unanswered_call_to_mailbox_owner_listens_and_deletes_with_mwi(
     owner.wait_disconnected(call=own, timeout=30)  # "deleted", "no more messages", goodbye
     wait_for(lambda: not sb.query("SELECT * FROM voicemails"), 10, "the row deleted")
     assert not message_file.exists()
-    ended = [e for e in sb.log_events() if e.get("event") == "mailbox_menu_ended"]
+    # The menu logs its end after its hang-up completes, which can be after the phone
+    # saw the BYE: wait for the line rather than read the log once.
+    ended = wait_for(
+        lambda: [e for e in sb.log_events() if e.get("event") == "mailbox_menu_ended"],
+        10,
+        "the mailbox_menu_ended log line",
+    )
     assert ended and (ended[0]["reason"], ended[0]["deleted"]) == ("goodbye", 1), ended
     # Messages-Waiting stays "no" after the deletion; the last summary says 0 saved too.
     wait_for(
