@@ -76,16 +76,33 @@ class Principal:
 
 
 class LoginThrottle:
-    """At most ``limit`` wrong passwords per user name and per client address within
-    ``window`` seconds; beyond that, logins are refused (429) until the oldest failure
-    leaves the window. Successes do not clear the address's count: a password sprayer who
-    guesses one user right is still slowed for the others."""
+    """Wrong passwords are limited per user name (``limit``) and per client address
+    (``address_limit``) within ``window`` seconds; beyond either, logins are refused (429)
+    until the oldest failure leaves the window.
 
-    def __init__(self, limit: int = 5, window: float = 300.0, max_keys: int = 100_000) -> None:
+    A call center's agents often share one NAT address and log in together at the start of
+    a shift, so the address's limit is much higher than the name's, and only *wrong*
+    passwords count against it: logins still being checked count only against the name
+    (so parallel guesses at one account cannot all pass the gate) and, at most
+    ``max_pending`` at a time, against the address. Successes do not clear the address's
+    count: a password sprayer who guesses one user right is still slowed for the others."""
+
+    def __init__(
+        self,
+        limit: int = 5,
+        window: float = 300.0,
+        max_keys: int = 100_000,
+        *,
+        address_limit: int = 50,
+        max_pending: int = 64,
+    ) -> None:
         self.limit = limit
+        self.address_limit = address_limit
+        self.max_pending = max_pending
         self.window = window
         self.max_keys = max_keys
         self._failures: dict[str, deque[float]] = {}
+        self._pending: dict[str, int] = {}  # address -> logins being checked
 
     def _recent(self, key: str, now: float) -> deque[float]:
         q = self._failures.get(key)
@@ -101,24 +118,42 @@ class LoginThrottle:
         """Seconds until a login for ``name`` from ``address`` may be tried, or None."""
         waits = [
             q[0] + self.window - now
-            for q in (self._recent(f"u:{name}", now), self._recent(f"a:{address}", now))
-            if len(q) >= self.limit
+            for q, limit in (
+                (self._recent(f"u:{name}", now), self.limit),
+                (self._recent(f"a:{address}", now), self.address_limit),
+            )
+            if len(q) >= limit
         ]
+        if self._pending.get(address, 0) >= self.max_pending:
+            waits.append(1.0)
         return max(waits) if waits else None
 
-    def failed(self, name: str, address: str, now: float) -> None:
-        if len(self._failures) >= self.max_keys:  # a flood of names: forget the oldest
-            self._failures.pop(next(iter(self._failures)))
-        for key in (f"u:{name}", f"a:{address}"):
-            self._failures.setdefault(key, deque(maxlen=self.limit * 4)).append(now)
+    def _add(self, key: str, now: float, limit: int) -> None:
+        if key not in self._failures and len(self._failures) >= self.max_keys:
+            self._failures.pop(next(iter(self._failures)))  # a flood of names: forget the oldest
+        self._failures.setdefault(key, deque(maxlen=limit * 4)).append(now)
 
-    def succeeded(self, name: str, address: str | None = None) -> None:
-        """A right password: the name's count is cleared, and the address loses the one
-        attempt counted for this login (its earlier failures stay)."""
-        self._failures.pop(f"u:{name}", None)
-        q = self._failures.get(f"a:{address}") if address is not None else None
-        if q:
-            q.pop()
+    def begin(self, name: str, address: str, now: float) -> None:
+        """A login is being checked: counted against the name now (taken back if right)."""
+        self._add(f"u:{name}", now, self.limit)
+        self._pending[address] = self._pending.get(address, 0) + 1
+
+    def end(self, name: str, address: str, now: float, *, right: bool) -> None:
+        """The check of a :meth:`begin` login is over."""
+        left = self._pending.get(address, 0) - 1
+        if left > 0:
+            self._pending[address] = left
+        else:
+            self._pending.pop(address, None)
+        if right:
+            self._failures.pop(f"u:{name}", None)
+        else:
+            self._add(f"a:{address}", now, self.address_limit)
+
+    def failed(self, name: str, address: str, now: float) -> None:
+        """A wrong password for ``name`` from ``address`` (both counts)."""
+        self.begin(name, address, now)
+        self.end(name, address, now, right=False)
 
 
 class Authenticator:
@@ -213,12 +248,15 @@ class Authenticator:
         if wait is not None:
             raise AuthError(429, "too many failed logins: try again later", retry_after=wait)
         # Counted before the (slow) check, so parallel guesses cannot all pass the gate.
-        self.throttle.failed(name, address, now)
-        async with self._verifying:
-            user = await self.store.check_password(name, password)
+        self.throttle.begin(name, address, now)
+        user = None
+        try:
+            async with self._verifying:
+                user = await self.store.check_password(name, password)
+        finally:
+            self.throttle.end(name, address, time.monotonic(), right=user is not None)
         if user is None:
             raise AuthError(401, "wrong user name or password")
-        self.throttle.succeeded(name, address)
         await self.store.purge_expired_sessions()
         session = await self.store.create_session(user.name, self.session_minutes)
         principal = Principal(

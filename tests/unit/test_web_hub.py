@@ -157,7 +157,7 @@ async def test_closing_the_hub_ends_every_stream() -> None:
 
 
 def test_throttle_limits_per_name_and_per_address() -> None:
-    t = LoginThrottle(limit=3, window=60.0)
+    t = LoginThrottle(limit=3, window=60.0, address_limit=3)
     for i in range(3):
         assert t.retry_after("sue", "10.0.0.1", 100.0 + i) is None
         t.failed("sue", "10.0.0.1", 100.0 + i)
@@ -166,9 +166,37 @@ def test_throttle_limits_per_name_and_per_address() -> None:
     assert t.retry_after("bob", "10.0.0.1", 103.0) == pytest.approx(57.0)  # same address
     assert t.retry_after("bob", "10.0.0.3", 103.0) is None
     assert t.retry_after("sue", "10.0.0.2", 161.0) is None  # the window passed
-    t.failed("ann", "10.0.0.4", 200.0)
-    t.succeeded("ann")
+    t.begin("ann", "10.0.0.4", 200.0)
+    t.end("ann", "10.0.0.4", 200.0, right=True)
     assert t.retry_after("ann", "10.0.0.5", 200.0) is None
+    assert t.retry_after("ann", "10.0.0.4", 200.0) is None
+
+
+def test_agents_behind_one_nat_log_in_together() -> None:
+    """A shift of agents sharing one address: logins being checked and a few typos do not
+    lock the others out; only wrong passwords count against the address."""
+    t = LoginThrottle(limit=5, window=300.0, address_limit=50, max_pending=64)
+    nat = "203.0.113.7"
+    for i in range(60):  # 60 logins in flight at once
+        assert t.retry_after(f"agent{i}", nat, 10.0) is None
+        t.begin(f"agent{i}", nat, 10.0)
+    assert t.retry_after("agent60", nat, 10.0) is None  # 61 pending: still under 64
+    for i in range(60):
+        t.end(f"agent{i}", nat, 10.5, right=i % 10 != 0)  # six typos
+    assert t.retry_after("agent0", nat, 11.0) is None  # one typo: retry at once
+    # Too many logins checked at once from one address: wait a second.
+    for i in range(64):
+        t.begin(f"x{i}", nat, 20.0)
+    assert t.retry_after("y", nat, 20.0) == pytest.approx(1.0)
+    for i in range(64):
+        t.end(f"x{i}", nat, 20.1, right=True)
+    assert t.retry_after("y", nat, 20.2) is None
+    # A sprayer from the address: with the six typos, 50 wrong passwords lock the address
+    # (until the first typo leaves the window), not other addresses.
+    for i in range(44):
+        t.failed(f"s{i}", nat, 30.0)
+    assert t.retry_after("z", nat, 31.0) == pytest.approx(279.5)
+    assert t.retry_after("z", "198.51.100.1", 31.0) is None
 
 
 def test_roles_rank() -> None:
