@@ -843,12 +843,13 @@ class Call:
             self.third.left()
             return
         third = self.third
-        consulted = third is not None and third.mode == "consult" and third.answered
-        if method == "BYE" and third is not None and consulted and me is third.me:
-            # The agent hangs up once the colleague answered: the transfer completes, as
-            # on most PBXs (an attended transfer by hanging up).
-            third.complete(agent_left=True)
-            self.b2b.respond_when_stored(req, self.stored)
+        if method == "BYE" and third is not None and not third.done and me is third.me:
+            # The agent hangs up during a consult or conference: the customer goes on with
+            # the third party (pbx.consult), as on most PBXs.
+            if third.agent_hung_up():
+                self.b2b.respond_when_stored(req, self.stored)
+            else:
+                stack.send_response(make_response(req, 200))
             return
         if method == "BYE":
             if self.transfer is not None and self.transfer.transferor is me:
@@ -865,7 +866,8 @@ class Call:
             else:
                 if self.outbound is not None and not self.outbound.done:
                     self.outbound.cancel()  # an application was ringing an extension for us
-                if other is not None and other.dialog is not None:
+                agent_gone = third is not None and third.agent_left and other is third.me
+                if other is not None and other.dialog is not None and not agent_gone:
                     self.b2b.send_bye(other.dialog)
                 side = "caller" if me.label == "a" else "callee"
                 self._end("ANSWERED", "normal_clearing", side, 200)

@@ -16,7 +16,17 @@ INVITE or a re-INVITE:
   RFC 3261 §9; BYE once answered) and bridges agent and customer again.
 - *Conference*: the customer and the agent keep talking while the target rings; its answer
   joins it into the call's bridge (three legs, mixed). The target hanging up leaves the
-  other two talking; either of them hanging up ends the call, and the target with it.
+  other two talking; the customer hanging up ends the call, and the target with it.
+
+The agent's phone hanging up never drops the customer (:meth:`ThirdParty.agent_hung_up`),
+as a transferor may leave once a transfer is under way (RFC 5589 §6):
+
+- target answered (consult or conference): customer and target go on together, as *complete*
+  does (a "warm transfer" by hanging up);
+- target still ringing: the customer hears ringback instead of the music, and the target's
+  answer connects them; if it refuses or does not answer within its ring timeout, the
+  customer's call ends with cause ``transfer_failed`` (as a blind transfer whose transferor
+  already left, pbx.transfer).
 
 The third party's dialog is routed to the call (``B2bua.register_side``) so its BYE reaches
 :meth:`ThirdParty.left`; the call's end releases it unless a completed consult took it over.
@@ -24,6 +34,7 @@ The third party's dialog is routed to the call (``B2bua.register_side``) so its 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -42,6 +53,10 @@ __all__ = ["MODES", "ThirdParty"]
 log = structlog.get_logger("pbx.consult")
 
 MODES = ("consult", "conference")
+
+# Seconds an outside number rings for a customer whose agent hung up during the consult
+# (an extension rings for its own ring_timeout).
+DEFAULT_RING_TIMEOUT = 30.0
 
 
 class ThirdParty:
@@ -66,6 +81,8 @@ class ThirdParty:
         self.side: Side | None = None  # the target, once it answered
         self.outbound: Outbound | TrunkDial | None = None
         self.done = False  # completed, cancelled, failed or left
+        self.agent_left = False  # the agent's phone hung up while the target was ringing
+        self._ring_timer: asyncio.TimerHandle | None = None
         self._on_failed = on_failed
         self.log = call.log.bind(third=target, mode=mode, by=me.ext)
 
@@ -128,6 +145,10 @@ class ThirdParty:
         call.note_trunk_of(side)
         b2b.listen_for_dtmf(side)
         b2b.register_side(call, side)
+        if self.agent_left:
+            self.log.info("third_party_answered", ext=side.ext)
+            self.complete(agent_left=True)
+            return
         media = b2b.media
         if self.mode == "consult":
             media.stop_tone(self.me.leg_id)
@@ -143,8 +164,27 @@ class ThirdParty:
         if self.done:
             return
         self.log.info("third_party_failed", status=status)
-        self._back_together()
+        if self.agent_left:
+            self._customer_alone(status)
+        else:
+            self._back_together()
         self._on_failed(status)
+
+    def _customer_alone(self, status: int) -> None:
+        """The target failed after the agent left: nobody to go back to, the call ends."""
+        self._stop_ring_timer()
+        self.done = True
+        call = self.call
+        if call.third is self:
+            call.third = None
+        if call.ended:
+            return
+        other = self.other
+        if other.leg_id in call.b2b.media:
+            call.b2b.media.stop_tone(other.leg_id)
+        if other.dialog is not None:
+            call.b2b.send_bye(other.dialog)
+        call.end("ANSWERED", "transfer_failed", "system", status)
 
     # -- what the agent (or the target) does -------------------------------------------
 
@@ -153,7 +193,10 @@ class ThirdParty:
         if self.done:
             return
         self._release_target()
-        self._back_together()
+        if self.agent_left:  # the agent's phone is gone: nobody to put the customer back to
+            self._customer_alone(487)
+        else:
+            self._back_together()
         self.log.info("third_party_cancelled")
 
     def left(self) -> None:
@@ -167,23 +210,69 @@ class ThirdParty:
         self._back_together()
         self.log.info("third_party_left")
 
+    def agent_hung_up(self) -> bool:
+        """The agent's phone hung up (its BYE is answered by the call) while the target is
+        rung or answered: the customer is not dropped (see the module docs). True if the
+        call ended now (the BYE's 200 then waits for its record), False if the customer
+        now waits for the ringing target."""
+        if self.done:
+            return False
+        if self.side is not None:
+            return self.complete(agent_left=True) is not None
+        call = self.call
+        b2b = call.b2b
+        self.agent_left = True
+        b2b.unregister_side(self.me)
+        b2b.media.close_leg(self.me.leg_id)
+        other = self.other
+        if other.moh_player is not None:
+            b2b.stop_music_on_hold(other.moh_player)
+            other.moh_player = None
+        other.holding = False
+        if other.leg_id in b2b.media:
+            b2b.media.unbridge(other.leg_id)
+            b2b.media.start_tone(other.leg_id, "ringback")
+        try:
+            timeout = b2b.ring_timeout_of(self.target)
+        except KeyError:  # an outside number: the default for a phone
+            timeout = DEFAULT_RING_TIMEOUT
+        self._ring_timer = asyncio.get_running_loop().call_later(timeout, self._ring_timed_out)
+        self.log.info("third_party_agent_left", ring_timeout=timeout)
+        return False
+
+    def _ring_timed_out(self) -> None:
+        self._ring_timer = None
+        if self.done or self.side is not None:
+            return
+        if self.outbound is not None and not self.outbound.done:
+            self.outbound.cancel()
+        self._failed(408)
+
+    def _stop_ring_timer(self) -> None:
+        if self._ring_timer is not None:
+            self._ring_timer.cancel()
+            self._ring_timer = None
+
     def complete(self, *, agent_left: bool = False) -> Call | None:
-        """Consult: customer and target go on in a new call linked to this one; the agent
-        is released (sent a BYE, unless ``agent_left``: their phone hung up). None unless
-        the target answered."""
+        """Customer and target go on in a new call linked to this one; the agent is
+        released (sent a BYE, unless ``agent_left``: their phone hung up). The panel
+        completes consults only; a conference completes when the agent hangs up. None
+        unless the target answered."""
         side = self.side
-        if self.done or side is None or self.mode != "consult":
+        if self.done or side is None or (self.mode != "consult" and not agent_left):
             return None
         call = self.call
         b2b = call.b2b
         self.done = True
+        self._stop_ring_timer()
         call.third = None
         other = self.other
         if other.moh_player is not None:
             b2b.stop_music_on_hold(other.moh_player)
             other.moh_player = None
         other.holding = False
-        b2b.media.stop_tone(self.me.leg_id)
+        if self.me.leg_id in b2b.media:
+            b2b.media.stop_tone(self.me.leg_id)
         if self.me.dialog is not None and not agent_left:
             b2b.send_bye(self.me.dialog)
         call.transferred_to = side.ext
@@ -202,6 +291,7 @@ class ThirdParty:
         """The call ended: the target goes too (unless a completed consult took it)."""
         if self.done:
             return
+        self._stop_ring_timer()
         self._release_target()
         self.done = True
 

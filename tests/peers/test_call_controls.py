@@ -307,5 +307,20 @@ def test_conference_joins_a_third_phone(
     time.sleep(0.5)
     after = hears(caller, tmp_path / "conf-after.wav", call=cid)
     assert abs(dominant_frequency(after) - 2000) < 20
-    caller.hangup(call=cid)
+    # Dave again; this time Bob hangs up: the caller and Dave talk on (a warm transfer).
+    _post(sb, f"/api/calls/{call_id}/conference", {"target": "1004"})
+    d2, _ = _answer(dave)
+    dave.play(tone_wav(1500), call=d2)
+    bob.hangup(call=b)
     bob.wait_disconnected(call=b, timeout=10)
+    time.sleep(0.5)
+    heard_by_caller = hears(caller, tmp_path / "warm-caller.wav", call=cid)
+    assert abs(dominant_frequency(heard_by_caller) - 1500) < 20
+    assert abs(dominant_frequency(hears(dave, tmp_path / "warm-dave.wav", call=d2)) - 1000) < 20
+    caller.hangup(call=cid)
+    dave.wait_disconnected(call=d2, timeout=10)
+    records = sb.wait_call_records(2)
+    first = next(r for r in records if r["record_id"] == call_id)
+    second = next(r for r in records if r["linked_id"] == call_id)
+    assert first["hangup_cause"] == "transferred", first
+    assert (second["caller"], second["callee"]) == ("1001", "1004"), second

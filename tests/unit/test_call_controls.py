@@ -6,6 +6,8 @@ and the auto-answer headers of queue offers."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from pbx.b2bua import CallState
@@ -46,6 +48,15 @@ async def connect(sb: Switchboard, customer: Phone, agent: Phone) -> str:
     (call,) = sb.b2b.calls
     assert call.state is CallState.ANSWERED
     return call.id
+
+
+def dialog_id(sb: Switchboard, call_id: str, side: str) -> str:
+    """The SIP Call-ID of the caller's (``a``) or callee's (``b``) dialog of a call."""
+    call = sb.b2b.find(call_id)
+    assert call is not None
+    party = call.a if side == "a" else call.b
+    assert party is not None and party.dialog is not None
+    return party.dialog.call_id
 
 
 def mutes(sb: Switchboard, leg: str) -> list[tuple[object, ...]]:
@@ -386,14 +397,27 @@ async def test_conference_joins_the_third_party_into_the_call(sb: Switchboard) -
     assert sb.media.bridged(a_leg, b_leg)
     assert len(sb.media.bridge_legs(sb.media.bridge_of(a_leg) or "")) == 2
     assert call.state is CallState.ANSWERED
-    # Again, and this time the agent hangs up: everybody goes.
+    # Again, and this time the agent hangs up: the customer and the third party go on.
     assert control.conference(call_id, "callee", "2002")
     await settle()
     sent2 = third.incoming()[-1]
     third.answer(sent2)
     agent.request("BYE")
+    await settle()
+    assert not third.requests_to_me("BYE") and not customer.requests_to_me("BYE")
+    c_leg = next(leg for leg in sb.media.legs if leg != a_leg)
+    assert b_leg not in sb.media.legs
+    assert sb.media.bridged(a_leg, c_leg)
+    assert len(sb.media.bridge_legs(sb.media.bridge_of(a_leg) or "")) == 2
+    (first,) = sb.details
+    assert first.hangup_cause == "transferred"
+    new = next(c for c in sb.b2b.calls if c.id != call_id)
+    assert (new.caller, new.callee, new.linked_id) == ("1001", "2002", call_id)
+    # The customer hangs up: the third party is released and the new call recorded.
+    customer.request("BYE")
     assert len(third.requests_to_me("BYE")) == 1
     assert sb.media.legs == {}
+    assert sb.details[-1].callee == "2002"
 
 
 async def test_queue_offers_to_an_auto_answer_extension_carry_the_headers(
@@ -489,3 +513,91 @@ async def test_phones_holding_during_a_consult_leave_the_customers_music(
     assert control.cancel_consult(call_id, "callee")
     assert sb.media.playing(call.a.leg_id) == []
     assert sb.media.bridged(call.a.leg_id, call.b.leg_id)
+
+
+async def test_the_agent_hanging_up_while_the_consult_rings_leaves_the_customer_ringing(
+    sb: Switchboard,
+) -> None:
+    """The agent's phone hangs up before the colleague answers: the customer hears
+    ringback (not music) and the colleague's answer connects them."""
+    control = control_of(sb)
+    customer, agent, third = sb.phone("1001"), sb.phone("2001"), sb.phone("2002")
+    call_id = await connect(sb, customer, agent)
+    call = sb.b2b.find(call_id)
+    assert call is not None and call.b is not None
+    a_leg, b_leg = call.a.leg_id, call.b.leg_id
+    assert control.consult(call_id, "callee", "2002")
+    await settle()
+    (sent,) = third.incoming()
+    third.ring(sent)
+    bye = agent.request("BYE")
+    await settle()
+    assert agent.response_to(bye).status == 200
+    assert not customer.requests_to_me("BYE")
+    assert b_leg not in sb.media.legs
+    assert sb.media.playing(a_leg) == [] and sb.media.legs[a_leg].tone == "ringback"
+    assert call.state is CallState.ANSWERED and not sb.details
+    third.answer(sent)
+    await settle()
+    c_leg = next(leg for leg in sb.media.legs if leg != a_leg)
+    assert sb.media.bridged(a_leg, c_leg) and sb.media.legs[a_leg].tone is None
+    (first,) = sb.details
+    assert first.hangup_cause == "transferred"
+    assert not agent.requests_to_me("BYE")  # it left by itself: no BYE to a dead dialog
+    third.request("BYE", call_id=sent.request.call_id)
+    assert len(customer.requests_to_me("BYE")) == 1
+    assert sb.details[-1].callee == "2002"
+
+
+async def test_the_customer_waiting_for_a_consult_is_not_left_ringing_forever(
+    sb: Switchboard,
+) -> None:
+    """After the agent left: the colleague refusing, not answering in its ring timeout, or
+    the customer hanging up each end the call cleanly."""
+    control = control_of(sb)
+    customer, agent, third = sb.phone("1001"), sb.phone("2001"), sb.phone("2002")
+
+    # Refused.
+    call_id = await connect(sb, customer, agent)
+    assert control.consult(call_id, "callee", "2002")
+    await settle()
+    (sent,) = third.incoming()
+    agent.request("BYE")
+    sb.stack.respond(sent, 486)
+    await settle()
+    assert len(customer.requests_to_me("BYE")) == 1
+    assert sb.details[-1].hangup_cause == "transfer_failed"
+    assert sb.media.legs == {}
+
+    # Not answered within the target's ring timeout (here 0.2 s).
+    sb.b2b.ring_timeout_of = lambda ext: 0.2
+    call_id = await connect(sb, customer, agent)
+    assert control.conference(call_id, "callee", "2002")
+    await settle()
+    sent = third.incoming()[-1]
+    third.ring(sent)
+    agent.request("BYE", call_id=dialog_id(sb, call_id, "b"))
+    await settle()
+    assert len(customer.requests_to_me("BYE")) == 1  # not yet
+    await asyncio.sleep(0.3)
+    await settle()
+    assert len(customer.requests_to_me("BYE")) == 2
+    assert sb.details[-1].hangup_cause == "transfer_failed"
+    assert sb.stack.requests("CANCEL")  # the colleague's phone stopped ringing
+    assert sb.media.legs == {}
+
+    # The customer hangs up while the colleague rings.
+    cancels = len(sb.stack.requests("CANCEL"))
+    call_id = await connect(sb, customer, agent)
+    assert control.consult(call_id, "callee", "2002")
+    await settle()
+    third.ring(third.incoming()[-1])
+    agent.request("BYE", call_id=dialog_id(sb, call_id, "b"))
+    await settle()
+    byes_to_agent = len(agent.requests_to_me("BYE"))
+    customer.request("BYE", call_id=dialog_id(sb, call_id, "a"))
+    await settle()
+    assert len(sb.stack.requests("CANCEL")) == cancels + 1
+    assert len(agent.requests_to_me("BYE")) == byes_to_agent  # its dialog was over
+    assert sb.media.legs == {}
+    assert sb.details[-1].hangup_cause == "normal_clearing"
