@@ -288,6 +288,25 @@ class KnowledgeBase:
         cats = await self._all_categories()
         return [c for c in cats.values() if may(actor, cats, c.id, edit=False)]
 
+    async def editable_categories(self, actor: Actor) -> list[Category]:
+        """The categories the actor may add articles to (read and edit rights), by id."""
+        cats = await self._all_categories()
+        return [
+            c
+            for c in cats.values()
+            if may(actor, cats, c.id, edit=False) and may(actor, cats, c.id, edit=True)
+        ]
+
+    async def may_edit(self, actor: Actor, category_id: int) -> bool:
+        """Whether the actor may add, change and delete articles of a category."""
+        cats = await self._all_categories()
+        return category_id in cats and may(actor, cats, category_id, edit=True)
+
+    @staticmethod
+    def manages_categories(actor: Actor) -> bool:
+        """Whether the actor may create, change and delete categories."""
+        return actor.sees_all
+
     async def add_category(
         self,
         actor: Actor,
@@ -298,7 +317,7 @@ class KnowledgeBase:
         edit_roles: Sequence[str] | None = None,
     ) -> Category:
         """A new category (supervisors and admins)."""
-        if not actor.sees_all:
+        if not self.manages_categories(actor):
             raise CrmError(403, "only supervisors and admins manage categories")
         if not name.strip():
             raise CrmError(400, "a category needs a name")
@@ -326,7 +345,7 @@ class KnowledgeBase:
     ) -> Category:
         """Change a category's ``name``, ``parent_id`` (not below itself), ``read_roles`` or
         ``edit_roles`` (None: inherit) — supervisors and admins."""
-        if not actor.sees_all:
+        if not self.manages_categories(actor):
             raise CrmError(403, "only supervisors and admins manage categories")
         unknown = sorted(set(changes) - {"name", "parent_id", "read_roles", "edit_roles"})
         if unknown:
@@ -359,7 +378,7 @@ class KnowledgeBase:
 
     async def delete_category(self, actor: Actor, category_id: int) -> None:
         """Delete an empty category (no articles, no children)."""
-        if not actor.sees_all:
+        if not self.manages_categories(actor):
             raise CrmError(403, "only supervisors and admins manage categories")
         try:
             async with self.engine.begin() as conn:

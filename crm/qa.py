@@ -657,9 +657,20 @@ class QualityService:
             raise CrmError(404, f"no evaluation {evaluation_id}")
         return found
 
+    @staticmethod
+    def may_evaluate(actor: Actor) -> bool:
+        """Whether the actor may make evaluations (qa, supervisors and admins)."""
+        return _evaluates(actor)
+
+    @staticmethod
+    def may_change(actor: Actor, evaluation: Evaluation) -> bool:
+        """Whether the actor may change (and publish) ``evaluation``: their own, or any for
+        supervisors and admins."""
+        return _evaluates(actor) and (actor.sees_all or evaluation.evaluator == actor.name)
+
     async def _changeable(self, actor: Actor, evaluation_id: int) -> Evaluation:
         found = await self.evaluation(actor, evaluation_id)
-        if not _evaluates(actor) or not (actor.sees_all or found.evaluator == actor.name):
+        if not self.may_change(actor, found):
             raise CrmError(403, f"evaluation {evaluation_id} is not yours")
         return found
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from web.i18n_calls import EN_CALLS, ZH_CALLS
 from web.i18n_crm import EN_CRM, ZH_CRM
+from web.i18n_kbqa import EN_KBQA, ZH_KBQA
 from web.i18n_phone import EN_PHONE, ZH_PHONE
 from web.i18n_records import EN_REC, ZH_REC
 
@@ -258,6 +259,8 @@ ZH.update(ZH_REC)
 
 EN.update(EN_CRM)
 ZH.update(ZH_CRM)
+EN.update(EN_KBQA)  # the KB editor and QA scoring (web/i18n_kbqa.py)
+ZH.update(ZH_KBQA)
 EN.update(EN_PHONE)
 ZH.update(ZH_PHONE)
 

@@ -40,6 +40,7 @@ from web.api import principal_scope
 from web.api_crm import SCREENPOP_CALLS
 from web.auth import COOKIE, AuthError, Principal
 from web.i18n import CATALOGS, LANG_COOKIE, LANGUAGES, choose_language, translator
+from web.pages_kbqa import build_kbqa_pages_router
 from web.services import Services
 
 __all__ = ["build_crm_pages_router", "render_markdown", "ticket_operations"]
@@ -186,10 +187,15 @@ def build_crm_pages_router(s: Services) -> APIRouter:
             out: Response = await build(p)
         except _Refused as exc:
             return refused(request, p, exc.status)
+        except CrmError as exc:  # the KB and QA editors' pages (web/pages_kbqa.py)
+            return refused(request, p, exc.status)
         return out
 
     def number(value: str | None) -> int | None:
         return int(value) if value and value.isdigit() and len(value) < 19 else None
+
+    # /kb/new, /kb/categories, /kb/{id}/edit, /qa/new: before /kb/{id} and /qa/{id}.
+    router.include_router(build_kbqa_pages_router(s, render, page))
 
     # -- customers ---------------------------------------------------------------------------
 
@@ -409,8 +415,17 @@ def build_crm_pages_router(s: Services) -> APIRouter:
                 found = await kb.search(who, q, limit=50) if q else []
                 hot = await kb.hot(who, now=datetime.now(UTC), days=7, limit=10)
                 favourites = await kb.favourites(who)
+                writes = bool(await kb.editable_categories(who))
             return render(
-                request, "crm_kb.html", p, q=q, found=found, hot=hot, favourites=favourites
+                request,
+                "crm_kb.html",
+                p,
+                q=q,
+                found=found,
+                hot=hot,
+                favourites=favourites,
+                writes=writes,
+                manages=kb.manages_categories(who),
             )
 
         return await page(request, build)
@@ -425,7 +440,17 @@ def build_crm_pages_router(s: Services) -> APIRouter:
             with _refusals():
                 article = await kb.read(who, aid, now=datetime.now(UTC))
                 favourite = any(a.id == aid for a in await kb.favourites(who))
-            return render(request, "crm_article.html", p, a=article, favourite=favourite)
+                editable = await kb.may_edit(who, article.category_id)
+                history = await kb.history(who, aid)
+            return render(
+                request,
+                "crm_article.html",
+                p,
+                a=article,
+                favourite=favourite,
+                editable=editable,
+                history=history,
+            )
 
         return await page(request, build)
 
@@ -434,9 +459,15 @@ def build_crm_pages_router(s: Services) -> APIRouter:
     @router.get("/qa")
     async def qa_list(request: Request) -> Response:
         async def build(p: Principal) -> Response:
+            qa, who = QualityService(s.store), qa_actor(p)
             with _refusals():
-                found = await QualityService(s.store).evaluations(qa_actor(p), limit=200)
-            return render(request, "crm_qa.html", p, rows=found)
+                found = await qa.evaluations(who, limit=200)
+                evaluates = qa.may_evaluate(who)
+                tasks = await qa.tasks(who) if evaluates else []
+                cards = {c.id: c.name for c in await qa.scorecards(who)} if evaluates else {}
+            return render(
+                request, "crm_qa.html", p, rows=found, evaluates=evaluates, tasks=tasks, cards=cards
+            )
 
         return await page(request, build)
 
@@ -451,7 +482,13 @@ def build_crm_pages_router(s: Services) -> APIRouter:
                 ev = await qa.evaluation(who, eid)
                 card = await qa.scorecard(who, ev.scorecard_id)
             return render(
-                request, "crm_evaluation.html", p, ev=ev, card=card, sections=card_to_json(card)
+                request,
+                "crm_evaluation.html",
+                p,
+                ev=ev,
+                card=card,
+                sections=card_to_json(card),
+                editable=not ev.published and qa.may_change(who, ev),
             )
 
         return await page(request, build)

@@ -204,6 +204,11 @@ def build_records_router(s: Services, render: Render, viewer: Viewer) -> APIRout
             "format": r.format,
             "playable": r.state is not RecordingState.RECORDING and s.recorder is not None,
             "audio": f"/api/recordings/{r.recording_id}/audio",
+            # For qa and up (web/pages_kbqa.py): a new evaluation of this call.
+            "score": "/qa/new?"
+            + urlencode(
+                {"recording_id": r.recording_id, "call_id": r.call_id, "agent": r.agent or ""}
+            ),
         }
 
     @router.get("/recordings")

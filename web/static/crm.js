@@ -8,7 +8,7 @@
 // wallboard; other pages open their own.
 
 const i18n = JSON.parse(document.getElementById("sb-i18n")?.textContent || "{}");
-const t = (key) => i18n[key] ?? key;
+export const t = (key) => i18n[key] ?? key;
 const $ = (id) => document.getElementById(id);
 const page = document.body.dataset.page || "";
 
@@ -21,24 +21,27 @@ async function loadMe() {
   return me;
 }
 
-async function api(method, path, body) {
+// A Blob (a file) is sent as it is, with its own type; anything else as JSON.
+export async function api(method, path, body) {
   const headers = { Accept: "application/json" };
   if (method !== "GET") {
     if (!me) await loadMe();
     if (me?.csrf_token) headers["X-CSRF-Token"] = me.csrf_token;
   }
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const raw = body instanceof Blob;
+  if (raw) headers["Content-Type"] = body.type || "application/octet-stream";
+  else if (body !== undefined) headers["Content-Type"] = "application/json";
   const r = await fetch(path, {
     method,
     headers,
     credentials: "same-origin",
-    body: body === undefined ? undefined : JSON.stringify(body),
+    body: body === undefined || raw ? body : JSON.stringify(body),
   });
   if (r.status === 401) location.href = "/login";
   return r;
 }
 
-const el = (tag, text, attrs = {}) => {
+export const el = (tag, text, attrs = {}) => {
   const node = document.createElement(tag);
   if (text !== undefined && text !== null) node.textContent = String(text);
   for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
@@ -50,6 +53,7 @@ const el = (tag, text, attrs = {}) => {
 function valueOf(input) {
   const kind = input.dataset.type || "";
   if (kind === "bool") return input.checked;
+  if (kind === "raw") return input.value; // markdown: kept as typed, even empty
   const raw = input.value.trim();
   if (raw === "") return undefined;
   if (kind === "list") return raw.split(/[,，]/).map((x) => x.trim()).filter(Boolean);
@@ -58,14 +62,15 @@ function valueOf(input) {
   return raw;
 }
 
-function bodyOf(form) {
+export function bodyOf(form) {
   const body = {};
   const emptyAsNull = form.dataset.empty === "null";
   for (const input of form.querySelectorAll("input[name], select[name], textarea[name]")) {
     let value = valueOf(input);
     if (value === undefined) {
       if (!emptyAsNull || input.name.startsWith("custom.")) continue;
-      value = input.dataset.type === "list" ? [] : null;
+      const list = input.dataset.type === "list" && input.dataset.emptyList !== "null";
+      value = list ? [] : null;
     }
     if (input.name.startsWith("custom.")) {
       body.custom = body.custom || {};
@@ -77,14 +82,14 @@ function bodyOf(form) {
   return body;
 }
 
-function showError(near, text) {
+export function showError(near, text) {
   const box = near.closest("form, section, article")?.querySelector(".error");
   if (!box) return;
   box.textContent = text || "";
   box.hidden = !text;
 }
 
-async function send(source, body) {
+export async function send(source, body) {
   const r = await api(source.dataset.api, source.dataset.path, body);
   const answer = await r.json().catch(() => ({}));
   if (!r.ok) {
@@ -107,6 +112,7 @@ document.addEventListener("click", (e) => {
   const button = e.target.closest?.("button[data-api]");
   if (!button || button.form) return;
   e.preventDefault();
+  if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
   send(button, button.dataset.body ? JSON.parse(button.dataset.body) : undefined);
 });
 
