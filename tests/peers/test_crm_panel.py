@@ -4,17 +4,20 @@ agent's screen pop on the offer card shows the customer's name and open ticket (
 closed one); a ticket urged meanwhile reaches the agent as a toast and on the badge; the
 agent opens the customer's page from the pop; a knowledge-base search in Chinese finds the
 Chinese article; an unknown caller's pop offers a new customer with the number filled in.
-Screenshots go to tests/artifacts/."""
+The editing half: an admin writes a KB article with an image, a qa user scores and publishes
+an evaluation. Screenshots go to tests/artifacts/."""
 
 from __future__ import annotations
 
+import base64
+import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from tests.peers.browser import ARTIFACTS, chromium
+from tests.peers.browser import ARTIFACTS, add_user, chromium, login_page
 from tests.peers.calls import registered
 from tests.peers.phones import Phone
 from tests.peers.switchboard import Switchboard
@@ -173,3 +176,121 @@ def test_screen_pop_customer_page_and_chinese_kb_search(
     stranger.hangup(call=sid)
     stranger.wait_disconnected(call=sid, timeout=10)
     context.close()
+
+
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
+
+
+def test_admin_writes_an_article_and_qa_scores_an_evaluation_in_the_browser(
+    server_factory: Callable[..., Switchboard], browser: Any
+) -> None:
+    """The editing half of the KB and QA pages: an admin makes a category, writes an
+    article with an image (form → saved → found by the search); a qa user starts an
+    evaluation, types the item scores, saves and publishes, and the page's total is the
+    API's."""
+    expect = sync_api.expect
+    sb = server_factory(extra_yaml="agents:\n  bob: {name: Bob, extensions: ['1002']}\n")
+    ada = add_user(sb, "ada", "admin")
+    quinn = add_user(sb, "quinn", "qa")
+
+    # -- the admin: a category, then an article in it, then an image ------------------------
+    page = login_page(browser, sb, "ada", ada)
+    page.goto(f"{sb.api_url}/kb")
+    page.get_by_test_id("kb-manage-categories").click()
+    page.get_by_test_id("kb-cat-new-name").fill("Routers")
+    page.get_by_test_id("kb-cat-create").click()
+    expect(page.get_by_test_id("kb-cat-name")).to_have_value("Routers", timeout=5_000)
+    page.goto(f"{sb.api_url}/kb/new")
+    page.get_by_test_id("kb-form-category").select_option(label="Routers")
+    page.get_by_test_id("kb-form-title").fill("Factory reset of the X200 router")
+    page.get_by_test_id("kb-form-keywords").fill("reset, x200")
+    page.get_by_test_id("kb-form-body").fill("Hold **reset** for ten seconds.\n\n- then wait")
+    page.get_by_test_id("kb-save").click()
+    page.wait_for_url(lambda url: "/kb/" in url and url.rstrip("/").split("/")[-1].isdigit())
+    article_id = int(page.url.rstrip("/").split("/")[-1])
+    expect(page.get_by_test_id("kb-title")).to_have_text("Factory reset of the X200 router")
+    expect(page.get_by_test_id("kb-body").locator("strong")).to_have_text("reset")
+    expect(page.get_by_test_id("kb-history")).to_contain_text("ada")
+    page.get_by_test_id("kb-edit").click()
+    page.wait_for_url(lambda url: url.endswith(f"/kb/{article_id}/edit"))
+    page.get_by_test_id("kb-image-file").set_input_files(
+        {"name": "front.png", "mimeType": "image/png", "buffer": PNG}
+    )
+    page.get_by_test_id("kb-image-upload").click()
+    # Never placed the cursor in the text: the image goes at the end.
+    expect(page.get_by_test_id("kb-form-body")).to_have_value(
+        re.compile(r"then wait\n\n!\[front\.png\]\(/api/kb/images/\d+\)\n$"), timeout=5_000
+    )
+    page.screenshot(path=str(ARTIFACTS / "kb-article-editor.png"), full_page=True)
+    page.get_by_test_id("kb-save").click()
+    page.wait_for_url(lambda url: url.endswith(f"/kb/{article_id}"))
+    image = page.get_by_test_id("kb-body").locator("img")
+    expect(image).to_have_attribute("alt", "front.png")
+    assert page.evaluate("() => document.querySelector('.article-body img').naturalWidth") == 1
+    expect(page.get_by_test_id("kb-history").locator("tbody tr")).to_have_count(2)
+    page.screenshot(path=str(ARTIFACTS / "kb-article-written.png"), full_page=True)
+    page.goto(f"{sb.api_url}/kb")
+    page.get_by_test_id("kb-q").fill("x200 reset")
+    page.get_by_test_id("kb-search").click()
+    expect(page.get_by_test_id("kb-results")).to_contain_text("Factory reset of the X200 router")
+    stored = _ok(sb.api("GET", f"/api/kb/articles/{article_id}?count=false"))
+    assert stored["keywords"] == ["reset", "x200"] and stored["version"] == 2
+    page.context.close()
+
+    # -- the qa user: a new evaluation, scored, saved, published ------------------------------
+    card = _ok(
+        sb.api(
+            "POST",
+            "/api/qa/scorecards",
+            json={
+                "name": "Inbound calls",
+                "sections": [
+                    {
+                        "name": "Opening",
+                        "items": [
+                            {"key": "greeting", "label": "Greets by name", "max_points": 10},
+                            {"key": "identity", "label": "Checks identity", "max_points": 5,
+                             "auto_fail": True},
+                        ],
+                    },
+                    {"name": "Closing", "items": [
+                        {"key": "summary", "label": "Sums up", "max_points": 5}]},
+                ],
+            },
+        ),
+        201,
+    )  # fmt: skip
+    page = login_page(browser, sb, "quinn", quinn)
+    page.goto(f"{sb.api_url}/qa")
+    page.get_by_test_id("qa-new").click()
+    page.get_by_test_id("qa-new-scorecard").select_option(str(card["id"]))
+    page.get_by_test_id("qa-new-agent").fill("bob")
+    page.get_by_test_id("qa-new-create").click()
+    page.wait_for_url(lambda url: url.rstrip("/").split("/")[-1].isdigit(), timeout=5_000)
+    evaluation_id = int(page.url.rstrip("/").split("/")[-1])
+    expect(page.get_by_test_id("qa-state")).to_have_attribute("data-published", "false")
+    # Beyond the item's maximum: refused in the page, nothing sent.
+    page.get_by_test_id("qa-score-greeting").fill("12")
+    page.get_by_test_id("qa-save").click()
+    assert page.get_by_test_id("qa-score-greeting").evaluate("x => !x.validity.valid")
+    assert _ok(sb.api("GET", f"/api/qa/evaluations/{evaluation_id}"))["scores"] == {}
+    page.get_by_test_id("qa-score-greeting").fill("8")
+    page.get_by_test_id("qa-score-identity").fill("5")
+    page.get_by_test_id("qa-score-summary").fill("3.5")
+    page.get_by_test_id("qa-comment").fill("Good opening, short summary.")
+    page.get_by_test_id("qa-save").click()
+    expect(page.get_by_test_id("qa-total")).to_have_text("82.5", timeout=5_000)  # 16.5 / 20
+    saved = _ok(sb.api("GET", f"/api/qa/evaluations/{evaluation_id}"))
+    assert saved["scores"] == {"greeting": 8, "identity": 5, "summary": 3.5}
+    assert not saved["published"]
+    page.screenshot(path=str(ARTIFACTS / "qa-evaluation-draft.png"), full_page=True)
+    page.get_by_test_id("qa-publish").click()
+    expect(page.get_by_test_id("qa-state")).to_have_attribute("data-published", "true")
+    published = _ok(sb.api("GET", f"/api/qa/evaluations/{evaluation_id}"))
+    assert published["published"] and published["comment"] == "Good opening, short summary."
+    expect(page.get_by_test_id("qa-total")).to_have_text(f"{published['total']:.1f}")
+    expect(page.get_by_test_id("qa-score-form")).to_have_count(0)  # read-only now
+    page.screenshot(path=str(ARTIFACTS / "qa-evaluation-published.png"), full_page=True)
+    page.context.close()

@@ -18,16 +18,23 @@ async function failure(near, r) {
 
 // -- images in an article ----------------------------------------------------------------------
 
+// Where the editor last put the cursor; at the end when they never did.
 function insertAtCursor(area, text) {
-  const start = area.selectionStart ?? area.value.length;
-  const end = area.selectionEnd ?? start;
+  const placed = area.dataset.placed === "1";
+  const start = placed ? area.selectionStart : area.value.length;
+  const end = placed ? area.selectionEnd : start;
   const before = area.value.slice(0, start);
-  const gap = before && !before.endsWith("\n") ? "\n" : "";
+  // A paragraph of its own (after a list item it would join the item).
+  const gap = !before || before.endsWith("\n\n") ? "" : before.endsWith("\n") ? "\n" : "\n\n";
   area.value = `${before}${gap}${text}\n${area.value.slice(end)}`;
   const at = before.length + gap.length + text.length + 1;
   area.setSelectionRange(at, at);
   area.focus();
 }
+
+$("kb-body-input")?.addEventListener("focus", (e) => {
+  e.currentTarget.dataset.placed = "1";
+});
 
 $("kb-image-upload")?.addEventListener("click", async (e) => {
   const button = e.currentTarget;
