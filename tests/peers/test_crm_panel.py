@@ -187,7 +187,8 @@ def test_admin_writes_an_article_and_qa_scores_an_evaluation_in_the_browser(
     server_factory: Callable[..., Switchboard], browser: Any
 ) -> None:
     """The editing half of the KB and QA pages: an admin makes a category, writes an
-    article with an image (form → saved → found by the search); a qa user starts an
+    article with an image (form → saved → found by the search), renames the category and
+    deletes the article (after a confirm); a qa user starts an
     evaluation, types the item scores, saves and publishes, and the page's total is the
     API's."""
     expect = sync_api.expect
@@ -237,6 +238,27 @@ def test_admin_writes_an_article_and_qa_scores_an_evaluation_in_the_browser(
     expect(page.get_by_test_id("kb-results")).to_contain_text("Factory reset of the X200 router")
     stored = _ok(sb.api("GET", f"/api/kb/articles/{article_id}?count=false"))
     assert stored["keywords"] == ["reset", "x200"] and stored["version"] == 2
+    # The category renamed and given edit roles in the browser.
+    page.goto(f"{sb.api_url}/kb/categories")
+    row = page.locator("tr[data-category]")
+    row.get_by_test_id("kb-cat-name").fill("Routers and modems")
+    row.locator("input[name=edit_roles]").fill("agent, supervisor")
+    with page.expect_navigation():  # saved: the page reloads
+        row.get_by_test_id("kb-cat-save").click()
+    expect(row.get_by_test_id("kb-cat-name")).to_have_value("Routers and modems")
+    (category,) = _ok(sb.api("GET", "/api/kb/categories"))["items"]
+    assert category["name"] == "Routers and modems"
+    assert category["edit_roles"] == ["agent", "supervisor"] and category["read_roles"] is None
+    # Delete asks first: dismissed, nothing happens; accepted, the article is gone.
+    page.goto(f"{sb.api_url}/kb/{article_id}")
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.get_by_test_id("kb-delete").click()
+    page.wait_for_timeout(500)
+    assert sb.api("GET", f"/api/kb/articles/{article_id}?count=false").status_code == 200
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_test_id("kb-delete").click()
+    page.wait_for_url(lambda url: url.endswith("/kb"), timeout=5_000)
+    assert sb.api("GET", f"/api/kb/articles/{article_id}?count=false").status_code == 404
     page.context.close()
 
     # -- the qa user: a new evaluation, scored, saved, published ------------------------------

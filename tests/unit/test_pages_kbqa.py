@@ -218,3 +218,22 @@ def test_every_kbqa_word_is_in_both_languages() -> None:
     assert set(EN_KBQA) == set(ZH_KBQA)
     for key in EN_KBQA:
         assert CATALOGS["en"][key] == EN_KBQA[key] and CATALOGS["zh"][key] == ZH_KBQA[key]
+
+
+async def test_the_services_say_who_may_edit(web: Web) -> None:  # noqa: F811
+    kb, qa = KnowledgeBase(web.store), QualityService(web.store)
+    alice, ada = Actor("alice", "agent"), Actor("ada", "admin")
+    general = await kb.add_category(SUE, "General")
+    notes = await kb.add_category(SUE, "Notes", parent_id=general.id, edit_roles=["agent"])
+    secret = await kb.add_category(SUE, "Secret", read_roles=["admin"], edit_roles=["agent"])
+    assert [c.id for c in await kb.editable_categories(alice)] == [notes.id]  # not Secret
+    assert [c.id for c in await kb.editable_categories(QUINN)] == []
+    assert {c.id for c in await kb.editable_categories(ada)} == {general.id, notes.id, secret.id}
+    assert await kb.may_edit(alice, notes.id) and not await kb.may_edit(alice, general.id)
+    assert not await kb.may_edit(SUE, 999)
+    assert kb.manages_categories(SUE) and not kb.manages_categories(QUINN)
+    card = await _card(qa)
+    ev = await qa.evaluate(QUINN, agent="a1", now=NOW, scorecard_id=card.id)
+    assert qa.may_change(QUINN, ev) and qa.may_change(SUE, ev)
+    assert not qa.may_change(Actor("quinn2", "qa"), ev) and not qa.may_change(alice, ev)
+    assert qa.may_evaluate(QUINN) and not qa.may_evaluate(alice)
