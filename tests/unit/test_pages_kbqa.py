@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+import pytest
+
 from crm import Actor, RecordingData
 from crm.kb import Category, KnowledgeBase
 from crm.qa import EvaluationTask, QualityService, Scorecard, ScoreItem, Section
@@ -30,6 +32,12 @@ def _no_inline_script(html: str) -> None:
     for tag in re.findall(r"<script[^>]*>", html):
         assert "src=" in tag or 'type="application/json"' in tag, tag
     assert not re.search(r"\son[a-z]+=", html)  # no inline handlers
+
+
+@pytest.mark.parametrize("path", ["/kb/new", "/kb/1/edit", "/kb/categories", "/qa/new"])
+async def test_without_a_session_the_editors_go_to_the_login(web: Web, path: str) -> None:  # noqa: F811
+    r = await web.get(None, path)
+    assert r.status_code == 303 and r.headers["location"] == "/login"
 
 
 async def test_kb_new_and_edit_follow_the_categories_rights(web: Web) -> None:  # noqa: F811
@@ -61,6 +69,7 @@ async def test_kb_new_and_edit_follow_the_categories_rights(web: Web) -> None:  
     assert form.status_code == 200
     assert f'data-path="/api/kb/articles/{article.id}"' in form.text
     assert 'data-api="PATCH"' in form.text and 'data-then="/kb/{id}"' in form.text
+    assert 'data-empty="null"' in form.text  # emptied keywords are saved as none
     assert 'value="Refunds (new)"' in form.text and 'value="refund"' in form.text
     assert "Refunds take *5* days.</textarea>" in form.text
     assert 'data-testid="kb-image-upload"' in form.text
