@@ -10,7 +10,8 @@ calls (:class:`crm.CustomerService`, :class:`crm.tickets.TicketService`,
 :class:`crm.kb.KnowledgeBase`, :class:`crm.qa.QualityService`) with the same
 :class:`crm.Actor`: a record the user may not see is the same 404 page whether it exists
 or not. Article bodies are markdown rendered with raw HTML switched off (it is shown as
-text) and unsafe link schemes refused (markdown-it's ``validateLink``).
+text) and unsafe link schemes refused (markdown-it's ``validateLink``). The editors of
+articles, categories and evaluations are web/pages_kbqa.py, included here.
 """
 
 from __future__ import annotations
