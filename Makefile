@@ -1,7 +1,8 @@
 # Switchboard — developer entry points. GNU make.
 #   make run    install into .venv and start the server with ./var/ (created on first start)
 #   make test   install test dependencies (Python and Debian packages) and run the whole suite
-#   make check  lint, format check, mypy --strict on every package, then the tests
+#   make check  lint, format check, mypy --strict on every package (tests and bench too), then
+#               the tests
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -19,7 +20,7 @@ help:
 	@echo "make check      ruff, ruff format --check, mypy --strict (every package), tests"
 	@echo "make lint       ruff check + ruff format --check"
 	@echo "make format     ruff format + ruff check --fix"
-	@echo "make typecheck  mypy --strict on pbx media acd ivr recorder crm config cli web app"
+	@echo "make typecheck  mypy --strict on pbx media acd ivr recorder crm config cli web app tests bench"
 	@echo "make bench      run bench/*.py"
 
 venv: $(PY)
@@ -54,7 +55,7 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix .
 
 typecheck: $(VENV)/.installed-test
-	$(BIN)/mypy pbx media acd ivr recorder crm config cli web app
+	$(BIN)/mypy pbx media acd ivr recorder crm config cli web app tests bench
 
 check: lint typecheck test
 

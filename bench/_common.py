@@ -359,8 +359,8 @@ def _elapsed_seconds(value: str) -> float:
             h, m, s, us = (int(p) for p in parts)
             return h * 3600 + m * 60 + s + us / 1e6
         if len(parts) == 3:
-            h, m, s = parts
-            return int(h) * 3600 + int(m) * 60 + float(s)
+            hours, minutes, seconds = parts
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
     except ValueError:
         pass
     return 0.0

@@ -48,7 +48,7 @@ FRAME = RATE // 50
 BURST_FRAMES = 10  # 200 ms
 PERIOD_FRAMES = 50  # one burst a second
 THRESHOLD = 1500.0  # mean |sample| of a frame that holds the burst (silence is ~0)
-EXTENSIONS = {
+EXTENSIONS: dict[str, dict[str, object]] = {
     "1001": {"name": "Far end", "password": "pw-1001-bench"},
     "1002": {"name": "Bob", "password": "pw-1002-bench"},
 }

@@ -121,7 +121,8 @@ def main() -> int:
             with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {admin}"}) as c:
                 for i in range(AGENTS):
                     c.post(f"/api/agents/a{i}/login").raise_for_status()
-                supervisors, agents = [], []
+                supervisors: list[str] = []
+                agents: list[str] = []
                 for i in range(args.clients):
                     role = "supervisor" if i % 2 == 0 else "agent"
                     body = {"name": f"u{i}", "role": role, "password": "bench-password"}

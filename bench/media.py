@@ -495,8 +495,9 @@ def _merge(mode: str, results: list[dict[str, Any]]) -> dict[str, Any]:
         "received": received,
         "late_ticks": sum(r["late_ticks"] for r in results),
     }
-    jitters = [r.get("jitter_p99_ms") for r in results]
-    merged["jitter_p99_ms"] = None if None in jitters else max(jitters)
+    jitters: list[float | None] = [r.get("jitter_p99_ms") for r in results]
+    known = [j for j in jitters if j is not None]
+    merged["jitter_p99_ms"] = None if len(known) < len(jitters) else max(known)
     if mode == "relay":
         merged["loss"] = max(0.0, 1 - received / sent) if sent else 1.0
     else:

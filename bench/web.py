@@ -168,7 +168,8 @@ async def _panels(api: str, ws_url: str, users: list[str], pipe: Connection) -> 
         for user, arrivals, ready in zip(users, per_panel, readies, strict=True)
     ]
     waiting = asyncio.ensure_future(asyncio.gather(*(r.wait() for r in readies)))
-    done, _ = await asyncio.wait([waiting, *tasks], timeout=120, return_when="FIRST_COMPLETED")
+    watched: list[asyncio.Future[Any]] = [waiting, *tasks]
+    done, _ = await asyncio.wait(watched, timeout=120, return_when="FIRST_COMPLETED")
     failed = [t for t in tasks if t.done() and t.exception() is not None]
     if waiting not in done or failed:
         reason = repr(failed[0].exception()) if failed else "timeout"

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PHONE_SCRIPT = Path(__file__).with_name("phone.py")
@@ -216,6 +216,40 @@ class Phone:
             return [e for e in self._events if match(e)]
 
     # ---- commands ----
+    @overload
+    def register(
+        self,
+        registrar: str,
+        user: str | None = None,
+        password: str = "",
+        *,
+        realm: str = "*",
+        expires: int = 300,
+        domain: str | None = None,
+        use_proxy: bool = True,
+        transport: str = "udp",
+        wait: Literal[True] = True,
+        timeout: float = 10.0,
+        mwi: bool = False,
+    ) -> Event: ...
+
+    @overload
+    def register(
+        self,
+        registrar: str,
+        user: str | None = None,
+        password: str = "",
+        *,
+        realm: str = "*",
+        expires: int = 300,
+        domain: str | None = None,
+        use_proxy: bool = True,
+        transport: str = "udp",
+        wait: Literal[False],
+        timeout: float = 10.0,
+        mwi: bool = False,
+    ) -> None: ...
+
     def register(
         self,
         registrar: str,

@@ -31,9 +31,7 @@ JSON_VALUES = st.recursive(
     ),
     max_leaves=6,
 )
-TEXT = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="/?#%"), max_size=24
-)
+TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="/?#%"), max_size=24)
 
 
 def _value(schema: dict[str, Any]) -> st.SearchStrategy[Any]:

@@ -56,7 +56,7 @@ class InProcessServer:
         return self.run(wrapper(), timeout)
 
     def answered_call(self) -> Call:
-        calls = self.call_soon(
+        calls: list[Call] = self.call_soon(
             lambda: [c for c in self.server.b2bua.calls if c.state is CallState.ANSWERED]
         )
         assert len(calls) == 1, calls

@@ -87,7 +87,8 @@ class Sine:
         n = self.rate // 50
         t = (np.arange(n) + self.pos) / self.rate
         self.pos += n
-        return np.rint(6000 * np.sin(2 * np.pi * self.freq * t)).astype(np.int16)
+        samples: np.ndarray = np.rint(6000 * np.sin(2 * np.pi * self.freq * t)).astype(np.int16)
+        return samples
 
 
 class Talker:

@@ -20,8 +20,8 @@ OFFICE = BusinessCalendar(
 )
 
 
-def local(*args: int) -> datetime:
-    return datetime(*args, tzinfo=BERLIN)  # type: ignore[misc]
+def local(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=BERLIN)
 
 
 @pytest.mark.parametrize(

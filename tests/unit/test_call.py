@@ -1154,7 +1154,7 @@ async def test_a_busy_or_unanswered_callee_rolls_to_the_mailbox(
 
     control = CallControl(sb.b2b, is_extension=lambda n: True, tone_plan=lambda: "us")
     control.serve("voicemail")
-    arrived: list[CallEvent] = []
+    arrived: list[CallArrived] = []
     control.subscribe(lambda e: arrived.append(e) if isinstance(e, CallArrived) else None)
     seen: list[str] = []
 
@@ -1174,7 +1174,7 @@ async def test_a_busy_or_unanswered_callee_rolls_to_the_mailbox(
     assert sb.stack.statuses(inv.call_id)[-1] == 200
     (call,) = sb.b2b.calls
     assert call.state is CallState.ANSWERED and call.app is not None
-    assert [(e.kind, e.target, e.caller) for e in arrived] == [("voicemail", "1002", "1001")]  # type: ignore[attr-defined]
+    assert [(e.kind, e.target, e.caller) for e in arrived] == [("voicemail", "1002", "1001")]
     assert not sb.media.legs[call.a.leg_id].tone
 
 

@@ -70,7 +70,8 @@ class FakeCall:
             self.played.append(f"{path.parent.name}/{path.stem}")
             head = self.script[0] if self.script else None
             if head is not None and head.startswith("^") and head[1:] in interrupt_digits:
-                return self.script.pop(0)[1:]
+                self.script.pop(0)
+                return head[1:]
         return None
 
     async def collect_digit(self, timeout: float) -> str | None:

@@ -78,7 +78,8 @@ def test_wrong_frame_length_is_rejected() -> None:
 
 def tone(freq: float, rate: int, n: int, start: int = 0) -> np.ndarray:
     t = (np.arange(n) + start) / rate
-    return np.rint(8000 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+    samples: np.ndarray = np.rint(8000 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+    return samples
 
 
 def peak_hz(pcm: np.ndarray, rate: int) -> float:

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from pbx.events import CallEnded, DtmfReceived, LegAnswered
 from recorder.commands import RecorderError
 from recorder.service import Recorder, RecordingSettings
 from recorder.writer import DiskThread, Recording, encode_part, part_path
-from tests.unit.fake_control import FakeCallControl
+from tests.unit.fake_control import FakeCallControl, as_control
 
 RATE = 8000
 N = 160  # samples per 20 ms frame
@@ -33,7 +34,9 @@ def tone(freq: float, frames: int, start: int = 0, rate: int = RATE) -> np.ndarr
     return (np.sin(2 * np.pi * freq * t) * 8000).astype(np.int16)
 
 
-def stereo_frames(left_hz: float, right_hz: float, frames: int, rate: int = RATE):  # type: ignore[no-untyped-def]
+def stereo_frames(
+    left_hz: float, right_hz: float, frames: int, rate: int = RATE
+) -> Iterator[np.ndarray]:
     n = rate // 50
     left, right = tone(left_hz, frames, rate=rate), tone(right_hz, frames, rate=rate)
     for i in range(frames):
@@ -254,8 +257,10 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     await s.close()
 
 
-def _recorder(control: FakeCallControl, store: Store, folder: Path, **settings: object) -> Recorder:
-    return Recorder(control, store, RecordingSettings(folder, **settings), draw=lambda: 0.0)  # type: ignore[arg-type]
+def _recorder(control: FakeCallControl, store: Store, folder: Path, **settings: Any) -> Recorder:
+    return Recorder(
+        as_control(control), store, RecordingSettings(folder, **settings), draw=lambda: 0.0
+    )
 
 
 async def _answer(
@@ -508,7 +513,7 @@ async def test_a_conversation_is_judged_once_so_its_later_segments_follow(
     control = FakeCallControl(extensions=["1002", "1003"])
     draws = iter([0.1, 0.9])  # the first conversation is sampled, the second is not
     rec = Recorder(
-        control,
+        as_control(control),
         store,
         RecordingSettings(tmp_path / "rec", record="inbound", sample_percent=50),
         draw=lambda: next(draws),

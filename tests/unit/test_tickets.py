@@ -6,7 +6,7 @@ the store on SQLite and PostgreSQL (with the migration matching the models)."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -30,7 +30,7 @@ from crm import (
 from crm.business_hours import BusinessCalendar, ClosedDays, OpenHours
 from crm.migrate import modelled
 from crm.models import Base
-from crm.ticket_store import TicketQuery
+from crm.ticket_store import TicketData, TicketQuery
 from crm.tickets import (
     OPERATIONS_FROM,
     TRANSITIONS,
@@ -95,6 +95,10 @@ def svc(store: Store) -> TicketService:
     return TicketService(store, SETTINGS)
 
 
+# A TicketService move that takes no arguments beyond (actor, ticket id, now).
+Step = Callable[[Actor, int, datetime], Awaitable[TicketData]]
+
+
 async def _in_state(svc: TicketService, state: TicketState) -> int:
     """A ticket (assigned to alice, complaint/normal) brought to ``state`` by sue."""
     if state == TicketState.NEW:
@@ -103,15 +107,15 @@ async def _in_state(svc: TicketService, state: TicketState) -> int:
         return t.id
     t = await svc.create(SUE, type="complaint", title="No dial tone", now=T0, assignee="alice")
     assert t.id is not None
-    path = {
+    paths: dict[TicketState, list[Step]] = {
         TicketState.ASSIGNED: [],
         TicketState.IN_PROGRESS: [svc.start],
         TicketState.FEEDBACK: [svc.start, svc.feedback],
         TicketState.REVISIT: [svc.start, lambda a, i, n: svc.revisit(a, i, n, "fixed")],
         TicketState.CLOSED: [svc.start, svc.close],
-    }[state]
-    for step in path:
-        await step(SUE, t.id, T0)  # type: ignore[operator]
+    }
+    for step in paths[state]:
+        await step(SUE, t.id, T0)
     return t.id
 
 
@@ -223,24 +227,25 @@ async def test_sla_on_a_fake_clock_with_a_feedback_pause(svc: TicketService) -> 
     friday = datetime(2026, 12, 4, 18, tzinfo=BERLIN)
     t = await svc.create(SUE, type="complaint", title="Line dead", now=friday, assignee="alice")
     assert t.id is not None
+    tid = t.id
     assert t.first_response_due == datetime(2026, 12, 7, 13, tzinfo=BERLIN)
     assert t.resolution_due == datetime(2026, 12, 8, 17, tzinfo=BERLIN)
     monday = datetime(2026, 12, 7, 9, 30, tzinfo=BERLIN)
-    t = await svc.start(ALICE, t.id, monday)
+    t = await svc.start(ALICE, tid, monday)
     assert t.first_response_at == monday
     # Waiting on the customer from Monday 11:00 to Tuesday 10:00: 7 business hours.
-    t = await svc.feedback(ALICE, t.id, datetime(2026, 12, 7, 11, tzinfo=BERLIN), "need logs")
+    t = await svc.feedback(ALICE, tid, datetime(2026, 12, 7, 11, tzinfo=BERLIN), "need logs")
     assert t.state == "feedback" and t.paused_since is not None
-    t = await svc.resume(ALICE, t.id, datetime(2026, 12, 8, 10, tzinfo=BERLIN))
+    t = await svc.resume(ALICE, tid, datetime(2026, 12, 8, 10, tzinfo=BERLIN))
     assert t.paused_since is None and t.paused_seconds == 7 * H
     # Tuesday 17:00 + 7 business hours: Wednesday 16:00.
     assert t.resolution_due == datetime(2026, 12, 9, 16, tzinfo=BERLIN)
     done = datetime(2026, 12, 9, 15, tzinfo=BERLIN)
-    t = await svc.revisit(ALICE, t.id, done, "works again")
+    t = await svc.revisit(ALICE, tid, done, "works again")
     assert t.resolved_at == done and t.revisit_outcome == "works again"
-    t = await svc.close(ALICE, t.id, done + timedelta(hours=1))
+    t = await svc.close(ALICE, tid, done + timedelta(hours=1))
     assert t.closed_at is not None and t.resolved_at == done
-    t = await svc.reopen(ALICE, t.id, done + timedelta(days=1), "broken again")
+    t = await svc.reopen(ALICE, tid, done + timedelta(days=1), "broken again")
     assert t.state == "in_progress" and t.resolved_at is None and t.closed_at is None
 
 
@@ -283,11 +288,12 @@ async def test_escalation_skips_answered_and_paused_tickets(svc: TicketService) 
 async def test_urge_raises_urgency_and_notifies(svc: TicketService) -> None:
     t = await svc.create(ALICE, type="inquiry", title="Where?", now=T0, department="billing")
     assert t.id is not None and t.state == "assigned"
-    t = await svc.urge(ALICE, t.id, T0, "customer called again")
-    t = await svc.urge(ALICE, t.id, T0)
+    tid = t.id
+    t = await svc.urge(ALICE, tid, T0, "customer called again")
+    t = await svc.urge(ALICE, tid, T0)
     assert t.urgency == 2
     # (Creating it for the department told carol first.)
-    created, *notes = await svc.notifications(ALICE, t.id)
+    created, *notes = await svc.notifications(ALICE, tid)
     assert (created.kind, created.recipients) == ("assigned", ("carol",))
     assert [(n.kind, n.recipients) for n in notes] == [("urged", ("carol",))] * 2
     assert "customer called again" in notes[0].message
@@ -362,14 +368,15 @@ async def test_store_on_sqlite_and_postgresql(store_url: str) -> None:
         svc = TicketService(store, SETTINGS)
         t = await svc.create(SUE, type="complaint", title="PG", now=T0, cc=["dave", "bob"])
         assert t.id is not None and t.cc == ("bob", "dave")
-        t = await svc.assign(SUE, t.id, T0, user="alice")
-        t = await svc.carbon_copy(SUE, t.id, T0, add=["carol"], remove=["bob"])
+        tid = t.id
+        t = await svc.assign(SUE, tid, T0, user="alice")
+        t = await svc.carbon_copy(SUE, tid, T0, add=["carol"], remove=["bob"])
         assert t.cc == ("carol", "dave") and t.version == 2
         await svc.escalate(datetime(2026, 12, 7, 13, tzinfo=BERLIN))
         assert await svc.escalate(datetime(2026, 12, 7, 13, tzinfo=BERLIN)) == []
         rows, total = await svc.search(CAROL, TicketQuery(state="assigned"))
         assert total == 1 and rows[0].first_response_due == datetime(2026, 12, 7, 14, tzinfo=BERLIN)
-        events = await svc.history(SUE, t.id)
+        events = await svc.history(SUE, tid)
         assert [e.action for e in events] == ["create", "assign", "cc", "sla_warning"]
         assert events[2].detail == {"add": ["carol"], "remove": ["bob"]}
     finally:
@@ -379,17 +386,18 @@ async def test_store_on_sqlite_and_postgresql(store_url: str) -> None:
 async def test_first_response_is_a_handlers_move_or_comment(svc: TicketService) -> None:
     t = await svc.create(ALICE, type="complaint", title="Echo", now=T0, department="billing")
     assert t.id is not None
+    tid = t.id
     # The creator's own comment is no response; the department's is.
-    t = await svc.comment(ALICE, t.id, T0 + timedelta(minutes=5), "it echoes")
+    t = await svc.comment(ALICE, tid, T0 + timedelta(minutes=5), "it echoes")
     assert t.first_response_at is None
     answered = T0 + timedelta(minutes=20)
-    t = await svc.comment(CAROL, t.id, answered, "looking into it")
+    t = await svc.comment(CAROL, tid, answered, "looking into it")
     assert t.first_response_at == answered
-    t = await svc.start(CAROL, t.id, answered + timedelta(hours=1))
+    t = await svc.start(CAROL, tid, answered + timedelta(hours=1))
     assert t.first_response_at == answered
     # A department-only transfer clears the assignee; both are kept in the trail.
-    t = await svc.transfer(SUE, t.id, T0, department="support", note="network side")
+    t = await svc.transfer(SUE, tid, T0, department="support", note="network side")
     assert (t.state, t.assignee, t.department) == ("assigned", None, "support")
-    last = (await svc.history(SUE, t.id))[-1]
+    last = (await svc.history(SUE, tid))[-1]
     assert last.detail == {"department": "support", "assignee": None}
     assert last.note == "network side"

@@ -209,13 +209,13 @@ async def test_request_and_response_over_one_tls_connection(tmp_path: Path) -> N
     )
     await client.listen([ListenSpec("UDP", "127.0.0.1", 0)])
     got: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+
+    def first(response: Response) -> None:
+        if not got.done():
+            got.set_result(response)
+
     try:
-        client.send_request(
-            _options(client, port),
-            ("127.0.0.1", port),
-            "TLS",
-            lambda r: got.done() or got.set_result(r),
-        )
+        client.send_request(_options(client, port), ("127.0.0.1", port), "TLS", first)
         response = await asyncio.wait_for(got, 5)
         assert response.status == 200
         (ev,) = seen

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+from pbx.features import ExtensionSettings
 from pbx.persistence import CallDetail, StoredBinding, WriteBehind
 
 
 class FakeStore:
+    """An in-memory ``pbx.persistence.Persistence``."""
+
     def __init__(self, fail_times: int = 0) -> None:
         self.batches: list[tuple[list[StoredBinding], list[tuple[str, str]]]] = []
         self.calls: list[list[CallDetail]] = []
+        self.settings: list[dict[str, ExtensionSettings]] = []
         self.fail_times = fail_times
 
     async def apply_bindings(
@@ -27,6 +31,12 @@ class FakeStore:
 
     async def save_calls(self, details: list[CallDetail]) -> None:
         self.calls.append(details)
+
+    async def save_settings(self, settings: dict[str, ExtensionSettings]) -> None:
+        self.settings.append(settings)
+
+    async def load_settings(self) -> dict[str, ExtensionSettings]:
+        return {}
 
 
 def binding(uri: str, cseq: int) -> StoredBinding:
