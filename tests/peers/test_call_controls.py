@@ -324,3 +324,42 @@ def test_conference_joins_a_third_phone(
     second = next(r for r in records if r["linked_id"] == call_id)
     assert first["hangup_cause"] == "transferred", first
     assert (second["caller"], second["callee"]) == ("1001", "1004"), second
+
+
+def test_agent_hanging_up_while_the_consult_rings_keeps_the_caller(
+    server_factory: Callable[..., Switchboard],
+    phone_factory: Callable[..., Phone],
+    tmp_path: Path,
+    tone_1k: Path,
+    tone_wav: Callable[..., Path],
+) -> None:
+    """Bob consults Dave and hangs up before Dave answers: the caller hears ringback, not
+    silence or a dropped call, and Dave's answer connects the two."""
+    sb = server_factory(extensions=PEOPLE, extra_yaml=CONFIG)
+    caller, bob, dave = (registered(phone_factory, sb, e) for e in ("1001", "1002", "1004"))
+    _post(sb, "/api/agents/a2/login")
+    cid = _dial_queue(caller, sb, tone_1k)
+    b, _ = _answer(bob)
+    call_id = _call_of(sb, "1002")
+    _post(sb, f"/api/calls/{call_id}/transfer", {"target": "1004", "mode": "consult"})
+    ringing = dave.wait_incoming(timeout=10)
+    bob.hangup(call=b)
+    bob.wait_disconnected(call=b, timeout=10)
+    time.sleep(0.5)
+    waiting = hears(caller, tmp_path / "waiting.wav", call=cid, seconds=1.5)
+    # US ringback is 440 + 480 Hz (the music on hold has no 480 Hz partial).
+    assert tone_level_db(waiting, 480) > tone_level_db(waiting, 1000) + 10, "no ringback"
+    d = int(ringing["call"])
+    dave.answer(call=d)
+    dave.wait_media_active(call=d, timeout=10)
+    dave.play(tone_wav(1500), call=d)
+    time.sleep(0.5)
+    assert abs(dominant_frequency(hears(caller, tmp_path / "dave.wav", call=cid)) - 1500) < 20
+    assert abs(dominant_frequency(hears(dave, tmp_path / "caller.wav", call=d)) - 1000) < 20
+    caller.hangup(call=cid)
+    dave.wait_disconnected(call=d, timeout=10)
+    records = sb.wait_call_records(2)
+    first = next(r for r in records if r["record_id"] == call_id)
+    second = next(r for r in records if r["linked_id"] == call_id)
+    assert first["hangup_cause"] == "transferred", first
+    assert (second["caller"], second["callee"]) == ("1001", "1004"), second
