@@ -640,7 +640,7 @@ class Call:
         if self.outbound is not None and not self.outbound.done:
             self.outbound.cancel()
         for s in self.sides():
-            if s.dialog is not None:
+            if s.dialog is not None and not s.left:
                 self.b2b.send_bye(s.dialog)
         self._end("ANSWERED", cause, "system", 200)
 
@@ -763,7 +763,18 @@ class Call:
         new.log.info("call_taken_over", by=sup.ext, released=old.ext if old else None)
         return new
 
-    def _hand_caller_over(self, start: Callable[[Call, Call], CallApplication]) -> None:
+    def caller_goes_on(self, cause: str) -> bool:
+        """The callee is gone: if an application waits for the caller (a post-call
+        survey, ``CallControl.continue_after_callee``), hand the caller over, this call's
+        record ending with ``cause`` as the callee's hang-up, and return True."""
+        if self.ended or self.after_callee is None or self.a.dialog is None:
+            return False
+        self._hand_caller_over(self.after_callee, cause)
+        return True
+
+    def _hand_caller_over(
+        self, start: Callable[[Call, Call], CallApplication], cause: str = "normal_clearing"
+    ) -> None:
         """The callee hung up and the caller goes on to an application (a post-call
         survey): this call's record ends as the callee's hang-up, and the caller's leg
         continues in a new, linked call that the application drives."""
@@ -772,7 +783,9 @@ class Call:
             self.b2b.stop_music_on_hold(keep.moh_player)
             keep.moh_player = None
         keep.holding = False
-        self._end("ANSWERED", "normal_clearing", "callee", 200, keep_media=(keep,))
+        if keep.leg_id in self.b2b.media:
+            self.b2b.media.stop_tone(keep.leg_id)
+        self._end("ANSWERED", cause, "callee", 200, keep_media=(keep,))
         self.b2b.continue_with_application(
             keep,
             linked_id=self.linked_id or self.id,
@@ -866,8 +879,7 @@ class Call:
             else:
                 if self.outbound is not None and not self.outbound.done:
                     self.outbound.cancel()  # an application was ringing an extension for us
-                agent_gone = third is not None and third.agent_left and other is third.me
-                if other is not None and other.dialog is not None and not agent_gone:
+                if other is not None and other.dialog is not None and not other.left:
                     self.b2b.send_bye(other.dialog)
                 side = "caller" if me.label == "a" else "callee"
                 self._end("ANSWERED", "normal_clearing", side, 200)
@@ -966,7 +978,7 @@ class Call:
         if self.transfer is not None:
             self.transfer.abort()
         for s in self.sides():
-            if s.dialog is not None:
+            if s.dialog is not None and not s.left:
                 self.b2b.send_bye(s.dialog)
         self._end("ANSWERED", cause, side, 200)
 

@@ -182,9 +182,12 @@ class ThirdParty:
         other = self.other
         if other.leg_id in call.b2b.media:
             call.b2b.media.stop_tone(other.leg_id)
+        if self.me is call.b and call.caller_goes_on("transfer_failed"):
+            return  # to the post-call survey the queue wanted after the agent
         if other.dialog is not None:
             call.b2b.send_bye(other.dialog)
-        call.end("ANSWERED", "transfer_failed", "system", status)
+        # The agent hung up first: the record (and the ACD) count the end as theirs.
+        call.end("ANSWERED", "transfer_failed", "caller" if self.me is call.a else "callee", status)
 
     # -- what the agent (or the target) does -------------------------------------------
 
@@ -222,6 +225,7 @@ class ThirdParty:
         call = self.call
         b2b = call.b2b
         self.agent_left = True
+        self.me.left = True
         b2b.unregister_side(self.me)
         b2b.media.close_leg(self.me.leg_id)
         other = self.other

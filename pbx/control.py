@@ -770,13 +770,20 @@ class CallControl:
     # is anchored on Switchboard, so none of these re-INVITEs a phone: they change what
     # each party's own leg hears and says (pbx.consult explains consult and conference).
 
-    def _parties(self, call_id: str, party: str) -> tuple[Call, Side, Side] | None:
+    def _parties(
+        self, call_id: str, party: str, *, left_too: bool = False
+    ) -> tuple[Call, Side, Side] | None:
+        """(call, party's side, the other side) of an answered two-party call; None if
+        there is none, or if ``party``'s phone already hung up (an agent who left a
+        ringing consult: nothing to control any more) unless ``left_too``."""
         if party not in PARTIES:
             raise ValueError(f"unknown party {party!r} (caller or callee)")
         call = self._live(call_id)
         if call is None or not call.established or call.b is None:
             return None
         me = call.a if party == "caller" else call.b
+        if me.left and not left_too:
+            return None
         other = call.b if me is call.a else call.a
         return call, me, other
 
@@ -834,7 +841,7 @@ class CallControl:
     def party_state(self, call_id: str, party: str) -> dict[str, Any] | None:
         """What the panel shows of ``party``'s controls: on hold, muted, a third party
         (consult or conference: its target, whether it answered)."""
-        found = self._parties(call_id, party)
+        found = self._parties(call_id, party, left_too=True)
         if found is None:
             return None
         call, me, _other = found

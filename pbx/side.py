@@ -60,6 +60,10 @@ class Side:
     on_hold: bool = False
     muted: bool = False
     uac: bool = False  # we sent the INVITE that made the dialog (we own its Call-ID)
+    # Its phone hung up while the call goes on without it (an agent leaving a consult that
+    # still rings): its dialog is over, so nothing more is sent in it (no BYE: RFC 3261
+    # §15.1.2, the dialog ended with the BYE it sent).
+    left: bool = False
     # Our own re-INVITE to this party, while it has no final response (RFC 3261 §14.1).
     reoffer_pending: bool = False
     # A party reached through a trunk (pbx.trunk_dial): the trunk, the trunks that failed

@@ -138,8 +138,10 @@ class LoginThrottle:
         self._add(f"u:{name}", now, self.limit)
         self._pending[address] = self._pending.get(address, 0) + 1
 
-    def end(self, name: str, address: str, now: float, *, right: bool) -> None:
-        """The check of a :meth:`begin` login is over."""
+    def end(self, name: str, address: str, now: float, *, right: bool | None) -> None:
+        """The check of a :meth:`begin` login is over: the password was right, wrong, or
+        (None) never checked (the store failed, the client went away): then nothing
+        counts, so an outage does not lock a shared address out."""
         left = self._pending.get(address, 0) - 1
         if left > 0:
             self._pending[address] = left
@@ -147,6 +149,10 @@ class LoginThrottle:
             self._pending.pop(address, None)
         if right:
             self._failures.pop(f"u:{name}", None)
+        elif right is None:
+            q = self._failures.get(f"u:{name}")
+            if q:
+                q.pop()
         else:
             self._add(f"a:{address}", now, self.address_limit)
 
@@ -249,12 +255,14 @@ class Authenticator:
             raise AuthError(429, "too many failed logins: try again later", retry_after=wait)
         # Counted before the (slow) check, so parallel guesses cannot all pass the gate.
         self.throttle.begin(name, address, now)
-        user = None
+        user, checked = None, False
         try:
             async with self._verifying:
                 user = await self.store.check_password(name, password)
+            checked = True
         finally:
-            self.throttle.end(name, address, time.monotonic(), right=user is not None)
+            right = (user is not None) if checked else None
+            self.throttle.end(name, address, time.monotonic(), right=right)
         if user is None:
             raise AuthError(401, "wrong user name or password")
         await self.store.purge_expired_sessions()

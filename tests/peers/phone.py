@@ -251,6 +251,7 @@ class PhoneAccount(pj.Account):  # type: ignore[misc]
             log("onMwiInfo failed\n" + traceback.format_exc())
 
     def onRegState(self, prm: pj.OnRegStateParam) -> None:
+        self.phone.reg_answers += 1
         try:
             ai = self.getInfo()
             emit(
@@ -309,6 +310,7 @@ class Phone:
         )
         self.acc: PhoneAccount = self.local_acc
         self.reg_acc: PhoneAccount | None = None
+        self.reg_answers = 0  # final answers to our REGISTERs (onRegState calls)
         self.running = True
 
     # -- accounts --
@@ -668,10 +670,17 @@ class Phone:
                 c.state not in ("DISCONNECTED", "NULL") for c in self.calls.values()
             ):
                 self.ep.libHandleEvents(20)
+            if self.reg_acc is not None and self.reg_acc.getInfo().regIsActive:
+                # Un-REGISTER and wait for its final answer (a challenge and the retry
+                # included), at most a second.
+                before = self.reg_answers
+                self.reg_acc.setRegistration(False)
+                deadline = time.monotonic() + 1.0
+                while time.monotonic() < deadline and self.reg_answers == before:
+                    self.ep.libHandleEvents(10)
             if self.reg_acc is not None:
-                self.reg_acc.shutdown()  # the un-REGISTER goes out now
-            deadline = time.monotonic() + 0.15  # its answer, over loopback
-            while time.monotonic() < deadline:
+                self.reg_acc.shutdown()
+            for _ in range(3):
                 self.ep.libHandleEvents(10)
         except pj.Error as e:
             log(f"shutdown: {e.info()}")

@@ -537,6 +537,19 @@ async def test_the_agent_hanging_up_while_the_consult_rings_leaves_the_customer_
     assert b_leg not in sb.media.legs
     assert sb.media.playing(a_leg) == [] and sb.media.legs[a_leg].tone == "ringback"
     assert call.state is CallState.ANSWERED and not sb.details
+    # The agent's panel can no longer hold, mute, cancel or key digits for a phone that
+    # hung up; what it shows stays readable.
+    assert not control.hold(call_id, "callee")
+    assert not control.mute(call_id, "callee")
+    assert not control.cancel_consult(call_id, "callee")
+    assert not control.send_dtmf(call_id, "callee", "1")
+    assert sb.media.playing(a_leg) == [] and sb.media.legs[a_leg].tone == "ringback"
+    state = control.party_state(call_id, "callee")
+    assert state is not None and state["third_party"] == {
+        "mode": "consult",
+        "target": "2002",
+        "answered": False,
+    }
     third.answer(sent)
     await settle()
     c_leg = next(leg for leg in sb.media.legs if leg != a_leg)
@@ -586,6 +599,24 @@ async def test_the_customer_waiting_for_a_consult_is_not_left_ringing_forever(
     assert sb.stack.requests("CANCEL")  # the colleague's phone stopped ringing
     assert sb.media.legs == {}
 
+    # The call is hung up from Switchboard's side (the panel, a media timeout, shutdown)
+    # while the colleague rings: the customer gets a BYE, the agent's ended dialog none.
+    call_id = await connect(sb, customer, agent)
+    assert control.consult(call_id, "callee", "2002")
+    await settle()
+    third.ring(third.incoming()[-1])
+    agent.request("BYE", call_id=dialog_id(sb, call_id, "b"))
+    await settle()
+    byes_to_agent, byes_to_customer = (
+        len(agent.requests_to_me("BYE")),
+        len(customer.requests_to_me("BYE")),
+    )
+    control.hangup(call_id)
+    await settle()
+    assert len(agent.requests_to_me("BYE")) == byes_to_agent
+    assert len(customer.requests_to_me("BYE")) == byes_to_customer + 1
+    assert sb.media.legs == {}
+
     # The customer hangs up while the colleague rings.
     cancels = len(sb.stack.requests("CANCEL"))
     call_id = await connect(sb, customer, agent)
@@ -601,3 +632,41 @@ async def test_the_customer_waiting_for_a_consult_is_not_left_ringing_forever(
     assert len(agent.requests_to_me("BYE")) == byes_to_agent  # its dialog was over
     assert sb.media.legs == {}
     assert sb.details[-1].hangup_cause == "normal_clearing"
+
+
+async def test_a_failed_consult_after_the_agent_left_still_reaches_the_survey(
+    sb: Switchboard,
+) -> None:
+    """A queue call with a post-call survey: the agent consults, hangs up while the
+    colleague rings, the colleague refuses: the caller goes to the survey, as after any
+    agent hang-up, and the ACD sees the end as the agent's."""
+    from pbx.side import Side
+    from tests.unit.test_call import answered_by_switchboard
+
+    control = control_of(sb)
+    events: list[object] = []
+    control.subscribe(events.append)
+    customer, agent, third = sb.phone("1001"), sb.phone("2001"), sb.phone("2002")
+    call, _app = await answered_by_switchboard(sb, customer)
+    answered: list[Side] = []
+    assert call.offer("o1", "2001", ring_timeout=30, on_answered=answered.append, on_failed=print)
+    await settle()
+    (sent,) = agent.incoming()
+    agent.answer(sent)
+    call.accept(answered[0])
+    control.continue_after_callee(call.id, "ivr", "rate")
+    assert control.consult(call.id, "callee", "2002")
+    await settle()
+    (ringing,) = third.incoming()
+    third.ring(ringing)
+    agent.request("BYE")
+    await settle()
+    sb.stack.respond(ringing, 486)
+    await settle()
+    assert not customer.requests_to_me("BYE")  # not hung up: surveyed
+    (first,) = sb.details
+    assert (first.hangup_cause, first.hangup_side) == ("transfer_failed", "callee")
+    (survey,) = [e for e in events if isinstance(e, CallArrived) and e.kind == "ivr"]
+    assert dict(survey.variables)["rated_call"] == call.id
+    (ended,) = [e for e in events if isinstance(e, CallEnded) and e.call_id == call.id]
+    assert ended.side == "callee"

@@ -191,6 +191,11 @@ def test_agents_behind_one_nat_log_in_together() -> None:
     for i in range(64):
         t.end(f"x{i}", nat, 20.1, right=True)
     assert t.retry_after("y", nat, 20.2) is None
+    # Logins never checked (the store failed) count nowhere, not even against the name.
+    for _ in range(10):
+        t.begin("ann", nat, 25.0)
+        t.end("ann", nat, 25.0, right=None)
+    assert t.retry_after("ann", nat, 25.0) is None
     # A sprayer from the address: with the six typos, 50 wrong passwords lock the address
     # (until the first typo leaves the window), not other addresses.
     for i in range(44):
