@@ -173,12 +173,9 @@ class ThirdParty:
     def _customer_alone(self, status: int) -> None:
         """The target failed after the agent left: nobody to go back to, the call ends."""
         self._stop_ring_timer()
-        self.done = True
-        call = self.call
-        if call.third is self:
-            call.third = None
-        if call.ended:
+        if not self._finished():
             return
+        call = self.call
         other = self.other
         if other.leg_id in call.b2b.media:
             call.b2b.media.stop_tone(other.leg_id)
@@ -314,15 +311,19 @@ class ThirdParty:
         if self.outbound is not None:
             b2b.untrack_leg(self.outbound.leg_id)
 
-    def _back_together(self) -> None:
-        """Agent and customer are bridged again; the music stops."""
+    def _finished(self) -> bool:
+        """Done: the call forgets this third party. True if the call still goes on."""
         self.done = True
         call = self.call
         if call.third is self:
             call.third = None
-        if call.ended:
+        return not call.ended
+
+    def _back_together(self) -> None:
+        """Agent and customer are bridged again; the music stops."""
+        if not self._finished():
             return
-        b2b = call.b2b
+        b2b = self.call.b2b
         media = b2b.media
         if self.me.leg_id in media:
             media.stop_tone(self.me.leg_id)
