@@ -534,11 +534,15 @@ class KnowledgeBase:
         """An article, not counted as a view."""
         return (await self._readable(actor, article_id))[0]
 
-    async def history(self, actor: Actor, article_id: int) -> list[ArticleVersion]:
-        """Every saved version, the first first."""
+    async def history(
+        self, actor: Actor, article_id: int, *, bodies: bool = True
+    ) -> list[ArticleVersion]:
+        """Every saved version, the first first; with ``bodies`` False their bodies are
+        left out (read as "") — who changed what when, for a page's history table."""
         await self._readable(actor, article_id)
+        columns = [c for c in _VERSIONS.c if bodies or c.name != "body"]
         stmt = (
-            select(_VERSIONS)
+            select(*columns)
             .where(_VERSIONS.c.article_id == article_id)
             .order_by(_VERSIONS.c.version)
         )
@@ -549,7 +553,7 @@ class KnowledgeBase:
                 r.article_id,
                 r.version,
                 r.title,
-                r.body,
+                r.body if bodies else "",
                 tuple(r.keywords.split()),
                 r.category_id,
                 r.editor,

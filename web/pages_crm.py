@@ -442,7 +442,7 @@ def build_crm_pages_router(s: Services) -> APIRouter:
                 article = await kb.read(who, aid, now=datetime.now(UTC))
                 favourite = any(a.id == aid for a in await kb.favourites(who))
                 editable = await kb.may_edit(who, article.category_id)
-                history = await kb.history(who, aid)
+                history = await kb.history(who, aid, bodies=False)
             return render(
                 request,
                 "crm_article.html",
