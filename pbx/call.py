@@ -146,6 +146,8 @@ class Call:
         # A third party Switchboard rang for one of the parties (the agent panel's consult
         # transfer or conference; pbx.consult), and where a transfer sent the call.
         self.third: ThirdParty | None = None
+        # Figures of a leg closed while the call went on (release_leg_early), for the record.
+        self._early: cdr.Measurements | None = None
         self.transferred_to: str | None = None
         self.room: ConferenceRoom | None = None  # the conference room this caller is in
         self.app: CallApplication | None = None  # an application (IVR) driving this call
@@ -763,6 +765,13 @@ class Call:
         new.log.info("call_taken_over", by=sup.ext, released=old.ext if old else None)
         return new
 
+    def release_leg_early(self, side: Side) -> None:
+        """``side``'s phone left while the call goes on (an agent leaving a ringing
+        consult, pbx.consult): its leg's counters and quality are read now, for the
+        record written at the end, and the leg is closed."""
+        self._early = cdr.measure(self.b2b.media, self, [s.leg_id for s in self.sides()])
+        self.b2b.media.close_leg(side.leg_id)
+
     def caller_goes_on(self, cause: str) -> bool:
         """The callee is gone: if an application waits for the caller (a post-call
         survey, ``CallControl.continue_after_callee``), hand the caller over, this call's
@@ -1015,6 +1024,8 @@ class Call:
         if self.outbound is not None and self.outbound.leg_id not in leg_ids:
             leg_ids.append(self.outbound.leg_id)
         measured = cdr.measure(media, self, leg_ids)
+        if self._early is not None:
+            measured.fill_from(self._early)
         kept = {s.leg_id for s in keep_media}
         for leg_id in leg_ids:
             if leg_id not in kept:

@@ -84,6 +84,13 @@ class Measurements:
     counters: dict[str, int] = field(default_factory=dict)  # a_packets_in, b_packets_out...
     quality: dict[str, float | None] = field(default_factory=dict)  # caller_mos, callee_loss...
 
+    def fill_from(self, earlier: Measurements) -> None:
+        """Take ``earlier``'s figures for what these lack (a leg closed before the end)."""
+        for key, count in earlier.counters.items():
+            self.counters.setdefault(key, count)
+        for key, value in earlier.quality.items():
+            self.quality.setdefault(key, value)
+
 
 def measure(media: MediaInterface, call: Call, leg_ids: Sequence[str]) -> Measurements:
     """Read the counters of ``leg_ids`` (named a, b, c in order) and the quality of the

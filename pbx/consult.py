@@ -224,7 +224,7 @@ class ThirdParty:
         self.agent_left = True
         self.me.left = True
         b2b.unregister_side(self.me)
-        b2b.media.close_leg(self.me.leg_id)
+        call.release_leg_early(self.me)
         other = self.other
         if other.moh_player is not None:
             b2b.stop_music_on_hold(other.moh_player)
