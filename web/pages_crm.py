@@ -30,7 +30,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from crm import Actor, CrmError, CustomerQuery, CustomerService
+from crm import CrmError, CustomerQuery, CustomerService
 from crm.customers import can_edit
 from crm.kb import KnowledgeBase
 from crm.numbers import raw_digits
@@ -38,10 +38,11 @@ from crm.qa import QualityService, card_to_json
 from crm.ticket_store import TicketData, TicketQuery
 from crm.tickets import PRIORITIES, TRANSITIONS, Operation, TicketService, TicketState
 from web.api import principal_scope
-from web.api_crm import SCREENPOP_CALLS
+from web.api_crm import SCREENPOP_CALLS, actor_of
+from web.api_kb import qa_actor
 from web.auth import COOKIE, AuthError, Principal
 from web.i18n import CATALOGS, LANG_COOKIE, LANGUAGES, choose_language, translator
-from web.pages_kbqa import build_kbqa_pages_router
+from web.pages_kbqa import build_kbqa_pages_router, id_number
 from web.services import Services
 
 __all__ = ["build_crm_pages_router", "render_markdown", "ticket_operations"]
@@ -164,15 +165,6 @@ def build_crm_pages_router(s: Services) -> APIRouter:
         message = {403: "error.forbidden", 404: "crm.not_found"}.get(status, "crm.failed")
         return render(request, "message.html", p, status, message=message)
 
-    def actor(p: Principal) -> Actor:
-        return Actor(p.name, p.role)
-
-    def qa_actor(p: Principal) -> Actor:
-        # As web/api_kb.py: agents are evaluated under their ACD agent id.
-        if p.role == "agent":
-            return Actor(p.agent or "\x00no-agent", p.role)
-        return actor(p)
-
     def customers() -> CustomerService:
         return CustomerService(s.store, s.ops.crm_settings())
 
@@ -191,9 +183,6 @@ def build_crm_pages_router(s: Services) -> APIRouter:
         except CrmError as exc:  # the KB and QA editors' pages (web/pages_kbqa.py)
             return refused(request, p, exc.status)
         return out
-
-    def number(value: str | None) -> int | None:
-        return int(value) if value and value.isdigit() and len(value) < 19 else None
 
     # /kb/new, /kb/categories, /kb/{id}/edit, /qa/new: before /kb/{id} and /qa/{id}.
     router.include_router(build_kbqa_pages_router(s, render, page))
@@ -219,10 +208,10 @@ def build_crm_pages_router(s: Services) -> APIRouter:
             fields = list(s.ops.crm_settings().custom_fields)
             custom = {f: qp[f"field.{f}"][:255] for f in fields if qp.get(f"field.{f}")}
             query = dataclasses.replace(query, custom=custom)
-            page_no = number(qp.get("page")) or 1
+            page_no = id_number(qp.get("page")) or 1
             with _refusals():
                 rows, total = await customers().search(
-                    actor(p), query, offset=(page_no - 1) * PAGE_ROWS, limit=PAGE_ROWS
+                    actor_of(p), query, offset=(page_no - 1) * PAGE_ROWS, limit=PAGE_ROWS
                 )
             return render(
                 request,
@@ -281,10 +270,10 @@ def build_crm_pages_router(s: Services) -> APIRouter:
     @router.get("/customers/{customer_id}")
     async def customer_card(request: Request, customer_id: str) -> Response:
         async def build(p: Principal) -> Response:
-            cid = number(customer_id)
+            cid = id_number(customer_id)
             if cid is None:
                 raise _Refused(404)
-            svc, who = customers(), actor(p)
+            svc, who = customers(), actor_of(p)
             with _refusals():
                 c = await svc.get(who, cid)
                 followups = await svc.followups(who, cid)
@@ -325,14 +314,14 @@ def build_crm_pages_router(s: Services) -> APIRouter:
             else:
                 view = "queue"
                 query = TicketQuery(state=state, open=None if state else True)
-            page_no = number(qp.get("page")) or 1
+            page_no = id_number(qp.get("page")) or 1
             svc = tickets()
             rows, total = await svc.search(
-                actor(p), query, offset=(page_no - 1) * PAGE_ROWS, limit=PAGE_ROWS
+                actor_of(p), query, offset=(page_no - 1) * PAGE_ROWS, limit=PAGE_ROWS
             )
             counts = {}
             for st in TicketState:
-                _, counts[st.value] = await svc.search(actor(p), TicketQuery(state=st), limit=0)
+                _, counts[st.value] = await svc.search(actor_of(p), TicketQuery(state=st), limit=0)
             return render(
                 request,
                 "crm_tickets.html",
@@ -356,10 +345,10 @@ def build_crm_pages_router(s: Services) -> APIRouter:
         async def build(p: Principal) -> Response:
             svc = tickets()
             customer = None
-            cid = number(qp.get("customer_id"))
+            cid = id_number(qp.get("customer_id"))
             if cid is not None:
                 with _refusals():
-                    customer = await customers().get(actor(p), cid)
+                    customer = await customers().get(actor_of(p), cid)
             record_id = (qp.get("call_id") or "")[:64] or None
             # The call's record is written when it ends: linked only once it exists.
             linked = record_id is not None and await svc.tickets.call_links(record_id) is not None
@@ -381,7 +370,7 @@ def build_crm_pages_router(s: Services) -> APIRouter:
     @router.get("/tickets/{ref}")
     async def ticket_view(request: Request, ref: str) -> Response:
         async def build(p: Principal) -> Response:
-            svc, who = tickets(), actor(p)
+            svc, who = tickets(), actor_of(p)
             with _refusals():
                 t: TicketData = await svc.resolve(who, ref[:32])
                 assert t.id is not None
@@ -411,7 +400,7 @@ def build_crm_pages_router(s: Services) -> APIRouter:
         q = request.query_params.get("q", "").strip()[:255]
 
         async def build(p: Principal) -> Response:
-            kb, who = KnowledgeBase(s.store), actor(p)
+            kb, who = KnowledgeBase(s.store), actor_of(p)
             with _refusals():
                 found = await kb.search(who, q, limit=50) if q else []
                 hot = await kb.hot(who, now=datetime.now(UTC), days=7, limit=10)
@@ -434,10 +423,10 @@ def build_crm_pages_router(s: Services) -> APIRouter:
     @router.get("/kb/{article_id}")
     async def kb_article(request: Request, article_id: str) -> Response:
         async def build(p: Principal) -> Response:
-            aid = number(article_id)
+            aid = id_number(article_id)
             if aid is None:
                 raise _Refused(404)
-            kb, who = KnowledgeBase(s.store), actor(p)
+            kb, who = KnowledgeBase(s.store), actor_of(p)
             with _refusals():
                 article = await kb.read(who, aid, now=datetime.now(UTC))
                 favourite = any(a.id == aid for a in await kb.favourites(who))
@@ -475,7 +464,7 @@ def build_crm_pages_router(s: Services) -> APIRouter:
     @router.get("/qa/{evaluation_id}")
     async def qa_view(request: Request, evaluation_id: str) -> Response:
         async def build(p: Principal) -> Response:
-            eid = number(evaluation_id)
+            eid = id_number(evaluation_id)
             if eid is None:
                 raise _Refused(404)
             qa, who = QualityService(s.store), qa_actor(p)

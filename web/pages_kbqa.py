@@ -23,14 +23,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from crm import Actor, CrmError
+from crm import CrmError
 from crm.kb import IMAGE_TYPES, Category, KnowledgeBase
 from crm.qa import QualityService
 from crm.users import ROLES
+from web.api_crm import actor_of
 from web.auth import Principal
 from web.services import Services
 
-__all__ = ["build_kbqa_pages_router", "category_paths"]
+__all__ = ["build_kbqa_pages_router", "category_paths", "id_number"]
 
 Render = Callable[..., HTMLResponse]
 Build = Callable[[Principal], Awaitable[Response]]
@@ -55,7 +56,8 @@ def category_paths(categories: list[Category]) -> dict[int, str]:
     return out
 
 
-def _number(value: str | None) -> int | None:
+def id_number(value: str | None) -> int | None:
+    """A row id (or page number) from a path or query string; None unless plain digits."""
     return int(value) if value and value.isdigit() and len(value) < 19 else None
 
 
@@ -63,16 +65,13 @@ def build_kbqa_pages_router(s: Services, render: Render, page: Page) -> APIRoute
     """``/kb/new``, ``/kb/{id}/edit``, ``/kb/categories`` and ``/qa/new``."""
     router = APIRouter(include_in_schema=False)
 
-    def actor(p: Principal) -> Actor:
-        return Actor(p.name, p.role)
-
     async def editor(request: Request, p: Principal, article: Any) -> Response:
-        kb, who = KnowledgeBase(s.store), actor(p)
+        kb, who = KnowledgeBase(s.store), actor_of(p)
         editable = await kb.editable_categories(who)
         if not editable:
             raise CrmError(403, "you may not add articles to any category")
         names = category_paths(await kb.categories(who))
-        wanted = _number(request.query_params.get("category"))
+        wanted = id_number(request.query_params.get("category"))
         chosen = article.category_id if article is not None else wanted
         return render(
             request,
@@ -96,7 +95,7 @@ def build_kbqa_pages_router(s: Services, render: Render, page: Page) -> APIRoute
     @router.get("/kb/categories")
     async def kb_categories(request: Request) -> Response:
         async def build(p: Principal) -> Response:
-            kb, who = KnowledgeBase(s.store), actor(p)
+            kb, who = KnowledgeBase(s.store), actor_of(p)
             if not kb.manages_categories(who):
                 raise CrmError(403, "only supervisors and admins manage categories")
             found = await kb.categories(who)
@@ -115,10 +114,10 @@ def build_kbqa_pages_router(s: Services, render: Render, page: Page) -> APIRoute
     @router.get("/kb/{article_id}/edit")
     async def kb_edit(request: Request, article_id: str) -> Response:
         async def build(p: Principal) -> Response:
-            aid = _number(article_id)
+            aid = id_number(article_id)
             if aid is None:
                 raise CrmError(404, "no article")
-            kb, who = KnowledgeBase(s.store), actor(p)
+            kb, who = KnowledgeBase(s.store), actor_of(p)
             article = await kb.get(who, aid)  # 404 when not readable
             if not await kb.may_edit(who, article.category_id):
                 raise CrmError(403, f"you may not edit article {aid}")
@@ -131,7 +130,7 @@ def build_kbqa_pages_router(s: Services, render: Render, page: Page) -> APIRoute
         qp = request.query_params
 
         async def build(p: Principal) -> Response:
-            qa, who = QualityService(s.store), actor(p)
+            qa, who = QualityService(s.store), actor_of(p)
             tasks = await qa.tasks(who)  # agents: 403
             cards = await qa.scorecards(who)
             agents = sorted({a.id for a in s.acd.agent_snapshots()})
